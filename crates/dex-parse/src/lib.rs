@@ -1,0 +1,1 @@
+//! DEX parser (being written)
