@@ -1,0 +1,44 @@
+//! The SQL functions: thin wrappers that run a collection and map its errors to Postgres ERRORs.
+//!
+//! They are SECURITY DEFINER (owned by the superuser who created the extension) so that a role
+//! granted EXECUTE collects for every company although row level security hides rows from it, and
+//! they pin `search_path` so that nothing a caller puts on the path can take part in the run.
+
+use pgrx::prelude::*;
+use pgrx::JsonB;
+
+use crate::history::Trigger;
+use crate::run::{self, Scope};
+
+/// Collects DEX data for every target company; returns the run's summary.
+#[pg_extern(volatile, parallel_unsafe, security_definer)]
+#[search_path(pg_catalog, pg_temp)]
+fn dex_collect_all() -> JsonB {
+    match run::collect(Scope::All, Trigger::Manual) {
+        Ok(summary) => JsonB(summary),
+        Err(error) => error.raise(),
+    }
+}
+
+/// Collects DEX data for one company, recorded as a run of its own.
+#[pg_extern(volatile, parallel_unsafe, security_definer)]
+#[search_path(pg_catalog, pg_temp)]
+fn dex_collect_company(company_id: pgrx::Uuid) -> JsonB {
+    match run::collect(Scope::Company(company_id.to_string()), Trigger::Manual) {
+        Ok(summary) => JsonB(summary),
+        Err(error) => error.raise(),
+    }
+}
+
+extension_sql!(
+    r#"
+REVOKE EXECUTE ON FUNCTION @extschema@.dex_collect_all() FROM PUBLIC;
+REVOKE EXECUTE ON FUNCTION @extschema@.dex_collect_company(uuid) FROM PUBLIC;
+COMMENT ON FUNCTION @extschema@.dex_collect_all() IS
+    'dex_collector: collect DEX data for every target company; returns the run summary';
+COMMENT ON FUNCTION @extschema@.dex_collect_company(uuid) IS
+    'dex_collector: collect DEX data for one company; returns the run summary';
+"#,
+    name = "collection_privileges",
+    requires = [dex_collect_all, dex_collect_company],
+);

@@ -1,0 +1,148 @@
+//! Errors that stop a call before any request, one enum per component, each mapped to a Postgres
+//! ERROR with a SQLSTATE at the SQL boundary. A failing company is never an error: it is a result.
+
+use std::fmt;
+
+use pgrx::prelude::*;
+
+/// The configuration cannot be used: raised before any request is sent.
+#[derive(Debug)]
+pub enum ConfigError {
+    Missing { site_url: bool, service_key: bool },
+    InvalidSiteUrl { reason: String },
+    InvalidServiceKey,
+    Vault { reason: String },
+    CaFile { reason: String },
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ConfigError::Missing { site_url, service_key, .. } => {
+                let missing: Vec<&str> = [(*site_url, "dex_collector.site_url"), (*service_key, "dex_collector.service_key")]
+                    .into_iter()
+                    .filter_map(|(is_missing, name)| is_missing.then_some(name))
+                    .collect();
+                write!(f, "dex_collector is not configured: {} not set", missing.join(" and "))
+            }
+            ConfigError::InvalidSiteUrl { reason } => write!(f, "invalid dex_collector.site_url: {reason}"),
+            ConfigError::InvalidServiceKey => write!(
+                f,
+                "invalid dex_collector.service_key: it must be printable ASCII without spaces or control characters"
+            ),
+            ConfigError::Vault { reason } => write!(f, "could not read dex_collector secrets from Supabase Vault: {reason}"),
+            ConfigError::CaFile { reason } => write!(f, "unusable dex_collector.ca_file: {reason}"),
+        }
+    }
+}
+
+impl ConfigError {
+    fn hint(&self) -> Option<String> {
+        match self {
+            ConfigError::Missing { .. } => Some(
+                "As superuser: ALTER DATABASE your_database SET dex_collector.site_url = 'https://your-app.pages.dev'; \
+                 the same for dex_collector.service_key; then reconnect. On Supabase, store the Vault secrets \
+                 dex_collector_site_url and dex_collector_service_key instead."
+                    .to_string(),
+            ),
+            _ => None,
+        }
+    }
+}
+
+/// The targets query could not be run or did not return what is needed.
+#[derive(Debug)]
+pub enum TargetsError {
+    QueryFailed { custom: bool, message: String },
+    MissingColumn { column: &'static str },
+    WrongColumnType { column: String, expected: String },
+    NullCompanyId,
+    Unreadable { message: String },
+}
+
+impl fmt::Display for TargetsError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TargetsError::QueryFailed { custom: true, message } => {
+                write!(f, "dex_collector.targets_query failed: {message}")
+            }
+            TargetsError::QueryFailed { custom: false, message } => write!(
+                f,
+                "the built-in target selection failed: {message} (set dex_collector.targets_query for a different schema)"
+            ),
+            TargetsError::MissingColumn { column } => {
+                write!(f, "dex_collector.targets_query must return a column named {column}")
+            }
+            TargetsError::WrongColumnType { column, expected } => {
+                write!(f, "dex_collector.targets_query: column {column} must be of type {expected}")
+            }
+            TargetsError::NullCompanyId => write!(f, "dex_collector.targets_query returned a NULL company_id"),
+            TargetsError::Unreadable { message } => write!(f, "dex_collector.targets_query: {message}"),
+        }
+    }
+}
+
+/// Everything that makes a collection call raise instead of returning a summary.
+#[derive(Debug)]
+pub enum CollectError {
+    Config(ConfigError),
+    Targets(TargetsError),
+    UnknownCompany { company_id: String },
+    Runtime { message: String },
+    History { message: String },
+}
+
+impl From<ConfigError> for CollectError {
+    fn from(error: ConfigError) -> Self {
+        CollectError::Config(error)
+    }
+}
+
+impl From<TargetsError> for CollectError {
+    fn from(error: TargetsError) -> Self {
+        CollectError::Targets(error)
+    }
+}
+
+impl fmt::Display for CollectError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CollectError::Config(error) => error.fmt(f),
+            CollectError::Targets(error) => error.fmt(f),
+            CollectError::UnknownCompany { company_id } => write!(
+                f,
+                "company {company_id} is not a collection target (no such company, or it has no active machine)"
+            ),
+            CollectError::Runtime { message } => write!(f, "dex_collector could not start its HTTP runtime: {message}"),
+            CollectError::History { message } => write!(f, "dex_collector could not record the run: {message}"),
+        }
+    }
+}
+
+impl CollectError {
+    fn sqlstate(&self) -> PgSqlErrorCode {
+        match self {
+            CollectError::Config(_) => PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+            CollectError::Targets(TargetsError::QueryFailed { .. } | TargetsError::Unreadable { .. }) => {
+                PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE
+            }
+            CollectError::Targets(_) => PgSqlErrorCode::ERRCODE_DATATYPE_MISMATCH,
+            CollectError::UnknownCompany { .. } => PgSqlErrorCode::ERRCODE_NO_DATA_FOUND,
+            CollectError::Runtime { .. } | CollectError::History { .. } => PgSqlErrorCode::ERRCODE_INTERNAL_ERROR,
+        }
+    }
+
+    /// Raises the error as a Postgres ERROR; does not return.
+    pub fn raise(self) -> ! {
+        let report = pgrx::pg_sys::panic::ErrorReport::new(self.sqlstate(), self.to_string(), "dex_collector");
+        let report = match self {
+            CollectError::Config(ref config) => match config.hint() {
+                Some(hint) => report.set_hint(hint),
+                None => report,
+            },
+            _ => report,
+        };
+        report.report(PgLogLevel::ERROR);
+        unreachable!("an ERROR report does not return")
+    }
+}

@@ -1,0 +1,54 @@
+//! Runs SQL that the collector does not own (the targets query, the Vault lookup) so that it can
+//! neither change data nor abort the caller's transaction: inside a subtransaction that is made
+//! read-only and always rolled back, with any error it raises returned as text.
+
+use std::panic::UnwindSafe;
+
+use pgrx::pg_sys;
+use pgrx::pg_sys::panic::CaughtError;
+use pgrx::prelude::*;
+
+/// Runs `work` read-only in a throw-away subtransaction. Values `work` returns must be owned by
+/// Rust (not pointers into Postgres memory): the subtransaction's memory is gone afterwards.
+/// A query cancel raised inside is re-raised: the user asked to stop, not to continue.
+pub fn run<T>(work: impl FnOnce() -> T + UnwindSafe) -> Result<T, String> {
+    // SAFETY: the same sequence PL/pgSQL uses around an exception block; we are on the backend's
+    // thread inside a transaction (every caller runs within a SQL function or a worker transaction).
+    let (old_context, old_owner) = unsafe {
+        let saved = (pg_sys::CurrentMemoryContext, pg_sys::CurrentResourceOwner);
+        pg_sys::BeginInternalSubTransaction(std::ptr::null());
+        pg_sys::set_config_option(
+            c"transaction_read_only".as_ptr(),
+            c"on".as_ptr(),
+            pg_sys::GucContext::PGC_USERSET,
+            pg_sys::GucSource::PGC_S_SESSION,
+            pg_sys::GucAction::GUC_ACTION_LOCAL,
+            true,
+            0,
+            false,
+        );
+        saved
+    };
+    let outcome: Result<T, Box<CaughtError>> =
+        PgTryBuilder::new(|| Ok(work())).catch_others(|caught| Err(Box::new(caught))).execute();
+    // SAFETY: undoes the subtransaction begun above, restoring the caller's context and owner.
+    unsafe {
+        pg_sys::RollbackAndReleaseCurrentSubTransaction();
+        pg_sys::MemoryContextSwitchTo(old_context);
+        pg_sys::CurrentResourceOwner = old_owner;
+    }
+    match outcome {
+        Ok(value) => Ok(value),
+        Err(caught) => match *caught {
+            CaughtError::PostgresError(ref report) | CaughtError::ErrorReport(ref report)
+                if report.sql_error_code() == PgSqlErrorCode::ERRCODE_QUERY_CANCELED =>
+            {
+                caught.rethrow()
+            }
+            CaughtError::PostgresError(report) | CaughtError::ErrorReport(report) => {
+                Err(report.message().to_string())
+            }
+            CaughtError::RustPanic { ereport, .. } => Err(ereport.message().to_string()),
+        },
+    }
+}

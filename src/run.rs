@@ -1,0 +1,306 @@
+//! One run: settings, targets, the concurrent fan-out over the endpoint, the deadline, query
+//! cancellation, and the summary recorded in the history.
+//!
+//! The HTTP work runs on a current-thread tokio runtime driven by the backend's own thread, so no
+//! Postgres function is ever called from another thread. The runtime is only driven in short
+//! `block_on` steps that return at each finished company, at the deadline, or as soon as a cancel
+//! or terminate is pending; Postgres work (history, interrupt handling) happens between steps.
+
+use std::cell::RefCell;
+use std::mem::ManuallyDrop;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use pgrx::pg_sys;
+use reqwest::Client;
+use tokio::runtime::Runtime;
+use tokio::task::{Id, JoinSet};
+
+use crate::endpoint::{build_client, collect_company, CompanyOutcome, EndpointConfig};
+use crate::error::{CollectError, ConfigError};
+use crate::history::{self, Trigger};
+use crate::settings::Settings;
+use crate::summary::{CompanyResult, RunSummary, SKIP_AUTH_REJECTED, SKIP_CANCELLED, SKIP_DEADLINE, SKIP_NO_CREDENTIALS};
+use crate::targets::{self, Target};
+
+/// How often a waiting run looks at the backend's cancel and terminate flags.
+const INTERRUPT_POLL: Duration = Duration::from_millis(20);
+
+/// Which companies a call collects.
+pub enum Scope {
+    All,
+    Company(String),
+}
+
+/// Runs one collection and returns its summary as JSON. Raises only for configuration errors.
+pub fn collect(scope: Scope, trigger: Trigger) -> Result<serde_json::Value, CollectError> {
+    let started = Instant::now();
+    let settings = Settings::load()?;
+    let mut targets = targets::load(settings.targets_query.as_deref())?;
+    if let Scope::Company(company_id) = scope {
+        targets.retain(|target| target.company_id == company_id);
+        if targets.is_empty() {
+            return Err(CollectError::UnknownCompany { company_id });
+        }
+    }
+    let run_id = history::start_run(trigger, targets.len())?;
+    let deadline = started + settings.run_deadline;
+    let fan_out = with_http(&settings, |http| fan_out(http, &settings, run_id, &targets, deadline))?;
+    let summary = RunSummary {
+        run_id,
+        results: fan_out.results,
+        duration: started.elapsed(),
+        run_error: fan_out.run_error,
+    };
+    history::record_results(run_id, &summary.results)?;
+    history::finish_run(&summary)?;
+    Ok(summary.to_json())
+}
+
+/// The per-backend HTTP machinery, kept across runs so connections are reused.
+struct Http {
+    runtime: Runtime,
+    client: Client,
+    built_for: ClientSettings,
+}
+
+/// The settings the client was built with; a change rebuilds it.
+#[derive(Clone, PartialEq)]
+struct ClientSettings {
+    connect_timeout: Duration,
+    pool_size: usize,
+    ca_file: Option<String>,
+}
+
+thread_local! {
+    // Never dropped: dropping a runtime at process exit could wait on a blocked DNS lookup.
+    static HTTP: RefCell<Option<ManuallyDrop<Http>>> = const { RefCell::new(None) };
+}
+
+fn with_http<R>(settings: &Settings, work: impl FnOnce(&Http) -> R) -> Result<R, CollectError> {
+    let wanted = ClientSettings {
+        connect_timeout: settings.connect_timeout,
+        pool_size: settings.concurrency,
+        ca_file: settings.ca_file.clone(),
+    };
+    HTTP.with(|cell| {
+        let mut slot = cell.borrow_mut();
+        if slot.as_ref().is_none_or(|http| http.built_for != wanted) {
+            if let Some(old) = slot.take() {
+                ManuallyDrop::into_inner(old).runtime.shutdown_background();
+            }
+            *slot = Some(ManuallyDrop::new(new_http(wanted)?));
+        }
+        match slot.as_ref() {
+            Some(http) => Ok(work(http)),
+            None => Err(CollectError::Runtime { message: "the HTTP client was not kept".into() }),
+        }
+    })
+}
+
+fn new_http(settings: ClientSettings) -> Result<Http, CollectError> {
+    let ca_pem = match &settings.ca_file {
+        Some(path) => Some(std::fs::read(path).map_err(|e| {
+            CollectError::Config(ConfigError::CaFile { reason: format!("cannot read {path}: {e}") })
+        })?),
+        None => None,
+    };
+    let client = build_client(settings.connect_timeout, settings.pool_size, ca_pem.as_deref())
+        .map_err(|reason| CollectError::Config(ConfigError::CaFile { reason }))?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .max_blocking_threads(4)
+        // DNS lookups run on helper threads; keep every signal for the backend's own thread.
+        .on_thread_start(block_all_signals)
+        .build()
+        .map_err(|e| CollectError::Runtime { message: e.to_string() })?;
+    Ok(Http { runtime, client, built_for: settings })
+}
+
+fn block_all_signals() {
+    // SAFETY: plain libc calls on a fully initialised, thread-local signal set.
+    unsafe {
+        let mut all: libc::sigset_t = std::mem::zeroed();
+        libc::sigfillset(&mut all);
+        libc::pthread_sigmask(libc::SIG_BLOCK, &all, std::ptr::null_mut());
+    }
+}
+
+/// True when the backend has been asked to cancel the query or to exit.
+fn cancel_or_terminate_pending() -> bool {
+    // SAFETY: reads of sig_atomic_t flags that signal handlers set; volatile as in C.
+    unsafe {
+        std::ptr::read_volatile(&raw const pg_sys::QueryCancelPending) != 0
+            || std::ptr::read_volatile(&raw const pg_sys::ProcDiePending) != 0
+    }
+}
+
+async fn cancel_or_terminate_requested() {
+    while !cancel_or_terminate_pending() {
+        tokio::time::sleep(INTERRUPT_POLL).await;
+    }
+}
+
+/// Requests in flight. Dropping it, including while an ERROR unwinds, aborts them and drives the
+/// runtime until they are gone, so no request carries on in the background.
+struct InFlight<'rt> {
+    tasks: JoinSet<CompanyOutcome>,
+    index_of: std::collections::HashMap<Id, usize>,
+    runtime: &'rt Runtime,
+}
+
+impl InFlight<'_> {
+    fn abort_all(&mut self) -> Vec<(usize, Option<CompanyOutcome>)> {
+        self.tasks.abort_all();
+        let tasks = &mut self.tasks;
+        let ended = self.runtime.block_on(async {
+            let mut ended = Vec::new();
+            while let Some(joined) = tasks.join_next_with_id().await {
+                ended.push(joined);
+            }
+            // Let the connection tasks see their requests dropped and close.
+            tokio::task::yield_now().await;
+            ended
+        });
+        ended
+            .into_iter()
+            .filter_map(|joined| match joined {
+                Ok((id, outcome)) => self.index_of.remove(&id).map(|index| (index, Some(outcome))),
+                Err(error) => self.index_of.remove(&error.id()).map(|index| (index, None)),
+            })
+            .collect()
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        if !self.tasks.is_empty() {
+            self.abort_all();
+        }
+    }
+}
+
+enum Step {
+    Finished(Result<(Id, CompanyOutcome), tokio::task::JoinError>),
+    Interrupted,
+    DeadlineReached,
+}
+
+/// Why a run stopped before calling every company.
+#[derive(Clone, Copy)]
+enum Stop {
+    Deadline,
+    AuthRejected,
+    Cancelled,
+}
+
+impl Stop {
+    fn reason(self) -> &'static str {
+        match self {
+            Stop::Deadline => SKIP_DEADLINE,
+            Stop::AuthRejected => SKIP_AUTH_REJECTED,
+            Stop::Cancelled => SKIP_CANCELLED,
+        }
+    }
+}
+
+struct FanOut {
+    results: Vec<CompanyResult>,
+    run_error: Option<String>,
+}
+
+/// Calls the endpoint for every target with credentials, `concurrency` at a time.
+fn fan_out(http: &Http, settings: &Settings, run_id: i64, targets: &[Target], deadline: Instant) -> FanOut {
+    let config = Arc::new(settings.endpoint.clone());
+    let mut outcomes: Vec<Option<CompanyOutcome>> = vec![None; targets.len()];
+    let mut queue = targets.iter().enumerate().filter(|(_, target)| target.has_credentials);
+    let mut in_flight = InFlight { tasks: JoinSet::new(), index_of: Default::default(), runtime: &http.runtime };
+    let mut stop = None;
+    loop {
+        while stop.is_none() && in_flight.tasks.len() < settings.concurrency {
+            let Some((index, target)) = queue.next() else { break };
+            let task = company_task(http.client.clone(), Arc::clone(&config), run_id, target, deadline);
+            let handle = in_flight.tasks.spawn_on(task, http.runtime.handle());
+            in_flight.index_of.insert(handle.id(), index);
+        }
+        if in_flight.tasks.is_empty() {
+            break;
+        }
+        let tasks = &mut in_flight.tasks;
+        let step = http.runtime.block_on(async {
+            tokio::select! {
+                biased;
+                () = cancel_or_terminate_requested() => Step::Interrupted,
+                () = tokio::time::sleep_until(deadline.into()) => Step::DeadlineReached,
+                Some(joined) = tasks.join_next_with_id() => Step::Finished(joined),
+            }
+        });
+        let ended_early = match step {
+            Step::Finished(Ok((id, outcome))) => {
+                let auth_rejected = outcome.auth_rejected;
+                if let Some(index) = in_flight.index_of.remove(&id) {
+                    outcomes[index] = Some(outcome);
+                }
+                auth_rejected.then_some(Stop::AuthRejected)
+            }
+            // A company task cannot panic by design; if one did, its company stays unrecorded
+            // as failed below rather than taking the run down.
+            Step::Finished(Err(error)) => {
+                in_flight.index_of.remove(&error.id());
+                None
+            }
+            Step::DeadlineReached => Some(Stop::Deadline),
+            Step::Interrupted => {
+                // Raises the cancel or terminate; unwinding drops `in_flight`, which aborts the
+                // requests. Returning means Postgres is holding the interrupt off: stop anyway.
+                pgrx::check_for_interrupts!();
+                Some(Stop::Cancelled)
+            }
+        };
+        if let Some(reason) = ended_early {
+            stop = Some(reason);
+            for (index, outcome) in in_flight.abort_all() {
+                outcomes[index] = outcome.or_else(|| Some(stopped_outcome(reason)));
+            }
+        }
+    }
+    let results = targets
+        .iter()
+        .zip(outcomes)
+        .map(|(target, outcome)| match (target.has_credentials, outcome, stop) {
+            (false, _, _) => CompanyResult::skipped(target.clone(), SKIP_NO_CREDENTIALS),
+            (true, Some(outcome), _) => CompanyResult::called(target.clone(), outcome),
+            (true, None, Some(reason)) => CompanyResult::skipped(target.clone(), reason.reason()),
+            (true, None, None) => CompanyResult::called(
+                target.clone(),
+                CompanyOutcome { error: Some("internal error: the company's task ended without a result".into()), ..Default::default() },
+            ),
+        })
+        .collect();
+    let run_error = match stop {
+        Some(Stop::AuthRejected) => Some(SKIP_AUTH_REJECTED.to_string()),
+        _ => None,
+    };
+    FanOut { results, run_error }
+}
+
+/// The outcome of a company whose requests were cut short by a stop.
+fn stopped_outcome(stop: Stop) -> CompanyOutcome {
+    let error = match stop {
+        Stop::Deadline => "stopped at the run deadline (dex_collector.run_deadline) while collecting",
+        Stop::AuthRejected => "stopped: the endpoint rejected the service key for another company",
+        Stop::Cancelled => "stopped: the run was cancelled while collecting",
+    };
+    CompanyOutcome { error: Some(error.into()), ..Default::default() }
+}
+
+fn company_task(
+    client: Client,
+    config: Arc<EndpointConfig>,
+    run_id: i64,
+    target: &Target,
+    deadline: Instant,
+) -> impl std::future::Future<Output = CompanyOutcome> + Send + 'static {
+    let company_id = target.company_id.clone();
+    async move { collect_company(&client, &config, run_id, &company_id, deadline).await }
+}

@@ -1,0 +1,261 @@
+//! A run's results and the arithmetic of its summary (pure Rust).
+//!
+//! The summary keeps the shape of the edge function it replaces (`success`, `companiesProcessed`,
+//! `successfulCollections`, `totalRecords`, `results[]`) and adds `run_id`, `companiesSkipped`,
+//! `durationMs`, `company_id` in each result, and `skipped[]` for companies not called.
+
+use std::time::Duration;
+
+use serde_json::{json, Map, Value};
+
+use crate::endpoint::CompanyOutcome;
+use crate::targets::Target;
+
+/// Why a company was not called, or was stopped.
+pub const SKIP_NO_CREDENTIALS: &str = "No DEX credentials configured";
+pub const SKIP_DEADLINE: &str = "deadline";
+pub const SKIP_AUTH_REJECTED: &str = "service key rejected by the endpoint";
+pub const SKIP_CANCELLED: &str = "cancelled";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResultStatus {
+    Succeeded,
+    Failed,
+    Skipped,
+}
+
+impl ResultStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ResultStatus::Succeeded => "succeeded",
+            ResultStatus::Failed => "failed",
+            ResultStatus::Skipped => "skipped",
+        }
+    }
+}
+
+/// What happened to one company in one run.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CompanyResult {
+    pub target: Target,
+    pub status: ResultStatus,
+    /// For a called company, what the endpoint did; default for a skipped one.
+    pub outcome: CompanyOutcome,
+    /// The error of a failed company or the reason a company was skipped.
+    pub reason: Option<String>,
+}
+
+impl CompanyResult {
+    pub fn called(target: Target, outcome: CompanyOutcome) -> Self {
+        let status = if outcome.success { ResultStatus::Succeeded } else { ResultStatus::Failed };
+        let reason = outcome.error.clone();
+        CompanyResult { target, status, outcome, reason }
+    }
+
+    pub fn skipped(target: Target, reason: &str) -> Self {
+        CompanyResult {
+            target,
+            status: ResultStatus::Skipped,
+            outcome: CompanyOutcome::default(),
+            reason: Some(reason.to_string()),
+        }
+    }
+
+    /// One `dex_collector.run_results` row, as the JSON object `history.rs` inserts.
+    pub fn history_row(&self) -> Value {
+        json!({
+            "company_id": self.target.company_id,
+            "company_name": self.target.company_name,
+            "status": self.status.as_str(),
+            "http_status": self.outcome.http_status,
+            "pages": self.outcome.pages,
+            "attempts": self.outcome.attempts,
+            "records_collected": self.outcome.records,
+            "machines_updated": self.outcome.machines,
+            "duration_ms": duration_ms(self.outcome.duration),
+            "more_pending": self.outcome.more_pending,
+            "error": self.reason,
+        })
+    }
+}
+
+/// The whole run, as returned to the caller and recorded in `dex_collector.runs`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunSummary {
+    pub run_id: i64,
+    /// In target order.
+    pub results: Vec<CompanyResult>,
+    pub duration: Duration,
+    /// Set when the run as a whole failed (e.g. the key was rejected).
+    pub run_error: Option<String>,
+}
+
+impl RunSummary {
+    pub fn success(&self) -> bool {
+        self.run_error.is_none()
+    }
+
+    fn count(&self, status: ResultStatus) -> usize {
+        self.results.iter().filter(|r| r.status == status).count()
+    }
+
+    /// Companies the endpoint was called for (skipped ones are not counted, as in the design).
+    pub fn companies_processed(&self) -> usize {
+        self.results.len() - self.count(ResultStatus::Skipped)
+    }
+
+    pub fn companies_succeeded(&self) -> usize {
+        self.count(ResultStatus::Succeeded)
+    }
+
+    pub fn companies_failed(&self) -> usize {
+        self.count(ResultStatus::Failed)
+    }
+
+    pub fn companies_skipped(&self) -> usize {
+        self.count(ResultStatus::Skipped)
+    }
+
+    pub fn total_records(&self) -> i64 {
+        self.results.iter().map(|r| r.outcome.records).sum()
+    }
+
+    pub fn total_machines(&self) -> i64 {
+        self.results.iter().map(|r| r.outcome.machines).sum()
+    }
+
+    pub fn duration_ms(&self) -> i64 {
+        duration_ms(self.duration)
+    }
+
+    /// The JSON `dex_collect_all()` returns.
+    pub fn to_json(&self) -> Value {
+        let mut results = Vec::with_capacity(self.companies_processed());
+        let mut skipped = Vec::new();
+        for result in &self.results {
+            let target = &result.target;
+            if result.status == ResultStatus::Skipped {
+                skipped.push(json!({
+                    "company_id": target.company_id,
+                    "company": target.company_name,
+                    "reason": result.reason,
+                }));
+                continue;
+            }
+            let outcome = &result.outcome;
+            let mut entry = Map::new();
+            entry.insert("company_id".into(), json!(target.company_id));
+            entry.insert("company".into(), json!(target.company_name));
+            entry.insert("success".into(), json!(result.status == ResultStatus::Succeeded));
+            entry.insert("recordsCollected".into(), json!(outcome.records));
+            entry.insert("machinesUpdated".into(), json!(outcome.machines));
+            entry.insert("pages".into(), json!(outcome.pages));
+            entry.insert("attempts".into(), json!(outcome.attempts));
+            if let Some(status) = outcome.http_status {
+                entry.insert("httpStatus".into(), json!(status));
+            }
+            if outcome.more_pending {
+                entry.insert("morePending".into(), json!(true));
+            }
+            if let Some(error) = &result.reason {
+                entry.insert("error".into(), json!(error));
+            }
+            results.push(Value::Object(entry));
+        }
+        let mut summary = json!({
+            "success": self.success(),
+            "run_id": self.run_id,
+            "companiesProcessed": self.companies_processed(),
+            "successfulCollections": self.companies_succeeded(),
+            "companiesSkipped": self.companies_skipped(),
+            "totalRecords": self.total_records(),
+            "durationMs": self.duration_ms(),
+            "results": results,
+            "skipped": skipped,
+        });
+        if let (Some(error), Value::Object(map)) = (&self.run_error, &mut summary) {
+            map.insert("error".into(), json!(error));
+        }
+        summary
+    }
+}
+
+pub fn duration_ms(duration: Duration) -> i64 {
+    i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn target(name: &str) -> Target {
+        Target { company_id: format!("00000000-0000-0000-0000-00000000000{}", name.len()), company_name: name.into(), has_credentials: true }
+    }
+
+    fn outcome(success: bool, records: i64, machines: i64, error: Option<&str>) -> CompanyOutcome {
+        CompanyOutcome {
+            success,
+            http_status: Some(if success { 200 } else { 500 }),
+            pages: 1,
+            attempts: 1,
+            records,
+            machines,
+            error: error.map(str::to_string),
+            ..CompanyOutcome::default()
+        }
+    }
+
+    #[test]
+    fn summary_matches_the_design_arithmetic() {
+        let summary = RunSummary {
+            run_id: 7,
+            results: vec![
+                CompanyResult::called(target("Acme Vending"), outcome(true, 12, 3, None)),
+                CompanyResult::called(target("Beta Snacks"), outcome(false, 0, 0, Some("HTTP 500: boom"))),
+                CompanyResult::skipped(target("Gamma"), SKIP_NO_CREDENTIALS),
+            ],
+            duration: Duration::from_millis(1234),
+            run_error: None,
+        };
+        let json = summary.to_json();
+        assert_eq!(json["success"], true);
+        assert_eq!(json["run_id"], 7);
+        assert_eq!(json["companiesProcessed"], 2);
+        assert_eq!(json["successfulCollections"], 1);
+        assert_eq!(json["companiesSkipped"], 1);
+        assert_eq!(json["totalRecords"], 12);
+        assert_eq!(json["durationMs"], 1234);
+        assert_eq!(json["results"].as_array().map(Vec::len), Some(2));
+        assert_eq!(json["results"][0]["company"], "Acme Vending");
+        assert_eq!(json["results"][0]["recordsCollected"], 12);
+        assert_eq!(json["results"][0]["machinesUpdated"], 3);
+        assert!(json["results"][0].get("error").is_none());
+        assert_eq!(json["results"][1]["success"], false);
+        assert_eq!(json["results"][1]["error"], "HTTP 500: boom");
+        assert_eq!(json["skipped"][0]["reason"], SKIP_NO_CREDENTIALS);
+        assert_eq!(summary.companies_failed(), 1);
+        assert_eq!(summary.total_machines(), 3);
+    }
+
+    #[test]
+    fn a_run_error_fails_the_run() {
+        let summary = RunSummary { run_id: 1, results: vec![], duration: Duration::ZERO, run_error: Some(SKIP_AUTH_REJECTED.into()) };
+        let json = summary.to_json();
+        assert_eq!(json["success"], false);
+        assert_eq!(json["error"], SKIP_AUTH_REJECTED);
+        assert_eq!(json["companiesProcessed"], 0);
+    }
+
+    #[test]
+    fn history_rows_carry_every_column() {
+        let row = CompanyResult::called(target("Acme"), outcome(true, 5, 2, None)).history_row();
+        assert_eq!(row["status"], "succeeded");
+        assert_eq!(row["records_collected"], 5);
+        assert_eq!(row["http_status"], 200);
+        assert!(row["error"].is_null());
+        let skipped = CompanyResult::skipped(target("Acme"), SKIP_DEADLINE).history_row();
+        assert_eq!(skipped["status"], "skipped");
+        assert_eq!(skipped["error"], SKIP_DEADLINE);
+        assert!(skipped["http_status"].is_null());
+    }
+}

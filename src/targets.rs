@@ -1,0 +1,105 @@
+//! Which companies a run collects for.
+//!
+//! By default the design's rule (CONTRACT.md): every company with at least one machine whose
+//! status is `active`; such a company without a `user_credentials` row with a `dex_username` is
+//! skipped ("No DEX credentials configured") and never sent to the endpoint.
+//! `dex_collector.targets_query` replaces the rule for deployments whose schema differs.
+
+use pgrx::pg_sys;
+use pgrx::prelude::*;
+
+use crate::error::TargetsError;
+use crate::readonly;
+
+/// The built-in rule, as SQL with the same result shape a custom `targets_query` must have.
+pub const DEFAULT_TARGETS_QUERY: &str = "\
+SELECT c.id AS company_id,
+       c.company_name::text AS company_name,
+       EXISTS (SELECT 1 FROM public.user_credentials uc
+               WHERE uc.company_id = c.id AND uc.dex_username IS NOT NULL) AS has_credentials
+  FROM public.companies c
+ WHERE EXISTS (SELECT 1 FROM public.machines m
+               WHERE m.company_id = c.id AND m.status = 'active')
+ ORDER BY c.company_name, c.id";
+
+/// One company a run considers.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Target {
+    /// The company's uuid, lower-case and hyphenated (the `X-Company-ID` header).
+    pub company_id: String,
+    pub company_name: String,
+    /// False: skipped without a request, as the design's "no DEX credentials configured".
+    pub has_credentials: bool,
+}
+
+/// Runs the targets query (read-only, in a subtransaction) and returns the targets in its order,
+/// each company once.
+pub fn load(custom_query: Option<&str>) -> Result<Vec<Target>, TargetsError> {
+    let custom = custom_query.is_some();
+    let query = custom_query.unwrap_or(DEFAULT_TARGETS_QUERY);
+    let rows = readonly::run(|| Spi::connect(|client| read_targets(client, query)))
+        .map_err(|message| TargetsError::QueryFailed { custom, message })??;
+    let mut seen = std::collections::HashSet::with_capacity(rows.len());
+    Ok(rows.into_iter().filter(|target| seen.insert(target.company_id.clone())).collect())
+}
+
+fn read_targets(client: &pgrx::spi::SpiClient<'_>, query: &str) -> Result<Vec<Target>, TargetsError> {
+    let spi = |e: pgrx::spi::Error| TargetsError::Unreadable { message: e.to_string() };
+    let table = client.select(query, None, &[]).map_err(spi)?;
+    let columns = Columns::find(&table)?;
+    let mut targets = Vec::with_capacity(table.len());
+    for row in table {
+        let company_id = row
+            .get::<pgrx::Uuid>(columns.company_id)
+            .map_err(spi)?
+            .ok_or(TargetsError::NullCompanyId)?
+            .to_string();
+        let company_name = row
+            .get::<String>(columns.company_name)
+            .map_err(spi)?
+            .unwrap_or_else(|| company_id.clone());
+        let has_credentials = match columns.has_credentials {
+            Some(ordinal) => row.get::<bool>(ordinal).map_err(spi)?.unwrap_or(false),
+            None => true,
+        };
+        targets.push(Target { company_id, company_name, has_credentials });
+    }
+    Ok(targets)
+}
+
+/// Where the expected columns are, checked by name and type before any row is read.
+struct Columns {
+    company_id: usize,
+    company_name: usize,
+    has_credentials: Option<usize>,
+}
+
+impl Columns {
+    fn find(table: &pgrx::spi::SpiTupleTable<'_>) -> Result<Columns, TargetsError> {
+        let spi = |e: pgrx::spi::Error| TargetsError::Unreadable { message: e.to_string() };
+        let count = table.columns().map_err(spi)?;
+        let mut found = (None, None, None);
+        for ordinal in 1..=count {
+            let name = table.column_name(ordinal).map_err(spi)?;
+            let type_oid = table.column_type_oid(ordinal).map_err(spi)?.value();
+            let (slot, expected, accepted): (&mut Option<usize>, &str, &[pg_sys::Oid]) = match name.as_str() {
+                "company_id" => (&mut found.0, "uuid", &[pg_sys::UUIDOID]),
+                "company_name" => (&mut found.1, "text", &[pg_sys::TEXTOID, pg_sys::VARCHAROID, pg_sys::NAMEOID]),
+                "has_credentials" => (&mut found.2, "boolean", &[pg_sys::BOOLOID]),
+                _ => continue,
+            };
+            if !accepted.contains(&type_oid) {
+                return Err(TargetsError::WrongColumnType { column: name, expected: expected.to_string() });
+            }
+            *slot = Some(ordinal);
+        }
+        match found {
+            (Some(company_id), Some(company_name), has_credentials) => {
+                Ok(Columns { company_id, company_name, has_credentials })
+            }
+            (company_id, _, _) => Err(TargetsError::MissingColumn {
+                column: if company_id.is_none() { "company_id" } else { "company_name" },
+            }),
+        }
+    }
+}
