@@ -1,0 +1,548 @@
+//! Throwaway PostgreSQL clusters: `initdb` into a fresh temporary directory, start on a free port,
+//! and on drop stop the server and delete everything. Several can run at once.
+//!
+//! The server binaries come from `pg_config --bindir` (`PG_CONFIG` names another `pg_config`).
+//! PostgreSQL refuses to run as root, so when this process is root every PostgreSQL program runs
+//! as the `postgres` OS user through `runuser`.
+
+use std::ffi::OsString;
+use std::fmt;
+use std::fs;
+use std::io::{self, Write};
+use std::net::{Ipv4Addr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// The OS user PostgreSQL runs as when this process is root.
+const POSTGRES_OS_USER: &str = "postgres";
+/// The database superuser `initdb` creates.
+const SUPERUSER: &str = "postgres";
+/// Seconds `pg_ctl` waits for start, restart and stop.
+const PG_CTL_TIMEOUT_SECONDS: &str = "60";
+/// Lines of the server log quoted in errors.
+const LOG_TAIL_LINES: usize = 40;
+/// Attempts at starting the server when another process takes the chosen port first.
+const PORT_ATTEMPTS: usize = 5;
+
+#[derive(Clone, Debug)]
+pub struct ClusterOptions {
+    /// Libraries for `shared_preload_libraries`, e.g. `["dex_collector"]`.
+    pub shared_preload_libraries: Vec<String>,
+    /// Extra `postgresql.conf` settings, name and value (the value is quoted here).
+    pub settings: Vec<(String, String)>,
+    /// Database created after start and used by `connect` and `psql`.
+    pub database: String,
+}
+
+impl Default for ClusterOptions {
+    fn default() -> ClusterOptions {
+        ClusterOptions {
+            shared_preload_libraries: Vec::new(),
+            settings: Vec::new(),
+            database: "dex".to_owned(),
+        }
+    }
+}
+
+#[derive(Debug)]
+pub enum ClusterError {
+    /// A file could not be written or a program could not be started.
+    Io { action: String, source: io::Error },
+    /// A program exited unsuccessfully.
+    Command {
+        command: String,
+        status: ExitStatus,
+        /// Its stdout and stderr.
+        output: String,
+        /// The end of the server log, when the server was involved.
+        log_tail: String,
+    },
+    /// Connecting or running SQL failed.
+    Sql {
+        action: String,
+        source: postgres::Error,
+        /// The end of the server log, when the failure happened while setting the cluster up.
+        log_tail: String,
+    },
+}
+
+impl fmt::Display for ClusterError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let log_tail = match self {
+            ClusterError::Io { action, source } => return write!(f, "{action}: {source}"),
+            ClusterError::Command {
+                command,
+                status,
+                output,
+                log_tail,
+            } => {
+                write!(f, "`{command}` failed ({status}):\n{}", output.trim_end())?;
+                log_tail
+            }
+            ClusterError::Sql {
+                action,
+                source,
+                log_tail,
+            } => {
+                // postgres::Error's Display hides the server's message; Debug shows it.
+                write!(f, "{action}: {source}")?;
+                if let Some(db_error) = source.as_db_error() {
+                    write!(f, ": {}", db_error.message())?;
+                }
+                log_tail
+            }
+        };
+        if !log_tail.is_empty() {
+            write!(
+                f,
+                "\n--- end of the server log ---\n{}",
+                log_tail.trim_end()
+            )?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ClusterError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            ClusterError::Io { source, .. } => Some(source),
+            ClusterError::Sql { source, .. } => Some(source),
+            ClusterError::Command { .. } => None,
+        }
+    }
+}
+
+/// A running cluster in its own temporary directory (data directory, log file and Unix socket),
+/// listening on 127.0.0.1 with trust authentication. Dropping it (or `stop()`) stops the server
+/// immediately and deletes the directory.
+pub struct TestCluster {
+    bin_dir: PathBuf,
+    /// `(uid, gid)` of the `postgres` OS user when PostgreSQL programs run as that user.
+    postgres_os_user: Option<(u32, u32)>,
+    root: PathBuf,
+    data_dir: PathBuf,
+    log_path: PathBuf,
+    port: u16,
+    database: String,
+}
+
+impl TestCluster {
+    /// Creates, configures and starts a cluster, then creates `options.database`.
+    pub fn start(options: ClusterOptions) -> Result<TestCluster, ClusterError> {
+        let bin_dir = postgres_bin_dir()?;
+        let postgres_os_user = if running_as_root() {
+            Some(postgres_os_user_ids()?)
+        } else {
+            None
+        };
+        let root = create_temp_dir(postgres_os_user)?;
+        // From here on, dropping `cluster` cleans up whatever a failing step leaves behind.
+        let mut cluster = TestCluster {
+            bin_dir,
+            postgres_os_user,
+            data_dir: root.join("data"),
+            log_path: root.join("server.log"),
+            root,
+            port: 0,
+            database: options.database.clone(),
+        };
+        cluster.init_data_dir()?;
+        cluster.start_server(&options)?;
+        cluster.create_database()?;
+        Ok(cluster)
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// A libpq-style connection string for `database` as the superuser.
+    pub fn connection_string(&self, database: &str) -> String {
+        self.connection_string_as(SUPERUSER, database)
+    }
+
+    fn connection_string_as(&self, role: &str, database: &str) -> String {
+        format!(
+            "host=127.0.0.1 port={} user={} dbname={}",
+            self.port,
+            quote_conninfo(role),
+            quote_conninfo(database)
+        )
+    }
+
+    /// A connection to the cluster's database as the superuser `postgres`.
+    pub fn connect(&self) -> Result<postgres::Client, ClusterError> {
+        self.connect_as(SUPERUSER, &self.database)
+    }
+
+    /// A connection to `database` as `role` (trust authentication: no password).
+    pub fn connect_as(&self, role: &str, database: &str) -> Result<postgres::Client, ClusterError> {
+        postgres::Client::connect(&self.connection_string_as(role, database), postgres::NoTls)
+            .map_err(|source| ClusterError::Sql {
+                action: format!("connecting to database {database} as {role}"),
+                source,
+                log_tail: String::new(),
+            })
+    }
+
+    /// Runs `sql` through the real `psql` client (`-X -v ON_ERROR_STOP=1`) on the cluster's
+    /// database as the superuser and returns its stdout: psql's own formatting, for demos.
+    pub fn psql(&self, sql: &str) -> Result<String, ClusterError> {
+        let mut psql = self.pg_command("psql");
+        psql.args([
+            "-X",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-h",
+            "127.0.0.1",
+            "-U",
+            SUPERUSER,
+        ])
+        .arg("-p")
+        .arg(self.port.to_string())
+        .arg("-d")
+        .arg(&self.database)
+        .args(["-f", "-"]);
+        run(psql, Some(sql))
+    }
+
+    /// `pg_ctl restart -m MODE` (`smart`, `fast` or `immediate`), waiting until the server
+    /// accepts connections again.
+    pub fn restart(&self, mode: &str) -> Result<(), ClusterError> {
+        let mut pg_ctl = self.pg_ctl();
+        pg_ctl.args(["-m", mode, "restart"]);
+        run(pg_ctl, None)
+            .map(drop)
+            .map_err(|error| self.with_log_tail(error))
+    }
+
+    /// The whole server log so far (empty if it cannot be read).
+    pub fn log_contents(&self) -> String {
+        fs::read(&self.log_path)
+            .map(|log| String::from_utf8_lossy(&log).into_owned())
+            .unwrap_or_default()
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        &self.data_dir
+    }
+
+    /// Stops the server immediately and deletes the cluster (as dropping does).
+    pub fn stop(self) {}
+
+    fn init_data_dir(&self) -> Result<(), ClusterError> {
+        let mut initdb = self.pg_command("initdb");
+        initdb.arg("-D").arg(&self.data_dir).args([
+            "--auth=trust",
+            "-U",
+            SUPERUSER,
+            "--encoding=UTF8",
+            "--no-locale",
+            "--no-sync",
+        ]);
+        run(initdb, None)?;
+        // Our settings live in their own file so that a retry on another port can rewrite it.
+        append_to_file(
+            &self.data_dir.join("postgresql.conf"),
+            "\n# Throwaway test cluster settings\ninclude = 'test_cluster.conf'\n",
+        )
+    }
+
+    fn start_server(&mut self, options: &ClusterOptions) -> Result<(), ClusterError> {
+        let mut attempt = 1;
+        loop {
+            self.port = free_port()?;
+            self.write_settings(options)?;
+            let log_before = self.log_contents().len();
+            let mut pg_ctl = self.pg_ctl();
+            pg_ctl.arg("start");
+            match run(pg_ctl, None) {
+                Ok(_) => return Ok(()),
+                Err(error) => {
+                    // The port was free when chosen; another process may have taken it since.
+                    let log = self.log_contents();
+                    let port_taken = log
+                        .get(log_before..)
+                        .is_some_and(|new| new.contains("could not bind"));
+                    if !port_taken || attempt == PORT_ATTEMPTS {
+                        return Err(self.with_log_tail(error));
+                    }
+                }
+            }
+            attempt += 1;
+        }
+    }
+
+    fn write_settings(&self, options: &ClusterOptions) -> Result<(), ClusterError> {
+        let socket_dir = self.root.to_string_lossy().into_owned();
+        let mut settings: Vec<(&str, String)> = vec![
+            ("listen_addresses", "127.0.0.1".to_owned()),
+            ("port", self.port.to_string()),
+            ("unix_socket_directories", socket_dir),
+            ("logging_collector", "off".to_owned()),
+            ("fsync", "off".to_owned()),
+            (
+                "shared_preload_libraries",
+                options.shared_preload_libraries.join(","),
+            ),
+        ];
+        settings.extend(
+            options
+                .settings
+                .iter()
+                .map(|(name, value)| (name.as_str(), value.clone())),
+        );
+        let conf: String = settings
+            .iter()
+            .map(|(name, value)| {
+                format!(
+                    "{name} = '{}'\n",
+                    value.replace('\\', "\\\\").replace('\'', "''")
+                )
+            })
+            .collect();
+        let path = self.data_dir.join("test_cluster.conf");
+        fs::write(&path, conf).map_err(|source| ClusterError::Io {
+            action: format!("writing {}", path.display()),
+            source,
+        })?;
+        // Readable by the server whatever our umask.
+        hand_over(&path, self.postgres_os_user)
+    }
+
+    fn create_database(&self) -> Result<(), ClusterError> {
+        if self.database == "postgres" {
+            return Ok(());
+        }
+        let fail = |action: &str, source| ClusterError::Sql {
+            action: action.to_owned(),
+            source,
+            log_tail: self.log_tail(),
+        };
+        let mut client = self
+            .connect_as(SUPERUSER, "postgres")
+            .map_err(|error| self.with_log_tail(error))?;
+        client
+            .batch_execute(&format!(
+                "CREATE DATABASE {}",
+                quote_identifier(&self.database)
+            ))
+            .map_err(|source| fail(&format!("creating database {}", self.database), source))
+    }
+
+    /// `pg_ctl` with the arguments every call shares: data directory, log file, wait.
+    fn pg_ctl(&self) -> Command {
+        let mut pg_ctl = self.pg_command("pg_ctl");
+        pg_ctl
+            .arg("-D")
+            .arg(&self.data_dir)
+            .arg("-l")
+            .arg(&self.log_path)
+            .args(["-w", "-t", PG_CTL_TIMEOUT_SECONDS]);
+        pg_ctl
+    }
+
+    /// A PostgreSQL program, run as the `postgres` OS user when we are root.
+    fn pg_command(&self, program: &str) -> Command {
+        let program = self.bin_dir.join(program);
+        let mut command = if self.postgres_os_user.is_some() {
+            let mut runuser = Command::new("runuser");
+            runuser.args(["-u", POSTGRES_OS_USER, "--"]).arg(program);
+            runuser
+        } else {
+            Command::new(program)
+        };
+        // The postgres user may not be allowed into our working directory.
+        command.current_dir(&self.root);
+        // A server behaves as in production: no Rust backtraces in error details.
+        command.env_remove("RUST_BACKTRACE").env_remove("RUST_LIB_BACKTRACE");
+        command
+    }
+
+    fn log_tail(&self) -> String {
+        let log = self.log_contents();
+        let lines: Vec<&str> = log.lines().collect();
+        lines[lines.len().saturating_sub(LOG_TAIL_LINES)..].join("\n")
+    }
+
+    fn with_log_tail(&self, error: ClusterError) -> ClusterError {
+        match error {
+            ClusterError::Command {
+                command,
+                status,
+                output,
+                ..
+            } => ClusterError::Command {
+                command,
+                status,
+                output,
+                log_tail: self.log_tail(),
+            },
+            ClusterError::Sql { action, source, .. } => ClusterError::Sql {
+                action,
+                source,
+                log_tail: self.log_tail(),
+            },
+            io_error => io_error,
+        }
+    }
+}
+
+impl Drop for TestCluster {
+    fn drop(&mut self) {
+        if self.data_dir.join("postmaster.pid").exists() {
+            let mut pg_ctl = self.pg_command("pg_ctl");
+            pg_ctl
+                .arg("-D")
+                .arg(&self.data_dir)
+                .args(["-m", "immediate", "-w", "stop"]);
+            // Nothing to do about a failure while cleaning up; the directory goes regardless.
+            let _ = pg_ctl.stdin(Stdio::null()).output();
+        }
+        let _ = fs::remove_dir_all(&self.root);
+    }
+}
+
+/// Runs `command`, feeding it `stdin`, and returns its stdout.
+fn run(mut command: Command, stdin: Option<&str>) -> Result<String, ClusterError> {
+    let description = describe(&command);
+    let spawn_error = |source| ClusterError::Io {
+        action: format!("running `{description}`"),
+        source,
+    };
+    command
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = command.spawn().map_err(spawn_error)?;
+    let output = std::thread::scope(|scope| {
+        if let (Some(input), Some(mut pipe)) = (stdin, child.stdin.take()) {
+            // Fed from another thread so a program writing lots of output while reading cannot
+            // deadlock against us. A write error means the program quit early (e.g. psql's
+            // ON_ERROR_STOP); its exit status reports that.
+            scope.spawn(move || pipe.write_all(input.as_bytes()));
+        }
+        child.wait_with_output()
+    })
+    .map_err(spawn_error)?;
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    if output.status.success() {
+        Ok(stdout)
+    } else {
+        Err(ClusterError::Command {
+            command: description,
+            status: output.status,
+            output: stdout + &String::from_utf8_lossy(&output.stderr),
+            log_tail: String::new(),
+        })
+    }
+}
+
+fn describe(command: &Command) -> String {
+    std::iter::once(command.get_program())
+        .chain(command.get_args())
+        .map(|part| part.to_string_lossy())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn postgres_bin_dir() -> Result<PathBuf, ClusterError> {
+    let pg_config = std::env::var_os("PG_CONFIG").unwrap_or_else(|| OsString::from("pg_config"));
+    let mut command = Command::new(pg_config);
+    command.arg("--bindir");
+    Ok(PathBuf::from(run(command, None)?.trim()))
+}
+
+fn running_as_root() -> bool {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// A port on 127.0.0.1 that nobody listens on right now.
+fn free_port() -> Result<u16, ClusterError> {
+    TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+        .and_then(|listener| listener.local_addr())
+        .map(|address| address.port())
+        .map_err(|source| ClusterError::Io {
+            action: "finding a free port".to_owned(),
+            source,
+        })
+}
+
+/// A new directory under the system temporary directory, owned by the `postgres` OS user when
+/// PostgreSQL runs as that user. The name is short: the Unix socket lives in it.
+fn create_temp_dir(postgres_os_user: Option<(u32, u32)>) -> Result<PathBuf, ClusterError> {
+    static NEXT_DIR: AtomicU32 = AtomicU32::new(0);
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|since| since.subsec_nanos())
+        .unwrap_or(0);
+    let path = std::env::temp_dir().join(format!(
+        "dex-e2e-{}-{}-{nanos:x}",
+        std::process::id(),
+        NEXT_DIR.fetch_add(1, Ordering::Relaxed)
+    ));
+    fs::create_dir(&path).map_err(|source| ClusterError::Io {
+        action: format!("creating {}", path.display()),
+        source,
+    })?;
+    hand_over(&path, postgres_os_user)?;
+    Ok(path)
+}
+
+/// Makes `path` owned by the `postgres` OS user, if PostgreSQL runs as that user.
+fn hand_over(path: &Path, postgres_os_user: Option<(u32, u32)>) -> Result<(), ClusterError> {
+    let Some((uid, gid)) = postgres_os_user else {
+        return Ok(());
+    };
+    std::os::unix::fs::chown(path, Some(uid), Some(gid)).map_err(|source| ClusterError::Io {
+        action: format!("handing {} to the {POSTGRES_OS_USER} user", path.display()),
+        source,
+    })
+}
+
+fn postgres_os_user_ids() -> Result<(u32, u32), ClusterError> {
+    let id = |flag: &str| -> Result<u32, ClusterError> {
+        let mut command = Command::new("id");
+        command.args([flag, POSTGRES_OS_USER]);
+        let output = run(command, None)?;
+        output.trim().parse().map_err(|_| ClusterError::Io {
+            action: format!("reading the id of the {POSTGRES_OS_USER} user"),
+            source: io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("`id {flag}` printed {output:?}"),
+            ),
+        })
+    };
+    Ok((id("-u")?, id("-g")?))
+}
+
+fn append_to_file(path: &Path, text: &str) -> Result<(), ClusterError> {
+    fs::OpenOptions::new()
+        .append(true)
+        .open(path)
+        .and_then(|mut file| file.write_all(text.as_bytes()))
+        .map_err(|source| ClusterError::Io {
+            action: format!("appending to {}", path.display()),
+            source,
+        })
+}
+
+/// A value for a libpq connection string, quoted when it needs to be.
+fn quote_conninfo(value: &str) -> String {
+    if !value.is_empty() && !value.contains(|c: char| c.is_whitespace() || c == '\'' || c == '\\') {
+        return value.to_owned();
+    }
+    format!("'{}'", value.replace('\\', "\\\\").replace('\'', "\\'"))
+}
+
+fn quote_identifier(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}

@@ -1,0 +1,107 @@
+//! A whole deployment for tests, the demo and the benchmark: a throwaway cluster with the design's
+//! schema and the extension, pointed at a stand-in endpoint.
+//!
+//! The extension must already be installed into the PostgreSQL that `pg_config` names
+//! (`cargo pgrx install`; the README's commands do it).
+
+use std::error::Error;
+
+use serde_json::Value;
+
+use crate::cluster::{ClusterOptions, TestCluster};
+use crate::stand_in::{StandIn, StandInConfig};
+
+/// The design's three tables with row level security and a dozen companies.
+pub const SAMPLE_SCHEMA: &str = include_str!("../../fixtures/sample_schema.sql");
+
+/// The sample companies (see `tests/fixtures/sample_schema.sql`).
+pub mod sample {
+    pub const ACME: &str = "a0000000-0000-4000-8000-000000000001";
+    pub const BETA: &str = "a0000000-0000-4000-8000-000000000002";
+    pub const COASTAL: &str = "a0000000-0000-4000-8000-000000000003";
+    /// Active machines, no credentials row: skipped.
+    pub const DELTA: &str = "a0000000-0000-4000-8000-000000000004";
+    /// Active machines, a credentials row with a NULL dex_username: skipped.
+    pub const EVERGREEN: &str = "a0000000-0000-4000-8000-000000000005";
+    /// Inactive machines only: not a target.
+    pub const FRESH: &str = "a0000000-0000-4000-8000-000000000006";
+    /// No machines at all: not a target.
+    pub const GOLDEN: &str = "a0000000-0000-4000-8000-000000000007";
+    pub const HARBOR: &str = "a0000000-0000-4000-8000-000000000008";
+    /// Active and inactive machines: a target.
+    pub const ISLAND: &str = "a0000000-0000-4000-8000-000000000009";
+    pub const JUPITER: &str = "a0000000-0000-4000-8000-000000000010";
+    pub const KEYSTONE: &str = "a0000000-0000-4000-8000-000000000011";
+    pub const LAKESIDE: &str = "a0000000-0000-4000-8000-000000000012";
+
+    /// The companies the endpoint is called for, in the targets' order (by name).
+    pub const CALLED: [&str; 8] = [ACME, BETA, COASTAL, HARBOR, ISLAND, JUPITER, KEYSTONE, LAKESIDE];
+    /// Targets skipped for missing credentials.
+    pub const SKIPPED: [&str; 2] = [DELTA, EVERGREEN];
+}
+
+pub struct DeploymentOptions {
+    /// Put dex_collector in `shared_preload_libraries` (the background worker needs it).
+    pub preload: bool,
+    /// Extra `postgresql.conf` settings.
+    pub settings: Vec<(String, String)>,
+    pub stand_in: StandInConfig,
+    /// Load the sample schema (off for schemas a test builds itself).
+    pub sample_schema: bool,
+}
+
+impl Default for DeploymentOptions {
+    fn default() -> Self {
+        DeploymentOptions { preload: false, settings: Vec::new(), stand_in: StandInConfig::default(), sample_schema: true }
+    }
+}
+
+pub struct Deployment {
+    pub stand_in: StandIn,
+    pub cluster: TestCluster,
+}
+
+impl Deployment {
+    /// Starts the stand-in and the cluster, loads the schema, creates the extension and points
+    /// it at the stand-in with `ALTER DATABASE ... SET`.
+    pub fn start(options: DeploymentOptions) -> Result<Deployment, Box<dyn Error>> {
+        let service_key = options.stand_in.service_key.clone();
+        let stand_in = StandIn::start(options.stand_in)?;
+        let mut preload = Vec::new();
+        if options.preload {
+            preload.push("dex_collector".to_string());
+        }
+        let cluster = TestCluster::start(ClusterOptions {
+            shared_preload_libraries: preload,
+            settings: options.settings,
+            ..ClusterOptions::default()
+        })?;
+        let mut client = cluster.connect()?;
+        if options.sample_schema {
+            client.batch_execute(SAMPLE_SCHEMA)?;
+        }
+        client.batch_execute("CREATE EXTENSION dex_collector").map_err(|e| {
+            format!("CREATE EXTENSION dex_collector failed ({e}); is the extension installed (cargo pgrx install)?")
+        })?;
+        client.batch_execute(&format!(
+            "ALTER DATABASE dex SET dex_collector.site_url = '{}';
+             ALTER DATABASE dex SET dex_collector.service_key = '{}';",
+            stand_in.url(),
+            service_key
+        ))?;
+        Ok(Deployment { stand_in, cluster })
+    }
+
+    /// A new superuser session (it sees the database's settings as they are now).
+    pub fn client(&self) -> postgres::Client {
+        self.cluster.connect().unwrap_or_else(|e| panic!("cannot connect: {e}"))
+    }
+
+    /// `SELECT dex_collect_all()` in a new session.
+    pub fn collect_all(&self) -> Value {
+        self.client()
+            .query_one("SELECT dex_collect_all()", &[])
+            .unwrap_or_else(|e| panic!("dex_collect_all() failed: {e}"))
+            .get(0)
+    }
+}
