@@ -48,11 +48,13 @@ pub struct DeploymentOptions {
     pub stand_in: StandInConfig,
     /// Load the sample schema (off for schemas a test builds itself).
     pub sample_schema: bool,
+    /// Create the extension and point it at the stand-in (off to do it as a test's own steps).
+    pub configure: bool,
 }
 
 impl Default for DeploymentOptions {
     fn default() -> Self {
-        DeploymentOptions { preload: false, settings: Vec::new(), stand_in: StandInConfig::default(), sample_schema: true }
+        DeploymentOptions { preload: false, settings: Vec::new(), stand_in: StandInConfig::default(), sample_schema: true, configure: true }
     }
 }
 
@@ -61,10 +63,29 @@ pub struct Deployment {
     pub cluster: TestCluster,
 }
 
+/// Fails early, with the fix, when the extension is not installed in the PostgreSQL under test.
+fn ensure_extension_installed() -> Result<(), Box<dyn Error>> {
+    let pg_config = std::env::var("PG_CONFIG").unwrap_or_else(|_| "pg_config".to_string());
+    let output = std::process::Command::new(&pg_config).arg("--sharedir").output()?;
+    let share_dir = String::from_utf8_lossy(&output.stdout).trim().to_string();
+    let control = std::path::Path::new(&share_dir).join("extension/dex_collector.control");
+    if control.exists() {
+        Ok(())
+    } else {
+        Err(format!(
+            "{} is missing: install the extension first (cargo pgrx install --pg-config {pg_config}), \
+             or run ./scripts/test.sh which does it",
+            control.display()
+        )
+        .into())
+    }
+}
+
 impl Deployment {
     /// Starts the stand-in and the cluster, loads the schema, creates the extension and points
     /// it at the stand-in with `ALTER DATABASE ... SET`.
     pub fn start(options: DeploymentOptions) -> Result<Deployment, Box<dyn Error>> {
+        ensure_extension_installed()?;
         let service_key = options.stand_in.service_key.clone();
         let stand_in = StandIn::start(options.stand_in)?;
         let mut preload = Vec::new();
@@ -79,6 +100,9 @@ impl Deployment {
         let mut client = cluster.connect()?;
         if options.sample_schema {
             client.batch_execute(SAMPLE_SCHEMA)?;
+        }
+        if !options.configure {
+            return Ok(Deployment { stand_in, cluster });
         }
         client.batch_execute("CREATE EXTENSION dex_collector").map_err(|e| {
             format!("CREATE EXTENSION dex_collector failed ({e}); is the extension installed (cargo pgrx install)?")

@@ -1,0 +1,80 @@
+//! Every SQL example of the README runs as written, in order, through psql: with the stand-in's
+//! URL and key in place of the placeholders, and `postgres` (the database the README names)
+//! mapped to the test database.
+
+use dex_collector_e2e::cluster::{ClusterOptions, TestCluster};
+use dex_collector_e2e::deployment::{sample, SAMPLE_SCHEMA};
+use dex_collector_e2e::stand_in::{StandIn, StandInConfig, DEFAULT_SERVICE_KEY};
+
+const README: &str = include_str!("../../../README.md");
+
+/// The fenced ```sql blocks of a Markdown text, in order.
+fn sql_blocks(markdown: &str) -> Vec<String> {
+    let mut blocks = Vec::new();
+    let mut current: Option<String> = None;
+    for line in markdown.lines() {
+        match (&mut current, line.trim_end()) {
+            (None, "```sql") => current = Some(String::new()),
+            (Some(block), "```") => {
+                blocks.push(std::mem::take(block));
+                current = None;
+            }
+            (Some(block), text) => {
+                block.push_str(text);
+                block.push('\n');
+            }
+            (None, _) => {}
+        }
+    }
+    blocks
+}
+
+#[test]
+fn every_sql_example_in_the_readme_runs_as_written() {
+    let stand_in = StandIn::start(StandInConfig::default()).unwrap();
+    let cluster = TestCluster::start(ClusterOptions {
+        shared_preload_libraries: vec!["pg_cron".into()],
+        settings: vec![("cron.database_name".into(), "dex".into())],
+        ..ClusterOptions::default()
+    })
+    .unwrap();
+    let mut client = cluster.connect().unwrap();
+    client.batch_execute(SAMPLE_SCHEMA).unwrap();
+    // The README's targets_query is for the public deployment's columns; give the sample both.
+    client
+        .batch_execute(
+            "ALTER TABLE public.user_credentials ADD COLUMN username_encrypted text, ADD COLUMN is_active boolean DEFAULT true;
+             UPDATE public.user_credentials SET username_encrypted = dex_username;
+             CREATE SCHEMA vault;
+             CREATE TABLE vault.secrets (name text PRIMARY KEY, secret text);
+             CREATE FUNCTION vault.create_secret(new_secret text, new_name text) RETURNS uuid LANGUAGE sql AS
+               $$ INSERT INTO vault.secrets VALUES (new_name, new_secret); SELECT gen_random_uuid() $$;
+             CREATE VIEW vault.decrypted_secrets AS SELECT name, secret AS decrypted_secret FROM vault.secrets;",
+        )
+        .unwrap();
+
+    let blocks = sql_blocks(README);
+    assert!(blocks.len() >= 10, "found {} SQL examples", blocks.len());
+    for block in &blocks {
+        let runnable = block
+            .replace("'https://your-app.pages.dev'", &format!("'{}'", stand_in.url()))
+            .replace("'your-service-key'", &format!("'{DEFAULT_SERVICE_KEY}'"))
+            .replace("DATABASE postgres", "DATABASE dex");
+        if let Err(error) = cluster.psql(&runnable) {
+            panic!("README example failed:\n{block}\n{error}");
+        }
+    }
+
+    let mut client = cluster.connect().unwrap();
+    let runs: i64 = client.query_one("SELECT count(*) FROM dex_collector.runs WHERE status = 'succeeded'", &[]).unwrap().get(0);
+    assert_eq!(runs, 2, "dex_collect_all() and dex_collect_company() ran");
+    let acme_requests = stand_in.requests().iter().filter(|r| r.company_id() == Some(sample::ACME)).count();
+    assert_eq!(acme_requests, 2);
+    let jobs: i64 = client.query_one("SELECT count(*) FROM cron.job", &[]).unwrap().get(0);
+    assert_eq!(jobs, 0, "scheduled, then unscheduled");
+    let roles: i64 = client
+        .query_one("SELECT count(*) FROM pg_roles WHERE rolname IN ('dex_scheduler', 'dex_monitor')", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(roles, 2);
+}
