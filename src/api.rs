@@ -42,3 +42,23 @@ COMMENT ON FUNCTION @extschema@.dex_collect_company(uuid) IS
     name = "collection_privileges",
     requires = [dex_collect_all, dex_collect_company],
 );
+
+/// Queues a collection for the background worker and returns its run id at once.
+#[pg_extern(volatile, parallel_unsafe, security_definer)]
+#[search_path(pg_catalog, pg_temp)]
+fn dex_collect_all_async() -> i64 {
+    match crate::worker::queue_run() {
+        Ok(run_id) => run_id,
+        Err(error) => error.raise(),
+    }
+}
+
+extension_sql!(
+    r#"
+REVOKE EXECUTE ON FUNCTION @extschema@.dex_collect_all_async() FROM PUBLIC;
+COMMENT ON FUNCTION @extschema@.dex_collect_all_async() IS
+    'dex_collector: queue a collection for the background worker; returns its run id';
+"#,
+    name = "async_privileges",
+    requires = [dex_collect_all_async],
+);

@@ -7,47 +7,56 @@ use pgrx::JsonB;
 use serde_json::Value;
 
 use crate::error::CollectError;
-use crate::summary::{CompanyResult, RunSummary};
+use crate::summary::{CompanyResult, RunStatus, RunSummary, ALREADY_RUNNING};
 
 /// Who started a run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Trigger {
     /// A direct SQL call; recorded as `pg_cron` when pg_cron's connection made it.
     Manual,
+    /// The background worker's `dex_collector.interval`.
+    Worker,
+    /// `dex_collect_all_async()`, run by the worker.
+    Async,
 }
 
 impl Trigger {
     fn as_str(self) -> &'static str {
         match self {
             Trigger::Manual => "manual",
+            Trigger::Worker => "worker",
+            Trigger::Async => "async",
         }
     }
 }
+
+/// The `trigger` column's value: a manual call made by pg_cron's connection is `pg_cron`.
+const TRIGGER_SQL: &str = "CASE WHEN $1 = 'manual' AND current_setting('application_name') = 'pg_cron'
+                               THEN 'pg_cron' ELSE $1 END";
 
 fn history_error(error: pgrx::spi::Error) -> CollectError {
     CollectError::History { message: error.to_string() }
 }
 
+/// Runs a data-changing statement that returns one bigint (an id or a count).
+fn update_returning(sql: &str, args: &[pgrx::datum::DatumWithOid<'_>]) -> Result<Option<i64>, CollectError> {
+    Spi::connect_mut(|client| client.update(sql, None, args)?.first().get_one::<i64>()).map_err(history_error)
+}
+
+fn new_id(id: Option<i64>) -> Result<i64, CollectError> {
+    id.ok_or_else(|| CollectError::History { message: "INSERT ... RETURNING gave no id".into() })
+}
+
 /// Inserts the run's row as `running` and returns its id.
 pub fn start_run(trigger: Trigger, companies_total: usize) -> Result<i64, CollectError> {
     let total = i32::try_from(companies_total).unwrap_or(i32::MAX);
-    Spi::connect_mut(|client| {
-        client
-            .update(
-                "INSERT INTO dex_collector.runs (status, trigger, companies_total)
-                 VALUES ('running',
-                         CASE WHEN $1 = 'manual' AND current_setting('application_name') = 'pg_cron'
-                              THEN 'pg_cron' ELSE $1 END,
-                         $2)
-                 RETURNING id",
-                None,
-                &[trigger.as_str().into(), total.into()],
-            )?
-            .first()
-            .get_one::<i64>()
-    })
-    .map_err(history_error)?
-    .ok_or_else(|| CollectError::History { message: "INSERT ... RETURNING gave no id".into() })
+    new_id(update_returning(
+        &format!(
+            "INSERT INTO dex_collector.runs (status, trigger, companies_total)
+             VALUES ('running', {TRIGGER_SQL}, $2) RETURNING id"
+        ),
+        &[trigger.as_str().into(), total.into()],
+    )?)
 }
 
 /// Inserts one `run_results` row per result, in one statement.
@@ -75,8 +84,7 @@ pub fn record_results(run_id: i64, results: &[CompanyResult]) -> Result<(), Coll
 }
 
 /// Completes the run's row with its counts and final status.
-pub fn finish_run(summary: &RunSummary) -> Result<(), CollectError> {
-    let status = if summary.success() { "succeeded" } else { "failed" };
+pub fn finish_run(summary: &RunSummary, status: RunStatus) -> Result<(), CollectError> {
     let count = |n: usize| i32::try_from(n).unwrap_or(i32::MAX);
     Spi::connect_mut(|client| {
         client.update(
@@ -89,7 +97,7 @@ pub fn finish_run(summary: &RunSummary) -> Result<(), CollectError> {
             None,
             &[
                 summary.run_id.into(),
-                status.into(),
+                status.as_str().into(),
                 count(summary.companies_processed()).into(),
                 count(summary.companies_succeeded()).into(),
                 count(summary.companies_failed()).into(),
@@ -103,4 +111,101 @@ pub fn finish_run(summary: &RunSummary) -> Result<(), CollectError> {
         Ok(())
     })
     .map_err(history_error)
+}
+
+fn update(sql: &str, args: &[pgrx::datum::DatumWithOid<'_>]) -> Result<(), CollectError> {
+    Spi::connect_mut(|client| client.update(sql, None, args).map(|_| ())).map_err(history_error)
+}
+
+/// Records a run that did not start because `running` (if known) was in progress.
+pub fn record_skipped_run(trigger: Trigger, running: Option<i64>) -> Result<i64, CollectError> {
+    let error = match running {
+        Some(run_id) => format!("{ALREADY_RUNNING} (run {run_id})"),
+        None => ALREADY_RUNNING.to_string(),
+    };
+    new_id(update_returning(
+        &format!(
+            "INSERT INTO dex_collector.runs (status, trigger, finished_at, duration_ms, error)
+             VALUES ('skipped', {TRIGGER_SQL}, clock_timestamp(), 0, $2) RETURNING id"
+        ),
+        &[trigger.as_str().into(), error.into()],
+    )?)
+}
+
+/// Marks a queued run skipped because another run holds the lock.
+pub fn skip_queued_run(run_id: i64, running: Option<i64>) -> Result<(), CollectError> {
+    let error = match running {
+        Some(other) => format!("{ALREADY_RUNNING} (run {other})"),
+        None => ALREADY_RUNNING.to_string(),
+    };
+    update(
+        "UPDATE dex_collector.runs SET status = 'skipped', finished_at = clock_timestamp(), error = $2 WHERE id = $1",
+        &[run_id.into(), error.into()],
+    )
+}
+
+/// Queues a run for the worker; returns its id.
+pub fn queue_run() -> Result<i64, CollectError> {
+    new_id(update_returning(
+        "INSERT INTO dex_collector.runs (status, trigger) VALUES ('queued', 'async') RETURNING id",
+        &[],
+    )?)
+}
+
+/// The oldest queued run, now marked `running` (its start time reset to now).
+pub fn claim_queued_run() -> Result<Option<i64>, CollectError> {
+    update_returning(
+        "UPDATE dex_collector.runs SET status = 'running', started_at = clock_timestamp()
+          WHERE id = (SELECT id FROM dex_collector.runs WHERE status = 'queued'
+                       ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED)
+          RETURNING id",
+        &[],
+    )
+}
+
+/// Sets a started run's target count once the targets are known.
+pub fn set_companies_total(run_id: i64, companies_total: usize) -> Result<(), CollectError> {
+    let total = i32::try_from(companies_total).unwrap_or(i32::MAX);
+    update("UPDATE dex_collector.runs SET companies_total = $2 WHERE id = $1", &[run_id.into(), total.into()])
+}
+
+/// Ends a run that failed as a whole before or while collecting.
+pub fn fail_run(run_id: i64, error: &str) -> Result<(), CollectError> {
+    update(
+        "UPDATE dex_collector.runs SET status = 'failed', finished_at = clock_timestamp(),
+                duration_ms = (extract(epoch FROM clock_timestamp() - started_at) * 1000)::bigint, error = $2
+          WHERE id = $1",
+        &[run_id.into(), error.into()],
+    )
+}
+
+/// At worker start: runs left `running` by a crash or restart can never finish.
+pub fn mark_interrupted_runs() -> Result<i64, CollectError> {
+    update_returning(
+        "WITH cut AS (
+           UPDATE dex_collector.runs
+              SET status = 'interrupted', finished_at = clock_timestamp(),
+                  error = coalesce(error, 'cut short by a server restart or crash')
+            WHERE status = 'running' RETURNING 1)
+         SELECT count(*) FROM cut",
+        &[],
+    )
+    .map(|count| count.unwrap_or(0))
+}
+
+/// Deletes up to `batch` runs (and their results) that started before `retention` ago; returns
+/// how many. Called repeatedly, one small transaction each, so no lock is held for long.
+pub fn delete_old_runs(retention_seconds: i64, batch: i64) -> Result<i64, CollectError> {
+    update_returning(
+        "WITH old AS (
+           DELETE FROM dex_collector.runs
+            WHERE id IN (SELECT id FROM dex_collector.runs
+                          WHERE started_at < clock_timestamp() - make_interval(secs => $1)
+                            AND status NOT IN ('queued', 'running')
+                          ORDER BY id LIMIT $2)
+           RETURNING 1)
+         SELECT count(*) FROM old",
+        &[(retention_seconds as f64).into(), batch.into()],
+    )
+    .map(|count| count.unwrap_or(0))
 }

@@ -5,7 +5,8 @@
 //! - `targets`: which companies a run collects for;
 //! - `endpoint`: the collect-bulk contract, how one company is collected (pure Rust);
 //! - `run`: one run (fan-out, deadline, cancellation); `summary`: its arithmetic (pure Rust);
-//! - `history`: how a run is recorded; `api`: the SQL functions; `error`: errors to SQLSTATEs;
+//! - `history`: how a run is recorded; `lock`: one run at a time per database;
+//! - `worker`: the background worker; `api`: the SQL functions; `error`: errors to SQLSTATEs;
 //! - `readonly`: running SQL the extension does not own, read-only and contained.
 
 use pgrx::prelude::*;
@@ -14,19 +15,26 @@ mod api;
 mod endpoint;
 mod error;
 mod history;
+mod lock;
 mod readonly;
 mod run;
 mod settings;
 mod summary;
 mod targets;
+mod worker;
 
 ::pgrx::pg_module_magic!(name, version);
 
 extension_sql_file!("../sql/schema.sql", name = "schema", bootstrap);
+extension_sql_file!("../sql/helpers.sql", name = "helpers", finalize);
 
 #[pg_guard]
 pub extern "C-unwind" fn _PG_init() {
     settings::define();
+    // SAFETY: a flag Postgres sets while it loads shared_preload_libraries.
+    if unsafe { pg_sys::process_shared_preload_libraries_in_progress } {
+        worker::register();
+    }
 }
 
 #[cfg(any(test, feature = "pg_test"))]

@@ -19,8 +19,11 @@ use tokio::task::{Id, JoinSet};
 use crate::endpoint::{build_client, collect_company, CompanyOutcome, EndpointConfig};
 use crate::error::{CollectError, ConfigError};
 use crate::history::{self, Trigger};
+use crate::lock::{self, Holder};
 use crate::settings::Settings;
-use crate::summary::{CompanyResult, RunSummary, SKIP_AUTH_REJECTED, SKIP_CANCELLED, SKIP_DEADLINE, SKIP_NO_CREDENTIALS};
+use crate::summary::{
+    CompanyResult, RunSummary, ALREADY_RUNNING, SKIP_AUTH_REJECTED, SKIP_CANCELLED, SKIP_DEADLINE, SKIP_NO_CREDENTIALS,
+};
 use crate::targets::{self, Target};
 
 /// How often a waiting run looks at the backend's cancel and terminate flags.
@@ -32,9 +35,14 @@ pub enum Scope {
     Company(String),
 }
 
-/// Runs one collection and returns its summary as JSON. Raises only for configuration errors.
-pub fn collect(scope: Scope, trigger: Trigger) -> Result<serde_json::Value, CollectError> {
-    let started = Instant::now();
+/// What a run will do, resolved before its first request.
+pub struct Plan {
+    pub settings: Settings,
+    pub targets: Vec<Target>,
+}
+
+/// Reads the settings and the targets. Raises nothing itself: configuration errors are returned.
+pub fn plan(scope: Scope) -> Result<Plan, CollectError> {
     let settings = Settings::load()?;
     let mut targets = targets::load(settings.targets_query.as_deref())?;
     if let Scope::Company(company_id) = scope {
@@ -43,18 +51,50 @@ pub fn collect(scope: Scope, trigger: Trigger) -> Result<serde_json::Value, Coll
             return Err(CollectError::UnknownCompany { company_id });
         }
     }
-    let run_id = history::start_run(trigger, targets.len())?;
-    let deadline = started + settings.run_deadline;
-    let fan_out = with_http(&settings, |http| fan_out(http, &settings, run_id, &targets, deadline))?;
-    let summary = RunSummary {
-        run_id,
-        results: fan_out.results,
-        duration: started.elapsed(),
-        run_error: fan_out.run_error,
-    };
+    Ok(Plan { settings, targets })
+}
+
+/// Calls the endpoint for the plan's targets; `on_finished` sees each called company's result as
+/// soon as it is known (the worker commits it there).
+pub fn execute(
+    plan: &Plan,
+    run_id: i64,
+    started: Instant,
+    on_finished: &mut dyn FnMut(&CompanyResult),
+) -> Result<RunSummary, CollectError> {
+    let deadline = started + plan.settings.run_deadline;
+    let fan_out =
+        with_http(&plan.settings, |http| fan_out(http, &plan.settings, run_id, &plan.targets, deadline, on_finished))?;
+    Ok(RunSummary { run_id, results: fan_out.results, duration: started.elapsed(), run_error: fan_out.run_error })
+}
+
+/// One collection from SQL: skipped at once when another is running, otherwise run to the end
+/// and recorded with the caller's transaction. Raises only for configuration errors.
+pub fn collect(scope: Scope, trigger: Trigger) -> Result<serde_json::Value, CollectError> {
+    let started = Instant::now();
+    if !lock::try_acquire(Holder::Transaction)? {
+        return skipped_because_running(trigger);
+    }
+    let plan = plan(scope)?;
+    let run_id = history::start_run(trigger, plan.targets.len())?;
+    lock::publish(Holder::Transaction, run_id)?;
+    let summary = execute(&plan, run_id, started, &mut |_| {})?;
     history::record_results(run_id, &summary.results)?;
-    history::finish_run(&summary)?;
+    history::finish_run(&summary, summary.final_status())?;
     Ok(summary.to_json())
+}
+
+/// Records a skipped run and says which run is in progress.
+pub fn skipped_because_running(trigger: Trigger) -> Result<serde_json::Value, CollectError> {
+    let running = lock::running_run_id()?;
+    let recorded_as = history::record_skipped_run(trigger, running)?;
+    Ok(serde_json::json!({
+        "success": false,
+        "skipped": true,
+        "reason": ALREADY_RUNNING,
+        "run_id": running,
+        "recorded_as": recorded_as,
+    }))
 }
 
 /// The per-backend HTTP machinery, kept across runs so connections are reused.
@@ -126,12 +166,14 @@ fn block_all_signals() {
     }
 }
 
-/// True when the backend has been asked to cancel the query or to exit.
-fn cancel_or_terminate_pending() -> bool {
+/// True when the backend has been asked to cancel the query or to exit, or the worker to shut
+/// down (its SIGTERM handler sets `ShutdownRequestPending`).
+pub fn cancel_or_terminate_pending() -> bool {
     // SAFETY: reads of sig_atomic_t flags that signal handlers set; volatile as in C.
     unsafe {
         std::ptr::read_volatile(&raw const pg_sys::QueryCancelPending) != 0
             || std::ptr::read_volatile(&raw const pg_sys::ProcDiePending) != 0
+            || std::ptr::read_volatile(&raw const pg_sys::ShutdownRequestPending) != 0
     }
 }
 
@@ -210,9 +252,21 @@ struct FanOut {
 }
 
 /// Calls the endpoint for every target with credentials, `concurrency` at a time.
-fn fan_out(http: &Http, settings: &Settings, run_id: i64, targets: &[Target], deadline: Instant) -> FanOut {
+fn fan_out(
+    http: &Http,
+    settings: &Settings,
+    run_id: i64,
+    targets: &[Target],
+    deadline: Instant,
+    on_finished: &mut dyn FnMut(&CompanyResult),
+) -> FanOut {
     let config = Arc::new(settings.endpoint.clone());
-    let mut outcomes: Vec<Option<CompanyOutcome>> = vec![None; targets.len()];
+    let mut results: Vec<Option<CompanyResult>> = vec![None; targets.len()];
+    let mut finish = |index: usize, outcome: CompanyOutcome| {
+        let result = CompanyResult::called(targets[index].clone(), outcome);
+        on_finished(&result);
+        results[index] = Some(result);
+    };
     let mut queue = targets.iter().enumerate().filter(|(_, target)| target.has_credentials);
     let mut in_flight = InFlight { tasks: JoinSet::new(), index_of: Default::default(), runtime: &http.runtime };
     let mut stop = None;
@@ -239,7 +293,7 @@ fn fan_out(http: &Http, settings: &Settings, run_id: i64, targets: &[Target], de
             Step::Finished(Ok((id, outcome))) => {
                 let auth_rejected = outcome.auth_rejected;
                 if let Some(index) = in_flight.index_of.remove(&id) {
-                    outcomes[index] = Some(outcome);
+                    finish(index, outcome);
                 }
                 auth_rejected.then_some(Stop::AuthRejected)
             }
@@ -260,18 +314,18 @@ fn fan_out(http: &Http, settings: &Settings, run_id: i64, targets: &[Target], de
         if let Some(reason) = ended_early {
             stop = Some(reason);
             for (index, outcome) in in_flight.abort_all() {
-                outcomes[index] = outcome.or_else(|| Some(stopped_outcome(reason)));
+                finish(index, outcome.unwrap_or_else(|| stopped_outcome(reason)));
             }
         }
     }
     let results = targets
         .iter()
-        .zip(outcomes)
-        .map(|(target, outcome)| match (target.has_credentials, outcome, stop) {
-            (false, _, _) => CompanyResult::skipped(target.clone(), SKIP_NO_CREDENTIALS),
-            (true, Some(outcome), _) => CompanyResult::called(target.clone(), outcome),
-            (true, None, Some(reason)) => CompanyResult::skipped(target.clone(), reason.reason()),
-            (true, None, None) => CompanyResult::called(
+        .zip(results)
+        .map(|(target, result)| match (result, target.has_credentials, stop) {
+            (Some(result), _, _) => result,
+            (None, false, _) => CompanyResult::skipped(target.clone(), SKIP_NO_CREDENTIALS),
+            (None, true, Some(reason)) => CompanyResult::skipped(target.clone(), reason.reason()),
+            (None, true, None) => CompanyResult::called(
                 target.clone(),
                 CompanyOutcome { error: Some("internal error: the company's task ended without a result".into()), ..Default::default() },
             ),

@@ -30,6 +30,9 @@ static MAX_PAGES: GucSetting<i32> = GucSetting::<i32>::new(50);
 static MAX_RETRIES: GucSetting<i32> = GucSetting::<i32>::new(2);
 static MAX_RESPONSE_BYTES: GucSetting<i32> = GucSetting::<i32>::new(1024 * 1024);
 static RUN_DEADLINE_MS: GucSetting<i32> = GucSetting::<i32>::new(4 * 60 * 1000);
+static WORKER_DATABASE: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(Some(c"postgres"));
+static WORKER_INTERVAL_S: GucSetting<i32> = GucSetting::<i32>::new(0);
+static HISTORY_RETENTION_S: GucSetting<i32> = GucSetting::<i32>::new(14 * 24 * 3600);
 
 /// Vault secret names read when the matching setting is unset.
 pub const VAULT_SITE_URL: &str = "dex_collector_site_url";
@@ -70,6 +73,40 @@ pub fn define() {
         &TARGETS_QUERY,
         GucContext::Suset,
         GucFlags::default(),
+    );
+    GucRegistry::define_string_guc(
+        c"dex_collector.database",
+        c"The database the background worker connects to (its runs, queue and history live there).",
+        c"Needs a server restart. The worker runs only with shared_preload_libraries = 'dex_collector'.",
+        &WORKER_DATABASE,
+        // Only the postmaster may define a restart-only setting; a session loading the library
+        // later gets one it can merely read.
+        if unsafe { pg_sys::process_shared_preload_libraries_in_progress } {
+            GucContext::Postmaster
+        } else {
+            GucContext::Sighup
+        },
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"dex_collector.interval",
+        c"How often the background worker runs a collection by itself; 0 turns that off.",
+        c"pg_cron stays the main scheduler; this is for servers without it.",
+        &WORKER_INTERVAL_S,
+        0,
+        i32::MAX,
+        GucContext::Sighup,
+        GucFlags::UNIT_S,
+    );
+    GucRegistry::define_int_guc(
+        c"dex_collector.history_retention",
+        c"The background worker deletes runs older than this (with their results); 0 keeps all.",
+        c"",
+        &HISTORY_RETENTION_S,
+        0,
+        i32::MAX,
+        GucContext::Sighup,
+        GucFlags::UNIT_S,
     );
     GucRegistry::define_string_guc(
         c"dex_collector.ca_file",
@@ -149,6 +186,29 @@ pub fn define() {
         GucContext::Suset,
         GucFlags::UNIT_BYTE,
     );
+}
+
+/// The worker's settings, read anew at each turn of its loop (they change on SIGHUP).
+pub struct WorkerSettings {
+    /// Run a collection this often; `None`: only queued runs.
+    pub interval: Option<Duration>,
+    /// Delete history older than this; `None`: keep it all.
+    pub history_retention: Option<Duration>,
+}
+
+impl WorkerSettings {
+    pub fn current() -> WorkerSettings {
+        let seconds = |value: i32| Some(Duration::from_secs(u64::from(positive(value)))).filter(|d| !d.is_zero());
+        WorkerSettings {
+            interval: seconds(WORKER_INTERVAL_S.get()),
+            history_retention: seconds(HISTORY_RETENTION_S.get()),
+        }
+    }
+}
+
+/// The database the background worker connects to.
+pub fn worker_database() -> String {
+    string_setting(&WORKER_DATABASE).unwrap_or_else(|| "postgres".to_string())
 }
 
 /// Everything one run needs, resolved from the settings (and Vault) at its start.

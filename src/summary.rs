@@ -16,6 +16,27 @@ pub const SKIP_NO_CREDENTIALS: &str = "No DEX credentials configured";
 pub const SKIP_DEADLINE: &str = "deadline";
 pub const SKIP_AUTH_REJECTED: &str = "service key rejected by the endpoint";
 pub const SKIP_CANCELLED: &str = "cancelled";
+/// Why a whole run was skipped.
+pub const ALREADY_RUNNING: &str = "a collection run is already in progress";
+
+/// The status of a whole run, as `dex_collector.runs.status`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunStatus {
+    Succeeded,
+    Failed,
+    /// Cut short by a shutdown or crash.
+    Interrupted,
+}
+
+impl RunStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunStatus::Succeeded => "succeeded",
+            RunStatus::Failed => "failed",
+            RunStatus::Interrupted => "interrupted",
+        }
+    }
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ResultStatus {
@@ -93,6 +114,15 @@ pub struct RunSummary {
 impl RunSummary {
     pub fn success(&self) -> bool {
         self.run_error.is_none()
+    }
+
+    /// A run succeeds when it ran to its end; failed companies are counted, not fatal.
+    pub fn final_status(&self) -> RunStatus {
+        if self.success() {
+            RunStatus::Succeeded
+        } else {
+            RunStatus::Failed
+        }
     }
 
     fn count(&self, status: ResultStatus) -> usize {

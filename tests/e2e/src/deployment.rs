@@ -43,6 +43,8 @@ pub mod sample {
 pub struct DeploymentOptions {
     /// Put dex_collector in `shared_preload_libraries` (the background worker needs it).
     pub preload: bool,
+    /// Other libraries to preload, e.g. `pg_cron`.
+    pub also_preload: Vec<String>,
     /// Extra `postgresql.conf` settings.
     pub settings: Vec<(String, String)>,
     pub stand_in: StandInConfig,
@@ -54,7 +56,10 @@ pub struct DeploymentOptions {
 
 impl Default for DeploymentOptions {
     fn default() -> Self {
-        DeploymentOptions { preload: false, settings: Vec::new(), stand_in: StandInConfig::default(), sample_schema: true, configure: true }
+        DeploymentOptions {
+            preload: false,
+            also_preload: Vec::new(),
+            settings: Vec::new(), stand_in: StandInConfig::default(), sample_schema: true, configure: true }
     }
 }
 
@@ -88,7 +93,7 @@ impl Deployment {
         ensure_extension_installed()?;
         let service_key = options.stand_in.service_key.clone();
         let stand_in = StandIn::start(options.stand_in)?;
-        let mut preload = Vec::new();
+        let mut preload = options.also_preload;
         if options.preload {
             preload.push("dex_collector".to_string());
         }
@@ -105,7 +110,8 @@ impl Deployment {
             return Ok(Deployment { stand_in, cluster });
         }
         client.batch_execute("CREATE EXTENSION dex_collector").map_err(|e| {
-            format!("CREATE EXTENSION dex_collector failed ({e}); is the extension installed (cargo pgrx install)?")
+            let reason = e.as_db_error().map_or_else(|| e.to_string(), |db| db.message().to_string());
+            format!("CREATE EXTENSION dex_collector failed: {reason}")
         })?;
         client.batch_execute(&format!(
             "ALTER DATABASE dex SET dex_collector.site_url = '{}';
