@@ -42,10 +42,40 @@ pub extern "C-unwind" fn _PG_init() {
 mod tests {
     use pgrx::prelude::*;
 
+    use crate::targets;
+
+    const SAMPLE_SCHEMA: &str = include_str!("../tests/fixtures/sample_schema.sql");
+
     #[pg_test]
-    fn the_history_tables_exist() {
+    fn the_history_starts_empty() {
         let count = Spi::get_one::<i64>("SELECT count(*) FROM dex_collector.runs").unwrap();
         assert_eq!(count, Some(0));
+    }
+
+    #[pg_test]
+    fn the_default_rule_selects_companies_with_an_active_machine() {
+        Spi::run(SAMPLE_SCHEMA).unwrap();
+        let targets = targets::load(None).unwrap();
+        let names: Vec<&str> = targets.iter().map(|t| t.company_name.as_str()).collect();
+        assert_eq!(names.len(), 10);
+        assert!(!names.contains(&"Fresh Bites"), "inactive machines only");
+        assert!(!names.contains(&"Golden Gate Snacks"), "no machines");
+        let without_credentials: Vec<&str> =
+            targets.iter().filter(|t| !t.has_credentials).map(|t| t.company_name.as_str()).collect();
+        assert_eq!(without_credentials, vec!["Delta Drinks", "Evergreen Vending"]);
+    }
+
+    #[pg_test]
+    fn the_targets_query_leaves_the_transaction_writable() {
+        Spi::run(SAMPLE_SCHEMA).unwrap();
+        targets::load(None).unwrap();
+        Spi::run("INSERT INTO dex_collector.runs (status, trigger) VALUES ('skipped', 'manual')").unwrap();
+        assert_eq!(Spi::get_one::<i64>("SELECT count(*) FROM dex_collector.runs").unwrap(), Some(1));
+    }
+
+    #[pg_test(error = "invalid dex_collector.site_url: scheme must be http or https, not \"ftp\"")]
+    fn a_bad_site_url_is_rejected_when_set() {
+        Spi::run("SET dex_collector.site_url = 'ftp://example.com'").unwrap();
     }
 }
 

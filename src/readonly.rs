@@ -27,12 +27,19 @@ pub fn run<T>(work: impl FnOnce() -> T + UnwindSafe) -> Result<T, String> {
             0,
             false,
         );
+        // A fresh snapshot, so the query sees what this transaction did before (as any statement
+        // of a volatile function would), not only what the calling statement's snapshot saw.
+        pg_sys::PushActiveSnapshot(pg_sys::GetTransactionSnapshot());
         saved
     };
     let outcome: Result<T, Box<CaughtError>> =
         PgTryBuilder::new(|| Ok(work())).catch_others(|caught| Err(Box::new(caught))).execute();
-    // SAFETY: undoes the subtransaction begun above, restoring the caller's context and owner.
+    // SAFETY: undoes the subtransaction begun above, restoring the caller's context and owner;
+    // an error inside already lost the snapshot with the aborted subtransaction's state.
     unsafe {
+        if outcome.is_ok() {
+            pg_sys::PopActiveSnapshot();
+        }
         pg_sys::RollbackAndReleaseCurrentSubTransaction();
         pg_sys::MemoryContextSwitchTo(old_context);
         pg_sys::CurrentResourceOwner = old_owner;

@@ -323,3 +323,43 @@ fn the_schedule_helpers_need_pg_cron_and_a_real_cron_job_records_a_run() {
     assert!(client.query_one("SELECT dex_collector.unschedule()", &[]).unwrap().get::<_, bool>(0));
     assert!(!client.query_one("SELECT dex_collector.unschedule()", &[]).unwrap().get::<_, bool>(0));
 }
+
+#[test]
+fn the_worker_survives_bad_settings_and_endpoint_outages() {
+    let deployment = with_worker(&[("dex_collector.interval", "1s")]);
+    let cluster = &deployment.cluster;
+    let mut client = deployment.client();
+    client.batch_execute("ALTER DATABASE dex SET dex_collector.targets_query = 'SELEC broken'").unwrap();
+    // The worker reads database settings when it connects: have it reconnect.
+    client
+        .batch_execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE backend_type = 'dex_collector'")
+        .unwrap();
+    let failed = wait_for::<i64>(
+        cluster,
+        "SELECT count(*) FROM dex_collector.runs WHERE trigger = 'worker' AND status = 'failed'
+            AND error LIKE '%dex_collector.targets_query failed%'",
+        Duration::from_secs(40),
+        |n| *n >= 2,
+    );
+    assert!(failed >= 2, "bad settings fail runs, not the worker: {failed}");
+    let pid = worker_pid(cluster).expect("the worker is still there");
+
+    client.batch_execute("ALTER DATABASE dex RESET dex_collector.targets_query").unwrap();
+    deployment.stand_in.set_default_behavior(Behavior::CloseWithoutAnswer);
+    client.batch_execute(&format!("SELECT pg_terminate_backend({pid})")).unwrap();
+    let outage_runs = wait_for::<i64>(
+        cluster,
+        "SELECT count(*) FROM dex_collector.runs WHERE trigger = 'worker' AND status = 'succeeded' AND companies_failed = 8",
+        Duration::from_secs(60),
+        |n| *n >= 1,
+    );
+    assert!(outage_runs >= 1, "an endpoint outage is recorded company by company");
+    deployment.stand_in.set_default_behavior(Behavior::Synthetic);
+    let healthy = wait_for::<i64>(
+        cluster,
+        "SELECT count(*) FROM dex_collector.runs WHERE trigger = 'worker' AND status = 'succeeded' AND companies_succeeded = 8",
+        Duration::from_secs(60),
+        |n| *n >= 1,
+    );
+    assert!(healthy >= 1, "the worker recovers by itself");
+}
