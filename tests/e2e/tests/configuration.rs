@@ -243,7 +243,9 @@ fn cancel_and_statement_timeout_stop_a_waiting_run_at_once() {
     });
     assert!(deployment.stand_in.wait_for_requests(16, Duration::from_secs(20)), "the second run reached the endpoint");
     cancel_token.cancel_query(postgres::NoTls).unwrap();
+    let cancelled_at = Instant::now();
     let (result, elapsed, mut client) = waiter.join().unwrap();
+    eprintln!("the cancelled call returned {:?} after pg_cancel_backend", cancelled_at.elapsed());
     let (code, message, _) = sql_error(result);
     assert_eq!(code, "57014");
     assert!(message.contains("user request"), "{message}");

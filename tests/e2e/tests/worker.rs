@@ -150,6 +150,7 @@ fn a_fast_restart_during_a_slow_run_is_quick_and_leaves_the_run_interrupted() {
     let restart = Instant::now();
     cluster.restart("fast").unwrap();
     let took = restart.elapsed();
+    eprintln!("pg_ctl restart -m fast during a run took {took:?}");
     assert!(took < Duration::from_secs(15), "a fast restart waited {took:?} on the run");
     let status = wait_for::<String>(
         cluster,
