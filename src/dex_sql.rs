@@ -55,13 +55,28 @@ fn dex_validate(raw: &str) -> JsonB {
 #[pg_extern(immutable, strict, parallel_safe)]
 fn dex_segments(
     raw: &str,
-) -> TableIterator<'static, (name!(line, i32), name!(segment, String), name!(elements, Vec<String>))> {
+) -> TableIterator<
+    'static,
+    (
+        name!(line, i32),
+        name!(segment, String),
+        name!(elements, Vec<String>),
+    ),
+> {
     let rows: Vec<(i32, String, Vec<String>)> = dex_parse::segments(raw.as_bytes())
         .map(|segment| {
-            let elements = segment.elements.iter().map(|e| dex_parse::decode_text(e).into_owned()).collect();
+            let elements = segment
+                .elements
+                .iter()
+                .map(|e| dex_parse::decode_text(e).into_owned())
+                .collect();
             // A text value holds at most 1 GB, so fewer lines than i32::MAX.
             let line = i32::try_from(segment.line).unwrap_or(i32::MAX);
-            (line, dex_parse::decode_text(segment.id).into_owned(), elements)
+            (
+                line,
+                dex_parse::decode_text(segment.id).into_owned(),
+                elements,
+            )
         })
         .collect();
     TableIterator::new(rows)
@@ -73,7 +88,8 @@ mod tests {
     use pgrx::prelude::*;
 
     /// LF only, G85 valid once CR LF is restored, VA1*586530*9612*586530*9592, 371 lines.
-    const RHEVENDORS: &str = include_str!("../crates/dex-parse/tests/fixtures/mkrasselt1-rhevendors.eva_dts");
+    const RHEVENDORS: &str =
+        include_str!("../crates/dex-parse/tests/fixtures/mkrasselt1-rhevendors.eva_dts");
 
     #[pg_test]
     fn dex_parse_reads_a_real_file() {
@@ -91,8 +107,12 @@ mod tests {
 
     #[pg_test]
     fn dex_parse_reads_latin1_bytes() {
-        let raw: Vec<u8> = b"ST*001*0001\r\nPA1*1*150*CAF\xC9\r\nPA2*3*450*3*450\r\nSE*4*0001\r\n".to_vec();
-        let name = Spi::get_one_with_args::<String>("SELECT dex_parse($1)->'products'->0->>'name'", &[raw.into()]);
+        let raw: Vec<u8> =
+            b"ST*001*0001\r\nPA1*1*150*CAF\xC9\r\nPA2*3*450*3*450\r\nSE*4*0001\r\n".to_vec();
+        let name = Spi::get_one_with_args::<String>(
+            "SELECT dex_parse($1)->'products'->0->>'name'",
+            &[raw.into()],
+        );
         assert_eq!(name, Ok(Some("CAFÉ".to_owned())));
     }
 
@@ -116,7 +136,10 @@ mod tests {
 
     #[pg_test]
     fn dex_segments_returns_one_row_per_line() {
-        let rows = Spi::get_one_with_args::<i64>("SELECT count(*) FROM dex_segments($1)", &[RHEVENDORS.into()]);
+        let rows = Spi::get_one_with_args::<i64>(
+            "SELECT count(*) FROM dex_segments($1)",
+            &[RHEVENDORS.into()],
+        );
         assert_eq!(rows, Ok(Some(371)));
         let name = Spi::get_one_with_args::<String>(
             "SELECT elements[3] FROM dex_segments($1) WHERE line = 56 AND segment = 'PA1'",

@@ -7,11 +7,13 @@
 //! - `run`: one run (fan-out, deadline, cancellation); `summary`: its arithmetic (pure Rust);
 //! - `history`: how a run is recorded; `lock`: one run at a time per database;
 //! - `worker`: the background worker; `api`: the SQL functions; `error`: errors to SQLSTATEs;
-//! - `readonly`: running SQL the extension does not own, read-only and contained.
+//! - `readonly`: running SQL the extension does not own, read-only and contained;
+//! - `dex_sql`: `dex_parse()`, `dex_validate()`, `dex_segments()` over the `dex-parse` crate.
 
 use pgrx::prelude::*;
 
 mod api;
+mod dex_sql;
 mod endpoint;
 mod error;
 mod history;
