@@ -1,6 +1,6 @@
 //! Runs SQL that the collector does not own (the targets query, the Vault lookup) so that it can
 //! neither change data nor abort the caller's transaction: inside a subtransaction that is made
-//! read-only and always rolled back, with any error it raises returned as text.
+//! read-only (and without JIT) and always rolled back, with any error it raises returned as text.
 
 use std::panic::UnwindSafe;
 
@@ -17,16 +17,20 @@ pub fn run<T>(work: impl FnOnce() -> T + UnwindSafe) -> Result<T, String> {
     let (old_context, old_owner) = unsafe {
         let saved = (pg_sys::CurrentMemoryContext, pg_sys::CurrentResourceOwner);
         pg_sys::BeginInternalSubTransaction(std::ptr::null());
-        pg_sys::set_config_option(
-            c"transaction_read_only".as_ptr(),
-            c"on".as_ptr(),
-            pg_sys::GucContext::PGC_USERSET,
-            pg_sys::GucSource::PGC_S_SESSION,
-            pg_sys::GucAction::GUC_ACTION_LOCAL,
-            true,
-            0,
-            false,
-        );
+        // JIT off too: a targets query written with EXISTS in its select list is costed
+        // quadratically and would be JIT-compiled (hundreds of ms) past a few thousand companies.
+        for (name, value) in [(c"transaction_read_only", c"on"), (c"jit", c"off")] {
+            pg_sys::set_config_option(
+                name.as_ptr(),
+                value.as_ptr(),
+                pg_sys::GucContext::PGC_USERSET,
+                pg_sys::GucSource::PGC_S_SESSION,
+                pg_sys::GucAction::GUC_ACTION_LOCAL,
+                true,
+                0,
+                false,
+            );
+        }
         // A fresh snapshot, so the query sees what this transaction did before (as any statement
         // of a volatile function would), not only what the calling statement's snapshot saw.
         pg_sys::PushActiveSnapshot(pg_sys::GetTransactionSnapshot());

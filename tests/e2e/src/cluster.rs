@@ -358,7 +358,9 @@ impl TestCluster {
         // The postgres user may not be allowed into our working directory.
         command.current_dir(&self.root);
         // A server behaves as in production: no Rust backtraces in error details.
-        command.env_remove("RUST_BACKTRACE").env_remove("RUST_LIB_BACKTRACE");
+        command
+            .env_remove("RUST_BACKTRACE")
+            .env_remove("RUST_LIB_BACKTRACE");
         command
     }
 

@@ -4,6 +4,7 @@
 //! The extension must already be installed into the PostgreSQL that `pg_config` names
 //! (`cargo pgrx install`; the README's commands do it).
 
+use std::collections::BTreeMap;
 use std::error::Error;
 
 use serde_json::Value;
@@ -35,7 +36,9 @@ pub mod sample {
     pub const LAKESIDE: &str = "a0000000-0000-4000-8000-000000000012";
 
     /// The companies the endpoint is called for, in the targets' order (by name).
-    pub const CALLED: [&str; 8] = [ACME, BETA, COASTAL, HARBOR, ISLAND, JUPITER, KEYSTONE, LAKESIDE];
+    pub const CALLED: [&str; 8] = [
+        ACME, BETA, COASTAL, HARBOR, ISLAND, JUPITER, KEYSTONE, LAKESIDE,
+    ];
     /// Targets skipped for missing credentials.
     pub const SKIPPED: [&str; 2] = [DELTA, EVERGREEN];
 }
@@ -59,7 +62,11 @@ impl Default for DeploymentOptions {
         DeploymentOptions {
             preload: false,
             also_preload: Vec::new(),
-            settings: Vec::new(), stand_in: StandInConfig::default(), sample_schema: true, configure: true }
+            settings: Vec::new(),
+            stand_in: StandInConfig::default(),
+            sample_schema: true,
+            configure: true,
+        }
     }
 }
 
@@ -71,7 +78,9 @@ pub struct Deployment {
 /// Fails early, with the fix, when the extension is not installed in the PostgreSQL under test.
 fn ensure_extension_installed() -> Result<(), Box<dyn Error>> {
     let pg_config = std::env::var("PG_CONFIG").unwrap_or_else(|_| "pg_config".to_string());
-    let output = std::process::Command::new(&pg_config).arg("--sharedir").output()?;
+    let output = std::process::Command::new(&pg_config)
+        .arg("--sharedir")
+        .output()?;
     let share_dir = String::from_utf8_lossy(&output.stdout).trim().to_string();
     let control = std::path::Path::new(&share_dir).join("extension/dex_collector.control");
     if control.exists() {
@@ -109,10 +118,14 @@ impl Deployment {
         if !options.configure {
             return Ok(Deployment { stand_in, cluster });
         }
-        client.batch_execute("CREATE EXTENSION dex_collector").map_err(|e| {
-            let reason = e.as_db_error().map_or_else(|| e.to_string(), |db| db.message().to_string());
-            format!("CREATE EXTENSION dex_collector failed: {reason}")
-        })?;
+        client
+            .batch_execute("CREATE EXTENSION dex_collector")
+            .map_err(|e| {
+                let reason = e
+                    .as_db_error()
+                    .map_or_else(|| e.to_string(), |db| db.message().to_string());
+                format!("CREATE EXTENSION dex_collector failed: {reason}")
+            })?;
         client.batch_execute(&format!(
             "ALTER DATABASE dex SET dex_collector.site_url = '{}';
              ALTER DATABASE dex SET dex_collector.service_key = '{}';",
@@ -124,7 +137,9 @@ impl Deployment {
 
     /// A new superuser session (it sees the database's settings as they are now).
     pub fn client(&self) -> postgres::Client {
-        self.cluster.connect().unwrap_or_else(|e| panic!("cannot connect: {e}"))
+        self.cluster
+            .connect()
+            .unwrap_or_else(|e| panic!("cannot connect: {e}"))
     }
 
     /// `SELECT dex_collect_all()` in a new session.
@@ -134,4 +149,24 @@ impl Deployment {
             .unwrap_or_else(|e| panic!("dex_collect_all() failed: {e}"))
             .get(0)
     }
+}
+
+/// A summary's `results[]`, by company id.
+pub fn results_by_company(summary: &Value) -> BTreeMap<String, Value> {
+    summary["results"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|result| Some((result["company_id"].as_str()?.to_string(), result.clone())))
+        .collect()
+}
+
+/// A summary's `skipped[]` company ids, in order.
+pub fn skipped_ids(summary: &Value) -> Vec<String> {
+    summary["skipped"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|skipped| skipped["company_id"].as_str().map(str::to_string))
+        .collect()
 }

@@ -4,25 +4,23 @@
 use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
 
-use dex_collector_e2e::deployment::{sample, Deployment, DeploymentOptions};
-use dex_collector_e2e::stand_in::{synthetic_counts, Behavior, RecordedRequest, DEFAULT_SERVICE_KEY};
+use dex_collector_e2e::deployment::{
+    results_by_company, sample, skipped_ids, Deployment, DeploymentOptions,
+};
+use dex_collector_e2e::stand_in::{
+    synthetic_counts, Behavior, RecordedRequest, DEFAULT_SERVICE_KEY,
+};
 use serde_json::Value;
 
 fn deployment() -> Deployment {
     Deployment::start(DeploymentOptions::default()).expect("deployment starts")
 }
 
-fn results_by_company(summary: &Value) -> BTreeMap<String, Value> {
-    summary["results"]
-        .as_array()
-        .expect("results is an array")
-        .iter()
-        .map(|r| (r["company_id"].as_str().expect("company_id").to_string(), r.clone()))
-        .collect()
-}
-
 fn companies_called(requests: &[RecordedRequest]) -> Vec<String> {
-    let mut ids: Vec<String> = requests.iter().filter_map(|r| r.company_id().map(str::to_string)).collect();
+    let mut ids: Vec<String> = requests
+        .iter()
+        .filter_map(|r| r.company_id().map(str::to_string))
+        .collect();
     ids.sort();
     ids
 }
@@ -38,7 +36,10 @@ fn collects_every_target_once_and_skips_those_without_credentials() {
     let deployment = deployment();
     let summary = deployment.collect_all();
 
-    assert_eq!(companies_called(&deployment.stand_in.requests()), sorted(&sample::CALLED));
+    assert_eq!(
+        companies_called(&deployment.stand_in.requests()),
+        sorted(&sample::CALLED)
+    );
     assert_eq!(summary["success"], true);
     assert_eq!(summary["companiesProcessed"], 8);
     assert_eq!(summary["successfulCollections"], 8);
@@ -46,13 +47,25 @@ fn collects_every_target_once_and_skips_those_without_credentials() {
     let expected_records: u64 = sample::CALLED.iter().map(|id| synthetic_counts(id).0).sum();
     assert_eq!(summary["totalRecords"], expected_records);
     let results = results_by_company(&summary);
-    assert_eq!(results.keys().cloned().collect::<Vec<_>>(), sorted(&sample::CALLED));
+    assert_eq!(
+        results.keys().cloned().collect::<Vec<_>>(),
+        sorted(&sample::CALLED)
+    );
     assert_eq!(results[sample::ACME]["company"], "Acme Vending");
-    assert_eq!(results[sample::ACME]["recordsCollected"], synthetic_counts(sample::ACME).0);
-    assert_eq!(results[sample::ACME]["machinesUpdated"], synthetic_counts(sample::ACME).1);
-    let skipped: Vec<&str> = summary["skipped"].as_array().unwrap().iter().map(|s| s["company_id"].as_str().unwrap()).collect();
+    assert_eq!(
+        results[sample::ACME]["recordsCollected"],
+        synthetic_counts(sample::ACME).0
+    );
+    assert_eq!(
+        results[sample::ACME]["machinesUpdated"],
+        synthetic_counts(sample::ACME).1
+    );
+    let skipped = skipped_ids(&summary);
     assert_eq!(skipped, vec![sample::DELTA, sample::EVERGREEN]);
-    assert!(summary["skipped"][0]["reason"].as_str().unwrap().contains("No DEX credentials"));
+    assert!(summary["skipped"][0]["reason"]
+        .as_str()
+        .unwrap()
+        .contains("No DEX credentials"));
     assert!(summary["run_id"].as_i64().unwrap() > 0);
     assert!(summary["durationMs"].as_i64().unwrap() >= 0);
 }
@@ -68,15 +81,27 @@ fn requests_follow_the_contract() {
     for request in &requests {
         assert_eq!(request.method, "POST");
         assert_eq!(request.path, "/api/dex/collect-bulk");
-        assert!(request.query.is_empty(), "first pages carry no paging: {:?}", request.query);
+        assert!(
+            request.query.is_empty(),
+            "first pages carry no paging: {:?}",
+            request.query
+        );
         assert_eq!(request.header("x-service-key"), Some(DEFAULT_SERVICE_KEY));
         assert_eq!(request.header("content-type"), Some("application/json"));
         assert_eq!(request.header("x-dex-run-id"), Some(run_id.as_str()));
-        assert!(idempotency_keys.insert(request.header("idempotency-key").expect("Idempotency-Key").to_string()));
+        assert!(idempotency_keys.insert(
+            request
+                .header("idempotency-key")
+                .expect("Idempotency-Key")
+                .to_string()
+        ));
         assert_eq!(request.body, b"{}");
         for credential in ["dex_username", "dex_password", "not-a-real-password"] {
             let all_headers = format!("{:?}", request.headers);
-            assert!(!all_headers.contains(credential), "credentials must never be sent: {all_headers}");
+            assert!(
+                !all_headers.contains(credential),
+                "credentials must never be sent: {all_headers}"
+            );
         }
     }
 }
@@ -84,7 +109,13 @@ fn requests_follow_the_contract() {
 #[test]
 fn follows_batching_pages_and_stops_at_the_page_cap() {
     let deployment = deployment();
-    deployment.stand_in.set_behavior(sample::COASTAL, Behavior::Paged { total_records: 40, machines_per_page: 2 });
+    deployment.stand_in.set_behavior(
+        sample::COASTAL,
+        Behavior::Paged {
+            total_records: 40,
+            machines_per_page: 2,
+        },
+    );
     let summary = deployment.collect_all();
     let coastal = &results_by_company(&summary)[sample::COASTAL];
     assert_eq!(coastal["success"], true);
@@ -96,7 +127,12 @@ fn follows_batching_pages_and_stops_at_the_page_cap() {
         .requests()
         .iter()
         .filter(|r| r.company_id() == Some(sample::COASTAL))
-        .map(|r| (r.query_param("limit").map(str::to_string), r.query_param("offset").map(str::to_string)))
+        .map(|r| {
+            (
+                r.query_param("limit").map(str::to_string),
+                r.query_param("offset").map(str::to_string),
+            )
+        })
         .collect();
     let expected = vec![
         (None, None),
@@ -106,15 +142,26 @@ fn follows_batching_pages_and_stops_at_the_page_cap() {
     assert_eq!(pages, expected);
 
     let mut client = deployment.client();
-    client.batch_execute("SET dex_collector.max_pages = 2").unwrap();
-    let capped: Value = client.query_one("SELECT dex_collect_company($1::text::uuid)", &[&sample::COASTAL]).unwrap().get(0);
+    client
+        .batch_execute("SET dex_collector.max_pages = 2")
+        .unwrap();
+    let capped: Value = client
+        .query_one(
+            "SELECT dex_collect_company($1::text::uuid)",
+            &[&sample::COASTAL],
+        )
+        .unwrap()
+        .get(0);
     let coastal = &capped["results"][0];
     assert_eq!(coastal["success"], true);
     assert_eq!(coastal["pages"], 2);
     assert_eq!(coastal["recordsCollected"], 30);
     assert_eq!(coastal["morePending"], true);
     let row = client
-        .query_one("SELECT more_pending, pages FROM dex_collector.run_results WHERE run_id = $1", &[&capped["run_id"].as_i64()])
+        .query_one(
+            "SELECT more_pending, pages FROM dex_collector.run_results WHERE run_id = $1",
+            &[&capped["run_id"].as_i64()],
+        )
         .unwrap();
     assert!(row.get::<_, bool>(0));
     assert_eq!(row.get::<_, i32>(1), 2);
@@ -125,7 +172,10 @@ fn each_failure_is_a_result_of_its_company_and_never_aborts_the_run() {
     let deployment = deployment();
     let stand_in = &deployment.stand_in;
     stand_in.set_behavior(sample::ACME, Behavior::ServerError);
-    stand_in.set_behavior(sample::BETA, Behavior::CollectionFailed("Cantaloupe login failed".into()));
+    stand_in.set_behavior(
+        sample::BETA,
+        Behavior::CollectionFailed("Cantaloupe login failed".into()),
+    );
     stand_in.set_behavior(sample::COASTAL, Behavior::InvalidJson);
     stand_in.set_behavior(sample::HARBOR, Behavior::Html200);
     stand_in.set_behavior(sample::ISLAND, Behavior::NoCredentials);
@@ -133,28 +183,58 @@ fn each_failure_is_a_result_of_its_company_and_never_aborts_the_run() {
     stand_in.set_behavior(sample::KEYSTONE, Behavior::CloseWithoutAnswer);
     stand_in.set_behavior(sample::LAKESIDE, Behavior::NothingNew);
     let mut client = deployment.client();
-    client.batch_execute("SET dex_collector.request_timeout = '700ms'; SET dex_collector.max_retries = 0").unwrap();
-    let summary: Value = client.query_one("SELECT dex_collect_all()", &[]).unwrap().get(0);
+    client
+        .batch_execute(
+            "SET dex_collector.request_timeout = '700ms'; SET dex_collector.max_retries = 0",
+        )
+        .unwrap();
+    let summary: Value = client
+        .query_one("SELECT dex_collect_all()", &[])
+        .unwrap()
+        .get(0);
 
     assert_eq!(summary["success"], true);
     assert_eq!(summary["companiesProcessed"], 8);
     assert_eq!(summary["successfulCollections"], 1);
     assert_eq!(summary["totalRecords"], 0);
     let results = results_by_company(&summary);
-    let error = |id: &str| results[id]["error"].as_str().unwrap_or_default().to_string();
+    let error = |id: &str| {
+        results[id]["error"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    };
     assert_eq!(error(sample::ACME), "HTTP 500: Internal error: db timeout");
     assert_eq!(results[sample::ACME]["httpStatus"], 500);
     assert_eq!(error(sample::BETA), "Cantaloupe login failed");
-    assert!(error(sample::COASTAL).starts_with("HTTP 200 with invalid JSON"), "{}", error(sample::COASTAL));
-    assert!(error(sample::HARBOR).starts_with("HTTP 200 with an HTML page"), "{}", error(sample::HARBOR));
-    assert_eq!(error(sample::ISLAND), "HTTP 400: No DEX credentials configured");
+    assert!(
+        error(sample::COASTAL).starts_with("HTTP 200 with invalid JSON"),
+        "{}",
+        error(sample::COASTAL)
+    );
+    assert!(
+        error(sample::HARBOR).starts_with("HTTP 200 with an HTML page"),
+        "{}",
+        error(sample::HARBOR)
+    );
+    assert_eq!(
+        error(sample::ISLAND),
+        "HTTP 400: No DEX credentials configured"
+    );
     assert_eq!(error(sample::JUPITER), "timed out after 700 ms");
-    assert!(error(sample::KEYSTONE).starts_with("connection failed"), "{}", error(sample::KEYSTONE));
+    assert!(
+        error(sample::KEYSTONE).starts_with("connection failed"),
+        "{}",
+        error(sample::KEYSTONE)
+    );
     assert_eq!(results[sample::LAKESIDE]["success"], true);
     assert_eq!(results[sample::LAKESIDE]["recordsCollected"], 0);
     for result in results.values() {
         let text = result.to_string();
-        assert!(!text.contains("stack") && !text.contains("route.js"), "no stack trace is kept: {text}");
+        assert!(
+            !text.contains("stack") && !text.contains("route.js"),
+            "no stack trace is kept: {text}"
+        );
     }
 
     let rows = client
@@ -164,9 +244,14 @@ fn each_failure_is_a_result_of_its_company_and_never_aborts_the_run() {
         )
         .unwrap();
     assert_eq!(rows.len(), 10);
-    let statuses: BTreeMap<String, (String, Option<i32>, Option<String>)> =
-        rows.iter().map(|r| (r.get(0), (r.get(1), r.get(2), r.get(3)))).collect();
-    assert_eq!(statuses[sample::ACME], ("failed".to_string(), Some(500), Some(error(sample::ACME))));
+    let statuses: BTreeMap<String, (String, Option<i32>, Option<String>)> = rows
+        .iter()
+        .map(|r| (r.get(0), (r.get(1), r.get(2), r.get(3))))
+        .collect();
+    assert_eq!(
+        statuses[sample::ACME],
+        ("failed".to_string(), Some(500), Some(error(sample::ACME)))
+    );
     assert_eq!(statuses[sample::LAKESIDE].0, "succeeded");
     assert_eq!(statuses[sample::JUPITER].1, None, "no answer, no status");
     assert_eq!(statuses[sample::DELTA].0, "skipped");
@@ -177,43 +262,38 @@ fn connection_refused_fails_every_company_but_completes_the_run() {
     let deployment = deployment();
     let mut client = deployment.client();
     // A port nothing listens on: bind one, note it, close it.
-    let closed_port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let closed_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     client
         .batch_execute(&format!(
             "SET dex_collector.site_url = 'http://127.0.0.1:{closed_port}'; SET dex_collector.max_retries = 0"
         ))
         .unwrap();
-    let summary: Value = client.query_one("SELECT dex_collect_all()", &[]).unwrap().get(0);
+    let summary: Value = client
+        .query_one("SELECT dex_collect_all()", &[])
+        .unwrap()
+        .get(0);
     assert_eq!(summary["companiesProcessed"], 8);
     assert_eq!(summary["successfulCollections"], 0);
     for result in summary["results"].as_array().unwrap() {
         let error = result["error"].as_str().unwrap();
         assert!(error.starts_with("could not connect"), "{error}");
-        assert!(!error.contains("127.0.0.1"), "errors do not repeat the URL: {error}");
+        assert!(
+            !error.contains("127.0.0.1"),
+            "errors do not repeat the URL: {error}"
+        );
     }
-}
-
-#[test]
-fn transient_failures_are_retried() {
-    let deployment = deployment();
-    let stand_in = &deployment.stand_in;
-    let collect = Box::new(Behavior::Collect { records: 5, machines: 1 });
-    stand_in.set_behavior(sample::ACME, Behavior::FailTimes { failures: 2, status: 503, retry_after: None, then: collect.clone() });
-    stand_in.set_behavior(sample::BETA, Behavior::FailTimes { failures: 1, status: 429, retry_after: Some("1".into()), then: collect });
-    let summary = deployment.collect_all();
-    let results = results_by_company(&summary);
-    assert_eq!(results[sample::ACME]["success"], true);
-    assert_eq!(results[sample::ACME]["attempts"], 3);
-    assert_eq!(results[sample::ACME]["recordsCollected"], 5);
-    assert_eq!(results[sample::BETA]["success"], true);
-    assert_eq!(results[sample::BETA]["attempts"], 2);
-    assert_eq!(summary["successfulCollections"], 8);
 }
 
 #[test]
 fn history_rows_match_the_summary() {
     let deployment = deployment();
-    deployment.stand_in.set_behavior(sample::BETA, Behavior::ServerError);
+    deployment
+        .stand_in
+        .set_behavior(sample::BETA, Behavior::ServerError);
     let summary = deployment.collect_all();
     let mut client = deployment.client();
     let run = client
@@ -243,7 +323,10 @@ fn history_rows_match_the_summary() {
         )
         .unwrap();
     assert_eq!(sums.get::<_, i64>(0), 10);
-    assert_eq!(Some(sums.get::<_, i64>(1)), summary["totalRecords"].as_i64());
+    assert_eq!(
+        Some(sums.get::<_, i64>(1)),
+        summary["totalRecords"].as_i64()
+    );
     assert_eq!(sums.get::<_, i64>(2), 2);
 }
 
@@ -251,19 +334,47 @@ fn history_rows_match_the_summary() {
 fn collects_one_company_and_rejects_an_unknown_one() {
     let deployment = deployment();
     let mut client = deployment.client();
-    let summary: Value = client.query_one("SELECT dex_collect_company($1::text::uuid)", &[&sample::HARBOR]).unwrap().get(0);
+    let summary: Value = client
+        .query_one(
+            "SELECT dex_collect_company($1::text::uuid)",
+            &[&sample::HARBOR],
+        )
+        .unwrap()
+        .get(0);
     assert_eq!(summary["companiesProcessed"], 1);
     assert_eq!(summary["results"][0]["company"], "Harbor Vending");
-    assert_eq!(companies_called(&deployment.stand_in.requests()), vec![sample::HARBOR.to_string()]);
+    assert_eq!(
+        companies_called(&deployment.stand_in.requests()),
+        vec![sample::HARBOR.to_string()]
+    );
 
-    for not_a_target in [sample::FRESH, sample::GOLDEN, "ffffffff-0000-4000-8000-000000000000"] {
-        let error = client.query_one("SELECT dex_collect_company($1::text::uuid)", &[&not_a_target]).unwrap_err();
+    for not_a_target in [
+        sample::FRESH,
+        sample::GOLDEN,
+        "ffffffff-0000-4000-8000-000000000000",
+    ] {
+        let error = client
+            .query_one(
+                "SELECT dex_collect_company($1::text::uuid)",
+                &[&not_a_target],
+            )
+            .unwrap_err();
         let db_error = error.as_db_error().expect("a database error");
         assert_eq!(db_error.code().code(), "P0002");
-        assert!(db_error.message().contains("is not a collection target"), "{}", db_error.message());
+        assert!(
+            db_error.message().contains("is not a collection target"),
+            "{}",
+            db_error.message()
+        );
     }
     // A company without credentials is a target, recorded as skipped, and not called.
-    let skipped: Value = client.query_one("SELECT dex_collect_company($1::text::uuid)", &[&sample::DELTA]).unwrap().get(0);
+    let skipped: Value = client
+        .query_one(
+            "SELECT dex_collect_company($1::text::uuid)",
+            &[&sample::DELTA],
+        )
+        .unwrap()
+        .get(0);
     assert_eq!(skipped["companiesSkipped"], 1);
     assert_eq!(deployment.stand_in.requests().len(), 1);
 }
@@ -273,24 +384,40 @@ fn companies_are_collected_concurrently_over_reused_connections() {
     let deployment = deployment();
     deployment.stand_in.set_default_behavior(Behavior::Delay {
         delay: Duration::from_millis(300),
-        then: Box::new(Behavior::Collect { records: 1, machines: 1 }),
+        then: Box::new(Behavior::Collect {
+            records: 1,
+            machines: 1,
+        }),
     });
     let mut client = deployment.client();
-    client.batch_execute("SET dex_collector.concurrency = 3").unwrap();
+    client
+        .batch_execute("SET dex_collector.concurrency = 3")
+        .unwrap();
     for _ in 0..2 {
-        let summary: Value = client.query_one("SELECT dex_collect_all()", &[]).unwrap().get(0);
+        let summary: Value = client
+            .query_one("SELECT dex_collect_all()", &[])
+            .unwrap()
+            .get(0);
         assert_eq!(summary["successfulCollections"], 8);
     }
     assert_eq!(deployment.stand_in.max_concurrent_requests(), 3);
     let requests = deployment.stand_in.requests();
     let connections: HashSet<u64> = requests.iter().map(|r| r.connection_id).collect();
     assert_eq!(requests.len(), 16);
-    assert!(connections.len() <= 4, "16 requests over {} connections: keep-alive is not reused", connections.len());
+    assert!(
+        connections.len() <= 4,
+        "16 requests over {} connections: keep-alive is not reused",
+        connections.len()
+    );
 }
 
 #[test]
 fn works_the_same_with_the_library_preloaded() {
-    let deployment = Deployment::start(DeploymentOptions { preload: true, ..DeploymentOptions::default() }).unwrap();
+    let deployment = Deployment::start(DeploymentOptions {
+        preload: true,
+        ..DeploymentOptions::default()
+    })
+    .unwrap();
     let summary = deployment.collect_all();
     assert_eq!(summary["companiesProcessed"], 8);
     assert_eq!(summary["successfulCollections"], 8);

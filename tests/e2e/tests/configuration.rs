@@ -2,39 +2,61 @@
 
 use std::time::{Duration, Instant};
 
-use dex_collector_e2e::deployment::{sample, Deployment, DeploymentOptions};
+use dex_collector_e2e::deployment::{sample, skipped_ids, Deployment, DeploymentOptions};
 use dex_collector_e2e::stand_in::{Behavior, DEFAULT_SERVICE_KEY};
 use serde_json::Value;
 
 /// The README's example `targets_query` for a schema with `username_encrypted` and `is_active`.
-const ENCRYPTED_CREDENTIALS_QUERY: &str = include_str!("../../fixtures/targets_query_encrypted.sql");
+const ENCRYPTED_CREDENTIALS_QUERY: &str =
+    include_str!("../../fixtures/targets_query_encrypted.sql");
 const README: &str = include_str!("../../../README.md");
 
 fn deployment() -> Deployment {
     Deployment::start(DeploymentOptions::default()).expect("deployment starts")
 }
 
-fn sql_error(result: Result<impl std::fmt::Debug, postgres::Error>) -> (String, String, Option<String>) {
+fn sql_error(
+    result: Result<impl std::fmt::Debug, postgres::Error>,
+) -> (String, String, Option<String>) {
     let error = result.expect_err("the statement must fail");
-    let db = error.as_db_error().unwrap_or_else(|| panic!("not a database error: {error}"));
-    (db.code().code().to_string(), db.message().to_string(), db.hint().map(str::to_string))
+    let db = error
+        .as_db_error()
+        .unwrap_or_else(|| panic!("not a database error: {error}"));
+    (
+        db.code().code().to_string(),
+        db.message().to_string(),
+        db.hint().map(str::to_string),
+    )
 }
 
 #[test]
 fn missing_configuration_is_one_clear_error_before_any_request() {
     let deployment = deployment();
     let mut client = deployment.client();
-    client.batch_execute("ALTER DATABASE dex RESET dex_collector.site_url").unwrap();
+    client
+        .batch_execute("ALTER DATABASE dex RESET dex_collector.site_url")
+        .unwrap();
     let mut client = deployment.client();
     let (code, message, hint) = sql_error(client.query_one("SELECT dex_collect_all()", &[]));
     assert_eq!(code, "22023");
-    assert_eq!(message, "dex_collector is not configured: dex_collector.site_url not set");
+    assert_eq!(
+        message,
+        "dex_collector is not configured: dex_collector.site_url not set"
+    );
     assert!(hint.unwrap_or_default().contains("ALTER DATABASE"));
-    client.batch_execute("RESET dex_collector.service_key; SET dex_collector.service_key = ''").unwrap();
+    client
+        .batch_execute("RESET dex_collector.service_key; SET dex_collector.service_key = ''")
+        .unwrap();
     let (_, message, _) = sql_error(client.query_one("SELECT dex_collect_all()", &[]));
     assert_eq!(message, "dex_collector is not configured: dex_collector.site_url and dex_collector.service_key not set");
     assert_eq!(deployment.stand_in.request_count(), 0);
-    assert_eq!(client.query_one("SELECT count(*) FROM dex_collector.runs", &[]).unwrap().get::<_, i64>(0), 0);
+    assert_eq!(
+        client
+            .query_one("SELECT count(*) FROM dex_collector.runs", &[])
+            .unwrap()
+            .get::<_, i64>(0),
+        0
+    );
 }
 
 #[test]
@@ -43,31 +65,62 @@ fn bad_values_are_rejected_when_they_are_set() {
     let mut client = deployment.client();
     client.batch_execute("LOAD 'dex_collector'").unwrap();
     for (statement, expected) in [
-        ("SET dex_collector.site_url = 'ftp://example.com'", "scheme must be http or https"),
+        (
+            "SET dex_collector.site_url = 'ftp://example.com'",
+            "scheme must be http or https",
+        ),
         ("SET dex_collector.site_url = 'not a url'", "is not a URL"),
-        ("ALTER SYSTEM SET dex_collector.site_url = 'https://example.com/?x=1'", "base URL only"),
-        ("ALTER DATABASE dex SET dex_collector.site_url = 'https://u:p@example.com'", "credentials"),
-        ("SET dex_collector.concurrency = 0", "0 is outside the valid range"),
-        ("SET dex_collector.request_timeout = '10ms'", "outside the valid range"),
+        (
+            "ALTER SYSTEM SET dex_collector.site_url = 'https://example.com/?x=1'",
+            "base URL only",
+        ),
+        (
+            "ALTER DATABASE dex SET dex_collector.site_url = 'https://u:p@example.com'",
+            "credentials",
+        ),
+        (
+            "SET dex_collector.concurrency = 0",
+            "0 is outside the valid range",
+        ),
+        (
+            "SET dex_collector.request_timeout = '10ms'",
+            "outside the valid range",
+        ),
     ] {
         let (code, message, _) = sql_error(client.batch_execute(statement));
         assert_eq!(code, "22023", "{statement}");
         assert!(message.contains(expected), "{statement}: {message}");
     }
-    let (_, message, _) = sql_error(client.batch_execute("SET dex_collector.service_key = 'has a space'"));
-    assert!(!message.contains("has a space"), "a rejected key is never echoed: {message}");
-    client.batch_execute("SET dex_collector.request_timeout = '2s'").unwrap();
-    let shown: String = client.query_one("SHOW dex_collector.request_timeout", &[]).unwrap().get(0);
+    let (_, message, _) =
+        sql_error(client.batch_execute("SET dex_collector.service_key = 'has a space'"));
+    assert!(
+        !message.contains("has a space"),
+        "a rejected key is never echoed: {message}"
+    );
+    client
+        .batch_execute("SET dex_collector.request_timeout = '2s'")
+        .unwrap();
+    let shown: String = client
+        .query_one("SHOW dex_collector.request_timeout", &[])
+        .unwrap()
+        .get(0);
     assert_eq!(shown, "2s");
     // ALTER SYSTEM works once the library is loaded in the session (README).
-    client.batch_execute("ALTER SYSTEM SET dex_collector.concurrency = 16").unwrap();
-    client.batch_execute("ALTER SYSTEM RESET dex_collector.concurrency").unwrap();
+    client
+        .batch_execute("ALTER SYSTEM SET dex_collector.concurrency = 16")
+        .unwrap();
+    client
+        .batch_execute("ALTER SYSTEM RESET dex_collector.concurrency")
+        .unwrap();
 }
 
 #[test]
 fn a_custom_targets_query_replaces_the_rule() {
     let deployment = deployment();
-    assert!(README.contains(ENCRYPTED_CREDENTIALS_QUERY.trim()), "the README shows the tested targets_query");
+    assert!(
+        README.contains(ENCRYPTED_CREDENTIALS_QUERY.trim()),
+        "the README shows the tested targets_query"
+    );
     let mut client = deployment.client();
     // The public deployment's schema: encrypted credentials and an is_active flag.
     client
@@ -82,9 +135,16 @@ fn a_custom_targets_query_replaces_the_rule() {
         .unwrap();
     let summary = deployment.collect_all();
     assert_eq!(summary["companiesProcessed"], 7, "{summary}");
-    let skipped: Vec<&str> = summary["skipped"].as_array().unwrap().iter().map(|s| s["company_id"].as_str().unwrap()).collect();
-    assert_eq!(skipped, vec![sample::ACME, sample::DELTA, sample::EVERGREEN]);
-    assert!(deployment.stand_in.requests().iter().all(|r| r.company_id() != Some(sample::ACME)));
+    let skipped = skipped_ids(&summary);
+    assert_eq!(
+        skipped,
+        vec![sample::ACME, sample::DELTA, sample::EVERGREEN]
+    );
+    assert!(deployment
+        .stand_in
+        .requests()
+        .iter()
+        .all(|r| r.company_id() != Some(sample::ACME)));
 
     // Without has_credentials every row is a target.
     let mut client = deployment.client();
@@ -94,7 +154,10 @@ fn a_custom_targets_query_replaces_the_rule() {
             sample::GOLDEN
         ))
         .unwrap();
-    let summary: Value = client.query_one("SELECT dex_collect_all()", &[]).unwrap().get(0);
+    let summary: Value = client
+        .query_one("SELECT dex_collect_all()", &[])
+        .unwrap()
+        .get(0);
     assert_eq!(summary["companiesProcessed"], 1);
     assert_eq!(summary["results"][0]["company"], "Golden Gate Snacks");
 }
@@ -104,17 +167,40 @@ fn a_broken_targets_query_names_the_setting() {
     let deployment = deployment();
     let mut client = deployment.client();
     for (query, expected) in [
-        ("SELEC 1", "dex_collector.targets_query failed: syntax error"),
-        ("SELECT id AS company_id FROM public.companies", "must return a column named company_name"),
-        ("SELECT company_name FROM public.companies", "must return a column named company_id"),
-        ("SELECT id::text AS company_id, company_name FROM public.companies", "column company_id must be of type uuid"),
-        ("SELECT id AS company_id, company_name FROM companies", "relation \"companies\" does not exist"),
-        ("SELECT NULL::uuid AS company_id, 'x'::text AS company_name", "NULL company_id"),
+        (
+            "SELEC 1",
+            "dex_collector.targets_query failed: syntax error",
+        ),
+        (
+            "SELECT id AS company_id FROM public.companies",
+            "must return a column named company_name",
+        ),
+        (
+            "SELECT company_name FROM public.companies",
+            "must return a column named company_id",
+        ),
+        (
+            "SELECT id::text AS company_id, company_name FROM public.companies",
+            "column company_id must be of type uuid",
+        ),
+        (
+            "SELECT id AS company_id, company_name FROM companies",
+            "relation \"companies\" does not exist",
+        ),
+        (
+            "SELECT NULL::uuid AS company_id, 'x'::text AS company_name",
+            "NULL company_id",
+        ),
     ] {
-        client.batch_execute(&format!("SET dex_collector.targets_query = $q${query}$q$")).unwrap();
+        client
+            .batch_execute(&format!("SET dex_collector.targets_query = $q${query}$q$"))
+            .unwrap();
         let (_, message, _) = sql_error(client.query_one("SELECT dex_collect_all()", &[]));
         assert!(message.contains(expected), "{query}: {message}");
-        assert!(message.contains("dex_collector.targets_query"), "{query}: {message}");
+        assert!(
+            message.contains("dex_collector.targets_query"),
+            "{query}: {message}"
+        );
     }
     assert_eq!(deployment.stand_in.request_count(), 0);
 }
@@ -123,7 +209,10 @@ fn a_broken_targets_query_names_the_setting() {
 fn the_targets_query_cannot_modify_data() {
     let deployment = deployment();
     let mut client = deployment.client();
-    let machines_before: i64 = client.query_one("SELECT count(*) FROM public.machines", &[]).unwrap().get(0);
+    let machines_before: i64 = client
+        .query_one("SELECT count(*) FROM public.machines", &[])
+        .unwrap()
+        .get(0);
     client
         .batch_execute(
             "SET dex_collector.targets_query = $q$
@@ -133,7 +222,10 @@ fn the_targets_query_cannot_modify_data() {
         .unwrap();
     let (_, message, _) = sql_error(client.query_one("SELECT dex_collect_all()", &[]));
     // Refused by SPI's read-only execution before it reaches the read-only transaction.
-    assert!(message.contains("dex_collector.targets_query failed: SELECT is not allowed"), "{message}");
+    assert!(
+        message.contains("dex_collector.targets_query failed: SELECT is not allowed"),
+        "{message}"
+    );
     client
         .batch_execute(
             "CREATE FUNCTION public.sneaky() RETURNS uuid LANGUAGE plpgsql AS
@@ -143,7 +235,10 @@ fn the_targets_query_cannot_modify_data() {
         .unwrap();
     let (_, message, _) = sql_error(client.query_one("SELECT dex_collect_all()", &[]));
     assert!(message.contains("read-only transaction"), "{message}");
-    let machines: i64 = client.query_one("SELECT count(*) FROM public.machines", &[]).unwrap().get(0);
+    let machines: i64 = client
+        .query_one("SELECT count(*) FROM public.machines", &[])
+        .unwrap()
+        .get(0);
     assert_eq!(machines, machines_before);
     assert!(machines > 0);
 }
@@ -168,15 +263,30 @@ fn settings_fall_back_to_supabase_vault() {
         .unwrap();
     let summary = deployment.collect_all();
     assert_eq!(summary["successfulCollections"], 8);
-    assert!(deployment.stand_in.requests().iter().all(|r| r.header("x-service-key") == Some(DEFAULT_SERVICE_KEY)));
+    assert!(deployment
+        .stand_in
+        .requests()
+        .iter()
+        .all(|r| r.header("x-service-key") == Some(DEFAULT_SERVICE_KEY)));
 
     // A setting wins over Vault; a Vault site URL is validated like the setting.
     let mut client = deployment.client();
     client.batch_execute("UPDATE vault.secrets SET secret = 'ftp://nowhere' WHERE name = 'dex_collector_site_url'").unwrap();
     let (_, message, _) = sql_error(client.query_one("SELECT dex_collect_all()", &[]));
-    assert!(message.contains("invalid dex_collector.site_url"), "{message}");
-    client.batch_execute(&format!("SET dex_collector.site_url = '{}'", deployment.stand_in.url())).unwrap();
-    let summary: Value = client.query_one("SELECT dex_collect_all()", &[]).unwrap().get(0);
+    assert!(
+        message.contains("invalid dex_collector.site_url"),
+        "{message}"
+    );
+    client
+        .batch_execute(&format!(
+            "SET dex_collector.site_url = '{}'",
+            deployment.stand_in.url()
+        ))
+        .unwrap();
+    let summary: Value = client
+        .query_one("SELECT dex_collect_all()", &[])
+        .unwrap()
+        .get(0);
     assert_eq!(summary["successfulCollections"], 8);
 }
 
@@ -191,29 +301,52 @@ fn a_granted_role_collects_every_company_despite_row_level_security_and_cannot_r
         )
         .unwrap();
     let mut collector = deployment.cluster.connect_as("collector", "dex").unwrap();
-    let visible: i64 = collector.query_one("SELECT count(*) FROM public.companies", &[]).unwrap().get(0);
-    assert_eq!(visible, 0, "row level security hides every company from the role");
+    let visible: i64 = collector
+        .query_one("SELECT count(*) FROM public.companies", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        visible, 0,
+        "row level security hides every company from the role"
+    );
 
     let (code, message, _) = sql_error(collector.query_one("SELECT dex_collect_all()", &[]));
     assert_eq!(code, "42501", "{message}");
-    let (code, _, _) = sql_error(collector.query_one("SELECT dex_collect_company($1::text::uuid)", &[&sample::ACME]));
+    let (code, _, _) = sql_error(collector.query_one(
+        "SELECT dex_collect_company($1::text::uuid)",
+        &[&sample::ACME],
+    ));
     assert_eq!(code, "42501");
 
-    admin.batch_execute("GRANT EXECUTE ON FUNCTION dex_collect_all() TO collector").unwrap();
-    let summary: Value = collector.query_one("SELECT dex_collect_all()", &[]).unwrap().get(0);
+    admin
+        .batch_execute("GRANT EXECUTE ON FUNCTION dex_collect_all() TO collector")
+        .unwrap();
+    let summary: Value = collector
+        .query_one("SELECT dex_collect_all()", &[])
+        .unwrap()
+        .get(0);
     assert_eq!(summary["companiesProcessed"], 8);
     assert_eq!(summary["successfulCollections"], 8);
     let started_by: String = admin
-        .query_one("SELECT started_by::text FROM dex_collector.runs WHERE id = $1", &[&summary["run_id"].as_i64()])
+        .query_one(
+            "SELECT started_by::text FROM dex_collector.runs WHERE id = $1",
+            &[&summary["run_id"].as_i64()],
+        )
         .unwrap()
         .get(0);
     assert_eq!(started_by, "collector");
 
     let (code, _, _) = sql_error(collector.query_one("SHOW dex_collector.service_key", &[]));
     assert_eq!(code, "42501");
-    let (code, _, _) = sql_error(collector.query_one("SELECT current_setting('dex_collector.service_key')", &[]));
+    let (code, _, _) =
+        sql_error(collector.query_one("SELECT current_setting('dex_collector.service_key')", &[]));
     assert_eq!(code, "42501");
-    let rows = collector.query("SELECT setting FROM pg_settings WHERE name = 'dex_collector.service_key'", &[]).unwrap();
+    let rows = collector
+        .query(
+            "SELECT setting FROM pg_settings WHERE name = 'dex_collector.service_key'",
+            &[],
+        )
+        .unwrap();
     assert!(rows.is_empty());
     let (code, _, _) = sql_error(collector.query("SELECT * FROM pg_file_settings", &[]));
     assert_eq!(code, "42501");
@@ -227,12 +360,17 @@ fn cancel_and_statement_timeout_stop_a_waiting_run_at_once() {
     let deployment = deployment();
     deployment.stand_in.set_default_behavior(Behavior::Hang);
     let mut client = deployment.client();
-    client.batch_execute("SET dex_collector.request_timeout = '60s'; SET statement_timeout = '1s'").unwrap();
+    client
+        .batch_execute("SET dex_collector.request_timeout = '60s'; SET statement_timeout = '1s'")
+        .unwrap();
     let started = Instant::now();
     let (code, message, _) = sql_error(client.query_one("SELECT dex_collect_all()", &[]));
     assert_eq!(code, "57014");
     assert!(message.contains("statement timeout"), "{message}");
-    assert!(started.elapsed() < Duration::from_secs(20), "a 60 s request was not waited out");
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "a 60 s request was not waited out"
+    );
 
     client.batch_execute("SET statement_timeout = 0").unwrap();
     let cancel_token = client.cancel_token();
@@ -241,16 +379,30 @@ fn cancel_and_statement_timeout_stop_a_waiting_run_at_once() {
         let result = client.query_one("SELECT dex_collect_all()", &[]);
         (result.map(|_| ()), started.elapsed(), client)
     });
-    assert!(deployment.stand_in.wait_for_requests(16, Duration::from_secs(20)), "the second run reached the endpoint");
+    assert!(
+        deployment
+            .stand_in
+            .wait_for_requests(16, Duration::from_secs(20)),
+        "the second run reached the endpoint"
+    );
     cancel_token.cancel_query(postgres::NoTls).unwrap();
     let cancelled_at = Instant::now();
     let (result, elapsed, mut client) = waiter.join().unwrap();
-    eprintln!("the cancelled call returned {:?} after pg_cancel_backend", cancelled_at.elapsed());
+    eprintln!(
+        "the cancelled call returned {:?} after pg_cancel_backend",
+        cancelled_at.elapsed()
+    );
     let (code, message, _) = sql_error(result);
     assert_eq!(code, "57014");
     assert!(message.contains("user request"), "{message}");
     assert!(elapsed < Duration::from_secs(20));
-    let running: i64 = client.query_one("SELECT count(*) FROM dex_collector.runs", &[]).unwrap().get(0);
+    let running: i64 = client
+        .query_one("SELECT count(*) FROM dex_collector.runs", &[])
+        .unwrap()
+        .get(0);
     assert_eq!(running, 0, "a cancelled call leaves no history behind");
-    assert!(!deployment.cluster.log_contents().contains("terminated by signal"));
+    assert!(!deployment
+        .cluster
+        .log_contents()
+        .contains("terminated by signal"));
 }

@@ -3,41 +3,43 @@
 //! whole server log and every history table are searched for the service key, and the log for
 //! crashed backends.
 
-use std::collections::BTreeMap;
 use std::io::Write;
 use std::time::{Duration, Instant};
 
-use dex_collector_e2e::deployment::{sample, Deployment, DeploymentOptions};
+use dex_collector_e2e::deployment::{results_by_company, sample, Deployment, DeploymentOptions};
 use dex_collector_e2e::stand_in::{Behavior, StandIn, StandInConfig};
 use serde_json::Value;
 
 const SECRET_KEY: &str = "sk-live-DEXTEST-7f3c9a1b5e";
 
-fn results_by_company(summary: &Value) -> BTreeMap<String, Value> {
-    summary["results"]
-        .as_array()
-        .expect("results")
-        .iter()
-        .map(|r| (r["company_id"].as_str().unwrap().to_string(), r.clone()))
-        .collect()
-}
-
 /// Runs `dex_collect_all()` with the session settings given and returns its summary.
 fn collect_with(deployment: &Deployment, settings: &str) -> Value {
     let mut client = deployment.client();
     client.batch_execute(settings).unwrap();
-    client.query_one("SELECT dex_collect_all()", &[]).unwrap().get(0)
+    client
+        .query_one("SELECT dex_collect_all()", &[])
+        .unwrap()
+        .get(0)
 }
 
 fn error_of(summary: &Value, company: &str) -> String {
-    results_by_company(summary)[company]["error"].as_str().unwrap_or_default().to_string()
+    results_by_company(summary)[company]["error"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
 }
 
 #[test]
 fn every_fault_is_an_honest_result_and_the_key_never_leaks() {
     let deployment = Deployment::start(DeploymentOptions {
-        stand_in: StandInConfig { service_key: SECRET_KEY.into(), ..StandInConfig::default() },
-        settings: vec![("log_min_messages".into(), "debug5".into()), ("log_error_verbosity".into(), "verbose".into())],
+        stand_in: StandInConfig {
+            service_key: SECRET_KEY.into(),
+            ..StandInConfig::default()
+        },
+        settings: vec![
+            ("log_min_messages".into(), "debug5".into()),
+            ("log_error_verbosity".into(), "verbose".into()),
+        ],
         ..DeploymentOptions::default()
     })
     .unwrap();
@@ -45,7 +47,12 @@ fn every_fault_is_an_honest_result_and_the_key_never_leaks() {
     let quick = "SET dex_collector.request_timeout = '1s'; SET dex_collector.max_retries = 0;";
 
     // A body that trickles is bounded by the request timeout; a hang likewise.
-    stand_in.set_behavior(sample::ACME, Behavior::Trickle { interval: Duration::from_millis(100) });
+    stand_in.set_behavior(
+        sample::ACME,
+        Behavior::Trickle {
+            interval: Duration::from_millis(100),
+        },
+    );
     stand_in.set_behavior(sample::BETA, Behavior::Hang);
     stand_in.set_behavior(sample::COASTAL, Behavior::CloseMidAnswer);
     stand_in.set_behavior(sample::HARBOR, Behavior::HugeBody { bytes: 64 << 20 });
@@ -56,58 +63,147 @@ fn every_fault_is_an_honest_result_and_the_key_never_leaks() {
     assert_eq!(summary["companiesProcessed"], 8);
     assert_eq!(error_of(&summary, sample::ACME), "timed out after 1 s");
     assert_eq!(error_of(&summary, sample::BETA), "timed out after 1 s");
-    assert!(error_of(&summary, sample::COASTAL).starts_with("connection failed"), "{}", error_of(&summary, sample::COASTAL));
-    assert!(error_of(&summary, sample::HARBOR).contains("larger than dex_collector.max_response_bytes"));
-    assert_eq!(error_of(&summary, sample::ISLAND), "HTTP 500: Internal error: db timeout");
+    assert!(
+        error_of(&summary, sample::COASTAL).starts_with("connection failed"),
+        "{}",
+        error_of(&summary, sample::COASTAL)
+    );
+    assert!(
+        error_of(&summary, sample::HARBOR).contains("larger than dex_collector.max_response_bytes")
+    );
+    assert_eq!(
+        error_of(&summary, sample::ISLAND),
+        "HTTP 500: Internal error: db timeout"
+    );
     assert_eq!(summary["successfulCollections"], 3);
 
     // 503 twice then OK: three attempts; 429 with Retry-After then OK: two.
     stand_in.reset();
-    let collect = Box::new(Behavior::Collect { records: 2, machines: 1 });
-    stand_in.set_behavior(sample::ACME, Behavior::FailTimes { failures: 2, status: 503, retry_after: None, then: collect.clone() });
-    stand_in.set_behavior(sample::BETA, Behavior::FailTimes { failures: 1, status: 429, retry_after: Some("1".into()), then: collect });
+    let collect = Box::new(Behavior::Collect {
+        records: 2,
+        machines: 1,
+    });
+    stand_in.set_behavior(
+        sample::ACME,
+        Behavior::FailTimes {
+            failures: 2,
+            status: 503,
+            retry_after: None,
+            then: collect.clone(),
+        },
+    );
+    stand_in.set_behavior(
+        sample::BETA,
+        Behavior::FailTimes {
+            failures: 1,
+            status: 429,
+            retry_after: Some("1".into()),
+            then: collect,
+        },
+    );
     let summary = collect_with(&deployment, "");
     let results = results_by_company(&summary);
-    assert_eq!((results[sample::ACME]["success"].clone(), results[sample::ACME]["attempts"].clone()), (Value::Bool(true), 3.into()));
-    assert_eq!((results[sample::BETA]["success"].clone(), results[sample::BETA]["attempts"].clone()), (Value::Bool(true), 2.into()));
-    let beta: Vec<_> = stand_in.requests().into_iter().filter(|r| r.company_id() == Some(sample::BETA)).collect();
-    let keys: Vec<_> = beta.iter().map(|r| r.header("idempotency-key").unwrap().to_string()).collect();
-    assert_eq!(keys[0], keys[1], "a retry repeats the page's Idempotency-Key");
+    assert_eq!(
+        (
+            results[sample::ACME]["success"].clone(),
+            results[sample::ACME]["attempts"].clone()
+        ),
+        (Value::Bool(true), 3.into())
+    );
+    assert_eq!(
+        (
+            results[sample::BETA]["success"].clone(),
+            results[sample::BETA]["attempts"].clone()
+        ),
+        (Value::Bool(true), 2.into())
+    );
+    let beta: Vec<_> = stand_in
+        .requests()
+        .into_iter()
+        .filter(|r| r.company_id() == Some(sample::BETA))
+        .collect();
+    let keys: Vec<_> = beta
+        .iter()
+        .map(|r| r.header("idempotency-key").unwrap().to_string())
+        .collect();
+    assert_eq!(
+        keys[0], keys[1],
+        "a retry repeats the page's Idempotency-Key"
+    );
 
     // A redirect is not followed: the other port receives nothing.
     stand_in.reset();
     let elsewhere = StandIn::start(StandInConfig::default()).unwrap();
-    stand_in.set_default_behavior(Behavior::Redirect { status: 307, location: format!("{}/api/dex/collect-bulk", elsewhere.url()) });
+    stand_in.set_default_behavior(Behavior::Redirect {
+        status: 307,
+        location: format!("{}/api/dex/collect-bulk", elsewhere.url()),
+    });
     let summary = collect_with(&deployment, "");
     assert_eq!(summary["successfulCollections"], 0);
-    assert_eq!(error_of(&summary, sample::ACME), format!("HTTP 307: redirected to {}; redirects are not followed", elsewhere.url()));
+    assert_eq!(
+        error_of(&summary, sample::ACME),
+        format!(
+            "HTTP 307: redirected to {}; redirects are not followed",
+            elsewhere.url()
+        )
+    );
     assert_eq!(elsewhere.request_count(), 0);
 
     // 401: the key is wrong for everyone, so the run stops at once.
     stand_in.reset();
-    let summary = collect_with(&deployment, "SET dex_collector.service_key = 'a-wrong-key'; SET dex_collector.concurrency = 1");
+    let summary = collect_with(
+        &deployment,
+        "SET dex_collector.service_key = 'a-wrong-key'; SET dex_collector.concurrency = 1",
+    );
     assert_eq!(summary["success"], false);
     assert_eq!(summary["error"], "service key rejected by the endpoint");
     assert_eq!(summary["companiesProcessed"], 1);
     assert_eq!(stand_in.request_count(), 1);
-    let skipped_for_key = summary["skipped"].as_array().unwrap().iter().filter(|s| s["reason"] == "service key rejected by the endpoint").count();
+    let skipped_for_key = summary["skipped"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["reason"] == "service key rejected by the endpoint")
+        .count();
     assert_eq!(skipped_for_key, 7);
 
     // An unresolvable host name, and a TLS certificate nobody trusts (then trusted by ca_file).
     let summary = collect_with(&deployment, "SET dex_collector.site_url = 'http://dex-stand-in.invalid'; SET dex_collector.max_retries = 0");
     assert_eq!(summary["successfulCollections"], 0);
-    assert!(error_of(&summary, sample::ACME).starts_with("could not connect"), "{}", error_of(&summary, sample::ACME));
-    let https = StandIn::start(StandInConfig { service_key: SECRET_KEY.into(), tls: true, ..StandInConfig::default() }).unwrap();
-    let summary = collect_with(&deployment, &format!("SET dex_collector.site_url = '{}'; SET dex_collector.max_retries = 0", https.url()));
+    assert!(
+        error_of(&summary, sample::ACME).starts_with("could not connect"),
+        "{}",
+        error_of(&summary, sample::ACME)
+    );
+    let https = StandIn::start(StandInConfig {
+        service_key: SECRET_KEY.into(),
+        tls: true,
+        ..StandInConfig::default()
+    })
+    .unwrap();
+    let summary = collect_with(
+        &deployment,
+        &format!(
+            "SET dex_collector.site_url = '{}'; SET dex_collector.max_retries = 0",
+            https.url()
+        ),
+    );
     assert_eq!(summary["successfulCollections"], 0);
     let tls_error = error_of(&summary, sample::ACME);
     assert!(tls_error.contains("certificate"), "{tls_error}");
     assert_eq!(https.request_count(), 0);
     let ca_path = std::env::temp_dir().join(format!("dex-collector-ca-{}.pem", std::process::id()));
-    std::fs::File::create(&ca_path).unwrap().write_all(https.cert_pem().unwrap().as_bytes()).unwrap();
+    std::fs::File::create(&ca_path)
+        .unwrap()
+        .write_all(https.cert_pem().unwrap().as_bytes())
+        .unwrap();
     let summary = collect_with(
         &deployment,
-        &format!("SET dex_collector.site_url = '{}'; SET dex_collector.ca_file = '{}'", https.url(), ca_path.display()),
+        &format!(
+            "SET dex_collector.site_url = '{}'; SET dex_collector.ca_file = '{}'",
+            https.url(),
+            ca_path.display()
+        ),
     );
     assert_eq!(summary["successfulCollections"], 8, "{summary}");
     std::fs::remove_file(&ca_path).unwrap();
@@ -116,18 +212,50 @@ fn every_fault_is_an_honest_result_and_the_key_never_leaks() {
     stand_in.reset();
     stand_in.set_default_behavior(Behavior::Hang);
     let mut victim = deployment.client();
-    let victim_pid: i32 = victim.query_one("SELECT pg_backend_pid()", &[]).unwrap().get(0);
-    let waiter = std::thread::spawn(move || victim.query_one("SELECT dex_collect_all()", &[]).map(|_| ()));
+    let victim_pid: i32 = victim
+        .query_one("SELECT pg_backend_pid()", &[])
+        .unwrap()
+        .get(0);
+    let waiter = std::thread::spawn(move || {
+        victim
+            .query_one("SELECT dex_collect_all()", &[])
+            .map(|_| ())
+    });
     assert!(stand_in.wait_for_requests(8, Duration::from_secs(20)));
     let mut observer = deployment.client();
-    let shown: String = observer.query_one("SELECT query FROM pg_stat_activity WHERE pid = $1", &[&victim_pid]).unwrap().get(0);
-    assert_eq!(shown, "SELECT dex_collect_all()", "pg_stat_activity shows the call, nothing more");
+    let shown: String = observer
+        .query_one(
+            "SELECT query FROM pg_stat_activity WHERE pid = $1",
+            &[&victim_pid],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        shown, "SELECT dex_collect_all()",
+        "pg_stat_activity shows the call, nothing more"
+    );
     let terminated = Instant::now();
-    observer.batch_execute(&format!("SELECT pg_terminate_backend({victim_pid})")).unwrap();
-    let error = waiter.join().unwrap().expect_err("the terminated call fails");
+    observer
+        .batch_execute(&format!("SELECT pg_terminate_backend({victim_pid})"))
+        .unwrap();
+    let error = waiter
+        .join()
+        .unwrap()
+        .expect_err("the terminated call fails");
     assert!(terminated.elapsed() < Duration::from_secs(10));
-    assert!(error.to_string().contains("terminat") || error.is_closed() || error.as_db_error().is_some(), "{error}");
-    let running: i64 = observer.query_one("SELECT count(*) FROM dex_collector.runs WHERE status = 'running'", &[]).unwrap().get(0);
+    assert!(
+        error.to_string().contains("terminat")
+            || error.is_closed()
+            || error.as_db_error().is_some(),
+        "{error}"
+    );
+    let running: i64 = observer
+        .query_one(
+            "SELECT count(*) FROM dex_collector.runs WHERE status = 'running'",
+            &[],
+        )
+        .unwrap()
+        .get(0);
     assert_eq!(running, 0);
 
     // 10,000 companies in one run.
@@ -147,7 +275,10 @@ fn every_fault_is_an_honest_result_and_the_key_never_leaks() {
     assert_eq!(summary["companiesProcessed"], 10_008);
     assert_eq!(summary["successfulCollections"], 10_008);
     let recorded: i64 = observer
-        .query_one("SELECT count(*) FROM dex_collector.run_results WHERE run_id = $1", &[&summary["run_id"].as_i64()])
+        .query_one(
+            "SELECT count(*) FROM dex_collector.run_results WHERE run_id = $1",
+            &[&summary["run_id"].as_i64()],
+        )
         .unwrap()
         .get(0);
     assert_eq!(recorded, 10_010);
@@ -161,13 +292,23 @@ fn every_fault_is_an_honest_result_and_the_key_never_leaks() {
         .unwrap()
         .get(0);
     let results: String = observer
-        .query_one("SELECT coalesce(string_agg(rr::text, ' '), '') FROM dex_collector.run_results rr", &[])
+        .query_one(
+            "SELECT coalesce(string_agg(rr::text, ' '), '') FROM dex_collector.run_results rr",
+            &[],
+        )
         .unwrap()
         .get(0);
     assert!(!history.contains(SECRET_KEY) && !results.contains(SECRET_KEY));
     let log = deployment.cluster.log_contents();
-    let leaking: Vec<&str> = log.lines().filter(|line| line.contains(SECRET_KEY)).collect();
-    assert!(leaking.is_empty(), "the key is in the server log:\n{}", leaking.join("\n"));
+    let leaking: Vec<&str> = log
+        .lines()
+        .filter(|line| line.contains(SECRET_KEY))
+        .collect();
+    assert!(
+        leaking.is_empty(),
+        "the key is in the server log:\n{}",
+        leaking.join("\n")
+    );
     assert!(log.contains("DEBUG:"), "the log was written at debug5");
     assert!(!log.contains("terminated by signal"), "no backend crashed");
     assert!(!log.contains("PANIC"), "no PANIC");
@@ -187,10 +328,21 @@ fn private_rss_kb(pid: i32) -> u64 {
 #[test]
 fn a_backend_does_not_grow_over_a_thousand_runs() {
     let deployment = Deployment::start(DeploymentOptions::default()).unwrap();
-    deployment.stand_in.set_behavior(sample::BETA, Behavior::ServerError);
-    deployment.stand_in.set_behavior(sample::COASTAL, Behavior::Paged { total_records: 40, machines_per_page: 1 });
+    deployment
+        .stand_in
+        .set_behavior(sample::BETA, Behavior::ServerError);
+    deployment.stand_in.set_behavior(
+        sample::COASTAL,
+        Behavior::Paged {
+            total_records: 40,
+            machines_per_page: 1,
+        },
+    );
     let mut client = deployment.client();
-    let pid: i32 = client.query_one("SELECT pg_backend_pid()", &[]).unwrap().get(0);
+    let pid: i32 = client
+        .query_one("SELECT pg_backend_pid()", &[])
+        .unwrap()
+        .get(0);
     for _ in 0..20 {
         client.query_one("SELECT dex_collect_all()", &[]).unwrap();
     }
@@ -199,5 +351,8 @@ fn a_backend_does_not_grow_over_a_thousand_runs() {
         client.query_one("SELECT dex_collect_all()", &[]).unwrap();
     }
     let after = private_rss_kb(pid);
-    assert!(after < warm + 2048, "private memory grew from {warm} kB to {after} kB over 1,000 runs");
+    assert!(
+        after < warm + 2048,
+        "private memory grew from {warm} kB to {after} kB over 1,000 runs"
+    );
 }

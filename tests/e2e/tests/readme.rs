@@ -57,7 +57,10 @@ fn every_sql_example_in_the_readme_runs_as_written() {
     assert!(blocks.len() >= 10, "found {} SQL examples", blocks.len());
     for block in &blocks {
         let runnable = block
-            .replace("'https://your-app.pages.dev'", &format!("'{}'", stand_in.url()))
+            .replace(
+                "'https://your-app.pages.dev'",
+                &format!("'{}'", stand_in.url()),
+            )
             .replace("'your-service-key'", &format!("'{DEFAULT_SERVICE_KEY}'"))
             .replace("DATABASE postgres", "DATABASE dex");
         if let Err(error) = cluster.psql(&runnable) {
@@ -66,14 +69,30 @@ fn every_sql_example_in_the_readme_runs_as_written() {
     }
 
     let mut client = cluster.connect().unwrap();
-    let runs: i64 = client.query_one("SELECT count(*) FROM dex_collector.runs WHERE status = 'succeeded'", &[]).unwrap().get(0);
+    let runs: i64 = client
+        .query_one(
+            "SELECT count(*) FROM dex_collector.runs WHERE status = 'succeeded'",
+            &[],
+        )
+        .unwrap()
+        .get(0);
     assert_eq!(runs, 2, "dex_collect_all() and dex_collect_company() ran");
-    let acme_requests = stand_in.requests().iter().filter(|r| r.company_id() == Some(sample::ACME)).count();
+    let acme_requests = stand_in
+        .requests()
+        .iter()
+        .filter(|r| r.company_id() == Some(sample::ACME))
+        .count();
     assert_eq!(acme_requests, 2);
-    let jobs: i64 = client.query_one("SELECT count(*) FROM cron.job", &[]).unwrap().get(0);
+    let jobs: i64 = client
+        .query_one("SELECT count(*) FROM cron.job", &[])
+        .unwrap()
+        .get(0);
     assert_eq!(jobs, 0, "scheduled, then unscheduled");
     let roles: i64 = client
-        .query_one("SELECT count(*) FROM pg_roles WHERE rolname IN ('dex_scheduler', 'dex_monitor')", &[])
+        .query_one(
+            "SELECT count(*) FROM pg_roles WHERE rolname IN ('dex_scheduler', 'dex_monitor')",
+            &[],
+        )
         .unwrap()
         .get(0);
     assert_eq!(roles, 2);

@@ -11,7 +11,12 @@ use serde_json::Value;
 fn with_worker(extra: &[(&str, &str)]) -> Deployment {
     let mut settings = vec![("dex_collector.database".to_string(), "dex".to_string())];
     settings.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
-    Deployment::start(DeploymentOptions { preload: true, settings, ..DeploymentOptions::default() }).unwrap()
+    Deployment::start(DeploymentOptions {
+        preload: true,
+        settings,
+        ..DeploymentOptions::default()
+    })
+    .unwrap()
 }
 
 /// Polls `sql` (one value) until `done` says so or `limit` passes; returns the last value.
@@ -23,7 +28,12 @@ fn wait_for<T: for<'a> postgres::types::FromSql<'a>>(
 ) -> T {
     let started = Instant::now();
     loop {
-        let value: T = cluster.connect().unwrap().query_one(sql, &[]).unwrap().get(0);
+        let value: T = cluster
+            .connect()
+            .unwrap()
+            .query_one(sql, &[])
+            .unwrap()
+            .get(0);
         if done(&value) || started.elapsed() > limit {
             return value;
         }
@@ -35,7 +45,10 @@ fn wait_for<T: for<'a> postgres::types::FromSql<'a>>(
 fn answering_after(delay: Duration) -> Deployment {
     Deployment::start(DeploymentOptions {
         stand_in: StandInConfig {
-            default_behavior: Behavior::Delay { delay, then: Box::new(Behavior::Synthetic) },
+            default_behavior: Behavior::Delay {
+                delay,
+                then: Box::new(Behavior::Synthetic),
+            },
             ..StandInConfig::default()
         },
         ..DeploymentOptions::default()
@@ -56,19 +69,30 @@ fn worker_pid(cluster: &TestCluster) -> Option<i32> {
 fn an_async_run_is_started_by_the_woken_worker_and_committed_company_by_company() {
     let deployment = with_worker(&[]);
     let cluster = &deployment.cluster;
-    let pid = wait_for::<i64>(cluster, "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'dex_collector'", Duration::from_secs(20), |n| *n == 1);
+    let pid = wait_for::<i64>(
+        cluster,
+        "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'dex_collector'",
+        Duration::from_secs(20),
+        |n| *n == 1,
+    );
     assert_eq!(pid, 1, "the worker shows in pg_stat_activity");
     let name: String = cluster
         .connect()
         .unwrap()
-        .query_one("SELECT application_name FROM pg_stat_activity WHERE backend_type = 'dex_collector'", &[])
+        .query_one(
+            "SELECT application_name FROM pg_stat_activity WHERE backend_type = 'dex_collector'",
+            &[],
+        )
         .unwrap()
         .get(0);
     assert_eq!(name, "dex_collector worker");
 
     let mut client = deployment.client();
     let queued_at = Instant::now();
-    let run_id: i64 = client.query_one("SELECT dex_collect_all_async()", &[]).unwrap().get(0);
+    let run_id: i64 = client
+        .query_one("SELECT dex_collect_all_async()", &[])
+        .unwrap()
+        .get(0);
     let status = wait_for::<String>(
         cluster,
         &format!("SELECT status FROM dex_collector.runs WHERE id = {run_id}"),
@@ -77,7 +101,11 @@ fn an_async_run_is_started_by_the_woken_worker_and_committed_company_by_company(
     );
     assert_eq!(status, "succeeded");
     // The worker idles 10 s between looks at the queue: starting sooner means it was woken.
-    assert!(queued_at.elapsed() < Duration::from_secs(8), "the queued run waited {:?}", queued_at.elapsed());
+    assert!(
+        queued_at.elapsed() < Duration::from_secs(8),
+        "the queued run waited {:?}",
+        queued_at.elapsed()
+    );
     let row = client
         .query_one(
             "SELECT trigger, companies_processed, companies_succeeded,
@@ -91,7 +119,10 @@ fn an_async_run_is_started_by_the_woken_worker_and_committed_company_by_company(
     assert_eq!(row.get::<_, i32>(1), 8);
     assert_eq!(row.get::<_, i32>(2), 8);
     assert_eq!(row.get::<_, i64>(3), 10);
-    assert!(row.get::<_, i64>(4) >= 8, "each called company's result is its own transaction");
+    assert!(
+        row.get::<_, i64>(4) >= 8,
+        "each called company's result is its own transaction"
+    );
 }
 
 #[test]
@@ -99,12 +130,19 @@ fn the_worker_runs_on_its_interval_after_a_reload_and_comes_back_when_terminated
     let deployment = with_worker(&[]);
     let cluster = &deployment.cluster;
     let first_pid = {
-        wait_for::<i64>(cluster, "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'dex_collector'", Duration::from_secs(20), |n| *n == 1);
+        wait_for::<i64>(
+            cluster,
+            "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'dex_collector'",
+            Duration::from_secs(20),
+            |n| *n == 1,
+        );
         worker_pid(cluster).expect("the worker runs")
     };
     let mut client = deployment.client();
     client.batch_execute("LOAD 'dex_collector'").unwrap();
-    client.batch_execute("ALTER SYSTEM SET dex_collector.interval = '1s'").unwrap();
+    client
+        .batch_execute("ALTER SYSTEM SET dex_collector.interval = '1s'")
+        .unwrap();
     client.batch_execute("SELECT pg_reload_conf()").unwrap();
     let worker_runs = wait_for::<i64>(
         cluster,
@@ -112,9 +150,14 @@ fn the_worker_runs_on_its_interval_after_a_reload_and_comes_back_when_terminated
         Duration::from_secs(30),
         |n| *n >= 2,
     );
-    assert!(worker_runs >= 2, "interval runs happen after SIGHUP: {worker_runs}");
+    assert!(
+        worker_runs >= 2,
+        "interval runs happen after SIGHUP: {worker_runs}"
+    );
 
-    client.batch_execute(&format!("SELECT pg_terminate_backend({first_pid})")).unwrap();
+    client
+        .batch_execute(&format!("SELECT pg_terminate_backend({first_pid})"))
+        .unwrap();
     let started = Instant::now();
     let mut second_pid = None;
     while started.elapsed() < Duration::from_secs(30) {
@@ -124,15 +167,27 @@ fn the_worker_runs_on_its_interval_after_a_reload_and_comes_back_when_terminated
         }
         std::thread::sleep(Duration::from_millis(200));
     }
-    assert!(second_pid.is_some(), "the postmaster restarts a terminated worker");
-    let before: i64 = client.query_one("SELECT count(*) FROM dex_collector.runs WHERE trigger = 'worker'", &[]).unwrap().get(0);
+    assert!(
+        second_pid.is_some(),
+        "the postmaster restarts a terminated worker"
+    );
+    let before: i64 = client
+        .query_one(
+            "SELECT count(*) FROM dex_collector.runs WHERE trigger = 'worker'",
+            &[],
+        )
+        .unwrap()
+        .get(0);
     let after = wait_for::<i64>(
         cluster,
         "SELECT count(*) FROM dex_collector.runs WHERE trigger = 'worker'",
         Duration::from_secs(30),
         |n| *n > before,
     );
-    assert!(after > before, "the restarted worker keeps running interval collections");
+    assert!(
+        after > before,
+        "the restarted worker keeps running interval collections"
+    );
     let stuck: i64 = client.query_one("SELECT count(*) FROM dex_collector.runs WHERE status = 'running' AND started_at < now() - interval '20 s'", &[]).unwrap().get(0);
     assert_eq!(stuck, 0);
 }
@@ -142,16 +197,32 @@ fn a_fast_restart_during_a_slow_run_is_quick_and_leaves_the_run_interrupted() {
     let deployment = with_worker(&[]);
     deployment.stand_in.set_default_behavior(Behavior::Hang);
     let cluster = &deployment.cluster;
-    wait_for::<i64>(cluster, "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'dex_collector'", Duration::from_secs(20), |n| *n == 1);
+    wait_for::<i64>(
+        cluster,
+        "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'dex_collector'",
+        Duration::from_secs(20),
+        |n| *n == 1,
+    );
     let mut client = deployment.client();
-    let run_id: i64 = client.query_one("SELECT dex_collect_all_async()", &[]).unwrap().get(0);
-    assert!(deployment.stand_in.wait_for_requests(8, Duration::from_secs(20)), "the run is waiting on the endpoint");
+    let run_id: i64 = client
+        .query_one("SELECT dex_collect_all_async()", &[])
+        .unwrap()
+        .get(0);
+    assert!(
+        deployment
+            .stand_in
+            .wait_for_requests(8, Duration::from_secs(20)),
+        "the run is waiting on the endpoint"
+    );
     drop(client);
     let restart = Instant::now();
     cluster.restart("fast").unwrap();
     let took = restart.elapsed();
     eprintln!("pg_ctl restart -m fast during a run took {took:?}");
-    assert!(took < Duration::from_secs(15), "a fast restart waited {took:?} on the run");
+    assert!(
+        took < Duration::from_secs(15),
+        "a fast restart waited {took:?} on the run"
+    );
     let status = wait_for::<String>(
         cluster,
         &format!("SELECT status FROM dex_collector.runs WHERE id = {run_id}"),
@@ -159,7 +230,10 @@ fn a_fast_restart_during_a_slow_run_is_quick_and_leaves_the_run_interrupted() {
         |s| s == "interrupted",
     );
     assert_eq!(status, "interrupted");
-    assert!(!cluster.log_contents().contains("terminated by signal"), "no backend crashed");
+    assert!(
+        !cluster.log_contents().contains("terminated by signal"),
+        "no backend crashed"
+    );
 }
 
 #[test]
@@ -167,9 +241,19 @@ fn two_calls_at_once_run_once_and_the_other_is_skipped() {
     let deployment = answering_after(Duration::from_millis(800));
     let mut first = deployment.client();
     let mut second = deployment.client();
-    let running = std::thread::spawn(move || first.query_one("SELECT dex_collect_all()", &[]).unwrap().get::<_, Value>(0));
-    assert!(deployment.stand_in.wait_for_requests(1, Duration::from_secs(20)));
-    let skipped: Value = second.query_one("SELECT dex_collect_all()", &[]).unwrap().get(0);
+    let running = std::thread::spawn(move || {
+        first
+            .query_one("SELECT dex_collect_all()", &[])
+            .unwrap()
+            .get::<_, Value>(0)
+    });
+    assert!(deployment
+        .stand_in
+        .wait_for_requests(1, Duration::from_secs(20)));
+    let skipped: Value = second
+        .query_one("SELECT dex_collect_all()", &[])
+        .unwrap()
+        .get(0);
     let ran = running.join().unwrap();
 
     assert_eq!(skipped["success"], false);
@@ -177,36 +261,69 @@ fn two_calls_at_once_run_once_and_the_other_is_skipped() {
     assert_eq!(skipped["reason"], "a collection run is already in progress");
     assert_eq!(skipped["run_id"], ran["run_id"]);
     assert_eq!(ran["companiesProcessed"], 8);
-    assert_eq!(deployment.stand_in.requests().len(), 8, "each company was called once");
+    assert_eq!(
+        deployment.stand_in.requests().len(),
+        8,
+        "each company was called once"
+    );
     let statuses: Vec<(String, Option<String>)> = second
-        .query("SELECT status, error FROM dex_collector.runs ORDER BY id", &[])
+        .query(
+            "SELECT status, error FROM dex_collector.runs ORDER BY id",
+            &[],
+        )
         .unwrap()
         .iter()
         .map(|r| (r.get(0), r.get(1)))
         .collect();
     assert_eq!(statuses.len(), 2);
     assert!(statuses.contains(&("succeeded".to_string(), None)));
-    let expected = format!("a collection run is already in progress (run {})", ran["run_id"]);
-    assert!(statuses.contains(&("skipped".to_string(), Some(expected))), "{statuses:?}");
+    let expected = format!(
+        "a collection run is already in progress (run {})",
+        ran["run_id"]
+    );
+    assert!(
+        statuses.contains(&("skipped".to_string(), Some(expected))),
+        "{statuses:?}"
+    );
 }
 
 #[test]
 fn the_run_deadline_cancels_requests_in_flight_and_skips_the_rest() {
     let deployment = answering_after(Duration::from_secs(5));
     let mut client = deployment.client();
-    client.batch_execute("SET dex_collector.run_deadline = '1s'; SET dex_collector.concurrency = 2").unwrap();
+    client
+        .batch_execute("SET dex_collector.run_deadline = '1s'; SET dex_collector.concurrency = 2")
+        .unwrap();
     let started = Instant::now();
-    let summary: Value = client.query_one("SELECT dex_collect_all()", &[]).unwrap().get(0);
-    assert!(started.elapsed() < Duration::from_secs(4), "the run ended near its deadline, not after 5 s answers");
+    let summary: Value = client
+        .query_one("SELECT dex_collect_all()", &[])
+        .unwrap()
+        .get(0);
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "the run ended near its deadline, not after 5 s answers"
+    );
     assert_eq!(summary["success"], true);
     assert_eq!(summary["companiesProcessed"], 2, "{summary}");
     for result in summary["results"].as_array().unwrap() {
         assert_eq!(result["success"], false);
-        assert!(result["error"].as_str().unwrap().contains("run deadline"), "{result}");
+        assert!(
+            result["error"].as_str().unwrap().contains("run deadline"),
+            "{result}"
+        );
     }
-    let deadline_skips = summary["skipped"].as_array().unwrap().iter().filter(|s| s["reason"] == "deadline").count();
+    let deadline_skips = summary["skipped"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["reason"] == "deadline")
+        .count();
     assert_eq!(deadline_skips, 6);
-    assert_eq!(deployment.stand_in.requests().len(), 2, "no company is started past the deadline");
+    assert_eq!(
+        deployment.stand_in.requests().len(),
+        2,
+        "no company is started past the deadline"
+    );
 }
 
 #[test]
@@ -227,10 +344,18 @@ fn retention_deletes_only_old_history() {
     client
         .batch_execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE backend_type = 'dex_collector'")
         .unwrap();
-    let remaining = wait_for::<i64>(&deployment.cluster, "SELECT count(*) FROM dex_collector.runs", Duration::from_secs(30), |n| *n == 13);
+    let remaining = wait_for::<i64>(
+        &deployment.cluster,
+        "SELECT count(*) FROM dex_collector.runs",
+        Duration::from_secs(30),
+        |n| *n == 13,
+    );
     assert_eq!(remaining, 13, "runs started 1 to 13 days ago are kept");
     let oldest_kept: i64 = client
-        .query_one("SELECT max(extract(day FROM now() - started_at))::bigint FROM dex_collector.runs", &[])
+        .query_one(
+            "SELECT max(extract(day FROM now() - started_at))::bigint FROM dex_collector.runs",
+            &[],
+        )
         .unwrap()
         .get(0);
     assert!(oldest_kept <= 14);
@@ -243,26 +368,49 @@ fn retention_deletes_only_old_history() {
 
 #[test]
 fn without_preloading_the_user_is_told_the_worker_is_off() {
-    let deployment = Deployment::start(DeploymentOptions { configure: false, ..DeploymentOptions::default() }).unwrap();
+    let deployment = Deployment::start(DeploymentOptions {
+        configure: false,
+        ..DeploymentOptions::default()
+    })
+    .unwrap();
     let notices = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
     let sink = std::sync::Arc::clone(&notices);
     let mut config: postgres::Config = deployment.cluster.connection_string("dex").parse().unwrap();
     config.notice_callback(move |notice| sink.lock().unwrap().push(notice.message().to_string()));
     let mut client = config.connect(postgres::NoTls).unwrap();
-    client.batch_execute("CREATE EXTENSION dex_collector").unwrap();
-    let run_id: i64 = client.query_one("SELECT dex_collect_all_async()", &[]).unwrap().get(0);
+    client
+        .batch_execute("CREATE EXTENSION dex_collector")
+        .unwrap();
+    let run_id: i64 = client
+        .query_one("SELECT dex_collect_all_async()", &[])
+        .unwrap()
+        .get(0);
     let notices = notices.lock().unwrap().clone();
-    assert!(notices.iter().any(|n| n.contains("the background worker is off")), "{notices:?}");
-    assert!(notices.iter().any(|n| n.contains(&format!("run {run_id} stays queued"))), "{notices:?}");
+    assert!(
+        notices
+            .iter()
+            .any(|n| n.contains("the background worker is off")),
+        "{notices:?}"
+    );
+    assert!(
+        notices
+            .iter()
+            .any(|n| n.contains(&format!("run {run_id} stays queued"))),
+        "{notices:?}"
+    );
 }
 
 #[test]
 fn the_views_show_health_at_a_glance() {
     let deployment = deployment_default();
-    deployment.stand_in.set_behavior(sample::BETA, Behavior::ServerError);
+    deployment
+        .stand_in
+        .set_behavior(sample::BETA, Behavior::ServerError);
     deployment.collect_all();
     deployment.collect_all();
-    deployment.stand_in.set_behavior(sample::ACME, Behavior::ServerError);
+    deployment
+        .stand_in
+        .set_behavior(sample::ACME, Behavior::ServerError);
     deployment.collect_all();
     let mut client = deployment.client();
     let mut status = |id: &str| {
@@ -277,13 +425,21 @@ fn the_views_show_health_at_a_glance() {
     let beta = status(sample::BETA);
     assert_eq!(beta.get::<_, String>(0), "failed");
     assert_eq!(beta.get::<_, i64>(1), 3);
-    assert_eq!(beta.get::<_, Option<String>>(2).as_deref(), Some("HTTP 500: Internal error: db timeout"));
+    assert_eq!(
+        beta.get::<_, Option<String>>(2).as_deref(),
+        Some("HTTP 500: Internal error: db timeout")
+    );
     assert!(!beta.get::<_, bool>(3));
     let acme = status(sample::ACME);
     assert_eq!(acme.get::<_, i64>(1), 1);
     assert!(acme.get::<_, bool>(3));
     assert_eq!(status(sample::HARBOR).get::<_, i64>(1), 0);
-    let summary = client.query("SELECT run_id, companies_failed, success_pct::float8 FROM dex_collector.run_summary", &[]).unwrap();
+    let summary = client
+        .query(
+            "SELECT run_id, companies_failed, success_pct::float8 FROM dex_collector.run_summary",
+            &[],
+        )
+        .unwrap();
     assert_eq!(summary.len(), 3);
     assert_eq!(summary[0].get::<_, i32>(1), 2, "newest first");
     assert_eq!(summary[0].get::<_, f64>(2), 75.0);
@@ -302,15 +458,32 @@ fn the_schedule_helpers_need_pg_cron_and_a_real_cron_job_records_a_run() {
     })
     .unwrap();
     let mut client = deployment.client();
-    let error = client.query_one("SELECT dex_collector.schedule()", &[]).unwrap_err();
-    assert!(error.as_db_error().unwrap().message().contains("pg_cron is not installed"));
+    let error = client
+        .query_one("SELECT dex_collector.schedule()", &[])
+        .unwrap_err();
+    assert!(error
+        .as_db_error()
+        .unwrap()
+        .message()
+        .contains("pg_cron is not installed"));
 
     client.batch_execute("CREATE EXTENSION pg_cron").unwrap();
-    let job_id: i64 = client.query_one("SELECT dex_collector.schedule('* * * * *')", &[]).unwrap().get(0);
-    let job = client.query_one("SELECT jobname, schedule, command FROM cron.job WHERE jobid = $1", &[&job_id]).unwrap();
+    let job_id: i64 = client
+        .query_one("SELECT dex_collector.schedule('* * * * *')", &[])
+        .unwrap()
+        .get(0);
+    let job = client
+        .query_one(
+            "SELECT jobname, schedule, command FROM cron.job WHERE jobid = $1",
+            &[&job_id],
+        )
+        .unwrap();
     assert_eq!(job.get::<_, String>(0), "dex-collection-every-5-minutes");
     assert_eq!(job.get::<_, String>(2), "SELECT dex_collect_all()");
-    let again: i64 = client.query_one("SELECT dex_collector.schedule('* * * * *')", &[]).unwrap().get(0);
+    let again: i64 = client
+        .query_one("SELECT dex_collector.schedule('* * * * *')", &[])
+        .unwrap()
+        .get(0);
     assert_eq!(again, job_id, "scheduling again replaces the job");
 
     // pg_cron fires at the next minute boundary.
@@ -321,8 +494,14 @@ fn the_schedule_helpers_need_pg_cron_and_a_real_cron_job_records_a_run() {
         |n| *n >= 1,
     );
     assert_eq!(cron_runs, 1, "the cron job ran SELECT dex_collect_all()");
-    assert!(client.query_one("SELECT dex_collector.unschedule()", &[]).unwrap().get::<_, bool>(0));
-    assert!(!client.query_one("SELECT dex_collector.unschedule()", &[]).unwrap().get::<_, bool>(0));
+    assert!(client
+        .query_one("SELECT dex_collector.unschedule()", &[])
+        .unwrap()
+        .get::<_, bool>(0));
+    assert!(!client
+        .query_one("SELECT dex_collector.unschedule()", &[])
+        .unwrap()
+        .get::<_, bool>(0));
 }
 
 #[test]
@@ -330,7 +509,9 @@ fn the_worker_survives_bad_settings_and_endpoint_outages() {
     let deployment = with_worker(&[("dex_collector.interval", "1s")]);
     let cluster = &deployment.cluster;
     let mut client = deployment.client();
-    client.batch_execute("ALTER DATABASE dex SET dex_collector.targets_query = 'SELEC broken'").unwrap();
+    client
+        .batch_execute("ALTER DATABASE dex SET dex_collector.targets_query = 'SELEC broken'")
+        .unwrap();
     // The worker reads database settings when it connects: have it reconnect.
     client
         .batch_execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE backend_type = 'dex_collector'")
@@ -342,20 +523,34 @@ fn the_worker_survives_bad_settings_and_endpoint_outages() {
         Duration::from_secs(40),
         |n| *n >= 2,
     );
-    assert!(failed >= 2, "bad settings fail runs, not the worker: {failed}");
+    assert!(
+        failed >= 2,
+        "bad settings fail runs, not the worker: {failed}"
+    );
     let pid = worker_pid(cluster).expect("the worker is still there");
 
-    client.batch_execute("ALTER DATABASE dex RESET dex_collector.targets_query").unwrap();
-    deployment.stand_in.set_default_behavior(Behavior::CloseWithoutAnswer);
-    client.batch_execute(&format!("SELECT pg_terminate_backend({pid})")).unwrap();
+    client
+        .batch_execute("ALTER DATABASE dex RESET dex_collector.targets_query")
+        .unwrap();
+    deployment
+        .stand_in
+        .set_default_behavior(Behavior::CloseWithoutAnswer);
+    client
+        .batch_execute(&format!("SELECT pg_terminate_backend({pid})"))
+        .unwrap();
     let outage_runs = wait_for::<i64>(
         cluster,
         "SELECT count(*) FROM dex_collector.runs WHERE trigger = 'worker' AND status = 'succeeded' AND companies_failed = 8",
         Duration::from_secs(60),
         |n| *n >= 1,
     );
-    assert!(outage_runs >= 1, "an endpoint outage is recorded company by company");
-    deployment.stand_in.set_default_behavior(Behavior::Synthetic);
+    assert!(
+        outage_runs >= 1,
+        "an endpoint outage is recorded company by company"
+    );
+    deployment
+        .stand_in
+        .set_default_behavior(Behavior::Synthetic);
     let healthy = wait_for::<i64>(
         cluster,
         "SELECT count(*) FROM dex_collector.runs WHERE trigger = 'worker' AND status = 'succeeded' AND companies_succeeded = 8",

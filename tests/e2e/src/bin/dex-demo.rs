@@ -20,18 +20,44 @@ fn main() -> ExitCode {
 
 fn demo() -> Result<(), Box<dyn std::error::Error>> {
     let deployment = Deployment::start(DeploymentOptions {
-        stand_in: StandInConfig { latency: Duration::from_millis(150), ..StandInConfig::default() },
+        stand_in: StandInConfig {
+            latency: Duration::from_millis(150),
+            ..StandInConfig::default()
+        },
         ..DeploymentOptions::default()
     })?;
     let stand_in = &deployment.stand_in;
-    stand_in.set_behavior(sample::ACME, Behavior::Collect { records: 12, machines: 3 });
+    stand_in.set_behavior(
+        sample::ACME,
+        Behavior::Collect {
+            records: 12,
+            machines: 3,
+        },
+    );
     stand_in.set_behavior(sample::BETA, Behavior::ServerError);
-    stand_in.set_behavior(sample::COASTAL, Behavior::Paged { total_records: 40, machines_per_page: 2 });
+    stand_in.set_behavior(
+        sample::COASTAL,
+        Behavior::Paged {
+            total_records: 40,
+            machines_per_page: 2,
+        },
+    );
     stand_in.set_behavior(sample::HARBOR, Behavior::NothingNew);
-    stand_in.set_behavior(sample::ISLAND, Behavior::CollectionFailed("Cantaloupe login failed".into()));
+    stand_in.set_behavior(
+        sample::ISLAND,
+        Behavior::CollectionFailed("Cantaloupe login failed".into()),
+    );
     stand_in.set_behavior(
         sample::KEYSTONE,
-        Behavior::FailTimes { failures: 1, status: 503, retry_after: None, then: Box::new(Behavior::Collect { records: 4, machines: 1 }) },
+        Behavior::FailTimes {
+            failures: 1,
+            status: 503,
+            retry_after: None,
+            then: Box::new(Behavior::Collect {
+                records: 4,
+                machines: 1,
+            }),
+        },
     );
     println!(
         "A throwaway PostgreSQL 15 is running on port {} with the design's schema (12 companies, row level\n\

@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# The collection fan-out benchmark (BENCHMARKS.md): a throwaway cluster with N synthetic companies
+# in the design's schema, a local stand-in for /api/dex/collect-bulk with a fixed latency, and
+# `SELECT dex_collect_all()` timed against the sequential baseline. Without arguments it runs the
+# whole suite (a few minutes); arguments go to dex-bench (`./scripts/bench.sh --help`).
+# `./scripts/bench.sh --dex-parse` times dex_parse() over a table of 100,000 stored DEX files instead.
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
+setup
+# wrk measures the stand-in's own ceiling, to show that it is not what limits the figures.
+if ! command -v wrk >/dev/null; then
+    step "Installing wrk"
+    as_root apt-get update -qq
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null
+fi
+# Timings mean something only for the release build.
+install_extension --release
+step "Running the benchmark"
+cd "$REPO_ROOT"
+if [ "${1:-}" = "--dex-parse" ]; then
+    cargo run --quiet --release -p dex_collector_e2e --bin dex-parse-bench
+else
+    cargo run --quiet --release -p dex_collector_e2e --bin dex-bench -- "$@"
+fi

@@ -1,0 +1,86 @@
+//! `dex_parse()` in SQL over a table of stored DEX files (BENCHMARKS.md, "DEX parser"): a
+//! throwaway cluster with the extension, the real sample files repeated into `dex_captures`,
+//! then `dex_parse()`, `dex_validate()` and the `UPDATE ... SET structured_data = dex_parse(...)`
+//! of the README, each timed by the client. Run it through `scripts/bench.sh --dex-parse`.
+
+use std::error::Error;
+use std::process::ExitCode;
+use std::time::Instant;
+
+use dex_collector_e2e::deployment::{Deployment, DeploymentOptions};
+
+/// The seven real files the parser's tests use (MIT; licences beside them).
+const SAMPLES: [&[u8]; 7] = [
+    include_bytes!("../../../../crates/dex-parse/tests/fixtures/mdisibio-test.dex"),
+    include_bytes!("../../../../crates/dex-parse/tests/fixtures/mdisibio-test2.dex"),
+    include_bytes!("../../../../crates/dex-parse/tests/fixtures/mkrasselt1-animo.eva_dts"),
+    include_bytes!("../../../../crates/dex-parse/tests/fixtures/mkrasselt1-animo2.eva_dts"),
+    include_bytes!("../../../../crates/dex-parse/tests/fixtures/mkrasselt1-rhevendors.eva_dts"),
+    include_bytes!("../../../../crates/dex-parse/tests/fixtures/mkrasselt1-sielaff.eva_dts"),
+    include_bytes!("../../../../crates/dex-parse/tests/fixtures/tmdroid-dex3.dex"),
+];
+const ROWS: i64 = 100_000;
+const RUNS: usize = 3;
+
+fn main() -> ExitCode {
+    match bench() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            let detail = error
+                .downcast_ref::<postgres::Error>()
+                .and_then(postgres::Error::as_db_error)
+                .map(|db| db.message().to_string());
+            eprintln!(
+                "dex-parse-bench: {}",
+                detail.unwrap_or_else(|| error.to_string())
+            );
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn bench() -> Result<(), Box<dyn Error>> {
+    let deployment = Deployment::start(DeploymentOptions {
+        sample_schema: false,
+        ..DeploymentOptions::default()
+    })?;
+    let mut client = deployment.client();
+    client.batch_execute("CREATE TABLE samples (k int, raw text)")?;
+    for (k, sample) in SAMPLES.iter().enumerate() {
+        // The samples are ASCII apart from a few Latin-1 bytes, read as Latin-1 like dex_parse(bytea).
+        let text: String = sample.iter().map(|&b| char::from(b)).collect();
+        client.execute("INSERT INTO samples VALUES ($1, $2)", &[&(k as i32), &text])?;
+    }
+    client.batch_execute(&format!(
+        "CREATE TABLE dex_captures AS
+         SELECT n AS id, s.raw AS raw_content, NULL::jsonb AS structured_data
+           FROM generate_series(1, {ROWS}) AS n JOIN samples s ON s.k = n % 7"
+    ))?;
+    client.batch_execute("VACUUM ANALYZE dex_captures")?;
+    let bytes: i64 = client
+        .query_one(
+            "SELECT sum(octet_length(raw_content))::bigint FROM dex_captures",
+            &[],
+        )?
+        .get(0);
+    println!("{ROWS} stored DEX files, {:.1} MB of text; each statement timed {RUNS} times (best shown)\n", bytes as f64 / 1e6);
+    println!("| statement | best time | files/s | MB/s |\n|---|---:|---:|---:|");
+    for statement in [
+        "SELECT count(dex_parse(raw_content)) FROM dex_captures",
+        "SELECT count(dex_validate(raw_content)) FROM dex_captures",
+        "UPDATE dex_captures SET structured_data = dex_parse(raw_content)",
+    ] {
+        let mut best = f64::MAX;
+        for _ in 0..RUNS {
+            let started = Instant::now();
+            client.batch_execute(statement)?;
+            best = best.min(started.elapsed().as_secs_f64());
+        }
+        println!(
+            "| `{statement}` | {best:.2} s | {:.0} | {:.1} |",
+            ROWS as f64 / best,
+            bytes as f64 / 1e6 / best
+        );
+    }
+    Ok(())
+}
