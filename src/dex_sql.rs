@@ -25,7 +25,9 @@ impl IntoDatum for JsonbText {
         // The parser's JSON escapes every control character, so the text holds no NUL.
         let text = CString::new(self.0).ok()?;
         // SAFETY: jsonb_in takes one C string argument and returns a jsonb datum.
-        unsafe { pgrx::direct_function_call_as_datum(pg_sys::jsonb_in, &[Some(text.as_ptr().into())]) }
+        unsafe {
+            pgrx::direct_function_call_as_datum(pg_sys::jsonb_in, &[Some(text.as_ptr().into())])
+        }
     }
 
     fn type_oid() -> pg_sys::Oid {
@@ -35,7 +37,10 @@ impl IntoDatum for JsonbText {
 
 // SAFETY: returns the datum made above (or NULL when there is none), as pgrx does for JsonB.
 unsafe impl pgrx::callconv::BoxRet for JsonbText {
-    unsafe fn box_into<'fcx>(self, fcinfo: &mut pgrx::callconv::FcInfo<'fcx>) -> pgrx::datum::Datum<'fcx> {
+    unsafe fn box_into<'fcx>(
+        self,
+        fcinfo: &mut pgrx::callconv::FcInfo<'fcx>,
+    ) -> pgrx::datum::Datum<'fcx> {
         match self.into_datum() {
             Some(datum) => unsafe { fcinfo.return_raw_datum(datum) },
             None => fcinfo.return_null(),
@@ -48,7 +53,8 @@ unsafe impl SqlTranslatable for JsonbText {
     const TYPE_IDENT: &'static str = pgrx::pgrx_resolved_type!(JsonbText);
     const TYPE_ORIGIN: TypeOrigin = TypeOrigin::External;
     const ARGUMENT_SQL: Result<SqlMappingRef, ArgumentError> = Ok(SqlMappingRef::literal("jsonb"));
-    const RETURN_SQL: Result<ReturnsRef, ReturnsError> = Ok(ReturnsRef::One(SqlMappingRef::literal("jsonb")));
+    const RETURN_SQL: Result<ReturnsRef, ReturnsError> =
+        Ok(ReturnsRef::One(SqlMappingRef::literal("jsonb")));
 }
 
 /// Raises `error` (text with no DEX in it at all) as SQLSTATE 22P02.

@@ -53,7 +53,10 @@ pub struct CompanyOutcome {
 pub fn validate_site_url(site_url: &str) -> Result<(), String> {
     let url = Url::parse(site_url).map_err(|e| format!("\"{site_url}\" is not a URL ({e})"))?;
     if url.scheme() != "http" && url.scheme() != "https" {
-        return Err(format!("scheme must be http or https, not \"{}\"", url.scheme()));
+        return Err(format!(
+            "scheme must be http or https, not \"{}\"",
+            url.scheme()
+        ));
     }
     if url.host_str().is_none_or(str::is_empty) {
         return Err("the URL has no host".into());
@@ -101,7 +104,9 @@ pub fn build_client(
             builder = builder.add_root_certificate(certificate);
         }
     }
-    builder.build().map_err(|e| format!("cannot build the HTTP client: {}", root_cause(&e)))
+    builder
+        .build()
+        .map_err(|e| format!("cannot build the HTTP client: {}", root_cause(&e)))
 }
 
 /// Collects one company: every page, each with its retries, within `deadline`.
@@ -117,9 +122,18 @@ pub async fn collect_company(
     let mut next_page: Option<NextPage> = None;
     loop {
         let page_number = outcome.pages + 1;
-        let request = PageRequest { run_id, company_id, page_number, page: next_page.as_ref() };
+        let request = PageRequest {
+            run_id,
+            company_id,
+            page_number,
+            page: next_page.as_ref(),
+        };
         match fetch_page(client, config, &request, deadline, &mut outcome).await {
-            PageAnswer::Collected { records, machines, next } => {
+            PageAnswer::Collected {
+                records,
+                machines,
+                next,
+            } => {
                 outcome.pages += 1;
                 outcome.records += records;
                 outcome.machines += machines;
@@ -170,8 +184,15 @@ pub struct NextPage {
 /// What one answer means.
 #[derive(Debug, Clone, PartialEq)]
 pub enum PageAnswer {
-    Collected { records: i64, machines: i64, next: Option<NextPage> },
-    Failed { error: String, retry: Retry },
+    Collected {
+        records: i64,
+        machines: i64,
+        next: Option<NextPage>,
+    },
+    Failed {
+        error: String,
+        retry: Retry,
+    },
 }
 
 /// Whether a failed request is worth sending again.
@@ -200,7 +221,10 @@ async fn fetch_page(
             outcome.http_status = status;
         }
         let wait = match &answer {
-            PageAnswer::Failed { retry: Retry::Later(after), .. } if retries_done < config.max_retries => {
+            PageAnswer::Failed {
+                retry: Retry::Later(after),
+                ..
+            } if retries_done < config.max_retries => {
                 after.unwrap_or_else(|| backoff(retries_done, request.company_id))
             }
             _ => return answer,
@@ -220,8 +244,12 @@ async fn send_once(
     request: &PageRequest<'_>,
 ) -> (Option<u16>, PageAnswer) {
     let exchange = async {
-        let mut key = HeaderValue::from_str(&config.service_key)
-            .map_err(|_| (None, failed("the service key is not a valid header value", Retry::No)))?;
+        let mut key = HeaderValue::from_str(&config.service_key).map_err(|_| {
+            (
+                None,
+                failed("the service key is not a valid header value", Retry::No),
+            )
+        })?;
         key.set_sensitive(true);
         let response = client
             .post(collect_url(&config.site_url, request.page))
@@ -231,7 +259,10 @@ async fn send_once(
             .header("X-Dex-Run-Id", request.run_id.to_string())
             .header(
                 "Idempotency-Key",
-                format!("dex-collector:{}:{}:{}", request.run_id, request.company_id, request.page_number),
+                format!(
+                    "dex-collector:{}:{}:{}",
+                    request.run_id, request.company_id, request.page_number
+                ),
             )
             .body("{}")
             .send()
@@ -242,7 +273,11 @@ async fn send_once(
         let body = read_body(response, config.max_response_bytes)
             .await
             .map_err(|answer| (Some(status), answer))?;
-        let header_text = |name| headers.get(name).and_then(|v: &HeaderValue| v.to_str().ok());
+        let header_text = |name| {
+            headers
+                .get(name)
+                .and_then(|v: &HeaderValue| v.to_str().ok())
+        };
         let answer = classify(
             status,
             &Answer {
@@ -260,13 +295,22 @@ async fn send_once(
         Ok(Ok(result)) | Ok(Err(result)) => result,
         Err(_) => (
             None,
-            failed(format!("timed out after {}", describe_duration(config.request_timeout)), Retry::Later(None)),
+            failed(
+                format!(
+                    "timed out after {}",
+                    describe_duration(config.request_timeout)
+                ),
+                Retry::Later(None),
+            ),
         ),
     }
 }
 
 /// Reads the body chunk by chunk, abandoning it past `max_bytes`.
-async fn read_body(mut response: reqwest::Response, max_bytes: usize) -> Result<Vec<u8>, PageAnswer> {
+async fn read_body(
+    mut response: reqwest::Response,
+    max_bytes: usize,
+) -> Result<Vec<u8>, PageAnswer> {
     let too_large = || {
         failed(format!("the answer is larger than dex_collector.max_response_bytes ({max_bytes} bytes); abandoned"), Retry::No)
     };
@@ -303,15 +347,26 @@ pub fn classify(status: u16, answer: &Answer<'_>, site_url: &str, now: SystemTim
         let target = answer
             .location
             .and_then(|location| Url::parse(site_url).ok()?.join(location).ok())
-            .map_or_else(|| "an unknown location".to_string(), |url| url.origin().ascii_serialization());
-        return failed(format!("HTTP {status}: redirected to {target}; redirects are not followed"), Retry::No);
+            .map_or_else(
+                || "an unknown location".to_string(),
+                |url| url.origin().ascii_serialization(),
+            );
+        return failed(
+            format!("HTTP {status}: redirected to {target}; redirects are not followed"),
+            Retry::No,
+        );
     }
     if status == 401 {
-        return failed("service key rejected by the endpoint (HTTP 401)", Retry::AuthRejected);
+        return failed(
+            "service key rejected by the endpoint (HTTP 401)",
+            Retry::AuthRejected,
+        );
     }
     if !status_code.is_success() {
         let retry = match status {
-            429 | 502 | 503 | 504 => Retry::Later(answer.retry_after.and_then(|v| parse_retry_after(v, now))),
+            429 | 502 | 503 | 504 => {
+                Retry::Later(answer.retry_after.and_then(|v| parse_retry_after(v, now)))
+            }
             _ => Retry::No,
         };
         return failed(format!("HTTP {status}: {}", error_text(answer)), retry);
@@ -319,20 +374,43 @@ pub fn classify(status: u16, answer: &Answer<'_>, site_url: &str, now: SystemTim
     let json = match serde_json::from_slice::<Value>(answer.body) {
         Ok(Value::Object(map)) => Value::Object(map),
         Ok(_) | Err(_) if looks_like_html(answer) => {
-            return failed(format!("HTTP {status} with an HTML page instead of JSON: {}", error_text(answer)), Retry::No)
+            return failed(
+                format!(
+                    "HTTP {status} with an HTML page instead of JSON: {}",
+                    error_text(answer)
+                ),
+                Retry::No,
+            )
         }
-        Ok(_) => return failed(format!("HTTP {status} with a JSON answer that is not an object"), Retry::No),
+        Ok(_) => {
+            return failed(
+                format!("HTTP {status} with a JSON answer that is not an object"),
+                Retry::No,
+            )
+        }
         Err(e) => {
-            return failed(format!("HTTP {status} with invalid JSON ({e}): {}", error_text(answer)), Retry::No)
+            return failed(
+                format!(
+                    "HTTP {status} with invalid JSON ({e}): {}",
+                    error_text(answer)
+                ),
+                Retry::No,
+            )
         }
     };
     match json.get("success") {
         Some(Value::Bool(true)) => {}
         Some(Value::Bool(false)) => {
-            let error = json_error_text(&json).unwrap_or_else(|| "the endpoint reported failure without a reason".into());
+            let error = json_error_text(&json)
+                .unwrap_or_else(|| "the endpoint reported failure without a reason".into());
             return failed(error, Retry::No);
         }
-        _ => return failed(format!("HTTP {status} with an answer that has no \"success\" field"), Retry::No),
+        _ => {
+            return failed(
+                format!("HTTP {status} with an answer that has no \"success\" field"),
+                Retry::No,
+            )
+        }
     }
     PageAnswer::Collected {
         records: count(&json, "recordsCount"),
@@ -342,12 +420,18 @@ pub fn classify(status: u16, answer: &Answer<'_>, site_url: &str, now: SystemTim
 }
 
 fn failed(error: impl Into<String>, retry: Retry) -> PageAnswer {
-    PageAnswer::Failed { error: error.into(), retry }
+    PageAnswer::Failed {
+        error: error.into(),
+        retry,
+    }
 }
 
 /// A count field; missing, null, negative or not a number counts as 0 (CONTRACT.md).
 fn count(json: &Value, field: &str) -> i64 {
-    json.get(field).and_then(Value::as_i64).filter(|n| *n >= 0).unwrap_or(0)
+    json.get(field)
+        .and_then(Value::as_i64)
+        .filter(|n| *n >= 0)
+        .unwrap_or(0)
 }
 
 fn next_page(json: &Value) -> Option<NextPage> {
@@ -356,9 +440,10 @@ fn next_page(json: &Value) -> Option<NextPage> {
         return None;
     }
     let limit = batching.get("limit").and_then(Value::as_u64);
-    let offset = batching.get("nextOffset").and_then(Value::as_u64).or_else(|| {
-        Some(batching.get("offset").and_then(Value::as_u64)? + limit?)
-    })?;
+    let offset = batching
+        .get("nextOffset")
+        .and_then(Value::as_u64)
+        .or_else(|| Some(batching.get("offset").and_then(Value::as_u64)? + limit?))?;
     Some(NextPage { limit, offset })
 }
 
@@ -392,7 +477,9 @@ fn error_text(answer: &Answer<'_>) -> String {
 }
 
 fn looks_like_html(answer: &Answer<'_>) -> bool {
-    answer.content_type.is_some_and(|t| t.to_ascii_lowercase().contains("html"))
+    answer
+        .content_type
+        .is_some_and(|t| t.to_ascii_lowercase().contains("html"))
         || answer.body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'<')
 }
 
@@ -426,7 +513,10 @@ fn strip_tags(html: &str) -> String {
 pub fn clean_text(text: &str) -> String {
     let mut cleaned = String::new();
     let mut chars = 0;
-    for word in text.split(|c: char| c.is_whitespace() || c.is_control()).filter(|w| !w.is_empty()) {
+    for word in text
+        .split(|c: char| c.is_whitespace() || c.is_control())
+        .filter(|w| !w.is_empty())
+    {
         if !cleaned.is_empty() {
             cleaned.push(' ');
             chars += 1;
@@ -456,7 +546,9 @@ pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
 /// Exponential backoff with jitter: 0.5 s, 1 s, 2 s ... capped at 30 s, each scaled by a random
 /// factor in [0.5, 1) so that companies failing together do not retry together.
 pub fn backoff(retries_done: u32, company_id: &str) -> Duration {
-    let base = FIRST_BACKOFF.saturating_mul(1u32 << retries_done.min(16)).min(MAX_BACKOFF);
+    let base = FIRST_BACKOFF
+        .saturating_mul(1u32 << retries_done.min(16))
+        .min(MAX_BACKOFF);
     let fraction = (RandomState::new().hash_one((company_id, retries_done)) % 1000) as f64 / 1000.0;
     base.mul_f64(0.5 + fraction / 2.0)
 }
@@ -497,36 +589,81 @@ mod tests {
     const SITE: &str = "https://app.example.test";
 
     fn answer<'a>(content_type: Option<&'a str>, body: &'a str) -> Answer<'a> {
-        Answer { content_type, retry_after: None, location: None, body: body.as_bytes() }
+        Answer {
+            content_type,
+            retry_after: None,
+            location: None,
+            body: body.as_bytes(),
+        }
     }
 
     fn classify_json(status: u16, body: &str) -> PageAnswer {
-        classify(status, &answer(Some("application/json"), body), SITE, SystemTime::now())
+        classify(
+            status,
+            &answer(Some("application/json"), body),
+            SITE,
+            SystemTime::now(),
+        )
     }
 
     #[test]
     fn site_urls_are_checked() {
         assert!(validate_site_url("https://your-app.pages.dev").is_ok());
         assert!(validate_site_url("http://127.0.0.1:8080/").is_ok());
-        assert!(validate_site_url("ftp://example.com").unwrap_err().contains("http or https"));
+        assert!(validate_site_url("ftp://example.com")
+            .unwrap_err()
+            .contains("http or https"));
         assert!(validate_site_url("not a url").is_err());
-        assert!(validate_site_url("https://user:pw@example.com").unwrap_err().contains("credentials"));
-        assert!(validate_site_url("https://example.com/?a=1").unwrap_err().contains("base URL"));
+        assert!(validate_site_url("https://user:pw@example.com")
+            .unwrap_err()
+            .contains("credentials"));
+        assert!(validate_site_url("https://example.com/?a=1")
+            .unwrap_err()
+            .contains("base URL"));
     }
 
     #[test]
     fn urls_carry_paging() {
-        assert_eq!(collect_url("https://a.test/", None), "https://a.test/api/dex/collect-bulk");
-        let page = NextPage { limit: Some(15), offset: 30 };
-        assert_eq!(collect_url("https://a.test", Some(&page)), "https://a.test/api/dex/collect-bulk?limit=15&offset=30");
+        assert_eq!(
+            collect_url("https://a.test/", None),
+            "https://a.test/api/dex/collect-bulk"
+        );
+        let page = NextPage {
+            limit: Some(15),
+            offset: 30,
+        };
+        assert_eq!(
+            collect_url("https://a.test", Some(&page)),
+            "https://a.test/api/dex/collect-bulk?limit=15&offset=30"
+        );
     }
 
     #[test]
     fn collected_answers_count_records_and_default_to_zero() {
-        let full = classify_json(200, r#"{"success":true,"recordsCount":12,"machinesUpdated":3,"message":"ok"}"#);
-        assert_eq!(full, PageAnswer::Collected { records: 12, machines: 3, next: None });
-        let nothing = classify_json(200, r#"{"success":true,"message":"No new DEX data available"}"#);
-        assert_eq!(nothing, PageAnswer::Collected { records: 0, machines: 0, next: None });
+        let full = classify_json(
+            200,
+            r#"{"success":true,"recordsCount":12,"machinesUpdated":3,"message":"ok"}"#,
+        );
+        assert_eq!(
+            full,
+            PageAnswer::Collected {
+                records: 12,
+                machines: 3,
+                next: None
+            }
+        );
+        let nothing = classify_json(
+            200,
+            r#"{"success":true,"message":"No new DEX data available"}"#,
+        );
+        assert_eq!(
+            nothing,
+            PageAnswer::Collected {
+                records: 0,
+                machines: 0,
+                next: None
+            }
+        );
     }
 
     #[test]
@@ -535,56 +672,126 @@ mod tests {
             "batching":{"limit":15,"offset":0,"totalAvailable":40,"hasMore":true,"nextOffset":15}}"#;
         assert_eq!(
             classify_json(200, body),
-            PageAnswer::Collected { records: 15, machines: 4, next: Some(NextPage { limit: Some(15), offset: 15 }) }
+            PageAnswer::Collected {
+                records: 15,
+                machines: 4,
+                next: Some(NextPage {
+                    limit: Some(15),
+                    offset: 15
+                })
+            }
         );
         let last = r#"{"success":true,"recordsCount":10,"batching":{"limit":15,"offset":30,"hasMore":false}}"#;
-        assert_eq!(classify_json(200, last), PageAnswer::Collected { records: 10, machines: 0, next: None });
+        assert_eq!(
+            classify_json(200, last),
+            PageAnswer::Collected {
+                records: 10,
+                machines: 0,
+                next: None
+            }
+        );
         let no_next = r#"{"success":true,"recordsCount":1,"batching":{"limit":15,"offset":15,"hasMore":true}}"#;
         assert_eq!(
             classify_json(200, no_next),
-            PageAnswer::Collected { records: 1, machines: 0, next: Some(NextPage { limit: Some(15), offset: 30 }) }
+            PageAnswer::Collected {
+                records: 1,
+                machines: 0,
+                next: Some(NextPage {
+                    limit: Some(15),
+                    offset: 30
+                })
+            }
         );
     }
 
     #[test]
     fn failures_keep_the_error_and_drop_the_stack() {
-        let failed_login = classify_json(200, r#"{"success":false,"error":"Cantaloupe login failed"}"#);
+        let failed_login = classify_json(
+            200,
+            r#"{"success":false,"error":"Cantaloupe login failed"}"#,
+        );
         assert_eq!(failed_login, failed("Cantaloupe login failed", Retry::No));
-        let server = classify_json(500, r#"{"success":false,"error":"db timeout","stack":"at x.js:1","details":"d"}"#);
+        let server = classify_json(
+            500,
+            r#"{"success":false,"error":"db timeout","stack":"at x.js:1","details":"d"}"#,
+        );
         assert_eq!(server, failed("HTTP 500: db timeout", Retry::No));
-        let stack_only = classify_json(500, r#"{"success":false,"stack":"SECRET STACK at x.js:1"}"#);
-        let PageAnswer::Failed { error, .. } = stack_only else { panic!("500 must fail") };
+        let stack_only =
+            classify_json(500, r#"{"success":false,"stack":"SECRET STACK at x.js:1"}"#);
+        let PageAnswer::Failed { error, .. } = stack_only else {
+            panic!("500 must fail")
+        };
         assert!(!error.contains("STACK"), "{error}");
-        let bad_request = classify_json(400, r#"{"success":false,"error":"No DEX credentials configured"}"#);
-        assert_eq!(bad_request, failed("HTTP 400: No DEX credentials configured", Retry::No));
+        let bad_request = classify_json(
+            400,
+            r#"{"success":false,"error":"No DEX credentials configured"}"#,
+        );
+        assert_eq!(
+            bad_request,
+            failed("HTTP 400: No DEX credentials configured", Retry::No)
+        );
     }
 
     #[test]
     fn auth_and_transient_statuses() {
         assert_eq!(
             classify_json(401, r#"{"error":"Unauthorized"}"#),
-            failed("service key rejected by the endpoint (HTTP 401)", Retry::AuthRejected)
+            failed(
+                "service key rejected by the endpoint (HTTP 401)",
+                Retry::AuthRejected
+            )
         );
         for status in [502, 503, 504] {
-            let PageAnswer::Failed { retry, .. } = classify(status, &answer(Some("text/html"), "<html>x</html>"), SITE, SystemTime::now())
-            else {
+            let PageAnswer::Failed { retry, .. } = classify(
+                status,
+                &answer(Some("text/html"), "<html>x</html>"),
+                SITE,
+                SystemTime::now(),
+            ) else {
                 panic!("{status} must fail")
             };
             assert_eq!(retry, Retry::Later(None));
         }
-        let limited = Answer { content_type: None, retry_after: Some("7"), location: None, body: b"" };
+        let limited = Answer {
+            content_type: None,
+            retry_after: Some("7"),
+            location: None,
+            body: b"",
+        };
         assert_eq!(
             classify(429, &limited, SITE, SystemTime::now()),
-            failed("HTTP 429: empty answer", Retry::Later(Some(Duration::from_secs(7))))
+            failed(
+                "HTTP 429: empty answer",
+                Retry::Later(Some(Duration::from_secs(7)))
+            )
         );
-        assert_eq!(classify_json(405, r#"{"error":"Method not allowed"}"#), failed("HTTP 405: Method not allowed", Retry::No));
+        assert_eq!(
+            classify_json(405, r#"{"error":"Method not allowed"}"#),
+            failed("HTTP 405: Method not allowed", Retry::No)
+        );
     }
 
     #[test]
     fn html_and_invalid_json_are_failures() {
-        let html = classify(200, &answer(Some("text/html"), "<html><head><title>Application error</title></head></html>"), SITE, SystemTime::now());
-        assert_eq!(html, failed("HTTP 200 with an HTML page instead of JSON: Application error", Retry::No));
-        let PageAnswer::Failed { error, retry } = classify_json(200, r#"{"success":true,"recordsCou"#) else {
+        let html = classify(
+            200,
+            &answer(
+                Some("text/html"),
+                "<html><head><title>Application error</title></head></html>",
+            ),
+            SITE,
+            SystemTime::now(),
+        );
+        assert_eq!(
+            html,
+            failed(
+                "HTTP 200 with an HTML page instead of JSON: Application error",
+                Retry::No
+            )
+        );
+        let PageAnswer::Failed { error, retry } =
+            classify_json(200, r#"{"success":true,"recordsCou"#)
+        else {
             panic!("truncated JSON must fail")
         };
         assert!(error.starts_with("HTTP 200 with invalid JSON"), "{error}");
@@ -603,23 +810,37 @@ mod tests {
         };
         assert_eq!(
             classify(307, &moved, SITE, SystemTime::now()),
-            failed("HTTP 307: redirected to http://127.0.0.1:9; redirects are not followed", Retry::No)
+            failed(
+                "HTTP 307: redirected to http://127.0.0.1:9; redirects are not followed",
+                Retry::No
+            )
         );
     }
 
     #[test]
     fn retry_after_accepts_seconds_and_dates() {
         let now = httpdate::parse_http_date("Sun, 06 Nov 1994 08:49:37 GMT").unwrap();
-        assert_eq!(parse_retry_after("120", now), Some(Duration::from_secs(120)));
-        assert_eq!(parse_retry_after("Sun, 06 Nov 1994 08:50:37 GMT", now), Some(Duration::from_secs(60)));
-        assert_eq!(parse_retry_after("Sun, 06 Nov 1994 08:00:00 GMT", now), Some(Duration::ZERO));
+        assert_eq!(
+            parse_retry_after("120", now),
+            Some(Duration::from_secs(120))
+        );
+        assert_eq!(
+            parse_retry_after("Sun, 06 Nov 1994 08:50:37 GMT", now),
+            Some(Duration::from_secs(60))
+        );
+        assert_eq!(
+            parse_retry_after("Sun, 06 Nov 1994 08:00:00 GMT", now),
+            Some(Duration::ZERO)
+        );
         assert_eq!(parse_retry_after("soon", now), None);
     }
 
     #[test]
     fn backoff_grows_with_jitter_and_a_cap() {
         for retries_done in 0..20 {
-            let base = FIRST_BACKOFF.saturating_mul(1u32 << retries_done.min(16)).min(MAX_BACKOFF);
+            let base = FIRST_BACKOFF
+                .saturating_mul(1u32 << retries_done.min(16))
+                .min(MAX_BACKOFF);
             let wait = backoff(retries_done, "c");
             assert!(wait >= base / 2 && wait < base, "{retries_done}: {wait:?}");
         }

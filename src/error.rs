@@ -123,18 +123,24 @@ impl CollectError {
     fn sqlstate(&self) -> PgSqlErrorCode {
         match self {
             CollectError::Config(_) => PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
-            CollectError::Targets(TargetsError::QueryFailed { .. } | TargetsError::Unreadable { .. }) => {
-                PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE
-            }
+            CollectError::Targets(
+                TargetsError::QueryFailed { .. } | TargetsError::Unreadable { .. },
+            ) => PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
             CollectError::Targets(_) => PgSqlErrorCode::ERRCODE_DATATYPE_MISMATCH,
             CollectError::UnknownCompany { .. } => PgSqlErrorCode::ERRCODE_NO_DATA_FOUND,
-            CollectError::Runtime { .. } | CollectError::History { .. } => PgSqlErrorCode::ERRCODE_INTERNAL_ERROR,
+            CollectError::Runtime { .. } | CollectError::History { .. } => {
+                PgSqlErrorCode::ERRCODE_INTERNAL_ERROR
+            }
         }
     }
 
     /// Raises the error as a Postgres ERROR; does not return.
     pub fn raise(self) -> ! {
-        let report = pgrx::pg_sys::panic::ErrorReport::new(self.sqlstate(), self.to_string(), "dex_collector");
+        let report = pgrx::pg_sys::panic::ErrorReport::new(
+            self.sqlstate(),
+            self.to_string(),
+            "dex_collector",
+        );
         let report = match self {
             CollectError::Config(ref config) => match config.hint() {
                 Some(hint) => report.set_hint(hint),

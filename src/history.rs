@@ -31,20 +31,29 @@ impl Trigger {
 }
 
 /// The `trigger` column's value: a manual call made by pg_cron's connection is `pg_cron`.
-const TRIGGER_SQL: &str = "CASE WHEN $1 = 'manual' AND current_setting('application_name') = 'pg_cron'
+const TRIGGER_SQL: &str =
+    "CASE WHEN $1 = 'manual' AND current_setting('application_name') = 'pg_cron'
                                THEN 'pg_cron' ELSE $1 END";
 
 fn history_error(error: pgrx::spi::Error) -> CollectError {
-    CollectError::History { message: error.to_string() }
+    CollectError::History {
+        message: error.to_string(),
+    }
 }
 
 /// Runs a data-changing statement that returns one bigint (an id or a count).
-fn update_returning(sql: &str, args: &[pgrx::datum::DatumWithOid<'_>]) -> Result<Option<i64>, CollectError> {
-    Spi::connect_mut(|client| client.update(sql, None, args)?.first().get_one::<i64>()).map_err(history_error)
+fn update_returning(
+    sql: &str,
+    args: &[pgrx::datum::DatumWithOid<'_>],
+) -> Result<Option<i64>, CollectError> {
+    Spi::connect_mut(|client| client.update(sql, None, args)?.first().get_one::<i64>())
+        .map_err(history_error)
 }
 
 fn new_id(id: Option<i64>) -> Result<i64, CollectError> {
-    id.ok_or_else(|| CollectError::History { message: "INSERT ... RETURNING gave no id".into() })
+    id.ok_or_else(|| CollectError::History {
+        message: "INSERT ... RETURNING gave no id".into(),
+    })
 }
 
 /// Inserts the run's row as `running` and returns its id.
@@ -166,7 +175,10 @@ pub fn claim_queued_run() -> Result<Option<i64>, CollectError> {
 /// Sets a started run's target count once the targets are known.
 pub fn set_companies_total(run_id: i64, companies_total: usize) -> Result<(), CollectError> {
     let total = i32::try_from(companies_total).unwrap_or(i32::MAX);
-    update("UPDATE dex_collector.runs SET companies_total = $2 WHERE id = $1", &[run_id.into(), total.into()])
+    update(
+        "UPDATE dex_collector.runs SET companies_total = $2 WHERE id = $1",
+        &[run_id.into(), total.into()],
+    )
 }
 
 /// Ends a run that failed as a whole before or while collecting.

@@ -62,17 +62,27 @@ mod tests {
         assert_eq!(names.len(), 10);
         assert!(!names.contains(&"Fresh Bites"), "inactive machines only");
         assert!(!names.contains(&"Golden Gate Snacks"), "no machines");
-        let without_credentials: Vec<&str> =
-            targets.iter().filter(|t| !t.has_credentials).map(|t| t.company_name.as_str()).collect();
-        assert_eq!(without_credentials, vec!["Delta Drinks", "Evergreen Vending"]);
+        let without_credentials: Vec<&str> = targets
+            .iter()
+            .filter(|t| !t.has_credentials)
+            .map(|t| t.company_name.as_str())
+            .collect();
+        assert_eq!(
+            without_credentials,
+            vec!["Delta Drinks", "Evergreen Vending"]
+        );
     }
 
     #[pg_test]
     fn the_targets_query_leaves_the_transaction_writable() {
         Spi::run(SAMPLE_SCHEMA).unwrap();
         targets::load(None).unwrap();
-        Spi::run("INSERT INTO dex_collector.runs (status, trigger) VALUES ('skipped', 'manual')").unwrap();
-        assert_eq!(Spi::get_one::<i64>("SELECT count(*) FROM dex_collector.runs").unwrap(), Some(1));
+        Spi::run("INSERT INTO dex_collector.runs (status, trigger) VALUES ('skipped', 'manual')")
+            .unwrap();
+        assert_eq!(
+            Spi::get_one::<i64>("SELECT count(*) FROM dex_collector.runs").unwrap(),
+            Some(1)
+        );
     }
 
     #[pg_test(error = "invalid dex_collector.site_url: scheme must be http or https, not \"ftp\"")]

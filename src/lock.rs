@@ -24,7 +24,9 @@ pub enum Holder {
 }
 
 fn spi_error(error: pgrx::spi::Error) -> CollectError {
-    CollectError::History { message: format!("advisory lock: {error}") }
+    CollectError::History {
+        message: format!("advisory lock: {error}"),
+    }
 }
 
 /// Takes the run lock if free; false when another collection holds it.
@@ -44,8 +46,11 @@ pub fn publish(holder: Holder, run_id: i64) -> Result<(), CollectError> {
         Holder::Transaction => "pg_advisory_xact_lock",
         Holder::Session => "pg_advisory_lock",
     };
-    Spi::run_with_args(&format!("SELECT {function}($1, $2)"), &[RUN_ID_LOCK.into(), published_key(run_id).into()])
-        .map_err(spi_error)
+    Spi::run_with_args(
+        &format!("SELECT {function}($1, $2)"),
+        &[RUN_ID_LOCK.into(), published_key(run_id).into()],
+    )
+    .map_err(spi_error)
 }
 
 /// Releases the worker's session-level locks (it holds no others), whatever state a failed run

@@ -36,8 +36,9 @@ pub fn run<T>(work: impl FnOnce() -> T + UnwindSafe) -> Result<T, String> {
         pg_sys::PushActiveSnapshot(pg_sys::GetTransactionSnapshot());
         saved
     };
-    let outcome: Result<T, Box<CaughtError>> =
-        PgTryBuilder::new(|| Ok(work())).catch_others(|caught| Err(Box::new(caught))).execute();
+    let outcome: Result<T, Box<CaughtError>> = PgTryBuilder::new(|| Ok(work()))
+        .catch_others(|caught| Err(Box::new(caught)))
+        .execute();
     // SAFETY: undoes the subtransaction begun above, restoring the caller's context and owner;
     // an error inside already lost the snapshot with the aborted subtransaction's state.
     unsafe {

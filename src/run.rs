@@ -22,7 +22,8 @@ use crate::history::{self, Trigger};
 use crate::lock::{self, Holder};
 use crate::settings::Settings;
 use crate::summary::{
-    CompanyResult, RunSummary, ALREADY_RUNNING, SKIP_AUTH_REJECTED, SKIP_CANCELLED, SKIP_DEADLINE, SKIP_NO_CREDENTIALS,
+    CompanyResult, RunSummary, ALREADY_RUNNING, SKIP_AUTH_REJECTED, SKIP_CANCELLED, SKIP_DEADLINE,
+    SKIP_NO_CREDENTIALS,
 };
 use crate::targets::{self, Target};
 
@@ -63,9 +64,22 @@ pub fn execute(
     on_finished: &mut dyn FnMut(&CompanyResult),
 ) -> Result<RunSummary, CollectError> {
     let deadline = started + plan.settings.run_deadline;
-    let fan_out =
-        with_http(&plan.settings, |http| fan_out(http, &plan.settings, run_id, &plan.targets, deadline, on_finished))?;
-    Ok(RunSummary { run_id, results: fan_out.results, duration: started.elapsed(), run_error: fan_out.run_error })
+    let fan_out = with_http(&plan.settings, |http| {
+        fan_out(
+            http,
+            &plan.settings,
+            run_id,
+            &plan.targets,
+            deadline,
+            on_finished,
+        )
+    })?;
+    Ok(RunSummary {
+        run_id,
+        results: fan_out.results,
+        duration: started.elapsed(),
+        run_error: fan_out.run_error,
+    })
 }
 
 /// One collection from SQL: skipped at once when another is running, otherwise run to the end
@@ -85,7 +99,7 @@ pub fn collect(scope: Scope, trigger: Trigger) -> Result<serde_json::Value, Coll
 }
 
 /// Records a skipped run and says which run is in progress.
-pub fn skipped_because_running(trigger: Trigger) -> Result<serde_json::Value, CollectError> {
+fn skipped_because_running(trigger: Trigger) -> Result<serde_json::Value, CollectError> {
     let running = lock::running_run_id()?;
     let recorded_as = history::record_skipped_run(trigger, running)?;
     Ok(serde_json::json!({
@@ -133,7 +147,9 @@ fn with_http<R>(settings: &Settings, work: impl FnOnce(&Http) -> R) -> Result<R,
         }
         match slot.as_ref() {
             Some(http) => Ok(work(http)),
-            None => Err(CollectError::Runtime { message: "the HTTP client was not kept".into() }),
+            None => Err(CollectError::Runtime {
+                message: "the HTTP client was not kept".into(),
+            }),
         }
     })
 }
@@ -141,20 +157,32 @@ fn with_http<R>(settings: &Settings, work: impl FnOnce(&Http) -> R) -> Result<R,
 fn new_http(settings: ClientSettings) -> Result<Http, CollectError> {
     let ca_pem = match &settings.ca_file {
         Some(path) => Some(std::fs::read(path).map_err(|e| {
-            CollectError::Config(ConfigError::CaFile { reason: format!("cannot read {path}: {e}") })
+            CollectError::Config(ConfigError::CaFile {
+                reason: format!("cannot read {path}: {e}"),
+            })
         })?),
         None => None,
     };
-    let client = build_client(settings.connect_timeout, settings.pool_size, ca_pem.as_deref())
-        .map_err(|reason| CollectError::Config(ConfigError::CaFile { reason }))?;
+    let client = build_client(
+        settings.connect_timeout,
+        settings.pool_size,
+        ca_pem.as_deref(),
+    )
+    .map_err(|reason| CollectError::Config(ConfigError::CaFile { reason }))?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .max_blocking_threads(4)
         // DNS lookups run on helper threads; keep every signal for the backend's own thread.
         .on_thread_start(block_all_signals)
         .build()
-        .map_err(|e| CollectError::Runtime { message: e.to_string() })?;
-    Ok(Http { runtime, client, built_for: settings })
+        .map_err(|e| CollectError::Runtime {
+            message: e.to_string(),
+        })?;
+    Ok(Http {
+        runtime,
+        client,
+        built_for: settings,
+    })
 }
 
 fn block_all_signals() {
@@ -207,7 +235,10 @@ impl InFlight<'_> {
         ended
             .into_iter()
             .filter_map(|joined| match joined {
-                Ok((id, outcome)) => self.index_of.remove(&id).map(|index| (index, Some(outcome))),
+                Ok((id, outcome)) => self
+                    .index_of
+                    .remove(&id)
+                    .map(|index| (index, Some(outcome))),
                 Err(error) => self.index_of.remove(&error.id()).map(|index| (index, None)),
             })
             .collect()
@@ -267,13 +298,28 @@ fn fan_out(
         on_finished(&result);
         results[index] = Some(result);
     };
-    let mut queue = targets.iter().enumerate().filter(|(_, target)| target.has_credentials);
-    let mut in_flight = InFlight { tasks: JoinSet::new(), index_of: Default::default(), runtime: &http.runtime };
+    let mut queue = targets
+        .iter()
+        .enumerate()
+        .filter(|(_, target)| target.has_credentials);
+    let mut in_flight = InFlight {
+        tasks: JoinSet::new(),
+        index_of: Default::default(),
+        runtime: &http.runtime,
+    };
     let mut stop = None;
     loop {
         while stop.is_none() && in_flight.tasks.len() < settings.concurrency {
-            let Some((index, target)) = queue.next() else { break };
-            let task = company_task(http.client.clone(), Arc::clone(&config), run_id, target, deadline);
+            let Some((index, target)) = queue.next() else {
+                break;
+            };
+            let task = company_task(
+                http.client.clone(),
+                Arc::clone(&config),
+                run_id,
+                target,
+                deadline,
+            );
             let handle = in_flight.tasks.spawn_on(task, http.runtime.handle());
             in_flight.index_of.insert(handle.id(), index);
         }
@@ -321,15 +367,24 @@ fn fan_out(
     let results = targets
         .iter()
         .zip(results)
-        .map(|(target, result)| match (result, target.has_credentials, stop) {
-            (Some(result), _, _) => result,
-            (None, false, _) => CompanyResult::skipped(target.clone(), SKIP_NO_CREDENTIALS),
-            (None, true, Some(reason)) => CompanyResult::skipped(target.clone(), reason.reason()),
-            (None, true, None) => CompanyResult::called(
-                target.clone(),
-                CompanyOutcome { error: Some("internal error: the company's task ended without a result".into()), ..Default::default() },
-            ),
-        })
+        .map(
+            |(target, result)| match (result, target.has_credentials, stop) {
+                (Some(result), _, _) => result,
+                (None, false, _) => CompanyResult::skipped(target.clone(), SKIP_NO_CREDENTIALS),
+                (None, true, Some(reason)) => {
+                    CompanyResult::skipped(target.clone(), reason.reason())
+                }
+                (None, true, None) => CompanyResult::called(
+                    target.clone(),
+                    CompanyOutcome {
+                        error: Some(
+                            "internal error: the company's task ended without a result".into(),
+                        ),
+                        ..Default::default()
+                    },
+                ),
+            },
+        )
         .collect();
     let run_error = match stop {
         Some(Stop::AuthRejected) => Some(SKIP_AUTH_REJECTED.to_string()),
@@ -341,11 +396,16 @@ fn fan_out(
 /// The outcome of a company whose requests were cut short by a stop.
 fn stopped_outcome(stop: Stop) -> CompanyOutcome {
     let error = match stop {
-        Stop::Deadline => "stopped at the run deadline (dex_collector.run_deadline) while collecting",
+        Stop::Deadline => {
+            "stopped at the run deadline (dex_collector.run_deadline) while collecting"
+        }
         Stop::AuthRejected => "stopped: the endpoint rejected the service key for another company",
         Stop::Cancelled => "stopped: the run was cancelled while collecting",
     };
-    CompanyOutcome { error: Some(error.into()), ..Default::default() }
+    CompanyOutcome {
+        error: Some(error.into()),
+        ..Default::default()
+    }
 }
 
 fn company_task(

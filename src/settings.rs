@@ -30,7 +30,8 @@ static MAX_PAGES: GucSetting<i32> = GucSetting::<i32>::new(50);
 static MAX_RETRIES: GucSetting<i32> = GucSetting::<i32>::new(2);
 static MAX_RESPONSE_BYTES: GucSetting<i32> = GucSetting::<i32>::new(1024 * 1024);
 static RUN_DEADLINE_MS: GucSetting<i32> = GucSetting::<i32>::new(4 * 60 * 1000);
-static WORKER_DATABASE: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(Some(c"postgres"));
+static WORKER_DATABASE: GucSetting<Option<CString>> =
+    GucSetting::<Option<CString>>::new(Some(c"postgres"));
 static WORKER_INTERVAL_S: GucSetting<i32> = GucSetting::<i32>::new(0);
 static HISTORY_RETENTION_S: GucSetting<i32> = GucSetting::<i32>::new(14 * 24 * 3600);
 
@@ -198,7 +199,9 @@ pub struct WorkerSettings {
 
 impl WorkerSettings {
     pub fn current() -> WorkerSettings {
-        let seconds = |value: i32| Some(Duration::from_secs(u64::from(positive(value)))).filter(|d| !d.is_zero());
+        let seconds = |value: i32| {
+            Some(Duration::from_secs(u64::from(positive(value)))).filter(|d| !d.is_zero())
+        };
         WorkerSettings {
             interval: seconds(WORKER_INTERVAL_S.get()),
             history_retention: seconds(HISTORY_RETENTION_S.get()),
@@ -235,7 +238,10 @@ impl Settings {
         let (site_url, service_key) = match (site_url, service_key) {
             (Some(url), Some(key)) => (url, key),
             (url, key) => {
-                return Err(ConfigError::Missing { site_url: url.is_none(), service_key: key.is_none() })
+                return Err(ConfigError::Missing {
+                    site_url: url.is_none(),
+                    service_key: key.is_none(),
+                })
             }
         };
         validate_site_url(&site_url).map_err(|reason| ConfigError::InvalidSiteUrl { reason })?;
@@ -291,7 +297,11 @@ fn read_vault_secrets() -> Result<VaultSecrets, ConfigError> {
     let lookup = readonly::run(|| {
         Spi::connect(|client| -> Result<VaultSecrets, pgrx::spi::Error> {
             let vault_exists = client
-                .select("SELECT to_regclass('vault.decrypted_secrets') IS NOT NULL", None, &[])?
+                .select(
+                    "SELECT to_regclass('vault.decrypted_secrets') IS NOT NULL",
+                    None,
+                    &[],
+                )?
                 .first()
                 .get_one::<bool>()?
                 .unwrap_or(false);
@@ -307,7 +317,10 @@ fn read_vault_secrets() -> Result<VaultSecrets, ConfigError> {
             )?;
             for row in rows {
                 let name = row.get::<String>(1)?.unwrap_or_default();
-                let value = row.get::<String>(2)?.map(|v| v.trim().to_string()).filter(|v| !v.is_empty());
+                let value = row
+                    .get::<String>(2)?
+                    .map(|v| v.trim().to_string())
+                    .filter(|v| !v.is_empty());
                 match name.as_str() {
                     VAULT_SITE_URL => secrets.site_url = value,
                     VAULT_SERVICE_KEY => secrets.service_key = value,
@@ -319,8 +332,12 @@ fn read_vault_secrets() -> Result<VaultSecrets, ConfigError> {
     });
     match lookup {
         Ok(Ok(secrets)) => Ok(secrets),
-        Ok(Err(spi_error)) => Err(ConfigError::Vault { reason: spi_error.to_string() }),
-        Err(postgres_error) => Err(ConfigError::Vault { reason: postgres_error }),
+        Ok(Err(spi_error)) => Err(ConfigError::Vault {
+            reason: spi_error.to_string(),
+        }),
+        Err(postgres_error) => Err(ConfigError::Vault {
+            reason: postgres_error,
+        }),
     }
 }
 

@@ -68,9 +68,18 @@ pub struct CompanyResult {
 
 impl CompanyResult {
     pub fn called(target: Target, outcome: CompanyOutcome) -> Self {
-        let status = if outcome.success { ResultStatus::Succeeded } else { ResultStatus::Failed };
+        let status = if outcome.success {
+            ResultStatus::Succeeded
+        } else {
+            ResultStatus::Failed
+        };
         let reason = outcome.error.clone();
-        CompanyResult { target, status, outcome, reason }
+        CompanyResult {
+            target,
+            status,
+            outcome,
+            reason,
+        }
     }
 
     pub fn skipped(target: Target, reason: &str) -> Self {
@@ -176,7 +185,10 @@ impl RunSummary {
             let mut entry = Map::new();
             entry.insert("company_id".into(), json!(target.company_id));
             entry.insert("company".into(), json!(target.company_name));
-            entry.insert("success".into(), json!(result.status == ResultStatus::Succeeded));
+            entry.insert(
+                "success".into(),
+                json!(result.status == ResultStatus::Succeeded),
+            );
             entry.insert("recordsCollected".into(), json!(outcome.records));
             entry.insert("machinesUpdated".into(), json!(outcome.machines));
             entry.insert("pages".into(), json!(outcome.pages));
@@ -219,7 +231,11 @@ mod tests {
     use super::*;
 
     fn target(name: &str) -> Target {
-        Target { company_id: format!("00000000-0000-0000-0000-00000000000{}", name.len()), company_name: name.into(), has_credentials: true }
+        Target {
+            company_id: format!("00000000-0000-0000-0000-00000000000{}", name.len()),
+            company_name: name.into(),
+            has_credentials: true,
+        }
     }
 
     fn outcome(success: bool, records: i64, machines: i64, error: Option<&str>) -> CompanyOutcome {
@@ -241,7 +257,10 @@ mod tests {
             run_id: 7,
             results: vec![
                 CompanyResult::called(target("Acme Vending"), outcome(true, 12, 3, None)),
-                CompanyResult::called(target("Beta Snacks"), outcome(false, 0, 0, Some("HTTP 500: boom"))),
+                CompanyResult::called(
+                    target("Beta Snacks"),
+                    outcome(false, 0, 0, Some("HTTP 500: boom")),
+                ),
                 CompanyResult::skipped(target("Gamma"), SKIP_NO_CREDENTIALS),
             ],
             duration: Duration::from_millis(1234),
@@ -269,7 +288,12 @@ mod tests {
 
     #[test]
     fn a_run_error_fails_the_run() {
-        let summary = RunSummary { run_id: 1, results: vec![], duration: Duration::ZERO, run_error: Some(SKIP_AUTH_REJECTED.into()) };
+        let summary = RunSummary {
+            run_id: 1,
+            results: vec![],
+            duration: Duration::ZERO,
+            run_error: Some(SKIP_AUTH_REJECTED.into()),
+        };
         let json = summary.to_json();
         assert_eq!(json["success"], false);
         assert_eq!(json["error"], SKIP_AUTH_REJECTED);

@@ -47,11 +47,19 @@ pub fn load(custom_query: Option<&str>) -> Result<Vec<Target>, TargetsError> {
     let rows = readonly::run(|| Spi::connect(|client| read_targets(client, query)))
         .map_err(|message| TargetsError::QueryFailed { custom, message })??;
     let mut seen = std::collections::HashSet::with_capacity(rows.len());
-    Ok(rows.into_iter().filter(|target| seen.insert(target.company_id.clone())).collect())
+    Ok(rows
+        .into_iter()
+        .filter(|target| seen.insert(target.company_id.clone()))
+        .collect())
 }
 
-fn read_targets(client: &pgrx::spi::SpiClient<'_>, query: &str) -> Result<Vec<Target>, TargetsError> {
-    let spi = |e: pgrx::spi::Error| TargetsError::Unreadable { message: e.to_string() };
+fn read_targets(
+    client: &pgrx::spi::SpiClient<'_>,
+    query: &str,
+) -> Result<Vec<Target>, TargetsError> {
+    let spi = |e: pgrx::spi::Error| TargetsError::Unreadable {
+        message: e.to_string(),
+    };
     let table = client.select(query, None, &[]).map_err(spi)?;
     let columns = Columns::find(&table)?;
     let mut targets = Vec::with_capacity(table.len());
@@ -69,7 +77,11 @@ fn read_targets(client: &pgrx::spi::SpiClient<'_>, query: &str) -> Result<Vec<Ta
             Some(ordinal) => row.get::<bool>(ordinal).map_err(spi)?.unwrap_or(false),
             None => true,
         };
-        targets.push(Target { company_id, company_name, has_credentials });
+        targets.push(Target {
+            company_id,
+            company_name,
+            has_credentials,
+        });
     }
     Ok(targets)
 }
@@ -83,29 +95,45 @@ struct Columns {
 
 impl Columns {
     fn find(table: &pgrx::spi::SpiTupleTable<'_>) -> Result<Columns, TargetsError> {
-        let spi = |e: pgrx::spi::Error| TargetsError::Unreadable { message: e.to_string() };
+        let spi = |e: pgrx::spi::Error| TargetsError::Unreadable {
+            message: e.to_string(),
+        };
         let count = table.columns().map_err(spi)?;
         let mut found = (None, None, None);
         for ordinal in 1..=count {
             let name = table.column_name(ordinal).map_err(spi)?;
             let type_oid = table.column_type_oid(ordinal).map_err(spi)?.value();
-            let (slot, expected, accepted): (&mut Option<usize>, &str, &[pg_sys::Oid]) = match name.as_str() {
-                "company_id" => (&mut found.0, "uuid", &[pg_sys::UUIDOID]),
-                "company_name" => (&mut found.1, "text", &[pg_sys::TEXTOID, pg_sys::VARCHAROID, pg_sys::NAMEOID]),
-                "has_credentials" => (&mut found.2, "boolean", &[pg_sys::BOOLOID]),
-                _ => continue,
-            };
+            let (slot, expected, accepted): (&mut Option<usize>, &str, &[pg_sys::Oid]) =
+                match name.as_str() {
+                    "company_id" => (&mut found.0, "uuid", &[pg_sys::UUIDOID]),
+                    "company_name" => (
+                        &mut found.1,
+                        "text",
+                        &[pg_sys::TEXTOID, pg_sys::VARCHAROID, pg_sys::NAMEOID],
+                    ),
+                    "has_credentials" => (&mut found.2, "boolean", &[pg_sys::BOOLOID]),
+                    _ => continue,
+                };
             if !accepted.contains(&type_oid) {
-                return Err(TargetsError::WrongColumnType { column: name, expected: expected.to_string() });
+                return Err(TargetsError::WrongColumnType {
+                    column: name,
+                    expected: expected.to_string(),
+                });
             }
             *slot = Some(ordinal);
         }
         match found {
-            (Some(company_id), Some(company_name), has_credentials) => {
-                Ok(Columns { company_id, company_name, has_credentials })
-            }
+            (Some(company_id), Some(company_name), has_credentials) => Ok(Columns {
+                company_id,
+                company_name,
+                has_credentials,
+            }),
             (company_id, _, _) => Err(TargetsError::MissingColumn {
-                column: if company_id.is_none() { "company_id" } else { "company_name" },
+                column: if company_id.is_none() {
+                    "company_id"
+                } else {
+                    "company_name"
+                },
             }),
         }
     }

@@ -47,9 +47,14 @@ pub extern "C-unwind" fn dex_collector_worker_main(_argument: pg_sys::Datum) {
     BackgroundWorker::connect_worker_to_spi(Some(&worker_database()), None);
     // SAFETY: a constant C string; pgstat copies it.
     unsafe { pg_sys::pgstat_report_appname(c"dex_collector worker".as_ptr()) };
-    log!("dex_collector worker started in database {}", worker_database());
+    log!(
+        "dex_collector worker started in database {}",
+        worker_database()
+    );
 
-    if let Ok(Ok(count)) = in_transaction("marking interrupted runs", history::mark_interrupted_runs) {
+    if let Ok(Ok(count)) =
+        in_transaction("marking interrupted runs", history::mark_interrupted_runs)
+    {
         if count > 0 {
             log!("dex_collector worker: marked {count} run(s) left running by a restart or crash as interrupted");
         }
@@ -130,7 +135,10 @@ fn shutdown_requested() -> bool {
 
 /// Runs `work` in a transaction of its own. A Postgres error inside is logged as a WARNING and
 /// its transaction aborted: `Err(())`, and the worker goes on.
-fn in_transaction<R>(what: &str, work: impl FnOnce() -> R + std::panic::UnwindSafe) -> Result<R, ()> {
+fn in_transaction<R>(
+    what: &str,
+    work: impl FnOnce() -> R + std::panic::UnwindSafe,
+) -> Result<R, ()> {
     // SAFETY: the worker is connected and outside any transaction whenever this is called.
     unsafe {
         pg_sys::SetCurrentStatementStartTimestamp();
@@ -142,7 +150,9 @@ fn in_transaction<R>(what: &str, work: impl FnOnce() -> R + std::panic::UnwindSa
             let message = match &caught {
                 pgrx::pg_sys::panic::CaughtError::PostgresError(report)
                 | pgrx::pg_sys::panic::CaughtError::ErrorReport(report)
-                | pgrx::pg_sys::panic::CaughtError::RustPanic { ereport: report, .. } => report.message().to_string(),
+                | pgrx::pg_sys::panic::CaughtError::RustPanic {
+                    ereport: report, ..
+                } => report.message().to_string(),
             };
             Err(message)
         })
@@ -187,17 +197,28 @@ fn collect(trigger: Trigger, queued: Option<i64>) -> bool {
     let summary = run::execute(&plan, run_id, started, &mut |result| {
         let result = result.clone();
         committed_ok &= matches!(
-            in_transaction("recording a result", move || history::record_results(run_id, std::slice::from_ref(&result))),
+            in_transaction("recording a result", move || history::record_results(
+                run_id,
+                std::slice::from_ref(&result)
+            )),
             Ok(Ok(()))
         );
     });
     let finished = in_transaction("finishing a run", || -> Result<(), CollectError> {
         match &summary {
             Ok(summary) => {
-                let not_yet_recorded: Vec<_> =
-                    summary.results.iter().filter(|r| r.status == ResultStatus::Skipped).cloned().collect();
+                let not_yet_recorded: Vec<_> = summary
+                    .results
+                    .iter()
+                    .filter(|r| r.status == ResultStatus::Skipped)
+                    .cloned()
+                    .collect();
                 history::record_results(run_id, &not_yet_recorded)?;
-                let status = if shutdown_requested() { RunStatus::Interrupted } else { summary.final_status() };
+                let status = if shutdown_requested() {
+                    RunStatus::Interrupted
+                } else {
+                    summary.final_status()
+                };
                 history::finish_run(summary, status)?;
             }
             Err(error) => history::fail_run(run_id, &error.to_string())?,
@@ -215,7 +236,10 @@ struct StartFailure {
 
 /// Takes the run lock (or records the run as skipped: `None`), creates or claims the run's row
 /// and resolves its plan.
-fn start_run(trigger: Trigger, queued: Option<i64>) -> Result<Option<(i64, run::Plan)>, StartFailure> {
+fn start_run(
+    trigger: Trigger,
+    queued: Option<i64>,
+) -> Result<Option<(i64, run::Plan)>, StartFailure> {
     let failed = |run_id: Option<i64>| move |error| StartFailure { run_id, error };
     if !lock::try_acquire(Holder::Session).map_err(failed(queued))? {
         let running = lock::running_run_id().map_err(failed(queued))?;
@@ -255,7 +279,9 @@ pub fn queue_run() -> Result<i64, CollectError> {
                   WHERE backend_type = '{WORKER_TYPE}' AND datname = current_database() LIMIT 1),
                 current_setting('shared_preload_libraries')"
     ))
-    .map_err(|e| CollectError::History { message: e.to_string() })?;
+    .map_err(|e| CollectError::History {
+        message: e.to_string(),
+    })?;
     match worker {
         (Some(pid), _) => {
             pgrx::register_xact_callback(pgrx::PgXactCallbackEvent::Commit, move || {
@@ -281,7 +307,9 @@ fn delete_old_history(retention: Duration) -> bool {
     let seconds = i64::try_from(retention.as_secs()).unwrap_or(i64::MAX);
     let mut deleted = 0;
     loop {
-        match in_transaction("deleting old history", || history::delete_old_runs(seconds, RETENTION_BATCH)) {
+        match in_transaction("deleting old history", || {
+            history::delete_old_runs(seconds, RETENTION_BATCH)
+        }) {
             Ok(Ok(0)) => break,
             Ok(Ok(count)) => deleted += count,
             Ok(Err(error)) => {
