@@ -229,7 +229,8 @@ async fn fetch_page(
             }
             _ => return answer,
         };
-        if Instant::now() + wait >= deadline {
+        // A Retry-After too far away (even past what an Instant can hold) ends the retries.
+        if Instant::now().checked_add(wait).is_none_or(|resume_at| resume_at >= deadline) {
             return answer;
         }
         tokio::time::sleep(wait).await;

@@ -97,7 +97,10 @@ pub extern "C-unwind" fn dex_collector_worker_main(_argument: pg_sys::Datum) {
         if let (Some(interval), Some(due)) = (settings.interval, next_interval_run) {
             if Instant::now() >= due && !shutdown_requested() {
                 ok &= collect(Trigger::Worker, None);
-                next_interval_run = Some(due.max(Instant::now() - interval) + interval);
+                // Missed slots (a run longer than the interval) are skipped, not run back to back.
+                let next = due + interval;
+                let now = Instant::now();
+                next_interval_run = Some(if next > now { next } else { now + interval });
             }
         }
         if let Some(retention) = settings.history_retention {
