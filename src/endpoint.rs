@@ -230,7 +230,10 @@ async fn fetch_page(
             _ => return answer,
         };
         // A Retry-After too far away (even past what an Instant can hold) ends the retries.
-        if Instant::now().checked_add(wait).is_none_or(|resume_at| resume_at >= deadline) {
+        if Instant::now()
+            .checked_add(wait)
+            .is_none_or(|resume_at| resume_at >= deadline)
+        {
             return answer;
         }
         tokio::time::sleep(wait).await;

@@ -3,6 +3,7 @@
 
 use std::fmt;
 
+use pgrx::pg_sys::panic::{CaughtError, ErrorReportWithLevel};
 use pgrx::prelude::*;
 
 /// The configuration cannot be used: raised before any request is sent.
@@ -150,5 +151,13 @@ impl CollectError {
         };
         report.report(PgLogLevel::ERROR);
         unreachable!("an ERROR report does not return")
+    }
+}
+
+/// The report inside any caught error: a Postgres ERROR, a Rust `ereport!`, or a panic.
+pub fn caught_report(caught: &CaughtError) -> &ErrorReportWithLevel {
+    match caught {
+        CaughtError::PostgresError(report) | CaughtError::ErrorReport(report) => report,
+        CaughtError::RustPanic { ereport, .. } => ereport,
     }
 }

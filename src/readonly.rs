@@ -8,6 +8,8 @@ use pgrx::pg_sys;
 use pgrx::pg_sys::panic::CaughtError;
 use pgrx::prelude::*;
 
+use crate::error::caught_report;
+
 /// Runs `work` read-only in a throw-away subtransaction. Values `work` returns must be owned by
 /// Rust (not pointers into Postgres memory): the subtransaction's memory is gone afterwards.
 /// A query cancel raised inside is re-raised: the user asked to stop, not to continue.
@@ -51,16 +53,12 @@ pub fn run<T>(work: impl FnOnce() -> T + UnwindSafe) -> Result<T, String> {
     }
     match outcome {
         Ok(value) => Ok(value),
-        Err(caught) => match *caught {
-            CaughtError::PostgresError(ref report) | CaughtError::ErrorReport(ref report)
-                if report.sql_error_code() == PgSqlErrorCode::ERRCODE_QUERY_CANCELED =>
-            {
+        Err(caught) => {
+            let report = caught_report(&caught);
+            if report.sql_error_code() == PgSqlErrorCode::ERRCODE_QUERY_CANCELED {
                 caught.rethrow()
             }
-            CaughtError::PostgresError(report) | CaughtError::ErrorReport(report) => {
-                Err(report.message().to_string())
-            }
-            CaughtError::RustPanic { ereport, .. } => Err(ereport.message().to_string()),
-        },
+            Err(report.message().to_string())
+        }
     }
 }

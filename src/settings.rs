@@ -348,11 +348,11 @@ unsafe fn set_check_message(message: &str) {
     }
 }
 
-#[pg_guard]
-unsafe extern "C-unwind" fn check_site_url(
+/// The shared body of the string check hooks: an empty value (unset) is accepted; otherwise
+/// `problem` says what is wrong with it, and that text becomes the error message.
+unsafe fn check_string(
     newval: *mut *mut c_char,
-    _extra: *mut *mut c_void,
-    _source: pg_sys::GucSource::Type,
+    problem: impl FnOnce(&str) -> Option<String>,
 ) -> bool {
     let value = match newval.as_ref().and_then(|ptr| ptr.as_ref()) {
         Some(ptr) => CStr::from_ptr(ptr).to_string_lossy().trim().to_string(),
@@ -361,13 +361,26 @@ unsafe extern "C-unwind" fn check_site_url(
     if value.is_empty() {
         return true;
     }
-    match validate_site_url(&value) {
-        Ok(()) => true,
-        Err(reason) => {
-            set_check_message(&format!("invalid dex_collector.site_url: {reason}"));
+    match problem(&value) {
+        None => true,
+        Some(message) => {
+            set_check_message(&message);
             false
         }
     }
+}
+
+#[pg_guard]
+unsafe extern "C-unwind" fn check_site_url(
+    newval: *mut *mut c_char,
+    _extra: *mut *mut c_void,
+    _source: pg_sys::GucSource::Type,
+) -> bool {
+    check_string(newval, |value| {
+        validate_site_url(value)
+            .err()
+            .map(|reason| format!("invalid dex_collector.site_url: {reason}"))
+    })
 }
 
 #[pg_guard]
@@ -376,18 +389,13 @@ unsafe extern "C-unwind" fn check_service_key(
     _extra: *mut *mut c_void,
     _source: pg_sys::GucSource::Type,
 ) -> bool {
-    let value = match newval.as_ref().and_then(|ptr| ptr.as_ref()) {
-        Some(ptr) => CStr::from_ptr(ptr).to_string_lossy().trim().to_string(),
-        None => return true,
-    };
-    if value.is_empty() || is_valid_header_value(&value) {
-        return true;
-    }
-    // Never echo the rejected value: it is a secret.
-    set_check_message(
-        "invalid dex_collector.service_key: it must be printable ASCII without spaces or control characters",
-    );
-    false
+    check_string(newval, |value| {
+        // Never echo the rejected value: it is a secret.
+        (!is_valid_header_value(value)).then(|| {
+            "invalid dex_collector.service_key: it must be printable ASCII without spaces or control characters"
+                .to_string()
+        })
+    })
 }
 
 #[cfg(test)]

@@ -13,7 +13,7 @@ use pgrx::bgworkers::{BackgroundWorker, BackgroundWorkerBuilder, SignalWakeFlags
 use pgrx::pg_sys;
 use pgrx::prelude::*;
 
-use crate::error::CollectError;
+use crate::error::{caught_report, CollectError};
 use crate::history::{self, Trigger};
 use crate::lock::{self, Holder};
 use crate::run::{self, Scope};
@@ -149,16 +149,7 @@ fn in_transaction<R>(
         pg_sys::PushActiveSnapshot(pg_sys::GetTransactionSnapshot());
     }
     let outcome = PgTryBuilder::new(|| Ok(work()))
-        .catch_others(|caught| {
-            let message = match &caught {
-                pgrx::pg_sys::panic::CaughtError::PostgresError(report)
-                | pgrx::pg_sys::panic::CaughtError::ErrorReport(report)
-                | pgrx::pg_sys::panic::CaughtError::RustPanic {
-                    ereport: report, ..
-                } => report.message().to_string(),
-            };
-            Err(message)
-        })
+        .catch_others(|caught| Err(caught_report(&caught).message().to_string()))
         .execute();
     match outcome {
         Ok(result) => {
