@@ -3,7 +3,8 @@
 # in the design's schema, a local stand-in for /api/dex/collect-bulk with a fixed latency, and
 # `SELECT dex_collect_all()` timed against the sequential baseline. Without arguments it runs the
 # whole suite (a few minutes); arguments go to dex-bench (`./scripts/bench.sh --help`).
-# `./scripts/bench.sh --dex-parse` times dex_parse() over a table of 100,000 stored DEX files instead.
+# `./scripts/bench.sh --dex-parse` times dex_parse() over a table of 100,000 stored DEX files instead;
+# `./scripts/bench.sh --dex-memory` measures a backend's peak memory for one dex_parse() call.
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 setup
 # wrk measures the stand-in's own ceiling, to show that it is not what limits the figures.
@@ -18,6 +19,8 @@ step "Running the benchmark"
 cd "$REPO_ROOT"
 if [ "${1:-}" = "--dex-parse" ]; then
     cargo run --quiet --release -p dex_collector_e2e --bin dex-parse-bench
+elif [ "${1:-}" = "--dex-memory" ]; then
+    cargo run --quiet --release -p dex_collector_e2e --bin dex-parse-bench -- --memory
 else
     cargo run --quiet --release -p dex_collector_e2e --bin dex-bench -- "$@"
 fi

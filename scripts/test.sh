@@ -6,7 +6,7 @@ setup
 cd "$REPO_ROOT"
 
 step "Unit tests (no PostgreSQL)"
-cargo test -p dex-parse
+cargo test -p dex-parse -p jsonb-binary
 
 step "#[pg_test] tests and the extension's unit tests in a pgrx-managed PostgreSQL"
 pgdata="$(mktemp -d -t dex_collector_pgrx.XXXXXX)"

@@ -8,25 +8,27 @@
 //! SELECT * FROM dex_segments(raw_content) WHERE segment = 'PA1';
 //! ```
 
-use std::ffi::CString;
-
+use pgrx::pg_sys;
+use pgrx::pg_sys::panic::ErrorReport;
 use pgrx::pgrx_sql_entity_graph::metadata::{
     ArgumentError, ReturnsError, ReturnsRef, SqlMappingRef, SqlTranslatable, TypeOrigin,
 };
 use pgrx::prelude::*;
-use pgrx::{pg_sys, JsonB};
 
-/// JSON text handed straight to `jsonb_in`: the parser writes the text itself, which is about
-/// three times faster than building a `serde_json::Value` that pgrx's `JsonB` then writes out.
-struct JsonbText(String);
+use crate::settings;
 
-impl IntoDatum for JsonbText {
+/// A finished `jsonb` datum (varlena header included), written by the `jsonb-binary` crate
+/// straight from the parsed DEX: no JSON text, no `jsonb_in` and its tree of the whole document.
+struct Jsonb(Vec<u8>);
+
+impl IntoDatum for Jsonb {
     fn into_datum(self) -> Option<pg_sys::Datum> {
-        // The parser's JSON escapes every control character, so the text holds no NUL.
-        let text = CString::new(self.0).ok()?;
-        // SAFETY: jsonb_in takes one C string argument and returns a jsonb datum.
+        // SAFETY: palloc returns a block of the requested size (or raises); the bytes copied in
+        // are a complete varlena whose header holds this length.
         unsafe {
-            pgrx::direct_function_call_as_datum(pg_sys::jsonb_in, &[Some(text.as_ptr().into())])
+            let datum = pg_sys::palloc(self.0.len()).cast::<u8>();
+            std::ptr::copy_nonoverlapping(self.0.as_ptr(), datum, self.0.len());
+            Some(pg_sys::Datum::from(datum))
         }
     }
 
@@ -35,8 +37,8 @@ impl IntoDatum for JsonbText {
     }
 }
 
-// SAFETY: returns the datum made above (or NULL when there is none), as pgrx does for JsonB.
-unsafe impl pgrx::callconv::BoxRet for JsonbText {
+// SAFETY: returns the datum made above, as pgrx does for JsonB.
+unsafe impl pgrx::callconv::BoxRet for Jsonb {
     unsafe fn box_into<'fcx>(
         self,
         fcinfo: &mut pgrx::callconv::FcInfo<'fcx>,
@@ -49,12 +51,31 @@ unsafe impl pgrx::callconv::BoxRet for JsonbText {
 }
 
 // SAFETY: the datum produced above is a jsonb, as this mapping declares.
-unsafe impl SqlTranslatable for JsonbText {
-    const TYPE_IDENT: &'static str = pgrx::pgrx_resolved_type!(JsonbText);
+unsafe impl SqlTranslatable for Jsonb {
+    const TYPE_IDENT: &'static str = pgrx::pgrx_resolved_type!(Jsonb);
     const TYPE_ORIGIN: TypeOrigin = TypeOrigin::External;
     const ARGUMENT_SQL: Result<SqlMappingRef, ArgumentError> = Ok(SqlMappingRef::literal("jsonb"));
     const RETURN_SQL: Result<ReturnsRef, ReturnsError> =
         Ok(ReturnsRef::One(SqlMappingRef::literal("jsonb")));
+}
+
+/// Refuses input longer than `dex_collector.dex_max_bytes` before any of it is read, with
+/// SQLSTATE 54000: every role may call these functions, and the parse and its output take
+/// many times the input in the backend's memory.
+fn check_size(len: usize) {
+    let limit = settings::dex_max_bytes();
+    if len > limit {
+        ErrorReport::new(
+            PgSqlErrorCode::ERRCODE_PROGRAM_LIMIT_EXCEEDED,
+            format!("DEX input of {len} bytes exceeds dex_collector.dex_max_bytes ({limit} bytes)"),
+            "dex_collector",
+        )
+        .set_hint(
+            "Real DEX files are a few kilobytes. To read larger input in this session: \
+             SET dex_collector.dex_max_bytes = '4MB' (the most it allows).",
+        )
+        .report(PgLogLevel::ERROR);
+    }
 }
 
 /// Raises `error` (text with no DEX in it at all) as SQLSTATE 22P02.
@@ -67,65 +88,92 @@ fn raise_not_dex(error: dex_parse::DexError) -> ! {
     );
 }
 
+/// Parses `raw` and writes what `write` picks of it as jsonb. The parse is dropped before the
+/// datum is copied into PostgreSQL's memory, so the two are never held together.
+fn parse_to_jsonb(
+    raw: &[u8],
+    write: impl FnOnce(&dex_parse::Dex<'_>) -> Result<Vec<u8>, jsonb_binary::Error>,
+) -> Jsonb {
+    check_size(raw.len());
+    let written = match dex_parse::parse(raw) {
+        Ok(dex) => write(&dex),
+        Err(error) => raise_not_dex(error),
+    };
+    match written {
+        Ok(bytes) => Jsonb(bytes),
+        Err(error) => raise_unwritable(error),
+    }
+}
+
+/// Raises a result jsonb cannot hold as 54000, anything else (never seen) as XX000.
+fn raise_unwritable(error: jsonb_binary::Error) -> ! {
+    let (code, message) = match error {
+        jsonb_binary::Error::TooLarge { .. } => (
+            PgSqlErrorCode::ERRCODE_PROGRAM_LIMIT_EXCEEDED,
+            format!("the parsed DEX is too large for jsonb: {error}"),
+        ),
+        jsonb_binary::Error::Unsupported(_) => (
+            PgSqlErrorCode::ERRCODE_INTERNAL_ERROR,
+            format!("the parsed DEX could not be written as jsonb: {error}"),
+        ),
+    };
+    ErrorReport::new(code, message, "dex_collector")
+        .set_hint("Lower dex_collector.dex_max_bytes: no real DEX file comes near this.")
+        .report(PgLogLevel::ERROR);
+    unreachable!("an ERROR report does not return")
+}
+
 /// The parsed DEX text as jsonb; the shape is documented in the crate's README.
 #[pg_extern(immutable, strict, parallel_safe, name = "dex_parse")]
-fn dex_parse_text(raw: &str) -> JsonbText {
-    match dex_parse::parse_json_string(raw) {
-        Ok(json) => JsonbText(json),
-        Err(error) => raise_not_dex(error),
-    }
+fn dex_parse_text(raw: &str) -> Jsonb {
+    parse_to_jsonb(raw.as_bytes(), |dex| jsonb_binary::to_jsonb(dex))
 }
 
 /// As `dex_parse(text)`, for raw bytes in any encoding: text elements are
 /// read as UTF-8 when valid, otherwise as Latin-1.
 #[pg_extern(immutable, strict, parallel_safe, name = "dex_parse")]
-fn dex_parse_bytea(raw: &[u8]) -> JsonbText {
-    match dex_parse::parse_json_string(raw) {
-        Ok(json) => JsonbText(json),
-        Err(error) => raise_not_dex(error),
-    }
+fn dex_parse_bytea(raw: &[u8]) -> Jsonb {
+    parse_to_jsonb(raw, |dex| jsonb_binary::to_jsonb(dex))
 }
 
 /// Only the `validation` part of `dex_parse()`.
 #[pg_extern(immutable, strict, parallel_safe)]
-fn dex_validate(raw: &str) -> JsonB {
-    match dex_parse::validate(raw) {
-        Ok(json) => JsonB(json),
-        Err(error) => raise_not_dex(error),
-    }
+fn dex_validate(raw: &str) -> Jsonb {
+    parse_to_jsonb(raw.as_bytes(), |dex| {
+        jsonb_binary::to_jsonb(&dex.validation())
+    })
 }
 
 /// Every non-blank line of any text as (line number, segment id, elements),
 /// exactly as written; `elements[1]` is the segment's element 01. It reads
-/// text that is not DEX too, to show what is wrong with it.
+/// text that is not DEX too, to show what is wrong with it. Rows are made one
+/// at a time as they are fetched.
 #[pg_extern(immutable, strict, parallel_safe)]
-fn dex_segments(
-    raw: &str,
+fn dex_segments<'a>(
+    raw: &'a str,
 ) -> TableIterator<
-    'static,
+    'a,
     (
         name!(line, i32),
         name!(segment, String),
         name!(elements, Vec<String>),
     ),
 > {
-    let rows: Vec<(i32, String, Vec<String>)> = dex_parse::segments(raw.as_bytes())
-        .map(|segment| {
-            let elements = segment
-                .elements
-                .iter()
-                .map(|e| dex_parse::decode_text(e).into_owned())
-                .collect();
-            // A text value holds at most 1 GB, so fewer lines than i32::MAX.
-            let line = i32::try_from(segment.line).unwrap_or(i32::MAX);
-            (
-                line,
-                dex_parse::decode_text(segment.id).into_owned(),
-                elements,
-            )
-        })
-        .collect();
-    TableIterator::new(rows)
+    check_size(raw.len());
+    TableIterator::new(dex_parse::segments(raw.as_bytes()).map(|segment| {
+        let elements = segment
+            .elements
+            .iter()
+            .map(|e| dex_parse::decode_text(e).into_owned())
+            .collect();
+        // A text value holds at most 1 GB, so fewer lines than i32::MAX.
+        let line = i32::try_from(segment.line).unwrap_or(i32::MAX);
+        (
+            line,
+            dex_parse::decode_text(segment.id).into_owned(),
+            elements,
+        )
+    }))
 }
 
 #[cfg(any(test, feature = "pg_test"))]
@@ -136,6 +184,156 @@ mod tests {
     /// LF only, G85 valid once CR LF is restored, VA1*586530*9612*586530*9592, 371 lines.
     const RHEVENDORS: &str =
         include_str!("../crates/dex-parse/tests/fixtures/mkrasselt1-rhevendors.eva_dts");
+
+    /// The seven real files of the parser's tests.
+    const SAMPLES: [&[u8]; 7] = [
+        include_bytes!("../crates/dex-parse/tests/fixtures/mdisibio-test.dex"),
+        include_bytes!("../crates/dex-parse/tests/fixtures/mdisibio-test2.dex"),
+        include_bytes!("../crates/dex-parse/tests/fixtures/tmdroid-dex3.dex"),
+        include_bytes!("../crates/dex-parse/tests/fixtures/mkrasselt1-animo.eva_dts"),
+        include_bytes!("../crates/dex-parse/tests/fixtures/mkrasselt1-animo2.eva_dts"),
+        include_bytes!("../crates/dex-parse/tests/fixtures/mkrasselt1-rhevendors.eva_dts"),
+        include_bytes!("../crates/dex-parse/tests/fixtures/mkrasselt1-sielaff.eva_dts"),
+    ];
+
+    /// What PostgreSQL's own `jsonb_in` stores for `json`, header included.
+    fn jsonb_in_bytes(json: &str) -> Vec<u8> {
+        let text = std::ffi::CString::new(json).expect("JSON text has no NUL");
+        // SAFETY: jsonb_in takes a C string and returns a jsonb varlena in the current context.
+        unsafe {
+            let datum = pgrx::direct_function_call_as_datum(
+                pgrx::pg_sys::jsonb_in,
+                &[Some(text.as_ptr().into())],
+            )
+            .expect("jsonb_in returns a datum");
+            let varlena = datum.cast_mut_ptr::<pgrx::pg_sys::varlena>();
+            let len = pgrx::varlena::varsize_any(varlena);
+            std::slice::from_raw_parts(varlena.cast::<u8>(), len).to_vec()
+        }
+    }
+
+    /// Fails unless the jsonb written without jsonb_in is byte for byte jsonb_in's.
+    fn assert_same_as_jsonb_in(what: &str, ours: Vec<u8>, json: &str) {
+        assert!(
+            ours == jsonb_in_bytes(json),
+            "{what}: jsonb differs from jsonb_in's for {json}"
+        );
+    }
+
+    #[pg_test]
+    fn the_jsonb_is_byte_for_byte_what_jsonb_in_makes_of_the_json_text() {
+        let damaged: [&[u8]; 4] = [
+            b"DXS\nDXS\nST\nZ*1*2\nPA1*1\nPA1\nPA2\n",
+            b"ST*001*0001\nPA1*1*150*CAF\xC9\r\nID4*6\nVA1*1\nSE*4*0001\n",
+            b"junk before\nDXS*X\nST*001*0001\nCA17*0*5*12\nEA1*EGS*240101*1200\nDXE*1*1\ntrailing\n",
+            b"ST*001*0001\nVA1*18446744073709551615*4294967295*99999999999999999999*x\nSE*2*0001\n",
+        ];
+        for raw in SAMPLES.iter().chain(damaged.iter()) {
+            let dex = dex_parse::parse(raw).expect("the samples are DEX");
+            let json = dex.to_json_string();
+            assert_same_as_jsonb_in("dex_parse", jsonb_binary::to_jsonb(&dex).unwrap(), &json);
+            let validation = serde_json::to_string(&dex.validation()).unwrap();
+            assert_same_as_jsonb_in(
+                "dex_validate",
+                jsonb_binary::to_jsonb(&dex.validation()).unwrap(),
+                &validation,
+            );
+        }
+        // Numbers, strings and nesting beyond what DEX output holds.
+        for json in [
+            r#"{"a": 0.05, "b": 1e-6, "c": 1e300, "d": -3, "e": 0, "f": -0.0, "g": 1234.0}"#,
+            r#"[1, "x", null, true, false, [], {}, [[["deep"]]], 18446744073709551615, 5865.3]"#,
+            r#"{"longer key": {"k": [0.1, 0.25, 100, 10000, 99999999, 123456789.123456789]}, "é": "ü\n\t\"q\""}"#,
+            r#""a lone string""#,
+            r#"42"#,
+        ] {
+            let value: serde_json::Value = serde_json::from_str(json).unwrap();
+            let text = serde_json::to_string(&value).unwrap();
+            assert_same_as_jsonb_in("value", jsonb_binary::to_jsonb(&value).unwrap(), &text);
+        }
+        let many: Vec<u64> = (0..1000).map(|n| n * 7919).collect();
+        assert_same_as_jsonb_in(
+            "array of 1000",
+            jsonb_binary::to_jsonb(&many).unwrap(),
+            &serde_json::to_string(&many).unwrap(),
+        );
+        let wide: std::collections::BTreeMap<String, u64> =
+            (0..100).map(|n| (format!("key{n}"), n)).collect();
+        assert_same_as_jsonb_in(
+            "object of 100",
+            jsonb_binary::to_jsonb(&wide).unwrap(),
+            &serde_json::to_string(&wide).unwrap(),
+        );
+    }
+
+    /// A DEX text of exactly `len` bytes (blank lines pad it).
+    fn dex_of_len(len: usize) -> String {
+        let mut text = String::from("ST*001*0001\nPA1*1*150*COFFEE\nPA2*3*450*3*450\nSE*4*0001\n");
+        while text.len() < len {
+            text.push('\n');
+        }
+        text
+    }
+
+    /// Runs `call` (a SELECT with $1) on `raw` and returns the SQLSTATE and message it raised.
+    fn error_of(call: &str, raw: &str) -> Option<(String, String)> {
+        Spi::get_two_with_args::<String, String>(
+            "SELECT * FROM dex_test_error_of($1, $2)",
+            &[call.into(), raw.into()],
+        )
+        .ok()
+        .and_then(|(state, message)| state.zip(message))
+    }
+
+    #[pg_test]
+    fn input_over_dex_max_bytes_gets_54000_from_every_function_and_set_raises_it() {
+        Spi::run(
+            "CREATE FUNCTION dex_test_error_of(call text, raw text, OUT state text, OUT message text)
+             LANGUAGE plpgsql AS $$
+             BEGIN
+                 EXECUTE call USING raw;
+             EXCEPTION WHEN OTHERS THEN
+                 GET STACKED DIAGNOSTICS state = RETURNED_SQLSTATE, message = MESSAGE_TEXT;
+             END $$",
+        )
+        .unwrap();
+        Spi::run("SET dex_collector.dex_max_bytes = '1kB'").unwrap();
+        let calls = [
+            "SELECT dex_parse($1)",
+            "SELECT dex_parse(convert_to($1, 'UTF8'))",
+            "SELECT dex_validate($1)",
+            "SELECT count(*) FROM dex_segments($1)",
+        ];
+        for call in calls {
+            assert_eq!(
+                error_of(call, &dex_of_len(1024)),
+                None,
+                "{call} at the limit"
+            );
+            let (state, message) = error_of(call, &dex_of_len(1025)).expect("refused");
+            assert_eq!(state, "54000", "{call}");
+            assert_eq!(
+                message,
+                "DEX input of 1025 bytes exceeds dex_collector.dex_max_bytes (1024 bytes)"
+            );
+        }
+        Spi::run("SET dex_collector.dex_max_bytes = '2kB'").unwrap();
+        for call in calls {
+            assert_eq!(error_of(call, &dex_of_len(1025)), None, "{call} after SET");
+        }
+        Spi::run("RESET dex_collector.dex_max_bytes").unwrap();
+        let default = Spi::get_one::<String>("SHOW dex_collector.dex_max_bytes").unwrap();
+        assert_eq!(default.as_deref(), Some("1MB"));
+        Spi::run(
+            "DO $$
+             BEGIN
+                 SET dex_collector.dex_max_bytes = '5MB';
+                 RAISE EXCEPTION 'dex_collector.dex_max_bytes accepted more than 4MB';
+             EXCEPTION WHEN invalid_parameter_value THEN NULL;
+             END $$",
+        )
+        .unwrap();
+    }
 
     #[pg_test]
     fn dex_parse_reads_a_real_file() {

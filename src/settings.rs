@@ -34,6 +34,11 @@ static WORKER_DATABASE: GucSetting<Option<CString>> =
     GucSetting::<Option<CString>>::new(Some(c"postgres"));
 static WORKER_INTERVAL_S: GucSetting<i32> = GucSetting::<i32>::new(0);
 static HISTORY_RETENTION_S: GucSetting<i32> = GucSetting::<i32>::new(14 * 24 * 3600);
+static DEX_MAX_BYTES: GucSetting<i32> = GucSetting::<i32>::new(1024 * 1024);
+/// The highest `dex_collector.dex_max_bytes`: the worst input this long (lines that each add a
+/// record, the most output per byte, about 35 bytes of jsonb each) still fits in jsonb's
+/// 255 MB, and its parse stays within about 0.5 GB of the backend's memory.
+const DEX_MAX_BYTES_LIMIT: i32 = 4 * 1024 * 1024;
 
 /// Vault secret names read when the matching setting is unset.
 pub const VAULT_SITE_URL: &str = "dex_collector_site_url";
@@ -178,6 +183,16 @@ pub fn define() {
         GucFlags::default(),
     );
     GucRegistry::define_int_guc(
+        c"dex_collector.dex_max_bytes",
+        c"Largest input dex_parse(), dex_validate() and dex_segments() accept; larger input is refused unread.",
+        c"Protects the backend's memory: dex_parse() takes about 20 times its input at peak. At most 4MB.",
+        &DEX_MAX_BYTES,
+        1,
+        DEX_MAX_BYTES_LIMIT,
+        GucContext::Userset,
+        GucFlags::UNIT_BYTE,
+    );
+    GucRegistry::define_int_guc(
         c"dex_collector.max_response_bytes",
         c"Largest answer body read from the endpoint; a larger one is abandoned.",
         c"",
@@ -187,6 +202,11 @@ pub fn define() {
         GucContext::Suset,
         GucFlags::UNIT_BYTE,
     );
+}
+
+/// `dex_collector.dex_max_bytes`: the largest DEX input the DEX functions read.
+pub fn dex_max_bytes() -> usize {
+    usize::try_from(DEX_MAX_BYTES.get()).unwrap_or(0)
 }
 
 /// The worker's settings, read anew at each turn of its loop (they change on SIGHUP).

@@ -36,7 +36,8 @@ impl Serialize for Money {
 }
 
 struct CellOut<'c> {
-    cell: &'c Cell<'c>,
+    cell: &'c Cell,
+    input: &'c [u8],
     kind: Kind,
     decimal_places: u32,
 }
@@ -51,7 +52,7 @@ impl Serialize for CellOut<'_> {
             }
             .serialize(serializer),
             Cell::Number(n) => serializer.serialize_u64(n),
-            Cell::Text(text) => Text(text).serialize(serializer),
+            Cell::Text(text) => Text(text.get(self.input)).serialize(serializer),
             Cell::Date(date) => serializer.serialize_str(&date.iso()),
             Cell::Time(time) => serializer.serialize_str(&time.iso()),
         }
@@ -79,7 +80,7 @@ fn fields<M: SerializeMap>(
     map: &mut M,
     layout: &Layout,
     first_field: usize,
-    record: Option<&Record<'_>>,
+    record: Option<&Record>,
     file: &DexFile<'_>,
     extra_key: &str,
 ) -> Result<(), M::Error> {
@@ -92,6 +93,7 @@ fn fields<M: SerializeMap>(
                 name,
                 &CellOut {
                     cell,
+                    input: file.input,
                     kind: *kind,
                     decimal_places,
                 },
@@ -102,7 +104,7 @@ fn fields<M: SerializeMap>(
         map.serialize_entry(
             extra_key,
             &Elements {
-                line: record.extra_line,
+                line: record.extra_line.get(file.input),
                 skip: layout.fields.len(),
             },
         )?;
@@ -112,7 +114,7 @@ fn fields<M: SerializeMap>(
 
 /// A record as an object, or null.
 struct RecordOut<'r> {
-    record: Option<&'r Record<'r>>,
+    record: Option<&'r Record>,
     file: &'r DexFile<'r>,
 }
 
@@ -134,7 +136,7 @@ impl Serialize for RecordOut<'_> {
     }
 }
 
-fn record<'r>(record: &'r Option<Record<'r>>, file: &'r DexFile<'r>) -> RecordOut<'r> {
+fn record<'r>(record: &'r Option<Record>, file: &'r DexFile<'r>) -> RecordOut<'r> {
     RecordOut {
         record: record.as_ref(),
         file,
@@ -142,7 +144,7 @@ fn record<'r>(record: &'r Option<Record<'r>>, file: &'r DexFile<'r>) -> RecordOu
 }
 
 struct RecordsOut<'r> {
-    records: &'r [Record<'r>],
+    records: &'r [Record],
     file: &'r DexFile<'r>,
 }
 
@@ -156,7 +158,7 @@ impl Serialize for RecordsOut<'_> {
     }
 }
 
-fn records<'r>(records: &'r [Record<'r>], file: &'r DexFile<'r>) -> RecordsOut<'r> {
+fn records<'r>(records: &'r [Record], file: &'r DexFile<'r>) -> RecordsOut<'r> {
     RecordsOut { records, file }
 }
 

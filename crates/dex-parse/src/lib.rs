@@ -25,6 +25,8 @@ pub enum DexError {
     /// No DXS, ST or EVA-DTS data segment in any of the input's `lines`
     /// non-blank lines.
     NotDex { lines: usize },
+    /// The input is longer than 1 GiB, the most a PostgreSQL value holds.
+    TooLong { bytes: usize },
 }
 
 impl fmt::Display for DexError {
@@ -34,6 +36,11 @@ impl fmt::Display for DexError {
             DexError::NotDex { lines } => write!(
                 f,
                 "not a DEX file: none of its {lines} non-blank line(s) is a DXS, ST or EVA-DTS data segment"
+            ),
+            DexError::TooLong { bytes } => write!(
+                f,
+                "the input is {bytes} bytes; at most {} are read",
+                parser::MAX_INPUT_BYTES
             ),
         }
     }
@@ -77,7 +84,19 @@ impl Dex<'_> {
     /// Only the `validation` objects (the first file's at the top level),
     /// with `additional_files` and `outside_lines` as in [`Dex::to_json`].
     pub fn validation_json(&self) -> Value {
-        to_value(&json::ValidationDocumentOut(&self.parsed))
+        to_value(&self.validation())
+    }
+
+    /// [`Dex::validation_json`] for any serde serializer.
+    pub fn validation(&self) -> impl serde::Serialize + '_ {
+        json::ValidationDocumentOut(&self.parsed)
+    }
+}
+
+/// The whole result for any serde serializer: the same as [`Dex::to_json`].
+impl serde::Serialize for Dex<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        json::DocumentOut(&self.parsed).serialize(serializer)
     }
 }
 

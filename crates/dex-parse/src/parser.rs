@@ -15,25 +15,62 @@ const MAX_LINE_WARNINGS: usize = 100;
 const MAX_OUTSIDE_LINES: usize = 100;
 /// Files read from one text. Each file costs some output even when empty,
 /// so this bounds what a text of nothing but `DXS` lines can blow up to.
-const MAX_FILES: usize = 100_000;
+const MAX_FILES: usize = 10_000;
 /// Decimal places assumed when ID401 is absent, as EVA-DTS specifies.
 const DEFAULT_DECIMAL_PLACES: u32 = 2;
 /// Larger ID401 values are taken as corrupt rather than applied.
 const MAX_DECIMAL_PLACES: u32 = 6;
 
-/// One element read through its layout. Text borrows from the input and
-/// is decoded only on output.
+/// The most input read: what a PostgreSQL `text` or `bytea` can hold. It
+/// keeps every offset, line number and cell index within 32 bits.
+pub(crate) const MAX_INPUT_BYTES: usize = 1 << 30;
+
+/// Where a piece of the input is, in half the size of a slice: the parsed
+/// form holds one per text cell, and it is most of the memory a parse takes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Span {
+    start: u32,
+    len: u32,
+}
+
+impl Span {
+    /// The span of `part`, a slice of `input` (or empty).
+    pub(crate) fn of(input: &[u8], part: &[u8]) -> Span {
+        if part.is_empty() {
+            return Span::default();
+        }
+        let start = part.as_ptr().addr().wrapping_sub(input.as_ptr().addr());
+        Span {
+            start: start as u32,
+            len: part.len() as u32,
+        }
+    }
+
+    pub(crate) fn get(self, input: &[u8]) -> &[u8] {
+        let start = self.start as usize;
+        input
+            .get(start..start + self.len as usize)
+            .unwrap_or_default()
+    }
+
+    pub(crate) fn is_empty(self) -> bool {
+        self.len == 0
+    }
+}
+
+/// One element read through its layout: 16 bytes, text as a [`Span`] of
+/// the input, decoded only on output.
 #[derive(Clone, Copy, Debug, Default)]
-pub(crate) enum Cell<'a> {
+pub(crate) enum Cell {
     #[default]
     Null,
     Number(u64),
-    Text(&'a [u8]),
+    Text(Span),
     Date(Date),
     Time(Time),
 }
 
-impl Cell<'_> {
+impl Cell {
     fn number(&self) -> Option<u64> {
         match self {
             Cell::Number(n) => Some(*n),
@@ -45,25 +82,26 @@ impl Cell<'_> {
 /// A segment read through its [`Layout`]. Its cells live in the file's
 /// [`DexFile::cells`], which keeps records small and cheap to move.
 #[derive(Debug)]
-pub(crate) struct Record<'a> {
+pub(crate) struct Record {
     pub layout: &'static Layout,
-    pub line: usize,
+    pub line: u32,
     /// Index of the record's first cell; it has one per field of the layout.
-    pub first_cell: usize,
+    pub first_cell: u32,
     /// The whole line when it has non-empty elements after the named ones
     /// (output as `extra_elements`); empty otherwise.
-    pub extra_line: &'a [u8],
+    pub extra_line: Span,
 }
 
-impl<'a> Record<'a> {
+impl Record {
     /// The record's cells, one per field of its layout.
-    pub(crate) fn cells<'c>(&self, arena: &'c [Cell<'a>]) -> &'c [Cell<'a>] {
+    pub(crate) fn cells<'c>(&self, arena: &'c [Cell]) -> &'c [Cell] {
+        let first = self.first_cell as usize;
         arena
-            .get(self.first_cell..self.first_cell + self.layout.fields.len())
+            .get(first..first + self.layout.fields.len())
             .unwrap_or_default()
     }
 
-    pub(crate) fn cell(&self, arena: &[Cell<'a>], name: &str) -> Cell<'a> {
+    pub(crate) fn cell(&self, arena: &[Cell], name: &str) -> Cell {
         let index = self
             .layout
             .fields
@@ -85,12 +123,12 @@ pub(crate) struct RawSegment<'a> {
 #[derive(Debug, Default)]
 pub(crate) struct Product<'a> {
     pub line: usize,
-    pub pa1: Option<Record<'a>>,
-    pub pa2: Option<Record<'a>>,
-    pub pa3: Option<Record<'a>>,
-    pub pa4: Option<Record<'a>>,
-    pub pa5: Option<Record<'a>>,
-    pub by_payment_device: Vec<Record<'a>>,
+    pub pa1: Option<Record>,
+    pub pa2: Option<Record>,
+    pub pa3: Option<Record>,
+    pub pa4: Option<Record>,
+    pub pa5: Option<Record>,
+    pub by_payment_device: Vec<Record>,
     pub other: Vec<RawSegment<'a>>,
 }
 
@@ -143,39 +181,41 @@ impl Validation {
 /// One DXS…DXE block (or what is left of one).
 #[derive(Debug, Default)]
 pub(crate) struct DexFile<'a> {
+    /// The text the file's spans point into (the input without its byte order mark).
+    pub input: &'a [u8],
     /// The cells of all records, in the order read.
-    pub cells: Vec<Cell<'a>>,
+    pub cells: Vec<Cell>,
     pub first_line: usize,
     pub last_line: usize,
-    pub dxs: Option<Record<'a>>,
-    pub st: Option<Record<'a>>,
-    pub se: Option<Record<'a>>,
-    pub dxe: Option<Record<'a>>,
-    pub id1: Option<Record<'a>>,
-    pub id4: Option<Record<'a>>,
-    pub id5: Option<Record<'a>>,
-    pub cb1: Option<Record<'a>>,
-    pub va1: Option<Record<'a>>,
-    pub va2: Option<Record<'a>>,
-    pub va3: Option<Record<'a>>,
-    pub ca2: Option<Record<'a>>,
-    pub da2: Option<Record<'a>>,
-    pub db2: Option<Record<'a>>,
-    pub ta2: Option<Record<'a>>,
-    pub ca1: Option<Record<'a>>,
-    pub ba1: Option<Record<'a>>,
-    pub da1: Option<Record<'a>>,
-    pub db1: Option<Record<'a>>,
-    pub ca3: Option<Record<'a>>,
-    pub ca4: Option<Record<'a>>,
-    pub ca10: Option<Record<'a>>,
-    pub tube_contents: Vec<Record<'a>>,
-    pub tubes: Vec<Record<'a>>,
+    pub dxs: Option<Record>,
+    pub st: Option<Record>,
+    pub se: Option<Record>,
+    pub dxe: Option<Record>,
+    pub id1: Option<Record>,
+    pub id4: Option<Record>,
+    pub id5: Option<Record>,
+    pub cb1: Option<Record>,
+    pub va1: Option<Record>,
+    pub va2: Option<Record>,
+    pub va3: Option<Record>,
+    pub ca2: Option<Record>,
+    pub da2: Option<Record>,
+    pub db2: Option<Record>,
+    pub ta2: Option<Record>,
+    pub ca1: Option<Record>,
+    pub ba1: Option<Record>,
+    pub da1: Option<Record>,
+    pub db1: Option<Record>,
+    pub ca3: Option<Record>,
+    pub ca4: Option<Record>,
+    pub ca10: Option<Record>,
+    pub tube_contents: Vec<Record>,
+    pub tubes: Vec<Record>,
     pub products: Vec<Product<'a>>,
-    pub events: Vec<Record<'a>>,
-    pub event_counters: Vec<Record<'a>>,
-    pub ea3: Option<Record<'a>>,
-    pub ea7: Option<Record<'a>>,
+    pub events: Vec<Record>,
+    pub event_counters: Vec<Record>,
+    pub ea3: Option<Record>,
+    pub ea7: Option<Record>,
     pub other: Vec<RawSegment<'a>>,
     pub decimal_places: u32,
     /// Filled in when the file is complete.
@@ -194,6 +234,9 @@ pub(crate) struct Parsed<'a> {
 }
 
 pub(crate) fn parse_bytes(raw: &[u8]) -> Result<Parsed<'_>, DexError> {
+    if raw.len() > MAX_INPUT_BYTES {
+        return Err(DexError::TooLong { bytes: raw.len() });
+    }
     let bytes = strip_bom(raw);
     let mut parsed = Parsed {
         input_len: raw.len(),
@@ -319,6 +362,7 @@ impl<'a> FileBuilder<'a> {
             start: line.start,
             end: line.start,
             file: DexFile {
+                input: bytes,
                 first_line: line.number,
                 ..DexFile::default()
             },
@@ -455,8 +499,9 @@ impl<'a> FileBuilder<'a> {
         layout: &'static Layout,
         line: &Line<'a>,
         elements: &[&'a [u8]],
-    ) -> Record<'a> {
-        let first_cell = self.file.cells.len();
+    ) -> Record {
+        // The input is at most MAX_INPUT_BYTES, so cell indexes and line numbers fit 32 bits.
+        let first_cell = self.file.cells.len() as u32;
         for (index, (_, kind)) in layout.fields.iter().enumerate() {
             let raw = elements.get(index).copied().unwrap_or_default();
             let cell = self.cell(*kind, raw, layout, index, line.number);
@@ -464,13 +509,13 @@ impl<'a> FileBuilder<'a> {
         }
         let rest = elements.get(layout.fields.len()..).unwrap_or_default();
         let extra_line = if rest.iter().any(|e| !e.trim_ascii().is_empty()) {
-            line.content
+            Span::of(self.bytes, line.content)
         } else {
-            &[]
+            Span::default()
         };
         Record {
             layout,
-            line: line.number,
+            line: line.number as u32,
             first_cell,
             extra_line,
         }
@@ -483,12 +528,12 @@ impl<'a> FileBuilder<'a> {
         layout: &Layout,
         index: usize,
         line: usize,
-    ) -> Cell<'a> {
+    ) -> Cell {
         let element = || format!("line {line}: {}{:02}", layout.id, index + 1);
         let trimmed = raw.trim_ascii();
         match kind {
             Kind::Text if trimmed.is_empty() => Cell::Null,
-            Kind::Text => Cell::Text(trimmed),
+            Kind::Text => Cell::Text(Span::of(self.bytes, trimmed)),
             Kind::Count | Kind::Money => match parse_number(raw) {
                 Number::Value(n) => Cell::Number(n),
                 Number::Absent => Cell::Null,
@@ -541,7 +586,7 @@ impl<'a> FileBuilder<'a> {
         line: &Line<'a>,
         elements: &[&'a [u8]],
         layout: &'static Layout,
-        slot: for<'f> fn(&'f mut DexFile<'a>) -> &'f mut Option<Record<'a>>,
+        slot: for<'f> fn(&'f mut DexFile<'a>) -> &'f mut Option<Record>,
     ) {
         if let Some(first) = slot(&mut self.file) {
             let message = format!(
@@ -558,7 +603,7 @@ impl<'a> FileBuilder<'a> {
     fn start_product(&mut self, line: &Line<'a>, elements: &[&'a [u8]]) {
         let record = self.record(&layout::PA1, line, elements);
         let selection = match record.cell(&self.file.cells, "selection") {
-            Cell::Text(selection) => Some(selection),
+            Cell::Text(selection) => Some(selection.get(self.bytes)),
             _ => None,
         };
         if let Some((selection, &index)) =
@@ -610,7 +655,7 @@ impl<'a> FileBuilder<'a> {
         line: &Line<'a>,
         elements: &[&'a [u8]],
         layout: &'static Layout,
-        slot: for<'f> fn(&'f mut Product<'a>) -> &'f mut Option<Record<'a>>,
+        slot: for<'f> fn(&'f mut Product<'a>) -> &'f mut Option<Record>,
     ) {
         let index = self.product_for(line, layout.id.as_bytes());
         if let Some(first) = slot(&mut self.file.products[index]) {

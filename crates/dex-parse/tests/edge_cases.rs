@@ -290,9 +290,14 @@ fn segments_view_is_raw_and_numbered() {
 
 #[test]
 fn files_per_text_are_bounded() {
-    let text = "DXS*X*VA*V1/1*1\n".repeat(100_001);
+    let text = "DXS*X*VA*V1/1*1\n".repeat(10_001);
     let dex = dex_parse::parse(&text).expect("DEX");
-    assert_eq!(dex.file_count(), 100_000);
+    assert_eq!(dex.file_count(), 10_000);
+    let json = dex.to_json();
+    assert_eq!(
+        json["validation"]["warnings"][1],
+        "more than 10000 DEX files: the text from line 10001 on was not read"
+    );
 }
 
 #[test]

@@ -1,6 +1,7 @@
 //! Every SQL example of the README runs as written, in order, through psql: with the stand-in's
 //! URL and key in place of the placeholders, and `postgres` (the database the README names)
-//! mapped to the test database.
+//! mapped to the test database. A block that shows an error in a `-- ERROR:  ...` comment must
+//! fail with that message.
 
 use dex_collector_e2e::cluster::{ClusterOptions, TestCluster};
 use dex_collector_e2e::deployment::{sample, SAMPLE_SCHEMA};
@@ -63,8 +64,19 @@ fn every_sql_example_in_the_readme_runs_as_written() {
             )
             .replace("'your-service-key'", &format!("'{DEFAULT_SERVICE_KEY}'"))
             .replace("DATABASE postgres", "DATABASE dex");
-        if let Err(error) = cluster.psql(&runnable) {
-            panic!("README example failed:\n{block}\n{error}");
+        let expected_error = block
+            .lines()
+            .find_map(|line| line.strip_prefix("-- ERROR:  "));
+        match (cluster.psql(&runnable), expected_error) {
+            (Ok(_), None) => {}
+            (Err(error), None) => panic!("README example failed:\n{block}\n{error}"),
+            (Ok(output), Some(expected)) => {
+                panic!("README example did not fail with {expected:?}:\n{block}\n{output}")
+            }
+            (Err(error), Some(expected)) => assert!(
+                error.to_string().contains(&format!("ERROR:  {expected}")),
+                "README example failed otherwise than it says:\n{block}\n{error}"
+            ),
         }
     }
 

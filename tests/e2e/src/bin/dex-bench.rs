@@ -13,6 +13,7 @@ use std::fmt::Write as _;
 use std::process::{Command, ExitCode};
 use std::time::{Duration, Instant};
 
+use dex_collector_e2e::backend_memory::BackendMemory;
 use dex_collector_e2e::deployment::{Deployment, DeploymentOptions};
 use dex_collector_e2e::stand_in::{StandInConfig, COLLECT_PATH, DEFAULT_SERVICE_KEY};
 use dex_collector_e2e::synthetic;
@@ -397,35 +398,8 @@ impl Session {
 
     /// The backend's memory, from `/proc/<pid>/status`.
     fn memory(&self) -> BenchResult<BackendMemory> {
-        let path = format!("/proc/{}/status", self.backend_pid);
-        let status =
-            std::fs::read_to_string(&path).map_err(|e| format!("cannot read {path}: {e}"))?;
-        let field = |name: &str| -> BenchResult<u64> {
-            status
-                .lines()
-                .find_map(|line| line.strip_prefix(name)?.strip_prefix(':'))
-                .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
-                .ok_or_else(|| format!("{path} has no {name}").into())
-        };
-        Ok(BackendMemory {
-            rss_kb: field("VmRSS")?,
-            private_kb: field("RssAnon")?,
-            shared_kb: field("RssShmem")?,
-            peak_kb: field("VmHWM")?,
-        })
+        BackendMemory::of(self.backend_pid)
     }
-}
-
-#[derive(Clone, Copy, Debug)]
-struct BackendMemory {
-    /// VmRSS: the resident set, private and shared pages alike.
-    rss_kb: u64,
-    /// RssAnon: the backend's own memory (heap, stacks).
-    private_kb: u64,
-    /// RssShmem: the pages of PostgreSQL's shared memory (shared buffers) this backend touched.
-    shared_kb: u64,
-    /// VmHWM: the resident set's high-water mark.
-    peak_kb: u64,
 }
 
 struct Measured {

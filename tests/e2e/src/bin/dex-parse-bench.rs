@@ -2,12 +2,17 @@
 //! throwaway cluster with the extension, the real sample files repeated into `dex_captures`,
 //! then `dex_parse()`, `dex_validate()` and the `UPDATE ... SET structured_data = dex_parse(...)`
 //! of the README, each timed by the client. Run it through `scripts/bench.sh --dex-parse`.
+//!
+//! With `--memory` (`scripts/bench.sh --dex-memory`): the backend's peak resident memory for one
+//! `dex_parse()` call, against the input's size and shape, each call in a new session.
 
 use std::error::Error;
 use std::process::ExitCode;
 use std::time::Instant;
 
+use dex_collector_e2e::backend_memory::BackendMemory;
 use dex_collector_e2e::deployment::{Deployment, DeploymentOptions};
+use dex_collector_e2e::synthetic_dex::{dex_text, DexShape};
 
 /// The seven real files the parser's tests use (MIT; licences beside them).
 const SAMPLES: [&[u8]; 7] = [
@@ -23,7 +28,12 @@ const ROWS: i64 = 100_000;
 const RUNS: usize = 3;
 
 fn main() -> ExitCode {
-    match bench() {
+    let result = if std::env::args().nth(1).as_deref() == Some("--memory") {
+        memory()
+    } else {
+        bench()
+    };
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             let detail = error
@@ -81,6 +91,47 @@ fn bench() -> Result<(), Box<dyn Error>> {
             ROWS as f64 / best,
             bytes as f64 / 1e6 / best
         );
+    }
+    Ok(())
+}
+
+/// Input sizes measured: a real file's, then up to the default and the highest limit.
+const MEMORY_SIZES: [usize; 5] = [8 << 10, 64 << 10, 256 << 10, 1 << 20, 4 << 20];
+
+fn memory() -> Result<(), Box<dyn Error>> {
+    let deployment = Deployment::start(DeploymentOptions {
+        sample_schema: false,
+        ..DeploymentOptions::default()
+    })?;
+    println!("One dex_parse() call per new session; peak = the backend's VmHWM after the call minus before it.\n");
+    println!("| input | DEX | jsonb | jsonb / DEX | peak growth | peak / DEX |\n|---|---:|---:|---:|---:|---:|");
+    for shape in DexShape::ALL {
+        for len in MEMORY_SIZES {
+            if shape != DexShape::Products && len < (1 << 20) {
+                continue;
+            }
+            let text = dex_text(shape, len);
+            let mut client = deployment.client();
+            client.batch_execute(
+                "SET dex_collector.dex_max_bytes = '4MB'; SELECT dex_parse('ST*001*0001'::text)",
+            )?;
+            let before = BackendMemory::of_session(&mut client)?;
+            let jsonb: i32 = client
+                .query_one("SELECT pg_column_size(dex_parse($1::text))", &[&text])?
+                .get(0);
+            let after = BackendMemory::of_session(&mut client)?;
+            let growth = (after.peak_kb.saturating_sub(before.peak_kb) * 1024) as f64;
+            let mb = |bytes: f64| bytes / 1e6;
+            println!(
+                "| {} | {:.3} MB | {:.1} MB | {:.1} | {:.1} MB | {:.1} |",
+                shape.name(),
+                mb(text.len() as f64),
+                mb(f64::from(jsonb)),
+                f64::from(jsonb) / text.len() as f64,
+                mb(growth),
+                growth / text.len() as f64
+            );
+        }
     }
     Ok(())
 }
