@@ -4,7 +4,9 @@
 # `SELECT dex_collect_all()` timed against the sequential baseline. Without arguments it runs the
 # whole suite (a few minutes); arguments go to dex-bench (`./scripts/bench.sh --help`).
 # `./scripts/bench.sh --dex-parse` times dex_parse() over a table of 100,000 stored DEX files instead;
-# `./scripts/bench.sh --dex-memory` measures a backend's peak memory for one dex_parse() call.
+# `./scripts/bench.sh --dex-memory` measures a backend's peak memory for one dex_parse() call;
+# `./scripts/bench.sh --fairness` runs 1,000 companies with heavy-tailed endpoint times under the
+# run deadline until each has been collected.
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 setup
 # wrk measures the stand-in's own ceiling, to show that it is not what limits the figures.
@@ -19,6 +21,8 @@ step "Running the benchmark"
 cd "$REPO_ROOT"
 if [ "${1:-}" = "--dex-parse" ]; then
     cargo run --quiet --release -p dex_collector_e2e --bin dex-parse-bench
+elif [ "${1:-}" = "--fairness" ]; then
+    cargo run --quiet --release -p dex_collector_e2e --bin dex-fairness-bench
 elif [ "${1:-}" = "--dex-memory" ]; then
     cargo run --quiet --release -p dex_collector_e2e --bin dex-parse-bench -- --memory
 else

@@ -62,6 +62,16 @@ install_extension() {
     local sudo_flag=()
     [ "$(id -u)" -eq 0 ] || sudo_flag=(--sudo)
     (cd "$REPO_ROOT" && cargo pgrx install --pg-config "${PG_CONFIG}" "${sudo_flag[@]}" "${profile_flag[@]}")
+    # cargo pgrx installs the current version's script and the upgrade scripts; the released
+    # install scripts too, so that an old version can be created and upgraded (the upgrade test).
+    local extension_dir
+    extension_dir="$("${PG_CONFIG}" --sharedir)/extension"
+    for released in "$REPO_ROOT"/sql/dex_collector--[0-9]*.[0-9]*.[0-9]*.sql; do
+        case "$(basename "$released")" in
+            *--*--*) ;;
+            *) as_root install -m 0644 "$released" "$extension_dir/" ;;
+        esac
+    done
 }
 
 setup() {

@@ -1,7 +1,7 @@
 -- Monitoring views, pg_cron helpers, and a word at CREATE EXTENSION when the worker is off.
 
--- Per company: the latest attempt, the latest success, the latest error, and how many attempts
--- have failed since the last success.
+-- Per company: the latest attempt, the latest success, the latest error, how many attempts have
+-- failed since the last success, and how long ago that success was (NULL: never).
 CREATE VIEW dex_collector.company_status AS
 SELECT s.company_id,
        s.company_name,
@@ -11,7 +11,8 @@ SELECT s.company_id,
        s.last_error,
        (SELECT count(*) FROM dex_collector.run_results f
          WHERE f.company_id = s.company_id AND f.status = 'failed'
-           AND f.run_id > coalesce(s.last_success_run_id, 0)) AS consecutive_failures
+           AND f.run_id > coalesce(s.last_success_run_id, 0)) AS consecutive_failures,
+       date_trunc('second', now() - s.last_success_at) AS since_last_success
   FROM (SELECT company_id,
                (array_agg(company_name ORDER BY run_id DESC))[1] AS company_name,
                max(recorded_at) AS last_attempt_at,
@@ -22,7 +23,7 @@ SELECT s.company_id,
           FROM dex_collector.run_results
          GROUP BY company_id) AS s;
 COMMENT ON VIEW dex_collector.company_status IS
-    'dex_collector: per company, last attempt, last success, last error, consecutive failures';
+    'dex_collector: per company, last attempt, last success, last error, consecutive failures, time since last success';
 
 -- Recent runs with their counts and durations, newest first.
 CREATE VIEW dex_collector.run_summary AS
@@ -30,7 +31,7 @@ SELECT id AS run_id, started_at, finished_at, status, trigger,
        companies_total, companies_processed, companies_succeeded, companies_failed, companies_skipped,
        records_collected, machines_updated, duration_ms,
        round(100.0 * companies_succeeded / nullif(companies_processed, 0), 1) AS success_pct,
-       error
+       error, companies_not_reached
   FROM dex_collector.runs
  ORDER BY id DESC;
 COMMENT ON VIEW dex_collector.run_summary IS 'dex_collector: runs, newest first, with counts and durations';

@@ -21,7 +21,8 @@ CREATE TABLE dex_collector.runs (
     records_collected     bigint NOT NULL DEFAULT 0,
     machines_updated      bigint NOT NULL DEFAULT 0,
     duration_ms           bigint,
-    error                 text
+    error                 text,
+    companies_not_reached integer NOT NULL DEFAULT 0  -- not called: the run deadline came first
 );
 CREATE INDEX runs_started_at_idx ON dex_collector.runs (started_at DESC);
 COMMENT ON TABLE dex_collector.runs IS 'dex_collector: one row per collection run';
@@ -44,6 +45,12 @@ CREATE TABLE dex_collector.run_results (
     PRIMARY KEY (run_id, company_id)
 );
 CREATE INDEX run_results_company_idx ON dex_collector.run_results (company_id, run_id DESC);
+-- A run's targets go in the order of their last call and last success (run.rs): one index probe
+-- per company each, however long a company has been failing or skipped.
+CREATE INDEX run_results_called_idx ON dex_collector.run_results (company_id, run_id DESC)
+    WHERE status <> 'skipped';
+CREATE INDEX run_results_succeeded_idx ON dex_collector.run_results (company_id, run_id DESC)
+    WHERE status = 'succeeded';
 COMMENT ON TABLE dex_collector.run_results IS 'dex_collector: one row per company per run';
 
 -- The history is the extension's: no other role reads or writes it unless granted.

@@ -88,9 +88,19 @@ impl fmt::Display for TargetsError {
 pub enum CollectError {
     Config(ConfigError),
     Targets(TargetsError),
-    UnknownCompany { company_id: String },
-    Runtime { message: String },
-    History { message: String },
+    UnknownCompany {
+        company_id: String,
+    },
+    Runtime {
+        message: String,
+    },
+    History {
+        message: String,
+    },
+    /// The library was upgraded but this database's extension objects were not.
+    ExtensionOutdated {
+        installed: String,
+    },
 }
 
 impl From<ConfigError> for CollectError {
@@ -116,6 +126,11 @@ impl fmt::Display for CollectError {
             ),
             CollectError::Runtime { message } => write!(f, "dex_collector could not start its HTTP runtime: {message}"),
             CollectError::History { message } => write!(f, "dex_collector could not record the run: {message}"),
+            CollectError::ExtensionOutdated { installed } => write!(
+                f,
+                "the dex_collector library is version {} but this database has the extension at version {installed}",
+                env!("CARGO_PKG_VERSION")
+            ),
         }
     }
 }
@@ -129,6 +144,9 @@ impl CollectError {
             ) => PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
             CollectError::Targets(_) => PgSqlErrorCode::ERRCODE_DATATYPE_MISMATCH,
             CollectError::UnknownCompany { .. } => PgSqlErrorCode::ERRCODE_NO_DATA_FOUND,
+            CollectError::ExtensionOutdated { .. } => {
+                PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE
+            }
             CollectError::Runtime { .. } | CollectError::History { .. } => {
                 PgSqlErrorCode::ERRCODE_INTERNAL_ERROR
             }
@@ -147,6 +165,9 @@ impl CollectError {
                 Some(hint) => report.set_hint(hint),
                 None => report,
             },
+            CollectError::ExtensionOutdated { .. } => {
+                report.set_hint("Run ALTER EXTENSION dex_collector UPDATE; in this database.")
+            }
             _ => report,
         };
         report.report(PgLogLevel::ERROR);
@@ -160,4 +181,15 @@ pub fn caught_report(caught: &CaughtError) -> &ErrorReportWithLevel {
         CaughtError::PostgresError(report) | CaughtError::ErrorReport(report) => report,
         CaughtError::RustPanic { ereport, .. } => ereport,
     }
+}
+
+/// Logs a WARNING with a hint (to the client too, when there is one).
+pub fn warn_with_hint(message: String, hint: String) {
+    pgrx::pg_sys::panic::ErrorReport::new(
+        PgSqlErrorCode::ERRCODE_WARNING,
+        message,
+        "dex_collector",
+    )
+    .set_hint(hint)
+    .report(PgLogLevel::WARNING);
 }

@@ -8,6 +8,7 @@ use serde_json::Value;
 
 use crate::error::CollectError;
 use crate::summary::{CompanyResult, RunStatus, RunSummary, ALREADY_RUNNING};
+use crate::targets::{LastCalls, Target};
 
 /// Who started a run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -68,6 +69,50 @@ pub fn start_run(trigger: Trigger, companies_total: usize) -> Result<i64, Collec
     )?)
 }
 
+/// Refuses to run when this database's extension objects are older than the library: the run
+/// would write columns that do not exist until `ALTER EXTENSION dex_collector UPDATE`.
+pub fn check_installed_version() -> Result<(), CollectError> {
+    let installed = Spi::get_one::<String>(
+        "SELECT extversion FROM pg_catalog.pg_extension WHERE extname = 'dex_collector'",
+    )
+    .map_err(history_error)?;
+    match installed {
+        Some(installed) if installed != env!("CARGO_PKG_VERSION") => {
+            Err(CollectError::ExtensionOutdated { installed })
+        }
+        _ => Ok(()),
+    }
+}
+
+/// When each target was last called and last collected, as run ids, in the targets' order: one
+/// probe of a partial index per company and question, however long its history.
+pub fn last_calls(targets: &[Target]) -> Result<Vec<LastCalls>, CollectError> {
+    let ids: Vec<String> = targets.iter().map(|t| t.company_id.clone()).collect();
+    Spi::connect(|client| {
+        let rows = client.select(
+            "SELECT (SELECT r.run_id FROM dex_collector.run_results r
+                      WHERE r.company_id = t.id AND r.status <> 'skipped'
+                      ORDER BY r.run_id DESC LIMIT 1),
+                    (SELECT r.run_id FROM dex_collector.run_results r
+                      WHERE r.company_id = t.id AND r.status = 'succeeded'
+                      ORDER BY r.run_id DESC LIMIT 1)
+               FROM unnest($1::text[]::uuid[]) WITH ORDINALITY AS t(id, n)
+              ORDER BY t.n",
+            None,
+            &[ids.into()],
+        )?;
+        rows.into_iter()
+            .map(|row| {
+                Ok(LastCalls {
+                    called: row.get::<i64>(1)?,
+                    succeeded: row.get::<i64>(2)?,
+                })
+            })
+            .collect::<Result<Vec<_>, pgrx::spi::Error>>()
+    })
+    .map_err(history_error)
+}
+
 /// Inserts one `run_results` row per result, in one statement.
 pub fn record_results(run_id: i64, results: &[CompanyResult]) -> Result<(), CollectError> {
     if results.is_empty() {
@@ -101,7 +146,7 @@ pub fn finish_run(summary: &RunSummary, status: RunStatus) -> Result<(), Collect
                 SET finished_at = clock_timestamp(), status = $2,
                     companies_processed = $3, companies_succeeded = $4, companies_failed = $5,
                     companies_skipped = $6, records_collected = $7, machines_updated = $8,
-                    duration_ms = $9, error = $10
+                    duration_ms = $9, error = $10, companies_not_reached = $11
               WHERE id = $1",
             None,
             &[
@@ -115,6 +160,7 @@ pub fn finish_run(summary: &RunSummary, status: RunStatus) -> Result<(), Collect
                 summary.total_machines().into(),
                 summary.duration_ms().into(),
                 summary.run_error.clone().into(),
+                count(summary.companies_not_reached()).into(),
             ],
         )?;
         Ok(())

@@ -17,13 +17,13 @@ use tokio::runtime::Runtime;
 use tokio::task::{Id, JoinSet};
 
 use crate::endpoint::{build_client, collect_company, CompanyOutcome, EndpointConfig};
-use crate::error::{CollectError, ConfigError};
+use crate::error::{warn_with_hint, CollectError, ConfigError};
 use crate::history::{self, Trigger};
 use crate::lock::{self, Holder};
 use crate::settings::Settings;
 use crate::summary::{
     CompanyResult, RunSummary, ALREADY_RUNNING, SKIP_AUTH_REJECTED, SKIP_CANCELLED, SKIP_DEADLINE,
-    SKIP_NO_CREDENTIALS,
+    SKIP_NO_CREDENTIALS, STOPPED_AT_DEADLINE,
 };
 use crate::targets::{self, Target};
 
@@ -42,16 +42,28 @@ pub struct Plan {
     pub targets: Vec<Target>,
 }
 
-/// Reads the settings and the targets. Raises nothing itself: configuration errors are returned.
+/// Reads the settings and the targets, in fair order (see [`targets::fair_order`]). Raises
+/// nothing itself: configuration errors are returned.
 pub fn plan(scope: Scope) -> Result<Plan, CollectError> {
+    history::check_installed_version()?;
     let settings = Settings::load()?;
-    let mut targets = targets::load(settings.targets_query.as_deref())?;
-    if let Scope::Company(company_id) = scope {
-        targets.retain(|target| target.company_id == company_id);
-        if targets.is_empty() {
-            return Err(CollectError::UnknownCompany { company_id });
+    let targets = targets::load(settings.targets_query.as_deref())?;
+    let targets = match scope {
+        Scope::All => {
+            let last_calls = history::last_calls(&targets)?;
+            targets::fair_order(targets, &last_calls)
         }
-    }
+        Scope::Company(company_id) => {
+            let targets: Vec<Target> = targets
+                .into_iter()
+                .filter(|target| target.company_id == company_id)
+                .collect();
+            if targets.is_empty() {
+                return Err(CollectError::UnknownCompany { company_id });
+            }
+            targets
+        }
+    };
     Ok(Plan { settings, targets })
 }
 
@@ -74,12 +86,52 @@ pub fn execute(
             on_finished,
         )
     })?;
-    Ok(RunSummary {
+    let summary = RunSummary {
         run_id,
         results: fan_out.results,
         duration: started.elapsed(),
         run_error: fan_out.run_error,
-    })
+        deadline_reached: fan_out.deadline_reached,
+    };
+    if summary.deadline_reached {
+        warn_deadline_reached(&summary, &plan.settings);
+    }
+    Ok(summary)
+}
+
+/// One WARNING per run that the deadline cut short: how many companies it left out, and what
+/// to change. It reaches the server log from the worker and pg_cron, and the caller too.
+fn warn_deadline_reached(summary: &RunSummary, settings: &Settings) {
+    let not_reached = summary.companies_not_reached();
+    let stopped = summary.companies_stopped_at_deadline();
+    let called = summary.companies_processed();
+    let message = format!(
+        "dex_collector run {} reached dex_collector.run_deadline ({}): {not_reached} of {} companies \
+         were not called, {stopped} of the {called} called were cut short",
+        summary.run_id,
+        human_duration(settings.run_deadline),
+        not_reached + called,
+    );
+    let hint = format!(
+        "The next run calls the companies left out first. To reach every company in one run, raise \
+         dex_collector.concurrency (now {}) or dex_collector.run_deadline (keep it under the \
+         schedule's interval): a run reaches about concurrency × run_deadline ÷ the endpoint's \
+         mean time per company.",
+        settings.concurrency
+    );
+    warn_with_hint(message, hint);
+}
+
+/// `4min`, `90s`, `1500ms`: as PostgreSQL writes a time setting.
+fn human_duration(duration: Duration) -> String {
+    let millis = duration.as_millis();
+    if millis % 60_000 == 0 {
+        format!("{}min", millis / 60_000)
+    } else if millis % 1000 == 0 {
+        format!("{}s", millis / 1000)
+    } else {
+        format!("{millis}ms")
+    }
 }
 
 /// One collection from SQL: skipped at once when another is running, otherwise run to the end
@@ -280,6 +332,7 @@ impl Stop {
 struct FanOut {
     results: Vec<CompanyResult>,
     run_error: Option<String>,
+    deadline_reached: bool,
 }
 
 /// Calls the endpoint for every target with credentials, `concurrency` at a time.
@@ -390,15 +443,17 @@ fn fan_out(
         Some(Stop::AuthRejected) => Some(SKIP_AUTH_REJECTED.to_string()),
         _ => None,
     };
-    FanOut { results, run_error }
+    FanOut {
+        results,
+        run_error,
+        deadline_reached: matches!(stop, Some(Stop::Deadline)),
+    }
 }
 
 /// The outcome of a company whose requests were cut short by a stop.
 fn stopped_outcome(stop: Stop) -> CompanyOutcome {
     let error = match stop {
-        Stop::Deadline => {
-            "stopped at the run deadline (dex_collector.run_deadline) while collecting"
-        }
+        Stop::Deadline => STOPPED_AT_DEADLINE,
         Stop::AuthRejected => "stopped: the endpoint rejected the service key for another company",
         Stop::Cancelled => "stopped: the run was cancelled while collecting",
     };

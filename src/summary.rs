@@ -16,6 +16,9 @@ pub const SKIP_NO_CREDENTIALS: &str = "No DEX credentials configured";
 pub const SKIP_DEADLINE: &str = "deadline";
 pub const SKIP_AUTH_REJECTED: &str = "service key rejected by the endpoint";
 pub const SKIP_CANCELLED: &str = "cancelled";
+/// The error of a company whose requests the run deadline cut short.
+pub const STOPPED_AT_DEADLINE: &str =
+    "stopped at the run deadline (dex_collector.run_deadline) while collecting";
 /// Why a whole run was skipped.
 pub const ALREADY_RUNNING: &str = "a collection run is already in progress";
 
@@ -118,6 +121,8 @@ pub struct RunSummary {
     pub duration: Duration,
     /// Set when the run as a whole failed (e.g. the key was rejected).
     pub run_error: Option<String>,
+    /// The run deadline came before every company was collected.
+    pub deadline_reached: bool,
 }
 
 impl RunSummary {
@@ -153,6 +158,26 @@ impl RunSummary {
 
     pub fn companies_skipped(&self) -> usize {
         self.count(ResultStatus::Skipped)
+    }
+
+    /// Companies with credentials that were not called because the deadline came first.
+    pub fn companies_not_reached(&self) -> usize {
+        self.results
+            .iter()
+            .filter(|r| {
+                r.status == ResultStatus::Skipped && r.reason.as_deref() == Some(SKIP_DEADLINE)
+            })
+            .count()
+    }
+
+    /// Companies called but cut short by the deadline.
+    pub fn companies_stopped_at_deadline(&self) -> usize {
+        self.results
+            .iter()
+            .filter(|r| {
+                r.status == ResultStatus::Failed && r.reason.as_deref() == Some(STOPPED_AT_DEADLINE)
+            })
+            .count()
     }
 
     pub fn total_records(&self) -> i64 {
@@ -210,6 +235,7 @@ impl RunSummary {
             "companiesProcessed": self.companies_processed(),
             "successfulCollections": self.companies_succeeded(),
             "companiesSkipped": self.companies_skipped(),
+            "companiesNotReached": self.companies_not_reached(),
             "totalRecords": self.total_records(),
             "durationMs": self.duration_ms(),
             "results": results,
@@ -265,6 +291,7 @@ mod tests {
             ],
             duration: Duration::from_millis(1234),
             run_error: None,
+            deadline_reached: false,
         };
         let json = summary.to_json();
         assert_eq!(json["success"], true);
@@ -272,6 +299,7 @@ mod tests {
         assert_eq!(json["companiesProcessed"], 2);
         assert_eq!(json["successfulCollections"], 1);
         assert_eq!(json["companiesSkipped"], 1);
+        assert_eq!(json["companiesNotReached"], 0);
         assert_eq!(json["totalRecords"], 12);
         assert_eq!(json["durationMs"], 1234);
         assert_eq!(json["results"].as_array().map(Vec::len), Some(2));
@@ -293,11 +321,37 @@ mod tests {
             results: vec![],
             duration: Duration::ZERO,
             run_error: Some(SKIP_AUTH_REJECTED.into()),
+            deadline_reached: false,
         };
         let json = summary.to_json();
         assert_eq!(json["success"], false);
         assert_eq!(json["error"], SKIP_AUTH_REJECTED);
         assert_eq!(json["companiesProcessed"], 0);
+    }
+
+    #[test]
+    fn a_deadline_counts_companies_not_reached_and_cut_short() {
+        let stopped = CompanyOutcome {
+            error: Some(STOPPED_AT_DEADLINE.into()),
+            ..CompanyOutcome::default()
+        };
+        let summary = RunSummary {
+            run_id: 2,
+            results: vec![
+                CompanyResult::called(target("Acme Vending"), outcome(true, 1, 1, None)),
+                CompanyResult::called(target("Beta Snacks"), stopped),
+                CompanyResult::skipped(target("Gamma"), SKIP_DEADLINE),
+                CompanyResult::skipped(target("Delta Drinks"), SKIP_DEADLINE),
+                CompanyResult::skipped(target("Epsilon"), SKIP_NO_CREDENTIALS),
+            ],
+            duration: Duration::from_secs(240),
+            run_error: None,
+            deadline_reached: true,
+        };
+        assert_eq!(summary.companies_not_reached(), 2);
+        assert_eq!(summary.companies_stopped_at_deadline(), 1);
+        assert_eq!(summary.to_json()["companiesNotReached"], 2);
+        assert_eq!(summary.final_status(), RunStatus::Succeeded);
     }
 
     #[test]

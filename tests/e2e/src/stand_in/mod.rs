@@ -188,6 +188,12 @@ impl StandIn {
         self.state.peak_answering.load(Ordering::Relaxed)
     }
 
+    /// How many requests are being answered now (abandoned ones included, until their answer
+    /// is written or fails).
+    pub fn requests_being_answered(&self) -> usize {
+        self.state.answering.load(Ordering::Relaxed)
+    }
+
     /// Shuts the server down and closes all connections (as dropping does).
     pub fn stop(self) {}
 }

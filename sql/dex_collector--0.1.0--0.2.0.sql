@@ -1,0 +1,48 @@
+-- dex_collector 0.1.0 to 0.2.0: runs report the companies the deadline left out, targets go in
+-- fair order (two partial indexes serve it), and company_status says how long since a success.
+-- The result must be the schema a fresh 0.2.0 install makes: the upgrade test compares them.
+\echo Use "ALTER EXTENSION dex_collector UPDATE TO '0.2.0'" to load this file. \quit
+
+ALTER TABLE dex_collector.runs
+    ADD COLUMN companies_not_reached integer NOT NULL DEFAULT 0;
+
+CREATE INDEX run_results_called_idx ON dex_collector.run_results (company_id, run_id DESC)
+    WHERE status <> 'skipped';
+CREATE INDEX run_results_succeeded_idx ON dex_collector.run_results (company_id, run_id DESC)
+    WHERE status = 'succeeded';
+
+-- OR REPLACE keeps the views' grants; the new columns come last, as in a fresh install.
+CREATE OR REPLACE VIEW dex_collector.company_status AS
+SELECT s.company_id,
+       s.company_name,
+       s.last_attempt_at,
+       s.last_status,
+       s.last_success_at,
+       s.last_error,
+       (SELECT count(*) FROM dex_collector.run_results f
+         WHERE f.company_id = s.company_id AND f.status = 'failed'
+           AND f.run_id > coalesce(s.last_success_run_id, 0)) AS consecutive_failures,
+       date_trunc('second', now() - s.last_success_at) AS since_last_success
+  FROM (SELECT company_id,
+               (array_agg(company_name ORDER BY run_id DESC))[1] AS company_name,
+               max(recorded_at) AS last_attempt_at,
+               (array_agg(status ORDER BY run_id DESC))[1] AS last_status,
+               max(recorded_at) FILTER (WHERE status = 'succeeded') AS last_success_at,
+               max(run_id) FILTER (WHERE status = 'succeeded') AS last_success_run_id,
+               (array_agg(error ORDER BY run_id DESC) FILTER (WHERE status = 'failed'))[1] AS last_error
+          FROM dex_collector.run_results
+         GROUP BY company_id) AS s;
+COMMENT ON VIEW dex_collector.company_status IS
+    'dex_collector: per company, last attempt, last success, last error, consecutive failures, time since last success';
+
+-- Recent runs with their counts and durations, newest first.
+CREATE OR REPLACE VIEW dex_collector.run_summary AS
+SELECT id AS run_id, started_at, finished_at, status, trigger,
+       companies_total, companies_processed, companies_succeeded, companies_failed, companies_skipped,
+       records_collected, machines_updated, duration_ms,
+       round(100.0 * companies_succeeded / nullif(companies_processed, 0), 1) AS success_pct,
+       error, companies_not_reached
+  FROM dex_collector.runs
+ ORDER BY id DESC;
+COMMENT ON VIEW dex_collector.run_summary IS 'dex_collector: runs, newest first, with counts and durations';
+

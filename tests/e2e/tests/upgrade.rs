@@ -1,0 +1,174 @@
+//! Upgrades: the released 0.1.0 install script, kept as it was released in `sql/`, then
+//! `ALTER EXTENSION dex_collector UPDATE`: the history and the pg_cron job survive, and the schema
+//! is the one a fresh install of the current version makes. Every schema change comes with its
+//! upgrade script, and this test is what holds it to that.
+
+use dex_collector_e2e::deployment::{Deployment, DeploymentOptions};
+use serde_json::Value;
+
+/// The version of the build installed for the test (its control file's default version).
+fn current_version(client: &mut postgres::Client) -> String {
+    client
+        .query_one(
+            "SELECT default_version FROM pg_available_extensions WHERE name = 'dex_collector'",
+            &[],
+        )
+        .unwrap()
+        .get(0)
+}
+
+/// Everything of the extension's that a user could notice, one line each, sorted: its member
+/// objects, its tables' columns (in order), indexes, constraints, views, functions and grants.
+const DESCRIBE_EXTENSION: &str = "
+WITH ext AS (SELECT oid FROM pg_extension WHERE extname = 'dex_collector'),
+     rel AS (SELECT c.* FROM pg_class c WHERE c.relnamespace = 'dex_collector'::regnamespace)
+SELECT line FROM (
+    SELECT 'member ' || pg_describe_object(d.classid, d.objid, d.objsubid) AS line
+      FROM pg_depend d, ext WHERE d.refobjid = ext.oid AND d.deptype = 'e'
+    UNION ALL
+    SELECT format('column %s.%s #%s %s not null %s default %s', rel.relname, a.attname, a.attnum,
+                  format_type(a.atttypid, a.atttypmod), a.attnotnull, pg_get_expr(ad.adbin, ad.adrelid))
+      FROM rel JOIN pg_attribute a ON a.attrelid = rel.oid AND a.attnum > 0 AND NOT a.attisdropped
+      LEFT JOIN pg_attrdef ad ON ad.adrelid = a.attrelid AND ad.adnum = a.attnum
+    UNION ALL
+    SELECT 'index ' || pg_get_indexdef(i.indexrelid)
+      FROM pg_index i JOIN rel ON rel.oid = i.indrelid
+    UNION ALL
+    SELECT format('constraint %s %s', conname, pg_get_constraintdef(oid))
+      FROM pg_constraint WHERE connamespace = 'dex_collector'::regnamespace
+    UNION ALL
+    SELECT format('view %s %s', relname, pg_get_viewdef(oid)) FROM rel WHERE relkind = 'v'
+    UNION ALL
+    SELECT format('grants %s %s', relname, relacl) FROM rel WHERE relkind IN ('r', 'v', 'S')
+    UNION ALL
+    SELECT format('function %s %s %s', p.oid::regprocedure, p.proacl, pg_get_functiondef(p.oid))
+      FROM pg_depend d JOIN pg_proc p ON p.oid = d.objid, ext
+     WHERE d.refobjid = ext.oid AND d.deptype = 'e' AND d.classid = 'pg_proc'::regclass
+) AS described ORDER BY line";
+
+fn describe(client: &mut postgres::Client) -> Vec<String> {
+    client
+        .query(DESCRIBE_EXTENSION, &[])
+        .unwrap()
+        .iter()
+        .map(|row| row.get(0))
+        .collect()
+}
+
+#[test]
+fn an_upgrade_from_0_1_0_keeps_history_and_jobs_and_matches_a_fresh_install() {
+    let deployment = Deployment::start(DeploymentOptions {
+        also_preload: vec!["pg_cron".into()],
+        settings: vec![("cron.database_name".into(), "dex".into())],
+        configure: false,
+        ..DeploymentOptions::default()
+    })
+    .unwrap();
+    let mut client = deployment.client();
+    let current = current_version(&mut client);
+    assert_ne!(current, "0.1.0");
+    client
+        .batch_execute(&format!(
+            "CREATE EXTENSION pg_cron;
+             CREATE EXTENSION dex_collector VERSION '0.1.0';
+             SET dex_collector.site_url = '{}';
+             SET dex_collector.service_key = '{}';",
+            deployment.stand_in.url(),
+            dex_collector_e2e::stand_in::DEFAULT_SERVICE_KEY
+        ))
+        .unwrap();
+    // A year of 0.1.0's history in one run: what it recorded, as it recorded it.
+    client
+        .batch_execute(
+            "INSERT INTO dex_collector.runs (started_at, finished_at, status, trigger,
+                    companies_total, companies_processed, companies_succeeded, companies_skipped,
+                    records_collected, machines_updated, duration_ms)
+             VALUES (now() - interval '1 year', now() - interval '1 year', 'succeeded', 'pg_cron',
+                     10, 8, 8, 2, 96, 24, 812);
+             INSERT INTO dex_collector.run_results (run_id, company_id, company_name, status,
+                    http_status, pages, attempts, records_collected, machines_updated, recorded_at)
+             SELECT 1, c.id, c.company_name, 'succeeded', 200, 1, 1, 12, 3, now() - interval '1 year'
+               FROM public.companies c ORDER BY c.company_name LIMIT 10;
+             SELECT dex_collector.schedule('*/5 * * * *');",
+        )
+        .unwrap();
+
+    // The new library refuses to run on the old objects, and says what to do.
+    let error = client
+        .query_one("SELECT dex_collect_all()", &[])
+        .unwrap_err();
+    let db = error.as_db_error().expect("a server error");
+    assert_eq!(
+        db.code(),
+        &postgres::error::SqlState::OBJECT_NOT_IN_PREREQUISITE_STATE
+    );
+    assert_eq!(
+        db.message(),
+        format!("the dex_collector library is version {current} but this database has the extension at version 0.1.0")
+    );
+    assert_eq!(
+        db.hint(),
+        Some("Run ALTER EXTENSION dex_collector UPDATE; in this database.")
+    );
+
+    client
+        .batch_execute("ALTER EXTENSION dex_collector UPDATE")
+        .unwrap();
+    let version: String = client
+        .query_one(
+            "SELECT extversion FROM pg_extension WHERE extname = 'dex_collector'",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(version, current);
+    let (runs, results, jobs): (i64, i64, i64) = {
+        let row = client
+            .query_one(
+                "SELECT (SELECT count(*) FROM dex_collector.runs),
+                        (SELECT count(*) FROM dex_collector.run_results),
+                        (SELECT count(*) FROM cron.job WHERE jobname = 'dex-collection-every-5-minutes')",
+                &[],
+            )
+            .unwrap();
+        (row.get(0), row.get(1), row.get(2))
+    };
+    assert_eq!(
+        (runs, results, jobs),
+        (1, 10, 1),
+        "history and job after the upgrade"
+    );
+
+    // The upgraded extension collects, and records what the new version records.
+    let after: Value = client
+        .query_one("SELECT dex_collect_all()", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(after["successfulCollections"], 8, "{after}");
+    assert_eq!(after["companiesNotReached"], 0, "{after}");
+    let not_reached: Vec<i32> = client
+        .query(
+            "SELECT companies_not_reached FROM dex_collector.run_summary ORDER BY run_id",
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    assert_eq!(not_reached, vec![0, 0]);
+
+    let upgraded = describe(&mut client);
+    client.batch_execute("CREATE DATABASE fresh").unwrap();
+    let mut fresh_client = deployment.cluster.connect_as("postgres", "fresh").unwrap();
+    fresh_client
+        .batch_execute("CREATE EXTENSION dex_collector")
+        .unwrap();
+    let fresh = describe(&mut fresh_client);
+    assert!(upgraded.len() > 20, "{upgraded:#?}");
+    let only_upgraded: Vec<&String> = upgraded.iter().filter(|l| !fresh.contains(l)).collect();
+    let only_fresh: Vec<&String> = fresh.iter().filter(|l| !upgraded.contains(l)).collect();
+    assert!(
+        only_upgraded.is_empty() && only_fresh.is_empty(),
+        "the upgraded schema differs from a fresh install:\nonly after the upgrade: {only_upgraded:#?}\nonly in a fresh install: {only_fresh:#?}"
+    );
+}
