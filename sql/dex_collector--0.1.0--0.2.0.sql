@@ -46,3 +46,16 @@ SELECT id AS run_id, started_at, finished_at, status, trigger,
  ORDER BY id DESC;
 COMMENT ON VIEW dex_collector.run_summary IS 'dex_collector: runs, newest first, with counts and durations';
 
+
+-- 0.2.0 no longer reads dex_collector.service_key: a setting is readable by every role and logged
+-- on reload. Say so now if a value is left in the catalog (never the value itself).
+DO $$
+BEGIN
+    IF EXISTS (SELECT 1 FROM pg_catalog.pg_db_role_setting s, unnest(s.setconfig) AS c
+                WHERE c LIKE 'dex_collector.service\_key=%') THEN
+        RAISE WARNING 'dex_collector.service_key is still set with ALTER DATABASE or ALTER ROLE, and 0.2.0 no longer reads it'
+            USING HINT = 'Store the key in Supabase Vault (dex_collector_service_key) or in a file named by '
+                         'dex_collector.service_key_file, then RESET dex_collector.service_key where it is set.';
+    END IF;
+END
+$$;

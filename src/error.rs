@@ -6,32 +6,68 @@ use std::fmt;
 use pgrx::pg_sys::panic::{CaughtError, ErrorReportWithLevel};
 use pgrx::prelude::*;
 
-/// The configuration cannot be used: raised before any request is sent.
+use crate::service_key::KeyFileError;
+use crate::settings::RETIRED_KEY_HINT;
+
+/// The configuration cannot be used: raised before any request is sent. No variant holds the key.
 #[derive(Debug)]
 pub enum ConfigError {
-    Missing { site_url: bool, service_key: bool },
-    InvalidSiteUrl { reason: String },
-    InvalidServiceKey,
-    Vault { reason: String },
-    CaFile { reason: String },
+    Missing {
+        site_url: bool,
+        service_key: bool,
+        /// Where the retired `dex_collector.service_key` is still set (places, never values).
+        retired_key_set_in: Vec<String>,
+    },
+    InvalidSiteUrl {
+        reason: String,
+    },
+    InvalidVaultServiceKey,
+    KeyFile {
+        path: String,
+        error: KeyFileError,
+    },
+    Vault {
+        reason: String,
+    },
+    Catalog {
+        reason: String,
+    },
+    CaFile {
+        reason: String,
+    },
 }
 
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            ConfigError::Missing { site_url, service_key, .. } => {
-                let missing: Vec<&str> = [(*site_url, "dex_collector.site_url"), (*service_key, "dex_collector.service_key")]
-                    .into_iter()
-                    .filter_map(|(is_missing, name)| is_missing.then_some(name))
-                    .collect();
-                write!(f, "dex_collector is not configured: {} not set", missing.join(" and "))
+            ConfigError::Missing { site_url, service_key, retired_key_set_in } => {
+                let mut missing = Vec::new();
+                if *site_url {
+                    missing.push("site URL (dex_collector.site_url, or the Vault secret dex_collector_site_url)");
+                }
+                if *service_key {
+                    missing.push("service key (the Vault secret dex_collector_service_key, or a file named by dex_collector.service_key_file)");
+                }
+                write!(f, "dex_collector is not configured: it has no {}", missing.join(" and no "))?;
+                if !retired_key_set_in.is_empty() {
+                    write!(
+                        f,
+                        "; dex_collector.service_key is still set ({}) but no longer read: any role can read a setting, and the server logs its new value on reload",
+                        retired_key_set_in.join(", ")
+                    )?;
+                }
+                Ok(())
             }
             ConfigError::InvalidSiteUrl { reason } => write!(f, "invalid dex_collector.site_url: {reason}"),
-            ConfigError::InvalidServiceKey => write!(
+            ConfigError::InvalidVaultServiceKey => write!(
                 f,
-                "invalid dex_collector.service_key: it must be printable ASCII without spaces or control characters"
+                "invalid Vault secret dex_collector_service_key: it must be printable ASCII without spaces or control characters"
             ),
+            ConfigError::KeyFile { path, error } => {
+                write!(f, "unusable dex_collector.service_key_file {path:?}: {}", error.reason())
+            }
             ConfigError::Vault { reason } => write!(f, "could not read dex_collector secrets from Supabase Vault: {reason}"),
+            ConfigError::Catalog { reason } => write!(f, "could not look for the retired dex_collector.service_key: {reason}"),
             ConfigError::CaFile { reason } => write!(f, "unusable dex_collector.ca_file: {reason}"),
         }
     }
@@ -40,10 +76,30 @@ impl fmt::Display for ConfigError {
 impl ConfigError {
     fn hint(&self) -> Option<String> {
         match self {
-            ConfigError::Missing { .. } => Some(
-                "As superuser: ALTER DATABASE your_database SET dex_collector.site_url = 'https://your-app.pages.dev'; \
-                 the same for dex_collector.service_key; then reconnect. On Supabase, store the Vault secrets \
-                 dex_collector_site_url and dex_collector_service_key instead."
+            ConfigError::Missing { site_url, service_key, retired_key_set_in } => {
+                let mut hint = Vec::new();
+                if *site_url {
+                    hint.push(
+                        "As superuser: ALTER DATABASE your_database SET dex_collector.site_url = 'https://your-app.pages.dev'; \
+                         then reconnect (on Supabase, store the Vault secret dex_collector_site_url instead)."
+                            .to_string(),
+                    );
+                }
+                if *service_key {
+                    hint.push(RETIRED_KEY_HINT.to_string());
+                }
+                if !retired_key_set_in.is_empty() {
+                    hint.push(
+                        "Then remove the old setting where it is set, e.g. ALTER DATABASE your_database RESET dex_collector.service_key; \
+                         or ALTER SYSTEM RESET dex_collector.service_key; (after LOAD 'dex_collector')."
+                            .to_string(),
+                    );
+                }
+                Some(hint.join(" "))
+            }
+            ConfigError::KeyFile { .. } => Some(
+                "The file must be a regular file holding only the key, owned by the database server's user \
+                 with mode 0600 (or by root with 0640). It is read at the start of every run."
                     .to_string(),
             ),
             _ => None,

@@ -2,6 +2,7 @@
 //!
 //! Where things are:
 //! - `settings`: every `dex_collector.*` setting, validated, and the Vault fallback;
+//! - `service_key`: where the service key comes from (Vault or a private file, never a setting);
 //! - `targets`: which companies a run collects for;
 //! - `endpoint`: the collect-bulk contract, how one company is collected (pure Rust);
 //! - `run`: one run (fan-out, deadline, cancellation); `summary`: its arithmetic (pure Rust);
@@ -20,6 +21,7 @@ mod history;
 mod lock;
 mod readonly;
 mod run;
+mod service_key;
 mod settings;
 mod summary;
 mod targets;

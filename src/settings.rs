@@ -1,12 +1,13 @@
 //! Every `dex_collector.*` setting, defined and validated in one place.
 //!
-//! All settings are `SUSET`: superusers (or roles granted `SET` on the parameter) can change them
-//! with `ALTER SYSTEM`, `ALTER DATABASE ... SET`, `ALTER ROLE ... SET` or `SET`. The service key is
-//! also `SUPERUSER_ONLY`, so other roles can neither `SHOW` it nor see it in `pg_settings`.
+//! All settings but `dex_max_bytes` are `SUSET`: superusers (or roles granted `SET` on the
+//! parameter) can change them with `ALTER SYSTEM`, `ALTER DATABASE ... SET`, `ALTER ROLE ... SET`
+//! or `SET`. The `dex_collector` prefix is reserved, so a misspelt name is an error.
 //!
-//! When `site_url` or `service_key` is unset, [`Settings::load`] falls back to Supabase Vault
-//! (secrets `dex_collector_site_url` / `dex_collector_service_key` in `vault.decrypted_secrets`),
-//! because Supabase projects cannot set superuser-only settings.
+//! No setting holds the service key (see `service_key.rs`): it comes from Supabase Vault or from
+//! the file `service_key_file` names. The old `dex_collector.service_key` is kept only as a name
+//! that refuses every value and says where the key goes instead. An unset `site_url` falls back
+//! to the Vault secret `dex_collector_site_url`.
 
 use std::ffi::{c_char, c_void, CStr, CString};
 use std::time::Duration;
@@ -18,9 +19,12 @@ use pgrx::prelude::*;
 use crate::endpoint::{validate_site_url, EndpointConfig};
 use crate::error::ConfigError;
 use crate::readonly;
+use crate::service_key::{is_valid_header_value, read_key_file};
 
 static SITE_URL: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
-static SERVICE_KEY: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
+static SERVICE_KEY_FILE: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
+/// `dex_collector.service_key` of 0.1.0: defined only to refuse values with a useful message.
+static RETIRED_SERVICE_KEY: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 static TARGETS_QUERY: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 static CA_FILE: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 static CONCURRENCY: GucSetting<i32> = GucSetting::<i32>::new(8);
@@ -61,16 +65,24 @@ pub fn define() {
         );
         GucRegistry::define_string_guc_with_hooks(
             c"dex_collector.service_key",
-            c"Shared secret sent as X-Service-Key; only superusers can read it.",
-            c"Empty: read the Vault secret dex_collector_service_key.",
-            &SERVICE_KEY,
+            c"No longer read: the key is the Vault secret dex_collector_service_key or the file dex_collector.service_key_file names.",
+            c"Any value is refused: a setting is readable by other roles and logged on reload.",
+            &RETIRED_SERVICE_KEY,
             GucContext::Suset,
-            GucFlags::SUPERUSER_ONLY,
-            Some(check_service_key),
+            GucFlags::SUPERUSER_ONLY | GucFlags::NO_SHOW_ALL,
+            Some(refuse_service_key),
             None,
             None,
         );
     }
+    GucRegistry::define_string_guc(
+        c"dex_collector.service_key_file",
+        c"File holding the service key sent as X-Service-Key, when Vault has no dex_collector_service_key.",
+        c"Read at the start of every run. Owned by the server's user with mode 0600, or by root with 0640.",
+        &SERVICE_KEY_FILE,
+        GucContext::Suset,
+        GucFlags::SUPERUSER_ONLY,
+    );
     GucRegistry::define_string_guc(
         c"dex_collector.targets_query",
         c"SQL returning company_id uuid, company_name text [, has_credentials boolean].",
@@ -202,6 +214,13 @@ pub fn define() {
         GucContext::Suset,
         GucFlags::UNIT_BYTE,
     );
+    reserve_prefix();
+}
+
+/// Makes every other `dex_collector.*` name an error, and drops such placeholders, in this session.
+fn reserve_prefix() {
+    // SAFETY: called from _PG_init after our settings are defined, as PostgreSQL's own modules do.
+    unsafe { pg_sys::MarkGUCPrefixReserved(c"dex_collector".as_ptr()) }
 }
 
 /// `dex_collector.dex_max_bytes`: the largest DEX input the DEX functions read.
@@ -246,28 +265,37 @@ pub struct Settings {
 }
 
 impl Settings {
-    /// Reads the settings, falling back to Vault for an unset site URL or key.
+    /// Reads the settings, the site URL falling back to Vault, and the key from Vault or the key
+    /// file (read now, so a rotated key needs no reload).
     pub fn load() -> Result<Settings, ConfigError> {
-        let mut site_url = string_setting(&SITE_URL);
-        let mut service_key = string_setting(&SERVICE_KEY);
-        if site_url.is_none() || service_key.is_none() {
-            let secrets = read_vault_secrets()?;
-            site_url = site_url.or(secrets.site_url);
-            service_key = service_key.or(secrets.service_key);
-        }
+        let vault = read_vault_secrets()?;
+        let site_url = string_setting(&SITE_URL).or(vault.site_url);
+        let service_key = match vault.service_key {
+            Some(key) if is_valid_header_value(key.as_bytes()) => Some(key),
+            Some(_) => return Err(ConfigError::InvalidVaultServiceKey),
+            None => match string_setting(&SERVICE_KEY_FILE) {
+                Some(path) => Some(
+                    read_key_file(&path).map_err(|error| ConfigError::KeyFile { path, error })?,
+                ),
+                None => None,
+            },
+        };
         let (site_url, service_key) = match (site_url, service_key) {
             (Some(url), Some(key)) => (url, key),
             (url, key) => {
+                let leftovers = if key.is_none() {
+                    retired_key_settings()?
+                } else {
+                    Vec::new()
+                };
                 return Err(ConfigError::Missing {
                     site_url: url.is_none(),
                     service_key: key.is_none(),
-                })
+                    retired_key_set_in: leftovers,
+                });
             }
         };
         validate_site_url(&site_url).map_err(|reason| ConfigError::InvalidSiteUrl { reason })?;
-        if !is_valid_header_value(&service_key) {
-            return Err(ConfigError::InvalidServiceKey);
-        }
         Ok(Settings {
             endpoint: EndpointConfig {
                 site_url,
@@ -286,6 +314,43 @@ impl Settings {
     }
 }
 
+/// Where a value of the retired `dex_collector.service_key` is still stored (never the value):
+/// `ALTER DATABASE/ROLE ... SET` entries and configuration files. Each is readable or logged.
+fn retired_key_settings() -> Result<Vec<String>, ConfigError> {
+    let lookup = readonly::run(|| {
+        Spi::connect(|client| -> Result<Vec<String>, pgrx::spi::Error> {
+            let rows = client.select(
+                "SELECT CASE WHEN s.setdatabase = 0 AND s.setrole = 0 THEN 'ALTER DATABASE/ROLE settings'
+                             WHEN s.setrole = 0 THEN format('ALTER DATABASE %I SET', d.datname)
+                             WHEN s.setdatabase = 0 THEN format('ALTER ROLE %I SET', r.rolname)
+                             ELSE format('ALTER ROLE %I IN DATABASE %I SET', r.rolname, d.datname) END
+                   FROM pg_catalog.pg_db_role_setting s
+                   LEFT JOIN pg_catalog.pg_database d ON d.oid = s.setdatabase
+                   LEFT JOIN pg_catalog.pg_roles r ON r.oid = s.setrole
+                  WHERE EXISTS (SELECT 1 FROM unnest(s.setconfig) AS c
+                                 WHERE c LIKE 'dex_collector.service\\_key=%')
+                 UNION ALL
+                 SELECT format('%s line %s', f.sourcefile, f.sourceline)
+                   FROM pg_catalog.pg_file_settings f WHERE f.name = 'dex_collector.service_key'",
+                None,
+                &[],
+            )?;
+            rows.into_iter()
+                .map(|row| row.get::<String>(1).map(Option::unwrap_or_default))
+                .collect()
+        })
+    });
+    match lookup {
+        Ok(Ok(places)) => Ok(places),
+        Ok(Err(spi_error)) => Err(ConfigError::Catalog {
+            reason: spi_error.to_string(),
+        }),
+        Err(postgres_error) => Err(ConfigError::Catalog {
+            reason: postgres_error,
+        }),
+    }
+}
+
 fn string_setting(setting: &GucSetting<Option<CString>>) -> Option<String> {
     setting
         .get()
@@ -299,11 +364,6 @@ fn millis(value: i32) -> Duration {
 
 fn positive(value: i32) -> u32 {
     u32::try_from(value).unwrap_or(0)
-}
-
-/// A key goes into an HTTP header: visible ASCII only, so it can never split or corrupt a request.
-fn is_valid_header_value(value: &str) -> bool {
-    !value.is_empty() && value.bytes().all(|b| (0x21..=0x7e).contains(&b))
 }
 
 #[derive(Default)]
@@ -403,31 +463,45 @@ unsafe extern "C-unwind" fn check_site_url(
     })
 }
 
+/// Refuses any value of the retired `dex_collector.service_key`, naming the two ways instead.
+/// The message never includes the value (PostgreSQL prints it only without a message of ours).
 #[pg_guard]
-unsafe extern "C-unwind" fn check_service_key(
+unsafe extern "C-unwind" fn refuse_service_key(
     newval: *mut *mut c_char,
     _extra: *mut *mut c_void,
     _source: pg_sys::GucSource::Type,
 ) -> bool {
-    check_string(newval, |value| {
-        // Never echo the rejected value: it is a secret.
-        (!is_valid_header_value(value)).then(|| {
-            "invalid dex_collector.service_key: it must be printable ASCII without spaces or control characters"
-                .to_string()
-        })
-    })
+    let accepted = check_string(newval, |_| {
+        Some(
+            "dex_collector.service_key is no longer read: any role can read a setting, and the \
+             server logs its new value on reload"
+                .to_string(),
+        )
+    });
+    if !accepted {
+        if let Ok(hint) = CString::new(RETIRED_KEY_HINT) {
+            pg_sys::GUC_check_errhint_string = pg_sys::pstrdup(hint.as_ptr());
+        }
+    }
+    accepted
 }
+
+/// Where the key goes instead of a setting: said wherever the old setting is met.
+pub const RETIRED_KEY_HINT: &str = "Store the key in Supabase Vault: \
+    SELECT vault.create_secret('your-service-key', 'dex_collector_service_key'); \
+    or write it to a file only the server's user can read (mode 0600) and, as superuser: \
+    ALTER DATABASE your_database SET dex_collector.service_key_file = '/path/to/key';";
 
 #[cfg(test)]
 mod tests {
-    use super::is_valid_header_value;
+    use crate::service_key::is_valid_header_value;
 
     #[test]
     fn header_values_are_visible_ascii_only() {
-        assert!(is_valid_header_value("sk_live_abc-123"));
-        assert!(!is_valid_header_value(""));
-        assert!(!is_valid_header_value("two words"));
-        assert!(!is_valid_header_value("line\nbreak"));
-        assert!(!is_valid_header_value("ünïcode"));
+        assert!(is_valid_header_value(b"sk_live_abc-123"));
+        assert!(!is_valid_header_value(b""));
+        assert!(!is_valid_header_value(b"two words"));
+        assert!(!is_valid_header_value(b"line\nbreak"));
+        assert!(!is_valid_header_value("ünïcode".as_bytes()));
     }
 }

@@ -226,6 +226,32 @@ impl TestCluster {
             .unwrap_or_default()
     }
 
+    /// Writes `contents` to `name` in the cluster's directory, readable by the server's user only
+    /// (mode 0600, owned by it): a secret file as the server must find it.
+    pub fn write_private_file(&self, name: &str, contents: &[u8]) -> Result<PathBuf, ClusterError> {
+        use std::os::unix::fs::PermissionsExt;
+        let path = self.root.join(name);
+        let io_error = |source| ClusterError::Io {
+            action: format!("writing {}", path.display()),
+            source,
+        };
+        std::fs::write(&path, contents).map_err(io_error)?;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
+            .map_err(io_error)?;
+        hand_over(&path, self.postgres_os_user)?;
+        Ok(path)
+    }
+
+    /// Hands `path` (made by the test) to the server's OS user, as `write_private_file` does.
+    pub fn hand_over(&self, path: &Path) -> Result<(), ClusterError> {
+        hand_over(path, self.postgres_os_user)
+    }
+
+    /// The cluster's own directory (data directory, log, socket), owned by the server's user.
+    pub fn root_dir(&self) -> &Path {
+        &self.root
+    }
+
     pub fn data_dir(&self) -> &Path {
         &self.data_dir
     }

@@ -73,6 +73,8 @@ impl Default for DeploymentOptions {
 pub struct Deployment {
     pub stand_in: StandIn,
     pub cluster: TestCluster,
+    /// The file holding the stand-in's service key, as `dex_collector.service_key_file` names it.
+    pub key_file: std::path::PathBuf,
 }
 
 /// Fails early, with the fix, when the extension is not installed in the PostgreSQL under test.
@@ -96,8 +98,9 @@ fn ensure_extension_installed() -> Result<(), Box<dyn Error>> {
 }
 
 impl Deployment {
-    /// Starts the stand-in and the cluster, loads the schema, creates the extension and points
-    /// it at the stand-in with `ALTER DATABASE ... SET`.
+    /// Starts the stand-in and the cluster, writes the key file, loads the schema, creates the
+    /// extension and points it at the stand-in with `ALTER DATABASE ... SET` (see
+    /// [`Deployment::configure_sql`]).
     pub fn start(options: DeploymentOptions) -> Result<Deployment, Box<dyn Error>> {
         ensure_extension_installed()?;
         let service_key = options.stand_in.service_key.clone();
@@ -111,12 +114,19 @@ impl Deployment {
             settings: options.settings,
             ..ClusterOptions::default()
         })?;
+        let key_file =
+            cluster.write_private_file("service_key", format!("{service_key}\n").as_bytes())?;
         let mut client = cluster.connect()?;
         if options.sample_schema {
             client.batch_execute(SAMPLE_SCHEMA)?;
         }
+        let deployment = Deployment {
+            stand_in,
+            cluster,
+            key_file,
+        };
         if !options.configure {
-            return Ok(Deployment { stand_in, cluster });
+            return Ok(deployment);
         }
         client
             .batch_execute("CREATE EXTENSION dex_collector")
@@ -126,13 +136,18 @@ impl Deployment {
                     .map_or_else(|| e.to_string(), |db| db.message().to_string());
                 format!("CREATE EXTENSION dex_collector failed: {reason}")
             })?;
-        client.batch_execute(&format!(
+        client.batch_execute(&deployment.configure_sql())?;
+        Ok(deployment)
+    }
+
+    /// Points the database `dex` at the stand-in: its URL, and the key file (new sessions).
+    pub fn configure_sql(&self) -> String {
+        format!(
             "ALTER DATABASE dex SET dex_collector.site_url = '{}';
-             ALTER DATABASE dex SET dex_collector.service_key = '{}';",
-            stand_in.url(),
-            service_key
-        ))?;
-        Ok(Deployment { stand_in, cluster })
+             ALTER DATABASE dex SET dex_collector.service_key_file = '{}';",
+            self.stand_in.url(),
+            self.key_file.display()
+        )
     }
 
     /// A new superuser session (it sees the database's settings as they are now).

@@ -41,14 +41,25 @@ fn missing_configuration_is_one_clear_error_before_any_request() {
     assert_eq!(code, "22023");
     assert_eq!(
         message,
-        "dex_collector is not configured: dex_collector.site_url not set"
+        "dex_collector is not configured: it has no site URL (dex_collector.site_url, or the Vault secret dex_collector_site_url)"
     );
     assert!(hint.unwrap_or_default().contains("ALTER DATABASE"));
     client
-        .batch_execute("RESET dex_collector.service_key; SET dex_collector.service_key = ''")
+        .batch_execute("ALTER DATABASE dex RESET dex_collector.service_key_file")
         .unwrap();
-    let (_, message, _) = sql_error(client.query_one("SELECT dex_collect_all()", &[]));
-    assert_eq!(message, "dex_collector is not configured: dex_collector.site_url and dex_collector.service_key not set");
+    let mut client = deployment.client();
+    let (_, message, hint) = sql_error(client.query_one("SELECT dex_collect_all()", &[]));
+    assert_eq!(
+        message,
+        "dex_collector is not configured: it has no site URL (dex_collector.site_url, or the Vault \
+         secret dex_collector_site_url) and no service key (the Vault secret \
+         dex_collector_service_key, or a file named by dex_collector.service_key_file)"
+    );
+    let hint = hint.unwrap_or_default();
+    assert!(
+        hint.contains("vault.create_secret") && hint.contains("service_key_file"),
+        "{hint}"
+    );
     assert_eq!(deployment.stand_in.request_count(), 0);
     assert_eq!(
         client
@@ -97,6 +108,8 @@ fn bad_values_are_rejected_when_they_are_set() {
         !message.contains("has a space"),
         "a rejected key is never echoed: {message}"
     );
+    let (code, message, _) = sql_error(client.batch_execute("SET dex_collector.concurency = 4"));
+    assert_eq!(code, "42602", "the prefix is reserved: {message}");
     client
         .batch_execute("SET dex_collector.request_timeout = '2s'")
         .unwrap();
@@ -250,7 +263,7 @@ fn settings_fall_back_to_supabase_vault() {
     client
         .batch_execute(&format!(
             "ALTER DATABASE dex RESET dex_collector.site_url;
-             ALTER DATABASE dex RESET dex_collector.service_key;
+             ALTER DATABASE dex RESET dex_collector.service_key_file;
              CREATE SCHEMA vault;
              CREATE TABLE vault.secrets (name text, secret text);
              INSERT INTO vault.secrets VALUES ('dex_collector_site_url', '{}'),
@@ -336,14 +349,16 @@ fn a_granted_role_collects_every_company_despite_row_level_security_and_cannot_r
         .get(0);
     assert_eq!(started_by, "collector");
 
-    let (code, _, _) = sql_error(collector.query_one("SHOW dex_collector.service_key", &[]));
+    let (code, _, _) = sql_error(collector.query_one("SHOW dex_collector.service_key_file", &[]));
     assert_eq!(code, "42501");
-    let (code, _, _) =
-        sql_error(collector.query_one("SELECT current_setting('dex_collector.service_key')", &[]));
+    let (code, _, _) = sql_error(collector.query_one(
+        "SELECT current_setting('dex_collector.service_key_file')",
+        &[],
+    ));
     assert_eq!(code, "42501");
     let rows = collector
         .query(
-            "SELECT setting FROM pg_settings WHERE name = 'dex_collector.service_key'",
+            "SELECT setting FROM pg_settings WHERE name LIKE 'dex_collector.service_key%'",
             &[],
         )
         .unwrap();

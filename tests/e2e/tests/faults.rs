@@ -151,9 +151,16 @@ fn every_fault_is_an_honest_result_and_the_key_never_leaks() {
 
     // 401: the key is wrong for everyone, so the run stops at once.
     stand_in.reset();
+    let wrong_key = deployment
+        .cluster
+        .write_private_file("wrong_key", b"a-wrong-key\n")
+        .unwrap();
     let summary = collect_with(
         &deployment,
-        "SET dex_collector.service_key = 'a-wrong-key'; SET dex_collector.concurrency = 1",
+        &format!(
+            "SET dex_collector.service_key_file = '{}'; SET dex_collector.concurrency = 1",
+            wrong_key.display()
+        ),
     );
     assert_eq!(summary["success"], false);
     assert_eq!(summary["error"], "service key rejected by the endpoint");

@@ -1,5 +1,5 @@
 //! Every SQL example of the README runs as written, in order, through psql: with the stand-in's
-//! URL and key in place of the placeholders, and `postgres` (the database the README names)
+//! URL, key and a key file in place of the placeholders, and `postgres` (the database the README names)
 //! mapped to the test database. A block that shows an error in a `-- ERROR:  ...` comment must
 //! fail with that message.
 
@@ -54,6 +54,9 @@ fn every_sql_example_in_the_readme_runs_as_written() {
         )
         .unwrap();
 
+    let key_file = cluster
+        .write_private_file("service_key", format!("{DEFAULT_SERVICE_KEY}\n").as_bytes())
+        .unwrap();
     let blocks = sql_blocks(README);
     assert!(blocks.len() >= 10, "found {} SQL examples", blocks.len());
     for block in &blocks {
@@ -63,6 +66,10 @@ fn every_sql_example_in_the_readme_runs_as_written() {
                 &format!("'{}'", stand_in.url()),
             )
             .replace("'your-service-key'", &format!("'{DEFAULT_SERVICE_KEY}'"))
+            .replace(
+                "'/etc/dex_collector/service_key'",
+                &format!("'{}'", key_file.display()),
+            )
             .replace("DATABASE postgres", "DATABASE dex");
         let expected_error = block
             .lines()

@@ -68,15 +68,10 @@ fn an_upgrade_from_0_1_0_keeps_history_and_jobs_and_matches_a_fresh_install() {
     let current = current_version(&mut client);
     assert_ne!(current, "0.1.0");
     client
-        .batch_execute(&format!(
-            "CREATE EXTENSION pg_cron;
-             CREATE EXTENSION dex_collector VERSION '0.1.0';
-             SET dex_collector.site_url = '{}';
-             SET dex_collector.service_key = '{}';",
-            deployment.stand_in.url(),
-            dex_collector_e2e::stand_in::DEFAULT_SERVICE_KEY
-        ))
+        .batch_execute("CREATE EXTENSION pg_cron; CREATE EXTENSION dex_collector VERSION '0.1.0';")
         .unwrap();
+    client.batch_execute(&deployment.configure_sql()).unwrap();
+    let mut client = deployment.client();
     // A year of 0.1.0's history in one run: what it recorded, as it recorded it.
     client
         .batch_execute(
@@ -111,9 +106,24 @@ fn an_upgrade_from_0_1_0_keeps_history_and_jobs_and_matches_a_fresh_install() {
         Some("Run ALTER EXTENSION dex_collector UPDATE; in this database.")
     );
 
-    client
+    // 0.1.0 took the key from a setting: the upgrade warns about one left behind.
+    let mut unloaded = deployment.client();
+    unloaded
+        .batch_execute("ALTER DATABASE dex SET dex_collector.service_key = 'sk-old-setting'")
+        .unwrap();
+    unloaded
         .batch_execute("ALTER EXTENSION dex_collector UPDATE")
         .unwrap();
+    let log = deployment.cluster.log_contents();
+    assert!(
+        log.contains("WARNING:  dex_collector.service_key is still set with ALTER DATABASE or ALTER ROLE, and 0.2.0 no longer reads it"),
+        "{log}"
+    );
+    assert!(!log.contains("sk-old-setting"));
+    unloaded
+        .batch_execute("ALTER DATABASE dex RESET dex_collector.service_key")
+        .unwrap();
+    let mut client = deployment.client();
     let version: String = client
         .query_one(
             "SELECT extversion FROM pg_extension WHERE extname = 'dex_collector'",
