@@ -176,6 +176,182 @@ fn dex_segments<'a>(
     }))
 }
 
+/// Reads `raw` as DEX (after the size check), or raises 22P02 for text with no DEX in it.
+fn parse_checked(raw: &[u8]) -> dex_parse::Dex<'_> {
+    check_size(raw.len());
+    match dex_parse::parse(raw) {
+        Ok(dex) => dex,
+        Err(error) => raise_not_dex(error),
+    }
+}
+
+/// Money as an exact SQL numeric in currency units.
+fn numeric(money: Option<dex_parse::Money>) -> Option<AnyNumeric> {
+    money.and_then(|money| AnyNumeric::try_from(money.to_string().as_str()).ok())
+}
+
+/// A counter as bigint; the few beyond its range (none real) are NULL.
+fn bigint(count: Option<u64>) -> Option<i64> {
+    count.and_then(|count| i64::try_from(count).ok())
+}
+
+/// The columns of `dex_products()` (written out again in its signatures, which pgrx reads).
+type ProductRow = (
+    name!(selection, Option<String>),
+    name!(name, Option<String>),
+    name!(price, Option<AnyNumeric>),
+    name!(vends_since_init, Option<i64>),
+    name!(value_since_init, Option<AnyNumeric>),
+    name!(vends_since_reset, Option<i64>),
+    name!(value_since_reset, Option<AnyNumeric>),
+    name!(test_vends_since_init, Option<i64>),
+    name!(free_vends_since_init, Option<i64>),
+);
+
+fn product_rows(raw: &[u8]) -> TableIterator<'static, ProductRow> {
+    let rows: Vec<_> = parse_checked(raw)
+        .products()
+        .into_iter()
+        .map(|p| {
+            (
+                p.selection,
+                p.name,
+                numeric(p.price),
+                bigint(p.paid.count_since_init),
+                numeric(p.paid.value_since_init),
+                bigint(p.paid.count_since_reset),
+                numeric(p.paid.value_since_reset),
+                bigint(p.test.count_since_init),
+                bigint(p.free.count_since_init),
+            )
+        })
+        .collect();
+    TableIterator::new(rows)
+}
+
+/// One row per product selection of the text's first file (PA1 with its PA2 to PA4); money in
+/// currency units as `numeric`, counters as `bigint`.
+#[pg_extern(immutable, strict, parallel_safe, name = "dex_products")]
+fn dex_products_text(
+    raw: &str,
+) -> TableIterator<
+    'static,
+    (
+        name!(selection, Option<String>),
+        name!(name, Option<String>),
+        name!(price, Option<AnyNumeric>),
+        name!(vends_since_init, Option<i64>),
+        name!(value_since_init, Option<AnyNumeric>),
+        name!(vends_since_reset, Option<i64>),
+        name!(value_since_reset, Option<AnyNumeric>),
+        name!(test_vends_since_init, Option<i64>),
+        name!(free_vends_since_init, Option<i64>),
+    ),
+> {
+    product_rows(raw.as_bytes())
+}
+
+/// As `dex_products(text)`, for raw bytes in any encoding.
+#[pg_extern(immutable, strict, parallel_safe, name = "dex_products")]
+fn dex_products_bytea(
+    raw: &[u8],
+) -> TableIterator<
+    'static,
+    (
+        name!(selection, Option<String>),
+        name!(name, Option<String>),
+        name!(price, Option<AnyNumeric>),
+        name!(vends_since_init, Option<i64>),
+        name!(value_since_init, Option<AnyNumeric>),
+        name!(vends_since_reset, Option<i64>),
+        name!(value_since_reset, Option<AnyNumeric>),
+        name!(test_vends_since_init, Option<i64>),
+        name!(free_vends_since_init, Option<i64>),
+    ),
+> {
+    product_rows(raw)
+}
+
+/// The columns of `dex_sales()` (written out again in its signatures, which pgrx reads).
+type SaleRow = (
+    name!(selection, String),
+    name!(name, Option<String>),
+    name!(units, Option<i64>),
+    name!(value, Option<AnyNumeric>),
+    name!(status, String),
+);
+
+fn sale_rows(older: &[u8], newer: &[u8], ignore_mismatch: bool) -> TableIterator<'static, SaleRow> {
+    let (older, newer) = (parse_checked(older), parse_checked(newer));
+    match dex_parse::sales(&older, &newer, !ignore_mismatch) {
+        Ok(sales) => TableIterator::new(
+            sales
+                .into_iter()
+                .map(|sale| {
+                    (
+                        sale.selection,
+                        sale.name,
+                        bigint(sale.units),
+                        numeric(sale.value),
+                        sale.status.as_str().to_string(),
+                    )
+                })
+                .collect::<Vec<_>>(),
+        ),
+        Err(error) => {
+            ErrorReport::new(
+                PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+                error.to_string(),
+                "dex_collector",
+            )
+            .set_hint("To compare them anyway: dex_sales(older, newer, ignore_mismatch => true).")
+            .report(PgLogLevel::ERROR);
+            unreachable!("an ERROR report does not return")
+        }
+    }
+}
+
+/// What sold of each selection between two audits of one machine, from the counters since
+/// initialisation, with a status per row: `ok`, `new_selection`, `removed_selection`,
+/// `counter_reset`. Audits of different machines (ID101) or in the wrong order (EA3) are an
+/// error unless `ignore_mismatch`.
+#[pg_extern(immutable, strict, parallel_safe, name = "dex_sales")]
+fn dex_sales_text(
+    older: &str,
+    newer: &str,
+    ignore_mismatch: default!(bool, false),
+) -> TableIterator<
+    'static,
+    (
+        name!(selection, String),
+        name!(name, Option<String>),
+        name!(units, Option<i64>),
+        name!(value, Option<AnyNumeric>),
+        name!(status, String),
+    ),
+> {
+    sale_rows(older.as_bytes(), newer.as_bytes(), ignore_mismatch)
+}
+
+/// As `dex_sales(text, text)`, for raw bytes in any encoding.
+#[pg_extern(immutable, strict, parallel_safe, name = "dex_sales")]
+fn dex_sales_bytea(
+    older: &[u8],
+    newer: &[u8],
+    ignore_mismatch: default!(bool, false),
+) -> TableIterator<
+    'static,
+    (
+        name!(selection, String),
+        name!(name, Option<String>),
+        name!(units, Option<i64>),
+        name!(value, Option<AnyNumeric>),
+        name!(status, String),
+    ),
+> {
+    sale_rows(older, newer, ignore_mismatch)
+}
+
 #[cfg(any(test, feature = "pg_test"))]
 #[pg_schema]
 mod tests {
@@ -251,6 +427,16 @@ mod tests {
             let text = serde_json::to_string(&value).unwrap();
             assert_same_as_jsonb_in("value", jsonb_binary::to_jsonb(&value).unwrap(), &text);
         }
+        // Members of 64 kB and more are built around: before, between and after other members.
+        let large: Vec<u64> = (0..20_000).collect();
+        let around_large = serde_json::json!({
+            "a": 1, "big": large, "zz": "x", "numbers": [1.5, 2], "big2": large, "e": [0.25]
+        });
+        assert_same_as_jsonb_in(
+            "around large members",
+            jsonb_binary::to_jsonb(&around_large).unwrap(),
+            &serde_json::to_string(&around_large).unwrap(),
+        );
         let many: Vec<u64> = (0..1000).map(|n| n * 7919).collect();
         assert_same_as_jsonb_in(
             "array of 1000",
@@ -333,6 +519,112 @@ mod tests {
              END $$",
         )
         .unwrap();
+    }
+
+    #[pg_test]
+    fn dex_products_gives_a_row_per_selection_with_exact_money() {
+        let selections = dex_parse::parse(RHEVENDORS).unwrap().products().len() as i64;
+        let rows = Spi::get_one_with_args::<i64>(
+            "SELECT count(*) FROM dex_products($1)",
+            &[RHEVENDORS.into()],
+        );
+        assert_eq!(rows, Ok(Some(selections)));
+        let first = Spi::get_one_with_args::<String>(
+            "SELECT concat_ws('/', name, price, vends_since_init, value_since_init,
+                              vends_since_reset, value_since_reset, pg_typeof(value_since_init))
+               FROM dex_products($1) WHERE selection = '1'",
+            &[RHEVENDORS.into()],
+        );
+        assert_eq!(
+            first,
+            Ok(Some(
+                "KAFFEE SCHWARZ BOHNE/0.50/602/297.90/600/297.90/numeric".to_owned()
+            ))
+        );
+        let latin1: Vec<u8> =
+            b"ST*001*0001\r\nPA1*1*150*CAF\xC9\r\nPA2*3*450*3*450\r\nSE*4*0001\r\n".to_vec();
+        let name = Spi::get_one_with_args::<String>(
+            "SELECT name || ' ' || value_since_init FROM dex_products($1)",
+            &[latin1.into()],
+        );
+        assert_eq!(name, Ok(Some("CAFÉ 4.50".to_owned())));
+        let none = Spi::get_one::<i64>("SELECT count(*) FROM dex_products(NULL::text)");
+        assert_eq!(none, Ok(Some(0)), "strict: NULL in, no rows out");
+        // Damaged DEX (no SE, no checksum) still gives its products.
+        let damaged = Spi::get_one::<i64>(
+            "SELECT count(*) FROM dex_products('ST*001*0001\nPA1*7*100\nPA2*1*100')",
+        );
+        assert_eq!(damaged, Ok(Some(1)));
+        Spi::run(
+            "DO $$
+             BEGIN
+                 PERFORM * FROM dex_products(''::text);
+                 RAISE EXCEPTION 'dex_products() accepted empty text';
+             EXCEPTION WHEN invalid_text_representation THEN NULL;
+             END $$",
+        )
+        .unwrap();
+    }
+
+    #[pg_test]
+    fn dex_sales_compares_two_audits_of_one_machine() {
+        let later = RHEVENDORS.replacen("PA2*602*29790*600*29790", "PA2*640*31690*638*31690", 1);
+        let sold = Spi::get_one_with_args::<String>(
+            "SELECT string_agg(DISTINCT status, ',') || ' ' || sum(units) || ' ' || sum(value)
+               FROM dex_sales($1, $2)",
+            &[RHEVENDORS.into(), later.as_str().into()],
+        );
+        assert_eq!(sold, Ok(Some("ok 38 19.00".to_owned())));
+        let other = RHEVENDORS.replacen("ID1*RHV0000000000*", "ID1*RHV9999999999*", 1);
+        Spi::run(
+            "CREATE FUNCTION dex_test_sales_error(older text, newer text) RETURNS text
+             LANGUAGE plpgsql AS $$
+             BEGIN
+                 PERFORM * FROM dex_sales(older, newer);
+                 RETURN 'no error';
+             EXCEPTION WHEN OTHERS THEN
+                 RETURN SQLSTATE || ': ' || SQLERRM;
+             END $$",
+        )
+        .unwrap();
+        let refused = Spi::get_one_with_args::<String>(
+            "SELECT dex_test_sales_error($1, $2)",
+            &[RHEVENDORS.into(), other.as_str().into()],
+        );
+        assert_eq!(
+            refused,
+            Ok(Some(
+                "22023: the two audits are from different machines: serial \"RHV0000000000\", then \"RHV9999999999\""
+                    .to_owned()
+            ))
+        );
+        let forced = Spi::get_one_with_args::<i64>(
+            "SELECT count(*) FROM dex_sales($1, $2, ignore_mismatch => true)",
+            &[RHEVENDORS.into(), other.as_str().into()],
+        );
+        assert!(forced.unwrap().unwrap() > 0);
+        let none = Spi::get_one::<i64>("SELECT count(*) FROM dex_sales(NULL::text, 'x')");
+        assert_eq!(none, Ok(Some(0)));
+        let empty = Spi::get_one::<String>("SELECT dex_test_sales_error('', 'ST*001*0001')");
+        assert_eq!(
+            empty,
+            Ok(Some("22P02: not a DEX file: the input is empty".to_owned()))
+        );
+        // Damaged DEX and Latin-1 bytes: a selection added between two partial audits.
+        let older: Vec<u8> = b"ST*001*0001\nPA1*1*150*CAF\xC9\nPA2*3*450".to_vec();
+        let newer: Vec<u8> =
+            b"ST*001*0001\nPA1*1*150*CAF\xC9\nPA2*5*750\nPA1*2*90*TH\xC9\nPA2*1*90".to_vec();
+        let rows = Spi::get_one_with_args::<String>(
+            "SELECT string_agg(concat_ws(' ', selection, name, units, value, status), '; ' ORDER BY selection)
+               FROM dex_sales($1, $2)",
+            &[older.into(), newer.into()],
+        );
+        assert_eq!(
+            rows,
+            Ok(Some(
+                "1 CAFÉ 2 3.00 ok; 2 THÉ 1 0.90 new_selection".to_owned()
+            ))
+        );
     }
 
     #[pg_test]

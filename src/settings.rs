@@ -340,14 +340,18 @@ fn retired_key_settings() -> Result<Vec<String>, ConfigError> {
                 .collect()
         })
     });
+    read_only_result(lookup, |reason| ConfigError::Catalog { reason })
+}
+
+/// The outcome of a read-only lookup: an SPI error or a PostgreSQL error becomes `error`.
+fn read_only_result<T>(
+    lookup: Result<Result<T, pgrx::spi::Error>, String>,
+    error: impl FnOnce(String) -> ConfigError,
+) -> Result<T, ConfigError> {
     match lookup {
-        Ok(Ok(places)) => Ok(places),
-        Ok(Err(spi_error)) => Err(ConfigError::Catalog {
-            reason: spi_error.to_string(),
-        }),
-        Err(postgres_error) => Err(ConfigError::Catalog {
-            reason: postgres_error,
-        }),
+        Ok(Ok(value)) => Ok(value),
+        Ok(Err(spi_error)) => Err(error(spi_error.to_string())),
+        Err(postgres_error) => Err(error(postgres_error)),
     }
 }
 
@@ -410,15 +414,7 @@ fn read_vault_secrets() -> Result<VaultSecrets, ConfigError> {
             Ok(secrets)
         })
     });
-    match lookup {
-        Ok(Ok(secrets)) => Ok(secrets),
-        Ok(Err(spi_error)) => Err(ConfigError::Vault {
-            reason: spi_error.to_string(),
-        }),
-        Err(postgres_error) => Err(ConfigError::Vault {
-            reason: postgres_error,
-        }),
-    }
+    read_only_result(lookup, |reason| ConfigError::Vault { reason })
 }
 
 /// Tells Postgres why a value was rejected; the text must live in a Postgres memory context.

@@ -81,9 +81,11 @@ pub fn to_jsonb<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, Error> {
     let budget = Budget::default();
     let root = value.serialize(ValueWriter { budget: &budget })?;
     let mut datum = if root.entry == JENTRY_ISCONTAINER {
-        root.bytes
+        root.bytes.into_vec()
     } else {
-        assemble(JB_FARRAY | JB_FSCALAR | 1, vec![root], "array")?.bytes
+        assemble(JB_FARRAY | JB_FSCALAR | 1, vec![root], "array")?
+            .bytes
+            .into_vec()
     };
     datum.splice(0..0, [0u8; 4]);
     let header = varlena_4b_header(datum.len());
@@ -91,17 +93,88 @@ pub fn to_jsonb<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, Error> {
     Ok(datum)
 }
 
+/// Bytes that fit in this many are kept inline: most keys, strings and numbers of a document.
+const INLINE: usize = 22;
+
+/// A value's bytes, short ones inline so that writing them allocates nothing.
+enum Bytes {
+    Inline { len: u8, data: [u8; INLINE] },
+    Heap(Vec<u8>),
+}
+
+impl Default for Bytes {
+    fn default() -> Bytes {
+        Bytes::Inline {
+            len: 0,
+            data: [0; INLINE],
+        }
+    }
+}
+
+impl Bytes {
+    fn from_slice(bytes: &[u8]) -> Bytes {
+        let mut out = Bytes::default();
+        out.extend(bytes.iter().copied());
+        out
+    }
+
+    fn into_vec(self) -> Vec<u8> {
+        match self {
+            Bytes::Inline { len, data } => data[..usize::from(len)].to_vec(),
+            Bytes::Heap(bytes) => bytes,
+        }
+    }
+}
+
+impl std::ops::Deref for Bytes {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match self {
+            Bytes::Inline { len, data } => &data[..usize::from(*len)],
+            Bytes::Heap(bytes) => bytes,
+        }
+    }
+}
+
+impl Extend<u8> for Bytes {
+    fn extend<I: IntoIterator<Item = u8>>(&mut self, iter: I) {
+        for byte in iter {
+            match self {
+                Bytes::Inline { len, data } if usize::from(*len) < INLINE => {
+                    data[usize::from(*len)] = byte;
+                    *len += 1;
+                }
+                Bytes::Inline { len, data } => {
+                    let mut heap = Vec::with_capacity(2 * INLINE);
+                    heap.extend_from_slice(&data[..usize::from(*len)]);
+                    heap.push(byte);
+                    *self = Bytes::Heap(heap);
+                }
+                Bytes::Heap(bytes) => bytes.push(byte),
+            }
+        }
+    }
+}
+
 /// One written value: its `JEntry` type bits and its data, without any leading alignment.
+#[derive(Default)]
 struct Encoded {
     entry: u32,
-    bytes: Vec<u8>,
+    bytes: Bytes,
 }
 
 impl Encoded {
-    const fn scalar(entry: u32) -> Encoded {
+    fn scalar(entry: u32) -> Encoded {
         Encoded {
             entry,
-            bytes: Vec::new(),
+            bytes: Bytes::default(),
+        }
+    }
+
+    fn container(bytes: Vec<u8>) -> Encoded {
+        Encoded {
+            entry: JENTRY_ISCONTAINER,
+            bytes: Bytes::Heap(bytes),
         }
     }
 
@@ -113,12 +186,12 @@ impl Encoded {
         }
         Ok(Encoded {
             entry: JENTRY_ISSTRING,
-            bytes: text.as_bytes().to_vec(),
+            bytes: Bytes::from_slice(text.as_bytes()),
         })
     }
 
     fn number(text: &str) -> Result<Encoded, Error> {
-        let mut bytes = Vec::with_capacity(16);
+        let mut bytes = Bytes::default();
         write_numeric(text, &mut bytes)?;
         Ok(Encoded {
             entry: JENTRY_ISNUMERIC,
@@ -156,13 +229,40 @@ impl Budget {
     }
 }
 
-/// Where each member goes: its padding and its `JEntry`, given the members in final order and
-/// a container that starts 4-byte aligned (as in PostgreSQL's `convertJsonbArray/Object`).
-fn layout(members: &[Encoded], kind: &'static str) -> Result<(Vec<u32>, Vec<usize>), Error> {
-    let mut position = 4 + 4 * members.len();
+/// Every 32nd member's `JEntry` holds the end offset of its data, the others their length.
+fn entry(index: usize, type_bits: u32, len: usize, total: usize) -> u32 {
+    if index % JB_OFFSET_STRIDE == 0 {
+        type_bits | total as u32 | JENTRY_HAS_OFF
+    } else {
+        type_bits | len as u32
+    }
+}
+
+/// Above this, a container is built around its largest member's buffer instead of in a new one,
+/// so that a large value is never held twice.
+const LARGE_MEMBER: usize = 64 << 10;
+
+/// Writes a container: `header`, one `JEntry` per member, then the members in order, the way
+/// PostgreSQL's `convertJsonbArray` and `convertJsonbObject` do. Callers start it 4-byte aligned.
+fn assemble(header: u32, mut members: Vec<Encoded>, kind: &'static str) -> Result<Encoded, Error> {
+    let largest = members
+        .iter()
+        .enumerate()
+        .max_by_key(|(_, member)| member.bytes.len())
+        .filter(|(_, member)| member.bytes.len() >= LARGE_MEMBER)
+        .map(|(index, _)| index);
+    let capacity = 4 + 4 * members.len() + members.iter().map(|m| m.bytes.len() + 3).sum::<usize>();
+    let mut front = Vec::with_capacity(match largest {
+        Some(index) => capacity - members[index].bytes.len(),
+        None => capacity,
+    });
+    front.extend_from_slice(&header.to_ne_bytes());
+    front.resize(4 + 4 * members.len(), 0);
+    // Where the data written so far would end in the finished container, the largest member's
+    // bytes counted though they are not in `front`.
+    let mut position = front.len();
     let mut total = 0usize;
-    let mut entries = Vec::with_capacity(members.len());
-    let mut paddings = Vec::with_capacity(members.len());
+    let mut back = Vec::new();
     for (index, member) in members.iter().enumerate() {
         let padding = if member.is_aligned() {
             position.next_multiple_of(4) - position
@@ -175,54 +275,27 @@ fn layout(members: &[Encoded], kind: &'static str) -> Result<(Vec<u32>, Vec<usiz
         if position > MAX_CONTAINER_BYTES {
             return Err(Error::TooLarge { kind });
         }
-        entries.push(entry(index, member.entry, len, total));
-        paddings.push(padding);
-    }
-    Ok((entries, paddings))
-}
-
-/// Every 32nd member's `JEntry` holds the end offset of its data, the others their length.
-fn entry(index: usize, type_bits: u32, len: usize, total: usize) -> u32 {
-    if index % JB_OFFSET_STRIDE == 0 {
-        type_bits | total as u32 | JENTRY_HAS_OFF
-    } else {
-        type_bits | len as u32
-    }
-}
-
-/// Writes a container: `header`, one `JEntry` per member, then the members in order. The
-/// largest member's buffer becomes the container's (what comes before it is inserted in front),
-/// so a large value is not copied into a second buffer of its size.
-fn assemble(header: u32, members: Vec<Encoded>, kind: &'static str) -> Result<Encoded, Error> {
-    let (entries, paddings) = layout(&members, kind)?;
-    let largest = members
-        .iter()
-        .enumerate()
-        .max_by_key(|(_, member)| member.bytes.len())
-        .map_or(0, |(index, _)| index);
-    let mut front = Vec::with_capacity(4 + 4 * entries.len());
-    front.extend_from_slice(&header.to_ne_bytes());
-    for entry in &entries {
-        front.extend_from_slice(&entry.to_ne_bytes());
-    }
-    let mut bytes = Vec::new();
-    for (index, (member, padding)) in members.into_iter().zip(paddings).enumerate() {
-        if index < largest {
-            front.resize(front.len() + padding, 0);
-            front.extend_from_slice(&member.bytes);
-        } else if index == largest {
-            front.resize(front.len() + padding, 0);
-            bytes = member.bytes;
-        } else {
-            bytes.resize(bytes.len() + padding, 0);
-            bytes.extend_from_slice(&member.bytes);
+        let target = match largest {
+            Some(large) if index > large => &mut back,
+            _ => &mut front,
+        };
+        target.resize(target.len() + padding, 0);
+        if Some(index) != largest {
+            target.extend_from_slice(&member.bytes);
         }
+        let entry = entry(index, member.entry, len, total);
+        front[4 + 4 * index..8 + 4 * index].copy_from_slice(&entry.to_ne_bytes());
     }
-    bytes.splice(0..0, front);
-    Ok(Encoded {
-        entry: JENTRY_ISCONTAINER,
-        bytes,
-    })
+    let bytes = match largest {
+        None => front,
+        Some(index) => {
+            let mut bytes = std::mem::take(&mut members[index].bytes).into_vec();
+            bytes.splice(0..0, front);
+            bytes.extend_from_slice(&back);
+            bytes
+        }
+    };
+    Ok(Encoded::container(bytes))
 }
 
 fn count(members: usize, kind: &'static str) -> Result<u32, Error> {
@@ -235,19 +308,29 @@ fn count(members: usize, kind: &'static str) -> Result<u32, Error> {
 /// Keys sorted as `jsonb` sorts them (shorter first, then bytewise); of equal keys the last
 /// written wins, as in `jsonb_in`.
 fn object(mut pairs: Vec<(Encoded, Encoded)>) -> Result<Encoded, Error> {
-    pairs.reverse();
-    pairs.sort_by(|(a, _), (b, _)| {
-        a.bytes
-            .len()
-            .cmp(&b.bytes.len())
-            .then_with(|| a.bytes.cmp(&b.bytes))
-    });
-    pairs.dedup_by(|later, earlier| later.0.bytes == earlier.0.bytes);
+    let sorted = pairs
+        .windows(2)
+        .all(|w| key_order(&w[0].0, &w[1].0).is_lt());
+    if !sorted {
+        pairs.reverse();
+        pairs.sort_by(|(a, _), (b, _)| key_order(a, b));
+        pairs.dedup_by(|later, earlier| *later.0.bytes == *earlier.0.bytes);
+    }
     let header = JB_FOBJECT | count(pairs.len(), "object")?;
-    let (keys, values): (Vec<Encoded>, Vec<Encoded>) = pairs.into_iter().unzip();
-    let mut members = keys;
-    members.extend(values);
+    let mut members = Vec::with_capacity(2 * pairs.len());
+    for (key, _) in &mut pairs {
+        members.push(std::mem::take(key));
+    }
+    members.extend(pairs.into_iter().map(|(_, value)| value));
     assemble(header, members, "object")
+}
+
+/// `jsonb`'s key order: shorter first, then bytewise.
+fn key_order(a: &Encoded, b: &Encoded) -> std::cmp::Ordering {
+    a.bytes
+        .len()
+        .cmp(&b.bytes.len())
+        .then_with(|| (*a.bytes).cmp(&*b.bytes))
 }
 
 fn unsigned(value: u64) -> Result<Encoded, Error> {
@@ -502,10 +585,7 @@ impl ser::SerializeSeq for ArrayWriter<'_> {
         }
         let mut bytes = self.data;
         bytes.splice(0..0, front);
-        Ok(Encoded {
-            entry: JENTRY_ISCONTAINER,
-            bytes,
-        })
+        Ok(Encoded::container(bytes))
     }
 }
 

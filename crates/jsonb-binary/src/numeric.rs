@@ -18,7 +18,7 @@ const NUMERIC_DSCALE_MASK: u16 = 0x3FFF;
 
 /// Appends the numeric for `text` (`[-]digits[.digits][e[+-]digits]`, as `serde_json`, `ryu`
 /// and `itoa` write numbers) with its 4-byte varlena header, as `numeric_in` would make it.
-pub(crate) fn write_numeric(text: &str, out: &mut Vec<u8>) -> Result<(), Error> {
+pub(crate) fn write_numeric(text: &str, out: &mut impl Extend<u8>) -> Result<(), Error> {
     let invalid = || Error::new(format!("not a JSON number: {text:?}"));
     let (negative, unsigned) = match text.strip_prefix('-') {
         Some(rest) => (true, rest),
@@ -44,11 +44,14 @@ pub(crate) fn write_numeric(text: &str, out: &mut Vec<u8>) -> Result<(), Error> 
     {
         return Err(invalid());
     }
-    let decimal: Vec<u8> = whole
-        .bytes()
-        .chain(fraction.bytes())
-        .map(|b| b - b'0')
-        .collect();
+    // The decimal digits, read in place: no allocation per number.
+    let (whole_digits, fraction_digits) = (whole.as_bytes(), fraction.as_bytes());
+    let decimal = |i: usize| -> Option<u16> {
+        whole_digits
+            .get(i)
+            .or_else(|| fraction_digits.get(i.checked_sub(whole_digits.len())?))
+            .map(|&b| u16::from(b - b'0'))
+    };
     let too_large = || Error::new(format!("number out of range: {text}"));
     let whole_len = i32::try_from(whole.len()).map_err(|_| too_large())?;
     let fraction_len = i32::try_from(fraction.len()).map_err(|_| too_large())?;
@@ -65,32 +68,26 @@ pub(crate) fn write_numeric(text: &str, out: &mut Vec<u8>) -> Result<(), Error> 
         -((-decimal_weight - 1) / DEC_DIGITS + 1)
     };
     let offset = (weight + 1) * DEC_DIGITS - (decimal_weight + 1);
-    let decimal_len = decimal.len() as i32;
+    let decimal_len = whole_len + fraction_len;
     let count = (decimal_len + offset + DEC_DIGITS - 1) / DEC_DIGITS;
     let decimal_at = |i: i32| -> u16 {
         usize::try_from(i - offset)
             .ok()
-            .and_then(|i| decimal.get(i))
-            .map_or(0, |&d| u16::from(d))
+            .and_then(decimal)
+            .unwrap_or(0)
     };
-    let mut digits: Vec<u16> = (0..count)
-        .map(|n| {
-            let first = n * DEC_DIGITS;
-            (0..DEC_DIGITS).fold(0u16, |acc, k| acc * 10 + decimal_at(first + k))
-        })
-        .collect();
+    let digit = |n: i32| -> u16 {
+        let first = n * DEC_DIGITS;
+        (0..DEC_DIGITS).fold(0u16, |acc, k| acc * 10 + decimal_at(first + k))
+    };
 
     // Strip zero digits at both ends; zero is positive with weight 0.
-    let leading_zeros = digits.iter().take_while(|&&d| d == 0).count();
-    digits.drain(..leading_zeros);
-    let mut weight = weight - leading_zeros as i32;
-    while digits.last() == Some(&0) {
-        digits.pop();
-    }
-    let negative = negative && !digits.is_empty();
-    if digits.is_empty() {
-        weight = 0;
-    }
+    let first_nonzero = (0..count).find(|&n| digit(n) != 0);
+    let last_nonzero = (0..count).rev().find(|&n| digit(n) != 0);
+    let nonzero = first_nonzero.zip(last_nonzero);
+    let weight = nonzero.map_or(0, |(first, _)| weight - first);
+    let digit_count = nonzero.map_or(0, |(first, last)| (last - first + 1) as usize);
+    let negative = negative && digit_count > 0;
     if display_scale > i32::from(NUMERIC_DSCALE_MASK) || !(-0x8000..0x8000).contains(&weight) {
         return Err(too_large());
     }
@@ -98,8 +95,8 @@ pub(crate) fn write_numeric(text: &str, out: &mut Vec<u8>) -> Result<(), Error> 
     let short = display_scale <= NUMERIC_SHORT_DSCALE_MAX
         && (NUMERIC_SHORT_WEIGHT_MIN..=NUMERIC_SHORT_WEIGHT_MAX).contains(&weight);
     let header_len = if short { 4 + 2 } else { 4 + 2 + 2 };
-    let len = header_len + 2 * digits.len();
-    out.extend_from_slice(&varlena_4b_header(len).to_ne_bytes());
+    let len = header_len + 2 * digit_count;
+    out.extend(varlena_4b_header(len).to_ne_bytes());
     if short {
         let mut header = NUMERIC_SHORT | ((display_scale as u16) << NUMERIC_SHORT_DSCALE_SHIFT);
         if negative {
@@ -109,14 +106,16 @@ pub(crate) fn write_numeric(text: &str, out: &mut Vec<u8>) -> Result<(), Error> 
             header |= NUMERIC_SHORT_WEIGHT_SIGN_MASK;
         }
         header |= (weight as u16) & NUMERIC_SHORT_WEIGHT_MASK;
-        out.extend_from_slice(&header.to_ne_bytes());
+        out.extend(header.to_ne_bytes());
     } else {
         let sign = if negative { NUMERIC_NEG } else { 0 };
-        out.extend_from_slice(&(sign | display_scale as u16).to_ne_bytes());
-        out.extend_from_slice(&(weight as i16).to_ne_bytes());
+        out.extend((sign | display_scale as u16).to_ne_bytes());
+        out.extend((weight as i16).to_ne_bytes());
     }
-    for digit in digits {
-        out.extend_from_slice(&digit.to_ne_bytes());
+    if let Some((first, last)) = nonzero {
+        for n in first..=last {
+            out.extend(digit(n).to_ne_bytes());
+        }
     }
     Ok(())
 }

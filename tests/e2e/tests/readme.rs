@@ -115,4 +115,18 @@ fn every_sql_example_in_the_readme_runs_as_written() {
         .unwrap()
         .get(0);
     assert_eq!(roles, 2);
+    // The sales report's one row, as the README says.
+    let (units, value): (i64, String) = {
+        let row = client
+            .query_one(
+                "SELECT s.units, s.value::text
+                   FROM (SELECT raw_content, lag(raw_content) OVER (ORDER BY captured_at) AS previous
+                           FROM dex_captures) p,
+                        dex_sales(p.previous, p.raw_content) s",
+                &[],
+            )
+            .unwrap();
+        (row.get(0), row.get(1))
+    };
+    assert_eq!((units, value.as_str()), (38, "19.00"));
 }

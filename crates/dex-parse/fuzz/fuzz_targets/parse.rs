@@ -1,4 +1,4 @@
-//! Any bytes: no panic, no hang, and output that PostgreSQL can store.
+//! Any bytes: no panic, no hang, output that PostgreSQL can store, and sales that add up.
 
 #![no_main]
 
@@ -43,8 +43,17 @@ fuzz_target!(|data: &[u8]| {
             );
             assert!(dex.validation_json()["checksum"].is_object());
             assert!(segment_count > 0);
+            // An audit compared with itself sold nothing, whatever its counters.
+            let products = dex.products();
+            let sales = dex_parse::sales(&dex, &dex, true).expect("one audit is one machine");
+            assert!(sales.len() <= products.len());
+            for sale in sales {
+                assert_eq!(sale.status, dex_parse::SaleStatus::Ok);
+                assert!(sale.units.is_none_or(|units| units == 0));
+            }
         }
         Err(dex_parse::DexError::Empty) => assert_eq!(segment_count, 0),
         Err(dex_parse::DexError::NotDex { lines }) => assert_eq!(lines, segment_count),
+        Err(dex_parse::DexError::TooLong { .. }) => unreachable!("fuzz inputs are small"),
     }
 });

@@ -1,0 +1,323 @@
+//! Products as rows, and what sold between two audits of one machine.
+//!
+//! A machine's PA2 counters count since its initialisation and since the last reset; what sold
+//! between two audits is the difference of the since-initialisation counters. Where that is not
+//! a difference (a selection added or removed, a counter that went down because the machine was
+//! re-initialised or the counter rolled over) the row says so in its status instead of
+//! reporting a wrong number.
+
+use std::collections::HashMap;
+use std::fmt;
+
+use crate::elements::decode_text;
+use crate::parser::{Cell, DexFile, Record};
+use crate::Dex;
+
+/// An amount in the currency's smallest unit, shown with the file's decimal places.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Money {
+    pub minor_units: u64,
+    pub decimal_places: u32,
+}
+
+impl fmt::Display for Money {
+    /// `297.90` for 29790 minor units and 2 decimal places: exact, for a SQL `numeric`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let places = self.decimal_places as usize;
+        let digits = format!("{:0width$}", self.minor_units, width = places + 1);
+        if places == 0 {
+            return f.write_str(&digits);
+        }
+        let (whole, fraction) = digits.split_at(digits.len() - places);
+        write!(f, "{whole}.{fraction}")
+    }
+}
+
+/// One PA2, PA3 or PA4 record: vends and their value since initialisation and since reset.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counters {
+    pub count_since_init: Option<u64>,
+    pub value_since_init: Option<Money>,
+    pub count_since_reset: Option<u64>,
+    pub value_since_reset: Option<Money>,
+}
+
+/// One product selection of an audit (PA1 with its PA2 to PA4).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Product {
+    /// PA101, the selection number as written (`None` for PA2 lines without a PA1).
+    pub selection: Option<String>,
+    /// PA103, the product identification (machines write a name or a code).
+    pub name: Option<String>,
+    /// PA102.
+    pub price: Option<Money>,
+    /// PA2: paid vends.
+    pub paid: Counters,
+    /// PA3: test vends.
+    pub test: Counters,
+    /// PA4: free vends.
+    pub free: Counters,
+}
+
+/// How one selection's sales between two audits were worked out.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SaleStatus {
+    /// Present in both, counters not lower: the difference.
+    Ok,
+    /// Only in the newer audit: its counters since initialisation (they started at zero when the
+    /// selection was set up).
+    NewSelection,
+    /// Only in the older audit: nothing can be said; units and value are `None`.
+    RemovedSelection,
+    /// The newer count or value is lower (the machine was re-initialised, or a counter rolled
+    /// over): the newer counters since initialisation, which is what sold at least.
+    CounterReset,
+}
+
+impl SaleStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SaleStatus::Ok => "ok",
+            SaleStatus::NewSelection => "new_selection",
+            SaleStatus::RemovedSelection => "removed_selection",
+            SaleStatus::CounterReset => "counter_reset",
+        }
+    }
+}
+
+/// What sold of one selection between two audits.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Sale {
+    pub selection: String,
+    /// The newer audit's PA103, else the older's.
+    pub name: Option<String>,
+    /// Paid vends (PA201).
+    pub units: Option<u64>,
+    /// Their value (PA202).
+    pub value: Option<Money>,
+    pub status: SaleStatus,
+}
+
+/// Why two audits cannot be compared.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SalesError {
+    /// Their ID101 serial numbers differ.
+    DifferentMachines { older: String, newer: String },
+    /// The "older" audit was read after the "newer" one (EA302/EA303).
+    WrongOrder { older: String, newer: String },
+}
+
+impl fmt::Display for SalesError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SalesError::DifferentMachines { older, newer } => write!(
+                f,
+                "the two audits are from different machines: serial {older:?}, then {newer:?}"
+            ),
+            SalesError::WrongOrder { older, newer } => write!(
+                f,
+                "the audits are in the wrong order: the older one was read at {older}, the newer one at {newer}"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for SalesError {}
+
+impl Dex<'_> {
+    /// The products of the text's first file, in the order of their first PA1.
+    pub fn products(&self) -> Vec<Product> {
+        self.first_file().map(products_of).unwrap_or_default()
+    }
+
+    /// ID101 of the text's first file.
+    pub fn serial(&self) -> Option<String> {
+        let file = self.first_file()?;
+        text(file, file.id1.as_ref(), "serial")
+    }
+
+    /// EA302 and EA303 of the text's first file, as `YYYY-MM-DD HH:MM[:SS]`.
+    pub fn read_at(&self) -> Option<String> {
+        let file = self.first_file()?;
+        let ea3 = file.ea3.as_ref()?;
+        let Cell::Date(date) = ea3.cell(&file.cells, "read_date") else {
+            return None;
+        };
+        Some(match ea3.cell(&file.cells, "read_time") {
+            Cell::Time(time) => format!("{} {}", date.iso(), time.iso()),
+            _ => date.iso(),
+        })
+    }
+
+    fn first_file(&self) -> Option<&DexFile<'_>> {
+        self.parsed.files.first()
+    }
+}
+
+/// What sold of each selection between the `older` and the `newer` audit of one machine: the
+/// newer's selections in their order, then those only the older has. With `check`, two audits
+/// of different machines (ID101) or in the wrong order (EA302/EA303) are an error; where either
+/// lacks the serial or the read time, that check is skipped.
+pub fn sales(older: &Dex<'_>, newer: &Dex<'_>, check: bool) -> Result<Vec<Sale>, SalesError> {
+    if check {
+        if let (Some(older), Some(newer)) = (older.serial(), newer.serial()) {
+            if older != newer {
+                return Err(SalesError::DifferentMachines { older, newer });
+            }
+        }
+        if let (Some(older), Some(newer)) = (older.read_at(), newer.read_at()) {
+            // ISO text sorts as time does.
+            if older > newer {
+                return Err(SalesError::WrongOrder { older, newer });
+            }
+        }
+    }
+    let before: Vec<Product> = older.products();
+    let after: Vec<Product> = newer.products();
+    let before_by_selection: HashMap<&str, &Product> = before
+        .iter()
+        .filter_map(|p| Some((p.selection.as_deref()?, p)))
+        .collect();
+    let mut rows = Vec::with_capacity(after.len());
+    for product in &after {
+        let Some(selection) = product.selection.as_deref() else {
+            continue;
+        };
+        rows.push(match before_by_selection.get(selection) {
+            Some(previous) => compare(selection, previous, product),
+            None => Sale {
+                selection: selection.to_string(),
+                name: product.name.clone(),
+                units: product.paid.count_since_init,
+                value: product.paid.value_since_init,
+                status: SaleStatus::NewSelection,
+            },
+        });
+    }
+    let in_newer: std::collections::HashSet<&str> = after
+        .iter()
+        .filter_map(|p| p.selection.as_deref())
+        .collect();
+    for product in &before {
+        let Some(selection) = product.selection.as_deref() else {
+            continue;
+        };
+        if !in_newer.contains(selection) {
+            rows.push(Sale {
+                selection: selection.to_string(),
+                name: product.name.clone(),
+                units: None,
+                value: None,
+                status: SaleStatus::RemovedSelection,
+            });
+        }
+    }
+    Ok(rows)
+}
+
+fn compare(selection: &str, older: &Product, newer: &Product) -> Sale {
+    let (before, after) = (&older.paid, &newer.paid);
+    let count_went_down = matches!(
+        (before.count_since_init, after.count_since_init),
+        (Some(b), Some(a)) if a < b
+    );
+    let value_went_down = matches!(
+        (before.value_since_init, after.value_since_init),
+        (Some(b), Some(a)) if a.decimal_places == b.decimal_places && a.minor_units < b.minor_units
+    );
+    let name = newer.name.clone().or_else(|| older.name.clone());
+    if count_went_down || value_went_down {
+        return Sale {
+            selection: selection.to_string(),
+            name,
+            units: after.count_since_init,
+            value: after.value_since_init,
+            status: SaleStatus::CounterReset,
+        };
+    }
+    let units = before
+        .count_since_init
+        .zip(after.count_since_init)
+        .map(|(b, a)| a - b);
+    let value = before
+        .value_since_init
+        .zip(after.value_since_init)
+        .filter(|(b, a)| a.decimal_places == b.decimal_places)
+        .map(|(b, a)| Money {
+            minor_units: a.minor_units - b.minor_units,
+            decimal_places: a.decimal_places,
+        });
+    Sale {
+        selection: selection.to_string(),
+        name,
+        units,
+        value,
+        status: SaleStatus::Ok,
+    }
+}
+
+fn products_of(file: &DexFile<'_>) -> Vec<Product> {
+    file.products
+        .iter()
+        .map(|product| Product {
+            selection: text(file, product.pa1.as_ref(), "selection"),
+            name: text(file, product.pa1.as_ref(), "name"),
+            price: money(file, product.pa1.as_ref(), "price"),
+            paid: counters(file, product.pa2.as_ref()),
+            test: counters(file, product.pa3.as_ref()),
+            free: counters(file, product.pa4.as_ref()),
+        })
+        .collect()
+}
+
+fn counters(file: &DexFile<'_>, record: Option<&Record>) -> Counters {
+    Counters {
+        count_since_init: count(file, record, "count_since_init"),
+        value_since_init: money(file, record, "value_since_init"),
+        count_since_reset: count(file, record, "count_since_reset"),
+        value_since_reset: money(file, record, "value_since_reset"),
+    }
+}
+
+fn text(file: &DexFile<'_>, record: Option<&Record>, field: &str) -> Option<String> {
+    match record?.cell(&file.cells, field) {
+        Cell::Text(span) => Some(decode_text(span.get(file.input)).into_owned()),
+        _ => None,
+    }
+}
+
+fn count(file: &DexFile<'_>, record: Option<&Record>, field: &str) -> Option<u64> {
+    match record?.cell(&file.cells, field) {
+        Cell::Number(n) => Some(n),
+        _ => None,
+    }
+}
+
+fn money(file: &DexFile<'_>, record: Option<&Record>, field: &str) -> Option<Money> {
+    count(file, record, field).map(|minor_units| Money {
+        minor_units,
+        decimal_places: file.decimal_places,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn money_is_written_exactly_with_its_decimal_places() {
+        let money = |minor_units, decimal_places| {
+            Money {
+                minor_units,
+                decimal_places,
+            }
+            .to_string()
+        };
+        assert_eq!(money(29790, 2), "297.90");
+        assert_eq!(money(5, 2), "0.05");
+        assert_eq!(money(0, 2), "0.00");
+        assert_eq!(money(150, 0), "150");
+        assert_eq!(money(1, 6), "0.000001");
+        assert_eq!(money(u64::MAX, 2), "184467440737095516.15");
+    }
+}

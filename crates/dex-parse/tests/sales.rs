@@ -1,0 +1,142 @@
+//! `products()` and `sales()` on a real audit (the rhevendors sample, MIT) and on audits made
+//! from it by changing single lines: every status of a sale, and both errors.
+
+use dex_parse::{parse, sales, Money, SaleStatus, SalesError};
+
+const AUDIT: &str = include_str!("fixtures/mkrasselt1-rhevendors.eva_dts");
+
+/// The sample with `from` replaced by `to` (which must occur).
+fn edited(from: &str, to: &str) -> String {
+    assert!(AUDIT.contains(from), "{from:?} is in the sample");
+    AUDIT.replacen(from, to, 1)
+}
+
+fn money(minor_units: u64) -> Option<Money> {
+    Some(Money {
+        minor_units,
+        decimal_places: 2,
+    })
+}
+
+#[test]
+fn products_are_rows_with_counters_in_currency_units() {
+    let dex = parse(AUDIT).unwrap();
+    let products = dex.products();
+    let first = &products[0];
+    assert_eq!(first.selection.as_deref(), Some("1"));
+    assert_eq!(first.name.as_deref(), Some("KAFFEE SCHWARZ BOHNE"));
+    assert_eq!(first.price.map(|m| m.to_string()).as_deref(), Some("0.50"));
+    assert_eq!(first.paid.count_since_init, Some(602));
+    assert_eq!(
+        first
+            .paid
+            .value_since_init
+            .map(|m| m.to_string())
+            .as_deref(),
+        Some("297.90")
+    );
+    assert_eq!(first.paid.count_since_reset, Some(600));
+    assert_eq!(dex.serial().as_deref(), Some("RHV0000000000"));
+    assert_eq!(dex.read_at().as_deref(), Some("2023-11-27 10:11"));
+}
+
+#[test]
+fn the_same_audit_twice_sold_nothing() {
+    let dex = parse(AUDIT).unwrap();
+    let rows = sales(&dex, &dex, true).unwrap();
+    assert_eq!(rows.len(), dex.products().len());
+    assert!(rows
+        .iter()
+        .all(|row| row.status == SaleStatus::Ok && row.units == Some(0)));
+}
+
+#[test]
+fn sales_are_the_difference_of_the_counters_since_initialisation() {
+    let older = parse(AUDIT).unwrap();
+    let newer_text = edited("PA2*602*29790*600*29790", "PA2*610*30190*608*30190");
+    let newer = parse(&newer_text).unwrap();
+    let rows = sales(&older, &newer, true).unwrap();
+    let first = &rows[0];
+    assert_eq!(first.selection, "1");
+    assert_eq!(
+        (first.units, first.value, first.status),
+        (Some(8), money(400), SaleStatus::Ok)
+    );
+    assert_eq!(first.value.unwrap().to_string(), "4.00");
+}
+
+#[test]
+fn a_lower_counter_is_a_reset_reported_as_what_sold_since() {
+    let older = parse(AUDIT).unwrap();
+    let newer_text = edited("PA2*602*29790*600*29790", "PA2*5*250*5*250");
+    let newer = parse(&newer_text).unwrap();
+    let first = &sales(&older, &newer, true).unwrap()[0];
+    assert_eq!(
+        (first.units, first.value, first.status),
+        (Some(5), money(250), SaleStatus::CounterReset)
+    );
+}
+
+#[test]
+fn added_and_removed_selections_say_so() {
+    let older = parse(AUDIT).unwrap();
+    let newer_text = edited(
+        "PA1*2*60*KAFFEE WEISS BOHNE   \nPA2*1176*70440*1175*70440\n",
+        "PA1*99*120*HOT CHOCOLATE\nPA2*3*360*3*360\n",
+    );
+    let newer = parse(&newer_text).unwrap();
+    let rows = sales(&older, &newer, true).unwrap();
+    let added = rows.iter().find(|r| r.selection == "99").unwrap();
+    assert_eq!(
+        (added.units, added.value, added.status),
+        (Some(3), money(360), SaleStatus::NewSelection)
+    );
+    assert_eq!(added.name.as_deref(), Some("HOT CHOCOLATE"));
+    let removed = rows.last().unwrap();
+    assert_eq!(removed.selection, "2");
+    assert_eq!(
+        (removed.units, removed.value, removed.status),
+        (None, None, SaleStatus::RemovedSelection)
+    );
+    assert_eq!(rows.len(), older.products().len() + 1);
+}
+
+#[test]
+fn audits_of_two_machines_or_in_the_wrong_order_are_refused_unless_told() {
+    let older = parse(AUDIT).unwrap();
+    let other_text = edited("ID1*RHV0000000000*", "ID1*RHV0000000042*");
+    let other_machine = parse(&other_text).unwrap();
+    assert_eq!(
+        sales(&older, &other_machine, true),
+        Err(SalesError::DifferentMachines {
+            older: "RHV0000000000".into(),
+            newer: "RHV0000000042".into()
+        })
+    );
+    assert!(sales(&older, &other_machine, false).is_ok());
+
+    let earlier_text = edited("EA3*2*231127*1011*", "EA3*2*231020*0900*");
+    let earlier = parse(&earlier_text).unwrap();
+    let error = sales(&older, &earlier, true).unwrap_err();
+    assert_eq!(
+        error.to_string(),
+        "the audits are in the wrong order: the older one was read at 2023-11-27 10:11, the newer one at 2023-10-20 09:00"
+    );
+    assert!(sales(&earlier, &older, true).is_ok());
+    assert!(sales(&older, &earlier, false).is_ok());
+}
+
+#[test]
+fn every_sample_compares_with_itself() {
+    for sample in [
+        include_str!("fixtures/mdisibio-test.dex"),
+        include_str!("fixtures/mdisibio-test2.dex"),
+        include_str!("fixtures/tmdroid-dex3.dex"),
+    ] {
+        let dex = parse(sample).unwrap();
+        for row in sales(&dex, &dex, true).unwrap() {
+            assert_eq!(row.status, SaleStatus::Ok, "{row:?}");
+            assert!(row.units.is_none_or(|units| units == 0), "{row:?}");
+        }
+    }
+}
