@@ -1,5 +1,6 @@
 -- dex_collector 0.1.0 to 0.2.0: runs report the companies the deadline left out, targets go in
--- fair order (two partial indexes serve it), and company_status says how long since a success.
+-- fair order (two partial indexes serve it), company_status says how long since a success, and
+-- dex_products() and dex_sales() are new.
 -- The result must be the schema a fresh 0.2.0 install makes: the upgrade test compares them.
 \echo Use "ALTER EXTENSION dex_collector UPDATE TO '0.2.0'" to load this file. \quit
 
@@ -59,3 +60,68 @@ BEGIN
     END IF;
 END
 $$;
+
+-- The DEX functions new in 0.2.0, as pgrx generates them for a fresh install.
+CREATE  FUNCTION "dex_products"(
+	"raw" bytea /* & [u8] */
+) RETURNS TABLE (
+	"selection" TEXT,  /* Option < String > */
+	"name" TEXT,  /* Option < String > */
+	"price" NUMERIC,  /* Option < AnyNumeric > */
+	"vends_since_init" bigint,  /* Option < i64 > */
+	"value_since_init" NUMERIC,  /* Option < AnyNumeric > */
+	"vends_since_reset" bigint,  /* Option < i64 > */
+	"value_since_reset" NUMERIC,  /* Option < AnyNumeric > */
+	"test_vends_since_init" bigint,  /* Option < i64 > */
+	"free_vends_since_init" bigint  /* Option < i64 > */
+)
+IMMUTABLE STRICT PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'dex_products_bytea_wrapper';
+
+CREATE  FUNCTION "dex_products"(
+	"raw" TEXT /* & str */
+) RETURNS TABLE (
+	"selection" TEXT,  /* Option < String > */
+	"name" TEXT,  /* Option < String > */
+	"price" NUMERIC,  /* Option < AnyNumeric > */
+	"vends_since_init" bigint,  /* Option < i64 > */
+	"value_since_init" NUMERIC,  /* Option < AnyNumeric > */
+	"vends_since_reset" bigint,  /* Option < i64 > */
+	"value_since_reset" NUMERIC,  /* Option < AnyNumeric > */
+	"test_vends_since_init" bigint,  /* Option < i64 > */
+	"free_vends_since_init" bigint  /* Option < i64 > */
+)
+IMMUTABLE STRICT PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'dex_products_text_wrapper';
+
+CREATE  FUNCTION "dex_sales"(
+	"older" bytea, /* & [u8] */
+	"newer" bytea, /* & [u8] */
+	"ignore_mismatch" bool DEFAULT false /* bool */
+) RETURNS TABLE (
+	"selection" TEXT,  /* String */
+	"name" TEXT,  /* Option < String > */
+	"units" bigint,  /* Option < i64 > */
+	"value" NUMERIC,  /* Option < AnyNumeric > */
+	"status" TEXT  /* String */
+)
+IMMUTABLE STRICT PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'dex_sales_bytea_wrapper';
+
+CREATE  FUNCTION "dex_sales"(
+	"older" TEXT, /* & str */
+	"newer" TEXT, /* & str */
+	"ignore_mismatch" bool DEFAULT false /* bool */
+) RETURNS TABLE (
+	"selection" TEXT,  /* String */
+	"name" TEXT,  /* Option < String > */
+	"units" bigint,  /* Option < i64 > */
+	"value" NUMERIC,  /* Option < AnyNumeric > */
+	"status" TEXT  /* String */
+)
+IMMUTABLE STRICT PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'dex_sales_text_wrapper';
