@@ -47,8 +47,15 @@ fn update_returning(
     sql: &str,
     args: &[pgrx::datum::DatumWithOid<'_>],
 ) -> Result<Option<i64>, CollectError> {
-    Spi::connect_mut(|client| client.update(sql, None, args)?.first().get_one::<i64>())
-        .map_err(history_error)
+    Spi::connect_mut(|client| {
+        let table = client.update(sql, None, args)?;
+        // No row (an empty queue) is an answer, not an error.
+        if table.is_empty() {
+            return Ok(None);
+        }
+        table.first().get_one::<i64>()
+    })
+    .map_err(history_error)
 }
 
 fn new_id(id: Option<i64>) -> Result<i64, CollectError> {

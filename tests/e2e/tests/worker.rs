@@ -559,3 +559,20 @@ fn the_worker_survives_bad_settings_and_endpoint_outages() {
     );
     assert!(healthy >= 1, "the worker recovers by itself");
 }
+
+#[test]
+fn an_idle_queue_is_no_error_and_logs_nothing() {
+    let deployment = with_worker(&[("dex_collector.interval", "1s")]);
+    let runs: i64 = wait_for(
+        &deployment.cluster,
+        "SELECT count(*) FROM dex_collector.runs WHERE trigger = 'worker' AND status = 'succeeded'",
+        Duration::from_secs(30),
+        |&runs: &i64| runs >= 3,
+    );
+    assert!(runs >= 3, "the worker ran on its interval: {runs} run(s)");
+    let log = deployment.cluster.log_contents();
+    assert!(
+        !log.contains("could not record the run") && !log.contains("SpiTupleTable"),
+        "an empty queue was logged as an error:\n{log}"
+    );
+}
