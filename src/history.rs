@@ -244,14 +244,26 @@ pub fn fail_run(run_id: i64, error: &str) -> Result<(), CollectError> {
     )
 }
 
-/// At worker start: runs left `running` by a crash or restart can never finish.
+/// At worker start: runs left `running` by a crash or restart can never finish. Their counts
+/// and duration are those of the results they recorded before they were cut short.
 pub fn mark_interrupted_runs() -> Result<i64, CollectError> {
     update_returning(
         "WITH cut AS (
-           UPDATE dex_collector.runs
+           UPDATE dex_collector.runs r
               SET status = 'interrupted', finished_at = clock_timestamp(),
-                  error = coalesce(error, 'cut short by a server restart or crash')
-            WHERE status = 'running' RETURNING 1)
+                  error = coalesce(r.error, 'cut short by a server restart or crash'),
+                  (companies_processed, companies_succeeded, companies_failed, companies_skipped,
+                   records_collected, machines_updated, duration_ms) =
+                  (SELECT count(*) FILTER (WHERE rr.status <> 'skipped'),
+                          count(*) FILTER (WHERE rr.status = 'succeeded'),
+                          count(*) FILTER (WHERE rr.status = 'failed'),
+                          count(*) FILTER (WHERE rr.status = 'skipped'),
+                          coalesce(sum(rr.records_collected), 0),
+                          coalesce(sum(rr.machines_updated), 0),
+                          (extract(epoch FROM coalesce(max(rr.recorded_at), r.started_at) - r.started_at)
+                             * 1000)::bigint
+                     FROM dex_collector.run_results rr WHERE rr.run_id = r.id)
+            WHERE r.status = 'running' RETURNING 1)
          SELECT count(*) FROM cut",
         &[],
     )

@@ -576,3 +576,61 @@ fn an_idle_queue_is_no_error_and_logs_nothing() {
         "an empty queue was logged as an error:\n{log}"
     );
 }
+
+#[test]
+fn a_run_cut_by_a_crash_counts_the_results_it_recorded() {
+    let deployment = with_worker(&[]);
+    // Six companies answer at once and are committed one by one; two never answer.
+    deployment
+        .stand_in
+        .set_behavior(sample::ACME, Behavior::Hang);
+    deployment
+        .stand_in
+        .set_behavior(sample::BETA, Behavior::Hang);
+    let cluster = &deployment.cluster;
+    let run_id: i64 = deployment
+        .client()
+        .query_one("SELECT dex_collect_all_async()", &[])
+        .unwrap()
+        .get(0);
+    let recorded = wait_for::<i64>(
+        cluster,
+        &format!(
+            "SELECT count(*) FROM dex_collector.run_results WHERE run_id = {run_id} AND status = 'succeeded'"
+        ),
+        Duration::from_secs(20),
+        |n| *n == 6,
+    );
+    assert_eq!(recorded, 6, "six companies committed before the crash");
+    cluster.restart("immediate").unwrap();
+    let status = wait_for::<String>(
+        cluster,
+        &format!("SELECT status FROM dex_collector.runs WHERE id = {run_id}"),
+        Duration::from_secs(20),
+        |s| s == "interrupted",
+    );
+    assert_eq!(status, "interrupted");
+    let row = deployment
+        .client()
+        .query_one(
+            &format!(
+                "SELECT r.companies_processed, r.companies_succeeded, r.records_collected,
+                        r.duration_ms IS NOT NULL AND r.duration_ms >= 0,
+                        (SELECT sum(records_collected)::bigint FROM dex_collector.run_results WHERE run_id = r.id)
+                   FROM dex_collector.runs r WHERE r.id = {run_id}"
+            ),
+            &[],
+        )
+        .unwrap();
+    let (processed, succeeded, records, has_duration, recorded_records): (
+        i32,
+        i32,
+        i64,
+        bool,
+        Option<i64>,
+    ) = (row.get(0), row.get(1), row.get(2), row.get(3), row.get(4));
+    assert_eq!((processed, succeeded), (6, 6));
+    assert!(has_duration);
+    assert_eq!(Some(records), recorded_records);
+    assert!(records > 0);
+}
