@@ -94,11 +94,7 @@ fn parse_to_jsonb(
     raw: &[u8],
     write: impl FnOnce(&dex_parse::Dex<'_>) -> Result<Vec<u8>, jsonb_binary::Error>,
 ) -> Jsonb {
-    check_size(raw.len());
-    let written = match dex_parse::parse(raw) {
-        Ok(dex) => write(&dex),
-        Err(error) => raise_not_dex(error),
-    };
+    let written = write(&parse_checked(raw));
     match written {
         Ok(bytes) => Jsonb(bytes),
         Err(error) => raise_unwritable(error),

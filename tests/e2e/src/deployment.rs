@@ -185,3 +185,18 @@ pub fn skipped_ids(summary: &Value) -> Vec<String> {
         .filter_map(|skipped| skipped["company_id"].as_str().map(str::to_string))
         .collect()
 }
+
+/// The SQLSTATE, message and hint of a statement that must fail with a server error.
+pub fn sql_error(
+    result: Result<impl std::fmt::Debug, postgres::Error>,
+) -> (String, String, Option<String>) {
+    let error = result.expect_err("the statement must fail");
+    let db = error
+        .as_db_error()
+        .unwrap_or_else(|| panic!("not a database error: {error}"));
+    (
+        db.code().code().to_string(),
+        db.message().to_string(),
+        db.hint().map(str::to_string),
+    )
+}

@@ -2,7 +2,9 @@
 
 use std::time::{Duration, Instant};
 
-use dex_collector_e2e::deployment::{sample, skipped_ids, Deployment, DeploymentOptions};
+use dex_collector_e2e::deployment::{
+    sample, skipped_ids, sql_error, Deployment, DeploymentOptions,
+};
 use dex_collector_e2e::stand_in::{Behavior, DEFAULT_SERVICE_KEY};
 use serde_json::Value;
 
@@ -13,20 +15,6 @@ const README: &str = include_str!("../../../README.md");
 
 fn deployment() -> Deployment {
     Deployment::start(DeploymentOptions::default()).expect("deployment starts")
-}
-
-fn sql_error(
-    result: Result<impl std::fmt::Debug, postgres::Error>,
-) -> (String, String, Option<String>) {
-    let error = result.expect_err("the statement must fail");
-    let db = error
-        .as_db_error()
-        .unwrap_or_else(|| panic!("not a database error: {error}"));
-    (
-        db.code().code().to_string(),
-        db.message().to_string(),
-        db.hint().map(str::to_string),
-    )
 }
 
 #[test]

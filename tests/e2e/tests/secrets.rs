@@ -5,7 +5,7 @@
 
 use std::os::unix::fs::PermissionsExt;
 
-use dex_collector_e2e::deployment::{Deployment, DeploymentOptions};
+use dex_collector_e2e::deployment::{sql_error, Deployment, DeploymentOptions};
 use dex_collector_e2e::stand_in::StandInConfig;
 use serde_json::Value;
 
@@ -25,15 +25,10 @@ fn deployment(preload: bool) -> Deployment {
     .unwrap()
 }
 
-/// The SQLSTATE, message and hint of a statement that must fail.
+/// The SQLSTATE, message and hint (empty when none) of a statement that must fail.
 fn error_of(result: Result<impl std::fmt::Debug, postgres::Error>) -> (String, String, String) {
-    let error = result.expect_err("the statement must fail");
-    let db = error.as_db_error().expect("a server error");
-    (
-        db.code().code().to_string(),
-        db.message().to_string(),
-        db.hint().unwrap_or_default().to_string(),
-    )
+    let (code, message, hint) = sql_error(result);
+    (code, message, hint.unwrap_or_default())
 }
 
 fn sent_keys(deployment: &Deployment) -> Vec<String> {
