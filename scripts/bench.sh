@@ -6,7 +6,8 @@
 # `./scripts/bench.sh --dex-parse` times dex_parse() over a table of 100,000 stored DEX files instead;
 # `./scripts/bench.sh --dex-memory` measures a backend's peak memory for one dex_parse() call;
 # `./scripts/bench.sh --fairness` runs 1,000 companies with heavy-tailed endpoint times under the
-# run deadline until each has been collected.
+# run deadline until each has been collected; `./scripts/bench.sh --history` times the README's
+# monitoring queries over a generated 14-day history of 1,000 companies (4 million results).
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 setup
 # wrk measures the stand-in's own ceiling, to show that it is not what limits the figures.
@@ -23,6 +24,8 @@ if [ "${1:-}" = "--dex-parse" ]; then
     cargo run --quiet --release -p dex_collector_e2e --bin dex-parse-bench
 elif [ "${1:-}" = "--fairness" ]; then
     cargo run --quiet --release -p dex_collector_e2e --bin dex-fairness-bench
+elif [ "${1:-}" = "--history" ]; then
+    cargo test --quiet --release -p dex_collector_e2e --test history_at_scale -- --nocapture
 elif [ "${1:-}" = "--dex-memory" ]; then
     cargo run --quiet --release -p dex_collector_e2e --bin dex-parse-bench -- --memory
 else

@@ -1,27 +1,50 @@
--- Monitoring views, pg_cron helpers, and a word at CREATE EXTENSION when the worker is off.
+-- Monitoring views, pg_cron helpers, and the event trigger that takes the pg_cron job at DROP.
 
 -- Per company: the latest attempt, the latest success, the latest error, how many attempts have
--- failed since the last success, and how long ago that success was (NULL: never).
+-- failed since the last success, and how long ago that success was (NULL: never). Index probes
+-- per company (run_results_company_idx, _succeeded_idx, _failed_idx), never the whole history.
 CREATE VIEW dex_collector.company_status AS
-SELECT s.company_id,
-       s.company_name,
-       s.last_attempt_at,
-       s.last_status,
-       s.last_success_at,
-       s.last_error,
-       (SELECT count(*) FROM dex_collector.run_results f
-         WHERE f.company_id = s.company_id AND f.status = 'failed'
-           AND f.run_id > coalesce(s.last_success_run_id, 0)) AS consecutive_failures,
-       date_trunc('second', now() - s.last_success_at) AS since_last_success
-  FROM (SELECT company_id,
-               (array_agg(company_name ORDER BY run_id DESC))[1] AS company_name,
-               max(recorded_at) AS last_attempt_at,
-               (array_agg(status ORDER BY run_id DESC))[1] AS last_status,
-               max(recorded_at) FILTER (WHERE status = 'succeeded') AS last_success_at,
-               max(run_id) FILTER (WHERE status = 'succeeded') AS last_success_run_id,
-               (array_agg(error ORDER BY run_id DESC) FILTER (WHERE status = 'failed'))[1] AS last_error
-          FROM dex_collector.run_results
-         GROUP BY company_id) AS s;
+WITH RECURSIVE latest AS (
+    -- A loose index scan over run_results_company_idx: each step jumps to the next company and
+    -- lands on its latest row, so one index probe per company, however long the history.
+    (SELECT r.company_id, r.run_id, r.company_name, r.status, r.recorded_at
+       FROM dex_collector.run_results r
+      ORDER BY r.company_id, r.run_id DESC
+      LIMIT 1)
+    UNION ALL
+    SELECT n.company_id, n.run_id, n.company_name, n.status, n.recorded_at
+      FROM latest l,
+           LATERAL (SELECT r.company_id, r.run_id, r.company_name, r.status, r.recorded_at
+                      FROM dex_collector.run_results r
+                     WHERE r.company_id > l.company_id
+                     ORDER BY r.company_id, r.run_id DESC
+                     LIMIT 1) n
+)
+SELECT l.company_id,
+       l.company_name,
+       l.recorded_at AS last_attempt_at,
+       l.status AS last_status,
+       s.recorded_at AS last_success_at,
+       (SELECT f.error FROM dex_collector.run_results f
+         WHERE f.company_id = l.company_id AND f.status = 'failed'
+         ORDER BY f.run_id DESC LIMIT 1) AS last_error,
+       c.consecutive_failures,
+       date_trunc('second', now() - s.recorded_at) AS since_last_success
+  FROM latest l
+  -- The latest success: the latest row itself, or one probe of run_results_succeeded_idx.
+  LEFT JOIN LATERAL (SELECT l.run_id, l.recorded_at
+                      WHERE l.status = 'succeeded'
+                     UNION ALL
+                     (SELECT r.run_id, r.recorded_at FROM dex_collector.run_results r
+                       WHERE l.status <> 'succeeded'
+                         AND r.company_id = l.company_id AND r.status = 'succeeded'
+                       ORDER BY r.run_id DESC LIMIT 1)) s ON true
+  -- Failed attempts since then (skipped ones neither count nor break the streak): none when the
+  -- latest attempt succeeded, else an index-only count over run_results_failed_idx.
+  CROSS JOIN LATERAL (SELECT count(*) AS consecutive_failures FROM dex_collector.run_results f
+                       WHERE l.status <> 'succeeded'
+                         AND f.company_id = l.company_id AND f.status = 'failed'
+                         AND f.run_id > coalesce(s.run_id, 0)) c;
 COMMENT ON VIEW dex_collector.company_status IS
     'dex_collector: per company, last attempt, last success, last error, consecutive failures, time since last success';
 
@@ -38,7 +61,8 @@ COMMENT ON VIEW dex_collector.run_summary IS 'dex_collector: runs, newest first,
 
 REVOKE ALL ON dex_collector.company_status, dex_collector.run_summary FROM PUBLIC;
 
--- pg_cron helpers: create or replace, and remove, the job that runs SELECT dex_collect_all().
+-- pg_cron helpers: create or replace, and remove, the job that runs dex_collect_all(). The job's
+-- command names the function with its schema, so it works whatever the job's search_path.
 CREATE FUNCTION dex_collector.schedule(schedule text DEFAULT '*/5 * * * *') RETURNS bigint
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
@@ -47,7 +71,10 @@ BEGIN
             USING ERRCODE = 'undefined_object',
                   HINT = 'Add pg_cron to shared_preload_libraries, restart, then CREATE EXTENSION pg_cron.';
     END IF;
-    RETURN cron.schedule('dex-collection-every-5-minutes', schedule, 'SELECT dex_collect_all()');
+    RETURN cron.schedule('dex-collection-every-5-minutes', schedule,
+        format('SELECT %I.dex_collect_all()',
+               (SELECT n.nspname FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace
+                 WHERE e.extname = 'dex_collector')));
 END
 $$;
 COMMENT ON FUNCTION dex_collector.schedule(text) IS
@@ -68,14 +95,43 @@ $$;
 COMMENT ON FUNCTION dex_collector.unschedule() IS
     'dex_collector: remove the pg_cron job dex-collection-every-5-minutes; false if there was none';
 
-REVOKE EXECUTE ON FUNCTION dex_collector.schedule(text), dex_collector.unschedule() FROM PUBLIC;
-
-DO $$
+-- At DROP EXTENSION dex_collector: the jobs schedule() made in this database go too, instead of
+-- failing every five minutes; other jobs that call dex_collector are named, not touched. pg_cron
+-- shows a role its own jobs only, so a superuser's drop removes every such job.
+CREATE FUNCTION dex_collector.unschedule_all() RETURNS integer
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    job record;
+    removed integer := 0;
 BEGIN
-    IF position('dex_collector' IN current_setting('shared_preload_libraries')) = 0 THEN
-        RAISE NOTICE 'dex_collector: the background worker is off (dex_collect_all() works without it)'
-            USING HINT = 'For dex_collect_all_async() and dex_collector.interval, set shared_preload_libraries = '
-                         '''dex_collector'' and dex_collector.database, then restart PostgreSQL.';
+    IF NOT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'pg_cron') THEN
+        RETURN 0;
     END IF;
+    FOR job IN SELECT jobid, jobname, command FROM cron.job
+                WHERE database = current_database()
+                  AND (jobname = 'dex-collection-every-5-minutes' OR command ~ 'dex_collect_(all|company)')
+                ORDER BY jobid LOOP
+        IF job.jobname = 'dex-collection-every-5-minutes' THEN
+            PERFORM cron.unschedule(job.jobid);
+            removed := removed + 1;
+        ELSE
+            RAISE NOTICE 'dex_collector: pg_cron job % (%) still calls dex_collector', job.jobid, job.jobname
+                USING HINT = format('Remove it with SELECT cron.unschedule(%s);', job.jobid);
+        END IF;
+    END LOOP;
+    IF removed > 0 THEN
+        RAISE NOTICE 'dex_collector: removed the pg_cron job dex-collection-every-5-minutes';
+    END IF;
+    RETURN removed;
 END
 $$;
+COMMENT ON FUNCTION dex_collector.unschedule_all() IS
+    'dex_collector: remove the pg_cron jobs dex_collector.schedule() made in this database (run at DROP EXTENSION)';
+
+CREATE FUNCTION dex_collector.before_drop() RETURNS event_trigger
+LANGUAGE c AS 'MODULE_PATHNAME', 'dex_collector_before_drop';
+CREATE EVENT TRIGGER dex_collector_before_drop ON ddl_command_start
+    WHEN TAG IN ('DROP EXTENSION') EXECUTE FUNCTION dex_collector.before_drop();
+
+REVOKE EXECUTE ON FUNCTION dex_collector.schedule(text), dex_collector.unschedule(),
+    dex_collector.unschedule_all(), dex_collector.before_drop() FROM PUBLIC;

@@ -22,7 +22,8 @@ CREATE TABLE dex_collector.runs (
     machines_updated      bigint NOT NULL DEFAULT 0,
     duration_ms           bigint,
     error                 text,
-    companies_not_reached integer NOT NULL DEFAULT 0  -- not called: the run deadline came first
+    companies_not_reached integer NOT NULL DEFAULT 0, -- not called: the run deadline came first
+    run_key               uuid NOT NULL DEFAULT gen_random_uuid() -- in every Idempotency-Key it sends
 );
 CREATE INDEX runs_started_at_idx ON dex_collector.runs (started_at DESC);
 COMMENT ON TABLE dex_collector.runs IS 'dex_collector: one row per collection run';
@@ -51,7 +52,19 @@ CREATE INDEX run_results_called_idx ON dex_collector.run_results (company_id, ru
     WHERE status <> 'skipped';
 CREATE INDEX run_results_succeeded_idx ON dex_collector.run_results (company_id, run_id DESC)
     WHERE status = 'succeeded';
+-- company_status's latest error and failures since the last success: one probe of the failed
+-- rows (a few percent of the history) per company.
+CREATE INDEX run_results_failed_idx ON dex_collector.run_results (company_id, run_id DESC)
+    WHERE status = 'failed';
 COMMENT ON TABLE dex_collector.run_results IS 'dex_collector: one row per company per run';
+
+-- The history is the users' data: pg_dump keeps it, and run ids resume where they were. Runs in
+-- progress (or queued) at dump time are left out: the dumped server finishes them.
+SELECT pg_catalog.pg_extension_config_dump('dex_collector.runs',
+    $$WHERE status NOT IN ('queued', 'running')$$);
+SELECT pg_catalog.pg_extension_config_dump('dex_collector.run_results',
+    $$WHERE run_id IN (SELECT id FROM dex_collector.runs WHERE status NOT IN ('queued', 'running'))$$);
+SELECT pg_catalog.pg_extension_config_dump('dex_collector.runs_id_seq', '');
 
 -- The history is the extension's: no other role reads or writes it unless granted.
 REVOKE ALL ON ALL TABLES IN SCHEMA dex_collector FROM PUBLIC;

@@ -8,13 +8,14 @@ use pgrx::prelude::*;
 use pgrx::JsonB;
 
 use crate::history::Trigger;
-use crate::run::{self, Scope};
+use crate::lifecycle;
+use crate::run::Scope;
 
 /// Collects DEX data for every target company; returns the run's summary.
 #[pg_extern(volatile, parallel_unsafe, security_definer)]
 #[search_path(pg_catalog, pg_temp)]
 fn dex_collect_all() -> JsonB {
-    match run::collect(Scope::All, Trigger::Manual) {
+    match lifecycle::collect_in_transaction(Scope::All, Trigger::Manual) {
         Ok(summary) => JsonB(summary),
         Err(error) => error.raise(),
     }
@@ -24,7 +25,8 @@ fn dex_collect_all() -> JsonB {
 #[pg_extern(volatile, parallel_unsafe, security_definer)]
 #[search_path(pg_catalog, pg_temp)]
 fn dex_collect_company(company_id: pgrx::Uuid) -> JsonB {
-    match run::collect(Scope::Company(company_id.to_string()), Trigger::Manual) {
+    match lifecycle::collect_in_transaction(Scope::Company(company_id.to_string()), Trigger::Manual)
+    {
         Ok(summary) => JsonB(summary),
         Err(error) => error.raise(),
     }
@@ -47,7 +49,7 @@ COMMENT ON FUNCTION @extschema@.dex_collect_company(uuid) IS
 #[pg_extern(volatile, parallel_unsafe, security_definer)]
 #[search_path(pg_catalog, pg_temp)]
 fn dex_collect_all_async() -> i64 {
-    match crate::worker::queue_run() {
+    match lifecycle::queue_for_worker() {
         Ok(run_id) => run_id,
         Err(error) => error.raise(),
     }

@@ -109,11 +109,21 @@ pub fn build_client(
         .map_err(|e| format!("cannot build the HTTP client: {}", root_cause(&e)))
 }
 
+/// Which run a request belongs to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunIdentity {
+    /// `dex_collector.runs.id`: sent as `X-Dex-Run-Id`; unique within one database's history only.
+    pub id: i64,
+    /// `dex_collector.runs.run_key`, a random UUID: makes every `Idempotency-Key` unique across
+    /// databases, clusters, restores and re-created extensions.
+    pub key: String,
+}
+
 /// Collects one company: every page, each with its retries, within `deadline`.
 pub async fn collect_company(
     client: &Client,
     config: &EndpointConfig,
-    run_id: i64,
+    run: &RunIdentity,
     company_id: &str,
     deadline: Instant,
 ) -> CompanyOutcome {
@@ -123,7 +133,7 @@ pub async fn collect_company(
     loop {
         let page_number = outcome.pages + 1;
         let request = PageRequest {
-            run_id,
+            run,
             company_id,
             page_number,
             page: next_page.as_ref(),
@@ -168,7 +178,7 @@ pub async fn collect_company(
 }
 
 struct PageRequest<'a> {
-    run_id: i64,
+    run: &'a RunIdentity,
     company_id: &'a str,
     page_number: u32,
     page: Option<&'a NextPage>,
@@ -203,6 +213,15 @@ pub enum Retry {
     Later(Option<Duration>),
     /// 401: the key is wrong for every company; stop the run.
     AuthRejected,
+}
+
+/// `dex-collector:{run key}:{company}:{page number}`: the same for every retry of one page of
+/// one run, and never sent for anything else (docs/contract.md).
+fn idempotency_key(request: &PageRequest<'_>) -> String {
+    format!(
+        "dex-collector:{}:{}:{}",
+        request.run.key, request.company_id, request.page_number
+    )
 }
 
 /// Sends one page's request, retrying transient failures with backoff within the deadline.
@@ -260,14 +279,8 @@ async fn send_once(
             .header(CONTENT_TYPE, "application/json")
             .header("X-Service-Key", key)
             .header("X-Company-ID", request.company_id)
-            .header("X-Dex-Run-Id", request.run_id.to_string())
-            .header(
-                "Idempotency-Key",
-                format!(
-                    "dex-collector:{}:{}:{}",
-                    request.run_id, request.company_id, request.page_number
-                ),
-            )
+            .header("X-Dex-Run-Id", request.run.id.to_string())
+            .header("Idempotency-Key", idempotency_key(request))
             .body("{}")
             .send()
             .await
@@ -344,7 +357,7 @@ pub struct Answer<'a> {
     pub body: &'a [u8],
 }
 
-/// Decides what an answer means, following CONTRACT.md's table.
+/// Decides what an answer means, following docs/contract.md's table.
 pub fn classify(status: u16, answer: &Answer<'_>, site_url: &str, now: SystemTime) -> PageAnswer {
     let status_code = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     if status_code.is_redirection() {
@@ -430,7 +443,7 @@ fn failed(error: impl Into<String>, retry: Retry) -> PageAnswer {
     }
 }
 
-/// A count field; missing, null, negative or not a number counts as 0 (CONTRACT.md).
+/// A count field; missing, null, negative or not a number counts as 0 (docs/contract.md).
 fn count(json: &Value, field: &str) -> i64 {
     json.get(field)
         .and_then(Value::as_i64)

@@ -153,6 +153,16 @@ pub enum CollectError {
     History {
         message: String,
     },
+    /// The advisory locks that keep runs apart could not be read or taken.
+    Lock {
+        message: String,
+    },
+    /// A hot standby cannot write the run history.
+    StandbyServer,
+    /// `dex_collect_all_async()` where no worker will ever run the queued collection.
+    NoWorkerForDatabase {
+        worker_database: Option<String>,
+    },
     /// The library was upgraded but this database's extension objects were not.
     ExtensionOutdated {
         installed: String,
@@ -182,6 +192,19 @@ impl fmt::Display for CollectError {
             ),
             CollectError::Runtime { message } => write!(f, "dex_collector could not start its HTTP runtime: {message}"),
             CollectError::History { message } => write!(f, "dex_collector could not record the run: {message}"),
+            CollectError::Lock { message } => write!(f, "dex_collector could not check for a run in progress: {message}"),
+            CollectError::StandbyServer => write!(
+                f,
+                "dex_collector cannot collect on a standby server: a run writes its history, and a standby is read-only"
+            ),
+            CollectError::NoWorkerForDatabase { worker_database: Some(database) } => write!(
+                f,
+                "the dex_collector background worker serves database {database:?}, not this one: a queued run would never start"
+            ),
+            CollectError::NoWorkerForDatabase { worker_database: None } => write!(
+                f,
+                "the dex_collector background worker is off: a queued run would never start"
+            ),
             CollectError::ExtensionOutdated { installed } => write!(
                 f,
                 "the dex_collector library is version {} but this database has the extension at version {installed}",
@@ -200,12 +223,13 @@ impl CollectError {
             ) => PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
             CollectError::Targets(_) => PgSqlErrorCode::ERRCODE_DATATYPE_MISMATCH,
             CollectError::UnknownCompany { .. } => PgSqlErrorCode::ERRCODE_NO_DATA_FOUND,
-            CollectError::ExtensionOutdated { .. } => {
+            CollectError::ExtensionOutdated { .. } | CollectError::NoWorkerForDatabase { .. } => {
                 PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE
             }
-            CollectError::Runtime { .. } | CollectError::History { .. } => {
-                PgSqlErrorCode::ERRCODE_INTERNAL_ERROR
-            }
+            CollectError::StandbyServer => PgSqlErrorCode::ERRCODE_READ_ONLY_SQL_TRANSACTION,
+            CollectError::Runtime { .. }
+            | CollectError::History { .. }
+            | CollectError::Lock { .. } => PgSqlErrorCode::ERRCODE_INTERNAL_ERROR,
         }
     }
 
@@ -224,6 +248,13 @@ impl CollectError {
             CollectError::ExtensionOutdated { .. } => {
                 report.set_hint("Run ALTER EXTENSION dex_collector UPDATE; in this database.")
             }
+            CollectError::StandbyServer => {
+                report.set_hint("Call it on the primary. A preloaded worker starts collecting here after promotion.")
+            }
+            CollectError::NoWorkerForDatabase { .. } => report.set_hint(
+                "Call dex_collect_all() to collect now, or run the worker for this database: \
+                 shared_preload_libraries = 'dex_collector' and dex_collector.database = '<this database>', then restart PostgreSQL.",
+            ),
             _ => report,
         };
         report.report(PgLogLevel::ERROR);

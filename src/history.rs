@@ -6,6 +6,7 @@ use pgrx::prelude::*;
 use pgrx::JsonB;
 use serde_json::Value;
 
+use crate::endpoint::RunIdentity;
 use crate::error::CollectError;
 use crate::summary::{CompanyResult, RunStatus, RunSummary, ALREADY_RUNNING};
 use crate::targets::{LastCalls, Target};
@@ -17,8 +18,6 @@ pub enum Trigger {
     Manual,
     /// The background worker's `dex_collector.interval`.
     Worker,
-    /// `dex_collect_all_async()`, run by the worker.
-    Async,
 }
 
 impl Trigger {
@@ -26,7 +25,6 @@ impl Trigger {
         match self {
             Trigger::Manual => "manual",
             Trigger::Worker => "worker",
-            Trigger::Async => "async",
         }
     }
 }
@@ -64,26 +62,41 @@ fn new_id(id: Option<i64>) -> Result<i64, CollectError> {
     })
 }
 
-/// Inserts the run's row as `running` and returns its id.
-pub fn start_run(trigger: Trigger, companies_total: usize) -> Result<i64, CollectError> {
+/// Runs a data-changing statement that returns a run's `id` and `run_key`.
+fn run_returning(
+    sql: &str,
+    args: &[pgrx::datum::DatumWithOid<'_>],
+) -> Result<Option<RunIdentity>, CollectError> {
+    Spi::connect_mut(|client| {
+        let table = client.update(sql, None, args)?;
+        if table.is_empty() {
+            return Ok(None);
+        }
+        let (id, key) = table.first().get_two::<i64, String>()?;
+        Ok(id.zip(key).map(|(id, key)| RunIdentity { id, key }))
+    })
+    .map_err(history_error)
+}
+
+/// Inserts the run's row as `running`.
+pub fn start_run(trigger: Trigger, companies_total: usize) -> Result<RunIdentity, CollectError> {
     let total = i32::try_from(companies_total).unwrap_or(i32::MAX);
-    new_id(update_returning(
+    run_returning(
         &format!(
             "INSERT INTO dex_collector.runs (status, trigger, companies_total)
-             VALUES ('running', {TRIGGER_SQL}, $2) RETURNING id"
+             VALUES ('running', {TRIGGER_SQL}, $2) RETURNING id, run_key::text"
         ),
         &[trigger.as_str().into(), total.into()],
-    )?)
+    )?
+    .ok_or_else(|| CollectError::History {
+        message: "INSERT ... RETURNING gave no run".into(),
+    })
 }
 
 /// Refuses to run when this database's extension objects are older than the library: the run
 /// would write columns that do not exist until `ALTER EXTENSION dex_collector UPDATE`.
 pub fn check_installed_version() -> Result<(), CollectError> {
-    let installed = Spi::get_one::<String>(
-        "SELECT extversion FROM pg_catalog.pg_extension WHERE extname = 'dex_collector'",
-    )
-    .map_err(history_error)?;
-    match installed {
+    match installed_version()? {
         Some(installed) if installed != env!("CARGO_PKG_VERSION") => {
             Err(CollectError::ExtensionOutdated { installed })
         }
@@ -215,14 +228,22 @@ pub fn queue_run() -> Result<i64, CollectError> {
 }
 
 /// The oldest queued run, now marked `running` (its start time reset to now).
-pub fn claim_queued_run() -> Result<Option<i64>, CollectError> {
-    update_returning(
+pub fn claim_queued_run() -> Result<Option<RunIdentity>, CollectError> {
+    run_returning(
         "UPDATE dex_collector.runs SET status = 'running', started_at = clock_timestamp()
           WHERE id = (SELECT id FROM dex_collector.runs WHERE status = 'queued'
                        ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED)
-          RETURNING id",
+          RETURNING id, run_key::text",
         &[],
     )
+}
+
+/// This database's dex_collector version, `None` when the extension is not installed here.
+pub fn installed_version() -> Result<Option<String>, CollectError> {
+    Spi::get_one::<String>(
+        "SELECT (SELECT extversion FROM pg_catalog.pg_extension WHERE extname = 'dex_collector')",
+    )
+    .map_err(history_error)
 }
 
 /// Sets a started run's target count once the targets are known.

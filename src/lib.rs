@@ -5,19 +5,23 @@
 //! - `service_key`: where the service key comes from (Vault or a private file, never a setting);
 //! - `targets`: which companies a run collects for;
 //! - `endpoint`: the collect-bulk contract, how one company is collected (pure Rust);
-//! - `run`: one run (fan-out, deadline, cancellation); `summary`: its arithmetic (pure Rust);
+//! - `lifecycle`: a run from lock to finish, for SQL calls and the worker alike;
+//! - `run`: one run's fan-out (deadline, cancellation); `summary`: its arithmetic (pure Rust);
 //! - `history`: how a run is recorded; `lock`: one run at a time per database;
 //! - `worker`: the background worker; `api`: the SQL functions; `error`: errors to SQLSTATEs;
-//! - `readonly`: running SQL the extension does not own, read-only and contained;
+//! - `backend`: every raw call into PostgreSQL (transactions, signals, shared memory, the
+//!   `DROP EXTENSION` event trigger); `readonly`: SQL the extension does not own, contained;
 //! - `dex_sql`: `dex_parse()`, `dex_validate()`, `dex_segments()` over the `dex-parse` crate.
 
 use pgrx::prelude::*;
 
 mod api;
+mod backend;
 mod dex_sql;
 mod endpoint;
 mod error;
 mod history;
+mod lifecycle;
 mod lock;
 mod readonly;
 mod run;
@@ -35,8 +39,8 @@ extension_sql_file!("../sql/helpers.sql", name = "helpers", finalize);
 #[pg_guard]
 pub extern "C-unwind" fn _PG_init() {
     settings::define();
-    // SAFETY: a flag Postgres sets while it loads shared_preload_libraries.
-    if unsafe { pg_sys::process_shared_preload_libraries_in_progress } {
+    if backend::loading_shared_preload_libraries() {
+        backend::init_shared_memory();
         worker::register();
     }
 }

@@ -11,19 +11,18 @@ use std::mem::ManuallyDrop;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use pgrx::pg_sys;
 use reqwest::Client;
 use tokio::runtime::Runtime;
 use tokio::task::{Id, JoinSet};
 
-use crate::endpoint::{build_client, collect_company, CompanyOutcome, EndpointConfig};
+use crate::backend;
+use crate::endpoint::{build_client, collect_company, CompanyOutcome, EndpointConfig, RunIdentity};
 use crate::error::{warn_with_hint, CollectError, ConfigError};
-use crate::history::{self, Trigger};
-use crate::lock::{self, Holder};
+use crate::history;
 use crate::settings::Settings;
 use crate::summary::{
-    CompanyResult, RunSummary, ALREADY_RUNNING, SKIP_AUTH_REJECTED, SKIP_CANCELLED, SKIP_DEADLINE,
-    SKIP_NO_CREDENTIALS, STOPPED_AT_DEADLINE,
+    CompanyResult, RunSummary, SKIP_AUTH_REJECTED, SKIP_BOOKKEEPING_FAILED, SKIP_CANCELLED,
+    SKIP_DEADLINE, SKIP_NO_CREDENTIALS, STOPPED_AT_DEADLINE,
 };
 use crate::targets::{self, Target};
 
@@ -67,27 +66,45 @@ pub fn plan(scope: Scope) -> Result<Plan, CollectError> {
     Ok(Plan { settings, targets })
 }
 
-/// Calls the endpoint for the plan's targets; `on_finished` sees each called company's result as
-/// soon as it is known (the worker commits it there).
+/// Where each called company's result goes as soon as it is known: `Ok(true)` when it is recorded
+/// there and then (the worker commits it), `Ok(false)` when it is left for the end of the run, an
+/// error when it could not be recorded, which stops the run: no company is called whose result
+/// cannot be kept.
+pub type ResultSink<'a> = dyn FnMut(&CompanyResult) -> Result<bool, CollectError> + 'a;
+
+/// A run's summary, and which of its results the sink recorded (same order).
+pub struct Executed {
+    pub summary: RunSummary,
+    pub recorded: Vec<bool>,
+}
+
+impl Executed {
+    /// The results the sink did not record: every one for a SQL call, the skipped ones and any
+    /// the fan-out ended without passing through the sink for the worker.
+    pub fn unrecorded(&self) -> Vec<CompanyResult> {
+        self.summary
+            .results
+            .iter()
+            .zip(&self.recorded)
+            .filter(|(_, recorded)| !**recorded)
+            .map(|(result, _)| result.clone())
+            .collect()
+    }
+}
+
+/// Calls the endpoint for the plan's targets, handing each called company's result to `sink`.
 pub fn execute(
     plan: &Plan,
-    run_id: i64,
+    run: &RunIdentity,
     started: Instant,
-    on_finished: &mut dyn FnMut(&CompanyResult),
-) -> Result<RunSummary, CollectError> {
+    sink: &mut ResultSink<'_>,
+) -> Result<Executed, CollectError> {
     let deadline = started + plan.settings.run_deadline;
     let fan_out = with_http(&plan.settings, |http| {
-        fan_out(
-            http,
-            &plan.settings,
-            run_id,
-            &plan.targets,
-            deadline,
-            on_finished,
-        )
+        fan_out(http, &plan.settings, run, &plan.targets, deadline, sink)
     })?;
     let summary = RunSummary {
-        run_id,
+        run_id: run.id,
         results: fan_out.results,
         duration: started.elapsed(),
         run_error: fan_out.run_error,
@@ -96,7 +113,10 @@ pub fn execute(
     if summary.deadline_reached {
         warn_deadline_reached(&summary, &plan.settings);
     }
-    Ok(summary)
+    Ok(Executed {
+        summary,
+        recorded: fan_out.recorded,
+    })
 }
 
 /// One WARNING per run that the deadline cut short: how many companies it left out, and what
@@ -132,35 +152,6 @@ fn human_duration(duration: Duration) -> String {
     } else {
         format!("{millis}ms")
     }
-}
-
-/// One collection from SQL: skipped at once when another is running, otherwise run to the end
-/// and recorded with the caller's transaction. Raises only for configuration errors.
-pub fn collect(scope: Scope, trigger: Trigger) -> Result<serde_json::Value, CollectError> {
-    let started = Instant::now();
-    if !lock::try_acquire(Holder::Transaction)? {
-        return skipped_because_running(trigger);
-    }
-    let plan = plan(scope)?;
-    let run_id = history::start_run(trigger, plan.targets.len())?;
-    lock::publish(Holder::Transaction, run_id)?;
-    let summary = execute(&plan, run_id, started, &mut |_| {})?;
-    history::record_results(run_id, &summary.results)?;
-    history::finish_run(&summary, summary.final_status())?;
-    Ok(summary.to_json())
-}
-
-/// Records a skipped run and says which run is in progress.
-fn skipped_because_running(trigger: Trigger) -> Result<serde_json::Value, CollectError> {
-    let running = lock::running_run_id()?;
-    let recorded_as = history::record_skipped_run(trigger, running)?;
-    Ok(serde_json::json!({
-        "success": false,
-        "skipped": true,
-        "reason": ALREADY_RUNNING,
-        "run_id": running,
-        "recorded_as": recorded_as,
-    }))
 }
 
 /// The per-backend HTTP machinery, kept across runs so connections are reused.
@@ -225,7 +216,7 @@ fn new_http(settings: ClientSettings) -> Result<Http, CollectError> {
         .enable_all()
         .max_blocking_threads(4)
         // DNS lookups run on helper threads; keep every signal for the backend's own thread.
-        .on_thread_start(block_all_signals)
+        .on_thread_start(backend::block_all_signals)
         .build()
         .map_err(|e| CollectError::Runtime {
             message: e.to_string(),
@@ -237,28 +228,8 @@ fn new_http(settings: ClientSettings) -> Result<Http, CollectError> {
     })
 }
 
-fn block_all_signals() {
-    // SAFETY: plain libc calls on a fully initialised, thread-local signal set.
-    unsafe {
-        let mut all: libc::sigset_t = std::mem::zeroed();
-        libc::sigfillset(&mut all);
-        libc::pthread_sigmask(libc::SIG_BLOCK, &all, std::ptr::null_mut());
-    }
-}
-
-/// True when the backend has been asked to cancel the query or to exit, or the worker to shut
-/// down (its SIGTERM handler sets `ShutdownRequestPending`).
-pub fn cancel_or_terminate_pending() -> bool {
-    // SAFETY: reads of sig_atomic_t flags that signal handlers set; volatile as in C.
-    unsafe {
-        std::ptr::read_volatile(&raw const pg_sys::QueryCancelPending) != 0
-            || std::ptr::read_volatile(&raw const pg_sys::ProcDiePending) != 0
-            || std::ptr::read_volatile(&raw const pg_sys::ShutdownRequestPending) != 0
-    }
-}
-
 async fn cancel_or_terminate_requested() {
-    while !cancel_or_terminate_pending() {
+    while !backend::cancel_or_terminate_pending() {
         tokio::time::sleep(INTERRUPT_POLL).await;
     }
 }
@@ -317,6 +288,7 @@ enum Stop {
     Deadline,
     AuthRejected,
     Cancelled,
+    BookkeepingFailed,
 }
 
 impl Stop {
@@ -325,12 +297,14 @@ impl Stop {
             Stop::Deadline => SKIP_DEADLINE,
             Stop::AuthRejected => SKIP_AUTH_REJECTED,
             Stop::Cancelled => SKIP_CANCELLED,
+            Stop::BookkeepingFailed => SKIP_BOOKKEEPING_FAILED,
         }
     }
 }
 
 struct FanOut {
     results: Vec<CompanyResult>,
+    recorded: Vec<bool>,
     run_error: Option<String>,
     deadline_reached: bool,
 }
@@ -339,17 +313,35 @@ struct FanOut {
 fn fan_out(
     http: &Http,
     settings: &Settings,
-    run_id: i64,
+    run: &RunIdentity,
     targets: &[Target],
     deadline: Instant,
-    on_finished: &mut dyn FnMut(&CompanyResult),
+    sink: &mut ResultSink<'_>,
 ) -> FanOut {
     let config = Arc::new(settings.endpoint.clone());
+    let run = Arc::new(run.clone());
     let mut results: Vec<Option<CompanyResult>> = vec![None; targets.len()];
-    let mut finish = |index: usize, outcome: CompanyOutcome| {
+    let mut recorded = vec![false; targets.len()];
+    let mut bookkeeping_error: Option<CollectError> = None;
+    // Records one finished company; false when its result could not be kept.
+    let mut finish = |index: usize, outcome: CompanyOutcome| -> bool {
         let result = CompanyResult::called(targets[index].clone(), outcome);
-        on_finished(&result);
+        let kept = if bookkeeping_error.is_some() {
+            false
+        } else {
+            match sink(&result) {
+                Ok(now) => {
+                    recorded[index] = now;
+                    true
+                }
+                Err(error) => {
+                    bookkeeping_error = Some(error);
+                    false
+                }
+            }
+        };
         results[index] = Some(result);
+        kept
     };
     let mut queue = targets
         .iter()
@@ -369,7 +361,7 @@ fn fan_out(
             let task = company_task(
                 http.client.clone(),
                 Arc::clone(&config),
-                run_id,
+                Arc::clone(&run),
                 target,
                 deadline,
             );
@@ -391,13 +383,18 @@ fn fan_out(
         let ended_early = match step {
             Step::Finished(Ok((id, outcome))) => {
                 let auth_rejected = outcome.auth_rejected;
-                if let Some(index) = in_flight.index_of.remove(&id) {
-                    finish(index, outcome);
+                let kept = match in_flight.index_of.remove(&id) {
+                    Some(index) => finish(index, outcome),
+                    None => true,
+                };
+                if !kept {
+                    Some(Stop::BookkeepingFailed)
+                } else {
+                    auth_rejected.then_some(Stop::AuthRejected)
                 }
-                auth_rejected.then_some(Stop::AuthRejected)
             }
-            // A company task cannot panic by design; if one did, its company stays unrecorded
-            // as failed below rather than taking the run down.
+            // A company task cannot panic by design; if one did, its company gets a failed
+            // result below (recorded at the run's end) rather than taking the run down.
             Step::Finished(Err(error)) => {
                 in_flight.index_of.remove(&error.id());
                 None
@@ -441,10 +438,15 @@ fn fan_out(
         .collect();
     let run_error = match stop {
         Some(Stop::AuthRejected) => Some(SKIP_AUTH_REJECTED.to_string()),
+        Some(Stop::BookkeepingFailed) => Some(format!(
+            "{SKIP_BOOKKEEPING_FAILED}: {}",
+            bookkeeping_error.map_or_else(String::new, |error| error.to_string())
+        )),
         _ => None,
     };
     FanOut {
         results,
+        recorded,
         run_error,
         deadline_reached: matches!(stop, Some(Stop::Deadline)),
     }
@@ -456,6 +458,7 @@ fn stopped_outcome(stop: Stop) -> CompanyOutcome {
         Stop::Deadline => STOPPED_AT_DEADLINE,
         Stop::AuthRejected => "stopped: the endpoint rejected the service key for another company",
         Stop::Cancelled => "stopped: the run was cancelled while collecting",
+        Stop::BookkeepingFailed => "stopped: the run's history could not be written",
     };
     CompanyOutcome {
         error: Some(error.into()),
@@ -466,10 +469,10 @@ fn stopped_outcome(stop: Stop) -> CompanyOutcome {
 fn company_task(
     client: Client,
     config: Arc<EndpointConfig>,
-    run_id: i64,
+    run: Arc<RunIdentity>,
     target: &Target,
     deadline: Instant,
 ) -> impl std::future::Future<Output = CompanyOutcome> + Send + 'static {
     let company_id = target.company_id.clone();
-    async move { collect_company(&client, &config, run_id, &company_id, deadline).await }
+    async move { collect_company(&client, &config, &run, &company_id, deadline).await }
 }

@@ -99,7 +99,7 @@ pub fn define() {
         &WORKER_DATABASE,
         // Only the postmaster may define a restart-only setting; a session loading the library
         // later gets one it can merely read.
-        if unsafe { pg_sys::process_shared_preload_libraries_in_progress } {
+        if crate::backend::loading_shared_preload_libraries() {
             GucContext::Postmaster
         } else {
             GucContext::Sighup

@@ -16,6 +16,7 @@ pub const SKIP_NO_CREDENTIALS: &str = "No DEX credentials configured";
 pub const SKIP_DEADLINE: &str = "deadline";
 pub const SKIP_AUTH_REJECTED: &str = "service key rejected by the endpoint";
 pub const SKIP_CANCELLED: &str = "cancelled";
+pub const SKIP_BOOKKEEPING_FAILED: &str = "the run stopped: its results could not be recorded";
 /// The error of a company whose requests the run deadline cut short.
 pub const STOPPED_AT_DEADLINE: &str =
     "stopped at the run deadline (dex_collector.run_deadline) while collecting";

@@ -1,6 +1,6 @@
 //! Which companies a run collects for.
 //!
-//! By default the design's rule (CONTRACT.md): every company with at least one machine whose
+//! By default the design's rule (docs/contract.md): every company with at least one machine whose
 //! status is `active`; such a company without a `user_credentials` row with a `dex_username` is
 //! skipped ("No DEX credentials configured") and never sent to the endpoint.
 //! `dex_collector.targets_query` replaces the rule for deployments whose schema differs. A run

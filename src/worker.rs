@@ -1,24 +1,23 @@
-//! The background worker: runs queued collections (`dex_collect_all_async()`) as soon as it is
-//! woken, runs one every `dex_collector.interval` when that is set, deletes history older than
-//! `dex_collector.history_retention`, and marks runs a crash left `running` as `interrupted`.
+//! What the background worker does: runs queued collections (`dex_collect_all_async()`) as soon
+//! as a committing caller sets its latch, runs one every `dex_collector.interval` when that is
+//! set, deletes history older than `dex_collector.history_retention`, and marks runs a crash left
+//! `running` as `interrupted`.
 //!
-//! Unlike a SQL call, a worker run commits each company's result as it finishes, so a crash loses
-//! at most the companies in flight. Every unit of work runs in its own transaction; an error in
-//! one is logged, the transaction aborted, and the loop backs off and goes on: the worker never
-//! dies for good (and if it does crash, the postmaster restarts it).
+//! The loop survives every error: each unit of work runs in its own transaction, an error aborts
+//! it, is logged (the same problem at most every ten minutes) and backs the loop off. While there
+//! is nothing it can do (its database missing, the extension not created or not updated there)
+//! it says so once and waits; an idle cycle logs nothing. On a standby it starts at promotion.
 
+use std::ffi::CString;
 use std::time::{Duration, Instant};
 
 use pgrx::bgworkers::{BackgroundWorker, BackgroundWorkerBuilder, SignalWakeFlags};
-use pgrx::pg_sys;
 use pgrx::prelude::*;
 
-use crate::error::{caught_report, CollectError};
-use crate::history::{self, Trigger};
-use crate::lock::{self, Holder};
-use crate::run::{self, Scope};
+use crate::backend;
+use crate::history;
+use crate::lifecycle::{self, in_own_transaction, WorkerRun};
 use crate::settings::{worker_database, WorkerSettings};
-use crate::summary::{ResultStatus, RunStatus};
 
 /// `backend_type` in `pg_stat_activity`.
 pub const WORKER_TYPE: &str = "dex_collector";
@@ -28,6 +27,9 @@ const IDLE_WAIT: Duration = Duration::from_secs(10);
 const RETENTION_EVERY: Duration = Duration::from_secs(3600);
 const RETENTION_BATCH: i64 = 20;
 const MAX_BACKOFF: Duration = Duration::from_secs(60);
+/// The same problem is logged again after this long at the earliest.
+const REPEAT_PROBLEM_AFTER: Duration = Duration::from_secs(600);
+const RESTART_AFTER: Duration = Duration::from_secs(5);
 
 /// Registers the worker; only possible while `shared_preload_libraries` is being loaded.
 pub fn register() {
@@ -36,37 +38,119 @@ pub fn register() {
         .set_library("dex_collector")
         .set_function("dex_collector_worker_main")
         .enable_spi_access()
-        .set_restart_time(Some(Duration::from_secs(5)))
+        .set_restart_time(Some(RESTART_AFTER))
         .load();
 }
 
-#[pg_guard]
-#[unsafe(no_mangle)]
-pub extern "C-unwind" fn dex_collector_worker_main(_argument: pg_sys::Datum) {
+/// The worker process, from its start to its exit.
+pub fn main() -> ! {
     BackgroundWorker::attach_signal_handlers(SignalWakeFlags::SIGHUP | SignalWakeFlags::SIGTERM);
-    BackgroundWorker::connect_worker_to_spi(Some(&worker_database()), None);
-    // SAFETY: a constant C string; pgstat copies it.
-    unsafe { pg_sys::pgstat_report_appname(c"dex_collector worker".as_ptr()) };
-    log!(
-        "dex_collector worker started in database {}",
-        worker_database()
-    );
+    let database = worker_database();
+    if backend::worker_database_missing() {
+        wait_for_database(&database);
+    }
+    // Still set if the connection below fails (FATAL): the next start waits for the database
+    // instead of failing the same way every few seconds.
+    backend::set_worker_database_missing(true);
+    BackgroundWorker::connect_worker_to_spi(Some(&database), None);
+    backend::set_worker_database_missing(false);
+    backend::report_application_name(c"dex_collector worker");
+    backend::publish_worker_latch();
+    log!("dex_collector worker started in database {database}");
+    serve(&database);
+    log!("dex_collector worker stopping");
+    backend::exit_worker_for_restart()
+}
 
-    if let Ok(Ok(count)) =
-        in_transaction("marking interrupted runs", history::mark_interrupted_runs)
-    {
-        if count > 0 {
-            log!("dex_collector worker: marked {count} run(s) left running by a restart or crash as interrupted");
+/// Connected to no database, waits until `database` exists, then exits to be started again
+/// (a process connects to one database, once).
+fn wait_for_database(database: &str) -> ! {
+    BackgroundWorker::connect_worker_to_spi(None, None);
+    log!(
+        "dex_collector worker: database {database:?} (dex_collector.database) does not exist; waiting for it to be created"
+    );
+    let name = CString::new(database).unwrap_or_default();
+    let mut problems = Problems::default();
+    loop {
+        match backend::database_exists(&name) {
+            Ok(true) => {
+                log!("dex_collector worker: database {database:?} exists now; connecting to it");
+                backend::set_worker_database_missing(false);
+                backend::exit_worker_for_restart();
+            }
+            Ok(false) => {}
+            Err(message) => problems.report(format!(
+                "could not look for database {database:?}: {message}"
+            )),
+        }
+        if !BackgroundWorker::wait_latch(Some(IDLE_WAIT)) || backend::shutdown_requested() {
+            backend::exit_worker_for_restart();
         }
     }
+}
 
+/// Why the worker cannot work in its database right now. (On a standby it does not run at all:
+/// the postmaster starts it once recovery has finished, at promotion.)
+#[derive(Debug, Clone, PartialEq)]
+enum Waiting {
+    NoExtension,
+    Outdated { installed: String },
+}
+
+impl Waiting {
+    fn announce(&self, database: &str) {
+        match self {
+            Waiting::NoExtension => log!(
+                "dex_collector worker: the extension is not created in database {database:?}; waiting for CREATE EXTENSION dex_collector"
+            ),
+            Waiting::Outdated { installed } => log!(
+                "dex_collector worker: database {database:?} has dex_collector {installed}, the library is {}; waiting for ALTER EXTENSION dex_collector UPDATE",
+                env!("CARGO_PKG_VERSION")
+            ),
+        }
+    }
+}
+
+/// What stops the worker from working now, if anything (in a transaction of its own).
+fn waiting_for() -> Result<Option<Waiting>, String> {
+    let installed = in_own_transaction(history::installed_version).map_err(|e| e.to_string())?;
+    Ok(match installed {
+        None => Some(Waiting::NoExtension),
+        Some(installed) if installed != env!("CARGO_PKG_VERSION") => {
+            Some(Waiting::Outdated { installed })
+        }
+        Some(_) => None,
+    })
+}
+
+/// Real problems as WARNINGs, each at most every [`REPEAT_PROBLEM_AFTER`].
+#[derive(Default)]
+struct Problems {
+    last: Option<(String, Instant)>,
+}
+
+impl Problems {
+    fn report(&mut self, problem: String) {
+        let repeated = self
+            .last
+            .as_ref()
+            .is_some_and(|(last, at)| *last == problem && at.elapsed() < REPEAT_PROBLEM_AFTER);
+        if !repeated {
+            warning!("dex_collector worker: {problem}");
+            self.last = Some((problem, Instant::now()));
+        }
+    }
+}
+
+/// The loop: wait, work, repeat until shutdown.
+fn serve(database: &str) {
+    let mut waiting: Option<Waiting> = None;
+    let mut interrupted_runs_marked = false;
     let mut next_interval_run: Option<Instant> = None;
     let mut next_retention = Instant::now();
     let mut failures: u32 = 0;
-    loop {
-        if shutdown_requested() {
-            break;
-        }
+    let mut problems = Problems::default();
+    while !backend::shutdown_requested() {
         let settings = WorkerSettings::current();
         let now = Instant::now();
         next_interval_run = match (settings.interval, next_interval_run) {
@@ -76,37 +160,47 @@ pub extern "C-unwind" fn dex_collector_worker_main(_argument: pg_sys::Datum) {
         };
 
         let mut ok = true;
-        loop {
-            match in_transaction("looking for queued runs", history::claim_queued_run) {
-                Ok(Ok(Some(run_id))) => ok &= collect(Trigger::Async, Some(run_id)),
-                Ok(Ok(None)) => break,
-                Ok(Err(error)) => {
-                    warning!("dex_collector worker: {error}");
-                    ok = false;
-                    break;
-                }
-                Err(()) => {
-                    ok = false;
-                    break;
-                }
+        match waiting_for() {
+            Err(problem) => {
+                problems.report(format!("could not check the extension: {problem}"));
+                ok = false;
             }
-            if shutdown_requested() {
-                break;
+            Ok(now_waiting) => {
+                if now_waiting != waiting {
+                    match &now_waiting {
+                        Some(reason) => reason.announce(database),
+                        None if waiting.is_some() => {
+                            log!("dex_collector worker: ready in database {database:?}");
+                        }
+                        None => {}
+                    }
+                    waiting = now_waiting;
+                }
             }
         }
-        if let (Some(interval), Some(due)) = (settings.interval, next_interval_run) {
-            if Instant::now() >= due && !shutdown_requested() {
-                ok &= collect(Trigger::Worker, None);
-                // Missed slots (a run longer than the interval) are skipped, not run back to back.
-                let next = due + interval;
-                let now = Instant::now();
-                next_interval_run = Some(if next > now { next } else { now + interval });
+        if ok && waiting.is_none() {
+            if !interrupted_runs_marked {
+                interrupted_runs_marked = true;
+                ok &= mark_interrupted_runs(&mut problems);
             }
-        }
-        if let Some(retention) = settings.history_retention {
-            if Instant::now() >= next_retention && !shutdown_requested() {
-                ok &= delete_old_history(retention);
-                next_retention = Instant::now() + RETENTION_EVERY;
+            ok &= run_queued(&mut problems);
+            if let (Some(interval), Some(due)) = (settings.interval, next_interval_run) {
+                if Instant::now() >= due && !backend::shutdown_requested() {
+                    ok &= report(
+                        lifecycle::collect_in_worker(WorkerRun::Interval),
+                        &mut problems,
+                    );
+                    // Missed slots (a run longer than the interval) are skipped, not run back to back.
+                    let next = due + interval;
+                    let now = Instant::now();
+                    next_interval_run = Some(if next > now { next } else { now + interval });
+                }
+            }
+            if let Some(retention) = settings.history_retention {
+                if Instant::now() >= next_retention && !backend::shutdown_requested() {
+                    ok &= delete_old_history(retention, &mut problems);
+                    next_retention = Instant::now() + RETENTION_EVERY;
+                }
             }
         }
 
@@ -120,200 +214,74 @@ pub extern "C-unwind" fn dex_collector_worker_main(_argument: pg_sys::Datum) {
             break;
         }
         if BackgroundWorker::sighup_received() {
-            // SAFETY: the standard reload of a worker's configuration, on its own thread.
-            unsafe { pg_sys::ProcessConfigFile(pg_sys::GucContext::PGC_SIGHUP) };
+            backend::reload_configuration();
         }
     }
-    log!("dex_collector worker stopping");
-    // Exit code 1: the postmaster restarts the worker after pg_terminate_backend (code 0 would
-    // unregister it); at shutdown it is not restarted either way.
-    // SAFETY: the normal way for a worker to end; runs Postgres' exit callbacks.
-    unsafe { pg_sys::proc_exit(1) };
 }
 
-fn shutdown_requested() -> bool {
-    // SAFETY: a sig_atomic_t flag set by the SIGTERM handler.
-    unsafe { std::ptr::read_volatile(&raw const pg_sys::ShutdownRequestPending) != 0 }
-}
-
-/// Runs `work` in a transaction of its own. A Postgres error inside is logged as a WARNING and
-/// its transaction aborted: `Err(())`, and the worker goes on.
-fn in_transaction<R>(
-    what: &str,
-    work: impl FnOnce() -> R + std::panic::UnwindSafe,
-) -> Result<R, ()> {
-    // SAFETY: the worker is connected and outside any transaction whenever this is called.
-    unsafe {
-        pg_sys::SetCurrentStatementStartTimestamp();
-        pg_sys::StartTransactionCommand();
-        pg_sys::PushActiveSnapshot(pg_sys::GetTransactionSnapshot());
-    }
-    let outcome = PgTryBuilder::new(|| Ok(work()))
-        .catch_others(|caught| Err(caught_report(&caught).message().to_string()))
-        .execute();
+/// Logs a worker run's problems; true when there were none.
+fn report(outcome: Result<(), Vec<String>>, problems: &mut Problems) -> bool {
     match outcome {
-        Ok(result) => {
-            // SAFETY: closes the transaction begun above.
-            unsafe {
-                pg_sys::PopActiveSnapshot();
-                pg_sys::CommitTransactionCommand();
+        Ok(()) => true,
+        Err(found) => {
+            for problem in found {
+                problems.report(problem);
             }
-            Ok(result)
-        }
-        Err(message) => {
-            // SAFETY: aborting releases the snapshot and every resource of the failed transaction.
-            unsafe { pg_sys::AbortCurrentTransaction() };
-            warning!("dex_collector worker: error while {what}: {message}");
-            Err(())
+            false
         }
     }
 }
 
-/// One collection: a queued run (`run_id`) or an interval run. True when it went without error.
-fn collect(trigger: Trigger, queued: Option<i64>) -> bool {
-    let started = Instant::now();
-    let prepared = in_transaction("starting a run", || start_run(trigger, queued));
-    let (run_id, plan) = match prepared {
-        Ok(Ok(Some(prepared))) => prepared,
-        Ok(Ok(None)) => return true,
-        Ok(Err(StartFailure { run_id, error })) => {
-            warning!("dex_collector worker: the run could not start: {error}");
-            end_failed_run(run_id, &error.to_string());
-            return false;
-        }
-        Err(()) => {
-            end_failed_run(queued, "the run could not start (see the server log)");
-            return false;
-        }
-    };
-
-    let mut committed_ok = true;
-    let summary = run::execute(&plan, run_id, started, &mut |result| {
-        let result = result.clone();
-        committed_ok &= matches!(
-            in_transaction("recording a result", move || history::record_results(
-                run_id,
-                std::slice::from_ref(&result)
-            )),
-            Ok(Ok(()))
-        );
-    });
-    let finished = in_transaction("finishing a run", || -> Result<(), CollectError> {
-        match &summary {
-            Ok(summary) => {
-                let not_yet_recorded: Vec<_> = summary
-                    .results
-                    .iter()
-                    .filter(|r| r.status == ResultStatus::Skipped)
-                    .cloned()
-                    .collect();
-                history::record_results(run_id, &not_yet_recorded)?;
-                let status = if shutdown_requested() {
-                    RunStatus::Interrupted
-                } else {
-                    summary.final_status()
-                };
-                history::finish_run(summary, status)?;
+/// Runs every queued run, oldest first. True when it went without error.
+fn run_queued(problems: &mut Problems) -> bool {
+    while !backend::shutdown_requested() {
+        match in_own_transaction(history::claim_queued_run) {
+            Ok(Some(run)) => {
+                if !report(
+                    lifecycle::collect_in_worker(WorkerRun::Queued(run)),
+                    problems,
+                ) {
+                    // The next cycle first checks the extension is still there.
+                    return false;
+                }
             }
-            Err(error) => history::fail_run(run_id, &error.to_string())?,
+            Ok(None) => break,
+            Err(error) => {
+                problems.report(format!("could not look for queued runs: {error}"));
+                return false;
+            }
         }
-        lock::release_session_locks()
-    });
-    committed_ok && summary.is_ok() && matches!(finished, Ok(Ok(())))
-}
-
-/// A run that could not start, and the id it had by then.
-struct StartFailure {
-    run_id: Option<i64>,
-    error: CollectError,
-}
-
-/// Takes the run lock (or records the run as skipped: `None`), creates or claims the run's row
-/// and resolves its plan.
-fn start_run(
-    trigger: Trigger,
-    queued: Option<i64>,
-) -> Result<Option<(i64, run::Plan)>, StartFailure> {
-    let failed = |run_id: Option<i64>| move |error| StartFailure { run_id, error };
-    if !lock::try_acquire(Holder::Session).map_err(failed(queued))? {
-        let running = lock::running_run_id().map_err(failed(queued))?;
-        match queued {
-            Some(run_id) => history::skip_queued_run(run_id, running),
-            None => history::record_skipped_run(trigger, running).map(|_| ()),
-        }
-        .map_err(failed(queued))?;
-        return Ok(None);
     }
-    let run_id = match queued {
-        Some(run_id) => run_id,
-        None => history::start_run(trigger, 0).map_err(failed(None))?,
-    };
-    lock::publish(Holder::Session, run_id).map_err(failed(Some(run_id)))?;
-    let plan = run::plan(Scope::All).map_err(failed(Some(run_id)))?;
-    history::set_companies_total(run_id, plan.targets.len()).map_err(failed(Some(run_id)))?;
-    Ok(Some((run_id, plan)))
+    true
 }
 
-/// Best effort: the run's row says why it failed, and the locks are free.
-fn end_failed_run(run_id: Option<i64>, error: &str) {
-    let _ = in_transaction("recording a failed run", || -> Result<(), CollectError> {
-        if let Some(run_id) = run_id {
-            history::fail_run(run_id, error)?;
+/// Runs a crash or restart left `running` can never finish: marks them `interrupted`.
+fn mark_interrupted_runs(problems: &mut Problems) -> bool {
+    match in_own_transaction(history::mark_interrupted_runs) {
+        Ok(0) => true,
+        Ok(count) => {
+            log!("dex_collector worker: marked {count} run(s) left running by a restart or crash as interrupted");
+            true
         }
-        lock::release_session_locks()
-    });
-}
-
-/// Queues a run for the worker and wakes it when the caller's transaction commits (before, the
-/// worker could not see the row). Tells the caller when no worker will pick the run up.
-pub fn queue_run() -> Result<i64, CollectError> {
-    let run_id = history::queue_run()?;
-    let worker = Spi::get_two::<i32, String>(&format!(
-        "SELECT (SELECT pid FROM pg_catalog.pg_stat_activity
-                  WHERE backend_type = '{WORKER_TYPE}' AND datname = current_database() LIMIT 1),
-                current_setting('shared_preload_libraries')"
-    ))
-    .map_err(|e| CollectError::History {
-        message: e.to_string(),
-    })?;
-    match worker {
-        (Some(pid), _) => {
-            pgrx::register_xact_callback(pgrx::PgXactCallbackEvent::Commit, move || {
-                // SAFETY: SIGUSR1 makes a Postgres process set its latch; nothing else happens.
-                unsafe { libc::kill(pid, libc::SIGUSR1) };
-            });
+        Err(error) => {
+            problems.report(format!("could not mark interrupted runs: {error}"));
+            false
         }
-        (None, preloaded) if preloaded.as_deref().is_some_and(|libraries| libraries.contains("dex_collector")) => notice!(
-            "dex_collector: the background worker serves the database named by dex_collector.database ({}), \
-             not this one, so run {run_id} stays queued",
-            worker_database()
-        ),
-        (None, _) => notice!(
-            "dex_collector: the background worker is off, so run {run_id} stays queued; turn it on with \
-             shared_preload_libraries = 'dex_collector' and dex_collector.database = '<this database>', then restart PostgreSQL"
-        ),
     }
-    Ok(run_id)
 }
 
 /// Deletes old runs in small transactions. True when it went without error.
-fn delete_old_history(retention: Duration) -> bool {
+fn delete_old_history(retention: Duration, problems: &mut Problems) -> bool {
     let seconds = i64::try_from(retention.as_secs()).unwrap_or(i64::MAX);
     let mut deleted = 0;
-    loop {
-        match in_transaction("deleting old history", || {
-            history::delete_old_runs(seconds, RETENTION_BATCH)
-        }) {
-            Ok(Ok(0)) => break,
-            Ok(Ok(count)) => deleted += count,
-            Ok(Err(error)) => {
-                warning!("dex_collector worker: {error}");
+    while !backend::shutdown_requested() {
+        match in_own_transaction(|| history::delete_old_runs(seconds, RETENTION_BATCH)) {
+            Ok(0) => break,
+            Ok(count) => deleted += count,
+            Err(error) => {
+                problems.report(format!("could not delete old history: {error}"));
                 return false;
             }
-            Err(()) => return false,
-        }
-        if shutdown_requested() {
-            break;
         }
     }
     if deleted > 0 {

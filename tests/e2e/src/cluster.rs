@@ -155,6 +155,66 @@ impl TestCluster {
         Ok(cluster)
     }
 
+    /// A streaming standby of `primary` (`pg_basebackup -R`), started with `options`' settings on
+    /// a port of its own. Its database is `primary`'s; it is read-only until [`Self::promote`].
+    pub fn standby_of(
+        primary: &TestCluster,
+        options: ClusterOptions,
+    ) -> Result<TestCluster, ClusterError> {
+        let root = create_temp_dir(primary.postgres_os_user)?;
+        let mut standby = TestCluster {
+            bin_dir: primary.bin_dir.clone(),
+            postgres_os_user: primary.postgres_os_user,
+            data_dir: root.join("data"),
+            log_path: root.join("server.log"),
+            root,
+            port: 0,
+            database: primary.database.clone(),
+        };
+        let mut basebackup = standby.pg_command("pg_basebackup");
+        basebackup
+            .arg("-D")
+            .arg(&standby.data_dir)
+            .args([
+                "-R",
+                "-X",
+                "stream",
+                "--no-sync",
+                "-h",
+                "127.0.0.1",
+                "-U",
+                SUPERUSER,
+            ])
+            .arg("-p")
+            .arg(primary.port.to_string());
+        run(basebackup, None).map_err(|error| primary.with_log_tail(error))?;
+        standby.start_server(&options)?;
+        Ok(standby)
+    }
+
+    /// `pg_ctl promote`, waiting until the standby is a primary.
+    pub fn promote(&self) -> Result<(), ClusterError> {
+        let mut pg_ctl = self.pg_ctl();
+        pg_ctl.arg("promote");
+        run(pg_ctl, None)
+            .map(drop)
+            .map_err(|error| self.with_log_tail(error))
+    }
+
+    /// Runs a PostgreSQL client program (`pg_dump`, `pg_restore`, ...) as the server's OS user,
+    /// connected to this cluster as the superuser: `-h 127.0.0.1 -p PORT -U postgres ARGS`.
+    /// Returns its stdout. Files it writes belong to the server's user; put them in
+    /// [`Self::root_dir`].
+    pub fn run_program(&self, program: &str, args: &[&str]) -> Result<String, ClusterError> {
+        let mut command = self.pg_command(program);
+        command
+            .args(["-h", "127.0.0.1", "-U", SUPERUSER])
+            .arg("-p")
+            .arg(self.port.to_string())
+            .args(args);
+        run(command, None)
+    }
+
     pub fn port(&self) -> u16 {
         self.port
     }

@@ -57,6 +57,19 @@ pub struct DeploymentOptions {
     pub configure: bool,
 }
 
+impl DeploymentOptions {
+    /// pg_cron preloaded and serving the test database; the extension left for the test to create
+    /// (in the schema, or at the version, it wants).
+    pub fn with_pg_cron_unconfigured() -> Self {
+        DeploymentOptions {
+            also_preload: vec!["pg_cron".into()],
+            settings: vec![("cron.database_name".into(), "dex".into())],
+            configure: false,
+            ..DeploymentOptions::default()
+        }
+    }
+}
+
 impl Default for DeploymentOptions {
     fn default() -> Self {
         DeploymentOptions {
@@ -199,4 +212,27 @@ pub fn sql_error(
         db.message().to_string(),
         db.hint().map(str::to_string),
     )
+}
+
+/// The lines of a server log nobody expects: panics, backtraces, crashes, and WARNINGs other than
+/// those containing one of `expected_warnings`.
+pub fn unexpected_log_lines(log: &str, expected_warnings: &[&str]) -> Vec<String> {
+    log.lines()
+        .filter(|line| {
+            let alarming = [
+                "panicked",
+                "stack backtrace",
+                "PANIC:",
+                "terminated by signal",
+            ]
+            .iter()
+            .any(|needle| line.contains(needle));
+            let unexpected_warning = line.contains("WARNING:")
+                && !expected_warnings
+                    .iter()
+                    .any(|expected| line.contains(expected));
+            alarming || unexpected_warning
+        })
+        .map(str::to_string)
+        .collect()
 }

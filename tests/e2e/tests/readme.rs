@@ -34,8 +34,12 @@ fn sql_blocks(markdown: &str) -> Vec<String> {
 fn every_sql_example_in_the_readme_runs_as_written() {
     let stand_in = StandIn::start(StandInConfig::default()).unwrap();
     let cluster = TestCluster::start(ClusterOptions {
-        shared_preload_libraries: vec!["pg_cron".into()],
-        settings: vec![("cron.database_name".into(), "dex".into())],
+        // As the README configures them (its database `postgres` is the test's `dex`).
+        shared_preload_libraries: vec!["pg_cron".into(), "dex_collector".into()],
+        settings: vec![
+            ("cron.database_name".into(), "dex".into()),
+            ("dex_collector.database".into(), "dex".into()),
+        ],
         ..ClusterOptions::default()
     })
     .unwrap();

@@ -18,7 +18,8 @@ fn current_version(client: &mut postgres::Client) -> String {
 }
 
 /// Everything of the extension's that a user could notice, one line each, sorted: its member
-/// objects, its tables' columns (in order), indexes, constraints, views, functions and grants.
+/// objects, its tables' columns (in order), indexes, constraints, views, functions, grants, what
+/// pg_dump keeps (its configuration tables and their filters) and its event triggers.
 const DESCRIBE_EXTENSION: &str = "
 WITH ext AS (SELECT oid FROM pg_extension WHERE extname = 'dex_collector'),
      rel AS (SELECT c.* FROM pg_class c WHERE c.relnamespace = 'dex_collector'::regnamespace)
@@ -44,6 +45,14 @@ SELECT line FROM (
     SELECT format('function %s %s %s', p.oid::regprocedure, p.proacl, pg_get_functiondef(p.oid))
       FROM pg_depend d JOIN pg_proc p ON p.oid = d.objid, ext
      WHERE d.refobjid = ext.oid AND d.deptype = 'e' AND d.classid = 'pg_proc'::regclass
+    UNION ALL
+    SELECT format('dumped %s %s', c.oid::regclass, e.extcondition[i])
+      FROM pg_extension e, unnest(e.extconfig) WITH ORDINALITY AS c(oid, i)
+     WHERE e.extname = 'dex_collector'
+    UNION ALL
+    SELECT format('event trigger %s on %s tags %s calls %s enabled %s', t.evtname, t.evtevent,
+                  t.evttags, t.evtfoid::regproc, t.evtenabled)
+      FROM pg_event_trigger t
 ) AS described ORDER BY line";
 
 fn describe(client: &mut postgres::Client) -> Vec<String> {
@@ -57,13 +66,7 @@ fn describe(client: &mut postgres::Client) -> Vec<String> {
 
 #[test]
 fn an_upgrade_from_0_1_0_keeps_history_and_jobs_and_matches_a_fresh_install() {
-    let deployment = Deployment::start(DeploymentOptions {
-        also_preload: vec!["pg_cron".into()],
-        settings: vec![("cron.database_name".into(), "dex".into())],
-        configure: false,
-        ..DeploymentOptions::default()
-    })
-    .unwrap();
+    let deployment = Deployment::start(DeploymentOptions::with_pg_cron_unconfigured()).unwrap();
     let mut client = deployment.client();
     let current = current_version(&mut client);
     assert_ne!(current, "0.1.0");
@@ -132,12 +135,12 @@ fn an_upgrade_from_0_1_0_keeps_history_and_jobs_and_matches_a_fresh_install() {
         .unwrap()
         .get(0);
     assert_eq!(version, current);
-    let (runs, results, jobs): (i64, i64, i64) = {
+    let (runs, results, jobs): (i64, i64, Vec<String>) = {
         let row = client
             .query_one(
                 "SELECT (SELECT count(*) FROM dex_collector.runs),
                         (SELECT count(*) FROM dex_collector.run_results),
-                        (SELECT count(*) FROM cron.job WHERE jobname = 'dex-collection-every-5-minutes')",
+                        (SELECT array_agg(command) FROM cron.job WHERE jobname = 'dex-collection-every-5-minutes')",
                 &[],
             )
             .unwrap();
@@ -145,8 +148,8 @@ fn an_upgrade_from_0_1_0_keeps_history_and_jobs_and_matches_a_fresh_install() {
     };
     assert_eq!(
         (runs, results, jobs),
-        (1, 10, 1),
-        "history and job after the upgrade"
+        (1, 10, vec!["SELECT public.dex_collect_all()".to_string()]),
+        "history and job after the upgrade (the job now names the function's schema)"
     );
 
     // The upgraded extension collects, and records what the new version records.

@@ -1,10 +1,10 @@
-//! The background worker, overlap control, the run deadline, history upkeep, the monitoring
-//! views and pg_cron scheduling, end to end.
+//! The background worker, overlap control, the run deadline, history upkeep and the monitoring
+//! views, end to end (pg_cron scheduling is in operations.rs).
 
 use std::time::{Duration, Instant};
 
 use dex_collector_e2e::cluster::TestCluster;
-use dex_collector_e2e::deployment::{sample, Deployment, DeploymentOptions};
+use dex_collector_e2e::deployment::{sample, sql_error, Deployment, DeploymentOptions};
 use dex_collector_e2e::stand_in::{Behavior, StandInConfig};
 use serde_json::Value;
 
@@ -367,37 +367,32 @@ fn retention_deletes_only_old_history() {
 }
 
 #[test]
-fn without_preloading_the_user_is_told_the_worker_is_off() {
+fn without_preloading_an_async_run_is_refused_with_how_to_turn_the_worker_on() {
     let deployment = Deployment::start(DeploymentOptions {
         configure: false,
         ..DeploymentOptions::default()
     })
     .unwrap();
-    let notices = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
-    let sink = std::sync::Arc::clone(&notices);
-    let mut config: postgres::Config = deployment.cluster.connection_string("dex").parse().unwrap();
-    config.notice_callback(move |notice| sink.lock().unwrap().push(notice.message().to_string()));
-    let mut client = config.connect(postgres::NoTls).unwrap();
+    let mut client = deployment.client();
     client
         .batch_execute("CREATE EXTENSION dex_collector")
         .unwrap();
-    let run_id: i64 = client
-        .query_one("SELECT dex_collect_all_async()", &[])
+    let (state, message, hint) = sql_error(client.query_one("SELECT dex_collect_all_async()", &[]));
+    assert_eq!(state, "55000", "{message}");
+    assert!(
+        message.contains("the dex_collector background worker is off"),
+        "{message}"
+    );
+    let hint = hint.unwrap_or_default();
+    assert!(
+        hint.contains("shared_preload_libraries = 'dex_collector'"),
+        "{hint}"
+    );
+    let queued: i64 = client
+        .query_one("SELECT count(*) FROM dex_collector.runs", &[])
         .unwrap()
         .get(0);
-    let notices = notices.lock().unwrap().clone();
-    assert!(
-        notices
-            .iter()
-            .any(|n| n.contains("the background worker is off")),
-        "{notices:?}"
-    );
-    assert!(
-        notices
-            .iter()
-            .any(|n| n.contains(&format!("run {run_id} stays queued"))),
-        "{notices:?}"
-    );
+    assert_eq!(queued, 0, "nothing is left queued");
 }
 
 #[test]
@@ -447,61 +442,6 @@ fn the_views_show_health_at_a_glance() {
 
 fn deployment_default() -> Deployment {
     Deployment::start(DeploymentOptions::default()).unwrap()
-}
-
-#[test]
-fn the_schedule_helpers_need_pg_cron_and_a_real_cron_job_records_a_run() {
-    let deployment = Deployment::start(DeploymentOptions {
-        also_preload: vec!["pg_cron".into()],
-        settings: vec![("cron.database_name".into(), "dex".into())],
-        ..DeploymentOptions::default()
-    })
-    .unwrap();
-    let mut client = deployment.client();
-    let error = client
-        .query_one("SELECT dex_collector.schedule()", &[])
-        .unwrap_err();
-    assert!(error
-        .as_db_error()
-        .unwrap()
-        .message()
-        .contains("pg_cron is not installed"));
-
-    client.batch_execute("CREATE EXTENSION pg_cron").unwrap();
-    let job_id: i64 = client
-        .query_one("SELECT dex_collector.schedule('* * * * *')", &[])
-        .unwrap()
-        .get(0);
-    let job = client
-        .query_one(
-            "SELECT jobname, schedule, command FROM cron.job WHERE jobid = $1",
-            &[&job_id],
-        )
-        .unwrap();
-    assert_eq!(job.get::<_, String>(0), "dex-collection-every-5-minutes");
-    assert_eq!(job.get::<_, String>(2), "SELECT dex_collect_all()");
-    let again: i64 = client
-        .query_one("SELECT dex_collector.schedule('* * * * *')", &[])
-        .unwrap()
-        .get(0);
-    assert_eq!(again, job_id, "scheduling again replaces the job");
-
-    // pg_cron fires at the next minute boundary.
-    let cron_runs = wait_for::<i64>(
-        &deployment.cluster,
-        "SELECT count(*) FROM dex_collector.runs WHERE trigger = 'pg_cron' AND status = 'succeeded'",
-        Duration::from_secs(75),
-        |n| *n >= 1,
-    );
-    assert_eq!(cron_runs, 1, "the cron job ran SELECT dex_collect_all()");
-    assert!(client
-        .query_one("SELECT dex_collector.unschedule()", &[])
-        .unwrap()
-        .get::<_, bool>(0));
-    assert!(!client
-        .query_one("SELECT dex_collector.unschedule()", &[])
-        .unwrap()
-        .get::<_, bool>(0));
 }
 
 #[test]

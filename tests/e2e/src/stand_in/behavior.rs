@@ -19,7 +19,7 @@ pub(crate) const CLOSE_MID_ANSWER_DECLARED: u64 = 1000;
 pub(crate) const CLOSE_MID_ANSWER_SENT: usize = 10;
 
 /// How the stand-in answers a request that got past method, path and authentication checks.
-/// See CONTRACT.md for the real endpoint's answers these imitate.
+/// See docs/contract.md for the real endpoint's answers these imitate.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Behavior {
     /// 200 `{"success":true,"recordsCount":R,"machinesUpdated":M,"message":"Collected R records"}`.

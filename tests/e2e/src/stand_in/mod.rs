@@ -1,4 +1,4 @@
-//! A stand-in for the web app's `/api/dex/collect-bulk` endpoint (see CONTRACT.md): answers like
+//! A stand-in for the web app's `/api/dex/collect-bulk` endpoint (see docs/contract.md): answers like
 //! the real one, per company, including the ways real deployments fail.
 //!
 //! The server runs on its own tokio runtime owned by [`StandIn`], so callers need no runtime:

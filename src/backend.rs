@@ -1,0 +1,278 @@
+//! Every direct call into PostgreSQL's C API that pgrx does not wrap safely: transactions of the
+//! worker, interrupt and shutdown flags, signal masks, session locks, recovery, the shared memory
+//! through which a committing backend wakes the worker, and the event trigger that sees
+//! `DROP EXTENSION`. (`readonly.rs` holds the one other piece: read-only subtransactions.)
+//! The rest of the extension calls these safe functions and contains no `unsafe`.
+
+use std::ffi::CStr;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+use pgrx::pg_sys;
+use pgrx::prelude::*;
+use pgrx::{pg_shmem_init, PgAtomic};
+
+use crate::error::caught_report;
+
+/// The worker's latch, published by the worker (0: no worker running).
+// SAFETY: the name is ours alone.
+static WORKER_LATCH: PgAtomic<AtomicUsize> =
+    unsafe { PgAtomic::new(c"dex_collector_worker_latch") };
+/// Set by a worker start that failed to connect to its database, so that the next start looks for
+/// the database without connecting to it instead of failing the same way every few seconds.
+// SAFETY: the name is ours alone.
+static DATABASE_MISSING: PgAtomic<AtomicBool> =
+    unsafe { PgAtomic::new(c"dex_collector_worker_database_missing") };
+
+/// Whether this process got the shared memory above (the library is in
+/// `shared_preload_libraries`); inherited by every backend the postmaster forks.
+static PRELOADED: AtomicBool = AtomicBool::new(false);
+
+/// In `_PG_init`: true while the postmaster loads `shared_preload_libraries`.
+pub fn loading_shared_preload_libraries() -> bool {
+    // SAFETY: a flag Postgres sets while it loads shared_preload_libraries.
+    unsafe { pg_sys::process_shared_preload_libraries_in_progress }
+}
+
+/// Requests the shared memory; only while `shared_preload_libraries` is being loaded.
+pub fn init_shared_memory() {
+    pg_shmem_init!(WORKER_LATCH);
+    pg_shmem_init!(DATABASE_MISSING);
+    PRELOADED.store(true, Ordering::Relaxed);
+}
+
+/// True when the library was preloaded, so the worker and its shared memory exist.
+pub fn preloaded() -> bool {
+    PRELOADED.load(Ordering::Relaxed)
+}
+
+/// The worker makes its latch the one a queued run sets.
+pub fn publish_worker_latch() {
+    if preloaded() {
+        // SAFETY: MyLatch points into this process's PGPROC, in shared memory, for its lifetime.
+        let latch = unsafe { pg_sys::MyLatch } as usize;
+        WORKER_LATCH.get().store(latch, Ordering::Release);
+    }
+}
+
+/// The worker withdraws its latch as it exits.
+pub fn withdraw_worker_latch() {
+    if preloaded() {
+        WORKER_LATCH.get().store(0, Ordering::Release);
+    }
+}
+
+/// Wakes the worker when the calling transaction commits (before, it could not see what the
+/// transaction queued). Nothing happens on abort, or when no worker runs.
+pub fn wake_worker_at_commit() {
+    if !preloaded() {
+        return;
+    }
+    pgrx::register_xact_callback(pgrx::PgXactCallbackEvent::Commit, || {
+        let latch = WORKER_LATCH.get().load(Ordering::Acquire);
+        if latch != 0 {
+            // SAFETY: the latch lives in a PGPROC in shared memory, valid for the postmaster's
+            // lifetime; if the worker exited meanwhile, setting it wakes at worst another process.
+            unsafe { pg_sys::SetLatch(latch as *mut pg_sys::Latch) };
+        }
+    });
+}
+
+/// Whether the previous worker start could not connect to its database.
+pub fn worker_database_missing() -> bool {
+    preloaded() && DATABASE_MISSING.get().load(Ordering::Acquire)
+}
+
+pub fn set_worker_database_missing(missing: bool) {
+    if preloaded() {
+        DATABASE_MISSING.get().store(missing, Ordering::Release);
+    }
+}
+
+/// In a worker connected to no database: whether `name` exists. pg_database is shared, and read
+/// with a plain scan as the autovacuum launcher does (its indexes need a database's pg_class).
+pub fn database_exists(name: &CStr) -> Result<bool, String> {
+    in_transaction(|| {
+        let mut found = false;
+        // SAFETY: a catalog heap scan inside the transaction `in_transaction` opened; every tuple
+        // of pg_database is a FormData_pg_database, and the scan and relation are closed below.
+        unsafe {
+            let relation =
+                pg_sys::table_open(pg_sys::DatabaseRelationId, pg_sys::AccessShareLock as i32);
+            let scan = pg_sys::table_beginscan_catalog(relation, 0, std::ptr::null_mut());
+            loop {
+                let tuple = pg_sys::heap_getnext(scan, pg_sys::ScanDirection::ForwardScanDirection);
+                if tuple.is_null() {
+                    break;
+                }
+                let database = pg_sys::heap_tuple_get_struct::<pg_sys::FormData_pg_database>(tuple);
+                if CStr::from_ptr((*database).datname.data.as_ptr()) == name {
+                    found = true;
+                    break;
+                }
+            }
+            pg_sys::table_endscan(scan);
+            pg_sys::table_close(relation, pg_sys::AccessShareLock as i32);
+        }
+        found
+    })
+}
+
+/// Runs `work` in a transaction of its own, from a worker outside any transaction. A Postgres
+/// error inside aborts the transaction and is returned as its message.
+pub fn in_transaction<R>(work: impl FnOnce() -> R + std::panic::UnwindSafe) -> Result<R, String> {
+    // SAFETY: the worker is connected and outside any transaction whenever this is called.
+    unsafe {
+        pg_sys::SetCurrentStatementStartTimestamp();
+        pg_sys::StartTransactionCommand();
+        pg_sys::PushActiveSnapshot(pg_sys::GetTransactionSnapshot());
+    }
+    let outcome = PgTryBuilder::new(|| Ok(work()))
+        .catch_others(|caught| Err(caught_report(&caught).message().to_string()))
+        .execute();
+    match outcome {
+        Ok(result) => {
+            // SAFETY: closes the transaction begun above.
+            unsafe {
+                pg_sys::PopActiveSnapshot();
+                pg_sys::CommitTransactionCommand();
+            }
+            Ok(result)
+        }
+        Err(message) => {
+            // SAFETY: aborting releases the snapshot and every resource of the failed transaction.
+            unsafe { pg_sys::AbortCurrentTransaction() };
+            Err(message)
+        }
+    }
+}
+
+/// True when the backend has been asked to cancel the query or to exit, or the worker to shut
+/// down (its SIGTERM handler sets `ShutdownRequestPending`).
+pub fn cancel_or_terminate_pending() -> bool {
+    // SAFETY: reads of sig_atomic_t flags that signal handlers set; volatile as in C.
+    unsafe {
+        std::ptr::read_volatile(&raw const pg_sys::QueryCancelPending) != 0
+            || std::ptr::read_volatile(&raw const pg_sys::ProcDiePending) != 0
+            || shutdown_requested()
+    }
+}
+
+/// The worker's SIGTERM.
+pub fn shutdown_requested() -> bool {
+    // SAFETY: a sig_atomic_t flag set by the SIGTERM handler.
+    unsafe { std::ptr::read_volatile(&raw const pg_sys::ShutdownRequestPending) != 0 }
+}
+
+/// For helper threads (DNS lookups): every signal stays with the backend's own thread.
+pub fn block_all_signals() {
+    // SAFETY: plain libc calls on a fully initialised, thread-local signal set.
+    unsafe {
+        let mut all: libc::sigset_t = std::mem::zeroed();
+        libc::sigfillset(&mut all);
+        libc::pthread_sigmask(libc::SIG_BLOCK, &all, std::ptr::null_mut());
+    }
+}
+
+/// True on a hot standby (until promotion).
+pub fn recovery_in_progress() -> bool {
+    // SAFETY: reads shared recovery state; callable in any backend.
+    unsafe { pg_sys::RecoveryInProgress() }
+}
+
+/// Releases every session-level advisory lock this backend holds. Needs no transaction, so it
+/// works after any failure, including one that aborted the transaction meant to release them.
+pub fn release_session_advisory_locks() {
+    // SAFETY: what pg_advisory_unlock_all() does; lock manager calls valid in any state.
+    unsafe { pg_sys::LockReleaseSession(pg_sys::USER_LOCKMETHOD as pg_sys::LOCKMETHODID) };
+}
+
+/// The worker's SIGHUP: reads the configuration files again.
+pub fn reload_configuration() {
+    // SAFETY: the standard reload of a worker's configuration, on its own thread.
+    unsafe { pg_sys::ProcessConfigFile(pg_sys::GucContext::PGC_SIGHUP) };
+}
+
+/// `application_name` in `pg_stat_activity`.
+pub fn report_application_name(name: &CStr) {
+    // SAFETY: pgstat copies the string.
+    unsafe { pg_sys::pgstat_report_appname(name.as_ptr()) };
+}
+
+/// Ends the worker so that the postmaster starts it again after its restart interval (exit code
+/// 1; code 0 would unregister it). At shutdown it is not restarted either way.
+pub fn exit_worker_for_restart() -> ! {
+    withdraw_worker_latch();
+    // SAFETY: the normal way for a worker to end; runs Postgres' exit callbacks.
+    unsafe { pg_sys::proc_exit(1) }
+}
+
+/// The background worker's entry point, named in its registration.
+#[pg_guard]
+#[unsafe(no_mangle)]
+pub extern "C-unwind" fn dex_collector_worker_main(_argument: pg_sys::Datum) {
+    crate::worker::main()
+}
+
+/// The event trigger function behind `dex_collector.before_drop`: at the start of a `DROP
+/// EXTENSION` that names dex_collector, runs `dex_collector.unschedule_all()` so no pg_cron job is
+/// left calling functions that are about to disappear. Its work is undone if the drop fails.
+#[pg_guard]
+#[unsafe(no_mangle)]
+pub unsafe extern "C-unwind" fn dex_collector_before_drop(
+    fcinfo: pg_sys::FunctionCallInfo,
+) -> pg_sys::Datum {
+    // SAFETY: Postgres calls an event trigger function with EventTriggerData as its context.
+    let drops_this_extension = unsafe { dropped_extension_names(fcinfo) }
+        .iter()
+        .any(|name| name == "dex_collector");
+    if drops_this_extension {
+        if let Err(error) = Spi::run("SELECT dex_collector.unschedule_all()") {
+            error!("dex_collector: could not remove its pg_cron jobs before the drop: {error}");
+        }
+    }
+    pg_sys::Datum::from(0)
+}
+
+/// The names in a `DROP EXTENSION` statement an event trigger sees; empty for anything else.
+///
+/// # Safety
+/// `fcinfo` must be the call info of an event trigger function.
+unsafe fn dropped_extension_names(fcinfo: pg_sys::FunctionCallInfo) -> Vec<String> {
+    // SAFETY (whole body): the caller guarantees an event trigger call, whose context is an
+    // EventTriggerData holding the statement's parse tree; the node tags are checked before any
+    // cast, and a DropStmt of extensions lists String nodes.
+    unsafe {
+        let context = (*fcinfo).context;
+        if context.is_null() || (*context).type_ != pg_sys::NodeTag::T_EventTriggerData {
+            return Vec::new();
+        }
+        let data = context.cast::<pg_sys::EventTriggerData>();
+        let tree = (*data).parsetree;
+        if tree.is_null() || (*tree).type_ != pg_sys::NodeTag::T_DropStmt {
+            return Vec::new();
+        }
+        let drop = tree.cast::<pg_sys::DropStmt>();
+        if (*drop).removeType != pg_sys::ObjectType::OBJECT_EXTENSION || (*drop).objects.is_null() {
+            return Vec::new();
+        }
+        let objects = (*drop).objects;
+        (0..usize::try_from((*objects).length).unwrap_or(0))
+            .filter_map(|i| {
+                let node = (*(*objects).elements.add(i))
+                    .ptr_value
+                    .cast::<pg_sys::Node>();
+                if node.is_null() || (*node).type_ != pg_sys::NodeTag::T_String {
+                    return None;
+                }
+                let value = (*node.cast::<pg_sys::String>()).sval;
+                (!value.is_null()).then(|| CStr::from_ptr(value).to_string_lossy().into_owned())
+            })
+            .collect()
+    }
+}
+
+#[unsafe(no_mangle)]
+pub extern "C" fn pg_finfo_dex_collector_before_drop() -> &'static pg_sys::Pg_finfo_record {
+    const V1: pg_sys::Pg_finfo_record = pg_sys::Pg_finfo_record { api_version: 1 };
+    &V1
+}

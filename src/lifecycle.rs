@@ -1,0 +1,205 @@
+//! How a run goes from start to end, whoever starts it: take the run lock (or record the call as
+//! skipped), create or claim the run's row, plan, call the endpoint, record the results, finish
+//! the row, release the lock. One lifecycle, two ways of recording it:
+//! - a SQL call records everything at the end, in the caller's transaction, and its locks end
+//!   with that transaction ([`collect_in_transaction`]);
+//! - the worker commits the run's row before the first request and each company's result as it
+//!   finishes, so a crash loses at most the companies in flight; its session locks are released
+//!   by a guard however the run ends ([`collect_in_worker`]).
+//!
+//! A run whose results cannot be recorded stops calling the endpoint.
+
+use std::time::Instant;
+
+use pgrx::prelude::*;
+use serde_json::Value;
+
+use crate::backend;
+use crate::endpoint::RunIdentity;
+use crate::error::CollectError;
+use crate::history::{self, Trigger};
+use crate::lock::{self, SessionLocks};
+use crate::run::{self, Executed, Plan, Scope};
+use crate::settings::worker_database;
+use crate::summary::{RunStatus, ALREADY_RUNNING};
+
+/// A collection from SQL: skipped at once when another is running, otherwise run to the end and
+/// recorded with the caller's transaction. Raises only for configuration errors.
+pub fn collect_in_transaction(scope: Scope, trigger: Trigger) -> Result<Value, CollectError> {
+    refuse_during_recovery()?;
+    let started = Instant::now();
+    if !lock::try_acquire_for_transaction()? {
+        let running = lock::running_run_id()?;
+        let recorded_as = history::record_skipped_run(trigger, running)?;
+        return Ok(serde_json::json!({
+            "success": false,
+            "skipped": true,
+            "reason": ALREADY_RUNNING,
+            "run_id": running,
+            "recorded_as": recorded_as,
+        }));
+    }
+    let plan = run::plan(scope)?;
+    let run = history::start_run(trigger, plan.targets.len())?;
+    lock::publish_for_transaction(run.id)?;
+    let executed = run::execute(&plan, &run, started, &mut |_| Ok(false))?;
+    record_end(&executed, executed.summary.final_status())?;
+    Ok(executed.summary.to_json())
+}
+
+/// Queues a run for the worker and wakes it when the caller's transaction commits. Refused when
+/// no worker serves this database, since the run would stay queued forever.
+pub fn queue_for_worker() -> Result<i64, CollectError> {
+    refuse_during_recovery()?;
+    if !backend::preloaded() {
+        return Err(CollectError::NoWorkerForDatabase {
+            worker_database: None,
+        });
+    }
+    let worker_database = worker_database();
+    let served = Spi::get_one_with_args::<bool>(
+        "SELECT current_database() = $1",
+        &[worker_database.as_str().into()],
+    )
+    .map_err(|error| CollectError::History {
+        message: error.to_string(),
+    })?;
+    if served != Some(true) {
+        return Err(CollectError::NoWorkerForDatabase {
+            worker_database: Some(worker_database),
+        });
+    }
+    history::check_installed_version()?;
+    let run_id = history::queue_run()?;
+    backend::wake_worker_at_commit();
+    Ok(run_id)
+}
+
+/// `work` in a transaction of its own (the worker's way); an ERROR inside becomes its message.
+pub fn in_own_transaction<T>(
+    work: impl FnOnce() -> Result<T, CollectError> + std::panic::UnwindSafe,
+) -> Result<T, CollectError> {
+    backend::in_transaction(work).unwrap_or_else(|message| Err(CollectError::History { message }))
+}
+
+/// Collections write history: on a standby they are refused up front with SQLSTATE 25006.
+pub fn refuse_during_recovery() -> Result<(), CollectError> {
+    if backend::recovery_in_progress() {
+        return Err(CollectError::StandbyServer);
+    }
+    Ok(())
+}
+
+/// Records what the sink did not, and the run's counts and status.
+fn record_end(executed: &Executed, status: RunStatus) -> Result<(), CollectError> {
+    history::record_results(executed.summary.run_id, &executed.unrecorded())?;
+    history::finish_run(&executed.summary, status)
+}
+
+/// What the worker asks for: a run claimed from the queue, or one of its interval.
+pub enum WorkerRun {
+    Queued(RunIdentity),
+    Interval,
+}
+
+/// A started worker run: its row is committed and it holds the run lock.
+struct Started {
+    locks: SessionLocks,
+    run: RunIdentity,
+    plan: Plan,
+}
+
+/// A worker run, each step in a transaction of its own (the worker is between transactions).
+/// `Err` carries the problems the worker should log; the run's row says what happened either way.
+pub fn collect_in_worker(request: WorkerRun) -> Result<(), Vec<String>> {
+    let started_at = Instant::now();
+    let queued = match &request {
+        WorkerRun::Queued(run) => Some(run.clone()),
+        WorkerRun::Interval => None,
+    };
+    let start = backend::in_transaction(|| start_in_worker(request))
+        .unwrap_or_else(|message| Err((None, CollectError::History { message })));
+    let Started { locks, run, plan } = match start {
+        Ok(Some(started)) => started,
+        Ok(None) => return Ok(()),
+        Err((run, error)) => {
+            let mut problems = vec![format!("the run could not start: {error}")];
+            problems.extend(fail_in_worker(run.or(queued).as_ref(), &error.to_string()));
+            return Err(problems);
+        }
+    };
+
+    let mut problems = Vec::new();
+    let run_id = run.id;
+    let executed = run::execute(&plan, &run, started_at, &mut |result| {
+        let result = result.clone();
+        in_own_transaction(move || history::record_results(run_id, std::slice::from_ref(&result)))
+            .map(|()| true)
+            .inspect_err(|error| {
+                problems.push(format!(
+                "run {run_id} stopped calling the endpoint: a result could not be recorded: {error}"
+            ));
+            })
+    });
+    let ended = in_own_transaction(|| match &executed {
+        Ok(executed) => {
+            let status = if backend::shutdown_requested() {
+                RunStatus::Interrupted
+            } else {
+                executed.summary.final_status()
+            };
+            record_end(executed, status)
+        }
+        Err(error) => history::fail_run(run_id, &error.to_string()),
+    });
+    if let Err(error) = ended {
+        problems.push(format!("could not record the end of run {run_id}: {error}"));
+        problems.extend(fail_in_worker(Some(&run), &error.to_string()));
+    }
+    if let Err(error) = &executed {
+        problems.push(format!("run {run_id} failed: {error}"));
+    }
+    drop(locks);
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(problems)
+    }
+}
+
+/// Takes the run lock (or records the run as skipped: `None`), creates or claims the run's row
+/// and resolves its plan. On failure, the run's row if it has one by then.
+fn start_in_worker(
+    request: WorkerRun,
+) -> Result<Option<Started>, (Option<RunIdentity>, CollectError)> {
+    let queued = match &request {
+        WorkerRun::Queued(run) => Some(run.clone()),
+        WorkerRun::Interval => None,
+    };
+    let Some(locks) = SessionLocks::try_acquire().map_err(|error| (queued.clone(), error))? else {
+        let running = lock::running_run_id().map_err(|error| (queued.clone(), error))?;
+        match &queued {
+            Some(run) => history::skip_queued_run(run.id, running),
+            None => history::record_skipped_run(Trigger::Worker, running).map(|_| ()),
+        }
+        .map_err(|error| (queued.clone(), error))?;
+        return Ok(None);
+    };
+    let run = match queued {
+        Some(run) => run,
+        None => history::start_run(Trigger::Worker, 0).map_err(|error| (None, error))?,
+    };
+    let failed = |error| (Some(run.clone()), error);
+    locks.publish(run.id).map_err(failed)?;
+    let plan = run::plan(Scope::All).map_err(failed)?;
+    history::set_companies_total(run.id, plan.targets.len()).map_err(failed)?;
+    Ok(Some(Started { locks, run, plan }))
+}
+
+/// Best effort: the run's row says why it failed. Returns the problem if even that fails.
+fn fail_in_worker(run: Option<&RunIdentity>, error: &str) -> Option<String> {
+    let run_id = run?.id;
+    in_own_transaction(|| history::fail_run(run_id, error))
+        .err()
+        .map(|error| format!("could not mark run {run_id} failed: {error}"))
+}

@@ -1,0 +1,111 @@
+//! The README's monitoring queries over the history the default retention keeps for 1,000
+//! companies: 14 days of 5-minute runs, 4 million `run_results` rows, generated in SQL. Each query
+//! must be answered by index probes per company (its plan is asserted, never its time); the
+//! times are printed, and `scripts/bench.sh --history` records them.
+
+use dex_collector_e2e::deployment::{Deployment, DeploymentOptions};
+use serde_json::Value;
+
+const README: &str = include_str!("../../../README.md");
+const GENERATOR: &str = include_str!("../../fixtures/history_generator.sql");
+const RUNS: u32 = 4032;
+const COMPANIES: u32 = 1000;
+
+/// The queries of the README's "Monitor" section, each with its comment line.
+fn monitoring_queries() -> Vec<String> {
+    let section = README
+        .split("### Monitor")
+        .nth(1)
+        .and_then(|rest| rest.split("```sql").nth(1))
+        .and_then(|block| block.split("```").next())
+        .expect("the README has a Monitor section with a sql block");
+    section
+        .split(";\n")
+        .map(str::trim)
+        .filter(|query| !query.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+/// Every plan node as "Node Type on relation (index)".
+fn plan_nodes(plan: &Value, nodes: &mut Vec<String>) {
+    let text = |key: &str| {
+        plan.get(key)
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string()
+    };
+    nodes.push(format!(
+        "{} on {} ({})",
+        text("Node Type"),
+        text("Relation Name"),
+        text("Index Name")
+    ));
+    for child in plan
+        .get("Plans")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        plan_nodes(child, nodes);
+    }
+}
+
+#[test]
+fn the_monitoring_queries_probe_indexes_at_four_million_results() {
+    let deployment = Deployment::start(DeploymentOptions::default()).unwrap();
+    let mut client = deployment.client();
+    client
+        .batch_execute(&format!(
+            "SET dex_gen.runs = '{RUNS}'; SET dex_gen.companies = '{COMPANIES}';\n{GENERATOR}"
+        ))
+        .unwrap();
+    client
+        .batch_execute("VACUUM (ANALYZE) dex_collector.runs")
+        .unwrap();
+    client
+        .batch_execute("VACUUM (ANALYZE) dex_collector.run_results")
+        .unwrap();
+    let (rows, bytes): (i64, i64) = {
+        let row = client
+            .query_one(
+                "SELECT count(*), pg_total_relation_size('dex_collector.run_results')
+                   FROM dex_collector.run_results",
+                &[],
+            )
+            .unwrap();
+        (row.get(0), row.get(1))
+    };
+    assert_eq!(rows, i64::from(RUNS) * i64::from(COMPANIES));
+    println!(
+        "run_results: {rows} rows, {} MB with indexes, {} bytes per company-run",
+        bytes / 1_000_000,
+        bytes / rows
+    );
+
+    let queries = monitoring_queries();
+    assert_eq!(queries.len(), 6, "{queries:#?}");
+    for query in &queries {
+        let mut times = Vec::new();
+        let mut nodes = Vec::new();
+        for _ in 0..3 {
+            let explained: Value = client
+                .query_one(&format!("EXPLAIN (ANALYZE, FORMAT JSON) {query}"), &[])
+                .unwrap_or_else(|e| panic!("{query}: {e:?}"))
+                .get(0);
+            times.push(explained[0]["Execution Time"].as_f64().unwrap_or(f64::NAN));
+            nodes.clear();
+            plan_nodes(&explained[0]["Plan"], &mut nodes);
+        }
+        let title = query.lines().next().unwrap_or_default();
+        println!("{title}\n    execution times (ms): {times:.1?}");
+        let full_scans: Vec<&String> = nodes
+            .iter()
+            .filter(|node| node.starts_with("Seq Scan on run_results"))
+            .collect();
+        assert!(
+            full_scans.is_empty(),
+            "{title} reads the whole history:\n{nodes:#?}"
+        );
+    }
+}

@@ -1,0 +1,572 @@
+//! Production operations, end to end: locks that cannot outlive their run, history through
+//! pg_dump and restore, pg_cron jobs through DROP EXTENSION, a hot standby and its promotion, and
+//! a worker whose database or extension is missing.
+
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
+
+use dex_collector_e2e::cluster::{ClusterOptions, TestCluster};
+use dex_collector_e2e::deployment::{
+    sample, sql_error, unexpected_log_lines, Deployment, DeploymentOptions,
+};
+use dex_collector_e2e::stand_in::{Behavior, StandInConfig};
+use serde_json::Value;
+
+/// The run lock's two advisory keys ('DEXC', 'DEXD'), as `src/lock.rs` takes them.
+const RUN_LOCK: i32 = 0x4445_5843;
+const RUN_ID_LOCK: i32 = 0x4445_5844;
+
+fn wait_until(limit: Duration, mut done: impl FnMut() -> bool) -> bool {
+    let started = Instant::now();
+    while started.elapsed() < limit {
+        if done() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    done()
+}
+
+fn one<T: for<'a> postgres::types::FromSql<'a>>(client: &mut postgres::Client, sql: &str) -> T {
+    client
+        .query_one(sql, &[])
+        .unwrap_or_else(|e| panic!("{sql}: {e:?}"))
+        .get(0)
+}
+
+fn assert_log_clean(cluster: &TestCluster, expected_warnings: &[&str]) {
+    let log = cluster.log_contents();
+    let unexpected = unexpected_log_lines(&log, expected_warnings);
+    assert!(
+        unexpected.is_empty(),
+        "unexpected in the server log: {unexpected:#?}\n{log}"
+    );
+}
+
+fn with_worker(extra: &[(&str, &str)], default_behavior: Behavior) -> Deployment {
+    let mut settings = vec![("dex_collector.database".to_string(), "dex".to_string())];
+    settings.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+    Deployment::start(DeploymentOptions {
+        preload: true,
+        settings,
+        stand_in: StandInConfig {
+            default_behavior,
+            ..StandInConfig::default()
+        },
+        ..DeploymentOptions::default()
+    })
+    .unwrap()
+}
+
+fn worker_ready(cluster: &TestCluster) -> bool {
+    wait_until(Duration::from_secs(30), || {
+        cluster
+            .log_contents()
+            .contains("dex_collector worker started in database dex")
+    })
+}
+
+#[test]
+fn a_worker_run_that_loses_its_history_stops_calling_and_leaves_no_lock_behind() {
+    let deployment = with_worker(
+        &[("dex_collector.concurrency", "1")],
+        Behavior::Delay {
+            delay: Duration::from_millis(700),
+            then: Box::new(Behavior::Synthetic),
+        },
+    );
+    let cluster = &deployment.cluster;
+    assert!(worker_ready(cluster));
+    let mut client = deployment.client();
+    let _: i64 = one(&mut client, "SELECT dex_collect_all_async()");
+    assert!(deployment
+        .stand_in
+        .wait_for_requests(2, Duration::from_secs(20)));
+    // Any failure of the run's bookkeeping does it; dropping the history mid-run is the plainest.
+    client
+        .batch_execute("DROP EXTENSION dex_collector")
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(2));
+    let after_drop = deployment.stand_in.request_count();
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(
+        deployment.stand_in.request_count(),
+        after_drop,
+        "the run stopped calling the endpoint once it could not record a result"
+    );
+    assert!(
+        after_drop < 8,
+        "{after_drop} requests: the run went on after the drop"
+    );
+
+    client
+        .batch_execute("CREATE EXTENSION dex_collector")
+        .unwrap();
+    let summary: Value = one(&mut deployment.client(), "SELECT dex_collect_all()");
+    assert_eq!(summary["success"], true, "no lock left behind: {summary}");
+    assert_eq!(summary["successfulCollections"], 8, "{summary}");
+
+    // The worker goes on too: it waited for the extension and runs the next queued run.
+    let run_id: i64 = one(&mut deployment.client(), "SELECT dex_collect_all_async()");
+    assert!(wait_until(Duration::from_secs(40), || {
+        let status: Option<String> = deployment
+            .client()
+            .query_one(
+                "SELECT status FROM dex_collector.runs WHERE id = $1",
+                &[&run_id],
+            )
+            .unwrap()
+            .get(0);
+        status.as_deref() == Some("succeeded")
+    }));
+    let log = cluster.log_contents();
+    assert!(
+        log.contains("waiting for CREATE EXTENSION dex_collector"),
+        "{log}"
+    );
+    assert_log_clean(
+        cluster,
+        &[
+            "stopped calling the endpoint: a result could not be recorded",
+            "could not record the end of run",
+            "could not mark run",
+        ],
+    );
+}
+
+#[test]
+fn a_lock_held_for_a_run_that_ended_is_cleared_with_a_log_line() {
+    let deployment = Deployment::start(DeploymentOptions::default()).unwrap();
+    let first = deployment.collect_all();
+    let first_run = first["run_id"].as_i64().unwrap();
+
+    // A process holding the lock of a finished run, as a build before 0.2.0 could leave it.
+    let mut stale = deployment.client();
+    stale
+        .execute(
+            "SELECT pg_advisory_lock($1, 0), pg_advisory_lock($2, $3)",
+            &[&RUN_LOCK, &RUN_ID_LOCK, &i32::try_from(first_run).unwrap()],
+        )
+        .unwrap();
+    let summary = deployment.collect_all();
+    assert_eq!(summary["success"], true, "{summary}");
+    assert_eq!(
+        summary["run_id"],
+        first_run + 1,
+        "the run went ahead: {summary}"
+    );
+    let log = deployment.cluster.log_contents();
+    assert!(
+        log.contains(&format!(
+            "still holds the run lock of run {first_run}, which ended as 'succeeded'; ending that process to release it"
+        )),
+        "{log}"
+    );
+    assert!(
+        stale.simple_query("SELECT 1").is_err(),
+        "the stale holder was ended"
+    );
+
+    // A lock whose run is still running is left alone: the caller is skipped.
+    let mut client = deployment.client();
+    let running: i64 = one(
+        &mut client,
+        "INSERT INTO dex_collector.runs (status, trigger) VALUES ('running', 'worker') RETURNING id",
+    );
+    let mut holder = deployment.client();
+    holder
+        .execute(
+            "SELECT pg_advisory_lock($1, 0), pg_advisory_lock($2, $3)",
+            &[&RUN_LOCK, &RUN_ID_LOCK, &i32::try_from(running).unwrap()],
+        )
+        .unwrap();
+    let skipped = deployment.collect_all();
+    assert_eq!(skipped["skipped"], true, "{skipped}");
+    assert_eq!(skipped["run_id"], running, "{skipped}");
+    assert!(
+        holder.simple_query("SELECT 1").is_ok(),
+        "a live run's holder stays"
+    );
+    assert_log_clean(&deployment.cluster, &[]);
+}
+
+/// The Idempotency-Keys the stand-in has received.
+fn idempotency_keys(deployment: &Deployment) -> HashSet<String> {
+    deployment
+        .stand_in
+        .requests()
+        .iter()
+        .filter_map(|request| request.header("idempotency-key").map(str::to_string))
+        .collect()
+}
+
+#[test]
+fn the_history_survives_pg_dump_and_restore_and_idempotency_keys_never_repeat() {
+    let original = Deployment::start(DeploymentOptions::default()).unwrap();
+    original.collect_all();
+    original.collect_all();
+    let mut client = original.client();
+    // A run queued or in progress at dump time belongs to the dumped server.
+    client
+        .batch_execute(
+            "INSERT INTO dex_collector.runs (status, trigger) VALUES ('queued', 'async')",
+        )
+        .unwrap();
+    let history = "SELECT string_agg(format('%s %s %s %s', id, status, run_key, companies_succeeded), ', ' ORDER BY id)
+                     FROM dex_collector.runs WHERE status <> 'queued'";
+    let results = "SELECT string_agg(format('%s %s %s', run_id, company_id, status), ', ' ORDER BY run_id, company_id)
+                     FROM dex_collector.run_results";
+    let original_history: String = one(&mut client, history);
+    let original_results: String = one(&mut client, results);
+
+    // Every key is the run's random key, the company and the page.
+    let first_key: String = one(
+        &mut client,
+        "SELECT run_key::text FROM dex_collector.runs WHERE id = 1",
+    );
+    assert!(
+        idempotency_keys(&original)
+            .contains(&format!("dex-collector:{first_key}:{}:1", sample::ACME)),
+        "{:?}",
+        idempotency_keys(&original)
+    );
+
+    let custom = original.cluster.root_dir().join("history.dump");
+    let plain = original.cluster.root_dir().join("history.sql");
+    original
+        .cluster
+        .run_program("pg_dump", &["-Fc", "-f", custom.to_str().unwrap(), "dex"])
+        .unwrap();
+    original
+        .cluster
+        .run_program("pg_dump", &["-f", plain.to_str().unwrap(), "dex"])
+        .unwrap();
+
+    for (format, restore) in [
+        (
+            "custom",
+            vec!["pg_restore", "-d", "dex", custom.to_str().unwrap()],
+        ),
+        (
+            "plain",
+            vec![
+                "psql",
+                "-X",
+                "-q",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-d",
+                "dex",
+                "-f",
+                plain.to_str().unwrap(),
+            ],
+        ),
+    ] {
+        let restored = TestCluster::start(ClusterOptions::default()).unwrap();
+        restored.run_program(restore[0], &restore[1..]).unwrap();
+        // Database settings are not part of a database's dump (pg_dumpall has them).
+        restored
+            .connect()
+            .unwrap()
+            .batch_execute(&original.configure_sql())
+            .unwrap();
+        let mut restored_client = restored.connect().unwrap();
+        assert_eq!(
+            one::<String>(&mut restored_client, history),
+            original_history,
+            "{format}"
+        );
+        assert_eq!(
+            one::<String>(&mut restored_client, results),
+            original_results,
+            "{format}"
+        );
+        let queued: i64 = one(
+            &mut restored_client,
+            "SELECT count(*) FROM dex_collector.runs WHERE status IN ('queued', 'running')",
+        );
+        assert_eq!(
+            queued, 0,
+            "{format}: runs of the dumped server are not restored"
+        );
+
+        // Run ids go on from the dumped sequence, with keys of their own.
+        let summary: Value = one(&mut restored_client, "SELECT dex_collect_all()");
+        assert_eq!(summary["run_id"], 4, "{format}: {summary}");
+        assert_eq!(summary["successfulCollections"], 8, "{format}: {summary}");
+        assert_log_clean(&restored, &[]);
+    }
+    // The restored databases called the same stand-in with run 4, as does the original now:
+    // every request carried a key no other request had.
+    let summary = original.collect_all();
+    assert_eq!(summary["run_id"], 4);
+    let requests = original.stand_in.requests().len();
+    assert_eq!(requests, 5 * 8, "five runs of 8 companies, one page each");
+    assert_eq!(
+        idempotency_keys(&original).len(),
+        requests,
+        "no Idempotency-Key repeats across the original and its restores"
+    );
+    assert_log_clean(&original.cluster, &[]);
+}
+
+#[test]
+fn a_scheduled_job_names_the_schema_runs_in_pg_cron_and_goes_with_drop_extension() {
+    let deployment = Deployment::start(DeploymentOptions::with_pg_cron_unconfigured()).unwrap();
+    let mut client = deployment.client();
+    // In a schema that is not on the job's search_path.
+    client
+        .batch_execute("CREATE SCHEMA extensions; CREATE EXTENSION dex_collector SCHEMA extensions")
+        .unwrap();
+    client.batch_execute(&deployment.configure_sql()).unwrap();
+    let mut client = deployment.client();
+    let (state, message, hint) =
+        sql_error(client.query_one("SELECT dex_collector.schedule()", &[]));
+    assert_eq!(state, "42704");
+    assert_eq!(message, "pg_cron is not installed");
+    assert!(hint
+        .unwrap_or_default()
+        .contains("CREATE EXTENSION pg_cron"));
+
+    client.batch_execute("CREATE EXTENSION pg_cron").unwrap();
+    let job_id: i64 = one(&mut client, "SELECT dex_collector.schedule('* * * * *')");
+    let job = client
+        .query_one(
+            "SELECT jobname, command FROM cron.job WHERE jobid = $1",
+            &[&job_id],
+        )
+        .unwrap();
+    assert_eq!(job.get::<_, String>(0), "dex-collection-every-5-minutes");
+    assert_eq!(
+        job.get::<_, String>(1),
+        "SELECT extensions.dex_collect_all()"
+    );
+    let again: i64 = one(&mut client, "SELECT dex_collector.schedule('* * * * *')");
+    assert_eq!(again, job_id, "scheduling again replaces the job");
+
+    // pg_cron fires at the next minute boundary.
+    assert!(
+        wait_until(Duration::from_secs(75), || {
+            one::<i64>(
+                &mut deployment.client(),
+                "SELECT count(*) FROM dex_collector.runs WHERE trigger = 'pg_cron' AND status = 'succeeded'",
+            ) >= 1
+        }),
+        "the cron job ran {}",
+        deployment.cluster.log_contents()
+    );
+    assert!(one::<bool>(
+        &mut client,
+        "SELECT dex_collector.unschedule()"
+    ));
+    assert!(!one::<bool>(
+        &mut client,
+        "SELECT dex_collector.unschedule()"
+    ));
+
+    // DROP EXTENSION takes schedule()'s job with it, names any other job calling dex_collector,
+    // and a rolled-back drop keeps everything.
+    one::<i64>(&mut client, "SELECT dex_collector.schedule()");
+    let mine: i64 = one(
+        &mut client,
+        "SELECT cron.schedule('nightly-acme', '0 3 * * *', 'SELECT extensions.dex_collect_company(''00000000-0000-0000-0000-000000000000'')')",
+    );
+    client
+        .batch_execute("BEGIN; DROP EXTENSION dex_collector; ROLLBACK;")
+        .unwrap();
+    assert_eq!(one::<i64>(&mut client, "SELECT count(*) FROM cron.job"), 2);
+
+    let notices = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let sink = std::sync::Arc::clone(&notices);
+    let mut config: postgres::Config = deployment.cluster.connection_string("dex").parse().unwrap();
+    config.notice_callback(move |notice| {
+        sink.lock().unwrap().push(format!(
+            "{} {}",
+            notice.message(),
+            notice.hint().unwrap_or_default()
+        ))
+    });
+    let mut dropping = config.connect(postgres::NoTls).unwrap();
+    dropping
+        .batch_execute("DROP EXTENSION dex_collector")
+        .unwrap();
+    let names: Vec<String> = client
+        .query("SELECT jobname FROM cron.job ORDER BY jobid", &[])
+        .unwrap()
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    assert_eq!(names, vec!["nightly-acme"]);
+    let notices = notices.lock().unwrap().clone();
+    assert!(
+        notices
+            .iter()
+            .any(|n| n.contains("removed the pg_cron job dex-collection-every-5-minutes")),
+        "{notices:?}"
+    );
+    assert!(
+        notices.iter().any(|n| n.contains(&format!(
+            "pg_cron job {mine} (nightly-acme) still calls dex_collector"
+        )) && n.contains(&format!("SELECT cron.unschedule({mine});"))),
+        "{notices:?}"
+    );
+    assert_log_clean(&deployment.cluster, &[]);
+}
+
+#[test]
+fn on_a_standby_collections_are_refused_with_25006_and_the_worker_starts_after_promotion() {
+    let deployment = with_worker(&[], Behavior::Synthetic);
+    let primary = &deployment.cluster;
+    assert!(worker_ready(primary));
+    let mut client = deployment.client();
+    deployment.collect_all();
+    // A run the primary was in the middle of when it was lost.
+    let cut_short: i64 = one(
+        &mut client,
+        "INSERT INTO dex_collector.runs (status, trigger) VALUES ('running', 'worker') RETURNING id",
+    );
+    let standby = TestCluster::standby_of(
+        primary,
+        ClusterOptions {
+            shared_preload_libraries: vec!["dex_collector".into()],
+            settings: vec![("dex_collector.database".into(), "dex".into())],
+            ..ClusterOptions::default()
+        },
+    )
+    .unwrap();
+    let mut on_standby = standby.connect().unwrap();
+    assert!(one::<bool>(&mut on_standby, "SELECT pg_is_in_recovery()"));
+    for call in [
+        "SELECT dex_collect_all()",
+        &format!("SELECT dex_collect_company('{}')", sample::ACME),
+        "SELECT dex_collect_all_async()",
+    ] {
+        let (state, message, hint) = sql_error(on_standby.query_one(call, &[]));
+        assert_eq!(state, "25006", "{call}: {message}");
+        assert_eq!(
+            message,
+            "dex_collector cannot collect on a standby server: a run writes its history, and a standby is read-only",
+            "{call}"
+        );
+        assert!(hint.unwrap_or_default().contains("Call it on the primary"));
+    }
+    // Reading works there: the DEX functions and the history.
+    let history: i64 = one(
+        &mut on_standby,
+        "SELECT count(*) FROM dex_collector.run_summary",
+    );
+    assert_eq!(history, 2);
+    let parsed: bool = one(
+        &mut on_standby,
+        "SELECT dex_parse('DXS*1*VA*V0/6*1'::text) IS NOT NULL",
+    );
+    assert!(parsed);
+    // The worker waits quietly: the postmaster starts it once recovery ends.
+    std::thread::sleep(Duration::from_secs(3));
+    let workers: i64 = one(
+        &mut on_standby,
+        "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'dex_collector'",
+    );
+    assert_eq!(workers, 0, "no worker on a standby");
+
+    standby.promote().unwrap();
+    let mut promoted = standby.connect().unwrap();
+    assert!(wait_until(Duration::from_secs(30), || {
+        one::<String>(
+            &mut promoted,
+            &format!("SELECT status FROM dex_collector.runs WHERE id = {cut_short}"),
+        ) == "interrupted"
+    }));
+    let run_id: i64 = one(&mut promoted, "SELECT dex_collect_all_async()");
+    assert!(wait_until(Duration::from_secs(30), || {
+        one::<String>(
+            &mut promoted,
+            &format!("SELECT status FROM dex_collector.runs WHERE id = {run_id}"),
+        ) == "succeeded"
+    }));
+    let log = standby.log_contents();
+    assert!(
+        log.contains("dex_collector worker started in database dex"),
+        "{log}"
+    );
+    assert!(
+        !log.contains("XX000") && !log.contains("TransactionIds"),
+        "{log}"
+    );
+    assert_log_clean(&standby, &[]);
+    assert_log_clean(primary, &[]);
+}
+
+#[test]
+fn a_missing_worker_database_and_a_missing_extension_are_each_said_once_and_waited_for() {
+    let cluster = TestCluster::start(ClusterOptions {
+        shared_preload_libraries: vec!["dex_collector".into()],
+        settings: vec![("dex_collector.database".into(), "later".into())],
+        ..ClusterOptions::default()
+    })
+    .unwrap();
+    assert!(wait_until(Duration::from_secs(20), || {
+        cluster
+            .log_contents()
+            .contains("waiting for it to be created")
+    }));
+    std::thread::sleep(Duration::from_secs(12));
+    let log = cluster.log_contents();
+    assert!(
+        log.matches("FATAL:  database \"later\" does not exist")
+            .count()
+            <= 1,
+        "no FATAL loop: {log}"
+    );
+    assert_eq!(
+        log.matches("waiting for it to be created").count(),
+        1,
+        "{log}"
+    );
+
+    let mut client = cluster.connect().unwrap();
+    client.batch_execute("CREATE DATABASE later").unwrap();
+    assert!(wait_until(Duration::from_secs(40), || {
+        cluster
+            .log_contents()
+            .contains("waiting for CREATE EXTENSION dex_collector")
+    }));
+    std::thread::sleep(Duration::from_secs(12));
+    let log = cluster.log_contents();
+    assert!(
+        log.contains("dex_collector worker started in database later"),
+        "{log}"
+    );
+    assert_eq!(
+        log.matches("waiting for CREATE EXTENSION dex_collector")
+            .count(),
+        1,
+        "{log}"
+    );
+
+    let mut later = cluster.connect_as("postgres", "later").unwrap();
+    later
+        .batch_execute("CREATE EXTENSION dex_collector")
+        .unwrap();
+    assert!(wait_until(Duration::from_secs(20), || {
+        cluster
+            .log_contents()
+            .contains("ready in database \"later\"")
+    }));
+    // A database the worker does not serve refuses async runs instead of queueing them forever.
+    client
+        .batch_execute("CREATE EXTENSION dex_collector")
+        .unwrap();
+    let (state, message, hint) = sql_error(client.query_one("SELECT dex_collect_all_async()", &[]));
+    assert_eq!(state, "55000");
+    assert_eq!(
+        message,
+        "the dex_collector background worker serves database \"later\", not this one: a queued run would never start"
+    );
+    assert!(hint.unwrap_or_default().contains("dex_collect_all()"));
+    assert_eq!(
+        one::<i64>(&mut client, "SELECT count(*) FROM dex_collector.runs"),
+        0
+    );
+    assert_log_clean(&cluster, &[]);
+}
