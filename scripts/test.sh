@@ -5,8 +5,21 @@ source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 setup
 cd "$REPO_ROOT"
 
-step "Unit tests (no PostgreSQL)"
-cargo test -p dex-parse -p jsonb-binary
+step "Format and lints"
+cargo fmt --all --check
+cargo clippy --workspace --all-targets -- -D warnings
+
+step "Unit tests (no PostgreSQL): the DEX parser, the jsonb writer, the collector's core against the stand-in"
+cargo test -p dex-parse -p jsonb-binary -p dex-collector-core
+
+step "Fuzz smoke: the DEX parser under libFuzzer for 30 seconds, from the real files"
+if ! cargo fuzz --version >/dev/null 2>&1; then
+    cargo install cargo-fuzz --version 0.13.2 --locked
+fi
+fuzz_corpus="$(mktemp -d -t dex_parse_corpus.XXXXXX)"
+# Stable Rust: libFuzzer's coverage without a sanitizer (-s none needs no nightly flag).
+(cd crates/dex-parse && cargo fuzz run parse -s none "$fuzz_corpus" tests/fixtures -- -max_total_time=30 -print_final_stats=1)
+rm -rf "$fuzz_corpus"
 
 step "#[pg_test] tests and the extension's unit tests in a pgrx-managed PostgreSQL"
 pgdata="$(mktemp -d -t dex_collector_pgrx.XXXXXX)"

@@ -228,6 +228,9 @@ fn product_rows(raw: &[u8]) -> TableIterator<'static, ProductRow> {
 /// One row per product selection of the text's first file (PA1 with its PA2 to PA4); money in
 /// currency units as `numeric`, counters as `bigint`.
 #[pg_extern(immutable, strict, parallel_safe, name = "dex_products")]
+// pgrx takes the result's column names and types from this literal signature (it rejects a
+// type alias), hence the long type.
+#[allow(clippy::type_complexity)]
 fn dex_products_text(
     raw: &str,
 ) -> TableIterator<
@@ -249,6 +252,9 @@ fn dex_products_text(
 
 /// As `dex_products(text)`, for raw bytes in any encoding.
 #[pg_extern(immutable, strict, parallel_safe, name = "dex_products")]
+// pgrx takes the result's column names and types from this literal signature (it rejects a
+// type alias), hence the long type.
+#[allow(clippy::type_complexity)]
 fn dex_products_bytea(
     raw: &[u8],
 ) -> TableIterator<
@@ -312,6 +318,9 @@ fn sale_rows(older: &[u8], newer: &[u8], ignore_mismatch: bool) -> TableIterator
 /// `counter_reset`. Audits of different machines (ID101) or in the wrong order (EA3) are an
 /// error unless `ignore_mismatch`.
 #[pg_extern(immutable, strict, parallel_safe, name = "dex_sales")]
+// pgrx takes the result's column names and types from this literal signature (it rejects a
+// type alias), hence the long type.
+#[allow(clippy::type_complexity)]
 fn dex_sales_text(
     older: &str,
     newer: &str,
@@ -331,6 +340,9 @@ fn dex_sales_text(
 
 /// As `dex_sales(text, text)`, for raw bytes in any encoding.
 #[pg_extern(immutable, strict, parallel_safe, name = "dex_sales")]
+// pgrx takes the result's column names and types from this literal signature (it rejects a
+// type alias), hence the long type.
+#[allow(clippy::type_complexity)]
 fn dex_sales_bytea(
     older: &[u8],
     newer: &[u8],

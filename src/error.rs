@@ -190,7 +190,7 @@ impl fmt::Display for CollectError {
                 f,
                 "company {company_id} is not a collection target (no such company, or it has no active machine)"
             ),
-            CollectError::Runtime { message } => write!(f, "dex_collector could not start its HTTP runtime: {message}"),
+            CollectError::Runtime { message } => write!(f, "dex_collector could not start its HTTP client: {message}"),
             CollectError::History { message } => write!(f, "dex_collector could not record the run: {message}"),
             CollectError::Lock { message } => write!(f, "dex_collector could not check for a run in progress: {message}"),
             CollectError::StandbyServer => write!(

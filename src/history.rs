@@ -6,10 +6,22 @@ use pgrx::prelude::*;
 use pgrx::JsonB;
 use serde_json::Value;
 
-use crate::endpoint::RunIdentity;
 use crate::error::CollectError;
-use crate::summary::{CompanyResult, RunStatus, RunSummary, ALREADY_RUNNING};
-use crate::targets::{LastCalls, Target};
+use dex_collector_core::endpoint::RunIdentity;
+use dex_collector_core::summary::{
+    CompanyResult, ResultStatus, RunStatus, RunSummary, ALREADY_RUNNING,
+};
+use dex_collector_core::target::{LastCalls, Target};
+
+// The statuses as the statements below write them (`'running'`, ...), from the typed enums.
+const QUEUED: &str = RunStatus::Queued.as_str();
+const RUNNING: &str = RunStatus::Running.as_str();
+const RUN_SKIPPED: &str = RunStatus::Skipped.as_str();
+const RUN_FAILED: &str = RunStatus::Failed.as_str();
+const INTERRUPTED: &str = RunStatus::Interrupted.as_str();
+const SUCCEEDED: &str = ResultStatus::Succeeded.as_str();
+const FAILED: &str = ResultStatus::Failed.as_str();
+const SKIPPED: &str = ResultStatus::Skipped.as_str();
 
 /// Who started a run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -18,13 +30,16 @@ pub enum Trigger {
     Manual,
     /// The background worker's `dex_collector.interval`.
     Worker,
+    /// `dex_collect_all_async()`, run by the worker.
+    Async,
 }
 
 impl Trigger {
-    fn as_str(self) -> &'static str {
+    const fn as_str(self) -> &'static str {
         match self {
             Trigger::Manual => "manual",
             Trigger::Worker => "worker",
+            Trigger::Async => "async",
         }
     }
 }
@@ -84,7 +99,7 @@ pub fn start_run(trigger: Trigger, companies_total: usize) -> Result<RunIdentity
     run_returning(
         &format!(
             "INSERT INTO dex_collector.runs (status, trigger, companies_total)
-             VALUES ('running', {TRIGGER_SQL}, $2) RETURNING id, run_key::text"
+             VALUES ('{RUNNING}', {TRIGGER_SQL}, $2) RETURNING id, run_key::text"
         ),
         &[trigger.as_str().into(), total.into()],
     )?
@@ -110,14 +125,16 @@ pub fn last_calls(targets: &[Target]) -> Result<Vec<LastCalls>, CollectError> {
     let ids: Vec<String> = targets.iter().map(|t| t.company_id.clone()).collect();
     Spi::connect(|client| {
         let rows = client.select(
-            "SELECT (SELECT r.run_id FROM dex_collector.run_results r
-                      WHERE r.company_id = t.id AND r.status <> 'skipped'
-                      ORDER BY r.run_id DESC LIMIT 1),
-                    (SELECT r.run_id FROM dex_collector.run_results r
-                      WHERE r.company_id = t.id AND r.status = 'succeeded'
-                      ORDER BY r.run_id DESC LIMIT 1)
-               FROM unnest($1::text[]::uuid[]) WITH ORDINALITY AS t(id, n)
-              ORDER BY t.n",
+            &format!(
+                "SELECT (SELECT r.run_id FROM dex_collector.run_results r
+                          WHERE r.company_id = t.id AND r.status <> '{SKIPPED}'
+                          ORDER BY r.run_id DESC LIMIT 1),
+                        (SELECT r.run_id FROM dex_collector.run_results r
+                          WHERE r.company_id = t.id AND r.status = '{SUCCEEDED}'
+                          ORDER BY r.run_id DESC LIMIT 1)
+                   FROM unnest($1::text[]::uuid[]) WITH ORDINALITY AS t(id, n)
+                  ORDER BY t.n"
+            ),
             None,
             &[ids.into()],
         )?;
@@ -201,7 +218,7 @@ pub fn record_skipped_run(trigger: Trigger, running: Option<i64>) -> Result<i64,
     new_id(update_returning(
         &format!(
             "INSERT INTO dex_collector.runs (status, trigger, finished_at, duration_ms, error)
-             VALUES ('skipped', {TRIGGER_SQL}, clock_timestamp(), 0, $2) RETURNING id"
+             VALUES ('{RUN_SKIPPED}', {TRIGGER_SQL}, clock_timestamp(), 0, $2) RETURNING id"
         ),
         &[trigger.as_str().into(), error.into()],
     )?)
@@ -214,7 +231,10 @@ pub fn skip_queued_run(run_id: i64, running: Option<i64>) -> Result<(), CollectE
         None => ALREADY_RUNNING.to_string(),
     };
     update(
-        "UPDATE dex_collector.runs SET status = 'skipped', finished_at = clock_timestamp(), error = $2 WHERE id = $1",
+        &format!(
+            "UPDATE dex_collector.runs SET status = '{RUN_SKIPPED}', finished_at = clock_timestamp(), error = $2
+              WHERE id = $1"
+        ),
         &[run_id.into(), error.into()],
     )
 }
@@ -222,18 +242,22 @@ pub fn skip_queued_run(run_id: i64, running: Option<i64>) -> Result<(), CollectE
 /// Queues a run for the worker; returns its id.
 pub fn queue_run() -> Result<i64, CollectError> {
     new_id(update_returning(
-        "INSERT INTO dex_collector.runs (status, trigger) VALUES ('queued', 'async') RETURNING id",
-        &[],
+        &format!(
+            "INSERT INTO dex_collector.runs (status, trigger) VALUES ('{QUEUED}', $1) RETURNING id"
+        ),
+        &[Trigger::Async.as_str().into()],
     )?)
 }
 
 /// The oldest queued run, now marked `running` (its start time reset to now).
 pub fn claim_queued_run() -> Result<Option<RunIdentity>, CollectError> {
     run_returning(
-        "UPDATE dex_collector.runs SET status = 'running', started_at = clock_timestamp()
-          WHERE id = (SELECT id FROM dex_collector.runs WHERE status = 'queued'
-                       ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED)
-          RETURNING id, run_key::text",
+        &format!(
+            "UPDATE dex_collector.runs SET status = '{RUNNING}', started_at = clock_timestamp()
+              WHERE id = (SELECT id FROM dex_collector.runs WHERE status = '{QUEUED}'
+                           ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED)
+              RETURNING id, run_key::text"
+        ),
         &[],
     )
 }
@@ -258,9 +282,9 @@ pub fn set_companies_total(run_id: i64, companies_total: usize) -> Result<(), Co
 /// Ends a run that failed as a whole before or while collecting.
 pub fn fail_run(run_id: i64, error: &str) -> Result<(), CollectError> {
     update(
-        "UPDATE dex_collector.runs SET status = 'failed', finished_at = clock_timestamp(),
+        &format!("UPDATE dex_collector.runs SET status = '{RUN_FAILED}', finished_at = clock_timestamp(),
                 duration_ms = (extract(epoch FROM clock_timestamp() - started_at) * 1000)::bigint, error = $2
-          WHERE id = $1",
+          WHERE id = $1"),
         &[run_id.into(), error.into()],
     )
 }
@@ -269,23 +293,25 @@ pub fn fail_run(run_id: i64, error: &str) -> Result<(), CollectError> {
 /// and duration are those of the results they recorded before they were cut short.
 pub fn mark_interrupted_runs() -> Result<i64, CollectError> {
     update_returning(
-        "WITH cut AS (
+        &format!(
+            "WITH cut AS (
            UPDATE dex_collector.runs r
-              SET status = 'interrupted', finished_at = clock_timestamp(),
+              SET status = '{INTERRUPTED}', finished_at = clock_timestamp(),
                   error = coalesce(r.error, 'cut short by a server restart or crash'),
                   (companies_processed, companies_succeeded, companies_failed, companies_skipped,
                    records_collected, machines_updated, duration_ms) =
-                  (SELECT count(*) FILTER (WHERE rr.status <> 'skipped'),
-                          count(*) FILTER (WHERE rr.status = 'succeeded'),
-                          count(*) FILTER (WHERE rr.status = 'failed'),
-                          count(*) FILTER (WHERE rr.status = 'skipped'),
+                  (SELECT count(*) FILTER (WHERE rr.status <> '{SKIPPED}'),
+                          count(*) FILTER (WHERE rr.status = '{SUCCEEDED}'),
+                          count(*) FILTER (WHERE rr.status = '{FAILED}'),
+                          count(*) FILTER (WHERE rr.status = '{SKIPPED}'),
                           coalesce(sum(rr.records_collected), 0),
                           coalesce(sum(rr.machines_updated), 0),
                           (extract(epoch FROM coalesce(max(rr.recorded_at), r.started_at) - r.started_at)
                              * 1000)::bigint
                      FROM dex_collector.run_results rr WHERE rr.run_id = r.id)
-            WHERE r.status = 'running' RETURNING 1)
-         SELECT count(*) FROM cut",
+            WHERE r.status = '{RUNNING}' RETURNING 1)
+         SELECT count(*) FROM cut"
+        ),
         &[],
     )
     .map(|count| count.unwrap_or(0))
@@ -295,14 +321,16 @@ pub fn mark_interrupted_runs() -> Result<i64, CollectError> {
 /// how many. Called repeatedly, one small transaction each, so no lock is held for long.
 pub fn delete_old_runs(retention_seconds: i64, batch: i64) -> Result<i64, CollectError> {
     update_returning(
-        "WITH old AS (
+        &format!(
+            "WITH old AS (
            DELETE FROM dex_collector.runs
             WHERE id IN (SELECT id FROM dex_collector.runs
                           WHERE started_at < clock_timestamp() - make_interval(secs => $1)
-                            AND status NOT IN ('queued', 'running')
+                            AND status NOT IN ('{QUEUED}', '{RUNNING}')
                           ORDER BY id LIMIT $2)
            RETURNING 1)
-         SELECT count(*) FROM old",
+         SELECT count(*) FROM old"
+        ),
         &[(retention_seconds as f64).into(), batch.into()],
     )
     .map(|count| count.unwrap_or(0))

@@ -1,12 +1,14 @@
 //! dex_collector: collects DEX audit data for every company from inside PostgreSQL.
 //!
+//! What needs no database (the endpoint contract and its client, targets, the fan-out, results
+//! and summaries) is the `dex-collector-core` crate; this crate is the PostgreSQL side.
+//!
 //! Where things are:
 //! - `settings`: every `dex_collector.*` setting, validated, and the Vault fallback;
 //! - `service_key`: where the service key comes from (Vault or a private file, never a setting);
 //! - `targets`: which companies a run collects for;
-//! - `endpoint`: the collect-bulk contract, how one company is collected (pure Rust);
 //! - `lifecycle`: a run from lock to finish, for SQL calls and the worker alike;
-//! - `run`: one run's fan-out (deadline, cancellation); `summary`: its arithmetic (pure Rust);
+//! - `run`: one run's plan, and the core's fan-out driven on the backend's thread;
 //! - `history`: how a run is recorded; `lock`: one run at a time per database;
 //! - `worker`: the background worker; `api`: the SQL functions; `error`: errors to SQLSTATEs;
 //! - `backend`: every raw call into PostgreSQL (transactions, signals, shared memory, the
@@ -18,7 +20,6 @@ use pgrx::prelude::*;
 mod api;
 mod backend;
 mod dex_sql;
-mod endpoint;
 mod error;
 mod history;
 mod lifecycle;
@@ -27,7 +28,6 @@ mod readonly;
 mod run;
 mod service_key;
 mod settings;
-mod summary;
 mod targets;
 mod worker;
 

@@ -15,13 +15,14 @@ use pgrx::prelude::*;
 use serde_json::Value;
 
 use crate::backend;
-use crate::endpoint::RunIdentity;
 use crate::error::CollectError;
 use crate::history::{self, Trigger};
 use crate::lock::{self, SessionLocks};
-use crate::run::{self, Executed, Plan, Scope};
+use crate::run::{self, Plan, Scope};
 use crate::settings::worker_database;
-use crate::summary::{RunStatus, ALREADY_RUNNING};
+use dex_collector_core::endpoint::RunIdentity;
+use dex_collector_core::fan_out::Executed;
+use dex_collector_core::summary::{RunStatus, ALREADY_RUNNING};
 
 /// A collection from SQL: skipped at once when another is running, otherwise run to the end and
 /// recorded with the caller's transaction. Raises only for configuration errors.

@@ -16,6 +16,8 @@ use std::time::Duration;
 
 use pgrx::prelude::*;
 
+use dex_collector_core::summary::RunStatus;
+
 use crate::backend;
 use crate::error::CollectError;
 
@@ -149,7 +151,8 @@ fn has_ended(holder: &Holder) -> bool {
     holder
         .status
         .as_deref()
-        .is_some_and(|status| !matches!(status, "queued" | "running"))
+        .and_then(RunStatus::parse)
+        .is_some_and(|status| !status.is_active())
 }
 
 /// Ends the process holding the run lock when the run it published has ended and it still holds

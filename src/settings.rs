@@ -16,10 +16,10 @@ use pgrx::guc::{GucContext, GucFlags, GucRegistry, GucSetting};
 use pgrx::pg_sys;
 use pgrx::prelude::*;
 
-use crate::endpoint::{validate_site_url, EndpointConfig};
 use crate::error::ConfigError;
 use crate::readonly;
 use crate::service_key::{is_valid_header_value, read_key_file};
+use dex_collector_core::endpoint::{validate_site_url, EndpointConfig};
 
 static SITE_URL: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 static SERVICE_KEY_FILE: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);

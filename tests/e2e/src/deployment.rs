@@ -90,24 +90,69 @@ pub struct Deployment {
     pub key_file: std::path::PathBuf,
 }
 
-/// Fails early, with the fix, when the extension is not installed in the PostgreSQL under test.
+/// Fails early, with the fix, when the extension is not installed in the PostgreSQL under test,
+/// or when the installed library is older than the tree: the suite would test another build.
 fn ensure_extension_installed() -> Result<(), Box<dyn Error>> {
     let pg_config = std::env::var("PG_CONFIG").unwrap_or_else(|_| "pg_config".to_string());
-    let output = std::process::Command::new(&pg_config)
-        .arg("--sharedir")
-        .output()?;
-    let share_dir = String::from_utf8_lossy(&output.stdout).trim().to_string();
-    let control = std::path::Path::new(&share_dir).join("extension/dex_collector.control");
-    if control.exists() {
-        Ok(())
-    } else {
-        Err(format!(
-            "{} is missing: install the extension first (cargo pgrx install --pg-config {pg_config}), \
-             or run ./scripts/test.sh which does it",
-            control.display()
-        )
-        .into())
+    let ask = |flag: &str| -> Result<std::path::PathBuf, Box<dyn Error>> {
+        let output = std::process::Command::new(&pg_config).arg(flag).output()?;
+        Ok(String::from_utf8_lossy(&output.stdout).trim().into())
+    };
+    let control = ask("--sharedir")?.join("extension/dex_collector.control");
+    let library = ask("--pkglibdir")?.join("dex_collector.so");
+    let install = format!(
+        "install the extension (cargo pgrx install --pg-config {pg_config}), or run ./scripts/test.sh which does it"
+    );
+    if !control.exists() || !library.exists() {
+        return Err(format!("{} is missing: {install}", control.display()).into());
     }
+    let installed_at = std::fs::metadata(&library)?.modified()?;
+    if let Some(newer) = newer_source(installed_at) {
+        return Err(format!(
+            "the installed {} is older than {}: {install}",
+            library.display(),
+            newer.display()
+        )
+        .into());
+    }
+    Ok(())
+}
+
+/// A source file of the extension changed after `installed_at`, if any.
+fn newer_source(installed_at: std::time::SystemTime) -> Option<std::path::PathBuf> {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let mut pending: Vec<std::path::PathBuf> = [
+        "src",
+        "sql",
+        "crates/collector-core/src",
+        "crates/dex-parse/src",
+        "crates/jsonb-binary/src",
+        "Cargo.toml",
+        "dex_collector.control",
+    ]
+    .iter()
+    .map(|path| root.join(path))
+    .collect();
+    while let Some(path) = pending.pop() {
+        let Ok(metadata) = std::fs::metadata(&path) else {
+            continue;
+        };
+        if metadata.is_dir() {
+            pending.extend(
+                std::fs::read_dir(&path)
+                    .into_iter()
+                    .flatten()
+                    .flatten()
+                    .map(|entry| entry.path()),
+            );
+        } else if metadata
+            .modified()
+            .is_ok_and(|modified| modified > installed_at)
+        {
+            return Some(path);
+        }
+    }
+    None
 }
 
 impl Deployment {

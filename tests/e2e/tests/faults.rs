@@ -1,7 +1,7 @@
 //! The fault-injection suite: every way the endpoint (or the network, or the caller) can fail,
-//! each asserted end to end through SQL, in one server logging at debug5. After the suite, the
-//! whole server log and every history table are searched for the service key, and the log for
-//! crashed backends.
+//! each asserted end to end through SQL, each in a server of its own logging at debug5. After
+//! each, the whole server log and every history table are searched for the service key, and the
+//! log for crashed backends.
 
 use std::io::Write;
 use std::time::{Duration, Instant};
@@ -29,9 +29,9 @@ fn error_of(summary: &Value, company: &str) -> String {
         .to_string()
 }
 
-#[test]
-fn every_fault_is_an_honest_result_and_the_key_never_leaks() {
-    let deployment = Deployment::start(DeploymentOptions {
+/// A deployment whose endpoint wants a recognisable key, in a server logging at debug5.
+fn deployment() -> Deployment {
+    Deployment::start(DeploymentOptions {
         stand_in: StandInConfig {
             service_key: SECRET_KEY.into(),
             ..StandInConfig::default()
@@ -42,10 +42,48 @@ fn every_fault_is_an_honest_result_and_the_key_never_leaks() {
         ],
         ..DeploymentOptions::default()
     })
-    .unwrap();
+    .unwrap()
+}
+
+/// The key appears nowhere: not in a history row, not in any server log line; and no backend
+/// crashed.
+fn assert_key_nowhere_and_no_crash(deployment: &Deployment) {
+    let mut observer = deployment.client();
+    let history: String = observer
+        .query_one(
+            "SELECT coalesce(string_agg(r::text, ' '), '') FROM dex_collector.runs r",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    let results: String = observer
+        .query_one(
+            "SELECT coalesce(string_agg(rr::text, ' '), '') FROM dex_collector.run_results rr",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert!(!history.contains(SECRET_KEY) && !results.contains(SECRET_KEY));
+    let log = deployment.cluster.log_contents();
+    let leaking: Vec<&str> = log
+        .lines()
+        .filter(|line| line.contains(SECRET_KEY))
+        .collect();
+    assert!(
+        leaking.is_empty(),
+        "the key is in the server log:\n{}",
+        leaking.join("\n")
+    );
+    assert!(log.contains("DEBUG:"), "the log was written at debug5");
+    assert!(!log.contains("terminated by signal"), "no backend crashed");
+    assert!(!log.contains("PANIC"), "no PANIC");
+}
+
+#[test]
+fn slow_hanging_broken_and_huge_answers_fail_within_their_bounds() {
+    let deployment = deployment();
     let stand_in = &deployment.stand_in;
     let quick = "SET dex_collector.request_timeout = '1s'; SET dex_collector.max_retries = 0;";
-
     // A body that trickles is bounded by the request timeout; a hang likewise.
     stand_in.set_behavior(
         sample::ACME,
@@ -76,9 +114,14 @@ fn every_fault_is_an_honest_result_and_the_key_never_leaks() {
         "HTTP 500: Internal error: db timeout"
     );
     assert_eq!(summary["successfulCollections"], 3);
+    assert_key_nowhere_and_no_crash(&deployment);
+}
 
+#[test]
+fn transient_failures_are_retried_with_the_same_idempotency_key() {
+    let deployment = deployment();
+    let stand_in = &deployment.stand_in;
     // 503 twice then OK: three attempts; 429 with Retry-After then OK: two.
-    stand_in.reset();
     let collect = Box::new(Behavior::Collect {
         records: 2,
         machines: 1,
@@ -130,9 +173,14 @@ fn every_fault_is_an_honest_result_and_the_key_never_leaks() {
         keys[0], keys[1],
         "a retry repeats the page's Idempotency-Key"
     );
+    assert_key_nowhere_and_no_crash(&deployment);
+}
 
+#[test]
+fn a_redirect_is_not_followed() {
+    let deployment = deployment();
+    let stand_in = &deployment.stand_in;
     // A redirect is not followed: the other port receives nothing.
-    stand_in.reset();
     let elsewhere = StandIn::start(StandInConfig::default()).unwrap();
     stand_in.set_default_behavior(Behavior::Redirect {
         status: 307,
@@ -148,9 +196,14 @@ fn every_fault_is_an_honest_result_and_the_key_never_leaks() {
         )
     );
     assert_eq!(elsewhere.request_count(), 0);
+    assert_key_nowhere_and_no_crash(&deployment);
+}
 
+#[test]
+fn a_rejected_key_stops_the_run_at_once() {
+    let deployment = deployment();
+    let stand_in = &deployment.stand_in;
     // 401: the key is wrong for everyone, so the run stops at once.
-    stand_in.reset();
     let wrong_key = deployment
         .cluster
         .write_private_file("wrong_key", b"a-wrong-key\n")
@@ -173,7 +226,12 @@ fn every_fault_is_an_honest_result_and_the_key_never_leaks() {
         .filter(|s| s["reason"] == "service key rejected by the endpoint")
         .count();
     assert_eq!(skipped_for_key, 7);
+    assert_key_nowhere_and_no_crash(&deployment);
+}
 
+#[test]
+fn an_unresolvable_host_and_an_untrusted_certificate_fail_until_ca_file_trusts_it() {
+    let deployment = deployment();
     // An unresolvable host name, and a TLS certificate nobody trusts (then trusted by ca_file).
     let summary = collect_with(&deployment, "SET dex_collector.site_url = 'http://dex-stand-in.invalid'; SET dex_collector.max_retries = 0");
     assert_eq!(summary["successfulCollections"], 0);
@@ -214,9 +272,14 @@ fn every_fault_is_an_honest_result_and_the_key_never_leaks() {
     );
     assert_eq!(summary["successfulCollections"], 8, "{summary}");
     std::fs::remove_file(&ca_path).unwrap();
+    assert_key_nowhere_and_no_crash(&deployment);
+}
 
+#[test]
+fn a_backend_terminated_mid_run_exits_cleanly_and_leaves_nothing_running() {
+    let deployment = deployment();
+    let stand_in = &deployment.stand_in;
     // Terminate a backend mid-run: it exits cleanly, the server stays up, no history is left running.
-    stand_in.reset();
     stand_in.set_default_behavior(Behavior::Hang);
     let mut victim = deployment.client();
     let victim_pid: i32 = victim
@@ -264,9 +327,14 @@ fn every_fault_is_an_honest_result_and_the_key_never_leaks() {
         .unwrap()
         .get(0);
     assert_eq!(running, 0);
+    assert_key_nowhere_and_no_crash(&deployment);
+}
 
+#[test]
+fn ten_thousand_companies_in_one_run() {
+    let deployment = deployment();
+    let mut observer = deployment.client();
     // 10,000 companies in one run.
-    stand_in.reset();
     observer
         .batch_execute(
             "INSERT INTO public.companies (id, company_name)
@@ -289,36 +357,7 @@ fn every_fault_is_an_honest_result_and_the_key_never_leaks() {
         .unwrap()
         .get(0);
     assert_eq!(recorded, 10_010);
-
-    // The key appears nowhere: not in a history row, not in any server log line.
-    let history: String = observer
-        .query_one(
-            "SELECT coalesce(string_agg(r::text, ' '), '') FROM dex_collector.runs r",
-            &[],
-        )
-        .unwrap()
-        .get(0);
-    let results: String = observer
-        .query_one(
-            "SELECT coalesce(string_agg(rr::text, ' '), '') FROM dex_collector.run_results rr",
-            &[],
-        )
-        .unwrap()
-        .get(0);
-    assert!(!history.contains(SECRET_KEY) && !results.contains(SECRET_KEY));
-    let log = deployment.cluster.log_contents();
-    let leaking: Vec<&str> = log
-        .lines()
-        .filter(|line| line.contains(SECRET_KEY))
-        .collect();
-    assert!(
-        leaking.is_empty(),
-        "the key is in the server log:\n{}",
-        leaking.join("\n")
-    );
-    assert!(log.contains("DEBUG:"), "the log was written at debug5");
-    assert!(!log.contains("terminated by signal"), "no backend crashed");
-    assert!(!log.contains("PANIC"), "no PANIC");
+    assert_key_nowhere_and_no_crash(&deployment);
 }
 
 /// A backend's private resident memory (kB), from /proc. Not VmRSS: that also counts the shared

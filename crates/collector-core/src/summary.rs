@@ -9,7 +9,7 @@ use std::time::Duration;
 use serde_json::{json, Map, Value};
 
 use crate::endpoint::CompanyOutcome;
-use crate::targets::Target;
+use crate::target::Target;
 
 /// Why a company was not called, or was stopped.
 pub const SKIP_NO_CREDENTIALS: &str = "No DEX credentials configured";
@@ -23,25 +23,52 @@ pub const STOPPED_AT_DEADLINE: &str =
 /// Why a whole run was skipped.
 pub const ALREADY_RUNNING: &str = "a collection run is already in progress";
 
-/// The status of a whole run, as `dex_collector.runs.status`.
+/// The status of a whole run, as `dex_collector.runs.status` (its CHECK lists the same six).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RunStatus {
+    /// Waiting for the worker (`dex_collect_all_async()`).
+    Queued,
+    Running,
     Succeeded,
     Failed,
+    /// Not run: another run held the lock.
+    Skipped,
     /// Cut short by a shutdown or crash.
     Interrupted,
 }
 
 impl RunStatus {
-    pub fn as_str(self) -> &'static str {
+    pub const fn as_str(self) -> &'static str {
         match self {
+            RunStatus::Queued => "queued",
+            RunStatus::Running => "running",
             RunStatus::Succeeded => "succeeded",
             RunStatus::Failed => "failed",
+            RunStatus::Skipped => "skipped",
             RunStatus::Interrupted => "interrupted",
         }
     }
+
+    pub fn parse(text: &str) -> Option<RunStatus> {
+        [
+            RunStatus::Queued,
+            RunStatus::Running,
+            RunStatus::Succeeded,
+            RunStatus::Failed,
+            RunStatus::Skipped,
+            RunStatus::Interrupted,
+        ]
+        .into_iter()
+        .find(|status| status.as_str() == text)
+    }
+
+    /// Queued or running: the run has not ended.
+    pub const fn is_active(self) -> bool {
+        matches!(self, RunStatus::Queued | RunStatus::Running)
+    }
 }
 
+/// The status of one company in one run, as `dex_collector.run_results.status`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ResultStatus {
     Succeeded,
@@ -50,7 +77,7 @@ pub enum ResultStatus {
 }
 
 impl ResultStatus {
-    pub fn as_str(self) -> &'static str {
+    pub const fn as_str(self) -> &'static str {
         match self {
             ResultStatus::Succeeded => "succeeded",
             ResultStatus::Failed => "failed",

@@ -1,8 +1,8 @@
 //! The `/api/dex/collect-bulk` contract: how one company is collected.
 //!
-//! Pure Rust (reqwest + tokio, no Postgres): the request and its headers, paging through
-//! `batching.hasMore`, reading an answer within its limits, classifying it, and the retry policy.
-//! The run (`run.rs`) calls [`collect_company`] once per company.
+//! The request and its headers, paging through `batching.hasMore`, reading an answer within its
+//! limits, classifying it, and the retry policy (docs/contract.md says the same for the web
+//! app's developers). The fan-out calls [`collect_company`] once per company.
 
 use std::collections::hash_map::RandomState;
 use std::hash::BuildHasher;

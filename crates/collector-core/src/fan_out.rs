@@ -1,0 +1,388 @@
+//! The fan-out: every target with credentials called, `concurrency` at a time, until all are
+//! done, the deadline comes, the key is rejected, the caller is interrupted, or a result cannot be
+//! recorded.
+//!
+//! The HTTP work runs on a current-thread tokio runtime driven by the caller's own thread, only in
+//! short `block_on` steps that return at each finished company, at the deadline, or as soon as the
+//! host says it is interrupted; the host's own work (recording a result, raising an interrupt)
+//! happens between steps, on that same thread. In PostgreSQL that keeps every Postgres call on
+//! the backend's thread.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use reqwest::Client;
+use tokio::runtime::Runtime;
+use tokio::task::{Id, JoinError, JoinSet};
+
+use crate::endpoint::{build_client, collect_company, CompanyOutcome, EndpointConfig, RunIdentity};
+use crate::summary::{
+    CompanyResult, RunSummary, SKIP_AUTH_REJECTED, SKIP_BOOKKEEPING_FAILED, SKIP_CANCELLED,
+    SKIP_DEADLINE, SKIP_NO_CREDENTIALS, STOPPED_AT_DEADLINE,
+};
+use crate::target::Target;
+
+/// How often a waiting fan-out asks the host whether it is interrupted.
+const INTERRUPT_POLL: Duration = Duration::from_millis(20);
+
+/// A runtime and an HTTP client, kept across runs so connections are reused.
+pub struct Http {
+    runtime: Runtime,
+    client: Client,
+}
+
+impl Http {
+    /// `on_thread_start` runs on each of the runtime's helper threads (DNS lookups), e.g. to
+    /// block signals meant for the caller's thread. `extra_ca_pem` adds trusted roots.
+    pub fn new(
+        connect_timeout: Duration,
+        pool_size: usize,
+        extra_ca_pem: Option<&[u8]>,
+        on_thread_start: fn(),
+    ) -> Result<Http, HttpError> {
+        let client =
+            build_client(connect_timeout, pool_size, extra_ca_pem).map_err(HttpError::Client)?;
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .max_blocking_threads(4)
+            .on_thread_start(on_thread_start)
+            .build()
+            .map_err(|e| HttpError::Runtime(e.to_string()))?;
+        Ok(Http { runtime, client })
+    }
+
+    /// Stops the runtime without waiting for its helper threads (a blocked DNS lookup).
+    pub fn shut_down(self) {
+        self.runtime.shutdown_background();
+    }
+}
+
+/// Why [`Http::new`] failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HttpError {
+    /// The client could not be built (in practice: an unusable extra CA certificate).
+    Client(String),
+    Runtime(String),
+}
+
+/// What the fan-out asks of whoever runs it.
+pub trait Host {
+    /// True when the caller has been asked to stop; asked every 20 ms while requests are awaited.
+    fn interrupted(&self) -> bool;
+    /// Called once [`Host::interrupted`] said so, with the requests still in flight: a host that
+    /// raises (PostgreSQL's cancel) does not return, and unwinding aborts them; a host that
+    /// returns gets a run stopped as cancelled.
+    fn interrupt(&mut self);
+    /// A called company's result, as soon as it is known: `Ok(true)` when recorded there and then,
+    /// `Ok(false)` when left for the end of the run, `Err(reason)` when it could not be recorded,
+    /// which stops the run: no company is called whose result cannot be kept.
+    fn record(&mut self, result: &CompanyResult) -> Result<bool, String>;
+}
+
+/// One company's collection, as a task the runtime can run.
+pub type CompanyTask = Pin<Box<dyn Future<Output = CompanyOutcome> + Send + 'static>>;
+
+/// How each company is collected: normally [`Plan::contract_call`]; tests pass their own.
+pub type CompanyCall<'a> = dyn Fn(&Target) -> CompanyTask + 'a;
+
+/// What to call and within which limits.
+pub struct Plan<'a> {
+    pub run: &'a RunIdentity,
+    pub targets: &'a [Target],
+    pub concurrency: usize,
+    pub deadline: Instant,
+}
+
+impl Plan<'_> {
+    /// The collect-bulk contract for every company, with `endpoint`'s settings.
+    pub fn contract_call<'c>(
+        &self,
+        http: &Http,
+        endpoint: &EndpointConfig,
+    ) -> Box<CompanyCall<'c>> {
+        let client = http.client.clone();
+        let config = Arc::new(endpoint.clone());
+        let run = Arc::new(self.run.clone());
+        let deadline = self.deadline;
+        Box::new(move |target: &Target| {
+            let (client, config, run) = (client.clone(), Arc::clone(&config), Arc::clone(&run));
+            let company_id = target.company_id.clone();
+            Box::pin(
+                async move { collect_company(&client, &config, &run, &company_id, deadline).await },
+            )
+        })
+    }
+}
+
+/// A run's summary, and which of its results the host recorded (same order).
+pub struct Executed {
+    pub summary: RunSummary,
+    pub recorded: Vec<bool>,
+}
+
+impl Executed {
+    /// The results the host did not record as they came: every one when it records at the end;
+    /// the skipped ones, and any company whose task ended without passing through the host, when
+    /// it records as it goes. Whoever finishes the run records these.
+    pub fn unrecorded(&self) -> Vec<CompanyResult> {
+        self.summary
+            .results
+            .iter()
+            .zip(&self.recorded)
+            .filter(|(_, recorded)| !**recorded)
+            .map(|(result, _)| result.clone())
+            .collect()
+    }
+}
+
+/// Requests in flight. Dropping it, including while an interrupt unwinds, aborts them and drives
+/// the runtime until they are gone, so no request carries on in the background.
+struct InFlight<'rt> {
+    tasks: JoinSet<CompanyOutcome>,
+    index_of: HashMap<Id, usize>,
+    runtime: &'rt Runtime,
+}
+
+impl InFlight<'_> {
+    fn abort_all(&mut self) -> Vec<(usize, Option<CompanyOutcome>)> {
+        self.tasks.abort_all();
+        let tasks = &mut self.tasks;
+        let ended = self.runtime.block_on(async {
+            let mut ended = Vec::new();
+            while let Some(joined) = tasks.join_next_with_id().await {
+                ended.push(joined);
+            }
+            // Let the connection tasks see their requests dropped and close.
+            tokio::task::yield_now().await;
+            ended
+        });
+        ended
+            .into_iter()
+            .filter_map(|joined| match joined {
+                Ok((id, outcome)) => self
+                    .index_of
+                    .remove(&id)
+                    .map(|index| (index, Some(outcome))),
+                Err(error) => self.index_of.remove(&error.id()).map(|index| (index, None)),
+            })
+            .collect()
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        if !self.tasks.is_empty() {
+            self.abort_all();
+        }
+    }
+}
+
+enum Step {
+    Finished(Result<(Id, CompanyOutcome), JoinError>),
+    Interrupted,
+    DeadlineReached,
+}
+
+/// Why a run stopped before calling every company.
+#[derive(Clone, Copy)]
+enum Stop {
+    Deadline,
+    AuthRejected,
+    Cancelled,
+    BookkeepingFailed,
+}
+
+impl Stop {
+    /// Why a company left uncalled was skipped.
+    fn skip_reason(self) -> &'static str {
+        match self {
+            Stop::Deadline => SKIP_DEADLINE,
+            Stop::AuthRejected => SKIP_AUTH_REJECTED,
+            Stop::Cancelled => SKIP_CANCELLED,
+            Stop::BookkeepingFailed => SKIP_BOOKKEEPING_FAILED,
+        }
+    }
+
+    /// The error of a company whose requests the stop cut short.
+    fn cut_short(self) -> &'static str {
+        match self {
+            Stop::Deadline => STOPPED_AT_DEADLINE,
+            Stop::AuthRejected => {
+                "stopped: the endpoint rejected the service key for another company"
+            }
+            Stop::Cancelled => "stopped: the run was cancelled while collecting",
+            Stop::BookkeepingFailed => "stopped: the run's history could not be written",
+        }
+    }
+}
+
+/// The run's results so far, and which the host recorded.
+struct Results<'t> {
+    targets: &'t [Target],
+    results: Vec<Option<CompanyResult>>,
+    recorded: Vec<bool>,
+    record_error: Option<String>,
+}
+
+impl Results<'_> {
+    /// Hands a finished company to the host; false when its result could not be recorded.
+    fn finish(&mut self, host: &mut dyn Host, index: usize, outcome: CompanyOutcome) -> bool {
+        let result = CompanyResult::called(self.targets[index].clone(), outcome);
+        let kept = self.record_error.is_none()
+            && match host.record(&result) {
+                Ok(now) => {
+                    self.recorded[index] = now;
+                    true
+                }
+                Err(reason) => {
+                    self.record_error = Some(reason);
+                    false
+                }
+            };
+        self.results[index] = Some(result);
+        kept
+    }
+}
+
+/// Calls the endpoint for every target with credentials, at most `plan.concurrency` at a time,
+/// through `call`, handing each result to `host` as it comes.
+pub fn fan_out(
+    http: &Http,
+    plan: &Plan<'_>,
+    call: &CompanyCall<'_>,
+    host: &mut dyn Host,
+    started: Instant,
+) -> Executed {
+    let targets = plan.targets;
+    let mut results = Results {
+        targets,
+        results: vec![None; targets.len()],
+        recorded: vec![false; targets.len()],
+        record_error: None,
+    };
+    let mut queue = targets
+        .iter()
+        .enumerate()
+        .filter(|(_, target)| target.has_credentials);
+    let mut in_flight = InFlight {
+        tasks: JoinSet::new(),
+        index_of: HashMap::new(),
+        runtime: &http.runtime,
+    };
+    let mut stop = None;
+    loop {
+        while stop.is_none() && in_flight.tasks.len() < plan.concurrency.max(1) {
+            let Some((index, target)) = queue.next() else {
+                break;
+            };
+            let handle = in_flight
+                .tasks
+                .spawn_on(call(target), http.runtime.handle());
+            in_flight.index_of.insert(handle.id(), index);
+        }
+        if in_flight.tasks.is_empty() {
+            break;
+        }
+        let tasks = &mut in_flight.tasks;
+        let watched: &dyn Host = &*host;
+        let step = http.runtime.block_on(async {
+            tokio::select! {
+                biased;
+                () = interrupted(watched) => Step::Interrupted,
+                () = tokio::time::sleep_until(plan.deadline.into()) => Step::DeadlineReached,
+                Some(joined) = tasks.join_next_with_id() => Step::Finished(joined),
+            }
+        });
+        let ended_early = match step {
+            Step::Finished(Ok((id, outcome))) => {
+                let auth_rejected = outcome.auth_rejected;
+                let kept = match in_flight.index_of.remove(&id) {
+                    Some(index) => results.finish(host, index, outcome),
+                    None => true,
+                };
+                if !kept {
+                    Some(Stop::BookkeepingFailed)
+                } else {
+                    auth_rejected.then_some(Stop::AuthRejected)
+                }
+            }
+            // A company task cannot panic by design; if one did, its company gets a failed
+            // result below, left for whoever finishes the run to record, rather than taking the
+            // run down.
+            Step::Finished(Err(error)) => {
+                in_flight.index_of.remove(&error.id());
+                None
+            }
+            Step::DeadlineReached => Some(Stop::Deadline),
+            Step::Interrupted => {
+                host.interrupt();
+                Some(Stop::Cancelled)
+            }
+        };
+        if let Some(reason) = ended_early {
+            stop = Some(reason);
+            for (index, outcome) in in_flight.abort_all() {
+                let outcome = outcome.unwrap_or_else(|| CompanyOutcome {
+                    error: Some(reason.cut_short().into()),
+                    ..Default::default()
+                });
+                results.finish(host, index, outcome);
+            }
+        }
+    }
+    let Results {
+        results,
+        recorded,
+        record_error,
+        ..
+    } = results;
+    let results = targets
+        .iter()
+        .zip(results)
+        .map(
+            |(target, result)| match (result, target.has_credentials, stop) {
+                (Some(result), _, _) => result,
+                (None, false, _) => CompanyResult::skipped(target.clone(), SKIP_NO_CREDENTIALS),
+                (None, true, Some(reason)) => {
+                    CompanyResult::skipped(target.clone(), reason.skip_reason())
+                }
+                (None, true, None) => CompanyResult::called(
+                    target.clone(),
+                    CompanyOutcome {
+                        error: Some(
+                            "internal error: the company's task ended without a result".into(),
+                        ),
+                        ..Default::default()
+                    },
+                ),
+            },
+        )
+        .collect();
+    let run_error = match stop {
+        Some(Stop::AuthRejected) => Some(SKIP_AUTH_REJECTED.to_string()),
+        Some(Stop::BookkeepingFailed) => Some(format!(
+            "{SKIP_BOOKKEEPING_FAILED}: {}",
+            record_error.unwrap_or_default()
+        )),
+        _ => None,
+    };
+    Executed {
+        summary: RunSummary {
+            run_id: plan.run.id,
+            results,
+            duration: started.elapsed(),
+            run_error,
+            deadline_reached: matches!(stop, Some(Stop::Deadline)),
+        },
+        recorded,
+    }
+}
+
+async fn interrupted(host: &dyn Host) {
+    while !host.interrupted() {
+        tokio::time::sleep(INTERRUPT_POLL).await;
+    }
+}

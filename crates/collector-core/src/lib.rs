@@ -1,0 +1,16 @@
+//! dex_collector without PostgreSQL: what a collection does, as plain Rust that tests with
+//! `cargo test` on a machine without a database.
+//!
+//! - [`endpoint`]: the collect-bulk contract (docs/contract.md) and how one company is collected;
+//! - [`target`]: what a target is, and the fair order a run calls targets in;
+//! - [`fan_out`]: every target called, a few at a time, under a deadline, interruptible, each
+//!   result handed to a [`fan_out::Host`] as it comes;
+//! - [`summary`]: a run's results and the arithmetic of its summary.
+//!
+//! The extension supplies the PostgreSQL side: settings, the targets query, the history, locks,
+//! and a `Host` that polls the backend's interrupt flags and records results through SPI.
+
+pub mod endpoint;
+pub mod fan_out;
+pub mod summary;
+pub mod target;

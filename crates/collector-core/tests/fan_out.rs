@@ -1,0 +1,406 @@
+//! The fan-out against the stand-in endpoint on loopback, without PostgreSQL: the concurrency
+//! bound, the deadline, an interrupt, retries, paging, a rejected key, a host that cannot record,
+//! and a company whose task dies.
+
+use std::cell::Cell;
+use std::time::{Duration, Instant};
+
+use dex_collector_core::endpoint::{CompanyOutcome, EndpointConfig, RunIdentity};
+use dex_collector_core::fan_out::{fan_out, CompanyTask, Executed, Host, Http, Plan};
+use dex_collector_core::summary::{
+    CompanyResult, ResultStatus, SKIP_AUTH_REJECTED, SKIP_BOOKKEEPING_FAILED, SKIP_CANCELLED,
+    SKIP_DEADLINE, SKIP_NO_CREDENTIALS,
+};
+use dex_collector_core::target::Target;
+use dex_collector_e2e::stand_in::{Behavior, StandIn, StandInConfig, DEFAULT_SERVICE_KEY};
+
+fn targets(count: usize) -> Vec<Target> {
+    (1..=count)
+        .map(|n| Target {
+            company_id: format!("a0000000-0000-4000-8000-{n:012}"),
+            company_name: format!("Company {n}"),
+            has_credentials: true,
+        })
+        .collect()
+}
+
+fn endpoint(stand_in: &StandIn) -> EndpointConfig {
+    EndpointConfig {
+        site_url: stand_in.url(),
+        service_key: DEFAULT_SERVICE_KEY.into(),
+        request_timeout: Duration::from_secs(10),
+        max_pages: 50,
+        max_retries: 2,
+        max_response_bytes: 1024 * 1024,
+    }
+}
+
+fn answering(behavior: Behavior) -> StandIn {
+    StandIn::start(StandInConfig {
+        default_behavior: behavior,
+        ..StandInConfig::default()
+    })
+    .unwrap()
+}
+
+fn run() -> RunIdentity {
+    RunIdentity {
+        id: 7,
+        key: "5f0c8a52-2d4e-4d0b-9d7c-0d7e0c1b2a39".into(),
+    }
+}
+
+fn http() -> Http {
+    Http::new(Duration::from_secs(5), 8, None, || {}).expect("an HTTP runtime")
+}
+
+/// A host recording as it goes (like the worker) or at the end (like a SQL call).
+struct TestHost {
+    records_now: bool,
+    recorded: Vec<String>,
+    /// The host fails to record from this many results on.
+    fail_after: Option<usize>,
+    interrupt_at: Option<Instant>,
+    interrupts: Cell<u32>,
+}
+
+impl TestHost {
+    fn recording_now() -> TestHost {
+        TestHost {
+            records_now: true,
+            recorded: Vec::new(),
+            fail_after: None,
+            interrupt_at: None,
+            interrupts: Cell::new(0),
+        }
+    }
+
+    fn recording_at_the_end() -> TestHost {
+        TestHost {
+            records_now: false,
+            ..TestHost::recording_now()
+        }
+    }
+}
+
+impl Host for TestHost {
+    fn interrupted(&self) -> bool {
+        self.interrupt_at.is_some_and(|at| Instant::now() >= at)
+    }
+
+    fn interrupt(&mut self) {
+        self.interrupts.set(self.interrupts.get() + 1);
+    }
+
+    fn record(&mut self, result: &CompanyResult) -> Result<bool, String> {
+        if self
+            .fail_after
+            .is_some_and(|limit| self.recorded.len() >= limit)
+        {
+            return Err("the history is gone".into());
+        }
+        if self.records_now {
+            self.recorded.push(result.target.company_id.clone());
+        }
+        Ok(self.records_now)
+    }
+}
+
+fn collect(
+    stand_in: &StandIn,
+    targets: &[Target],
+    concurrency: usize,
+    deadline: Duration,
+    host: &mut TestHost,
+) -> Executed {
+    let http = http();
+    let run = run();
+    let started = Instant::now();
+    let plan = Plan {
+        run: &run,
+        targets,
+        concurrency,
+        deadline: started + deadline,
+    };
+    let call = plan.contract_call(&http, &endpoint(stand_in));
+    let executed = fan_out(&http, &plan, &*call, host, started);
+    http.shut_down();
+    executed
+}
+
+fn statuses(executed: &Executed) -> Vec<(ResultStatus, Option<String>)> {
+    executed
+        .summary
+        .results
+        .iter()
+        .map(|result| (result.status, result.reason.clone()))
+        .collect()
+}
+
+#[test]
+fn every_company_is_called_at_most_concurrency_at_a_time_and_recorded_as_it_comes() {
+    let stand_in = StandIn::start(StandInConfig {
+        latency: Duration::from_millis(100),
+        ..StandInConfig::default()
+    })
+    .unwrap();
+    let mut targets = targets(12);
+    targets[3].has_credentials = false;
+    let mut host = TestHost::recording_now();
+    let executed = collect(&stand_in, &targets, 3, Duration::from_secs(30), &mut host);
+    assert_eq!(stand_in.max_concurrent_requests(), 3);
+    assert_eq!(stand_in.request_count(), 11);
+    assert_eq!(executed.summary.companies_succeeded(), 11);
+    assert_eq!(
+        statuses(&executed)[3],
+        (ResultStatus::Skipped, Some(SKIP_NO_CREDENTIALS.into()))
+    );
+    assert_eq!(
+        host.recorded.len(),
+        11,
+        "each called company as it finished"
+    );
+    let unrecorded = executed.unrecorded();
+    assert_eq!(
+        unrecorded.len(),
+        1,
+        "only the skipped one is left for the end"
+    );
+    assert_eq!(unrecorded[0].target.company_id, targets[3].company_id);
+    // Every request carries the run's id and a key made of the run key, company and page.
+    for request in stand_in.requests() {
+        assert_eq!(request.header("x-dex-run-id"), Some("7"));
+        let company = request.company_id().unwrap_or_default().to_string();
+        assert_eq!(
+            request.header("idempotency-key"),
+            Some(format!("dex-collector:{}:{company}:1", run().key).as_str())
+        );
+    }
+}
+
+#[test]
+fn a_host_recording_at_the_end_gets_every_result_back() {
+    let stand_in = StandIn::start(StandInConfig::default()).unwrap();
+    let mut host = TestHost::recording_at_the_end();
+    let executed = collect(
+        &stand_in,
+        &targets(5),
+        8,
+        Duration::from_secs(30),
+        &mut host,
+    );
+    assert_eq!(executed.unrecorded().len(), 5);
+    assert!(executed.summary.success());
+}
+
+#[test]
+fn the_deadline_cuts_requests_in_flight_and_skips_the_rest() {
+    let stand_in = answering(Behavior::Hang);
+    let mut host = TestHost::recording_now();
+    let started = Instant::now();
+    let executed = collect(
+        &stand_in,
+        &targets(6),
+        2,
+        Duration::from_millis(500),
+        &mut host,
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(executed.summary.deadline_reached);
+    assert_eq!(executed.summary.companies_stopped_at_deadline(), 2);
+    assert_eq!(executed.summary.companies_not_reached(), 4);
+    assert!(statuses(&executed)[2..]
+        .iter()
+        .all(|s| s.1.as_deref() == Some(SKIP_DEADLINE)));
+    assert_eq!(
+        host.recorded.len(),
+        2,
+        "the cut-short companies are recorded as they are cut"
+    );
+}
+
+#[test]
+fn an_interrupt_is_handed_to_the_host_and_stops_the_run() {
+    let stand_in = answering(Behavior::Hang);
+    let mut host = TestHost::recording_now();
+    host.interrupt_at = Some(Instant::now() + Duration::from_millis(300));
+    let started = Instant::now();
+    let executed = collect(
+        &stand_in,
+        &targets(4),
+        2,
+        Duration::from_secs(60),
+        &mut host,
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "served within the poll interval"
+    );
+    assert_eq!(host.interrupts.get(), 1);
+    assert_eq!(
+        statuses(&executed)[2..],
+        [
+            (ResultStatus::Skipped, Some(SKIP_CANCELLED.into())),
+            (ResultStatus::Skipped, Some(SKIP_CANCELLED.into()))
+        ]
+    );
+    assert!(
+        wait_until_idle(&stand_in),
+        "no request carries on after the stop"
+    );
+}
+
+fn wait_until_idle(stand_in: &StandIn) -> bool {
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(5) {
+        if stand_in.requests_being_answered() == 0 {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    false
+}
+
+#[test]
+fn transient_failures_are_retried_and_pages_followed() {
+    let stand_in = answering(Behavior::FailTimes {
+        failures: 2,
+        status: 503,
+        retry_after: Some("0".into()),
+        then: Box::new(Behavior::Paged {
+            total_records: 40,
+            machines_per_page: 1,
+        }),
+    });
+    let mut host = TestHost::recording_now();
+    let executed = collect(
+        &stand_in,
+        &targets(2),
+        2,
+        Duration::from_secs(30),
+        &mut host,
+    );
+    for result in &executed.summary.results {
+        assert_eq!(result.status, ResultStatus::Succeeded, "{result:?}");
+        assert_eq!(result.outcome.records, 40);
+        assert_eq!(result.outcome.pages, 3, "40 records, 15 a page");
+        assert_eq!(result.outcome.attempts, 5, "two 503s, then three pages");
+    }
+}
+
+#[test]
+fn a_rejected_key_stops_the_run() {
+    let stand_in = StandIn::start(StandInConfig {
+        service_key: "another key".into(),
+        ..StandInConfig::default()
+    })
+    .unwrap();
+    let mut host = TestHost::recording_now();
+    let executed = collect(
+        &stand_in,
+        &targets(10),
+        1,
+        Duration::from_secs(30),
+        &mut host,
+    );
+    assert_eq!(stand_in.request_count(), 1);
+    assert_eq!(
+        executed.summary.run_error.as_deref(),
+        Some(SKIP_AUTH_REJECTED)
+    );
+    assert_eq!(executed.summary.companies_skipped(), 9);
+}
+
+#[test]
+fn a_result_that_cannot_be_recorded_stops_calling_the_endpoint() {
+    let stand_in = StandIn::start(StandInConfig {
+        latency: Duration::from_millis(50),
+        ..StandInConfig::default()
+    })
+    .unwrap();
+    let mut host = TestHost::recording_now();
+    host.fail_after = Some(2);
+    let executed = collect(
+        &stand_in,
+        &targets(10),
+        1,
+        Duration::from_secs(30),
+        &mut host,
+    );
+    assert_eq!(
+        stand_in.request_count(),
+        3,
+        "two recorded, the third not: then no more calls"
+    );
+    assert_eq!(
+        executed.summary.run_error.as_deref(),
+        Some(format!("{SKIP_BOOKKEEPING_FAILED}: the history is gone").as_str())
+    );
+    assert_eq!(executed.summary.companies_skipped(), 7);
+    assert_eq!(
+        executed.unrecorded().len(),
+        8,
+        "left for whoever ends the run"
+    );
+}
+
+#[test]
+fn a_company_whose_task_dies_is_failed_and_left_for_the_end_of_the_run() {
+    let stand_in = StandIn::start(StandInConfig::default()).unwrap();
+    let targets = targets(4);
+    let doomed = targets[1].company_id.clone();
+    for records_now in [true, false] {
+        let http = http();
+        let run = run();
+        let started = Instant::now();
+        let plan = Plan {
+            run: &run,
+            targets: &targets,
+            concurrency: 2,
+            deadline: started + Duration::from_secs(30),
+        };
+        let contract = plan.contract_call(&http, &endpoint(&stand_in));
+        let doomed = doomed.clone();
+        let call = move |target: &Target| -> CompanyTask {
+            if target.company_id == doomed {
+                Box::pin(async { panic!("a company task dies") })
+            } else {
+                contract(target)
+            }
+        };
+        let mut host = TestHost {
+            records_now,
+            ..TestHost::recording_now()
+        };
+        let executed = fan_out(&http, &plan, &call, &mut host, started);
+        http.shut_down();
+        let dead = &executed.summary.results[1];
+        assert_eq!(dead.status, ResultStatus::Failed);
+        assert_eq!(
+            dead.outcome,
+            CompanyOutcome {
+                error: Some("internal error: the company's task ended without a result".into()),
+                ..Default::default()
+            }
+        );
+        assert!(!host.recorded.contains(&targets[1].company_id));
+        assert!(
+            executed
+                .unrecorded()
+                .iter()
+                .any(|r| r.target.company_id == targets[1].company_id),
+            "recording {}: the dead company's row is written at the end",
+            if records_now {
+                "as it goes"
+            } else {
+                "at the end"
+            }
+        );
+        assert_eq!(executed.summary.companies_failed(), 1);
+        assert_eq!(executed.summary.companies_succeeded(), 3);
+    }
+}
