@@ -54,6 +54,31 @@ ensure_cargo_pgrx() {
     fi
 }
 
+# Builds supautils and Supabase Vault (third_party/, as released upstream) into the PostgreSQL
+# under test, for the Supabase end-to-end tests; a few seconds, once.
+ensure_supabase_parts() {
+    local libdir
+    libdir="$("${PG_CONFIG}" --pkglibdir)"
+    if [ -f "$libdir/supautils.so" ] && [ -f "$libdir/supabase_vault.so" ]; then
+        return
+    fi
+    step "Building supautils and Supabase Vault for PostgreSQL ${PG_MAJOR} (third_party/)"
+    if ! dpkg-query -W -f='${Status}' libsodium-dev 2>/dev/null | grep -q "install ok installed"; then
+        as_root apt-get update -qq
+        as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libsodium-dev >/dev/null
+    fi
+    local build
+    build="$(mktemp -d -t dex_collector_supabase.XXXXXX)"
+    for archive in "$REPO_ROOT"/third_party/supautils-*.tar.gz "$REPO_ROOT"/third_party/supabase_vault-*.tar.gz; do
+        tar xzf "$archive" -C "$build"
+    done
+    for source in "$build"/*/; do
+        make -s -C "$source" PG_CONFIG="${PG_CONFIG}" >/dev/null
+        as_root make -s -C "$source" PG_CONFIG="${PG_CONFIG}" install >/dev/null
+    done
+    rm -rf "$build"
+}
+
 # Builds the extension and installs it into the system PostgreSQL (needs root: sudo otherwise).
 install_extension() {
     local profile_flag=()

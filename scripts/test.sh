@@ -34,5 +34,7 @@ fi
 # `cargo pgrx test` installed a build with the test schema; install the real one.
 install_extension
 
+ensure_supabase_parts
+
 step "End-to-end tests"
 cargo test -p dex_collector_e2e

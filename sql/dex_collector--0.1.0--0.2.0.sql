@@ -2,7 +2,8 @@
 -- fair order (two partial indexes serve it), company_status says how long since a success and
 -- answers from index probes (a third partial index),
 -- dex_products() and dex_sales() are new, every run has a random key for its Idempotency-Keys,
--- pg_dump keeps the history, and the pg_cron job names its function's schema and goes at DROP.
+-- pg_dump keeps the history, the pg_cron job names its function's schema and goes at DROP, and
+-- default privileges no longer open the collection functions to other roles.
 -- The result must be the schema a fresh 0.2.0 install makes: the upgrade test compares them.
 \echo Use "ALTER EXTENSION dex_collector UPDATE TO '0.2.0'" to load this file. \quit
 
@@ -241,3 +242,88 @@ CREATE  FUNCTION "dex_sales"(
 IMMUTABLE STRICT PARALLEL SAFE 
 LANGUAGE c /* Rust */
 AS 'MODULE_PATHNAME', 'dex_sales_text_wrapper';
+
+-- Who may use what, whatever the database's default privileges. The extension's owner may have
+-- default privileges that grant every new function or table to other roles (on Supabase,
+-- supabase_admin's give anon, authenticated and service_role EXECUTE on functions in public, so
+-- any API caller could start a collection): those grants are revoked here, except on the pure DEX
+-- functions, which every role may call. And when supautils names a privileged role (`postgres` on
+-- Supabase), that role gets, with grant option, what it needs to collect, schedule, monitor and
+-- dump: USAGE on schema dex_collector, EXECUTE on the collection and pg_cron functions, SELECT on
+-- the history, its views and the run id sequence. Nothing else: no write on the history, no
+-- setting, no key. Run at CREATE EXTENSION, by every upgrade script (supautils has no hook after
+-- ALTER EXTENSION UPDATE), and by supabase/extension-custom-scripts/dex_collector/after-create.sql.
+CREATE FUNCTION dex_collector.settle_privileges() RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    privileged text := nullif(current_setting('supautils.privileged_role', true), '');
+    privileged_oid oid;
+    ext_oid oid;
+    ext_schema name;
+    ext_owner oid;
+    pure_dex constant text[] := ARRAY['dex_parse', 'dex_validate', 'dex_segments', 'dex_products', 'dex_sales'];
+    obj record;
+BEGIN
+    SELECT r.oid INTO privileged_oid FROM pg_roles r WHERE r.rolname = privileged;
+    SELECT e.oid, n.nspname, e.extowner INTO ext_oid, ext_schema, ext_owner
+      FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace
+     WHERE e.extname = 'dex_collector';
+    -- Grants the owner's default privileges made: grantor the owner, grantee named in one of the
+    -- owner's default ACLs for that kind of object. Grants anyone made on purpose are kept.
+    FOR obj IN
+        WITH members AS (
+            SELECT d.classid, d.objid FROM pg_depend d
+             WHERE d.refclassid = 'pg_extension'::regclass AND d.refobjid = ext_oid AND d.deptype = 'e'
+        ), acls AS (
+            SELECT 'FUNCTION' AS kind, p.oid::regprocedure::text AS name, p.proacl AS acl,
+                   'f' AS deftype, p.pronamespace AS nsp
+              FROM members m JOIN pg_proc p ON m.classid = 'pg_proc'::regclass AND p.oid = m.objid
+             WHERE p.proname <> ALL (pure_dex)
+            UNION ALL
+            SELECT CASE c.relkind WHEN 'S' THEN 'SEQUENCE' ELSE 'TABLE' END, c.oid::regclass::text,
+                   c.relacl, CASE c.relkind WHEN 'S' THEN 'S' ELSE 'r' END, c.relnamespace
+              FROM members m JOIN pg_class c ON m.classid = 'pg_class'::regclass AND c.oid = m.objid
+            UNION ALL
+            SELECT 'SCHEMA', quote_ident(n.nspname), n.nspacl, 'n', 0::oid
+              FROM members m JOIN pg_namespace n ON m.classid = 'pg_namespace'::regclass AND n.oid = m.objid
+        ), defaults AS (
+            SELECT da.defaclobjtype AS deftype, da.defaclnamespace AS nsp, (aclexplode(da.defaclacl)).grantee
+              FROM pg_default_acl da WHERE da.defaclrole = ext_owner
+        )
+        SELECT DISTINCT a.kind, a.name, x.grantee
+          FROM acls a, aclexplode(a.acl) x
+         WHERE x.grantor = ext_owner AND x.grantee <> ext_owner
+           AND x.grantee IS DISTINCT FROM privileged_oid
+           AND EXISTS (SELECT 1 FROM defaults df
+                        WHERE df.deftype = a.deftype AND df.grantee = x.grantee
+                          AND (df.nsp = 0 OR df.nsp = a.nsp))
+    LOOP
+        EXECUTE format('REVOKE ALL ON %s %s FROM %s CASCADE', obj.kind, obj.name,
+                       CASE WHEN obj.grantee = 0 THEN 'PUBLIC' ELSE quote_ident(obj.grantee::regrole::text) END);
+    END LOOP;
+
+    IF privileged_oid IS NULL THEN
+        RETURN;
+    END IF;
+    EXECUTE format('GRANT USAGE ON SCHEMA dex_collector TO %I WITH GRANT OPTION', privileged);
+    FOR obj IN
+        SELECT 'EXECUTE ON FUNCTION ' || p.oid::regprocedure::text AS target
+          FROM unnest(ARRAY[format('%I.dex_collect_all()', ext_schema),
+                            format('%I.dex_collect_company(uuid)', ext_schema),
+                            format('%I.dex_collect_all_async()', ext_schema),
+                            'dex_collector.schedule(text)', 'dex_collector.unschedule()']) AS f(signature)
+          JOIN pg_proc p ON p.oid = to_regprocedure(f.signature)
+        UNION ALL
+        SELECT 'SELECT ON ' || CASE c.relkind WHEN 'S' THEN 'SEQUENCE ' ELSE 'TABLE ' END || c.oid::regclass::text
+          FROM unnest(ARRAY['dex_collector.runs', 'dex_collector.run_results', 'dex_collector.run_summary',
+                            'dex_collector.company_status', 'dex_collector.runs_id_seq']) AS r(relation)
+          JOIN pg_class c ON c.oid = to_regclass(r.relation)
+    LOOP
+        EXECUTE format('GRANT %s TO %I WITH GRANT OPTION', obj.target, privileged);
+    END LOOP;
+END
+$$;
+COMMENT ON FUNCTION dex_collector.settle_privileges() IS
+    'dex_collector: revoke what default privileges granted on its objects (but the DEX functions); grant supautils.privileged_role what it needs';
+REVOKE EXECUTE ON FUNCTION dex_collector.settle_privileges() FROM PUBLIC;
+SELECT dex_collector.settle_privileges();

@@ -225,7 +225,17 @@ pub unsafe extern "C-unwind" fn dex_collector_before_drop(
     let drops_this_extension = unsafe { dropped_extension_names(fcinfo) }
         .iter()
         .any(|name| name == "dex_collector");
-    if drops_this_extension {
+    // Only for a role that may drop it: anyone else meets PostgreSQL's own "must be owner".
+    let may_drop = || {
+        Spi::get_one::<bool>(
+            "SELECT pg_catalog.pg_has_role(current_user, e.extowner, 'USAGE')
+               FROM pg_catalog.pg_extension e WHERE e.extname = 'dex_collector'",
+        )
+        .ok()
+        .flatten()
+        .unwrap_or(false)
+    };
+    if drops_this_extension && may_drop() {
         if let Err(error) = Spi::run("SELECT dex_collector.unschedule_all()") {
             error!("dex_collector: could not remove its pg_cron jobs before the drop: {error}");
         }

@@ -17,8 +17,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 /// The OS user PostgreSQL runs as when this process is root.
 const POSTGRES_OS_USER: &str = "postgres";
-/// The database superuser `initdb` creates.
-const SUPERUSER: &str = "postgres";
+/// The bootstrap superuser of a cluster unless its options name another.
+const DEFAULT_SUPERUSER: &str = "postgres";
 /// Seconds `pg_ctl` waits for start, restart and stop.
 const PG_CTL_TIMEOUT_SECONDS: &str = "60";
 /// Lines of the server log quoted in errors.
@@ -34,6 +34,9 @@ pub struct ClusterOptions {
     pub settings: Vec<(String, String)>,
     /// Database created after start and used by `connect` and `psql`.
     pub database: String,
+    /// The bootstrap superuser (`initdb -U`), as whom `connect`, `psql` and `run_program` work:
+    /// `postgres` unless a test builds a cluster where `postgres` is not a superuser (Supabase).
+    pub superuser: String,
 }
 
 impl Default for ClusterOptions {
@@ -42,6 +45,7 @@ impl Default for ClusterOptions {
             shared_preload_libraries: Vec::new(),
             settings: Vec::new(),
             database: "dex".to_owned(),
+            superuser: DEFAULT_SUPERUSER.to_owned(),
         }
     }
 }
@@ -127,6 +131,7 @@ pub struct TestCluster {
     log_path: PathBuf,
     port: u16,
     database: String,
+    superuser: String,
 }
 
 impl TestCluster {
@@ -148,6 +153,7 @@ impl TestCluster {
             root,
             port: 0,
             database: options.database.clone(),
+            superuser: options.superuser.clone(),
         };
         cluster.init_data_dir()?;
         cluster.start_server(&options)?;
@@ -170,6 +176,7 @@ impl TestCluster {
             root,
             port: 0,
             database: primary.database.clone(),
+            superuser: primary.superuser.clone(),
         };
         let mut basebackup = standby.pg_command("pg_basebackup");
         basebackup
@@ -183,7 +190,7 @@ impl TestCluster {
                 "-h",
                 "127.0.0.1",
                 "-U",
-                SUPERUSER,
+                &standby.superuser,
             ])
             .arg("-p")
             .arg(primary.port.to_string());
@@ -202,13 +209,13 @@ impl TestCluster {
     }
 
     /// Runs a PostgreSQL client program (`pg_dump`, `pg_restore`, ...) as the server's OS user,
-    /// connected to this cluster as the superuser: `-h 127.0.0.1 -p PORT -U postgres ARGS`.
+    /// connected to this cluster as the superuser: `-h 127.0.0.1 -p PORT -U SUPERUSER ARGS`.
     /// Returns its stdout. Files it writes belong to the server's user; put them in
     /// [`Self::root_dir`].
     pub fn run_program(&self, program: &str, args: &[&str]) -> Result<String, ClusterError> {
         let mut command = self.pg_command(program);
         command
-            .args(["-h", "127.0.0.1", "-U", SUPERUSER])
+            .args(["-h", "127.0.0.1", "-U", &self.superuser])
             .arg("-p")
             .arg(self.port.to_string())
             .args(args);
@@ -221,7 +228,7 @@ impl TestCluster {
 
     /// A libpq-style connection string for `database` as the superuser.
     pub fn connection_string(&self, database: &str) -> String {
-        self.connection_string_as(SUPERUSER, database)
+        self.connection_string_as(&self.superuser, database)
     }
 
     fn connection_string_as(&self, role: &str, database: &str) -> String {
@@ -233,9 +240,9 @@ impl TestCluster {
         )
     }
 
-    /// A connection to the cluster's database as the superuser `postgres`.
+    /// A connection to the cluster's database as the superuser.
     pub fn connect(&self) -> Result<postgres::Client, ClusterError> {
-        self.connect_as(SUPERUSER, &self.database)
+        self.connect_as(&self.superuser, &self.database)
     }
 
     /// A connection to `database` as `role` (trust authentication: no password).
@@ -259,7 +266,7 @@ impl TestCluster {
             "-h",
             "127.0.0.1",
             "-U",
-            SUPERUSER,
+            &self.superuser,
         ])
         .arg("-p")
         .arg(self.port.to_string())
@@ -324,7 +331,7 @@ impl TestCluster {
         initdb.arg("-D").arg(&self.data_dir).args([
             "--auth=trust",
             "-U",
-            SUPERUSER,
+            &self.superuser,
             "--encoding=UTF8",
             "--no-locale",
             "--no-sync",
@@ -409,7 +416,7 @@ impl TestCluster {
             log_tail: self.log_tail(),
         };
         let mut client = self
-            .connect_as(SUPERUSER, "postgres")
+            .connect_as(&self.superuser, "postgres")
             .map_err(|error| self.with_log_tail(error))?;
         client
             .batch_execute(&format!(
@@ -633,4 +640,66 @@ fn quote_conninfo(value: &str) -> String {
 
 fn quote_identifier(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// A directory of files a server reads (scripts, configuration), made before the server starts:
+/// readable by the server's OS user, deleted when dropped.
+pub struct ServerFiles {
+    dir: PathBuf,
+    postgres_os_user: Option<(u32, u32)>,
+}
+
+impl ServerFiles {
+    pub fn new() -> Result<ServerFiles, ClusterError> {
+        let postgres_os_user = if running_as_root() {
+            Some(postgres_os_user_ids()?)
+        } else {
+            None
+        };
+        let dir = create_temp_dir(postgres_os_user)?;
+        Ok(ServerFiles {
+            dir,
+            postgres_os_user,
+        })
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Writes `contents` at `relative` (directories made as needed), with `mode`, owned by the
+    /// server's OS user; returns the full path.
+    pub fn write(
+        &self,
+        relative: &str,
+        contents: &str,
+        mode: u32,
+    ) -> Result<PathBuf, ClusterError> {
+        use std::os::unix::fs::PermissionsExt;
+        let path = self.dir.join(relative);
+        let io_error = |source| ClusterError::Io {
+            action: format!("writing {}", path.display()),
+            source,
+        };
+        let mut parent = path.parent();
+        let mut made = Vec::new();
+        while let Some(dir) = parent.filter(|dir| !dir.exists()) {
+            made.push(dir.to_path_buf());
+            parent = dir.parent();
+        }
+        for dir in made.iter().rev() {
+            fs::create_dir(dir).map_err(io_error)?;
+            hand_over(dir, self.postgres_os_user)?;
+        }
+        fs::write(&path, contents).map_err(io_error)?;
+        fs::set_permissions(&path, fs::Permissions::from_mode(mode)).map_err(io_error)?;
+        hand_over(&path, self.postgres_os_user)?;
+        Ok(path)
+    }
+}
+
+impl Drop for ServerFiles {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.dir);
+    }
 }

@@ -1,34 +1,15 @@
-//! Every SQL example of the README runs as written, in order, through psql: with the stand-in's
+//! Every SQL example of the README runs as written, in order, through psql (those of the section
+//! "Self-hosted Supabase" run in `supabase.rs`, on a Supabase-configured cluster): with the stand-in's
 //! URL, key and a key file in place of the placeholders, and `postgres` (the database the README names)
 //! mapped to the test database. A block that shows an error in a `-- ERROR:  ...` comment must
 //! fail with that message.
 
 use dex_collector_e2e::cluster::{ClusterOptions, TestCluster};
 use dex_collector_e2e::deployment::{sample, SAMPLE_SCHEMA};
+use dex_collector_e2e::readme::{self, SUPABASE_SECTION};
 use dex_collector_e2e::stand_in::{StandIn, StandInConfig, DEFAULT_SERVICE_KEY};
 
 const README: &str = include_str!("../../../README.md");
-
-/// The fenced ```sql blocks of a Markdown text, in order.
-fn sql_blocks(markdown: &str) -> Vec<String> {
-    let mut blocks = Vec::new();
-    let mut current: Option<String> = None;
-    for line in markdown.lines() {
-        match (&mut current, line.trim_end()) {
-            (None, "```sql") => current = Some(String::new()),
-            (Some(block), "```") => {
-                blocks.push(std::mem::take(block));
-                current = None;
-            }
-            (Some(block), text) => {
-                block.push_str(text);
-                block.push('\n');
-            }
-            (None, _) => {}
-        }
-    }
-    blocks
-}
 
 #[test]
 fn every_sql_example_in_the_readme_runs_as_written() {
@@ -61,7 +42,8 @@ fn every_sql_example_in_the_readme_runs_as_written() {
     let key_file = cluster
         .write_private_file("service_key", format!("{DEFAULT_SERVICE_KEY}\n").as_bytes())
         .unwrap();
-    let blocks = sql_blocks(README);
+    let (_, elsewhere) = readme::section(README, SUPABASE_SECTION);
+    let blocks = readme::sql_blocks(&elsewhere);
     assert!(blocks.len() >= 10, "found {} SQL examples", blocks.len());
     for block in &blocks {
         let runnable = block

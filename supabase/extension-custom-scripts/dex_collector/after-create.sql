@@ -1,0 +1,15 @@
+-- dex_collector on a self-hosted Supabase database: supautils runs this file, as
+-- supautils.superuser (supabase_admin), after every CREATE EXTENSION dex_collector made by the
+-- privileged role `postgres` (also after CREATE EXTENSION IF NOT EXISTS that found it there).
+-- Copy the folder dex_collector/ into supautils.extension_custom_scripts_path (Supabase's images:
+-- /etc/postgresql-custom/extension-custom-scripts/).
+--
+-- The extension already does this itself when it is created and at every upgrade (supautils has
+-- no hook after ALTER EXTENSION UPDATE): it revokes what the owner's default privileges granted
+-- on its objects (on Supabase: EXECUTE for anon, authenticated and service_role), except on the
+-- pure DEX functions, and gives supautils.privileged_role, with grant option, USAGE on schema
+-- dex_collector, EXECUTE on dex_collect_all(), dex_collect_company(uuid),
+-- dex_collect_all_async(), dex_collector.schedule(text) and dex_collector.unschedule(), and
+-- SELECT on the history, its views and the run id sequence (pg_dump reads it). Running it here
+-- again settles an extension created before supautils.privileged_role was set.
+SELECT dex_collector.settle_privileges();

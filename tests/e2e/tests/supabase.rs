@@ -1,0 +1,359 @@
+//! dex_collector on a self-hosted Supabase database, built from the real parts (supautils and
+//! Supabase Vault from third_party/, pg_cron) and configured as Supabase's images are: the
+//! bootstrap superuser is `supabase_admin`, the role people log in as, `postgres`, is not a
+//! superuser but supautils' privileged role, and dex_collector is a privileged extension with the
+//! after-create script this repository ships. Every step is taken as `postgres` unless said.
+
+use std::time::{Duration, Instant};
+
+use dex_collector_e2e::cluster::{ClusterOptions, ServerFiles, TestCluster};
+use dex_collector_e2e::deployment::{sql_error, unexpected_log_lines, SAMPLE_SCHEMA};
+use dex_collector_e2e::readme;
+use dex_collector_e2e::stand_in::{StandIn, StandInConfig, DEFAULT_SERVICE_KEY};
+use serde_json::Value;
+
+const README: &str = include_str!("../../../README.md");
+const AFTER_CREATE: &str =
+    include_str!("../../../supabase/extension-custom-scripts/dex_collector/after-create.sql");
+
+/// The grants Supabase's own after-create scripts give `postgres` on pg_cron and Vault
+/// (supabase/postgres, ansible/files/postgresql_extension_custom_scripts/).
+const PG_CRON_AFTER_CREATE: &str = "
+GRANT USAGE ON SCHEMA cron TO postgres WITH GRANT OPTION;
+GRANT ALL ON ALL FUNCTIONS IN SCHEMA cron TO postgres WITH GRANT OPTION;
+GRANT ALL PRIVILEGES ON ALL TABLES IN SCHEMA cron TO postgres WITH GRANT OPTION;
+REVOKE ALL ON TABLE cron.job FROM postgres;
+GRANT SELECT ON TABLE cron.job TO postgres WITH GRANT OPTION;";
+const VAULT_AFTER_CREATE: &str = "
+GRANT USAGE ON SCHEMA vault TO postgres WITH GRANT OPTION;
+GRANT SELECT, DELETE ON vault.secrets, vault.decrypted_secrets TO postgres WITH GRANT OPTION;
+GRANT EXECUTE ON FUNCTION vault.create_secret, vault.update_secret TO postgres WITH GRANT OPTION;";
+
+/// Supabase's roles, as its init scripts and migrations make them: `postgres` is created a
+/// superuser, sets up schema `extensions` and the API roles' default privileges, and is then
+/// demoted (migrations/db/init-scripts/, migrations/db/migrations/10000000000000_demote-postgres.sql).
+const AS_SUPERUSER_FIRST: &str = "CREATE ROLE postgres SUPERUSER LOGIN;";
+const AS_POSTGRES_WHILE_SUPERUSER: &str = "
+ALTER USER supabase_admin WITH SUPERUSER CREATEDB CREATEROLE REPLICATION BYPASSRLS;
+CREATE SCHEMA IF NOT EXISTS extensions;
+CREATE ROLE anon NOLOGIN NOINHERIT;
+CREATE ROLE authenticated NOLOGIN NOINHERIT;
+CREATE ROLE service_role NOLOGIN NOINHERIT BYPASSRLS;
+GRANT USAGE ON SCHEMA public TO postgres, anon, authenticated, service_role;
+GRANT USAGE ON SCHEMA extensions TO postgres, anon, authenticated, service_role;
+ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT ALL ON TABLES TO postgres, anon, authenticated, service_role;
+ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT ALL ON FUNCTIONS TO postgres, anon, authenticated, service_role;
+ALTER DEFAULT PRIVILEGES FOR USER supabase_admin IN SCHEMA public
+    GRANT ALL ON TABLES TO postgres, anon, authenticated, service_role;
+ALTER DEFAULT PRIVILEGES FOR USER supabase_admin IN SCHEMA public
+    GRANT ALL ON FUNCTIONS TO postgres, anon, authenticated, service_role;";
+const AS_SUPERUSER_THEN: &str = r#"
+ALTER ROLE postgres SET search_path TO "$user", public, extensions;
+ALTER ROLE authenticated INHERIT;
+ALTER ROLE anon INHERIT;
+ALTER ROLE service_role INHERIT;
+GRANT anon, authenticated, service_role TO postgres;
+GRANT ALL ON DATABASE postgres TO postgres;
+GRANT ALL ON SCHEMA public TO postgres;
+ALTER ROLE postgres NOSUPERUSER CREATEDB CREATEROLE LOGIN REPLICATION BYPASSRLS;"#;
+
+struct Supabase {
+    stand_in: StandIn,
+    cluster: TestCluster,
+    // Holds the custom scripts and the Vault key script while the cluster runs.
+    _files: ServerFiles,
+}
+
+impl Supabase {
+    fn start() -> Supabase {
+        let stand_in = StandIn::start(StandInConfig::default()).unwrap();
+        let files = ServerFiles::new().unwrap();
+        files
+            .write(
+                "scripts/dex_collector/after-create.sql",
+                AFTER_CREATE,
+                0o644,
+            )
+            .unwrap();
+        files
+            .write(
+                "scripts/pg_cron/after-create.sql",
+                PG_CRON_AFTER_CREATE,
+                0o644,
+            )
+            .unwrap();
+        files
+            .write(
+                "scripts/supabase_vault/after-create.sql",
+                VAULT_AFTER_CREATE,
+                0o644,
+            )
+            .unwrap();
+        let getkey = files
+            .write(
+                "vault-getkey.sh",
+                "#!/bin/sh\necho 0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef\n",
+                0o755,
+            )
+            .unwrap();
+        let setting = |name: &str, value: &str| (name.to_string(), value.to_string());
+        let cluster = TestCluster::start(ClusterOptions {
+            shared_preload_libraries: vec![
+                "supautils".into(),
+                "pg_cron".into(),
+                "supabase_vault".into(),
+                "dex_collector".into(),
+            ],
+            settings: vec![
+                setting("supautils.superuser", "supabase_admin"),
+                setting("supautils.privileged_role", "postgres"),
+                setting(
+                    "supautils.privileged_extensions",
+                    "pg_cron, pgcrypto, supabase_vault, dex_collector",
+                ),
+                setting(
+                    "supautils.extension_custom_scripts_path",
+                    &files.dir().join("scripts").to_string_lossy(),
+                ),
+                setting(
+                    "supautils.reserved_roles",
+                    "supabase_admin, service_role, authenticated, anon",
+                ),
+                setting("vault.getkey_script", &getkey.to_string_lossy()),
+                setting("cron.database_name", "postgres"),
+                setting("dex_collector.database", "postgres"),
+            ],
+            database: "postgres".into(),
+            superuser: "supabase_admin".into(),
+        })
+        .unwrap();
+        cluster
+            .connect()
+            .unwrap()
+            .batch_execute(AS_SUPERUSER_FIRST)
+            .unwrap();
+        postgres(&cluster)
+            .batch_execute(AS_POSTGRES_WHILE_SUPERUSER)
+            .unwrap();
+        cluster
+            .connect()
+            .unwrap()
+            .batch_execute(AS_SUPERUSER_THEN)
+            .unwrap();
+        Supabase {
+            stand_in,
+            cluster,
+            _files: files,
+        }
+    }
+}
+
+/// A new session as `postgres`.
+fn postgres(cluster: &TestCluster) -> postgres::Client {
+    cluster.connect_as("postgres", "postgres").unwrap()
+}
+
+fn one<T: for<'a> postgres::types::FromSql<'a>>(client: &mut postgres::Client, sql: &str) -> T {
+    client
+        .query_one(sql, &[])
+        .unwrap_or_else(|e| panic!("{sql}: {e:?}"))
+        .get(0)
+}
+
+fn wait_until(limit: Duration, mut done: impl FnMut() -> bool) -> bool {
+    let started = Instant::now();
+    while started.elapsed() < limit {
+        if done() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    done()
+}
+
+#[test]
+fn postgres_creates_collects_schedules_monitors_and_grants_and_the_api_roles_get_nothing() {
+    let supabase = Supabase::start();
+    let cluster = &supabase.cluster;
+    let mut client = postgres(cluster);
+    assert!(!one::<bool>(
+        &mut client,
+        "SELECT rolsuper FROM pg_roles WHERE rolname = current_user"
+    ));
+
+    // The companies, behind row level security that shows an API role none of them.
+    client.batch_execute(SAMPLE_SCHEMA).unwrap();
+
+    // The README's section, as written, as postgres.
+    let (section, _) = readme::section(README, readme::SUPABASE_SECTION);
+    let blocks = readme::sql_blocks(&section);
+    assert_eq!(blocks.len(), 2, "{section}");
+    for block in &blocks {
+        let runnable = block
+            .replace(
+                "'https://your-app.pages.dev'",
+                &format!("'{}'", supabase.stand_in.url()),
+            )
+            .replace("'your-service-key'", &format!("'{DEFAULT_SERVICE_KEY}'"));
+        postgres(cluster)
+            .batch_execute(&runnable)
+            .unwrap_or_else(|e| panic!("README example failed:\n{block}\n{e:?}"));
+    }
+    let mut client = postgres(cluster);
+    let owner: String = one(
+        &mut client,
+        "SELECT extowner::regrole::text FROM pg_extension WHERE extname = 'dex_collector'",
+    );
+    assert_eq!(owner, "supabase_admin", "created through supautils");
+    let may_collect = "SELECT has_function_privilege('postgres', 'extensions.dex_collect_all()', 'EXECUTE WITH GRANT OPTION')";
+    assert!(
+        one::<bool>(&mut client, may_collect),
+        "postgres may use and pass on the collection"
+    );
+    // supautils runs the after-create script after every CREATE EXTENSION, even one that finds
+    // the extension there: it settles grants lost since.
+    cluster
+        .connect()
+        .unwrap()
+        .batch_execute(
+            "REVOKE EXECUTE ON FUNCTION extensions.dex_collect_all() FROM postgres CASCADE",
+        )
+        .unwrap();
+    assert!(!one::<bool>(&mut client, may_collect));
+    client
+        .batch_execute("CREATE EXTENSION IF NOT EXISTS dex_collector SCHEMA extensions")
+        .unwrap();
+    assert!(
+        one::<bool>(&mut client, may_collect),
+        "the after-create script ran"
+    );
+    // The collection read the site URL and the key from the real Vault, through RLS.
+    let summary: Value = one(
+        &mut client,
+        "SELECT to_jsonb(r) FROM dex_collector.runs r ORDER BY id LIMIT 1",
+    );
+    assert_eq!(summary["companies_succeeded"], 8, "{summary}");
+    assert!(supabase
+        .stand_in
+        .requests()
+        .iter()
+        .all(|request| request.header("x-service-key") == Some(DEFAULT_SERVICE_KEY)));
+    let job: String = one(
+        &mut client,
+        "SELECT command FROM cron.job WHERE username = 'postgres'",
+    );
+    assert_eq!(job, "SELECT extensions.dex_collect_all()");
+    let failing: i64 = one(
+        &mut client,
+        "SELECT count(*) FROM dex_collector.company_status WHERE consecutive_failures > 0",
+    );
+    assert_eq!(failing, 0);
+    let mut monitor = cluster.connect_as("dex_monitor", "postgres").unwrap();
+    assert_eq!(
+        one::<i64>(
+            &mut monitor,
+            "SELECT count(*) FROM dex_collector.run_summary"
+        ),
+        1
+    );
+    let (state, _, _) = sql_error(monitor.query_one("SELECT extensions.dex_collect_all()", &[]));
+    assert_eq!(state, "42501", "reading is not collecting");
+
+    // An API role: no collection, no history, no targets, no key; the DEX functions work.
+    let mut api = postgres(cluster);
+    api.batch_execute("SET ROLE authenticated").unwrap();
+    for denied in [
+        "SELECT extensions.dex_collect_all()",
+        "SELECT extensions.dex_collect_all_async()",
+        "SELECT dex_collector.schedule()",
+        "SELECT count(*) FROM dex_collector.runs",
+        "SELECT count(*) FROM dex_collector.run_summary",
+        "SELECT count(*) FROM vault.decrypted_secrets",
+    ] {
+        let (state, message, _) = sql_error(api.query_one(denied, &[]));
+        assert_eq!(state, "42501", "{denied}: {message}");
+    }
+    assert_eq!(
+        one::<i64>(&mut api, "SELECT count(*) FROM public.companies"),
+        0,
+        "RLS"
+    );
+    assert!(one::<bool>(
+        &mut api,
+        "SELECT dex_parse('DXS*1*VA*V0/6*1'::text) IS NOT NULL"
+    ));
+
+    // The preloaded worker serves the Supabase database.
+    let queued: i64 = one(&mut postgres(cluster), "SELECT dex_collect_all_async()");
+    assert!(wait_until(Duration::from_secs(30), || {
+        one::<String>(
+            &mut postgres(cluster),
+            &format!("SELECT status FROM dex_collector.runs WHERE id = {queued}"),
+        ) == "succeeded"
+    }));
+
+    // The pg_cron job postgres scheduled runs as postgres (every minute now, to see it run).
+    let mut client = postgres(cluster);
+    one::<i64>(&mut client, "SELECT dex_collector.schedule('* * * * *')");
+    assert!(
+        wait_until(Duration::from_secs(75), || {
+            one::<i64>(
+                &mut postgres(cluster),
+                "SELECT count(*) FROM dex_collector.runs WHERE trigger = 'pg_cron' AND status = 'succeeded'",
+            ) >= 1
+        }),
+        "{}",
+        cluster.log_contents()
+    );
+
+    // postgres can dump the database, history included.
+    let dump = cluster.root_dir().join("postgres.sql");
+    cluster
+        .run_program(
+            "pg_dump",
+            &["-U", "postgres", "-f", &dump.to_string_lossy(), "postgres"],
+        )
+        .unwrap();
+
+    // DROP EXTENSION as postgres takes the job; created again in public, the database's default
+    // privileges for supabase_admin do not hand the collection functions to the API roles.
+    client
+        .batch_execute("DROP EXTENSION dex_collector")
+        .unwrap();
+    assert_eq!(one::<i64>(&mut client, "SELECT count(*) FROM cron.job"), 0);
+    client
+        .batch_execute("CREATE EXTENSION dex_collector")
+        .unwrap();
+    for role in ["anon", "authenticated", "service_role"] {
+        let (collect, parse): (bool, bool) = {
+            let row = client
+                .query_one(
+                    "SELECT has_function_privilege($1, 'public.dex_collect_all()', 'EXECUTE'),
+                            has_function_privilege($1, 'public.dex_parse(text)', 'EXECUTE')",
+                    &[&role],
+                )
+                .unwrap();
+            (row.get(0), row.get(1))
+        };
+        assert_eq!((collect, parse), (false, true), "{role}");
+    }
+    assert!(one::<bool>(
+        &mut client,
+        "SELECT has_function_privilege('postgres', 'public.dex_collect_all()', 'EXECUTE WITH GRANT OPTION')"
+    ));
+
+    // As the README warns: supautils lets any login role drop a privileged extension.
+    client.batch_execute("CREATE ROLE nobody LOGIN").unwrap();
+    let mut nobody = cluster.connect_as("nobody", "postgres").unwrap();
+    nobody
+        .batch_execute("DROP EXTENSION dex_collector")
+        .unwrap();
+
+    let log = cluster.log_contents();
+    let unexpected = unexpected_log_lines(&log, &[]);
+    assert!(unexpected.is_empty(), "{unexpected:#?}");
+    assert!(
+        !log.contains(DEFAULT_SERVICE_KEY),
+        "the key is not in the server log"
+    );
+}
