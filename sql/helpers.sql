@@ -107,18 +107,25 @@ BEGIN
     IF NOT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'pg_cron') THEN
         RETURN 0;
     END IF;
-    FOR job IN SELECT jobid, jobname, command FROM cron.job
-                WHERE database = current_database()
-                  AND (jobname = 'dex-collection-every-5-minutes' OR command ~ 'dex_collect_(all|company)')
-                ORDER BY jobid LOOP
-        IF job.jobname = 'dex-collection-every-5-minutes' THEN
-            PERFORM cron.unschedule(job.jobid);
-            removed := removed + 1;
-        ELSE
-            RAISE NOTICE 'dex_collector: pg_cron job % (%) still calls dex_collector', job.jobid, job.jobname
-                USING HINT = format('Remove it with SELECT cron.unschedule(%s);', job.jobid);
-        END IF;
-    END LOOP;
+    -- A role without the use of pg_cron's schema drops the extension all the same; the job stays.
+    BEGIN
+        FOR job IN SELECT jobid, jobname, command FROM cron.job
+                    WHERE database = current_database()
+                      AND (jobname = 'dex-collection-every-5-minutes' OR command ~ 'dex_collect_(all|company)')
+                    ORDER BY jobid LOOP
+            IF job.jobname = 'dex-collection-every-5-minutes' THEN
+                PERFORM cron.unschedule(job.jobid);
+                removed := removed + 1;
+            ELSE
+                RAISE NOTICE 'dex_collector: pg_cron job % (%) still calls dex_collector', job.jobid, job.jobname
+                    USING HINT = format('Remove it with SELECT cron.unschedule(%s);', job.jobid);
+            END IF;
+        END LOOP;
+    EXCEPTION WHEN insufficient_privilege THEN
+        RAISE WARNING 'dex_collector: could not remove its pg_cron jobs: %', SQLERRM
+            USING HINT = 'Remove the job dex-collection-every-5-minutes with cron.unschedule() as its owner.';
+        RETURN 0;
+    END;
     IF removed > 0 THEN
         RAISE NOTICE 'dex_collector: removed the pg_cron job dex-collection-every-5-minutes';
     END IF;
@@ -153,46 +160,50 @@ DECLARE
     privileged_oid oid;
     ext_oid oid;
     ext_schema name;
-    ext_owner oid;
+    grantee text;
     pure_dex constant text[] := ARRAY['dex_parse', 'dex_validate', 'dex_segments', 'dex_products', 'dex_sales'];
     obj record;
 BEGIN
     SELECT r.oid INTO privileged_oid FROM pg_roles r WHERE r.rolname = privileged;
-    SELECT e.oid, n.nspname, e.extowner INTO ext_oid, ext_schema, ext_owner
+    SELECT e.oid, n.nspname INTO ext_oid, ext_schema
       FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace
      WHERE e.extname = 'dex_collector';
-    -- Grants the owner's default privileges made: grantor the owner, grantee named in one of the
-    -- owner's default ACLs for that kind of object. Grants anyone made on purpose are kept.
+    -- Grants the objects' owners' default privileges made: grantor the object's owner, grantee and
+    -- privilege named in one of that owner's default ACLs for that kind of object. Each is said.
     FOR obj IN
         WITH members AS (
             SELECT d.classid, d.objid FROM pg_depend d
              WHERE d.refclassid = 'pg_extension'::regclass AND d.refobjid = ext_oid AND d.deptype = 'e'
         ), acls AS (
             SELECT 'FUNCTION' AS kind, p.oid::regprocedure::text AS name, p.proacl AS acl,
-                   'f' AS deftype, p.pronamespace AS nsp
+                   p.proowner AS owner, 'f' AS deftype, p.pronamespace AS nsp
               FROM members m JOIN pg_proc p ON m.classid = 'pg_proc'::regclass AND p.oid = m.objid
              WHERE p.proname <> ALL (pure_dex)
             UNION ALL
             SELECT CASE c.relkind WHEN 'S' THEN 'SEQUENCE' ELSE 'TABLE' END, c.oid::regclass::text,
-                   c.relacl, CASE c.relkind WHEN 'S' THEN 'S' ELSE 'r' END, c.relnamespace
+                   c.relacl, c.relowner, CASE c.relkind WHEN 'S' THEN 'S' ELSE 'r' END, c.relnamespace
               FROM members m JOIN pg_class c ON m.classid = 'pg_class'::regclass AND c.oid = m.objid
             UNION ALL
-            SELECT 'SCHEMA', quote_ident(n.nspname), n.nspacl, 'n', 0::oid
+            SELECT 'SCHEMA', quote_ident(n.nspname), n.nspacl, n.nspowner, 'n', 0::oid
               FROM members m JOIN pg_namespace n ON m.classid = 'pg_namespace'::regclass AND n.oid = m.objid
         ), defaults AS (
-            SELECT da.defaclobjtype AS deftype, da.defaclnamespace AS nsp, (aclexplode(da.defaclacl)).grantee
-              FROM pg_default_acl da WHERE da.defaclrole = ext_owner
+            SELECT da.defaclrole AS owner, da.defaclobjtype AS deftype, da.defaclnamespace AS nsp,
+                   (aclexplode(da.defaclacl)).grantee, (aclexplode(da.defaclacl)).privilege_type
+              FROM pg_default_acl da
         )
-        SELECT DISTINCT a.kind, a.name, x.grantee
+        SELECT DISTINCT a.kind, a.name, x.grantee, x.privilege_type
           FROM acls a, aclexplode(a.acl) x
-         WHERE x.grantor = ext_owner AND x.grantee <> ext_owner
+         WHERE x.grantor = a.owner AND x.grantee <> a.owner
            AND x.grantee IS DISTINCT FROM privileged_oid
            AND EXISTS (SELECT 1 FROM defaults df
-                        WHERE df.deftype = a.deftype AND df.grantee = x.grantee
+                        WHERE df.owner = a.owner AND df.deftype = a.deftype
+                          AND df.grantee = x.grantee AND df.privilege_type = x.privilege_type
                           AND (df.nsp = 0 OR df.nsp = a.nsp))
     LOOP
-        EXECUTE format('REVOKE ALL ON %s %s FROM %s CASCADE', obj.kind, obj.name,
-                       CASE WHEN obj.grantee = 0 THEN 'PUBLIC' ELSE quote_ident(obj.grantee::regrole::text) END);
+        grantee := CASE WHEN obj.grantee = 0 THEN 'PUBLIC' ELSE obj.grantee::regrole::text END;
+        RAISE NOTICE 'dex_collector: revoking % on % from %, which default privileges granted',
+            obj.privilege_type, obj.name, grantee;
+        EXECUTE format('REVOKE %s ON %s %s FROM %s CASCADE', obj.privilege_type, obj.kind, obj.name, grantee);
     END LOOP;
 
     IF privileged_oid IS NULL THEN

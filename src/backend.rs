@@ -88,9 +88,11 @@ pub fn set_worker_database_missing(missing: bool) {
     }
 }
 
-/// In a worker connected to no database: whether `name` exists. pg_database is shared, and read
-/// with a plain scan as the autovacuum launcher does (its indexes need a database's pg_class).
-pub fn database_exists(name: &CStr) -> Result<bool, String> {
+/// In a worker connected to no database: whether `name` exists and accepts connections (not
+/// `datallowconn = false`, not left invalid by an interrupted DROP DATABASE). pg_database is
+/// shared, and read with a plain scan as the autovacuum launcher does (its indexes need a
+/// database's pg_class).
+pub fn database_accepts_connections(name: &CStr) -> Result<bool, String> {
     in_transaction(|| {
         let mut found = false;
         // SAFETY: a catalog heap scan inside the transaction `in_transaction` opened; every tuple
@@ -106,7 +108,8 @@ pub fn database_exists(name: &CStr) -> Result<bool, String> {
                 }
                 let database = pg_sys::heap_tuple_get_struct::<pg_sys::FormData_pg_database>(tuple);
                 if CStr::from_ptr((*database).datname.data.as_ptr()) == name {
-                    found = true;
+                    // -2 marks a database an interrupted DROP DATABASE left invalid.
+                    found = (*database).datallowconn && (*database).datconnlimit != -2;
                     break;
                 }
             }
@@ -118,7 +121,7 @@ pub fn database_exists(name: &CStr) -> Result<bool, String> {
 }
 
 /// Runs `work` in a transaction of its own, from a worker outside any transaction. A Postgres
-/// error inside aborts the transaction and is returned as its message.
+/// error inside, or at commit, aborts the transaction and is returned as its message.
 pub fn in_transaction<R>(work: impl FnOnce() -> R + std::panic::UnwindSafe) -> Result<R, String> {
     // SAFETY: the worker is connected and outside any transaction whenever this is called.
     unsafe {
@@ -126,24 +129,21 @@ pub fn in_transaction<R>(work: impl FnOnce() -> R + std::panic::UnwindSafe) -> R
         pg_sys::StartTransactionCommand();
         pg_sys::PushActiveSnapshot(pg_sys::GetTransactionSnapshot());
     }
-    let outcome = PgTryBuilder::new(|| Ok(work()))
-        .catch_others(|caught| Err(caught_report(&caught).message().to_string()))
-        .execute();
-    match outcome {
-        Ok(result) => {
-            // SAFETY: closes the transaction begun above.
-            unsafe {
-                pg_sys::PopActiveSnapshot();
-                pg_sys::CommitTransactionCommand();
-            }
-            Ok(result)
+    PgTryBuilder::new(|| {
+        let result = work();
+        // SAFETY: closes the transaction begun above; an ERROR here is caught below.
+        unsafe {
+            pg_sys::PopActiveSnapshot();
+            pg_sys::CommitTransactionCommand();
         }
-        Err(message) => {
-            // SAFETY: aborting releases the snapshot and every resource of the failed transaction.
-            unsafe { pg_sys::AbortCurrentTransaction() };
-            Err(message)
-        }
-    }
+        Ok(result)
+    })
+    .catch_others(|caught| {
+        // SAFETY: aborting releases the snapshot and every resource of the failed transaction.
+        unsafe { pg_sys::AbortCurrentTransaction() };
+        Err(caught_report(&caught).message().to_string())
+    })
+    .execute()
 }
 
 /// True when the backend has been asked to cancel the query or to exit, or the worker to shut
@@ -155,6 +155,47 @@ pub fn cancel_or_terminate_pending() -> bool {
             || std::ptr::read_volatile(&raw const pg_sys::ProcDiePending) != 0
             || shutdown_requested()
     }
+}
+
+/// True when any interrupt waits to be served: a cancel or terminate, and also a signal barrier
+/// or another request that `CHECK_FOR_INTERRUPTS` serves without raising.
+pub fn interrupt_pending() -> bool {
+    // SAFETY: a sig_atomic_t flag set by signal handlers; volatile as in C.
+    unsafe {
+        std::ptr::read_volatile(&raw const pg_sys::InterruptPending) != 0 || shutdown_requested()
+    }
+}
+
+/// In the worker: forgets a query cancel (`pg_cancel_backend`), which has no query to cancel
+/// there; true when there was one.
+pub fn take_query_cancel() -> bool {
+    // SAFETY: a sig_atomic_t flag set by the SIGINT handler, read and cleared on this thread.
+    unsafe {
+        let pending = std::ptr::read_volatile(&raw const pg_sys::QueryCancelPending) != 0;
+        std::ptr::write_volatile(&raw mut pg_sys::QueryCancelPending, 0);
+        pending
+    }
+}
+
+/// The worker's wait: until its latch is set, `timeout` passes or the postmaster dies (false
+/// then, or on shutdown). A query cancel is forgotten rather than raised outside any query, and
+/// other interrupts (signal barriers) are served.
+pub fn wait_worker_latch(timeout: std::time::Duration) -> bool {
+    let millis = i64::try_from(timeout.as_millis()).unwrap_or(i64::MAX);
+    // SAFETY: the standard latch wait of a worker, on its own latch and thread.
+    let events = unsafe {
+        let events = pg_sys::WaitLatch(
+            pg_sys::MyLatch,
+            (pg_sys::WL_LATCH_SET | pg_sys::WL_TIMEOUT | pg_sys::WL_POSTMASTER_DEATH) as i32,
+            millis as std::ffi::c_long,
+            pg_sys::PG_WAIT_EXTENSION,
+        );
+        pg_sys::ResetLatch(pg_sys::MyLatch);
+        events
+    };
+    take_query_cancel();
+    pgrx::check_for_interrupts!();
+    events & pg_sys::WL_POSTMASTER_DEATH as i32 == 0 && !shutdown_requested()
 }
 
 /// The worker's SIGTERM.

@@ -153,6 +153,10 @@ pub enum CollectError {
     History {
         message: String,
     },
+    /// A transaction of the worker's own failed (the message is PostgreSQL's).
+    Transaction {
+        message: String,
+    },
     /// The advisory locks that keep runs apart could not be read or taken.
     Lock {
         message: String,
@@ -166,6 +170,8 @@ pub enum CollectError {
     /// The library was upgraded but this database's extension objects were not.
     ExtensionOutdated {
         installed: String,
+        /// The other way round: the database was updated, the server not restarted.
+        library_older: bool,
     },
 }
 
@@ -192,6 +198,7 @@ impl fmt::Display for CollectError {
             ),
             CollectError::Runtime { message } => write!(f, "dex_collector could not start its HTTP client: {message}"),
             CollectError::History { message } => write!(f, "dex_collector could not record the run: {message}"),
+            CollectError::Transaction { message } => write!(f, "dex_collector's transaction failed: {message}"),
             CollectError::Lock { message } => write!(f, "dex_collector could not check for a run in progress: {message}"),
             CollectError::StandbyServer => write!(
                 f,
@@ -205,7 +212,7 @@ impl fmt::Display for CollectError {
                 f,
                 "the dex_collector background worker is off: a queued run would never start"
             ),
-            CollectError::ExtensionOutdated { installed } => write!(
+            CollectError::ExtensionOutdated { installed, .. } => write!(
                 f,
                 "the dex_collector library is version {} but this database has the extension at version {installed}",
                 env!("CARGO_PKG_VERSION")
@@ -229,6 +236,7 @@ impl CollectError {
             CollectError::StandbyServer => PgSqlErrorCode::ERRCODE_READ_ONLY_SQL_TRANSACTION,
             CollectError::Runtime { .. }
             | CollectError::History { .. }
+            | CollectError::Transaction { .. }
             | CollectError::Lock { .. } => PgSqlErrorCode::ERRCODE_INTERNAL_ERROR,
         }
     }
@@ -245,9 +253,12 @@ impl CollectError {
                 Some(hint) => report.set_hint(hint),
                 None => report,
             },
-            CollectError::ExtensionOutdated { .. } => {
+            CollectError::ExtensionOutdated { library_older: false, .. } => {
                 report.set_hint("Run ALTER EXTENSION dex_collector UPDATE; in this database.")
             }
+            CollectError::ExtensionOutdated { library_older: true, .. } => report.set_hint(
+                "Restart PostgreSQL: it still runs the dex_collector library it loaded before the upgrade.",
+            ),
             CollectError::StandbyServer => {
                 report.set_hint("Call it on the primary. A preloaded worker starts collecting here after promotion.")
             }

@@ -112,11 +112,27 @@ pub fn start_run(trigger: Trigger, companies_total: usize) -> Result<RunIdentity
 /// would write columns that do not exist until `ALTER EXTENSION dex_collector UPDATE`.
 pub fn check_installed_version() -> Result<(), CollectError> {
     match installed_version()? {
-        Some(installed) if installed != env!("CARGO_PKG_VERSION") => {
-            Err(CollectError::ExtensionOutdated { installed })
-        }
+        Some(installed) if installed != LIBRARY_VERSION => Err(CollectError::ExtensionOutdated {
+            library_older: library_is_older_than(&installed),
+            installed,
+        }),
         _ => Ok(()),
     }
+}
+
+/// The version of the library this process runs.
+pub const LIBRARY_VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// True when the database's extension is newer than the library this process loaded: the files
+/// were upgraded and the database updated, but the server still runs the library it loaded.
+pub fn library_is_older_than(installed: &str) -> bool {
+    let parts = |version: &str| -> Vec<u64> {
+        version
+            .split('.')
+            .map(|part| part.parse().unwrap_or(0))
+            .collect()
+    };
+    parts(LIBRARY_VERSION) < parts(installed)
 }
 
 /// When each target was last called and last collected, as run ids, in the targets' order: one

@@ -18,7 +18,7 @@ use crate::backend;
 use crate::error::CollectError;
 use crate::history::{self, Trigger};
 use crate::lock::{self, SessionLocks};
-use crate::run::{self, Plan, Scope};
+use crate::run::{self, Interrupts, Plan, Scope};
 use crate::settings::worker_database;
 use dex_collector_core::endpoint::RunIdentity;
 use dex_collector_core::fan_out::Executed;
@@ -43,7 +43,7 @@ pub fn collect_in_transaction(scope: Scope, trigger: Trigger) -> Result<Value, C
     let plan = run::plan(scope)?;
     let run = history::start_run(trigger, plan.targets.len())?;
     lock::publish_for_transaction(run.id)?;
-    let executed = run::execute(&plan, &run, started, &mut |_| Ok(false))?;
+    let executed = run::execute(&plan, &run, started, Interrupts::Raise, &mut |_| Ok(false))?;
     record_end(&executed, executed.summary.final_status())?;
     Ok(executed.summary.to_json())
 }
@@ -62,7 +62,7 @@ pub fn queue_for_worker() -> Result<i64, CollectError> {
         "SELECT current_database() = $1",
         &[worker_database.as_str().into()],
     )
-    .map_err(|error| CollectError::History {
+    .map_err(|error| CollectError::Transaction {
         message: error.to_string(),
     })?;
     if served != Some(true) {
@@ -80,7 +80,8 @@ pub fn queue_for_worker() -> Result<i64, CollectError> {
 pub fn in_own_transaction<T>(
     work: impl FnOnce() -> Result<T, CollectError> + std::panic::UnwindSafe,
 ) -> Result<T, CollectError> {
-    backend::in_transaction(work).unwrap_or_else(|message| Err(CollectError::History { message }))
+    backend::in_transaction(work)
+        .unwrap_or_else(|message| Err(CollectError::Transaction { message }))
 }
 
 /// Collections write history: on a standby they are refused up front with SQLSTATE 25006.
@@ -119,7 +120,7 @@ pub fn collect_in_worker(request: WorkerRun) -> Result<(), Vec<String>> {
         WorkerRun::Interval => None,
     };
     let start = backend::in_transaction(|| start_in_worker(request))
-        .unwrap_or_else(|message| Err((None, CollectError::History { message })));
+        .unwrap_or_else(|message| Err((None, CollectError::Transaction { message })));
     let Started { locks, run, plan } = match start {
         Ok(Some(started)) => started,
         Ok(None) => return Ok(()),
@@ -132,19 +133,27 @@ pub fn collect_in_worker(request: WorkerRun) -> Result<(), Vec<String>> {
 
     let mut problems = Vec::new();
     let run_id = run.id;
-    let executed = run::execute(&plan, &run, started_at, &mut |result| {
-        let result = result.clone();
-        in_own_transaction(move || history::record_results(run_id, std::slice::from_ref(&result)))
+    let executed = run::execute(
+        &plan,
+        &run,
+        started_at,
+        Interrupts::StopRun,
+        &mut |result| {
+            let result = result.clone();
+            in_own_transaction(move || {
+                history::record_results(run_id, std::slice::from_ref(&result))
+            })
             .map(|()| true)
             .inspect_err(|error| {
                 problems.push(format!(
                 "run {run_id} stopped calling the endpoint: a result could not be recorded: {error}"
             ));
             })
-    });
+        },
+    );
     let ended = in_own_transaction(|| match &executed {
         Ok(executed) => {
-            let status = if backend::shutdown_requested() {
+            let status = if executed.cancelled && backend::shutdown_requested() {
                 RunStatus::Interrupted
             } else {
                 executed.summary.final_status()

@@ -80,18 +80,31 @@ fn try_acquire(function: &str) -> Result<bool, CollectError> {
     if attempt()? {
         return Ok(true);
     }
-    if !clear_stale_holder()? {
-        return Ok(false);
-    }
-    let waited = std::time::Instant::now();
-    while waited.elapsed() < STALE_RELEASE_WAIT {
-        if attempt()? {
-            return Ok(true);
+    match clear_stale_holder()? {
+        Stale::No => Ok(false),
+        Stale::HolderChanged => attempt(),
+        Stale::HolderEnded => {
+            let waited = std::time::Instant::now();
+            while waited.elapsed() < STALE_RELEASE_WAIT {
+                if attempt()? {
+                    return Ok(true);
+                }
+                std::thread::sleep(Duration::from_millis(50));
+                pgrx::check_for_interrupts!();
+            }
+            attempt()
         }
-        std::thread::sleep(Duration::from_millis(50));
-        pgrx::check_for_interrupts!();
     }
-    attempt()
+}
+
+/// What became of a holder whose published run had ended.
+enum Stale {
+    /// Not stale: its run is running, or it published none.
+    No,
+    /// It released the lock or another run took it during the recheck.
+    HolderChanged,
+    /// It still held the lock and was told to end.
+    HolderEnded,
 }
 
 fn publish(function: &str, run_id: i64) -> Result<(), CollectError> {
@@ -156,15 +169,15 @@ fn has_ended(holder: &Holder) -> bool {
 }
 
 /// Ends the process holding the run lock when the run it published has ended and it still holds
-/// the lock a moment later. True when a stale holder was told to go.
-fn clear_stale_holder() -> Result<bool, CollectError> {
+/// the lock a moment later.
+fn clear_stale_holder() -> Result<Stale, CollectError> {
     let Some(first) = holder()?.filter(has_ended) else {
-        return Ok(false);
+        return Ok(Stale::No);
     };
     std::thread::sleep(STALE_RECHECK);
     pgrx::check_for_interrupts!();
     if holder()?.as_ref() != Some(&first) {
-        return Ok(false);
+        return Ok(Stale::HolderChanged);
     }
     log!(
         "dex_collector: process {} still holds the run lock of run {}, which ended as '{}'; ending that process to release it",
@@ -176,8 +189,8 @@ fn clear_stale_holder() -> Result<bool, CollectError> {
         "SELECT pg_catalog.pg_terminate_backend($1)",
         &[first.pid.into()],
     )
-    .map(|terminated| terminated.unwrap_or(false))
-    .map_err(lock_error)
+    .map_err(lock_error)?;
+    Ok(Stale::HolderEnded)
 }
 
 /// Run ids are positive and stay far below 2^31 (one run a minute for 4,000 years).

@@ -61,20 +61,37 @@ pub fn plan(scope: Scope) -> Result<Plan, CollectError> {
 /// error when it could not be recorded, which stops the run.
 pub type ResultSink<'a> = dyn FnMut(&CompanyResult) -> Result<bool, CollectError> + 'a;
 
+/// What an interrupt does to a run.
+#[derive(Clone, Copy)]
+pub enum Interrupts {
+    /// A SQL call: PostgreSQL raises the cancel or terminate, as for any query.
+    Raise,
+    /// The worker: a shutdown or a cancel stops the run, which then records its end.
+    StopRun,
+}
+
 /// The backend as the fan-out's host.
 struct Backend<'s, 'a> {
+    interrupts: Interrupts,
     sink: &'s mut ResultSink<'a>,
 }
 
 impl fan_out::Host for Backend<'_, '_> {
     fn interrupted(&self) -> bool {
-        backend::cancel_or_terminate_pending()
+        backend::interrupt_pending()
     }
 
-    fn interrupt(&mut self) {
-        // Raises the cancel or terminate; unwinding drops the fan-out's requests in flight.
-        // Returning means Postgres holds the interrupt off: the fan-out stops anyway.
+    fn interrupt(&mut self) -> bool {
+        if let Interrupts::StopRun = self.interrupts {
+            if backend::shutdown_requested() || backend::take_query_cancel() {
+                return true;
+            }
+        }
+        // Raises a cancel or terminate (unwinding drops the requests in flight); otherwise serves
+        // what else was pending (a signal barrier, say) and the run goes on, unless Postgres holds
+        // a cancel off.
         pgrx::check_for_interrupts!();
+        backend::cancel_or_terminate_pending()
     }
 
     fn record(&mut self, result: &CompanyResult) -> Result<bool, String> {
@@ -87,6 +104,7 @@ pub fn execute(
     plan: &Plan,
     run: &RunIdentity,
     started: Instant,
+    interrupts: Interrupts,
     sink: &mut ResultSink<'_>,
 ) -> Result<Executed, CollectError> {
     let executed = with_http(&plan.settings, |http| {
@@ -97,7 +115,13 @@ pub fn execute(
             deadline: started + plan.settings.run_deadline,
         };
         let call = fan_out_plan.contract_call(http, &plan.settings.endpoint);
-        fan_out::fan_out(http, &fan_out_plan, &*call, &mut Backend { sink }, started)
+        fan_out::fan_out(
+            http,
+            &fan_out_plan,
+            &*call,
+            &mut Backend { interrupts, sink },
+            started,
+        )
     })?;
     if executed.summary.deadline_reached {
         warn_deadline_reached(&executed.summary, &plan.settings);

@@ -62,19 +62,19 @@ pub fn main() -> ! {
     backend::exit_worker_for_restart()
 }
 
-/// Connected to no database, waits until `database` exists, then exits to be started again
-/// (a process connects to one database, once).
+/// Connected to no database, waits until `database` exists and accepts connections, then exits to
+/// be started again (a process connects to one database, once).
 fn wait_for_database(database: &str) -> ! {
     BackgroundWorker::connect_worker_to_spi(None, None);
     log!(
-        "dex_collector worker: database {database:?} (dex_collector.database) does not exist; waiting for it to be created"
+        "dex_collector worker: could not connect to database {database:?} (dex_collector.database): it does not exist or does not accept connections; waiting for it"
     );
     let name = CString::new(database).unwrap_or_default();
     let mut problems = Problems::default();
     loop {
-        match backend::database_exists(&name) {
+        match backend::database_accepts_connections(&name) {
             Ok(true) => {
-                log!("dex_collector worker: database {database:?} exists now; connecting to it");
+                log!("dex_collector worker: database {database:?} accepts connections now; connecting to it");
                 backend::set_worker_database_missing(false);
                 backend::exit_worker_for_restart();
             }
@@ -83,7 +83,7 @@ fn wait_for_database(database: &str) -> ! {
                 "could not look for database {database:?}: {message}"
             )),
         }
-        if !BackgroundWorker::wait_latch(Some(IDLE_WAIT)) || backend::shutdown_requested() {
+        if !backend::wait_worker_latch(IDLE_WAIT) {
             backend::exit_worker_for_restart();
         }
     }
@@ -103,9 +103,13 @@ impl Waiting {
             Waiting::NoExtension => log!(
                 "dex_collector worker: the extension is not created in database {database:?}; waiting for CREATE EXTENSION dex_collector"
             ),
+            Waiting::Outdated { installed } if history::library_is_older_than(installed) => log!(
+                "dex_collector worker: database {database:?} has dex_collector {installed}, the library this server loaded is {}; restart PostgreSQL",
+                history::LIBRARY_VERSION
+            ),
             Waiting::Outdated { installed } => log!(
                 "dex_collector worker: database {database:?} has dex_collector {installed}, the library is {}; waiting for ALTER EXTENSION dex_collector UPDATE",
-                env!("CARGO_PKG_VERSION")
+                history::LIBRARY_VERSION
             ),
         }
     }
@@ -116,7 +120,7 @@ fn waiting_for() -> Result<Option<Waiting>, String> {
     let installed = in_own_transaction(history::installed_version).map_err(|e| e.to_string())?;
     Ok(match installed {
         None => Some(Waiting::NoExtension),
-        Some(installed) if installed != env!("CARGO_PKG_VERSION") => {
+        Some(installed) if installed != history::LIBRARY_VERSION => {
             Some(Waiting::Outdated { installed })
         }
         Some(_) => None,
@@ -178,10 +182,13 @@ fn serve(database: &str) {
                 }
             }
         }
-        if ok && waiting.is_none() {
+        if !ok || waiting.is_some() {
+            // Nothing runs while waiting: the interval starts again once the worker can work.
+            next_interval_run = None;
+        } else {
             if !interrupted_runs_marked {
-                interrupted_runs_marked = true;
-                ok &= mark_interrupted_runs(&mut problems);
+                interrupted_runs_marked = mark_interrupted_runs(&mut problems);
+                ok &= interrupted_runs_marked;
             }
             ok &= run_queued(&mut problems);
             if let (Some(interval), Some(due)) = (settings.interval, next_interval_run) {
@@ -210,7 +217,7 @@ fn serve(database: &str) {
         if let Some(due) = next_interval_run {
             wait = wait.min(due.saturating_duration_since(Instant::now()));
         }
-        if !BackgroundWorker::wait_latch(Some(wait.max(Duration::from_millis(10)))) {
+        if !backend::wait_worker_latch(wait.max(Duration::from_millis(10))) {
             break;
         }
         if BackgroundWorker::sighup_received() {

@@ -70,12 +70,13 @@ pub enum HttpError {
 
 /// What the fan-out asks of whoever runs it.
 pub trait Host {
-    /// True when the caller has been asked to stop; asked every 20 ms while requests are awaited.
+    /// True when something asks for the host's attention (a cancel, a shutdown, any interrupt it
+    /// must serve); asked every 20 ms while requests are awaited.
     fn interrupted(&self) -> bool;
-    /// Called once [`Host::interrupted`] said so, with the requests still in flight: a host that
-    /// raises (PostgreSQL's cancel) does not return, and unwinding aborts them; a host that
-    /// returns gets a run stopped as cancelled.
-    fn interrupt(&mut self);
+    /// Called once [`Host::interrupted`] said so, with the requests still in flight: true stops
+    /// the run as cancelled, false carries on. A host that raises (PostgreSQL's cancel) does not
+    /// return, and unwinding aborts the requests.
+    fn interrupt(&mut self) -> bool;
     /// A called company's result, as soon as it is known: `Ok(true)` when recorded there and then,
     /// `Ok(false)` when left for the end of the run, `Err(reason)` when it could not be recorded,
     /// which stops the run: no company is called whose result cannot be kept.
@@ -121,6 +122,8 @@ impl Plan<'_> {
 pub struct Executed {
     pub summary: RunSummary,
     pub recorded: Vec<bool>,
+    /// The host stopped the run ([`Host::interrupt`] returned true).
+    pub cancelled: bool,
 }
 
 impl Executed {
@@ -317,10 +320,7 @@ pub fn fan_out(
                 None
             }
             Step::DeadlineReached => Some(Stop::Deadline),
-            Step::Interrupted => {
-                host.interrupt();
-                Some(Stop::Cancelled)
-            }
+            Step::Interrupted => host.interrupt().then_some(Stop::Cancelled),
         };
         if let Some(reason) = ended_early {
             stop = Some(reason);
@@ -363,6 +363,7 @@ pub fn fan_out(
         .collect();
     let run_error = match stop {
         Some(Stop::AuthRejected) => Some(SKIP_AUTH_REJECTED.to_string()),
+        Some(Stop::Cancelled) => Some("the run was cancelled".to_string()),
         Some(Stop::BookkeepingFailed) => Some(format!(
             "{SKIP_BOOKKEEPING_FAILED}: {}",
             record_error.unwrap_or_default()
@@ -378,6 +379,7 @@ pub fn fan_out(
             deadline_reached: matches!(stop, Some(Stop::Deadline)),
         },
         recorded,
+        cancelled: matches!(stop, Some(Stop::Cancelled)),
     }
 }
 

@@ -62,6 +62,8 @@ struct TestHost {
     fail_after: Option<usize>,
     interrupt_at: Option<Instant>,
     interrupts: Cell<u32>,
+    /// What `interrupt` answers: stop the run, or serve the interrupt and go on.
+    stop_when_interrupted: bool,
 }
 
 impl TestHost {
@@ -72,6 +74,7 @@ impl TestHost {
             fail_after: None,
             interrupt_at: None,
             interrupts: Cell::new(0),
+            stop_when_interrupted: true,
         }
     }
 
@@ -88,8 +91,12 @@ impl Host for TestHost {
         self.interrupt_at.is_some_and(|at| Instant::now() >= at)
     }
 
-    fn interrupt(&mut self) {
+    fn interrupt(&mut self) -> bool {
         self.interrupts.set(self.interrupts.get() + 1);
+        if !self.stop_when_interrupted {
+            self.interrupt_at = None;
+        }
+        self.stop_when_interrupted
     }
 
     fn record(&mut self, result: &CompanyResult) -> Result<bool, String> {
@@ -241,6 +248,11 @@ fn an_interrupt_is_handed_to_the_host_and_stops_the_run() {
         "served within the poll interval"
     );
     assert_eq!(host.interrupts.get(), 1);
+    assert!(executed.cancelled);
+    assert_eq!(
+        executed.summary.run_error.as_deref(),
+        Some("the run was cancelled")
+    );
     assert_eq!(
         statuses(&executed)[2..],
         [
@@ -252,6 +264,28 @@ fn an_interrupt_is_handed_to_the_host_and_stops_the_run() {
         wait_until_idle(&stand_in),
         "no request carries on after the stop"
     );
+}
+
+#[test]
+fn an_interrupt_the_host_serves_lets_the_run_go_on() {
+    let stand_in = StandIn::start(StandInConfig {
+        latency: Duration::from_millis(300),
+        ..StandInConfig::default()
+    })
+    .unwrap();
+    let mut host = TestHost::recording_now();
+    host.stop_when_interrupted = false;
+    host.interrupt_at = Some(Instant::now() + Duration::from_millis(100));
+    let executed = collect(
+        &stand_in,
+        &targets(4),
+        2,
+        Duration::from_secs(30),
+        &mut host,
+    );
+    assert_eq!(host.interrupts.get(), 1);
+    assert!(!executed.cancelled);
+    assert_eq!(executed.summary.companies_succeeded(), 4);
 }
 
 fn wait_until_idle(stand_in: &StandIn) -> bool {

@@ -281,3 +281,23 @@ pub fn unexpected_log_lines(log: &str, expected_warnings: &[&str]) -> Vec<String
         .map(str::to_string)
         .collect()
 }
+
+/// The one value `sql` returns; panics with the statement and error otherwise.
+pub fn one<T: for<'a> postgres::types::FromSql<'a>>(client: &mut postgres::Client, sql: &str) -> T {
+    client
+        .query_one(sql, &[])
+        .unwrap_or_else(|e| panic!("{sql}: {e:?}"))
+        .get(0)
+}
+
+/// Polls `done` every 100 ms until it says so or `limit` passes; its last answer.
+pub fn wait_until(limit: std::time::Duration, mut done: impl FnMut() -> bool) -> bool {
+    let started = std::time::Instant::now();
+    while started.elapsed() < limit {
+        if done() {
+            return true;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    done()
+}

@@ -3,11 +3,11 @@
 //! a worker whose database or extension is missing.
 
 use std::collections::HashSet;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use dex_collector_e2e::cluster::{ClusterOptions, TestCluster};
 use dex_collector_e2e::deployment::{
-    sample, sql_error, unexpected_log_lines, Deployment, DeploymentOptions,
+    one, sample, sql_error, unexpected_log_lines, wait_until, Deployment, DeploymentOptions,
 };
 use dex_collector_e2e::stand_in::{Behavior, StandInConfig};
 use serde_json::Value;
@@ -15,24 +15,6 @@ use serde_json::Value;
 /// The run lock's two advisory keys ('DEXC', 'DEXD'), as `src/lock.rs` takes them.
 const RUN_LOCK: i32 = 0x4445_5843;
 const RUN_ID_LOCK: i32 = 0x4445_5844;
-
-fn wait_until(limit: Duration, mut done: impl FnMut() -> bool) -> bool {
-    let started = Instant::now();
-    while started.elapsed() < limit {
-        if done() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    done()
-}
-
-fn one<T: for<'a> postgres::types::FromSql<'a>>(client: &mut postgres::Client, sql: &str) -> T {
-    client
-        .query_one(sql, &[])
-        .unwrap_or_else(|e| panic!("{sql}: {e:?}"))
-        .get(0)
-}
 
 fn assert_log_clean(cluster: &TestCluster, expected_warnings: &[&str]) {
     let log = cluster.log_contents();
@@ -508,7 +490,7 @@ fn a_missing_worker_database_and_a_missing_extension_are_each_said_once_and_wait
     assert!(wait_until(Duration::from_secs(20), || {
         cluster
             .log_contents()
-            .contains("waiting for it to be created")
+            .contains("does not exist or does not accept connections; waiting for it")
     }));
     std::thread::sleep(Duration::from_secs(12));
     let log = cluster.log_contents();
@@ -519,7 +501,8 @@ fn a_missing_worker_database_and_a_missing_extension_are_each_said_once_and_wait
         "no FATAL loop: {log}"
     );
     assert_eq!(
-        log.matches("waiting for it to be created").count(),
+        log.matches("does not exist or does not accept connections; waiting for it")
+            .count(),
         1,
         "{log}"
     );
@@ -569,4 +552,72 @@ fn a_missing_worker_database_and_a_missing_extension_are_each_said_once_and_wait
         0
     );
     assert_log_clean(&cluster, &[]);
+}
+
+fn worker_pid(deployment: &Deployment) -> i32 {
+    one(
+        &mut deployment.client(),
+        "SELECT pid FROM pg_stat_activity WHERE backend_type = 'dex_collector'",
+    )
+}
+
+#[test]
+fn a_cancel_sent_to_the_worker_stops_its_run_and_the_worker_lives_on() {
+    let deployment = with_worker(
+        &[("dex_collector.concurrency", "1")],
+        Behavior::Delay {
+            delay: Duration::from_millis(700),
+            then: Box::new(Behavior::Synthetic),
+        },
+    );
+    assert!(worker_ready(&deployment.cluster));
+    let pid = worker_pid(&deployment);
+    let mut client = deployment.client();
+    // Idle: nothing to cancel.
+    client
+        .execute("SELECT pg_cancel_backend($1)", &[&pid])
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(worker_pid(&deployment), pid);
+
+    let run_id: i64 = one(&mut client, "SELECT dex_collect_all_async()");
+    assert!(deployment
+        .stand_in
+        .wait_for_requests(2, Duration::from_secs(20)));
+    client
+        .execute("SELECT pg_cancel_backend($1)", &[&pid])
+        .unwrap();
+    assert!(wait_until(Duration::from_secs(20), || {
+        one::<String>(
+            &mut deployment.client(),
+            &format!("SELECT status FROM dex_collector.runs WHERE id = {run_id}"),
+        ) == "failed"
+    }));
+    let (error, skipped): (String, i32) = {
+        let row = client
+            .query_one(
+                "SELECT error, companies_skipped FROM dex_collector.runs WHERE id = $1",
+                &[&run_id],
+            )
+            .unwrap();
+        (row.get(0), row.get(1))
+    };
+    assert_eq!(error, "the run was cancelled");
+    assert!(
+        skipped > 2,
+        "the companies not reached are skipped: {skipped}"
+    );
+    assert_eq!(worker_pid(&deployment), pid, "the same worker goes on");
+    let next: i64 = one(&mut client, "SELECT dex_collect_all_async()");
+    assert!(wait_until(Duration::from_secs(30), || {
+        one::<String>(
+            &mut deployment.client(),
+            &format!("SELECT status FROM dex_collector.runs WHERE id = {next}"),
+        ) == "succeeded"
+    }));
+    assert!(!deployment
+        .cluster
+        .log_contents()
+        .contains("canceling statement"));
+    assert_log_clean(&deployment.cluster, &[]);
 }

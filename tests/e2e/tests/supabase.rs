@@ -4,10 +4,12 @@
 //! superuser but supautils' privileged role, and dex_collector is a privileged extension with the
 //! after-create script this repository ships. Every step is taken as `postgres` unless said.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use dex_collector_e2e::cluster::{ClusterOptions, ServerFiles, TestCluster};
-use dex_collector_e2e::deployment::{sql_error, unexpected_log_lines, SAMPLE_SCHEMA};
+use dex_collector_e2e::deployment::{
+    one, sql_error, unexpected_log_lines, wait_until, SAMPLE_SCHEMA,
+};
 use dex_collector_e2e::readme;
 use dex_collector_e2e::stand_in::{StandIn, StandInConfig, DEFAULT_SERVICE_KEY};
 use serde_json::Value;
@@ -151,24 +153,6 @@ impl Supabase {
 /// A new session as `postgres`.
 fn postgres(cluster: &TestCluster) -> postgres::Client {
     cluster.connect_as("postgres", "postgres").unwrap()
-}
-
-fn one<T: for<'a> postgres::types::FromSql<'a>>(client: &mut postgres::Client, sql: &str) -> T {
-    client
-        .query_one(sql, &[])
-        .unwrap_or_else(|e| panic!("{sql}: {e:?}"))
-        .get(0)
-}
-
-fn wait_until(limit: Duration, mut done: impl FnMut() -> bool) -> bool {
-    let started = Instant::now();
-    while started.elapsed() < limit {
-        if done() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    done()
 }
 
 #[test]
