@@ -104,6 +104,16 @@ pub enum WorkerRun {
     Interval,
 }
 
+impl WorkerRun {
+    /// The queued run's row, if the worker claimed one.
+    fn queued(&self) -> Option<RunIdentity> {
+        match self {
+            WorkerRun::Queued(run) => Some(run.clone()),
+            WorkerRun::Interval => None,
+        }
+    }
+}
+
 /// A started worker run: its row is committed and it holds the run lock.
 struct Started {
     locks: SessionLocks,
@@ -115,10 +125,7 @@ struct Started {
 /// `Err` carries the problems the worker should log; the run's row says what happened either way.
 pub fn collect_in_worker(request: WorkerRun) -> Result<(), Vec<String>> {
     let started_at = Instant::now();
-    let queued = match &request {
-        WorkerRun::Queued(run) => Some(run.clone()),
-        WorkerRun::Interval => None,
-    };
+    let queued = request.queued();
     let start = backend::in_transaction(|| start_in_worker(request))
         .unwrap_or_else(|message| Err((None, CollectError::Transaction { message })));
     let Started { locks, run, plan } = match start {
@@ -182,10 +189,7 @@ pub fn collect_in_worker(request: WorkerRun) -> Result<(), Vec<String>> {
 fn start_in_worker(
     request: WorkerRun,
 ) -> Result<Option<Started>, (Option<RunIdentity>, CollectError)> {
-    let queued = match &request {
-        WorkerRun::Queued(run) => Some(run.clone()),
-        WorkerRun::Interval => None,
-    };
+    let queued = request.queued();
     let Some(locks) = SessionLocks::try_acquire().map_err(|error| (queued.clone(), error))? else {
         let running = lock::running_run_id().map_err(|error| (queued.clone(), error))?;
         match &queued {
