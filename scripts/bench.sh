@@ -8,7 +8,14 @@
 # `./scripts/bench.sh --fairness` runs 1,000 companies with heavy-tailed endpoint times under the
 # run deadline until each has been collected; `./scripts/bench.sh --history` times the README's
 # monitoring queries over a generated 14-day history of 1,000 companies (4 million results).
+#
+# On the PostgreSQL major in $DEX_PG_MAJOR (15 unless set): `DEX_PG_MAJOR=17 ./scripts/bench.sh`
+# runs in the Debian 13 chroot where this machine's Debian has no PostgreSQL 17 (scripts/test.sh).
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
+if ! packaged_here "$PG_MAJOR"; then
+    for_major "$PG_MAJOR" "$REPO_ROOT/scripts/bench.sh" "$@"
+    exit
+fi
 setup
 # wrk measures the stand-in's own ceiling, to show that it is not what limits the figures.
 if ! command -v wrk >/dev/null; then

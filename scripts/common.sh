@@ -1,12 +1,15 @@
-# Shared by demo.sh, test.sh and bench.sh: installs what is missing on a Debian 12 machine and
-# builds and installs the extension into the system PostgreSQL 15. Idempotent: a second run
-# reuses what the first one installed and built. Works as root or as a user with sudo.
+# Shared by the scripts: installs what is missing on a Debian machine and builds and installs the
+# extension into the system PostgreSQL of one major version, $DEX_PG_MAJOR (15 unless set).
+# Idempotent: a second run reuses what the first one installed and built. Works as root or as a
+# user with sudo.
 set -euo pipefail
 
-PG_MAJOR=15
+PG_MAJOR="${DEX_PG_MAJOR:-15}"
 PGRX_VERSION=0.18.1
 REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 export PG_CONFIG="/usr/lib/postgresql/${PG_MAJOR}/bin/pg_config"
+# The crate's default feature is pg15; every other major is chosen explicitly.
+PG_FEATURES=(--no-default-features --features "pg${PG_MAJOR}")
 
 step() { printf '\n==> %s\n' "$*"; }
 
@@ -14,18 +17,69 @@ as_root() {
     if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi
 }
 
-ensure_packages() {
-    local wanted=(postgresql-${PG_MAJOR} postgresql-server-dev-${PG_MAJOR} postgresql-${PG_MAJOR}-cron
-                  libclang-dev clang pkg-config libssl-dev build-essential sudo)
-    local missing=()
-    for package in "${wanted[@]}"; do
-        dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")
-    done
-    if [ "${#missing[@]}" -gt 0 ]; then
-        step "Installing Debian packages: ${missing[*]}"
-        as_root apt-get update -qq
-        as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+# Whether this machine's apt sources have PostgreSQL $1 (Debian 12 has 15, Debian 13 has 17; the
+# PostgreSQL project's apt repository, where configured, has them all).
+packaged_here() {
+    local policy
+    policy="$(apt-cache policy "postgresql-$1" 2>/dev/null)"
+    [[ "$policy" == *"Candidate: "[0-9]* ]]
+}
+
+# The Debian release that packages PostgreSQL $1, for a chroot where this machine's has none.
+debian_suite_for() {
+    case "$1" in
+        15) echo bookworm ;;
+        17) echo trixie ;;
+        *)
+            echo "no Debian release packages PostgreSQL $1: add the PostgreSQL apt repository" \
+                "(https://wiki.postgresql.org/wiki/Apt) to this machine and run this again" >&2
+            return 1
+            ;;
+    esac
+}
+
+# Runs a command for PostgreSQL major $1 (as $DEX_PG_MAJOR): here if this machine packages that
+# major, otherwise in a chroot of the Debian release that does, with this machine's Rust
+# toolchain mounted (scripts/in-chroot.sh; as root there).
+for_major() {
+    local major="$1" suite
+    shift
+    if packaged_here "$major"; then
+        DEX_PG_MAJOR="$major" "$@"
+        return
     fi
+    suite="$(debian_suite_for "$major")"
+    step "PostgreSQL $major is not packaged here: in a Debian $suite chroot"
+    as_root env HOME="$HOME" ${CI:+CI="$CI"} DEX_PG_MAJOR="$major" \
+        "$REPO_ROOT/scripts/in-chroot.sh" --rust "$suite" "build-$suite" "${@/#"$REPO_ROOT"//repo}"
+}
+
+# The packages of those named that are not installed.
+missing_packages() {
+    local package
+    for package in "$@"; do
+        dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || echo "$package"
+    done
+    return 0
+}
+
+# Installs those of the named packages that are missing (apt options may come first).
+ensure_apt_packages() {
+    local options=() missing
+    while [ "${1:-}" != "${1#--}" ]; do
+        options+=("$1")
+        shift
+    done
+    mapfile -t missing < <(missing_packages "$@")
+    [ "${#missing[@]}" -eq 0 ] && return 0
+    step "Installing Debian packages: ${missing[*]}"
+    as_root apt-get update -qq
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${options[@]}" "${missing[@]}" >/dev/null
+}
+
+ensure_packages() {
+    ensure_apt_packages postgresql-${PG_MAJOR} postgresql-server-dev-${PG_MAJOR} postgresql-${PG_MAJOR}-cron \
+        libclang-dev clang pkg-config libssl-dev build-essential sudo ca-certificates
     # Debian's package starts a cluster of its own; this project starts throwaway ones instead.
     if command -v pg_lsclusters >/dev/null && pg_lsclusters -h 2>/dev/null | grep -q online; then
         as_root pg_ctlcluster "${PG_MAJOR}" main stop 2>/dev/null || true
@@ -63,10 +117,7 @@ ensure_supabase_parts() {
         return
     fi
     step "Building supautils and Supabase Vault for PostgreSQL ${PG_MAJOR} (third_party/)"
-    if ! dpkg-query -W -f='${Status}' libsodium-dev 2>/dev/null | grep -q "install ok installed"; then
-        as_root apt-get update -qq
-        as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libsodium-dev >/dev/null
-    fi
+    ensure_apt_packages libsodium-dev libicu-dev
     local build
     build="$(mktemp -d -t dex_collector_supabase.XXXXXX)"
     for archive in "$REPO_ROOT"/third_party/supautils-*.tar.gz "$REPO_ROOT"/third_party/supabase_vault-*.tar.gz; do
@@ -86,7 +137,7 @@ install_extension() {
     step "Building and installing the extension ${profile_flag[*]}"
     local sudo_flag=()
     [ "$(id -u)" -eq 0 ] || sudo_flag=(--sudo)
-    (cd "$REPO_ROOT" && cargo pgrx install --pg-config "${PG_CONFIG}" "${sudo_flag[@]}" "${profile_flag[@]}")
+    (cd "$REPO_ROOT" && cargo pgrx install --pg-config "${PG_CONFIG}" "${PG_FEATURES[@]}" "${sudo_flag[@]}" "${profile_flag[@]}")
     # cargo pgrx installs the current version's script and the upgrade scripts; the released
     # install scripts too, so that an old version can be created and upgraded (the upgrade test).
     local extension_dir

@@ -1,13 +1,29 @@
 #!/usr/bin/env bash
-# Every test: the pure-Rust unit tests, the #[pg_test] tests in a pgrx-managed PostgreSQL, and
-# the end-to-end suites (real clusters, real pg_cron, the stand-in endpoint on loopback).
+# Every test, on each PostgreSQL major version it is given (default: 15 and 17):
+#
+#   ./scripts/test.sh          # PostgreSQL 15, then 17
+#   ./scripts/test.sh 17       # PostgreSQL 17 only (15 alike)
+#
+# First what needs no PostgreSQL: formatting, the pure-Rust unit tests and a fuzz smoke of the
+# DEX parser. Then, for each major (scripts/test-major.sh): lints, the #[pg_test] tests and the
+# end-to-end suites (real clusters, real pg_cron, Supabase's parts, the stand-in endpoint on
+# loopback); then its packages are built and installed into a system that has nothing but
+# PostgreSQL, where a collection runs from them (scripts/package.sh, scripts/test-package.sh).
+# A major this machine's Debian does not package runs in a chroot of the release that does.
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
+
+majors=("$@")
+[ "${#majors[@]}" -gt 0 ] || majors=(15 17)
+for major in "${majors[@]}"; do
+    [[ "$major" =~ ^[0-9]+$ ]] || { echo "usage: $0 [MAJOR...], e.g. $0 15 17" >&2; exit 2; }
+done
+
 setup
 cd "$REPO_ROOT"
+started=$SECONDS
 
-step "Format and lints"
+step "Formatting"
 cargo fmt --all --check
-cargo clippy --workspace --all-targets -- -D warnings
 
 step "Unit tests (no PostgreSQL): the DEX parser, the jsonb writer, the collector's core against the stand-in"
 cargo test -p dex-parse -p jsonb-binary -p dex-collector-core
@@ -20,21 +36,15 @@ fuzz_corpus="$(mktemp -d -t dex_parse_corpus.XXXXXX)"
 # Stable Rust: libFuzzer's coverage without a sanitizer (-s none needs no nightly flag).
 (cd crates/dex-parse && cargo fuzz run parse -s none "$fuzz_corpus" tests/fixtures -- -max_total_time=30 -print_final_stats=1)
 rm -rf "$fuzz_corpus"
+timings=("without PostgreSQL: $((SECONDS - started)) s")
 
-step "#[pg_test] tests and the extension's unit tests in a pgrx-managed PostgreSQL"
-pgdata="$(mktemp -d -t dex_collector_pgrx.XXXXXX)"
-trap 'as_root rm -rf "$pgdata"' EXIT
-if [ "$(id -u)" -eq 0 ]; then
-    chown postgres "$pgdata"
-    cargo pgrx test pg${PG_MAJOR} --runas postgres --pgdata "$pgdata/data"
-else
-    cargo pgrx test pg${PG_MAJOR}
-fi
+for major in "${majors[@]}"; do
+    started=$SECONDS
+    for_major "$major" "$REPO_ROOT/scripts/test-major.sh"
+    for_major "$major" "$REPO_ROOT/scripts/package.sh"
+    "$REPO_ROOT/scripts/test-package.sh" "$major"
+    timings+=("PostgreSQL $major: $((SECONDS - started)) s")
+done
 
-# `cargo pgrx test` installed a build with the test schema; install the real one.
-install_extension
-
-ensure_supabase_parts
-
-step "End-to-end tests"
-cargo test -p dex_collector_e2e
+step "All passed"
+printf '    %s\n' "${timings[@]}"

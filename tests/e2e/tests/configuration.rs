@@ -3,7 +3,7 @@
 use std::time::{Duration, Instant};
 
 use dex_collector_e2e::deployment::{
-    sample, skipped_ids, sql_error, Deployment, DeploymentOptions,
+    one, sample, skipped_ids, sql_error, wait_until, Deployment, DeploymentOptions,
 };
 use dex_collector_e2e::stand_in::{Behavior, DEFAULT_SERVICE_KEY};
 use serde_json::Value;
@@ -408,4 +408,62 @@ fn cancel_and_statement_timeout_stop_a_waiting_run_at_once() {
         .cluster
         .log_contents()
         .contains("terminated by signal"));
+}
+
+/// `ALTER SYSTEM` of a dex_collector setting in a session that has not loaded the library:
+/// PostgreSQL 15 and 16 refuse a name they do not know yet (hence the README's `LOAD` first);
+/// 17 stores it unchecked, and the value is checked when a session loads the library: a bad one
+/// is a WARNING there, and the default stays.
+#[test]
+fn alter_system_without_the_library_loaded_follows_the_server_version() {
+    let deployment = deployment();
+    let mut client = deployment.client();
+    let version: i32 = one::<String>(&mut client, "SHOW server_version_num")
+        .parse()
+        .unwrap();
+    let stored = client.batch_execute("ALTER SYSTEM SET dex_collector.concurrency = 16");
+    if version < 170000 {
+        let (code, message, _) = sql_error(stored);
+        assert_eq!(code, "42704", "{message}");
+        client.batch_execute("LOAD 'dex_collector'").unwrap();
+        client
+            .batch_execute("ALTER SYSTEM SET dex_collector.concurrency = 16")
+            .unwrap();
+    } else {
+        stored.unwrap();
+    }
+    client.batch_execute("SELECT pg_reload_conf()").unwrap();
+    let concurrency_in_new_session = || {
+        let mut session = deployment.client();
+        session.batch_execute("LOAD 'dex_collector'").unwrap();
+        one::<String>(&mut session, "SHOW dex_collector.concurrency")
+    };
+    assert!(
+        wait_until(Duration::from_secs(5), || concurrency_in_new_session()
+            == "16"),
+        "the stored value applies once the library is loaded"
+    );
+    if version < 170000 {
+        return;
+    }
+
+    let mut fresh = deployment.client();
+    fresh
+        .batch_execute("ALTER SYSTEM SET dex_collector.concurrency = 0")
+        .unwrap();
+    fresh.batch_execute("SELECT pg_reload_conf()").unwrap();
+    assert!(
+        wait_until(Duration::from_secs(5), || concurrency_in_new_session()
+            == "8"),
+        "an invalid stored value leaves the default"
+    );
+    let summary = deployment.collect_all();
+    assert_eq!(summary["successfulCollections"], 8, "{summary}");
+    let log = deployment.cluster.log_contents();
+    assert!(
+        log.contains(
+            "WARNING:  0 is outside the valid range for parameter \"dex_collector.concurrency\""
+        ),
+        "{log}"
+    );
 }

@@ -209,6 +209,75 @@ fn the_retired_setting_is_refused_and_a_leftover_is_named_but_never_shown() {
     assert!(leaks.is_empty(), "the server log holds a key: {leaks:#?}");
 }
 
+/// `ALTER SYSTEM SET dex_collector.service_key` in a session that has not loaded the library,
+/// as 0.1.0's README had it: PostgreSQL 15 and 16 refuse the unknown name; 17 stores it in
+/// `postgresql.auto.conf`, where a collection finds it, names the file and line (never the
+/// value) and refuses to run until it is reset. PostgreSQL itself logs the value on reload, as it
+/// logs any setting's new value (README); dex_collector never repeats it.
+#[test]
+fn the_retired_setting_stored_by_alter_system_is_named_until_it_is_reset() {
+    let deployment = deployment(false);
+    let mut client = deployment.client();
+    let version: i32 = client
+        .query_one("SHOW server_version_num", &[])
+        .unwrap()
+        .get::<_, String>(0)
+        .parse()
+        .unwrap();
+    let stored = client.batch_execute(&format!(
+        "ALTER SYSTEM SET dex_collector.service_key = '{LEFTOVER}'"
+    ));
+    if version < 170000 {
+        let (code, message, _) = error_of(stored);
+        assert_eq!(code, "42704", "{message}");
+        assert!(!message.contains(LEFTOVER), "{message}");
+        return;
+    }
+    stored.unwrap();
+    // A 0.1.0 deployment: the setting was its only key.
+    client
+        .batch_execute("ALTER DATABASE dex RESET dex_collector.service_key_file")
+        .unwrap();
+    client.batch_execute("SELECT pg_reload_conf()").unwrap();
+
+    let (code, message, hint) = error_of(
+        deployment
+            .client()
+            .query_one("SELECT dex_collect_all()", &[]),
+    );
+    assert_eq!(code, "22023");
+    assert!(
+        message.contains("dex_collector.service_key is still set (")
+            && message.contains("postgresql.auto.conf line"),
+        "{message}"
+    );
+    assert!(hint.contains("RESET dex_collector.service_key"), "{hint}");
+    assert!(!message.contains(LEFTOVER) && !hint.contains(LEFTOVER));
+
+    client
+        .batch_execute("ALTER SYSTEM RESET dex_collector.service_key")
+        .unwrap();
+    client.batch_execute("SELECT pg_reload_conf()").unwrap();
+    client.batch_execute(&deployment.configure_sql()).unwrap();
+    let summary = deployment.collect_all();
+    assert_eq!(summary["successfulCollections"], 8, "{summary}");
+    let log = deployment.cluster.log_contents();
+    let leaks: Vec<&str> = log
+        .lines()
+        .filter(|line| line.contains(LEFTOVER))
+        .filter(|line| {
+            !line.contains("STATEMENT:  ALTER SYSTEM")
+                && !line.contains("statement: ALTER SYSTEM")
+                && !line.contains("parameter \"dex_collector.service_key\" changed to")
+        })
+        .collect();
+    assert!(leaks.is_empty(), "the server log holds the key: {leaks:#?}");
+    // What the README warns of: PostgreSQL's own line, at the reload.
+    assert!(log.contains(&format!(
+        "parameter \"dex_collector.service_key\" changed to \"{LEFTOVER}\""
+    )));
+}
+
 /// Every place a role without grants can look, as text: settings, per-database and per-role
 /// settings, every `dex_collector.*` value, and every table and view it may read.
 fn everything_visible_to(client: &mut postgres::Client) -> String {

@@ -257,6 +257,21 @@ fn postgres_creates_collects_schedules_monitors_and_grants_and_the_api_roles_get
         let (state, message, _) = sql_error(api.query_one(denied, &[]));
         assert_eq!(state, "42501", "{denied}: {message}");
     }
+    // Not one privilege of any kind on the extension's tables, views and sequence (on 17 the
+    // default privileges' ALL includes MAINTAIN: VACUUM, ANALYZE, LOCK TABLE, REFRESH).
+    let granted: Vec<String> = client
+        .query(
+            "SELECT format('%s %s %s', c.relname, a.grantee::regrole, a.privilege_type)
+               FROM pg_class c, aclexplode(c.relacl) a
+              WHERE c.relnamespace = 'dex_collector'::regnamespace
+                AND a.grantee IN ('anon'::regrole, 'authenticated'::regrole, 'service_role'::regrole)",
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    assert!(granted.is_empty(), "{granted:#?}");
     assert_eq!(
         one::<i64>(&mut api, "SELECT count(*) FROM public.companies"),
         0,

@@ -244,10 +244,14 @@ impl Bench {
             },
             ..DeploymentOptions::default()
         })?;
+        let server: String = deployment
+            .client()
+            .query_one("SHOW server_version", &[])?
+            .get(0);
         Ok(Bench {
             deployment,
             loaded_companies: None,
-            machine: Machine::describe(),
+            machine: Machine::describe(server),
         })
     }
 
@@ -507,22 +511,24 @@ fn stand_in_ceiling(deployment: &Deployment, connections: u32) -> Result<f64, St
 struct Machine {
     cpu: String,
     cores: usize,
+    /// PostgreSQL's `server_version`.
+    server: String,
 }
 
 impl Machine {
-    fn describe() -> Machine {
-        let lscpu = Command::new("lscpu")
-            .output()
-            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned());
-        let cpu = lscpu
+    fn describe(server: String) -> Machine {
+        // /proc/cpuinfo rather than lscpu, which a minimal Debian 13 lacks.
+        let cpu = std::fs::read_to_string("/proc/cpuinfo")
             .ok()
             .and_then(|text| {
-                text.lines()
-                    .find_map(|l| Some(l.strip_prefix("Model name:")?.trim().to_string()))
+                text.lines().find_map(|line| {
+                    let (key, value) = line.split_once(':')?;
+                    (key.trim() == "model name").then(|| value.trim().to_string())
+                })
             })
             .unwrap_or_else(|| "unknown CPU".into());
         let cores = std::thread::available_parallelism().map_or(0, usize::from);
-        Machine { cpu, cores }
+        Machine { cpu, cores, server }
     }
 }
 
@@ -536,7 +542,11 @@ fn megabytes(kb: i64) -> String {
 
 fn report(machine: &Machine, measured: &[Measured], memory: Option<&MemoryMeasured>) -> String {
     let mut out = String::new();
-    let _ = writeln!(out, "\nMachine: {}, {} cores", machine.cpu, machine.cores);
+    let _ = writeln!(
+        out,
+        "\nMachine: {}, {} cores; PostgreSQL {}",
+        machine.cpu, machine.cores, machine.server
+    );
     if !measured.is_empty() {
         let _ = writeln!(
             out,

@@ -1,0 +1,83 @@
+#!/usr/bin/env bash
+# Builds the installable files of the extension for one PostgreSQL major ($DEX_PG_MAJOR, 15
+# unless set) with `cargo pgrx package` (release), and packs them twice into dist/:
+#
+#   dex_collector-VERSION-pgN-debianR-ARCH.tar.gz   the files and an install.sh that puts them
+#                                                  where the server's pg_config says (no Rust)
+#   postgresql-N-dex-collector_VERSION-1_ARCH.deb  the same files for Debian's PostgreSQL N
+#
+# scripts/test.sh runs it for each major it tests (in a chroot where this machine's Debian does
+# not package that major); scripts/test-package.sh then installs both into a system that has
+# nothing but PostgreSQL and runs a collection from them.
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
+setup
+cd "$REPO_ROOT"
+
+version="$(sed -n 's/^version = "\(.*\)"$/\1/p' Cargo.toml | head -n 1)"
+architecture="$(dpkg --print-architecture)"
+debian_release="debian$(. /etc/os-release && echo "${VERSION_ID%%.*}")"
+name="dex_collector-${version}-pg${PG_MAJOR}-${debian_release}-${architecture}"
+deb_name="postgresql-${PG_MAJOR}-dex-collector"
+dist="$REPO_ROOT/dist"
+work="$(mktemp -d -t dex_collector_package.XXXXXX)"
+trap 'rm -rf "$work"' EXIT
+
+step "Building the release package for PostgreSQL ${PG_MAJOR}"
+cargo pgrx package --pg-config "$PG_CONFIG" "${PG_FEATURES[@]}" --out-dir "$work/pgrx"
+
+library_dir="$("$PG_CONFIG" --pkglibdir)"
+extension_dir="$("$PG_CONFIG" --sharedir)/extension"
+built_library="$work/pgrx$library_dir/dex_collector.so"
+built_extension="$work/pgrx$extension_dir"
+[ -f "$built_library" ] && [ -f "$built_extension/dex_collector.control" ] || {
+    echo "cargo pgrx package left no $built_library or control file" >&2
+    exit 1
+}
+
+# Every released install script too (cargo pgrx packages the current one and the upgrade
+# scripts), so that a DBA can create an older version and update it, as the upgrade test does.
+stage_extension_files() {   # stage_extension_files DIR
+    mkdir -p "$1"
+    install -m 0644 "$built_extension"/dex_collector* "$1/"
+    install -m 0644 sql/dex_collector--[0-9]*.sql "$1/"
+}
+
+# The newest glibc symbol version the library needs: the oldest glibc it runs with.
+glibc_needed="$(objdump -T "$built_library" | grep -o 'GLIBC_[0-9.]*' | sed 's/GLIBC_//' | sort -V | tail -n 1)"
+
+step "dist/${name}.tar.gz"
+tree="$work/tar/$name"
+install -D -m 0755 "$built_library" "$tree/dex_collector.so"
+stage_extension_files "$tree/extension"
+sed -e "s/@PG_MAJOR@/${PG_MAJOR}/g" -e "s/@VERSION@/${version}/g" -e "s/@GLIBC@/${glibc_needed}/g" \
+    scripts/package-install.sh.in >"$tree/install.sh"
+chmod 0755 "$tree/install.sh"
+mkdir -p "$dist"
+tar -C "$work/tar" --owner=0 --group=0 -czf "$dist/${name}.tar.gz" "$name"
+
+step "dist/${deb_name}_${version}-1_${architecture}.deb"
+root="$work/deb"
+install -D -m 0644 "$built_library" "$root$library_dir/dex_collector.so"
+stage_extension_files "$root$extension_dir"
+install -D -m 0644 README.md "$root/usr/share/doc/$deb_name/README.md"
+mkdir -p "$root/DEBIAN"
+cat >"$root/DEBIAN/control" <<CONTROL
+Package: ${deb_name}
+Version: ${version}-1
+Architecture: ${architecture}
+Maintainer: dex_collector developers <dex_collector@packages.invalid>
+Section: database
+Priority: optional
+Installed-Size: $(du -sk --exclude=DEBIAN "$root" | cut -f1)
+Depends: postgresql-${PG_MAJOR}, libc6 (>= ${glibc_needed}), libgcc-s1
+Suggests: postgresql-${PG_MAJOR}-cron
+Description: DEX audit data collection for PostgreSQL ${PG_MAJOR}
+ dex_collector collects DEX audit data for every company a vending operator
+ serves, from inside the database: SELECT dex_collect_all() calls the web
+ app's collect-bulk endpoint for every company, concurrently, and records the
+ run; a background worker and pg_cron schedule it; dex_parse() reads DEX in SQL.
+CONTROL
+dpkg-deb --root-owner-group -Zxz --build "$root" "$dist/${deb_name}_${version}-1_${architecture}.deb" >/dev/null
+
+step "Packages for PostgreSQL ${PG_MAJOR} (needs glibc ${glibc_needed} or newer)"
+ls -l "$dist/${name}.tar.gz" "$dist/${deb_name}_${version}-1_${architecture}.deb"

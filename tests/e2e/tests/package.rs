@@ -1,0 +1,108 @@
+//! The installable packages (`scripts/package.sh`), installed into a system that has PostgreSQL
+//! and nothing else. `scripts/test-package.sh` installs each package there and runs this test
+//! program against it; a plain `cargo test` would test the developer's own build instead, so it
+//! leaves these to that script (`--ignored`).
+
+use std::time::Duration;
+
+use dex_collector_e2e::deployment::{
+    one, sample, unexpected_log_lines, wait_until, Deployment, DeploymentOptions,
+};
+use dex_collector_e2e::stand_in::StandInConfig;
+
+const RUN_BY: &str = "run by scripts/test-package.sh in a system with a package installed";
+
+/// The version the installed package creates by default.
+fn packaged_version(client: &mut postgres::Client) -> String {
+    one(
+        client,
+        "SELECT default_version FROM pg_available_extensions WHERE name = 'dex_collector'",
+    )
+}
+
+#[test]
+#[ignore = "run by scripts/test-package.sh in a system with a package installed"]
+fn a_package_creates_the_extension_collects_and_runs_its_worker() {
+    let deployment = Deployment::start(DeploymentOptions {
+        preload: true,
+        also_preload: vec!["pg_cron".into()],
+        settings: vec![
+            ("dex_collector.database".into(), "dex".into()),
+            ("cron.database_name".into(), "dex".into()),
+        ],
+        stand_in: StandInConfig::default(),
+        ..DeploymentOptions::default()
+    })
+    .unwrap_or_else(|e| panic!("{RUN_BY}: {e}"));
+    let mut client = deployment.client();
+    let version = packaged_version(&mut client);
+    let installed: String = one(
+        &mut client,
+        "SELECT extversion FROM pg_extension WHERE extname = 'dex_collector'",
+    );
+    assert_eq!(installed, version);
+
+    let summary = deployment.collect_all();
+    assert_eq!(summary["success"], true, "{summary}");
+    assert_eq!(
+        summary["successfulCollections"],
+        sample::CALLED.len(),
+        "{summary}"
+    );
+
+    // The background worker, woken by a queued run.
+    let run_id: i64 = one(&mut client, "SELECT dex_collect_all_async()");
+    let finished = wait_until(Duration::from_secs(30), || {
+        let status: String = one(
+            &mut deployment.client(),
+            &format!("SELECT status FROM dex_collector.runs WHERE id = {run_id}"),
+        );
+        status == "succeeded"
+    });
+    assert!(finished, "the worker did not finish run {run_id}");
+
+    // pg_cron takes the schedule (its running the job is the operations suite's).
+    client
+        .batch_execute("CREATE EXTENSION pg_cron")
+        .unwrap_or_else(|e| panic!("CREATE EXTENSION pg_cron: {e}"));
+    let job: i64 = one(&mut client, "SELECT dex_collector.schedule('*/15 * * * *')");
+    assert!(job > 0);
+
+    // The DEX functions.
+    let machine: String = one(
+        &mut client,
+        "SELECT dex_parse('DXS*9252131001*VA*V1/1*1\r\nID1*123456789\r\nDXE*1*1\r\n'::text)
+                #>> '{machine,serial}'",
+    );
+    assert_eq!(machine, "123456789");
+
+    let log = deployment.cluster.log_contents();
+    let unexpected = unexpected_log_lines(&log, &[]);
+    assert!(unexpected.is_empty(), "{unexpected:#?}");
+}
+
+#[test]
+#[ignore = "run by scripts/test-package.sh in a system with a package installed"]
+fn a_package_updates_the_previous_release() {
+    let deployment = Deployment::start(DeploymentOptions {
+        configure: false,
+        ..DeploymentOptions::default()
+    })
+    .unwrap_or_else(|e| panic!("{RUN_BY}: {e}"));
+    let mut client = deployment.client();
+    let version = packaged_version(&mut client);
+    client
+        .batch_execute(
+            "CREATE EXTENSION dex_collector VERSION '0.1.0';
+             ALTER EXTENSION dex_collector UPDATE;",
+        )
+        .unwrap_or_else(|e| panic!("0.1.0, then UPDATE: {e}"));
+    let installed: String = one(
+        &mut client,
+        "SELECT extversion FROM pg_extension WHERE extname = 'dex_collector'",
+    );
+    assert_eq!(installed, version);
+    client.batch_execute(&deployment.configure_sql()).unwrap();
+    let summary = deployment.collect_all();
+    assert_eq!(summary["success"], true, "{summary}");
+}
