@@ -48,10 +48,23 @@ for_major() {
         DEX_PG_MAJOR="$major" "$@"
         return
     fi
+    local DEX_PG_MAJOR="$major"
     suite="$(debian_suite_for "$major")"
     step "PostgreSQL $major is not packaged here: in a Debian $suite chroot"
-    as_root env HOME="$HOME" ${CI:+CI="$CI"} DEX_PG_MAJOR="$major" \
-        "$REPO_ROOT/scripts/in-chroot.sh" --rust "$suite" "build-$suite" "${@/#"$REPO_ROOT"//repo}"
+    in_chroot --rust "$suite" "build-$suite" "${@/#"$REPO_ROOT"//repo}"
+}
+
+# scripts/in-chroot.sh as root, with what it reads from the environment (sudo would drop it).
+# What it leaves in the repository (dist/, target/) is handed back to the caller.
+in_chroot() {
+    local status=0
+    as_root env HOME="$HOME" ${CI:+CI="$CI"} ${DEX_PG_MAJOR:+DEX_PG_MAJOR="$DEX_PG_MAJOR"} \
+        ${DEX_CHROOT_DIR:+DEX_CHROOT_DIR="$DEX_CHROOT_DIR"} ${DEBIAN_MIRROR:+DEBIAN_MIRROR="$DEBIAN_MIRROR"} \
+        "$REPO_ROOT/scripts/in-chroot.sh" "$@" || status=$?
+    if [ "$(id -u)" -ne 0 ]; then
+        as_root chown -R "$(id -u):$(id -g)" "$REPO_ROOT/dist" "$REPO_ROOT/target" 2>/dev/null || true
+    fi
+    return "$status"
 }
 
 # The packages of those named that are not installed.

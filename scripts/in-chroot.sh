@@ -8,9 +8,10 @@
 # SUITE is a Debian release (bookworm, trixie); NAME names the chroot, kept under
 # $DEX_CHROOT_DIR (default /var/cache/dex_collector/chroots) and reused by the next call:
 # debootstrap runs once. This repository is mounted at /repo. With --rust, the caller's Rust
-# toolchain ($HOME/.cargo, $HOME/.rustup) is mounted too and first on PATH, and cargo builds into
-# /target inside the chroot (never into the repository's target/: another release's glibc).
-# Without it the chroot has no compiler of any kind unless someone installs one.
+# toolchain ($HOME/.cargo/bin, $HOME/.rustup) is mounted too, read-only, and first on PATH;
+# cargo keeps its downloads in /cargo and builds into /target inside the chroot (never into the
+# caller's: files made as root there, and another release's glibc). Without --rust the chroot
+# has no compiler of any kind unless someone installs one.
 #
 # Whatever it mounts is unmounted when it exits, however it exits; processes left running in the
 # chroot (a test's postgres) are ended first.
@@ -145,8 +146,10 @@ mount_all() {
     mount_in /dev/shm -t tmpfs -o mode=1777 shm   # PostgreSQL's dynamic shared memory
     mount_in /repo --bind "$REPO_ROOT"
     if $with_rust; then
-        mount_in "$HOME/.cargo" --bind "$HOME/.cargo"
+        mount_in "$HOME/.cargo/bin" --bind "$HOME/.cargo/bin"
+        mount -o remount,bind,ro "$CHROOT$HOME/.cargo/bin"
         mount_in "$HOME/.rustup" --bind "$HOME/.rustup"
+        mount -o remount,bind,ro "$CHROOT$HOME/.rustup"
     fi
 }
 
@@ -159,11 +162,14 @@ environment=(HOME="$HOME" TERM="${TERM:-dumb}" LANG=C.UTF-8 DEBIAN_FRONTEND=noni
 [ -n "${CI:-}" ] && environment+=(CI="$CI")
 [ -n "${DEX_PG_MAJOR:-}" ] && environment+=(DEX_PG_MAJOR="$DEX_PG_MAJOR")
 if $with_rust; then
-    path="$HOME/.cargo/bin:$path"
-    environment+=(CARGO_TARGET_DIR=/target)
+    path="$HOME/.cargo/bin:/cargo/bin:$path"
+    environment+=(RUSTUP_HOME="$HOME/.rustup" CARGO_HOME=/cargo CARGO_TARGET_DIR=/target)
 fi
 # In the background and waited for, so that a signal reaches the trap at once (bash runs traps
-# only between foreground commands).
-chroot "$CHROOT" env -i "${environment[@]}" PATH="$path" "$@" &
+# only between foreground commands); stdin passed on, which a background job would not get.
+chroot "$CHROOT" env -i "${environment[@]}" PATH="$path" "$@" <&0 &
 STEP_PID=$!
-wait "$STEP_PID"
+status=0
+wait "$STEP_PID" || status=$?
+STEP_PID=
+exit "$status"

@@ -53,6 +53,7 @@ sed -e "s/@PG_MAJOR@/${PG_MAJOR}/g" -e "s/@VERSION@/${version}/g" -e "s/@GLIBC@/
     scripts/package-install.sh.in >"$tree/install.sh"
 chmod 0755 "$tree/install.sh"
 mkdir -p "$dist"
+rm -f "$dist"/dex_collector-*-pg"${PG_MAJOR}"-*.tar.gz "$dist"/"${deb_name}"_*.deb   # one build per major
 tar -C "$work/tar" --owner=0 --group=0 -czf "$dist/${name}.tar.gz" "$name"
 
 step "dist/${deb_name}_${version}-1_${architecture}.deb"
@@ -69,7 +70,7 @@ Maintainer: dex_collector developers <dex_collector@packages.invalid>
 Section: database
 Priority: optional
 Installed-Size: $(du -sk --exclude=DEBIAN "$root" | cut -f1)
-Depends: postgresql-${PG_MAJOR}, libc6 (>= ${glibc_needed}), libgcc-s1
+Depends: postgresql-${PG_MAJOR}, libc6 (>= ${glibc_needed}), libgcc-s1, ca-certificates
 Suggests: postgresql-${PG_MAJOR}-cron
 Description: DEX audit data collection for PostgreSQL ${PG_MAJOR}
  dex_collector collects DEX audit data for every company a vending operator

@@ -18,7 +18,7 @@ build_test_program() {
     cd "$REPO_ROOT"
     local program
     program="$(cargo test -p dex_collector_e2e --test package --no-run --message-format=json |
-        grep -F '/tests/package.rs"' | sed -n 's/.*"executable":"\([^"]*\)".*/\1/p' | tail -n 1)"
+        grep -F '/tests/package.rs"' | sed -n 's/.*"executable":"\([^"]*\)".*/\1/p' | tail -n 1 || true)"
     [ -x "$program" ] || { echo "the package test program was not built" >&2; exit 1; }
     install -D -m 0755 "$program" "target/package-test/pg${PG_MAJOR}/package"
 }
@@ -57,6 +57,8 @@ test_in_clean_system() {
     archive="$(ls /repo/dist/dex_collector-*-pg${PG_MAJOR}-*.tar.gz)"
 
     apt-get install -y -qq "$deb" >/dev/null
+    # https endpoints need the system's CA certificates (rustls reads them): a dependency.
+    [ -s /etc/ssl/certs/ca-certificates.crt ] || { echo "the .deb did not bring CA certificates" >&2; exit 1; }
     run_package_test "from $(basename "$deb") with apt"
     apt-get purge -y -qq "postgresql-${PG_MAJOR}-dex-collector" >/dev/null
     [ -z "$(files_left)" ] || { echo "purging the .deb left: $(files_left)" >&2; exit 1; }
@@ -77,8 +79,8 @@ case "${1:-}" in
         major="$1"
         for_major "$major" "$REPO_ROOT/scripts/test-package.sh" --build-test-program
         suite="$(debian_suite_for "$major" 2>/dev/null || echo bookworm)"
-        as_root env HOME="$HOME" DEX_PG_MAJOR="$major" "$REPO_ROOT/scripts/in-chroot.sh" \
-            "$suite" "package-test-pg$major" /repo/scripts/test-package.sh --in-clean-system
+        DEX_PG_MAJOR="$major" in_chroot "$suite" "package-test-pg$major" \
+            /repo/scripts/test-package.sh --in-clean-system
         ;;
     *)
         echo "usage: $0 MAJOR" >&2

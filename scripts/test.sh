@@ -18,7 +18,9 @@ for major in "${majors[@]}"; do
     [[ "$major" =~ ^[0-9]+$ ]] || { echo "usage: $0 [MAJOR...], e.g. $0 15 17" >&2; exit 2; }
 done
 
-setup
+# The checks before the majors need Rust and a C toolchain (ring, libFuzzer), no PostgreSQL.
+ensure_apt_packages build-essential pkg-config ca-certificates
+ensure_rust
 cd "$REPO_ROOT"
 started=$SECONDS
 

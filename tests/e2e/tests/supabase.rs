@@ -261,10 +261,13 @@ fn postgres_creates_collects_schedules_monitors_and_grants_and_the_api_roles_get
     // default privileges' ALL includes MAINTAIN: VACUUM, ANALYZE, LOCK TABLE, REFRESH).
     let granted: Vec<String> = client
         .query(
-            "SELECT format('%s %s %s', c.relname, a.grantee::regrole, a.privilege_type)
+            "SELECT format('%s %s %s', c.relname,
+                           CASE a.grantee WHEN 0 THEN 'PUBLIC' ELSE a.grantee::regrole::text END,
+                           a.privilege_type)
                FROM pg_class c, aclexplode(c.relacl) a
               WHERE c.relnamespace = 'dex_collector'::regnamespace
-                AND a.grantee IN ('anon'::regrole, 'authenticated'::regrole, 'service_role'::regrole)",
+                AND (a.grantee = 0
+                     OR a.grantee IN ('anon'::regrole, 'authenticated'::regrole, 'service_role'::regrole))",
             &[],
         )
         .unwrap()
