@@ -164,6 +164,12 @@ environment=(HOME="$HOME" TERM="${TERM:-dumb}" LANG=C.UTF-8 DEBIAN_FRONTEND=noni
 if $with_rust; then
     path="$HOME/.cargo/bin:/cargo/bin:$path"
     environment+=(RUSTUP_HOME="$HOME/.rustup" CARGO_HOME=/cargo CARGO_TARGET_DIR=/target)
+    # cargo downloads crates as the caller's does: trusting what this machine trusts (a proxy's
+    # own CA, say), which the chroot's ca-certificates does not know.
+    if [ -s /etc/ssl/certs/ca-certificates.crt ]; then
+        install -D -m 0644 /etc/ssl/certs/ca-certificates.crt "$CHROOT/etc/ssl/host-ca-certificates.crt"
+        environment+=(CARGO_HTTP_CAINFO=/etc/ssl/host-ca-certificates.crt)
+    fi
 fi
 # In the background and waited for, so that a signal reaches the trap at once (bash runs traps
 # only between foreground commands); stdin passed on, which a background job would not get.
