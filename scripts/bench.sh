@@ -12,10 +12,7 @@
 # On the PostgreSQL major in $DEX_PG_MAJOR (15 unless set): `DEX_PG_MAJOR=17 ./scripts/bench.sh`
 # runs in the Debian 13 chroot where this machine's Debian has no PostgreSQL 17 (scripts/test.sh).
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
-if ! packaged_here "$PG_MAJOR"; then
-    for_major "$PG_MAJOR" "$REPO_ROOT/scripts/bench.sh" "$@"
-    exit
-fi
+where_packaged "$REPO_ROOT/scripts/bench.sh" "$@"
 setup
 # wrk measures the stand-in's own ceiling, to show that it is not what limits the figures.
 if ! command -v wrk >/dev/null; then

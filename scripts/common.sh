@@ -38,13 +38,19 @@ debian_suite_for() {
     esac
 }
 
-# Runs a command for PostgreSQL major $1 (as $DEX_PG_MAJOR): here if this machine packages that
-# major, otherwise in a chroot of the Debian release that does, with this machine's Rust
-# toolchain mounted (scripts/in-chroot.sh; as root there).
+# Whether the work for PostgreSQL major $1 runs on this system: it packages that major, or it
+# is the chroot scripts/in-chroot.sh made for it (never a chroot in a chroot).
+runs_here() {
+    [ -n "${DEX_IN_CHROOT:-}" ] || packaged_here "$1"
+}
+
+# Runs a command for PostgreSQL major $1 (as $DEX_PG_MAJOR): here where it runs here, otherwise
+# in a chroot of the Debian release that packages it, with this machine's Rust toolchain mounted
+# (scripts/in-chroot.sh; as root there).
 for_major() {
     local major="$1" suite
     shift
-    if packaged_here "$major"; then
+    if runs_here "$major"; then
         DEX_PG_MAJOR="$major" "$@"
         return
     fi
@@ -52,6 +58,16 @@ for_major() {
     suite="$(debian_suite_for "$major")"
     step "PostgreSQL $major is not packaged here: in a Debian $suite chroot"
     in_chroot --rust "$suite" "build-$suite" "${@/#"$REPO_ROOT"//repo}"
+}
+
+# For a script that works on $PG_MAJOR: when this machine's apt sources do not have that major,
+# runs the script ($1, with its arguments) again in the chroot that does, and exits with its
+# status; otherwise returns, and the script goes on here.
+where_packaged() {
+    runs_here "$PG_MAJOR" && return 0
+    local status=0
+    for_major "$PG_MAJOR" "$@" || status=$?
+    exit "$status"
 }
 
 # scripts/in-chroot.sh as root, with what it reads from the environment (sudo would drop it).

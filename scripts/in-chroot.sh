@@ -158,7 +158,7 @@ configure_chroot
 mount_all
 
 path=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
-environment=(HOME="$HOME" TERM="${TERM:-dumb}" LANG=C.UTF-8 DEBIAN_FRONTEND=noninteractive)
+environment=(HOME="$HOME" TERM="${TERM:-dumb}" LANG=C.UTF-8 DEBIAN_FRONTEND=noninteractive DEX_IN_CHROOT="$SUITE")
 [ -n "${CI:-}" ] && environment+=(CI="$CI")
 [ -n "${DEX_PG_MAJOR:-}" ] && environment+=(DEX_PG_MAJOR="$DEX_PG_MAJOR")
 if $with_rust; then

@@ -6,10 +6,11 @@
 #                                                  where the server's pg_config says (no Rust)
 #   postgresql-N-dex-collector_VERSION-1_ARCH.deb  the same files for Debian's PostgreSQL N
 #
-# scripts/test.sh runs it for each major it tests (in a chroot where this machine's Debian does
-# not package that major); scripts/test-package.sh then installs both into a system that has
-# nothing but PostgreSQL and runs a collection from them.
+# Where this machine's Debian does not package that major, it runs in a chroot of the release
+# that does. scripts/test.sh runs it for each major it tests; scripts/test-package.sh then
+# installs both into a system that has nothing but PostgreSQL and runs a collection from them.
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
+where_packaged "$REPO_ROOT/scripts/package.sh"
 setup
 cd "$REPO_ROOT"
 

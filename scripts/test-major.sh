@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The tests that need PostgreSQL, against the system PostgreSQL of one major version
-# ($DEX_PG_MAJOR, 15 unless set), on a machine whose apt sources package it. scripts/test.sh runs
-# it for each major, in a chroot where this machine has no package.
+# ($DEX_PG_MAJOR, 15 unless set); in a chroot of the Debian release that packages it where this
+# machine's apt sources do not. scripts/test.sh runs it for each major.
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
+where_packaged "$REPO_ROOT/scripts/test-major.sh"
 setup
 cd "$REPO_ROOT"
 

@@ -42,8 +42,8 @@ timings=("without PostgreSQL: $((SECONDS - started)) s")
 
 for major in "${majors[@]}"; do
     started=$SECONDS
-    for_major "$major" "$REPO_ROOT/scripts/test-major.sh"
-    for_major "$major" "$REPO_ROOT/scripts/package.sh"
+    DEX_PG_MAJOR="$major" "$REPO_ROOT/scripts/test-major.sh"
+    DEX_PG_MAJOR="$major" "$REPO_ROOT/scripts/package.sh"
     "$REPO_ROOT/scripts/test-package.sh" "$major"
     timings+=("PostgreSQL $major: $((SECONDS - started)) s")
 done
