@@ -38,35 +38,20 @@ debian_suite_for() {
     esac
 }
 
-# Whether the work for PostgreSQL major $1 runs on this system: it packages that major, or it
-# is the chroot scripts/in-chroot.sh made for it (never a chroot in a chroot).
-runs_here() {
-    [ -n "${DEX_IN_CHROOT:-}" ] || packaged_here "$1"
-}
-
-# Runs a command for PostgreSQL major $1 (as $DEX_PG_MAJOR): here where it runs here, otherwise
-# in a chroot of the Debian release that packages it, with this machine's Rust toolchain mounted
-# (scripts/in-chroot.sh; as root there).
-for_major() {
-    local major="$1" suite
-    shift
-    if runs_here "$major"; then
-        DEX_PG_MAJOR="$major" "$@"
-        return
-    fi
-    local DEX_PG_MAJOR="$major"
-    suite="$(debian_suite_for "$major")"
-    step "PostgreSQL $major is not packaged here: in a Debian $suite chroot"
-    in_chroot --rust "$suite" "build-$suite" "${@/#"$REPO_ROOT"//repo}"
-}
-
-# For a script that works on $PG_MAJOR: when this machine's apt sources do not have that major,
-# runs the script ($1, with its arguments) again in the chroot that does, and exits with its
-# status; otherwise returns, and the script goes on here.
+# For a script that works on $PG_MAJOR: where this machine's apt sources do not have that major,
+# runs the script ($1, with its arguments) again in a chroot of the Debian release that does,
+# with this machine's Rust toolchain mounted (scripts/in-chroot.sh; as root there), and exits
+# with its status. Otherwise returns, and the script goes on here; so it does inside that chroot
+# (never a chroot in a chroot).
 where_packaged() {
-    runs_here "$PG_MAJOR" && return 0
-    local status=0
-    for_major "$PG_MAJOR" "$@" || status=$?
+    if [ -n "${DEX_IN_CHROOT:-}" ] || packaged_here "$PG_MAJOR"; then
+        return 0
+    fi
+    local suite status=0
+    suite="$(debian_suite_for "$PG_MAJOR")"
+    step "PostgreSQL $PG_MAJOR is not packaged here: in a Debian $suite chroot"
+    DEX_PG_MAJOR="$PG_MAJOR" in_chroot --rust "$suite" "build-$suite" "${@/#"$REPO_ROOT"//repo}" ||
+        status=$?
     exit "$status"
 }
 
@@ -159,6 +144,18 @@ ensure_supabase_parts() {
     rm -rf "$build"
 }
 
+# The install scripts of the released versions, kept in sql/ as released (not the upgrade
+# scripts, which cargo pgrx installs and packages itself).
+released_install_scripts() {
+    local script
+    for script in "$REPO_ROOT"/sql/dex_collector--[0-9]*.[0-9]*.[0-9]*.sql; do
+        case "$(basename "$script")" in
+            *--*--*) ;;
+            *) echo "$script" ;;
+        esac
+    done
+}
+
 # Builds the extension and installs it into the system PostgreSQL (needs root: sudo otherwise).
 install_extension() {
     local profile_flag=()
@@ -169,14 +166,9 @@ install_extension() {
     (cd "$REPO_ROOT" && cargo pgrx install --pg-config "${PG_CONFIG}" "${PG_FEATURES[@]}" "${sudo_flag[@]}" "${profile_flag[@]}")
     # cargo pgrx installs the current version's script and the upgrade scripts; the released
     # install scripts too, so that an old version can be created and upgraded (the upgrade test).
-    local extension_dir
-    extension_dir="$("${PG_CONFIG}" --sharedir)/extension"
-    for released in "$REPO_ROOT"/sql/dex_collector--[0-9]*.[0-9]*.[0-9]*.sql; do
-        case "$(basename "$released")" in
-            *--*--*) ;;
-            *) as_root install -m 0644 "$released" "$extension_dir/" ;;
-        esac
-    done
+    local released
+    mapfile -t released < <(released_install_scripts)
+    as_root install -m 0644 "${released[@]}" "$("${PG_CONFIG}" --sharedir)/extension/"
 }
 
 setup() {

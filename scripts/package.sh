@@ -19,6 +19,7 @@ architecture="$(dpkg --print-architecture)"
 debian_release="debian$(. /etc/os-release && echo "${VERSION_ID%%.*}")"
 name="dex_collector-${version}-pg${PG_MAJOR}-${debian_release}-${architecture}"
 deb_name="postgresql-${PG_MAJOR}-dex-collector"
+deb_file="${deb_name}_${version}-1_${architecture}.deb"
 dist="$REPO_ROOT/dist"
 work="$(mktemp -d -t dex_collector_package.XXXXXX)"
 trap 'rm -rf "$work"' EXIT
@@ -35,12 +36,12 @@ built_extension="$work/pgrx$extension_dir"
     exit 1
 }
 
-# Every released install script too (cargo pgrx packages the current one and the upgrade
+# The released install scripts too (cargo pgrx packages the current one and the upgrade
 # scripts), so that a DBA can create an older version and update it, as the upgrade test does.
+mapfile -t released < <(released_install_scripts)
 stage_extension_files() {   # stage_extension_files DIR
     mkdir -p "$1"
-    install -m 0644 "$built_extension"/dex_collector* "$1/"
-    install -m 0644 sql/dex_collector--[0-9]*.sql "$1/"
+    install -m 0644 "$built_extension"/dex_collector* "${released[@]}" "$1/"
 }
 
 # The newest glibc symbol version the library needs: the oldest glibc it runs with.
@@ -57,7 +58,7 @@ mkdir -p "$dist"
 rm -f "$dist"/dex_collector-*-pg"${PG_MAJOR}"-*.tar.gz "$dist"/"${deb_name}"_*.deb   # one build per major
 tar -C "$work/tar" --owner=0 --group=0 -czf "$dist/${name}.tar.gz" "$name"
 
-step "dist/${deb_name}_${version}-1_${architecture}.deb"
+step "dist/${deb_file}"
 root="$work/deb"
 install -D -m 0644 "$built_library" "$root$library_dir/dex_collector.so"
 stage_extension_files "$root$extension_dir"
@@ -79,7 +80,7 @@ Description: DEX audit data collection for PostgreSQL ${PG_MAJOR}
  app's collect-bulk endpoint for every company, concurrently, and records the
  run; a background worker and pg_cron schedule it; dex_parse() reads DEX in SQL.
 CONTROL
-dpkg-deb --root-owner-group -Zxz --build "$root" "$dist/${deb_name}_${version}-1_${architecture}.deb" >/dev/null
+dpkg-deb --root-owner-group -Zxz --build "$root" "$dist/${deb_file}" >/dev/null
 
 step "Packages for PostgreSQL ${PG_MAJOR} (needs glibc ${glibc_needed} or newer)"
-ls -l "$dist/${name}.tar.gz" "$dist/${deb_name}_${version}-1_${architecture}.deb"
+ls -l "$dist/${name}.tar.gz" "$dist/${deb_file}"

@@ -14,6 +14,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 # The package test program, built for PostgreSQL $DEX_PG_MAJOR's system (here or in its chroot),
 # copied to target/package-test/pgN/package.
 build_test_program() {
+    where_packaged "$REPO_ROOT/scripts/test-package.sh" --build-test-program
     setup
     cd "$REPO_ROOT"
     local program
@@ -77,7 +78,7 @@ case "${1:-}" in
     --in-clean-system) test_in_clean_system ;;
     [0-9]*)
         major="$1"
-        for_major "$major" "$REPO_ROOT/scripts/test-package.sh" --build-test-program
+        DEX_PG_MAJOR="$major" "$REPO_ROOT/scripts/test-package.sh" --build-test-program
         suite="$(debian_suite_for "$major" 2>/dev/null || echo bookworm)"
         DEX_PG_MAJOR="$major" in_chroot "$suite" "package-test-pg$major" \
             /repo/scripts/test-package.sh --in-clean-system

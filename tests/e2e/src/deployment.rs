@@ -290,6 +290,31 @@ pub fn one<T: for<'a> postgres::types::FromSql<'a>>(client: &mut postgres::Clien
         .get(0)
 }
 
+/// The version `CREATE EXTENSION dex_collector` makes: the installed control file's default.
+pub fn available_version(client: &mut postgres::Client) -> String {
+    one(
+        client,
+        "SELECT default_version FROM pg_available_extensions WHERE name = 'dex_collector'",
+    )
+}
+
+/// The version of the extension created in the client's database.
+pub fn installed_version(client: &mut postgres::Client) -> String {
+    one(
+        client,
+        "SELECT extversion FROM pg_extension WHERE extname = 'dex_collector'",
+    )
+}
+
+/// The server's major version (15, 16, 17), for behaviour that differs between them.
+pub fn server_major(client: &mut postgres::Client) -> i32 {
+    let number: String = one(client, "SHOW server_version_num");
+    number
+        .parse::<i32>()
+        .unwrap_or_else(|e| panic!("server_version_num {number}: {e}"))
+        / 10_000
+}
+
 /// Polls `done` every 100 ms until it says so or `limit` passes; its last answer.
 pub fn wait_until(limit: std::time::Duration, mut done: impl FnMut() -> bool) -> bool {
     let started = std::time::Instant::now();

@@ -3,7 +3,7 @@
 use std::time::{Duration, Instant};
 
 use dex_collector_e2e::deployment::{
-    one, sample, skipped_ids, sql_error, wait_until, Deployment, DeploymentOptions,
+    one, sample, server_major, skipped_ids, sql_error, wait_until, Deployment, DeploymentOptions,
 };
 use dex_collector_e2e::stand_in::{Behavior, DEFAULT_SERVICE_KEY};
 use serde_json::Value;
@@ -418,11 +418,9 @@ fn cancel_and_statement_timeout_stop_a_waiting_run_at_once() {
 fn alter_system_without_the_library_loaded_follows_the_server_version() {
     let deployment = deployment();
     let mut client = deployment.client();
-    let version: i32 = one::<String>(&mut client, "SHOW server_version_num")
-        .parse()
-        .unwrap();
+    let major = server_major(&mut client);
     let stored = client.batch_execute("ALTER SYSTEM SET dex_collector.concurrency = 16");
-    if version < 170000 {
+    if major < 17 {
         let (code, message, _) = sql_error(stored);
         assert_eq!(code, "42704", "{message}");
         client.batch_execute("LOAD 'dex_collector'").unwrap();
@@ -443,7 +441,7 @@ fn alter_system_without_the_library_loaded_follows_the_server_version() {
             == "16"),
         "the stored value applies once the library is loaded"
     );
-    if version < 170000 {
+    if major < 17 {
         return;
     }
 

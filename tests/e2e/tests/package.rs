@@ -6,19 +6,12 @@
 use std::time::Duration;
 
 use dex_collector_e2e::deployment::{
-    one, sample, unexpected_log_lines, wait_until, Deployment, DeploymentOptions,
+    available_version, installed_version, one, sample, unexpected_log_lines, wait_until,
+    Deployment, DeploymentOptions,
 };
 use dex_collector_e2e::stand_in::StandInConfig;
 
 const RUN_BY: &str = "run by scripts/test-package.sh in a system with a package installed";
-
-/// The version the installed package creates by default.
-fn packaged_version(client: &mut postgres::Client) -> String {
-    one(
-        client,
-        "SELECT default_version FROM pg_available_extensions WHERE name = 'dex_collector'",
-    )
-}
 
 #[test]
 #[ignore = "run by scripts/test-package.sh in a system with a package installed"]
@@ -35,12 +28,10 @@ fn a_package_creates_the_extension_collects_and_runs_its_worker() {
     })
     .unwrap_or_else(|e| panic!("{RUN_BY}: {e}"));
     let mut client = deployment.client();
-    let version = packaged_version(&mut client);
-    let installed: String = one(
-        &mut client,
-        "SELECT extversion FROM pg_extension WHERE extname = 'dex_collector'",
+    assert_eq!(
+        installed_version(&mut client),
+        available_version(&mut client)
     );
-    assert_eq!(installed, version);
 
     let summary = deployment.collect_all();
     assert_eq!(summary["success"], true, "{summary}");
@@ -90,18 +81,16 @@ fn a_package_updates_the_previous_release() {
     })
     .unwrap_or_else(|e| panic!("{RUN_BY}: {e}"));
     let mut client = deployment.client();
-    let version = packaged_version(&mut client);
     client
         .batch_execute(
             "CREATE EXTENSION dex_collector VERSION '0.1.0';
              ALTER EXTENSION dex_collector UPDATE;",
         )
         .unwrap_or_else(|e| panic!("0.1.0, then UPDATE: {e}"));
-    let installed: String = one(
-        &mut client,
-        "SELECT extversion FROM pg_extension WHERE extname = 'dex_collector'",
+    assert_eq!(
+        installed_version(&mut client),
+        available_version(&mut client)
     );
-    assert_eq!(installed, version);
     client.batch_execute(&deployment.configure_sql()).unwrap();
     let summary = deployment.collect_all();
     assert_eq!(summary["success"], true, "{summary}");

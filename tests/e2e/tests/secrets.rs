@@ -5,7 +5,7 @@
 
 use std::os::unix::fs::PermissionsExt;
 
-use dex_collector_e2e::deployment::{sql_error, Deployment, DeploymentOptions};
+use dex_collector_e2e::deployment::{server_major, sql_error, Deployment, DeploymentOptions};
 use dex_collector_e2e::stand_in::StandInConfig;
 use serde_json::Value;
 
@@ -218,16 +218,11 @@ fn the_retired_setting_is_refused_and_a_leftover_is_named_but_never_shown() {
 fn the_retired_setting_stored_by_alter_system_is_named_until_it_is_reset() {
     let deployment = deployment(false);
     let mut client = deployment.client();
-    let version: i32 = client
-        .query_one("SHOW server_version_num", &[])
-        .unwrap()
-        .get::<_, String>(0)
-        .parse()
-        .unwrap();
+    let major = server_major(&mut client);
     let stored = client.batch_execute(&format!(
         "ALTER SYSTEM SET dex_collector.service_key = '{LEFTOVER}'"
     ));
-    if version < 170000 {
+    if major < 17 {
         let (code, message, _) = error_of(stored);
         assert_eq!(code, "42704", "{message}");
         assert!(!message.contains(LEFTOVER), "{message}");

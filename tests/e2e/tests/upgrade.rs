@@ -3,19 +3,10 @@
 //! is the one a fresh install of the current version makes. Every schema change comes with its
 //! upgrade script, and this test is what holds it to that.
 
-use dex_collector_e2e::deployment::{Deployment, DeploymentOptions};
+use dex_collector_e2e::deployment::{
+    available_version, installed_version, Deployment, DeploymentOptions,
+};
 use serde_json::Value;
-
-/// The version of the build installed for the test (its control file's default version).
-fn current_version(client: &mut postgres::Client) -> String {
-    client
-        .query_one(
-            "SELECT default_version FROM pg_available_extensions WHERE name = 'dex_collector'",
-            &[],
-        )
-        .unwrap()
-        .get(0)
-}
 
 /// Everything of the extension's that a user could notice, one line each, sorted: its member
 /// objects, its tables' columns (in order), indexes, constraints, views, functions, grants, what
@@ -68,7 +59,7 @@ fn describe(client: &mut postgres::Client) -> Vec<String> {
 fn an_upgrade_from_0_1_0_keeps_history_and_jobs_and_matches_a_fresh_install() {
     let deployment = Deployment::start(DeploymentOptions::with_pg_cron_unconfigured()).unwrap();
     let mut client = deployment.client();
-    let current = current_version(&mut client);
+    let current = available_version(&mut client);
     assert_ne!(current, "0.1.0");
     client
         .batch_execute("CREATE EXTENSION pg_cron; CREATE EXTENSION dex_collector VERSION '0.1.0';")
@@ -127,14 +118,7 @@ fn an_upgrade_from_0_1_0_keeps_history_and_jobs_and_matches_a_fresh_install() {
         .batch_execute("ALTER DATABASE dex RESET dex_collector.service_key")
         .unwrap();
     let mut client = deployment.client();
-    let version: String = client
-        .query_one(
-            "SELECT extversion FROM pg_extension WHERE extname = 'dex_collector'",
-            &[],
-        )
-        .unwrap()
-        .get(0);
-    assert_eq!(version, current);
+    assert_eq!(installed_version(&mut client), current);
     let (runs, results, jobs): (i64, i64, Vec<String>) = {
         let row = client
             .query_one(
