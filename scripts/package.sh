@@ -14,9 +14,20 @@ where_packaged "$REPO_ROOT/scripts/package.sh"
 setup
 cd "$REPO_ROOT"
 
+# The newest glibc a build may need, by the Debian release it is built on: README.md's Install
+# section states these two.
+glibc_floor_for() {
+    case "$1" in
+        debian12) echo 2.34 ;;
+        debian13) echo 2.38 ;;
+        *) echo "no glibc floor stated for a $1 build: add it here and to README.md" >&2; return 1 ;;
+    esac
+}
+
 version="$(sed -n 's/^version = "\(.*\)"$/\1/p' Cargo.toml | head -n 1)"
 architecture="$(dpkg --print-architecture)"
 debian_release="debian$(. /etc/os-release && echo "${VERSION_ID%%.*}")"
+glibc_floor="$(glibc_floor_for "$debian_release")"
 name="dex_collector-${version}-pg${PG_MAJOR}-${debian_release}-${architecture}"
 deb_name="postgresql-${PG_MAJOR}-dex-collector"
 deb_file="${deb_name}_${version}-1_${architecture}.deb"
@@ -44,8 +55,27 @@ stage_extension_files() {   # stage_extension_files DIR
     install -m 0644 "$built_extension"/dex_collector* "${released[@]}" "$1/"
 }
 
-# The newest glibc symbol version the library needs: the oldest glibc it runs with.
+# What the library needs from the system that loads it, checked where it is built (the clean
+# system scripts/test-package.sh installs into has no binutils, and must not get them). Supabase's
+# images run a Nix-built server whose loader searches only the Nix glibc's directory, never the
+# base image's /usr/lib: nothing beyond glibc (libc, libm, the loader) and libgcc_s, which the Nix
+# glibc carries too.
+step "What the library needs"
+needed="$(readelf -d "$built_library" | sed -n 's/.*(NEEDED).*\[\(.*\)\]$/\1/p')"
+echo "NEEDED: ${needed//$'\n'/ }"
+unexpected="$(grep -Evx 'libc\.so\.6|libm\.so\.6|libgcc_s\.so\.1|ld-linux-[^/]*\.so\.[0-9]+' <<<"$needed" || true)"
+if [ -z "$needed" ] || [ -n "$unexpected" ]; then
+    echo "the library must need only libc, libm, libgcc_s and the loader; it needs: ${unexpected//$'\n'/ }" >&2
+    exit 1
+fi
+# The newest glibc symbol version it needs: the oldest glibc it runs with. At most the floor of the
+# release it is built on, which README.md's Install section states.
 glibc_needed="$(objdump -T "$built_library" | grep -o 'GLIBC_[0-9.]*' | sed 's/GLIBC_//' | sort -V | tail -n 1)"
+echo "highest GLIBC_ symbol version: ${glibc_needed} (at most ${glibc_floor} for a ${debian_release} build)"
+if [ "$(printf '%s\n' "$glibc_needed" "$glibc_floor" | sort -V | tail -n 1)" != "$glibc_floor" ]; then
+    echo "the library needs glibc ${glibc_needed}, newer than ${glibc_floor}, what README.md promises for ${debian_release}" >&2
+    exit 1
+fi
 
 step "dist/${name}.tar.gz"
 tree="$work/tar/$name"

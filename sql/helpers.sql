@@ -146,13 +146,16 @@ REVOKE EXECUTE ON FUNCTION dex_collector.schedule(text), dex_collector.unschedul
 -- Who may use what, whatever the database's default privileges. The extension's owner may have
 -- default privileges that grant every new function or table to other roles (on Supabase,
 -- supabase_admin's give anon, authenticated and service_role EXECUTE on functions in public, so
--- any API caller could start a collection): those grants are revoked here, except on the pure DEX
--- functions, which every role may call. And when supautils names a privileged role (`postgres` on
--- Supabase), that role gets, with grant option, what it needs to collect, schedule, monitor and
--- dump: USAGE on schema dex_collector, EXECUTE on the collection and pg_cron functions, SELECT on
--- the history, its views and the run id sequence. Nothing else: no write on the history, no
--- setting, no key. Run at CREATE EXTENSION, by every upgrade script (supautils has no hook after
--- ALTER EXTENSION UPDATE), and by supabase/extension-custom-scripts/dex_collector/after-create.sql.
+-- any API caller could start a collection): those grants are revoked here. The pure DEX functions
+-- are PUBLIC's, except where Supabase's API roles exist: PostgREST serves every function in an
+-- exposed schema to them, and dex_parse() of a 4 MB argument costs a backend a hundred MB or more,
+-- so there PUBLIC loses EXECUTE on them as well and the privileged role gets it to pass on. And
+-- when supautils names a privileged role (`postgres` on Supabase), that role gets, with grant
+-- option, what it needs to collect, schedule, monitor and dump: USAGE on schema dex_collector,
+-- EXECUTE on the collection, pg_cron and DEX functions, SELECT on the history, its views and the
+-- run id sequence. Nothing else: no write on the history, no setting, no key. Run at CREATE
+-- EXTENSION, by every upgrade script (supautils has no hook after ALTER EXTENSION UPDATE), and by
+-- supabase/extension-custom-scripts/dex_collector/after-create.sql.
 CREATE FUNCTION dex_collector.settle_privileges() RETURNS void
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
@@ -162,6 +165,10 @@ DECLARE
     ext_schema name;
     grantee text;
     pure_dex constant text[] := ARRAY['dex_parse', 'dex_validate', 'dex_segments', 'dex_products', 'dex_sales'];
+    -- Supabase's roles for API callers: where one exists, the DEX functions are not PUBLIC's.
+    api_roles_exist constant boolean :=
+        EXISTS (SELECT 1 FROM pg_roles WHERE rolname IN ('anon', 'authenticated', 'service_role'));
+    public_dex text[];
     obj record;
 BEGIN
     SELECT r.oid INTO privileged_oid FROM pg_roles r WHERE r.rolname = privileged;
@@ -178,7 +185,7 @@ BEGIN
             SELECT 'FUNCTION' AS kind, p.oid::regprocedure::text AS name, p.proacl AS acl,
                    p.proowner AS owner, 'f' AS deftype, p.pronamespace AS nsp
               FROM members m JOIN pg_proc p ON m.classid = 'pg_proc'::regclass AND p.oid = m.objid
-             WHERE p.proname <> ALL (pure_dex)
+             WHERE p.proname <> ALL (pure_dex) OR api_roles_exist
             UNION ALL
             SELECT CASE c.relkind WHEN 'S' THEN 'SEQUENCE' ELSE 'TABLE' END, c.oid::regclass::text,
                    c.relacl, c.relowner, CASE c.relkind WHEN 'S' THEN 'S' ELSE 'r' END, c.relnamespace
@@ -206,6 +213,21 @@ BEGIN
         EXECUTE format('REVOKE %s ON %s %s FROM %s CASCADE', obj.privilege_type, obj.kind, obj.name, grantee);
     END LOOP;
 
+    IF api_roles_exist THEN
+        SELECT array_agg(p.oid::regprocedure::text ORDER BY p.oid::regprocedure::text) INTO public_dex
+          FROM pg_depend d JOIN pg_proc p ON p.oid = d.objid
+         WHERE d.refclassid = 'pg_extension'::regclass AND d.refobjid = ext_oid AND d.deptype = 'e'
+           AND d.classid = 'pg_proc'::regclass AND p.proname = ANY (pure_dex)
+           AND EXISTS (SELECT 1 FROM aclexplode(coalesce(p.proacl, acldefault('f', p.proowner))) a
+                        WHERE a.grantee = 0 AND a.privilege_type = 'EXECUTE');
+        IF public_dex IS NOT NULL THEN
+            RAISE NOTICE 'dex_collector: revoking EXECUTE on % from PUBLIC: Supabase''s API roles exist',
+                array_to_string(public_dex, ', ')
+                USING HINT = 'GRANT EXECUTE on a DEX function to a role that should call it.';
+            EXECUTE format('REVOKE EXECUTE ON FUNCTION %s FROM PUBLIC', array_to_string(public_dex, ', '));
+        END IF;
+    END IF;
+
     IF privileged_oid IS NULL THEN
         RETURN;
     END IF;
@@ -218,6 +240,12 @@ BEGIN
                             'dex_collector.schedule(text)', 'dex_collector.unschedule()']) AS f(signature)
           JOIN pg_proc p ON p.oid = to_regprocedure(f.signature)
         UNION ALL
+        SELECT 'EXECUTE ON FUNCTION ' || p.oid::regprocedure::text
+          FROM pg_depend d JOIN pg_proc p ON p.oid = d.objid
+         WHERE api_roles_exist
+           AND d.refclassid = 'pg_extension'::regclass AND d.refobjid = ext_oid AND d.deptype = 'e'
+           AND d.classid = 'pg_proc'::regclass AND p.proname = ANY (pure_dex)
+        UNION ALL
         SELECT 'SELECT ON ' || CASE c.relkind WHEN 'S' THEN 'SEQUENCE ' ELSE 'TABLE ' END || c.oid::regclass::text
           FROM unnest(ARRAY['dex_collector.runs', 'dex_collector.run_results', 'dex_collector.run_summary',
                             'dex_collector.company_status', 'dex_collector.runs_id_seq']) AS r(relation)
@@ -228,6 +256,6 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION dex_collector.settle_privileges() IS
-    'dex_collector: revoke what default privileges granted on its objects (but the DEX functions); grant supautils.privileged_role what it needs';
+    'dex_collector: revoke what default privileges granted on its objects (and PUBLIC''s use of the DEX functions where Supabase''s API roles exist); grant supautils.privileged_role what it needs';
 REVOKE EXECUTE ON FUNCTION dex_collector.settle_privileges() FROM PUBLIC;
 SELECT dex_collector.settle_privileges();

@@ -1,10 +1,10 @@
 //! Every direct call into PostgreSQL's C API that pgrx does not wrap safely: transactions of the
-//! worker, interrupt and shutdown flags, signal masks, session locks, recovery, the shared memory
-//! through which a committing backend wakes the worker, and the event trigger that sees
-//! `DROP EXTENSION`. (`readonly.rs` holds the one other piece: read-only subtransactions.)
+//! worker, interrupt and shutdown flags, a time limit for queries, signal masks, session locks,
+//! recovery, the shared memory through which a committing backend wakes the worker, and the event
+//! trigger that sees `DROP EXTENSION`. (`readonly.rs` holds the one other piece: read-only subtransactions.)
 //! The rest of the extension calls these safe functions and contains no `unsafe`.
 
-use std::ffi::CStr;
+use std::ffi::{c_int, CStr};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use pgrx::pg_sys;
@@ -196,6 +196,94 @@ pub fn wait_worker_latch(timeout: std::time::Duration) -> bool {
     take_query_cancel();
     pgrx::check_for_interrupts!();
     events & pg_sys::WL_POSTMASTER_DEATH as i32 == 0 && !shutdown_requested()
+}
+
+/// Set by [`query_timer_expired`] when a [`QueryTimer`] runs out.
+static QUERY_TIMER_EXPIRED: AtomicBool = AtomicBool::new(false);
+
+thread_local! {
+    /// This backend's timeout slot for [`QueryTimer`], registered on first use.
+    static QUERY_TIMER_ID: std::cell::Cell<Option<c_int>> = const { std::cell::Cell::new(None) };
+}
+
+// utils/timeout.h, which pgrx does not bind, and SetLatch without pgrx's error guard, which has
+// no place in a signal handler. None of these raises an ERROR (RegisterTimeout and
+// enable_timeout_after at worst a FATAL, which exits without unwinding through Rust).
+unsafe extern "C" {
+    fn RegisterTimeout(id: c_int, handler: Option<unsafe extern "C" fn()>) -> c_int;
+    fn enable_timeout_after(id: c_int, delay_ms: c_int);
+    fn disable_timeout(id: c_int, keep_indicator: bool);
+    #[link_name = "SetLatch"]
+    fn set_latch_in_signal_handler(latch: *mut pg_sys::Latch);
+}
+
+/// Any id from `USER_TIMEOUT` on makes `RegisterTimeout` pick a free user slot; the enum's
+/// value of `USER_TIMEOUT` differs between majors, so ask with one past all of them.
+const ANY_USER_TIMEOUT: c_int = 1000;
+
+/// Runs in PostgreSQL's SIGALRM handler: only flags, as a query cancel's handler sets them.
+unsafe extern "C" fn query_timer_expired() {
+    QUERY_TIMER_EXPIRED.store(true, Ordering::SeqCst);
+    // SAFETY: what StatementCancelHandler does, minus the signal: sig_atomic_t flags and the
+    // process latch, all async-signal-safe.
+    unsafe {
+        std::ptr::write_volatile(&raw mut pg_sys::QueryCancelPending, 1);
+        std::ptr::write_volatile(&raw mut pg_sys::InterruptPending, 1);
+        set_latch_in_signal_handler(pg_sys::MyLatch);
+    }
+}
+
+/// A time limit on SQL the extension runs for itself (the targets query, which may read a
+/// foreign server that hangs): when it runs out, the next `CHECK_FOR_INTERRUPTS` raises a query
+/// cancel. A timeout of its own, not `statement_timeout`, so that the caller's statement timeout
+/// is left as it is, and no SIGINT, which the worker takes for `pg_cancel_backend`.
+pub struct QueryTimer {
+    id: c_int,
+}
+
+impl QueryTimer {
+    pub fn start(limit: std::time::Duration) -> QueryTimer {
+        let id = QUERY_TIMER_ID.with(|slot| match slot.get() {
+            Some(id) => id,
+            None => {
+                // SAFETY: takes one of the process's free user timeout slots, once per process,
+                // on the backend's thread.
+                let id = unsafe { RegisterTimeout(ANY_USER_TIMEOUT, Some(query_timer_expired)) };
+                slot.set(Some(id));
+                id
+            }
+        });
+        QUERY_TIMER_EXPIRED.store(false, Ordering::SeqCst);
+        let millis = c_int::try_from(limit.as_millis())
+            .unwrap_or(c_int::MAX)
+            .max(1);
+        // SAFETY: arms the timeout registered above.
+        unsafe { enable_timeout_after(id, millis) };
+        QueryTimer { id }
+    }
+
+    /// Disarms the timer; true when it had run out (the query cancel it raised, or left pending,
+    /// was its own).
+    pub fn stop(self) -> bool {
+        // SAFETY: disarms our own timeout; harmless when it already fired.
+        unsafe { disable_timeout(self.id, false) };
+        std::mem::forget(self);
+        let expired = QUERY_TIMER_EXPIRED.swap(false, Ordering::SeqCst);
+        if expired {
+            // A cancel the timer asked for and no query served yet is not the user's.
+            take_query_cancel();
+        }
+        expired
+    }
+}
+
+impl Drop for QueryTimer {
+    /// Unwinding past a running timer: disarm it, so it cannot cancel a later query.
+    fn drop(&mut self) {
+        // SAFETY: disarms our own timeout.
+        unsafe { disable_timeout(self.id, false) };
+        QUERY_TIMER_EXPIRED.store(false, Ordering::SeqCst);
+    }
 }
 
 /// The worker's SIGTERM.

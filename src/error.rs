@@ -2,6 +2,7 @@
 //! ERROR with a SQLSTATE at the SQL boundary. A failing company is never an error: it is a result.
 
 use std::fmt;
+use std::time::Duration;
 
 use pgrx::pg_sys::panic::{CaughtError, ErrorReportWithLevel};
 use pgrx::prelude::*;
@@ -110,22 +111,49 @@ impl ConfigError {
 /// The targets query could not be run or did not return what is needed.
 #[derive(Debug)]
 pub enum TargetsError {
-    QueryFailed { custom: bool, message: String },
-    MissingColumn { column: &'static str },
-    WrongColumnType { column: String, expected: String },
+    QueryFailed {
+        custom: bool,
+        message: String,
+        /// The query names a table, column, function or schema that is not there.
+        schema_mismatch: bool,
+    },
+    /// Still running at the run's deadline, and cancelled.
+    TimedOut {
+        custom: bool,
+        limit: Duration,
+    },
+    MissingColumn {
+        column: &'static str,
+    },
+    WrongColumnType {
+        column: String,
+        expected: String,
+    },
     NullCompanyId,
-    Unreadable { message: String },
+    Unreadable {
+        message: String,
+    },
 }
 
 impl fmt::Display for TargetsError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            TargetsError::QueryFailed { custom: true, message } => {
+            TargetsError::QueryFailed { custom: true, message, .. } => {
                 write!(f, "dex_collector.targets_query failed: {message}")
             }
-            TargetsError::QueryFailed { custom: false, message } => write!(
+            TargetsError::QueryFailed { custom: false, message, schema_mismatch: true } => write!(
                 f,
                 "the built-in target selection failed: {message} (set dex_collector.targets_query for a different schema)"
+            ),
+            TargetsError::QueryFailed { custom: false, message, schema_mismatch: false } => {
+                write!(f, "the built-in target selection failed: {message}")
+            }
+            TargetsError::TimedOut { custom, limit } => write!(
+                f,
+                "{} did not finish within dex_collector.run_deadline ({} ms) and was cancelled; \
+                 a foreign server it reads may be slow or unreachable",
+                if *custom { "dex_collector.targets_query" } else { "the built-in target selection" },
+                limit.as_millis()
             ),
             TargetsError::MissingColumn { column } => {
                 write!(f, "dex_collector.targets_query must return a column named {column}")
@@ -228,6 +256,9 @@ impl CollectError {
             CollectError::Targets(
                 TargetsError::QueryFailed { .. } | TargetsError::Unreadable { .. },
             ) => PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+            CollectError::Targets(TargetsError::TimedOut { .. }) => {
+                PgSqlErrorCode::ERRCODE_QUERY_CANCELED
+            }
             CollectError::Targets(_) => PgSqlErrorCode::ERRCODE_DATATYPE_MISMATCH,
             CollectError::UnknownCompany { .. } => PgSqlErrorCode::ERRCODE_NO_DATA_FOUND,
             CollectError::ExtensionOutdated { .. } | CollectError::NoWorkerForDatabase { .. } => {

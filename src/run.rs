@@ -36,7 +36,7 @@ pub struct Plan {
 pub fn plan(scope: Scope) -> Result<Plan, CollectError> {
     history::check_installed_version()?;
     let settings = Settings::load()?;
-    let targets = targets::load(settings.targets_query.as_deref())?;
+    let targets = targets::load(settings.targets_query.as_deref(), settings.run_deadline)?;
     let targets = match scope {
         Scope::All => {
             let last_calls = history::last_calls(&targets)?;

@@ -317,7 +317,7 @@ impl Settings {
 /// Where a value of the retired `dex_collector.service_key` is still stored (never the value):
 /// `ALTER DATABASE/ROLE ... SET` entries and configuration files. Each is readable or logged.
 fn retired_key_settings() -> Result<Vec<String>, ConfigError> {
-    let lookup = readonly::run(|| {
+    let lookup = readonly::run(None, || {
         Spi::connect(|client| -> Result<Vec<String>, pgrx::spi::Error> {
             let rows = client.select(
                 "SELECT CASE WHEN s.setdatabase = 0 AND s.setrole = 0 THEN 'ALTER DATABASE/ROLE settings'
@@ -345,13 +345,13 @@ fn retired_key_settings() -> Result<Vec<String>, ConfigError> {
 
 /// The outcome of a read-only lookup: an SPI error or a PostgreSQL error becomes `error`.
 fn read_only_result<T>(
-    lookup: Result<Result<T, pgrx::spi::Error>, String>,
+    lookup: Result<Result<T, pgrx::spi::Error>, readonly::Failed>,
     error: impl FnOnce(String) -> ConfigError,
 ) -> Result<T, ConfigError> {
     match lookup {
         Ok(Ok(value)) => Ok(value),
         Ok(Err(spi_error)) => Err(error(spi_error.to_string())),
-        Err(postgres_error) => Err(error(postgres_error)),
+        Err(failed) => Err(error(failed.to_string())),
     }
 }
 
@@ -378,7 +378,7 @@ struct VaultSecrets {
 
 /// Reads our two secrets from Supabase Vault when its view exists; nothing when it does not.
 fn read_vault_secrets() -> Result<VaultSecrets, ConfigError> {
-    let lookup = readonly::run(|| {
+    let lookup = readonly::run(None, || {
         Spi::connect(|client| -> Result<VaultSecrets, pgrx::spi::Error> {
             let vault_exists = client
                 .select(

@@ -6,6 +6,8 @@
 //! `dex_collector.targets_query` replaces the rule for deployments whose schema differs. A run
 //! calls them in fair order (`dex_collector_core::target::fair_order`).
 
+use std::time::Duration;
+
 use pgrx::pg_sys;
 use pgrx::prelude::*;
 
@@ -33,12 +35,28 @@ SELECT c.id AS company_id,
  ORDER BY c.company_name, c.id";
 
 /// Runs the targets query (read-only, in a subtransaction) and returns the targets in its order,
-/// each company once.
-pub fn load(custom_query: Option<&str>) -> Result<Vec<Target>, TargetsError> {
+/// each company once. The query is cancelled after `limit` (the run's deadline): it may read
+/// foreign tables, and a remote server that hangs must not hang the run.
+pub fn load(custom_query: Option<&str>, limit: Duration) -> Result<Vec<Target>, TargetsError> {
     let custom = custom_query.is_some();
     let query = custom_query.unwrap_or(DEFAULT_TARGETS_QUERY);
-    let rows = readonly::run(|| Spi::connect(|client| read_targets(client, query)))
-        .map_err(|message| TargetsError::QueryFailed { custom, message })??;
+    let rows = readonly::run(Some(limit), || {
+        Spi::connect(|client| read_targets(client, query))
+    })
+    .map_err(|failed| match failed {
+        readonly::Failed::Error { message, sqlstate } => TargetsError::QueryFailed {
+            custom,
+            message,
+            schema_mismatch: matches!(
+                sqlstate,
+                PgSqlErrorCode::ERRCODE_UNDEFINED_TABLE
+                    | PgSqlErrorCode::ERRCODE_UNDEFINED_COLUMN
+                    | PgSqlErrorCode::ERRCODE_UNDEFINED_FUNCTION
+                    | PgSqlErrorCode::ERRCODE_INVALID_SCHEMA_NAME
+            ),
+        },
+        readonly::Failed::TimedOut(limit) => TargetsError::TimedOut { custom, limit },
+    })??;
     let mut seen = std::collections::HashSet::with_capacity(rows.len());
     Ok(rows
         .into_iter()

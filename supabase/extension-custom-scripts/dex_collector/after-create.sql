@@ -6,10 +6,11 @@
 --
 -- The extension already does this itself when it is created and at every upgrade (supautils has
 -- no hook after ALTER EXTENSION UPDATE): it revokes what the owner's default privileges granted
--- on its objects (on Supabase: EXECUTE for anon, authenticated and service_role), except on the
--- pure DEX functions, and gives supautils.privileged_role, with grant option, USAGE on schema
+-- on its objects (on Supabase: EXECUTE for anon, authenticated and service_role), and PUBLIC's
+-- EXECUTE on the pure DEX functions wherever those API roles exist, so PostgREST serves nothing of
+-- it to API callers; and it gives supautils.privileged_role, with grant option, USAGE on schema
 -- dex_collector, EXECUTE on dex_collect_all(), dex_collect_company(uuid),
--- dex_collect_all_async(), dex_collector.schedule(text) and dex_collector.unschedule(), and
--- SELECT on the history, its views and the run id sequence (pg_dump reads it). Running it here
--- again settles an extension created before supautils.privileged_role was set.
+-- dex_collect_all_async(), dex_collector.schedule(text), dex_collector.unschedule() and the DEX
+-- functions, and SELECT on the history, its views and the run id sequence (pg_dump reads it).
+-- Running it here again settles an extension created before supautils.privileged_role was set.
 SELECT dex_collector.settle_privileges();

@@ -1,4 +1,5 @@
-//! The README's SQL examples, for the tests that run them as written.
+//! The SQL examples of the README and of the pages in docs/, for the tests that run them as
+//! written.
 
 /// The heading of the section whose examples run on a Supabase-configured cluster.
 pub const SUPABASE_SECTION: &str = "### Self-hosted Supabase";
@@ -21,11 +22,17 @@ pub fn section(markdown: &str, heading: &str) -> (String, String) {
 
 /// The fenced ```sql blocks of a Markdown text, in order.
 pub fn sql_blocks(markdown: &str) -> Vec<String> {
+    fenced_blocks(markdown, "sql")
+}
+
+/// The fenced blocks of a Markdown text in `language` (```text, ```sh, ...), in order.
+pub fn fenced_blocks(markdown: &str, language: &str) -> Vec<String> {
+    let opening = format!("```{language}");
     let mut blocks = Vec::new();
     let mut current: Option<String> = None;
     for line in markdown.lines() {
         match (&mut current, line.trim_end()) {
-            (None, "```sql") => current = Some(String::new()),
+            (None, text) if text == opening => current = Some(String::new()),
             (Some(block), "```") => {
                 blocks.push(std::mem::take(block));
                 current = None;

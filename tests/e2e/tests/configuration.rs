@@ -3,7 +3,8 @@
 use std::time::{Duration, Instant};
 
 use dex_collector_e2e::deployment::{
-    one, sample, server_major, skipped_ids, sql_error, wait_until, Deployment, DeploymentOptions,
+    one, sample, server_major, skipped_ids, sql_error, unexpected_log_lines, wait_until,
+    Deployment, DeploymentOptions,
 };
 use dex_collector_e2e::stand_in::{Behavior, DEFAULT_SERVICE_KEY};
 use serde_json::Value;
@@ -204,6 +205,61 @@ fn a_broken_targets_query_names_the_setting() {
         );
     }
     assert_eq!(deployment.stand_in.request_count(), 0);
+}
+
+/// The targets query may read foreign tables on a server that hangs: it is cancelled at the
+/// run's deadline with an error that says so, the caller's own statement_timeout still applies,
+/// and the session goes on unharmed.
+#[test]
+fn a_targets_query_that_does_not_finish_is_cancelled_at_the_run_deadline() {
+    let deployment = deployment();
+    let mut client = deployment.client();
+    client
+        .batch_execute(
+            "SET dex_collector.run_deadline = '1s';
+             SET dex_collector.targets_query = $q$
+               SELECT c.id AS company_id, c.company_name FROM public.companies c, pg_sleep(30)$q$",
+        )
+        .unwrap();
+    let started = Instant::now();
+    let (code, message, _) = sql_error(client.query_one("SELECT dex_collect_all()", &[]));
+    assert_eq!(code, "57014", "{message}");
+    assert_eq!(
+        message,
+        "dex_collector.targets_query did not finish within dex_collector.run_deadline (1000 ms) \
+         and was cancelled; a foreign server it reads may be slow or unreachable"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+
+    // A shorter statement_timeout of the caller's is the caller's.
+    client
+        .batch_execute("SET dex_collector.run_deadline = '20s'; SET statement_timeout = '500ms'")
+        .unwrap();
+    let (code, message, _) = sql_error(client.query_one("SELECT dex_collect_all()", &[]));
+    assert_eq!(code, "57014");
+    assert!(message.contains("statement timeout"), "{message}");
+
+    // Nothing left armed: a run and a long statement afterwards are not cancelled.
+    client
+        .batch_execute(
+            "RESET statement_timeout; RESET dex_collector.targets_query;
+             SET dex_collector.run_deadline = '1s'",
+        )
+        .unwrap();
+    let summary: Value = client
+        .query_one("SELECT dex_collect_all()", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(summary["successfulCollections"], 8, "{summary}");
+    client.batch_execute("SELECT pg_sleep(1.5)").unwrap();
+    assert_eq!(deployment.stand_in.request_count(), 8);
+    let log = deployment.cluster.log_contents();
+    let unexpected = unexpected_log_lines(&log, &[]);
+    assert!(unexpected.is_empty(), "{unexpected:#?}");
 }
 
 #[test]

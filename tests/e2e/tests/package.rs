@@ -3,6 +3,8 @@
 //! program against it; a plain `cargo test` would test the developer's own build instead, so it
 //! leaves these to that script (`--ignored`).
 
+use std::path::PathBuf;
+use std::process::Command;
 use std::time::Duration;
 
 use dex_collector_e2e::deployment::{
@@ -31,6 +33,16 @@ fn a_package_creates_the_extension_collects_and_runs_its_worker() {
     assert_eq!(
         installed_version(&mut client),
         available_version(&mut client)
+    );
+    // The server runs from the bindir `pg_config` names: in the script's imitation of Supabase's
+    // Nix-built server, started through the wrapper script there.
+    let server_bindir: String = one(
+        &mut client,
+        "SELECT setting FROM pg_config WHERE name = 'BINDIR'",
+    );
+    assert_eq!(
+        canonical(server_bindir.into()),
+        canonical(pg_config_bindir())
     );
 
     let summary = deployment.collect_all();
@@ -94,4 +106,19 @@ fn a_package_updates_the_previous_release() {
     client.batch_execute(&deployment.configure_sql()).unwrap();
     let summary = deployment.collect_all();
     assert_eq!(summary["success"], true, "{summary}");
+}
+
+/// `pg_config --bindir`, of the `pg_config` that `PG_CONFIG` names as the clusters' does.
+fn pg_config_bindir() -> PathBuf {
+    let pg_config = std::env::var_os("PG_CONFIG").unwrap_or_else(|| "pg_config".into());
+    let output = Command::new(&pg_config)
+        .arg("--bindir")
+        .output()
+        .unwrap_or_else(|e| panic!("{}: {e}", pg_config.to_string_lossy()));
+    PathBuf::from(String::from_utf8_lossy(&output.stdout).trim())
+}
+
+fn canonical(path: PathBuf) -> PathBuf {
+    path.canonicalize()
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }

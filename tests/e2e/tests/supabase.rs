@@ -17,6 +17,8 @@ use serde_json::Value;
 const README: &str = include_str!("../../../README.md");
 const AFTER_CREATE: &str =
     include_str!("../../../supabase/extension-custom-scripts/dex_collector/after-create.sql");
+/// What the GitHub workflow runs in Supabase's real images, run here on Supabase's parts.
+const SCENARIO: &str = include_str!("../../supabase/scenario.sql");
 
 /// The grants Supabase's own after-create scripts give `postgres` on pg_cron and Vault
 /// (supabase/postgres, ansible/files/postgresql_extension_custom_scripts/).
@@ -62,8 +64,8 @@ ALTER ROLE postgres NOSUPERUSER CREATEDB CREATEROLE LOGIN REPLICATION BYPASSRLS;
 struct Supabase {
     stand_in: StandIn,
     cluster: TestCluster,
-    // Holds the custom scripts and the Vault key script while the cluster runs.
-    _files: ServerFiles,
+    /// The custom scripts and the Vault key script, kept while the cluster runs.
+    files: ServerFiles,
 }
 
 impl Supabase {
@@ -145,7 +147,7 @@ impl Supabase {
         Supabase {
             stand_in,
             cluster,
-            _files: files,
+            files,
         }
     }
 }
@@ -171,7 +173,7 @@ fn postgres_creates_collects_schedules_monitors_and_grants_and_the_api_roles_get
     // The README's section, as written, as postgres.
     let (section, _) = readme::section(README, readme::SUPABASE_SECTION);
     let blocks = readme::sql_blocks(&section);
-    assert_eq!(blocks.len(), 2, "{section}");
+    assert_eq!(blocks.len(), 3, "{section}");
     for block in &blocks {
         let runnable = block
             .replace(
@@ -243,11 +245,13 @@ fn postgres_creates_collects_schedules_monitors_and_grants_and_the_api_roles_get
     let (state, _, _) = sql_error(monitor.query_one("SELECT extensions.dex_collect_all()", &[]));
     assert_eq!(state, "42501", "reading is not collecting");
 
-    // An API role: no collection, no history, no targets, no key; the DEX functions work.
+    // An API role: no collection, no history, no targets, no key, and no DEX function either
+    // (PostgREST would serve them to anonymous callers).
     let mut api = postgres(cluster);
     api.batch_execute("SET ROLE authenticated").unwrap();
     for denied in [
         "SELECT extensions.dex_collect_all()",
+        "SELECT extensions.dex_parse('DXS*1*VA*V0/6*1'::text)",
         "SELECT extensions.dex_collect_all_async()",
         "SELECT dex_collector.schedule()",
         "SELECT count(*) FROM dex_collector.runs",
@@ -280,9 +284,20 @@ fn postgres_creates_collects_schedules_monitors_and_grants_and_the_api_roles_get
         0,
         "RLS"
     );
+    // postgres may call them, and grant them to a role of its choosing.
     assert!(one::<bool>(
-        &mut api,
-        "SELECT dex_parse('DXS*1*VA*V0/6*1'::text) IS NOT NULL"
+        &mut client,
+        "SELECT extensions.dex_parse('DXS*1*VA*V0/6*1'::text) IS NOT NULL"
+    ));
+    client
+        .batch_execute(
+            "CREATE ROLE dex_reader NOLOGIN;
+             GRANT EXECUTE ON FUNCTION extensions.dex_parse(text) TO dex_reader",
+        )
+        .unwrap();
+    assert!(one::<bool>(
+        &mut client,
+        "SELECT has_function_privilege('dex_reader', 'extensions.dex_parse(text)', 'EXECUTE')"
     ));
 
     // The preloaded worker serves the Supabase database.
@@ -318,7 +333,7 @@ fn postgres_creates_collects_schedules_monitors_and_grants_and_the_api_roles_get
         .unwrap();
 
     // DROP EXTENSION as postgres takes the job; created again in public, the database's default
-    // privileges for supabase_admin do not hand the collection functions to the API roles.
+    // privileges for supabase_admin do not hand any of its functions to the API roles.
     client
         .batch_execute("DROP EXTENSION dex_collector")
         .unwrap();
@@ -337,7 +352,7 @@ fn postgres_creates_collects_schedules_monitors_and_grants_and_the_api_roles_get
                 .unwrap();
             (row.get(0), row.get(1))
         };
-        assert_eq!((collect, parse), (false, true), "{role}");
+        assert_eq!((collect, parse), (false, false), "{role}");
     }
     assert!(one::<bool>(
         &mut client,
@@ -358,4 +373,38 @@ fn postgres_creates_collects_schedules_monitors_and_grants_and_the_api_roles_get
         !log.contains(DEFAULT_SERVICE_KEY),
         "the key is not in the server log"
     );
+}
+
+#[test]
+fn the_image_scenario_passes_on_supabases_parts() {
+    let supabase = Supabase::start();
+    let cluster = &supabase.cluster;
+    postgres(cluster).batch_execute(SAMPLE_SCHEMA).unwrap();
+    let scenario = supabase
+        .files
+        .write("scenario.sql", SCENARIO, 0o644)
+        .unwrap();
+    let output = cluster
+        .run_program(
+            "psql",
+            &[
+                "-X",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-U",
+                "postgres",
+                "-d",
+                "postgres",
+                "-v",
+                &format!("site_url={}", supabase.stand_in.url()),
+                "-v",
+                &format!("service_key={DEFAULT_SERVICE_KEY}"),
+                "-f",
+                &scenario.to_string_lossy(),
+            ],
+        )
+        .unwrap_or_else(|error| panic!("{error}\n{}", cluster.log_contents()));
+    assert!(output.contains("scenario: passed"), "{output}");
+    let unexpected = unexpected_log_lines(&cluster.log_contents(), &[]);
+    assert!(unexpected.is_empty(), "{unexpected:#?}");
 }

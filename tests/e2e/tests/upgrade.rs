@@ -1,10 +1,10 @@
-//! Upgrades: the released 0.1.0 install script, kept as it was released in `sql/`, then
+//! Upgrades: a released install script (0.1.0, 0.2.0), kept as it was released in `sql/`, then
 //! `ALTER EXTENSION dex_collector UPDATE`: the history and the pg_cron job survive, and the schema
 //! is the one a fresh install of the current version makes. Every schema change comes with its
 //! upgrade script, and this test is what holds it to that.
 
 use dex_collector_e2e::deployment::{
-    available_version, installed_version, Deployment, DeploymentOptions,
+    available_version, installed_version, one, Deployment, DeploymentOptions,
 };
 use serde_json::Value;
 
@@ -154,7 +154,64 @@ fn an_upgrade_from_0_1_0_keeps_history_and_jobs_and_matches_a_fresh_install() {
         .collect();
     assert_eq!(not_reached, vec![0, 0]);
 
-    let upgraded = describe(&mut client);
+    assert_matches_a_fresh_install(&deployment, &mut client);
+}
+
+#[test]
+fn an_upgrade_from_0_2_0_takes_the_dex_functions_from_supabases_api_roles() {
+    let deployment = Deployment::start(DeploymentOptions::with_pg_cron_unconfigured()).unwrap();
+    let mut client = deployment.client();
+    client
+        .batch_execute(
+            "CREATE ROLE anon NOLOGIN; CREATE ROLE authenticated NOLOGIN; CREATE ROLE dex_user NOLOGIN;
+             CREATE EXTENSION pg_cron; CREATE EXTENSION dex_collector VERSION '0.2.0';
+             GRANT EXECUTE ON FUNCTION dex_sales(text, text, boolean) TO dex_user;",
+        )
+        .unwrap();
+    let may_parse = "SELECT has_function_privilege('anon', 'dex_parse(text)', 'EXECUTE')";
+    assert!(
+        one::<bool>(&mut client, may_parse),
+        "0.2.0 left them to PUBLIC"
+    );
+    client
+        .batch_execute("ALTER EXTENSION dex_collector UPDATE")
+        .unwrap();
+    assert_eq!(
+        installed_version(&mut client),
+        available_version(&mut client)
+    );
+    let callable: Vec<String> = client
+        .query(
+            "SELECT format('%s %s', r.role, p.oid::regprocedure)
+               FROM pg_depend d JOIN pg_proc p ON p.oid = d.objid,
+                    unnest(ARRAY['anon', 'authenticated']) AS r(role)
+              WHERE d.refobjid = (SELECT oid FROM pg_extension WHERE extname = 'dex_collector')
+                AND d.classid = 'pg_proc'::regclass AND d.deptype = 'e'
+                AND has_function_privilege(r.role, p.oid, 'EXECUTE')",
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    assert!(callable.is_empty(), "{callable:#?}");
+    assert!(
+        one::<bool>(
+            &mut client,
+            "SELECT has_function_privilege('dex_user', 'dex_sales(text, text, boolean)', 'EXECUTE')"
+        ),
+        "a grant the user made stays"
+    );
+    client
+        .batch_execute("REVOKE EXECUTE ON FUNCTION dex_sales(text, text, boolean) FROM dex_user")
+        .unwrap();
+    assert_matches_a_fresh_install(&deployment, &mut client);
+}
+
+/// The extension as upgraded in the deployment's database is the one `CREATE EXTENSION` makes in
+/// a new database of the same cluster.
+fn assert_matches_a_fresh_install(deployment: &Deployment, client: &mut postgres::Client) {
+    let upgraded = describe(client);
     client.batch_execute("CREATE DATABASE fresh").unwrap();
     let mut fresh_client = deployment.cluster.connect_as("postgres", "fresh").unwrap();
     fresh_client

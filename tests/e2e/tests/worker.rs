@@ -71,7 +71,7 @@ fn an_async_run_is_started_by_the_woken_worker_and_committed_company_by_company(
     let cluster = &deployment.cluster;
     let pid = wait_for::<i64>(
         cluster,
-        "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'dex_collector'",
+        "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'dex_collector' AND datname = 'dex'",
         Duration::from_secs(20),
         |n| *n == 1,
     );
@@ -132,7 +132,7 @@ fn the_worker_runs_on_its_interval_after_a_reload_and_comes_back_when_terminated
     let first_pid = {
         wait_for::<i64>(
             cluster,
-            "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'dex_collector'",
+            "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'dex_collector' AND datname = 'dex'",
             Duration::from_secs(20),
             |n| *n == 1,
         );
@@ -199,7 +199,7 @@ fn a_fast_restart_during_a_slow_run_is_quick_and_leaves_the_run_interrupted() {
     let cluster = &deployment.cluster;
     wait_for::<i64>(
         cluster,
-        "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'dex_collector'",
+        "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'dex_collector' AND datname = 'dex'",
         Duration::from_secs(20),
         |n| *n == 1,
     );
