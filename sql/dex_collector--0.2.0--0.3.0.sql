@@ -1,10 +1,114 @@
 -- dex_collector 0.2.0 to 0.3.0 (unreleased): where Supabase's API roles exist, they get nothing
 -- of the extension, the pure DEX functions included (PostgREST would serve those to anonymous
--- callers).
+-- callers); schedule()'s pg_cron job is named dex_collect_all (it was
+-- dex-collection-every-5-minutes whatever its schedule), and it goes with the extension also when
+-- DROP SCHEMA ... CASCADE or DROP OWNED BY takes the extension.
 -- The result must be the schema a fresh 0.3.0 install makes: the upgrade test compares them.
 \echo Use "ALTER EXTENSION dex_collector UPDATE TO '0.3.0'" to load this file. \quit
 
--- OR REPLACE keeps the function's grants (none but its owner's).
+-- OR REPLACE keeps each function's grants.
+CREATE OR REPLACE FUNCTION dex_collector.schedule(schedule text DEFAULT '*/5 * * * *') RETURNS bigint
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'pg_cron') THEN
+        RAISE EXCEPTION 'pg_cron is not installed'
+            USING ERRCODE = 'undefined_object',
+                  HINT = 'Add pg_cron to shared_preload_libraries, restart, then CREATE EXTENSION pg_cron.';
+    END IF;
+    IF EXISTS (SELECT 1 FROM cron.job WHERE jobname = 'dex-collection-every-5-minutes'
+                                        AND username = current_user) THEN
+        PERFORM cron.unschedule('dex-collection-every-5-minutes');
+    END IF;
+    RETURN cron.schedule('dex_collect_all', schedule,
+        format('SELECT %I.dex_collect_all()',
+               (SELECT n.nspname FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace
+                 WHERE e.extname = 'dex_collector')));
+END
+$$;
+COMMENT ON FUNCTION dex_collector.schedule(text) IS
+    'dex_collector: create or replace the pg_cron job dex_collect_all';
+
+CREATE OR REPLACE FUNCTION dex_collector.unschedule() RETURNS boolean
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    job record;
+    removed boolean := false;
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'pg_cron') THEN
+        RAISE EXCEPTION 'pg_cron is not installed' USING ERRCODE = 'undefined_object';
+    END IF;
+    FOR job IN SELECT jobname FROM cron.job
+                WHERE jobname IN ('dex_collect_all', 'dex-collection-every-5-minutes')
+                  AND username = current_user LOOP
+        removed := cron.unschedule(job.jobname) OR removed;
+    END LOOP;
+    RETURN removed;
+END
+$$;
+COMMENT ON FUNCTION dex_collector.unschedule() IS
+    'dex_collector: remove the pg_cron job dex_collect_all; false if there was none';
+
+-- When the extension goes (DROP EXTENSION, or DROP SCHEMA ... CASCADE of its schema, or DROP
+-- OWNED BY its owner): the jobs schedule() made in this database go too, instead of failing every
+-- five minutes; other jobs that call dex_collector are named, not touched. pg_cron shows a role
+-- its own jobs only, so a superuser's drop removes every such job.
+CREATE OR REPLACE FUNCTION dex_collector.unschedule_all() RETURNS integer
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    job record;
+    removed integer := 0;
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'pg_cron') THEN
+        RETURN 0;
+    END IF;
+    -- A role without the use of pg_cron's schema drops the extension all the same; the job stays.
+    BEGIN
+        FOR job IN SELECT jobid, jobname, command FROM cron.job
+                    WHERE database = current_database()
+                      AND (jobname IN ('dex_collect_all', 'dex-collection-every-5-minutes')
+                           OR command ~ 'dex_collect_(all|company)')
+                    ORDER BY jobid LOOP
+            IF job.jobname IN ('dex_collect_all', 'dex-collection-every-5-minutes') THEN
+                PERFORM cron.unschedule(job.jobid);
+                removed := removed + 1;
+            ELSE
+                RAISE NOTICE 'dex_collector: pg_cron job % (%) still calls dex_collector', job.jobid, job.jobname
+                    USING HINT = format('Remove it with SELECT cron.unschedule(%s);', job.jobid);
+            END IF;
+        END LOOP;
+    EXCEPTION WHEN insufficient_privilege THEN
+        RAISE WARNING 'dex_collector: could not remove its pg_cron jobs: %', SQLERRM
+            USING HINT = 'Remove the job dex_collect_all with cron.unschedule() as its owner.';
+        RETURN 0;
+    END;
+    IF removed > 0 THEN
+        RAISE NOTICE 'dex_collector: removed the pg_cron job dex_collect_all';
+    END IF;
+    RETURN removed;
+END
+$$;
+COMMENT ON FUNCTION dex_collector.unschedule_all() IS
+    'dex_collector: remove the pg_cron jobs dex_collector.schedule() made in this database (run when the extension is dropped)';
+
+-- The trigger fires for the other statements that can drop the extension too; the new trigger
+-- is a member of the extension like the old one.
+DROP EVENT TRIGGER dex_collector_before_drop;
+CREATE EVENT TRIGGER dex_collector_before_drop ON ddl_command_start
+    WHEN TAG IN ('DROP EXTENSION', 'DROP SCHEMA', 'DROP OWNED') EXECUTE FUNCTION dex_collector.before_drop();
+
+-- Existing jobs get the new name (pg_cron's own trigger on cron.job tells its scheduler).
+DO $$
+BEGIN
+    IF EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'pg_cron') THEN
+        UPDATE cron.job SET jobname = 'dex_collect_all'
+         WHERE jobname = 'dex-collection-every-5-minutes' AND database = current_database();
+    END IF;
+EXCEPTION WHEN insufficient_privilege THEN
+    RAISE WARNING 'dex_collector: could not rename the pg_cron job dex-collection-every-5-minutes: %', SQLERRM
+        USING HINT = 'Run SELECT dex_collector.schedule(...) again as its owner: it replaces the old job.';
+END
+$$;
+
 CREATE OR REPLACE FUNCTION dex_collector.settle_privileges() RETURNS void
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE

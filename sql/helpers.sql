@@ -61,8 +61,10 @@ COMMENT ON VIEW dex_collector.run_summary IS 'dex_collector: runs, newest first,
 
 REVOKE ALL ON dex_collector.company_status, dex_collector.run_summary FROM PUBLIC;
 
--- pg_cron helpers: create or replace, and remove, the job that runs dex_collect_all(). The job's
--- command names the function with its schema, so it works whatever the job's search_path.
+-- pg_cron helpers: create or replace, and remove, the job that runs dex_collect_all(), named
+-- dex_collect_all (before 0.3.0: dex-collection-every-5-minutes, whatever its schedule; that name
+-- is still found and replaced). The job's command names the function with its schema, so it works
+-- whatever the job's search_path.
 CREATE FUNCTION dex_collector.schedule(schedule text DEFAULT '*/5 * * * *') RETURNS bigint
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
@@ -71,33 +73,43 @@ BEGIN
             USING ERRCODE = 'undefined_object',
                   HINT = 'Add pg_cron to shared_preload_libraries, restart, then CREATE EXTENSION pg_cron.';
     END IF;
-    RETURN cron.schedule('dex-collection-every-5-minutes', schedule,
+    IF EXISTS (SELECT 1 FROM cron.job WHERE jobname = 'dex-collection-every-5-minutes'
+                                        AND username = current_user) THEN
+        PERFORM cron.unschedule('dex-collection-every-5-minutes');
+    END IF;
+    RETURN cron.schedule('dex_collect_all', schedule,
         format('SELECT %I.dex_collect_all()',
                (SELECT n.nspname FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace
                  WHERE e.extname = 'dex_collector')));
 END
 $$;
 COMMENT ON FUNCTION dex_collector.schedule(text) IS
-    'dex_collector: create or replace the pg_cron job dex-collection-every-5-minutes';
+    'dex_collector: create or replace the pg_cron job dex_collect_all';
 
 CREATE FUNCTION dex_collector.unschedule() RETURNS boolean
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    job record;
+    removed boolean := false;
 BEGIN
     IF NOT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'pg_cron') THEN
         RAISE EXCEPTION 'pg_cron is not installed' USING ERRCODE = 'undefined_object';
     END IF;
-    IF NOT EXISTS (SELECT 1 FROM cron.job WHERE jobname = 'dex-collection-every-5-minutes') THEN
-        RETURN false;
-    END IF;
-    RETURN cron.unschedule('dex-collection-every-5-minutes');
+    FOR job IN SELECT jobname FROM cron.job
+                WHERE jobname IN ('dex_collect_all', 'dex-collection-every-5-minutes')
+                  AND username = current_user LOOP
+        removed := cron.unschedule(job.jobname) OR removed;
+    END LOOP;
+    RETURN removed;
 END
 $$;
 COMMENT ON FUNCTION dex_collector.unschedule() IS
-    'dex_collector: remove the pg_cron job dex-collection-every-5-minutes; false if there was none';
+    'dex_collector: remove the pg_cron job dex_collect_all; false if there was none';
 
--- At DROP EXTENSION dex_collector: the jobs schedule() made in this database go too, instead of
--- failing every five minutes; other jobs that call dex_collector are named, not touched. pg_cron
--- shows a role its own jobs only, so a superuser's drop removes every such job.
+-- When the extension goes (DROP EXTENSION, or DROP SCHEMA ... CASCADE of its schema, or DROP
+-- OWNED BY its owner): the jobs schedule() made in this database go too, instead of failing every
+-- five minutes; other jobs that call dex_collector are named, not touched. pg_cron shows a role
+-- its own jobs only, so a superuser's drop removes every such job.
 CREATE FUNCTION dex_collector.unschedule_all() RETURNS integer
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
@@ -111,9 +123,10 @@ BEGIN
     BEGIN
         FOR job IN SELECT jobid, jobname, command FROM cron.job
                     WHERE database = current_database()
-                      AND (jobname = 'dex-collection-every-5-minutes' OR command ~ 'dex_collect_(all|company)')
+                      AND (jobname IN ('dex_collect_all', 'dex-collection-every-5-minutes')
+                           OR command ~ 'dex_collect_(all|company)')
                     ORDER BY jobid LOOP
-            IF job.jobname = 'dex-collection-every-5-minutes' THEN
+            IF job.jobname IN ('dex_collect_all', 'dex-collection-every-5-minutes') THEN
                 PERFORM cron.unschedule(job.jobid);
                 removed := removed + 1;
             ELSE
@@ -123,22 +136,22 @@ BEGIN
         END LOOP;
     EXCEPTION WHEN insufficient_privilege THEN
         RAISE WARNING 'dex_collector: could not remove its pg_cron jobs: %', SQLERRM
-            USING HINT = 'Remove the job dex-collection-every-5-minutes with cron.unschedule() as its owner.';
+            USING HINT = 'Remove the job dex_collect_all with cron.unschedule() as its owner.';
         RETURN 0;
     END;
     IF removed > 0 THEN
-        RAISE NOTICE 'dex_collector: removed the pg_cron job dex-collection-every-5-minutes';
+        RAISE NOTICE 'dex_collector: removed the pg_cron job dex_collect_all';
     END IF;
     RETURN removed;
 END
 $$;
 COMMENT ON FUNCTION dex_collector.unschedule_all() IS
-    'dex_collector: remove the pg_cron jobs dex_collector.schedule() made in this database (run at DROP EXTENSION)';
+    'dex_collector: remove the pg_cron jobs dex_collector.schedule() made in this database (run when the extension is dropped)';
 
 CREATE FUNCTION dex_collector.before_drop() RETURNS event_trigger
 LANGUAGE c AS 'MODULE_PATHNAME', 'dex_collector_before_drop';
 CREATE EVENT TRIGGER dex_collector_before_drop ON ddl_command_start
-    WHEN TAG IN ('DROP EXTENSION') EXECUTE FUNCTION dex_collector.before_drop();
+    WHEN TAG IN ('DROP EXTENSION', 'DROP SCHEMA', 'DROP OWNED') EXECUTE FUNCTION dex_collector.before_drop();
 
 REVOKE EXECUTE ON FUNCTION dex_collector.schedule(text), dex_collector.unschedule(),
     dex_collector.unschedule_all(), dex_collector.before_drop() FROM PUBLIC;

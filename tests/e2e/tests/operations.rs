@@ -318,7 +318,7 @@ fn a_scheduled_job_names_the_schema_runs_in_pg_cron_and_goes_with_drop_extension
             &[&job_id],
         )
         .unwrap();
-    assert_eq!(job.get::<_, String>(0), "dex-collection-every-5-minutes");
+    assert_eq!(job.get::<_, String>(0), "dex_collect_all");
     assert_eq!(
         job.get::<_, String>(1),
         "SELECT extensions.dex_collect_all()"
@@ -383,7 +383,7 @@ fn a_scheduled_job_names_the_schema_runs_in_pg_cron_and_goes_with_drop_extension
     assert!(
         notices
             .iter()
-            .any(|n| n.contains("removed the pg_cron job dex-collection-every-5-minutes")),
+            .any(|n| n.contains("removed the pg_cron job dex_collect_all")),
         "{notices:?}"
     );
     assert!(
@@ -392,6 +392,74 @@ fn a_scheduled_job_names_the_schema_runs_in_pg_cron_and_goes_with_drop_extension
         )) && n.contains(&format!("SELECT cron.unschedule({mine});"))),
         "{notices:?}"
     );
+    assert_log_clean(&deployment.cluster, &[]);
+}
+
+/// The extension also goes with `DROP SCHEMA ... CASCADE` of its schema and with `DROP OWNED BY`
+/// its owner; its pg_cron job goes with it then too, and a job of the name it had before 0.3.0 is
+/// replaced by `schedule()`.
+#[test]
+fn the_job_goes_with_the_extension_when_its_schema_or_its_owner_is_dropped() {
+    let deployment = Deployment::start(DeploymentOptions::with_pg_cron_unconfigured()).unwrap();
+    let mut client = deployment.client();
+    client
+        .batch_execute("CREATE EXTENSION pg_cron; CREATE ROLE dex_admin SUPERUSER")
+        .unwrap();
+    let create_and_schedule = "SET ROLE dex_admin;
+         CREATE SCHEMA extensions;
+         CREATE EXTENSION dex_collector SCHEMA extensions;
+         SELECT cron.schedule('dex-collection-every-5-minutes', '*/5 * * * *', 'SELECT extensions.dex_collect_all()');
+         SELECT dex_collector.schedule('*/10 * * * *');
+         RESET ROLE;";
+    let jobs = |client: &mut postgres::Client| -> Vec<String> {
+        client
+            .query(
+                "SELECT jobname || ' ' || username FROM cron.job ORDER BY jobid",
+                &[],
+            )
+            .unwrap()
+            .iter()
+            .map(|row| row.get(0))
+            .collect()
+    };
+    client.batch_execute(create_and_schedule).unwrap();
+    assert_eq!(
+        jobs(&mut client),
+        vec!["dex_collect_all dex_admin"],
+        "the old name replaced"
+    );
+
+    // Not these: a schema without the extension, and one that cannot go without CASCADE.
+    client
+        .batch_execute("CREATE SCHEMA unrelated; DROP SCHEMA unrelated CASCADE")
+        .unwrap();
+    let (state, _, _) = sql_error(client.query_one("DROP SCHEMA extensions", &[]));
+    assert_eq!(state, "2BP01");
+    assert_eq!(jobs(&mut client).len(), 1);
+
+    client
+        .batch_execute("DROP SCHEMA extensions CASCADE")
+        .unwrap();
+    assert_eq!(
+        one::<i64>(
+            &mut client,
+            "SELECT count(*) FROM pg_extension WHERE extname = 'dex_collector'"
+        ),
+        0
+    );
+    assert!(jobs(&mut client).is_empty(), "{:?}", jobs(&mut client));
+
+    client.batch_execute(create_and_schedule).unwrap();
+    assert_eq!(jobs(&mut client).len(), 1);
+    client.batch_execute("DROP OWNED BY dex_admin").unwrap();
+    assert_eq!(
+        one::<i64>(
+            &mut client,
+            "SELECT count(*) FROM pg_extension WHERE extname = 'dex_collector'"
+        ),
+        0
+    );
+    assert!(jobs(&mut client).is_empty(), "{:?}", jobs(&mut client));
     assert_log_clean(&deployment.cluster, &[]);
 }
 

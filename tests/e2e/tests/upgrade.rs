@@ -124,7 +124,7 @@ fn an_upgrade_from_0_1_0_keeps_history_and_jobs_and_matches_a_fresh_install() {
             .query_one(
                 "SELECT (SELECT count(*) FROM dex_collector.runs),
                         (SELECT count(*) FROM dex_collector.run_results),
-                        (SELECT array_agg(command) FROM cron.job WHERE jobname = 'dex-collection-every-5-minutes')",
+                        (SELECT array_agg(command) FROM cron.job WHERE jobname = 'dex_collect_all')",
                 &[],
             )
             .unwrap();
@@ -133,7 +133,7 @@ fn an_upgrade_from_0_1_0_keeps_history_and_jobs_and_matches_a_fresh_install() {
     assert_eq!(
         (runs, results, jobs),
         (1, 10, vec!["SELECT public.dex_collect_all()".to_string()]),
-        "history and job after the upgrade (the job now names the function's schema)"
+        "history and job after the upgrade (the job now names the function's schema, and has its new name)"
     );
 
     // The upgraded extension collects, and records what the new version records.
