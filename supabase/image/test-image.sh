@@ -22,9 +22,13 @@ service_key="sk-image-test-$$"
 work="$(mktemp -d)"
 
 cleanup() {
-    docker logs "$container" >"$work/db.log" 2>&1 || true
+    local status=$?
+    if [ "$status" -ne 0 ]; then
+        echo "== the database's log (last 200 lines)" >&2
+        docker logs --tail 200 "$container" >&2 2>&1 || true
+    fi
     docker rm -f "$container" >/dev/null 2>&1 || true
-    [ -n "${stand_in_pid:-}" ] && kill "$stand_in_pid" 2>/dev/null || true
+    if [ -n "${stand_in_pid:-}" ]; then kill "$stand_in_pid" 2>/dev/null || true; fi
     rm -rf "$work"
 }
 trap cleanup EXIT
