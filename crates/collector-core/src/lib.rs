@@ -10,6 +10,8 @@
 //! The extension supplies the PostgreSQL side: settings, the targets query, the history, locks,
 //! and a `Host` that polls the backend's interrupt flags and records results through SPI.
 
+#![forbid(unsafe_code)]
+
 pub mod endpoint;
 pub mod fan_out;
 pub mod summary;

@@ -12,6 +12,8 @@
 //! offset), then the members' data; numbers and nested containers start 4-byte aligned, the
 //! padding counted in their length. An object lists its keys first, then its values, in key order.
 
+#![forbid(unsafe_code)]
+
 mod numeric;
 
 use std::fmt;

@@ -279,8 +279,24 @@ impl TestCluster {
     /// `pg_ctl restart -m MODE` (`smart`, `fast` or `immediate`), waiting until the server
     /// accepts connections again.
     pub fn restart(&self, mode: &str) -> Result<(), ClusterError> {
+        self.run_pg_ctl(&["-m", mode, "restart"])
+    }
+
+    /// `pg_ctl stop -m fast`: the server down (a database gone away), its directory kept for
+    /// [`Self::start_again`].
+    pub fn stop_server(&self) -> Result<(), ClusterError> {
+        self.run_pg_ctl(&["-m", "fast", "stop"])
+    }
+
+    /// `pg_ctl start` after [`Self::stop_server`], on the same port, waiting until the server
+    /// accepts connections.
+    pub fn start_again(&self) -> Result<(), ClusterError> {
+        self.run_pg_ctl(&["start"])
+    }
+
+    fn run_pg_ctl(&self, args: &[&str]) -> Result<(), ClusterError> {
         let mut pg_ctl = self.pg_ctl();
-        pg_ctl.args(["-m", mode, "restart"]);
+        pg_ctl.args(args);
         run(pg_ctl, None)
             .map(drop)
             .map_err(|error| self.with_log_tail(error))

@@ -8,7 +8,6 @@
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use dex_collector_e2e::cluster::{ClusterOptions, ServerFiles, TestCluster};
@@ -107,52 +106,11 @@ impl Hosted {
             _files: files,
         }
     }
-
-    /// Stops the server (fast shutdown), keeping its directory.
-    fn stop_server(&self) {
-        pg_ctl(&self.cluster, &["-m", "fast", "stop"]);
-    }
-
-    /// Starts the stopped server again, on its port.
-    fn start_server(&self) {
-        pg_ctl(&self.cluster, &["start"]);
-    }
 }
 
 /// A new session as `postgres`, the role the Supabase SQL editor uses.
 fn postgres_on(cluster: &TestCluster) -> postgres::Client {
     cluster.connect_as("postgres", "postgres").unwrap()
-}
-
-/// `pg_ctl ARGS` on the cluster's data directory and log, as the server's OS user.
-fn pg_ctl(cluster: &TestCluster, args: &[&str]) {
-    let pg_config = std::env::var("PG_CONFIG").unwrap_or_else(|_| "pg_config".into());
-    let bindir = Command::new(pg_config).arg("--bindir").output().unwrap();
-    let pg_ctl = PathBuf::from(String::from_utf8_lossy(&bindir.stdout).trim()).join("pg_ctl");
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    let mut command = if unsafe { libc::geteuid() } == 0 {
-        let mut runuser = Command::new("runuser");
-        runuser.args(["-u", "postgres", "--"]).arg(pg_ctl);
-        runuser
-    } else {
-        Command::new(pg_ctl)
-    };
-    let output = command
-        .current_dir(cluster.root_dir())
-        .arg("-D")
-        .arg(cluster.data_dir())
-        .arg("-l")
-        .arg(cluster.root_dir().join("server.log"))
-        .args(["-w", "-t", "60"])
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "pg_ctl {args:?}: {}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
 }
 
 /// The sidecar with the page's recipe applied, and the hosted database it reads.
@@ -376,7 +334,7 @@ fn the_page_collects_through_postgres_fdw_and_a_remote_down_fails_one_run_clearl
 
     // The hosted database down: one failed run, at once, with the reason and no request; a SQL
     // call raises the same.
-    setup.hosted.stop_server();
+    setup.hosted.cluster.stop_server().unwrap();
     let requests_before = setup.sidecar.stand_in.request_count();
     let (run, took) = setup.worker_run(Duration::from_secs(60));
     eprintln!("hosted down: the worker's run failed after {took:?}: {run}");
@@ -423,7 +381,7 @@ fn the_page_collects_through_postgres_fdw_and_a_remote_down_fails_one_run_clearl
     );
 
     // Up again: the next run goes on with every company.
-    setup.hosted.start_server();
+    setup.hosted.cluster.start_again().unwrap();
     let (run, _) = setup.worker_run(Duration::from_secs(60));
     assert_eq!(run["status"], "succeeded", "{run}");
     assert_eq!(
