@@ -265,9 +265,7 @@ impl QueryTimer {
     /// Disarms the timer; true when it had run out (the query cancel it raised, or left pending,
     /// was its own).
     pub fn stop(self) -> bool {
-        // SAFETY: disarms our own timeout; harmless when it already fired.
-        unsafe { disable_timeout(self.id, false) };
-        std::mem::forget(self);
+        drop(self);
         let expired = QUERY_TIMER_EXPIRED.swap(false, Ordering::SeqCst);
         if expired {
             // A cancel the timer asked for and no query served yet is not the user's.
@@ -278,11 +276,10 @@ impl QueryTimer {
 }
 
 impl Drop for QueryTimer {
-    /// Unwinding past a running timer: disarm it, so it cannot cancel a later query.
+    /// Disarms the timer, however it goes (unwinding too), so it cannot cancel a later query.
     fn drop(&mut self) {
-        // SAFETY: disarms our own timeout.
+        // SAFETY: disarms our own timeout; harmless when it already fired.
         unsafe { disable_timeout(self.id, false) };
-        QUERY_TIMER_EXPIRED.store(false, Ordering::SeqCst);
     }
 }
 

@@ -23,14 +23,14 @@ pub enum Failed {
         sqlstate: PgSqlErrorCode,
     },
     /// It was still running when its time limit ran out, and was cancelled.
-    TimedOut(Duration),
+    TimedOut,
 }
 
 impl std::fmt::Display for Failed {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Failed::Error { message, .. } => f.write_str(message),
-            Failed::TimedOut(limit) => write!(f, "cancelled after {} ms", limit.as_millis()),
+            Failed::TimedOut => f.write_str("cancelled at its time limit"),
         }
     }
 }
@@ -79,10 +79,10 @@ pub fn run<T>(limit: Option<Duration>, work: impl FnOnce() -> T + UnwindSafe) ->
         pg_sys::MemoryContextSwitchTo(old_context);
         pg_sys::CurrentResourceOwner = old_owner;
     }
-    match (outcome, limit) {
-        (_, Some(limit)) if timed_out => Err(Failed::TimedOut(limit)),
-        (Ok(value), _) => Ok(value),
-        (Err(caught), _) => {
+    match outcome {
+        _ if timed_out => Err(Failed::TimedOut),
+        Ok(value) => Ok(value),
+        Err(caught) => {
             let report = caught_report(&caught);
             if report.sql_error_code() == PgSqlErrorCode::ERRCODE_QUERY_CANCELED {
                 caught.rethrow()

@@ -55,7 +55,7 @@ pub fn load(custom_query: Option<&str>, limit: Duration) -> Result<Vec<Target>, 
                     | PgSqlErrorCode::ERRCODE_INVALID_SCHEMA_NAME
             ),
         },
-        readonly::Failed::TimedOut(limit) => TargetsError::TimedOut { custom, limit },
+        readonly::Failed::TimedOut => TargetsError::TimedOut { custom, limit },
     })??;
     let mut seen = std::collections::HashSet::with_capacity(rows.len());
     Ok(rows
