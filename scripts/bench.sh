@@ -6,7 +6,7 @@
 # `./scripts/bench.sh --dex-parse` times dex_parse() over a table of 100,000 stored DEX files instead;
 # `./scripts/bench.sh --dex-memory` measures a backend's peak memory for one dex_parse() call;
 # `./scripts/bench.sh --fairness` runs 1,000 companies with heavy-tailed endpoint times under the
-# run deadline until each has been collected; `./scripts/bench.sh --history` times the README's
+# run deadline until each has been collected; `./scripts/bench.sh --history` times docs/monitoring.md's
 # monitoring queries over a generated 14-day history of 1,000 companies (4 million results).
 #
 # On the PostgreSQL major in $DEX_PG_MAJOR (15 unless set): `DEX_PG_MAJOR=17 ./scripts/bench.sh`
@@ -25,13 +25,13 @@ install_extension --release
 step "Running the benchmark"
 cd "$REPO_ROOT"
 if [ "${1:-}" = "--dex-parse" ]; then
-    cargo run --quiet --release -p dex_collector_e2e --bin dex-parse-bench
+    cargo run --quiet --release -p dex-collector-bench --bin dex-parse-bench
 elif [ "${1:-}" = "--fairness" ]; then
-    cargo run --quiet --release -p dex_collector_e2e --bin dex-fairness-bench
+    cargo run --quiet --release -p dex-collector-bench --bin dex-fairness-bench
 elif [ "${1:-}" = "--history" ]; then
     cargo test --quiet --release -p dex_collector_e2e --test history_at_scale -- --nocapture
 elif [ "${1:-}" = "--dex-memory" ]; then
-    cargo run --quiet --release -p dex_collector_e2e --bin dex-parse-bench -- --memory
+    cargo run --quiet --release -p dex-collector-bench --bin dex-parse-bench -- --memory
 else
-    cargo run --quiet --release -p dex_collector_e2e --bin dex-bench -- "$@"
+    cargo run --quiet --release -p dex-collector-bench --bin dex-bench -- "$@"
 fi

@@ -93,6 +93,9 @@ root="$work/deb"
 install -D -m 0644 "$built_library" "$root$library_dir/dex_collector.so"
 stage_extension_files "$root$extension_dir"
 install -D -m 0644 README.md "$root/usr/share/doc/$deb_name/README.md"
+for page in docs/*.md; do
+    install -D -m 0644 "$page" "$root/usr/share/doc/$deb_name/$page"
+done
 mkdir -p "$root/DEBIAN"
 cat >"$root/DEBIAN/control" <<CONTROL
 Package: ${deb_name}

@@ -4,11 +4,12 @@
 #   ./scripts/test.sh          # PostgreSQL 15, then 17
 #   ./scripts/test.sh 17       # PostgreSQL 17 only (15 alike)
 #
-# First what needs no PostgreSQL: formatting, the pure-Rust unit tests and a fuzz smoke of the
-# DEX parser. Then, for each major (scripts/test-major.sh): lints, the #[pg_test] tests and the
-# end-to-end suites (real clusters, real pg_cron, Supabase's parts, the stand-in endpoint on
-# loopback); then its packages are built and installed into a system that has nothing but
-# PostgreSQL, where a collection runs from them (scripts/package.sh, scripts/test-package.sh).
+# First what needs no PostgreSQL: formatting, the pure-Rust tests (the stand-in endpoint's among
+# them) and a fuzz smoke of the DEX parser. Then, for each major (scripts/test-major.sh): lints,
+# the #[pg_test] tests and the end-to-end suites (real clusters, real pg_cron, Supabase's parts,
+# the stand-in endpoint on loopback); then its packages are built and installed into a system
+# that has nothing but PostgreSQL, where a collection runs from them (scripts/package.sh,
+# scripts/test-package.sh).
 # A major this machine's Debian does not package runs in a chroot of the release that does.
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
@@ -27,8 +28,11 @@ started=$SECONDS
 step "Formatting"
 cargo fmt --all --check
 
-step "Unit tests (no PostgreSQL): the DEX parser, the jsonb writer, the collector's core against the stand-in"
-cargo test -p dex-parse -p jsonb-binary -p dex-collector-core
+step "Layers: unsafe code only in src/pg/, dependencies between modules pointing one way"
+./scripts/check-layers.sh
+
+step "Unit tests (no PostgreSQL): the DEX parser, the jsonb writer, the stand-in endpoint, the collector's core against it"
+cargo test -p dex-parse -p jsonb-binary -p dex-stand-in -p dex-collector-core
 
 step "Fuzz smoke: the DEX parser under libFuzzer for 30 seconds, from the real files"
 if ! cargo fuzz --version >/dev/null 2>&1; then

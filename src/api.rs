@@ -1,9 +1,14 @@
-//! The SQL functions: thin wrappers that run a collection and map its errors to Postgres ERRORs.
+//! The collection's SQL functions: thin wrappers that run a collection; its errors become
+//! PostgreSQL ERRORs through `error.rs`.
 //!
 //! They are SECURITY DEFINER (owned by the superuser who created the extension) so that a role
 //! granted EXECUTE collects for every company although row level security hides rows from it, and
 //! they pin `search_path` so that nothing a caller puts on the path can take part in the run.
 
+// A `#[pg_extern]` raises the `ErrorReport` it returns; it is large, and only ever returned once.
+#![allow(clippy::result_large_err)]
+
+use pgrx::pg_sys::panic::ErrorReport;
 use pgrx::prelude::*;
 use pgrx::JsonB;
 
@@ -14,22 +19,21 @@ use crate::run::Scope;
 /// Collects DEX data for every target company; returns the run's summary.
 #[pg_extern(volatile, parallel_unsafe, security_definer)]
 #[search_path(pg_catalog, pg_temp)]
-fn dex_collect_all() -> JsonB {
-    match lifecycle::collect_in_transaction(Scope::All, Trigger::Manual) {
-        Ok(summary) => JsonB(summary),
-        Err(error) => error.raise(),
-    }
+fn dex_collect_all() -> Result<JsonB, ErrorReport> {
+    Ok(JsonB(lifecycle::collect_in_transaction(
+        Scope::All,
+        Trigger::Manual,
+    )?))
 }
 
 /// Collects DEX data for one company, recorded as a run of its own.
 #[pg_extern(volatile, parallel_unsafe, security_definer)]
 #[search_path(pg_catalog, pg_temp)]
-fn dex_collect_company(company_id: pgrx::Uuid) -> JsonB {
-    match lifecycle::collect_in_transaction(Scope::Company(company_id.to_string()), Trigger::Manual)
-    {
-        Ok(summary) => JsonB(summary),
-        Err(error) => error.raise(),
-    }
+fn dex_collect_company(company_id: pgrx::Uuid) -> Result<JsonB, ErrorReport> {
+    Ok(JsonB(lifecycle::collect_in_transaction(
+        Scope::Company(company_id.to_string()),
+        Trigger::Manual,
+    )?))
 }
 
 extension_sql!(
@@ -48,11 +52,8 @@ COMMENT ON FUNCTION @extschema@.dex_collect_company(uuid) IS
 /// Queues a collection for the background worker and returns its run id at once.
 #[pg_extern(volatile, parallel_unsafe, security_definer)]
 #[search_path(pg_catalog, pg_temp)]
-fn dex_collect_all_async() -> i64 {
-    match lifecycle::queue_for_worker() {
-        Ok(run_id) => run_id,
-        Err(error) => error.raise(),
-    }
+fn dex_collect_all_async() -> Result<i64, ErrorReport> {
+    Ok(lifecycle::queue_for_worker()?)
 }
 
 extension_sql!(

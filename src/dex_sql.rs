@@ -1,6 +1,7 @@
 //! SQL functions over the `dex-parse` crate: DEX (EVA-DTS) audit text to
-//! JSON, its validation, and its raw segments. All of the parsing lives in
-//! the crate; this module only converts types and errors.
+//! JSON, its validation, its raw segments, its products and the sales between two audits. All of
+//! the parsing lives in the crate; this module only converts types, and errors into
+//! [`DexSqlError`].
 //!
 //! ```sql
 //! UPDATE dex_captures SET structured_data = dex_parse(raw_content);
@@ -8,84 +9,31 @@
 //! SELECT * FROM dex_segments(raw_content) WHERE segment = 'PA1';
 //! ```
 
-use pgrx::pg_sys;
+// A `#[pg_extern]` raises the `ErrorReport` it returns; it is large, and only ever returned once.
+#![allow(clippy::result_large_err)]
+
 use pgrx::pg_sys::panic::ErrorReport;
-use pgrx::pgrx_sql_entity_graph::metadata::{
-    ArgumentError, ReturnsError, ReturnsRef, SqlMappingRef, SqlTranslatable, TypeOrigin,
-};
 use pgrx::prelude::*;
 
+use crate::error::DexSqlError;
+use crate::pg::Jsonb;
 use crate::settings;
 
-/// A finished `jsonb` datum (varlena header included), written by the `jsonb-binary` crate
-/// straight from the parsed DEX: no JSON text, no `jsonb_in` and its tree of the whole document.
-struct Jsonb(Vec<u8>);
-
-impl IntoDatum for Jsonb {
-    fn into_datum(self) -> Option<pg_sys::Datum> {
-        // SAFETY: palloc returns a block of the requested size (or raises); the bytes copied in
-        // are a complete varlena whose header holds this length.
-        unsafe {
-            let datum = pg_sys::palloc(self.0.len()).cast::<u8>();
-            std::ptr::copy_nonoverlapping(self.0.as_ptr(), datum, self.0.len());
-            Some(pg_sys::Datum::from(datum))
-        }
-    }
-
-    fn type_oid() -> pg_sys::Oid {
-        pg_sys::JSONBOID
-    }
-}
-
-// SAFETY: returns the datum made above, as pgrx does for JsonB.
-unsafe impl pgrx::callconv::BoxRet for Jsonb {
-    unsafe fn box_into<'fcx>(
-        self,
-        fcinfo: &mut pgrx::callconv::FcInfo<'fcx>,
-    ) -> pgrx::datum::Datum<'fcx> {
-        match self.into_datum() {
-            Some(datum) => unsafe { fcinfo.return_raw_datum(datum) },
-            None => fcinfo.return_null(),
-        }
-    }
-}
-
-// SAFETY: the datum produced above is a jsonb, as this mapping declares.
-unsafe impl SqlTranslatable for Jsonb {
-    const TYPE_IDENT: &'static str = pgrx::pgrx_resolved_type!(Jsonb);
-    const TYPE_ORIGIN: TypeOrigin = TypeOrigin::External;
-    const ARGUMENT_SQL: Result<SqlMappingRef, ArgumentError> = Ok(SqlMappingRef::literal("jsonb"));
-    const RETURN_SQL: Result<ReturnsRef, ReturnsError> =
-        Ok(ReturnsRef::One(SqlMappingRef::literal("jsonb")));
-}
-
-/// Refuses input longer than `dex_collector.dex_max_bytes` before any of it is read, with
-/// SQLSTATE 54000: every role may call these functions, and the parse and its output take
-/// many times the input in the backend's memory.
-fn check_size(len: usize) {
+/// Refuses input longer than `dex_collector.dex_max_bytes` before any of it is read: every role
+/// may call these functions, and the parse and its output take many times the input in the
+/// backend's memory.
+fn check_size(len: usize) -> Result<(), DexSqlError> {
     let limit = settings::dex_max_bytes();
     if len > limit {
-        ErrorReport::new(
-            PgSqlErrorCode::ERRCODE_PROGRAM_LIMIT_EXCEEDED,
-            format!("DEX input of {len} bytes exceeds dex_collector.dex_max_bytes ({limit} bytes)"),
-            "dex_collector",
-        )
-        .set_hint(
-            "Real DEX files are a few kilobytes. To read larger input in this session: \
-             SET dex_collector.dex_max_bytes = '4MB' (the most it allows).",
-        )
-        .report(PgLogLevel::ERROR);
+        return Err(DexSqlError::TooLarge { len, limit });
     }
+    Ok(())
 }
 
-/// Raises `error` (text with no DEX in it at all) as SQLSTATE 22P02.
-fn raise_not_dex(error: dex_parse::DexError) -> ! {
-    ereport!(
-        ERROR,
-        PgSqlErrorCode::ERRCODE_INVALID_TEXT_REPRESENTATION,
-        error.to_string(),
-        "Damaged DEX still parses, with its problems in \"validation\"; dex_segments() shows how the text splits into segments."
-    );
+/// Reads `raw` as DEX (after the size check).
+fn parse_checked(raw: &[u8]) -> Result<dex_parse::Dex<'_>, DexSqlError> {
+    check_size(raw.len())?;
+    Ok(dex_parse::parse(raw)?)
 }
 
 /// Parses `raw` and writes what `write` picks of it as jsonb. The parse is dropped before the
@@ -93,51 +41,32 @@ fn raise_not_dex(error: dex_parse::DexError) -> ! {
 fn parse_to_jsonb(
     raw: &[u8],
     write: impl FnOnce(&dex_parse::Dex<'_>) -> Result<Vec<u8>, jsonb_binary::Error>,
-) -> Jsonb {
-    let written = write(&parse_checked(raw));
-    match written {
-        Ok(bytes) => Jsonb(bytes),
-        Err(error) => raise_unwritable(error),
-    }
-}
-
-/// Raises a result jsonb cannot hold as 54000, anything else (never seen) as XX000.
-fn raise_unwritable(error: jsonb_binary::Error) -> ! {
-    let (code, message) = match error {
-        jsonb_binary::Error::TooLarge { .. } => (
-            PgSqlErrorCode::ERRCODE_PROGRAM_LIMIT_EXCEEDED,
-            format!("the parsed DEX is too large for jsonb: {error}"),
-        ),
-        jsonb_binary::Error::Unsupported(_) => (
-            PgSqlErrorCode::ERRCODE_INTERNAL_ERROR,
-            format!("the parsed DEX could not be written as jsonb: {error}"),
-        ),
-    };
-    ErrorReport::new(code, message, "dex_collector")
-        .set_hint("Lower dex_collector.dex_max_bytes: no real DEX file comes near this.")
-        .report(PgLogLevel::ERROR);
-    unreachable!("an ERROR report does not return")
+) -> Result<Jsonb, DexSqlError> {
+    let written = write(&parse_checked(raw)?);
+    Ok(Jsonb(written?))
 }
 
 /// The parsed DEX text as jsonb; the shape is documented in the crate's README.
 #[pg_extern(immutable, strict, parallel_safe, name = "dex_parse")]
-fn dex_parse_text(raw: &str) -> Jsonb {
-    parse_to_jsonb(raw.as_bytes(), |dex| jsonb_binary::to_jsonb(dex))
+fn dex_parse_text(raw: &str) -> Result<Jsonb, ErrorReport> {
+    Ok(parse_to_jsonb(raw.as_bytes(), |dex| {
+        jsonb_binary::to_jsonb(dex)
+    })?)
 }
 
 /// As `dex_parse(text)`, for raw bytes in any encoding: text elements are
 /// read as UTF-8 when valid, otherwise as Latin-1.
 #[pg_extern(immutable, strict, parallel_safe, name = "dex_parse")]
-fn dex_parse_bytea(raw: &[u8]) -> Jsonb {
-    parse_to_jsonb(raw, |dex| jsonb_binary::to_jsonb(dex))
+fn dex_parse_bytea(raw: &[u8]) -> Result<Jsonb, ErrorReport> {
+    Ok(parse_to_jsonb(raw, |dex| jsonb_binary::to_jsonb(dex))?)
 }
 
 /// Only the `validation` part of `dex_parse()`.
 #[pg_extern(immutable, strict, parallel_safe)]
-fn dex_validate(raw: &str) -> Jsonb {
-    parse_to_jsonb(raw.as_bytes(), |dex| {
+fn dex_validate(raw: &str) -> Result<Jsonb, ErrorReport> {
+    Ok(parse_to_jsonb(raw.as_bytes(), |dex| {
         jsonb_binary::to_jsonb(&dex.validation())
-    })
+    })?)
 }
 
 /// Every non-blank line of any text as (line number, segment id, elements),
@@ -147,38 +76,34 @@ fn dex_validate(raw: &str) -> Jsonb {
 #[pg_extern(immutable, strict, parallel_safe)]
 fn dex_segments<'a>(
     raw: &'a str,
-) -> TableIterator<
-    'a,
-    (
-        name!(line, i32),
-        name!(segment, String),
-        name!(elements, Vec<String>),
-    ),
-> {
-    check_size(raw.len());
-    TableIterator::new(dex_parse::segments(raw.as_bytes()).map(|segment| {
-        let elements = segment
-            .elements
-            .iter()
-            .map(|e| dex_parse::decode_text(e).into_owned())
-            .collect();
-        // A text value holds at most 1 GB, so fewer lines than i32::MAX.
-        let line = i32::try_from(segment.line).unwrap_or(i32::MAX);
+) -> Result<
+    TableIterator<
+        'a,
         (
-            line,
-            dex_parse::decode_text(segment.id).into_owned(),
-            elements,
-        )
-    }))
-}
-
-/// Reads `raw` as DEX (after the size check), or raises 22P02 for text with no DEX in it.
-fn parse_checked(raw: &[u8]) -> dex_parse::Dex<'_> {
-    check_size(raw.len());
-    match dex_parse::parse(raw) {
-        Ok(dex) => dex,
-        Err(error) => raise_not_dex(error),
-    }
+            name!(line, i32),
+            name!(segment, String),
+            name!(elements, Vec<String>),
+        ),
+    >,
+    ErrorReport,
+> {
+    check_size(raw.len())?;
+    Ok(TableIterator::new(dex_parse::segments(raw.as_bytes()).map(
+        |segment| {
+            let elements = segment
+                .elements
+                .iter()
+                .map(|e| dex_parse::decode_text(e).into_owned())
+                .collect();
+            // A text value holds at most 1 GB, so fewer lines than i32::MAX.
+            let line = i32::try_from(segment.line).unwrap_or(i32::MAX);
+            (
+                line,
+                dex_parse::decode_text(segment.id).into_owned(),
+                elements,
+            )
+        },
+    )))
 }
 
 /// Money as an exact SQL numeric in currency units.
@@ -191,21 +116,67 @@ fn bigint(count: Option<u64>) -> Option<i64> {
     count.and_then(|count| i64::try_from(count).ok())
 }
 
-/// The columns of `dex_products()` (written out again in its signatures, which pgrx reads).
+/// Defines a set-returning SQL function twice, for `text` input and for `bytea` (raw bytes in
+/// any encoding), so that its columns are written once: pgrx reads them from the literal
+/// signature, and rejects a type alias there.
+macro_rules! for_text_and_bytea {
+    (
+        $(#[doc = $doc:literal])*
+        $sql_name:literal as $text_fn:ident and $bytea_fn:ident
+        ($($input:ident),+ $(; $flag:ident: $flag_type:ident = $flag_default:tt)?)
+        -> $columns:tt from $rows:ident
+    ) => {
+        $(#[doc = $doc])*
+        #[pg_extern(immutable, strict, parallel_safe, name = $sql_name)]
+        fn $text_fn(
+            $($input: &str,)+
+            $($flag: default!($flag_type, $flag_default),)?
+        ) -> Result<TableIterator<'static, $columns>, ErrorReport> {
+            Ok($rows($($input.as_bytes(),)+ $($flag,)?)?)
+        }
+
+        #[doc = concat!("As `", $sql_name, "()` on text, for raw bytes in any encoding.")]
+        #[pg_extern(immutable, strict, parallel_safe, name = $sql_name)]
+        fn $bytea_fn(
+            $($input: &[u8],)+
+            $($flag: default!($flag_type, $flag_default),)?
+        ) -> Result<TableIterator<'static, $columns>, ErrorReport> {
+            Ok($rows($($input,)+ $($flag,)?)?)
+        }
+    };
+}
+
+for_text_and_bytea! {
+    /// One row per product selection of the text's first file (PA1 with its PA2 to PA4); money in
+    /// currency units as `numeric`, counters as `bigint`.
+    "dex_products" as dex_products_text and dex_products_bytea (raw) -> (
+        name!(selection, Option<String>),
+        name!(name, Option<String>),
+        name!(price, Option<AnyNumeric>),
+        name!(vends_since_init, Option<i64>),
+        name!(value_since_init, Option<AnyNumeric>),
+        name!(vends_since_reset, Option<i64>),
+        name!(value_since_reset, Option<AnyNumeric>),
+        name!(test_vends_since_init, Option<i64>),
+        name!(free_vends_since_init, Option<i64>),
+    ) from product_rows
+}
+
+/// A row of `dex_products()`, as its columns above name it.
 type ProductRow = (
-    name!(selection, Option<String>),
-    name!(name, Option<String>),
-    name!(price, Option<AnyNumeric>),
-    name!(vends_since_init, Option<i64>),
-    name!(value_since_init, Option<AnyNumeric>),
-    name!(vends_since_reset, Option<i64>),
-    name!(value_since_reset, Option<AnyNumeric>),
-    name!(test_vends_since_init, Option<i64>),
-    name!(free_vends_since_init, Option<i64>),
+    Option<String>,
+    Option<String>,
+    Option<AnyNumeric>,
+    Option<i64>,
+    Option<AnyNumeric>,
+    Option<i64>,
+    Option<AnyNumeric>,
+    Option<i64>,
+    Option<i64>,
 );
 
-fn product_rows(raw: &[u8]) -> TableIterator<'static, ProductRow> {
-    let rows: Vec<_> = parse_checked(raw)
+fn product_rows(raw: &[u8]) -> Result<TableIterator<'static, ProductRow>, DexSqlError> {
+    let rows: Vec<_> = parse_checked(raw)?
         .products()
         .into_iter()
         .map(|p| {
@@ -222,148 +193,61 @@ fn product_rows(raw: &[u8]) -> TableIterator<'static, ProductRow> {
             )
         })
         .collect();
-    TableIterator::new(rows)
+    Ok(TableIterator::new(rows))
 }
 
-/// One row per product selection of the text's first file (PA1 with its PA2 to PA4); money in
-/// currency units as `numeric`, counters as `bigint`.
-#[pg_extern(immutable, strict, parallel_safe, name = "dex_products")]
-// pgrx takes the result's column names and types from this literal signature (it rejects a
-// type alias), hence the long type.
-#[allow(clippy::type_complexity)]
-fn dex_products_text(
-    raw: &str,
-) -> TableIterator<
-    'static,
-    (
-        name!(selection, Option<String>),
+for_text_and_bytea! {
+    /// What sold of each selection between two audits of one machine, from the counters since
+    /// initialisation, with a status per row: `ok`, `new_selection`, `removed_selection`,
+    /// `counter_reset`. Audits of different machines (ID101) or in the wrong order (EA3) are an
+    /// error unless `ignore_mismatch`.
+    "dex_sales" as dex_sales_text and dex_sales_bytea (older, newer; ignore_mismatch: bool = false) -> (
+        name!(selection, String),
         name!(name, Option<String>),
-        name!(price, Option<AnyNumeric>),
-        name!(vends_since_init, Option<i64>),
-        name!(value_since_init, Option<AnyNumeric>),
-        name!(vends_since_reset, Option<i64>),
-        name!(value_since_reset, Option<AnyNumeric>),
-        name!(test_vends_since_init, Option<i64>),
-        name!(free_vends_since_init, Option<i64>),
-    ),
-> {
-    product_rows(raw.as_bytes())
+        name!(units, Option<i64>),
+        name!(value, Option<AnyNumeric>),
+        name!(status, String),
+    ) from sale_rows
 }
 
-/// As `dex_products(text)`, for raw bytes in any encoding.
-#[pg_extern(immutable, strict, parallel_safe, name = "dex_products")]
-// pgrx takes the result's column names and types from this literal signature (it rejects a
-// type alias), hence the long type.
-#[allow(clippy::type_complexity)]
-fn dex_products_bytea(
-    raw: &[u8],
-) -> TableIterator<
-    'static,
-    (
-        name!(selection, Option<String>),
-        name!(name, Option<String>),
-        name!(price, Option<AnyNumeric>),
-        name!(vends_since_init, Option<i64>),
-        name!(value_since_init, Option<AnyNumeric>),
-        name!(vends_since_reset, Option<i64>),
-        name!(value_since_reset, Option<AnyNumeric>),
-        name!(test_vends_since_init, Option<i64>),
-        name!(free_vends_since_init, Option<i64>),
-    ),
-> {
-    product_rows(raw)
-}
-
-/// The columns of `dex_sales()` (written out again in its signatures, which pgrx reads).
+/// A row of `dex_sales()`, as its columns above name it.
 type SaleRow = (
-    name!(selection, String),
-    name!(name, Option<String>),
-    name!(units, Option<i64>),
-    name!(value, Option<AnyNumeric>),
-    name!(status, String),
+    String,
+    Option<String>,
+    Option<i64>,
+    Option<AnyNumeric>,
+    String,
 );
 
-fn sale_rows(older: &[u8], newer: &[u8], ignore_mismatch: bool) -> TableIterator<'static, SaleRow> {
-    let (older, newer) = (parse_checked(older), parse_checked(newer));
-    match dex_parse::sales(&older, &newer, !ignore_mismatch) {
-        Ok(sales) => TableIterator::new(
-            sales
-                .into_iter()
-                .map(|sale| {
-                    (
-                        sale.selection,
-                        sale.name,
-                        bigint(sale.units),
-                        numeric(sale.value),
-                        sale.status.as_str().to_string(),
-                    )
-                })
-                .collect::<Vec<_>>(),
-        ),
-        Err(error) => {
-            ErrorReport::new(
-                PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
-                error.to_string(),
-                "dex_collector",
-            )
-            .set_hint("To compare them anyway: dex_sales(older, newer, ignore_mismatch => true).")
-            .report(PgLogLevel::ERROR);
-            unreachable!("an ERROR report does not return")
-        }
-    }
-}
-
-/// What sold of each selection between two audits of one machine, from the counters since
-/// initialisation, with a status per row: `ok`, `new_selection`, `removed_selection`,
-/// `counter_reset`. Audits of different machines (ID101) or in the wrong order (EA3) are an
-/// error unless `ignore_mismatch`.
-#[pg_extern(immutable, strict, parallel_safe, name = "dex_sales")]
-// pgrx takes the result's column names and types from this literal signature (it rejects a
-// type alias), hence the long type.
-#[allow(clippy::type_complexity)]
-fn dex_sales_text(
-    older: &str,
-    newer: &str,
-    ignore_mismatch: default!(bool, false),
-) -> TableIterator<
-    'static,
-    (
-        name!(selection, String),
-        name!(name, Option<String>),
-        name!(units, Option<i64>),
-        name!(value, Option<AnyNumeric>),
-        name!(status, String),
-    ),
-> {
-    sale_rows(older.as_bytes(), newer.as_bytes(), ignore_mismatch)
-}
-
-/// As `dex_sales(text, text)`, for raw bytes in any encoding.
-#[pg_extern(immutable, strict, parallel_safe, name = "dex_sales")]
-// pgrx takes the result's column names and types from this literal signature (it rejects a
-// type alias), hence the long type.
-#[allow(clippy::type_complexity)]
-fn dex_sales_bytea(
+fn sale_rows(
     older: &[u8],
     newer: &[u8],
-    ignore_mismatch: default!(bool, false),
-) -> TableIterator<
-    'static,
-    (
-        name!(selection, String),
-        name!(name, Option<String>),
-        name!(units, Option<i64>),
-        name!(value, Option<AnyNumeric>),
-        name!(status, String),
-    ),
-> {
-    sale_rows(older, newer, ignore_mismatch)
+    ignore_mismatch: bool,
+) -> Result<TableIterator<'static, SaleRow>, DexSqlError> {
+    let (older, newer) = (parse_checked(older)?, parse_checked(newer)?);
+    let sales = dex_parse::sales(&older, &newer, !ignore_mismatch)?;
+    Ok(TableIterator::new(
+        sales
+            .into_iter()
+            .map(|sale| {
+                (
+                    sale.selection,
+                    sale.name,
+                    bigint(sale.units),
+                    numeric(sale.value),
+                    sale.status.as_str().to_string(),
+                )
+            })
+            .collect::<Vec<_>>(),
+    ))
 }
 
 #[cfg(any(test, feature = "pg_test"))]
 #[pg_schema]
 mod tests {
     use pgrx::prelude::*;
+
+    use crate::pg::jsonb_in_bytes;
 
     /// LF only, G85 valid once CR LF is restored, VA1*586530*9612*586530*9592, 371 lines.
     const RHEVENDORS: &str =
@@ -379,22 +263,6 @@ mod tests {
         include_bytes!("../crates/dex-parse/tests/fixtures/mkrasselt1-rhevendors.eva_dts"),
         include_bytes!("../crates/dex-parse/tests/fixtures/mkrasselt1-sielaff.eva_dts"),
     ];
-
-    /// What PostgreSQL's own `jsonb_in` stores for `json`, header included.
-    fn jsonb_in_bytes(json: &str) -> Vec<u8> {
-        let text = std::ffi::CString::new(json).expect("JSON text has no NUL");
-        // SAFETY: jsonb_in takes a C string and returns a jsonb varlena in the current context.
-        unsafe {
-            let datum = pgrx::direct_function_call_as_datum(
-                pgrx::pg_sys::jsonb_in,
-                &[Some(text.as_ptr().into())],
-            )
-            .expect("jsonb_in returns a datum");
-            let varlena = datum.cast_mut_ptr::<pgrx::pg_sys::varlena>();
-            let len = pgrx::varlena::varsize_any(varlena);
-            std::slice::from_raw_parts(varlena.cast::<u8>(), len).to_vec()
-        }
-    }
 
     /// Fails unless the jsonb written without jsonb_in is byte for byte jsonb_in's.
     fn assert_same_as_jsonb_in(what: &str, ours: Vec<u8>, json: &str) {

@@ -1,324 +1,208 @@
-//! Errors that stop a call before any request, one enum per component, each mapped to a Postgres
-//! ERROR with a SQLSTATE at the SQL boundary. A failing company is never an error: it is a result.
+//! The one error boundary: every error a SQL function can raise becomes a PostgreSQL ERROR here,
+//! with its SQLSTATE, message and hint. Each component has its own error type next to its code
+//! (`ConfigError` in settings, `TargetsError` in targets, `HistoryError`, `LockError`,
+//! `VersionError`); a collection call's are gathered in [`CollectError`], the DEX functions' in
+//! [`DexSqlError`], and both convert into pgrx's `ErrorReport`, which a `#[pg_extern]` returning
+//! `Result<_, ErrorReport>` raises. A failing company is never an error: it is a result.
 
-use std::fmt;
-use std::time::Duration;
-
-use pgrx::pg_sys::panic::{CaughtError, ErrorReportWithLevel};
+use pgrx::pg_sys::panic::ErrorReport;
 use pgrx::prelude::*;
 
-use crate::service_key::KeyFileError;
-use crate::settings::RETIRED_KEY_HINT;
-
-/// The configuration cannot be used: raised before any request is sent. No variant holds the key.
-#[derive(Debug)]
-pub enum ConfigError {
-    Missing {
-        site_url: bool,
-        service_key: bool,
-        /// Where the retired `dex_collector.service_key` is still set (places, never values).
-        retired_key_set_in: Vec<String>,
-    },
-    InvalidSiteUrl {
-        reason: String,
-    },
-    InvalidVaultServiceKey,
-    KeyFile {
-        path: String,
-        error: KeyFileError,
-    },
-    Vault {
-        reason: String,
-    },
-    Catalog {
-        reason: String,
-    },
-    CaFile {
-        reason: String,
-    },
-}
-
-impl fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            ConfigError::Missing { site_url, service_key, retired_key_set_in } => {
-                let mut missing = Vec::new();
-                if *site_url {
-                    missing.push("site URL (dex_collector.site_url, or the Vault secret dex_collector_site_url)");
-                }
-                if *service_key {
-                    missing.push("service key (the Vault secret dex_collector_service_key, or a file named by dex_collector.service_key_file)");
-                }
-                write!(f, "dex_collector is not configured: it has no {}", missing.join(" and no "))?;
-                if !retired_key_set_in.is_empty() {
-                    write!(
-                        f,
-                        "; dex_collector.service_key is still set ({}) but no longer read: any role can read a setting, and the server logs its new value on reload",
-                        retired_key_set_in.join(", ")
-                    )?;
-                }
-                Ok(())
-            }
-            ConfigError::InvalidSiteUrl { reason } => write!(f, "invalid dex_collector.site_url: {reason}"),
-            ConfigError::InvalidVaultServiceKey => write!(
-                f,
-                "invalid Vault secret dex_collector_service_key: it must be printable ASCII without spaces or control characters"
-            ),
-            ConfigError::KeyFile { path, error } => {
-                write!(f, "unusable dex_collector.service_key_file {path:?}: {}", error.reason())
-            }
-            ConfigError::Vault { reason } => write!(f, "could not read dex_collector secrets from Supabase Vault: {reason}"),
-            ConfigError::Catalog { reason } => write!(f, "could not look for the retired dex_collector.service_key: {reason}"),
-            ConfigError::CaFile { reason } => write!(f, "unusable dex_collector.ca_file: {reason}"),
-        }
-    }
-}
-
-impl ConfigError {
-    fn hint(&self) -> Option<String> {
-        match self {
-            ConfigError::Missing { site_url, service_key, retired_key_set_in } => {
-                let mut hint = Vec::new();
-                if *site_url {
-                    hint.push(
-                        "As superuser: ALTER DATABASE your_database SET dex_collector.site_url = 'https://your-app.pages.dev'; \
-                         then reconnect (on Supabase, store the Vault secret dex_collector_site_url instead)."
-                            .to_string(),
-                    );
-                }
-                if *service_key {
-                    hint.push(RETIRED_KEY_HINT.to_string());
-                }
-                if !retired_key_set_in.is_empty() {
-                    hint.push(
-                        "Then remove the old setting where it is set, e.g. ALTER DATABASE your_database RESET dex_collector.service_key; \
-                         or ALTER SYSTEM RESET dex_collector.service_key; (after LOAD 'dex_collector')."
-                            .to_string(),
-                    );
-                }
-                Some(hint.join(" "))
-            }
-            ConfigError::KeyFile { .. } => Some(
-                "The file must be a regular file holding only the key, owned by the database server's user \
-                 with mode 0600 (or by root with 0640). It is read at the start of every run."
-                    .to_string(),
-            ),
-            _ => None,
-        }
-    }
-}
-
-/// The targets query could not be run or did not return what is needed.
-#[derive(Debug)]
-pub enum TargetsError {
-    QueryFailed {
-        custom: bool,
-        message: String,
-        /// The query names a table, column, function or schema that is not there.
-        schema_mismatch: bool,
-    },
-    /// Still running at the run's deadline, and cancelled.
-    TimedOut {
-        custom: bool,
-        limit: Duration,
-    },
-    MissingColumn {
-        column: &'static str,
-    },
-    WrongColumnType {
-        column: String,
-        expected: String,
-    },
-    NullCompanyId,
-    Unreadable {
-        message: String,
-    },
-}
-
-impl fmt::Display for TargetsError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            TargetsError::QueryFailed { custom: true, message, .. } => {
-                write!(f, "dex_collector.targets_query failed: {message}")
-            }
-            TargetsError::QueryFailed { custom: false, message, schema_mismatch: true } => write!(
-                f,
-                "the built-in target selection failed: {message} (set dex_collector.targets_query for a different schema)"
-            ),
-            TargetsError::QueryFailed { custom: false, message, schema_mismatch: false } => {
-                write!(f, "the built-in target selection failed: {message}")
-            }
-            TargetsError::TimedOut { custom, limit } => write!(
-                f,
-                "{} did not finish within dex_collector.run_deadline ({} ms) and was cancelled; \
-                 a foreign server it reads may be slow or unreachable",
-                if *custom { "dex_collector.targets_query" } else { "the built-in target selection" },
-                limit.as_millis()
-            ),
-            TargetsError::MissingColumn { column } => {
-                write!(f, "dex_collector.targets_query must return a column named {column}")
-            }
-            TargetsError::WrongColumnType { column, expected } => {
-                write!(f, "dex_collector.targets_query: column {column} must be of type {expected}")
-            }
-            TargetsError::NullCompanyId => write!(f, "dex_collector.targets_query returned a NULL company_id"),
-            TargetsError::Unreadable { message } => write!(f, "dex_collector.targets_query: {message}"),
-        }
-    }
-}
+use crate::history::HistoryError;
+use crate::lock::LockError;
+use crate::settings::{ConfigError, RETIRED_KEY_HINT};
+use crate::targets::TargetsError;
+use crate::version::VersionError;
 
 /// Everything that makes a collection call raise instead of returning a summary.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 pub enum CollectError {
-    Config(ConfigError),
-    Targets(TargetsError),
-    UnknownCompany {
-        company_id: String,
-    },
-    Runtime {
-        message: String,
-    },
-    History {
-        message: String,
-    },
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Targets(#[from] TargetsError),
+    #[error(transparent)]
+    History(#[from] HistoryError),
+    #[error(transparent)]
+    Lock(#[from] LockError),
+    #[error(transparent)]
+    Version(#[from] VersionError),
+    #[error("company {company_id} is not a collection target (no such company, or it has no active machine)")]
+    UnknownCompany { company_id: String },
+    #[error("dex_collector could not start its HTTP client: {message}")]
+    Runtime { message: String },
     /// A transaction of the worker's own failed (the message is PostgreSQL's).
-    Transaction {
-        message: String,
-    },
-    /// The advisory locks that keep runs apart could not be read or taken.
-    Lock {
-        message: String,
-    },
+    #[error("dex_collector's transaction failed: {message}")]
+    Transaction { message: String },
     /// A hot standby cannot write the run history.
+    #[error("dex_collector cannot collect on a standby server: a run writes its history, and a standby is read-only")]
     StandbyServer,
     /// `dex_collect_all_async()` where no worker will ever run the queued collection.
-    NoWorkerForDatabase {
-        worker_database: Option<String>,
-    },
-    /// The library was upgraded but this database's extension objects were not.
-    ExtensionOutdated {
-        installed: String,
-        /// The other way round: the database was updated, the server not restarted.
-        library_older: bool,
-    },
+    #[error("{}", match worker_database {
+        Some(database) => format!("the dex_collector background worker serves database {database:?}, not this one: a queued run would never start"),
+        None => "the dex_collector background worker is off: a queued run would never start".to_string(),
+    })]
+    NoWorkerForDatabase { worker_database: Option<String> },
 }
 
-impl From<ConfigError> for CollectError {
-    fn from(error: ConfigError) -> Self {
-        CollectError::Config(error)
-    }
-}
-
-impl From<TargetsError> for CollectError {
-    fn from(error: TargetsError) -> Self {
-        CollectError::Targets(error)
-    }
-}
-
-impl fmt::Display for CollectError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            CollectError::Config(error) => error.fmt(f),
-            CollectError::Targets(error) => error.fmt(f),
-            CollectError::UnknownCompany { company_id } => write!(
-                f,
-                "company {company_id} is not a collection target (no such company, or it has no active machine)"
-            ),
-            CollectError::Runtime { message } => write!(f, "dex_collector could not start its HTTP client: {message}"),
-            CollectError::History { message } => write!(f, "dex_collector could not record the run: {message}"),
-            CollectError::Transaction { message } => write!(f, "dex_collector's transaction failed: {message}"),
-            CollectError::Lock { message } => write!(f, "dex_collector could not check for a run in progress: {message}"),
-            CollectError::StandbyServer => write!(
-                f,
-                "dex_collector cannot collect on a standby server: a run writes its history, and a standby is read-only"
-            ),
-            CollectError::NoWorkerForDatabase { worker_database: Some(database) } => write!(
-                f,
-                "the dex_collector background worker serves database {database:?}, not this one: a queued run would never start"
-            ),
-            CollectError::NoWorkerForDatabase { worker_database: None } => write!(
-                f,
-                "the dex_collector background worker is off: a queued run would never start"
-            ),
-            CollectError::ExtensionOutdated { installed, .. } => write!(
-                f,
-                "the dex_collector library is version {} but this database has the extension at version {installed}",
-                env!("CARGO_PKG_VERSION")
-            ),
-        }
-    }
-}
-
-impl CollectError {
-    fn sqlstate(&self) -> PgSqlErrorCode {
-        match self {
-            CollectError::Config(_) => PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+impl From<CollectError> for ErrorReport {
+    fn from(error: CollectError) -> Self {
+        use PgSqlErrorCode::*;
+        let sqlstate = match &error {
+            CollectError::Config(_) => ERRCODE_INVALID_PARAMETER_VALUE,
             CollectError::Targets(
-                TargetsError::QueryFailed { .. } | TargetsError::Unreadable { .. },
-            ) => PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
-            CollectError::Targets(TargetsError::TimedOut { .. }) => {
-                PgSqlErrorCode::ERRCODE_QUERY_CANCELED
-            }
-            CollectError::Targets(_) => PgSqlErrorCode::ERRCODE_DATATYPE_MISMATCH,
-            CollectError::UnknownCompany { .. } => PgSqlErrorCode::ERRCODE_NO_DATA_FOUND,
-            CollectError::ExtensionOutdated { .. } | CollectError::NoWorkerForDatabase { .. } => {
-                PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE
-            }
-            CollectError::StandbyServer => PgSqlErrorCode::ERRCODE_READ_ONLY_SQL_TRANSACTION,
-            CollectError::Runtime { .. }
-            | CollectError::History { .. }
+                TargetsError::QueryFailed { .. } | TargetsError::Unreadable(_),
+            ) => ERRCODE_INVALID_PARAMETER_VALUE,
+            CollectError::Targets(TargetsError::TimedOut { .. }) => ERRCODE_QUERY_CANCELED,
+            CollectError::Targets(_) => ERRCODE_DATATYPE_MISMATCH,
+            CollectError::UnknownCompany { .. } => ERRCODE_NO_DATA_FOUND,
+            CollectError::Version(VersionError::Outdated { .. })
+            | CollectError::NoWorkerForDatabase { .. } => ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+            CollectError::StandbyServer => ERRCODE_READ_ONLY_SQL_TRANSACTION,
+            CollectError::Version(VersionError::Unreadable(_))
+            | CollectError::Runtime { .. }
+            | CollectError::History(_)
             | CollectError::Transaction { .. }
-            | CollectError::Lock { .. } => PgSqlErrorCode::ERRCODE_INTERNAL_ERROR,
-        }
-    }
-
-    /// Raises the error as a Postgres ERROR; does not return.
-    pub fn raise(self) -> ! {
-        let report = pgrx::pg_sys::panic::ErrorReport::new(
-            self.sqlstate(),
-            self.to_string(),
-            "dex_collector",
-        );
-        let report = match self {
-            CollectError::Config(ref config) => match config.hint() {
-                Some(hint) => report.set_hint(hint),
-                None => report,
-            },
-            CollectError::ExtensionOutdated { library_older: false, .. } => {
-                report.set_hint("Run ALTER EXTENSION dex_collector UPDATE; in this database.")
-            }
-            CollectError::ExtensionOutdated { library_older: true, .. } => report.set_hint(
-                "Restart PostgreSQL: it still runs the dex_collector library it loaded before the upgrade.",
-            ),
-            CollectError::StandbyServer => {
-                report.set_hint("Call it on the primary. A preloaded worker starts collecting here after promotion.")
-            }
-            CollectError::NoWorkerForDatabase { .. } => report.set_hint(
-                "Call dex_collect_all() to collect now, or run the worker for this database: \
-                 shared_preload_libraries = 'dex_collector' and dex_collector.database = '<this database>', then restart PostgreSQL.",
-            ),
-            _ => report,
+            | CollectError::Lock(_) => ERRCODE_INTERNAL_ERROR,
         };
-        report.report(PgLogLevel::ERROR);
-        unreachable!("an ERROR report does not return")
+        let hint = match &error {
+            CollectError::Config(config) => config_hint(config),
+            CollectError::Version(VersionError::Outdated { library_older: false, .. }) => {
+                Some("Run ALTER EXTENSION dex_collector UPDATE; in this database.".into())
+            }
+            CollectError::Version(VersionError::Outdated { library_older: true, .. }) => Some(
+                "Restart PostgreSQL: it still runs the dex_collector library it loaded before the upgrade.".into(),
+            ),
+            CollectError::StandbyServer => Some(
+                "Call it on the primary. A preloaded worker starts collecting here after promotion.".into(),
+            ),
+            CollectError::NoWorkerForDatabase { .. } => Some(
+                "Call dex_collect_all() to collect now, or run the worker for this database: \
+                 shared_preload_libraries = 'dex_collector' and dex_collector.database = '<this database>', then restart PostgreSQL."
+                    .into(),
+            ),
+            _ => None,
+        };
+        report(sqlstate, error.to_string(), None, hint)
     }
 }
 
-/// The report inside any caught error: a Postgres ERROR, a Rust `ereport!`, or a panic.
-pub fn caught_report(caught: &CaughtError) -> &ErrorReportWithLevel {
-    match caught {
-        CaughtError::PostgresError(report) | CaughtError::ErrorReport(report) => report,
-        CaughtError::RustPanic { ereport, .. } => ereport,
+/// What to do about a configuration that cannot be used.
+fn config_hint(error: &ConfigError) -> Option<String> {
+    match error {
+        ConfigError::Missing { site_url, service_key, retired_key_set_in } => {
+            let mut hint = Vec::new();
+            if *site_url {
+                hint.push(
+                    "As superuser: ALTER DATABASE your_database SET dex_collector.site_url = 'https://your-app.pages.dev'; \
+                     then reconnect (on Supabase, store the Vault secret dex_collector_site_url instead)."
+                        .to_string(),
+                );
+            }
+            if *service_key {
+                hint.push(RETIRED_KEY_HINT.to_string());
+            }
+            if !retired_key_set_in.is_empty() {
+                hint.push(
+                    "Then remove the old setting where it is set, e.g. ALTER DATABASE your_database RESET dex_collector.service_key; \
+                     or ALTER SYSTEM RESET dex_collector.service_key; (after LOAD 'dex_collector')."
+                        .to_string(),
+                );
+            }
+            Some(hint.join(" "))
+        }
+        ConfigError::KeyFile { .. } => Some(
+            "The file must be a regular file holding only the key, owned by the database server's user \
+             with mode 0600 (or by root with 0640). It is read at the start of every run."
+                .to_string(),
+        ),
+        _ => None,
+    }
+}
+
+/// Why a DEX function raises.
+#[derive(Debug, thiserror::Error)]
+pub enum DexSqlError {
+    /// Longer than `dex_collector.dex_max_bytes`, refused before any of it is read.
+    #[error("DEX input of {len} bytes exceeds dex_collector.dex_max_bytes ({limit} bytes)")]
+    TooLarge { len: usize, limit: usize },
+    /// Text with no DEX in it at all (damaged DEX still parses, with its problems reported).
+    #[error(transparent)]
+    NotDex(#[from] dex_parse::DexError),
+    /// A result jsonb cannot hold.
+    #[error("{}", match .0 {
+        jsonb_binary::Error::TooLarge { .. } => format!("the parsed DEX is too large for jsonb: {}", .0),
+        jsonb_binary::Error::Unsupported(_) => format!("the parsed DEX could not be written as jsonb: {}", .0),
+    })]
+    Unwritable(#[from] jsonb_binary::Error),
+    /// `dex_sales()` of audits of different machines or in the wrong order.
+    #[error(transparent)]
+    Mismatch(#[from] dex_parse::SalesError),
+}
+
+impl From<DexSqlError> for ErrorReport {
+    fn from(error: DexSqlError) -> Self {
+        use PgSqlErrorCode::*;
+        let (sqlstate, detail, hint) = match &error {
+            DexSqlError::TooLarge { .. } => (
+                ERRCODE_PROGRAM_LIMIT_EXCEEDED,
+                None,
+                Some(
+                    "Real DEX files are a few kilobytes. To read larger input in this session: \
+                     SET dex_collector.dex_max_bytes = '4MB' (the most it allows).",
+                ),
+            ),
+            DexSqlError::NotDex(_) => (
+                ERRCODE_INVALID_TEXT_REPRESENTATION,
+                Some(
+                    "Damaged DEX still parses, with its problems in \"validation\"; dex_segments() shows how the text splits into segments.",
+                ),
+                None,
+            ),
+            DexSqlError::Unwritable(unwritable) => (
+                match unwritable {
+                    jsonb_binary::Error::TooLarge { .. } => ERRCODE_PROGRAM_LIMIT_EXCEEDED,
+                    jsonb_binary::Error::Unsupported(_) => ERRCODE_INTERNAL_ERROR,
+                },
+                None,
+                Some("Lower dex_collector.dex_max_bytes: no real DEX file comes near this."),
+            ),
+            DexSqlError::Mismatch(_) => (
+                ERRCODE_INVALID_PARAMETER_VALUE,
+                None,
+                Some("To compare them anyway: dex_sales(older, newer, ignore_mismatch => true)."),
+            ),
+        };
+        report(
+            sqlstate,
+            error.to_string(),
+            detail,
+            hint.map(str::to_string),
+        )
+    }
+}
+
+/// A PostgreSQL ERROR with what it says.
+fn report(
+    sqlstate: PgSqlErrorCode,
+    message: String,
+    detail: Option<&str>,
+    hint: Option<String>,
+) -> ErrorReport {
+    let report = ErrorReport::new(sqlstate, message, "dex_collector");
+    let report = match detail {
+        Some(detail) => report.set_detail(detail),
+        None => report,
+    };
+    match hint {
+        Some(hint) => report.set_hint(hint),
+        None => report,
     }
 }
 
 /// Logs a WARNING with a hint (to the client too, when there is one).
 pub fn warn_with_hint(message: String, hint: String) {
-    pgrx::pg_sys::panic::ErrorReport::new(
-        PgSqlErrorCode::ERRCODE_WARNING,
-        message,
-        "dex_collector",
-    )
-    .set_hint(hint)
-    .report(PgLogLevel::WARNING);
+    ErrorReport::new(PgSqlErrorCode::ERRCODE_WARNING, message, "dex_collector")
+        .set_hint(hint)
+        .report(PgLogLevel::WARNING);
 }

@@ -6,7 +6,6 @@ use pgrx::prelude::*;
 use pgrx::JsonB;
 use serde_json::Value;
 
-use crate::error::CollectError;
 use dex_collector_core::endpoint::RunIdentity;
 use dex_collector_core::summary::{
     CompanyResult, ResultStatus, RunStatus, RunSummary, ALREADY_RUNNING,
@@ -49,17 +48,21 @@ const TRIGGER_SQL: &str =
     "CASE WHEN $1 = 'manual' AND current_setting('application_name') = 'pg_cron'
                                THEN 'pg_cron' ELSE $1 END";
 
-fn history_error(error: pgrx::spi::Error) -> CollectError {
-    CollectError::History {
-        message: error.to_string(),
-    }
+/// The history could not be read or written.
+#[derive(Debug, thiserror::Error)]
+pub enum HistoryError {
+    #[error("dex_collector could not record the run: {0}")]
+    Spi(#[from] pgrx::spi::Error),
+    /// An `INSERT ... RETURNING` that returned no row.
+    #[error("dex_collector could not record the run: INSERT ... RETURNING gave no {0}")]
+    NothingReturned(&'static str),
 }
 
 /// Runs a data-changing statement that returns one bigint (an id or a count).
 fn update_returning(
     sql: &str,
     args: &[pgrx::datum::DatumWithOid<'_>],
-) -> Result<Option<i64>, CollectError> {
+) -> Result<Option<i64>, HistoryError> {
     Spi::connect_mut(|client| {
         let table = client.update(sql, None, args)?;
         // No row (an empty queue) is an answer, not an error.
@@ -68,20 +71,18 @@ fn update_returning(
         }
         table.first().get_one::<i64>()
     })
-    .map_err(history_error)
+    .map_err(HistoryError::Spi)
 }
 
-fn new_id(id: Option<i64>) -> Result<i64, CollectError> {
-    id.ok_or_else(|| CollectError::History {
-        message: "INSERT ... RETURNING gave no id".into(),
-    })
+fn new_id(id: Option<i64>) -> Result<i64, HistoryError> {
+    id.ok_or(HistoryError::NothingReturned("id"))
 }
 
 /// Runs a data-changing statement that returns a run's `id` and `run_key`.
 fn run_returning(
     sql: &str,
     args: &[pgrx::datum::DatumWithOid<'_>],
-) -> Result<Option<RunIdentity>, CollectError> {
+) -> Result<Option<RunIdentity>, HistoryError> {
     Spi::connect_mut(|client| {
         let table = client.update(sql, None, args)?;
         if table.is_empty() {
@@ -90,11 +91,11 @@ fn run_returning(
         let (id, key) = table.first().get_two::<i64, String>()?;
         Ok(id.zip(key).map(|(id, key)| RunIdentity { id, key }))
     })
-    .map_err(history_error)
+    .map_err(HistoryError::Spi)
 }
 
 /// Inserts the run's row as `running`.
-pub fn start_run(trigger: Trigger, companies_total: usize) -> Result<RunIdentity, CollectError> {
+pub fn start_run(trigger: Trigger, companies_total: usize) -> Result<RunIdentity, HistoryError> {
     let total = i32::try_from(companies_total).unwrap_or(i32::MAX);
     run_returning(
         &format!(
@@ -103,41 +104,12 @@ pub fn start_run(trigger: Trigger, companies_total: usize) -> Result<RunIdentity
         ),
         &[trigger.as_str().into(), total.into()],
     )?
-    .ok_or_else(|| CollectError::History {
-        message: "INSERT ... RETURNING gave no run".into(),
-    })
-}
-
-/// Refuses to run when this database's extension objects are older than the library: the run
-/// would write columns that do not exist until `ALTER EXTENSION dex_collector UPDATE`.
-pub fn check_installed_version() -> Result<(), CollectError> {
-    match installed_version()? {
-        Some(installed) if installed != LIBRARY_VERSION => Err(CollectError::ExtensionOutdated {
-            library_older: library_is_older_than(&installed),
-            installed,
-        }),
-        _ => Ok(()),
-    }
-}
-
-/// The version of the library this process runs.
-pub const LIBRARY_VERSION: &str = env!("CARGO_PKG_VERSION");
-
-/// True when the database's extension is newer than the library this process loaded: the files
-/// were upgraded and the database updated, but the server still runs the library it loaded.
-pub fn library_is_older_than(installed: &str) -> bool {
-    let parts = |version: &str| -> Vec<u64> {
-        version
-            .split('.')
-            .map(|part| part.parse().unwrap_or(0))
-            .collect()
-    };
-    parts(LIBRARY_VERSION) < parts(installed)
+    .ok_or(HistoryError::NothingReturned("run"))
 }
 
 /// When each target was last called and last collected, as run ids, in the targets' order: one
 /// probe of a partial index per company and question, however long its history.
-pub fn last_calls(targets: &[Target]) -> Result<Vec<LastCalls>, CollectError> {
+pub fn last_calls(targets: &[Target]) -> Result<Vec<LastCalls>, HistoryError> {
     let ids: Vec<String> = targets.iter().map(|t| t.company_id.clone()).collect();
     Spi::connect(|client| {
         let rows = client.select(
@@ -163,11 +135,11 @@ pub fn last_calls(targets: &[Target]) -> Result<Vec<LastCalls>, CollectError> {
             })
             .collect::<Result<Vec<_>, pgrx::spi::Error>>()
     })
-    .map_err(history_error)
+    .map_err(HistoryError::Spi)
 }
 
 /// Inserts one `run_results` row per result, in one statement.
-pub fn record_results(run_id: i64, results: &[CompanyResult]) -> Result<(), CollectError> {
+pub fn record_results(run_id: i64, results: &[CompanyResult]) -> Result<(), HistoryError> {
     if results.is_empty() {
         return Ok(());
     }
@@ -187,11 +159,11 @@ pub fn record_results(run_id: i64, results: &[CompanyResult]) -> Result<(), Coll
         )?;
         Ok(())
     })
-    .map_err(history_error)
+    .map_err(HistoryError::Spi)
 }
 
 /// Completes the run's row with its counts and final status.
-pub fn finish_run(summary: &RunSummary, status: RunStatus) -> Result<(), CollectError> {
+pub fn finish_run(summary: &RunSummary, status: RunStatus) -> Result<(), HistoryError> {
     let count = |n: usize| i32::try_from(n).unwrap_or(i32::MAX);
     Spi::connect_mut(|client| {
         client.update(
@@ -218,15 +190,15 @@ pub fn finish_run(summary: &RunSummary, status: RunStatus) -> Result<(), Collect
         )?;
         Ok(())
     })
-    .map_err(history_error)
+    .map_err(HistoryError::Spi)
 }
 
-fn update(sql: &str, args: &[pgrx::datum::DatumWithOid<'_>]) -> Result<(), CollectError> {
-    Spi::connect_mut(|client| client.update(sql, None, args).map(|_| ())).map_err(history_error)
+fn update(sql: &str, args: &[pgrx::datum::DatumWithOid<'_>]) -> Result<(), HistoryError> {
+    Spi::connect_mut(|client| client.update(sql, None, args).map(|_| ())).map_err(HistoryError::Spi)
 }
 
 /// Records a run that did not start because `running` (if known) was in progress.
-pub fn record_skipped_run(trigger: Trigger, running: Option<i64>) -> Result<i64, CollectError> {
+pub fn record_skipped_run(trigger: Trigger, running: Option<i64>) -> Result<i64, HistoryError> {
     let error = match running {
         Some(run_id) => format!("{ALREADY_RUNNING} (run {run_id})"),
         None => ALREADY_RUNNING.to_string(),
@@ -241,7 +213,7 @@ pub fn record_skipped_run(trigger: Trigger, running: Option<i64>) -> Result<i64,
 }
 
 /// Marks a queued run skipped because another run holds the lock.
-pub fn skip_queued_run(run_id: i64, running: Option<i64>) -> Result<(), CollectError> {
+pub fn skip_queued_run(run_id: i64, running: Option<i64>) -> Result<(), HistoryError> {
     let error = match running {
         Some(other) => format!("{ALREADY_RUNNING} (run {other})"),
         None => ALREADY_RUNNING.to_string(),
@@ -256,7 +228,7 @@ pub fn skip_queued_run(run_id: i64, running: Option<i64>) -> Result<(), CollectE
 }
 
 /// Queues a run for the worker; returns its id.
-pub fn queue_run() -> Result<i64, CollectError> {
+pub fn queue_run() -> Result<i64, HistoryError> {
     new_id(update_returning(
         &format!(
             "INSERT INTO dex_collector.runs (status, trigger) VALUES ('{QUEUED}', $1) RETURNING id"
@@ -266,7 +238,7 @@ pub fn queue_run() -> Result<i64, CollectError> {
 }
 
 /// The oldest queued run, now marked `running` (its start time reset to now).
-pub fn claim_queued_run() -> Result<Option<RunIdentity>, CollectError> {
+pub fn claim_queued_run() -> Result<Option<RunIdentity>, HistoryError> {
     run_returning(
         &format!(
             "UPDATE dex_collector.runs SET status = '{RUNNING}', started_at = clock_timestamp()
@@ -278,16 +250,8 @@ pub fn claim_queued_run() -> Result<Option<RunIdentity>, CollectError> {
     )
 }
 
-/// This database's dex_collector version, `None` when the extension is not installed here.
-pub fn installed_version() -> Result<Option<String>, CollectError> {
-    Spi::get_one::<String>(
-        "SELECT (SELECT extversion FROM pg_catalog.pg_extension WHERE extname = 'dex_collector')",
-    )
-    .map_err(history_error)
-}
-
 /// Sets a started run's target count once the targets are known.
-pub fn set_companies_total(run_id: i64, companies_total: usize) -> Result<(), CollectError> {
+pub fn set_companies_total(run_id: i64, companies_total: usize) -> Result<(), HistoryError> {
     let total = i32::try_from(companies_total).unwrap_or(i32::MAX);
     update(
         "UPDATE dex_collector.runs SET companies_total = $2 WHERE id = $1",
@@ -296,7 +260,7 @@ pub fn set_companies_total(run_id: i64, companies_total: usize) -> Result<(), Co
 }
 
 /// Ends a run that failed as a whole before or while collecting.
-pub fn fail_run(run_id: i64, error: &str) -> Result<(), CollectError> {
+pub fn fail_run(run_id: i64, error: &str) -> Result<(), HistoryError> {
     update(
         &format!("UPDATE dex_collector.runs SET status = '{RUN_FAILED}', finished_at = clock_timestamp(),
                 duration_ms = (extract(epoch FROM clock_timestamp() - started_at) * 1000)::bigint, error = $2
@@ -307,7 +271,7 @@ pub fn fail_run(run_id: i64, error: &str) -> Result<(), CollectError> {
 
 /// At worker start: runs left `running` by a crash or restart can never finish. Their counts
 /// and duration are those of the results they recorded before they were cut short.
-pub fn mark_interrupted_runs() -> Result<i64, CollectError> {
+pub fn mark_interrupted_runs() -> Result<i64, HistoryError> {
     update_returning(
         &format!(
             "WITH cut AS (
@@ -335,7 +299,7 @@ pub fn mark_interrupted_runs() -> Result<i64, CollectError> {
 
 /// Deletes up to `batch` runs (and their results) that started before `retention` ago; returns
 /// how many. Called repeatedly, one small transaction each, so no lock is held for long.
-pub fn delete_old_runs(retention_seconds: i64, batch: i64) -> Result<i64, CollectError> {
+pub fn delete_old_runs(retention_seconds: i64, batch: i64) -> Result<i64, HistoryError> {
     update_returning(
         &format!(
             "WITH old AS (

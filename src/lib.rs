@@ -3,32 +3,37 @@
 //! What needs no database (the endpoint contract and its client, targets, the fan-out, results
 //! and summaries) is the `dex-collector-core` crate; this crate is the PostgreSQL side.
 //!
-//! Where things are:
-//! - `settings`: every `dex_collector.*` setting, validated, and the Vault fallback;
-//! - `service_key`: where the service key comes from (Vault or a private file, never a setting);
-//! - `targets`: which companies a run collects for;
-//! - `lifecycle`: a run from lock to finish, for SQL calls and the worker alike;
-//! - `run`: one run's plan, and the core's fan-out driven on the backend's thread;
-//! - `history`: how a run is recorded; `lock`: one run at a time per database;
-//! - `worker`: the background worker; `api`: the SQL functions; `error`: errors to SQLSTATEs;
-//! - `backend`: every raw call into PostgreSQL (transactions, signals, shared memory, the
-//!   `DROP EXTENSION` event trigger); `readonly`: SQL the extension does not own, contained;
-//! - `dex_sql`: `dex_parse()`, `dex_validate()`, `dex_segments()` over the `dex-parse` crate.
+//! Where things are, by layer; each depends only on those below it:
+//! - SQL functions: `api` (collection), `dex_sql` (DEX in SQL); `worker`, the background worker;
+//! - `error`: the one boundary where every error becomes a PostgreSQL ERROR;
+//! - a run: `lifecycle` (from lock to finish, for SQL calls and the worker alike) and `run` (one
+//!   run's plan, and the core's fan-out driven on the backend's thread);
+//! - its parts: `history` (how a run is recorded), `lock` (one run at a time per database),
+//!   `targets` (which companies a run collects for), `version` (the database's extension against
+//!   the library), `settings` (every `dex_collector.*` setting, and the Vault fallback),
+//!   `service_key` (where the key comes from: Vault or a private file, never a setting),
+//!   `readonly` (SQL the extension does not own, contained);
+//! - `pg`: every raw call into PostgreSQL, and the only `unsafe` code.
+
+// Everything unsafe lives in `pg`; scripts/check-layers.sh also keeps the word out of every other file.
+#![deny(unsafe_code)]
 
 use pgrx::prelude::*;
 
 mod api;
-mod backend;
 mod dex_sql;
 mod error;
 mod history;
 mod lifecycle;
 mod lock;
+#[allow(unsafe_code)]
+mod pg;
 mod readonly;
 mod run;
 mod service_key;
 mod settings;
 mod targets;
+mod version;
 mod worker;
 
 ::pgrx::pg_module_magic!(name, version);
@@ -39,8 +44,8 @@ extension_sql_file!("../sql/helpers.sql", name = "helpers", finalize);
 #[pg_guard]
 pub extern "C-unwind" fn _PG_init() {
     settings::define();
-    if backend::loading_shared_preload_libraries() {
-        backend::init_shared_memory();
+    if pg::loading_shared_preload_libraries() {
+        pg::init_shared_memory();
         worker::register();
     }
 }

@@ -14,12 +14,13 @@ use std::time::Instant;
 use pgrx::prelude::*;
 use serde_json::Value;
 
-use crate::backend;
 use crate::error::CollectError;
 use crate::history::{self, Trigger};
 use crate::lock::{self, SessionLocks};
+use crate::pg;
 use crate::run::{self, Interrupts, Plan, Scope};
 use crate::settings::worker_database;
+use crate::version;
 use dex_collector_core::endpoint::RunIdentity;
 use dex_collector_core::fan_out::Executed;
 use dex_collector_core::summary::{RunStatus, ALREADY_RUNNING};
@@ -52,7 +53,7 @@ pub fn collect_in_transaction(scope: Scope, trigger: Trigger) -> Result<Value, C
 /// no worker serves this database, since the run would stay queued forever.
 pub fn queue_for_worker() -> Result<i64, CollectError> {
     refuse_during_recovery()?;
-    if !backend::preloaded() {
+    if !pg::preloaded() {
         return Err(CollectError::NoWorkerForDatabase {
             worker_database: None,
         });
@@ -70,23 +71,25 @@ pub fn queue_for_worker() -> Result<i64, CollectError> {
             worker_database: Some(worker_database),
         });
     }
-    history::check_installed_version()?;
+    version::check_installed_version()?;
     let run_id = history::queue_run()?;
-    backend::wake_worker_at_commit();
+    pg::wake_worker_at_commit();
     Ok(run_id)
 }
 
 /// `work` in a transaction of its own (the worker's way); an ERROR inside becomes its message.
-pub fn in_own_transaction<T>(
-    work: impl FnOnce() -> Result<T, CollectError> + std::panic::UnwindSafe,
+pub fn in_own_transaction<T, E: Into<CollectError>>(
+    work: impl FnOnce() -> Result<T, E> + std::panic::UnwindSafe,
 ) -> Result<T, CollectError> {
-    backend::in_transaction(work)
-        .unwrap_or_else(|message| Err(CollectError::Transaction { message }))
+    match pg::in_transaction(work) {
+        Ok(done) => done.map_err(Into::into),
+        Err(message) => Err(CollectError::Transaction { message }),
+    }
 }
 
 /// Collections write history: on a standby they are refused up front with SQLSTATE 25006.
 pub fn refuse_during_recovery() -> Result<(), CollectError> {
-    if backend::recovery_in_progress() {
+    if pg::recovery_in_progress() {
         return Err(CollectError::StandbyServer);
     }
     Ok(())
@@ -95,7 +98,7 @@ pub fn refuse_during_recovery() -> Result<(), CollectError> {
 /// Records what the sink did not, and the run's counts and status.
 fn record_end(executed: &Executed, status: RunStatus) -> Result<(), CollectError> {
     history::record_results(executed.summary.run_id, &executed.unrecorded())?;
-    history::finish_run(&executed.summary, status)
+    Ok(history::finish_run(&executed.summary, status)?)
 }
 
 /// What the worker asks for: a run claimed from the queue, or one of its interval.
@@ -126,7 +129,7 @@ struct Started {
 pub fn collect_in_worker(request: WorkerRun) -> Result<(), Vec<String>> {
     let started_at = Instant::now();
     let queued = request.queued();
-    let start = backend::in_transaction(|| start_in_worker(request))
+    let start = pg::in_transaction(|| start_in_worker(request))
         .unwrap_or_else(|message| Err((None, CollectError::Transaction { message })));
     let Started { locks, run, plan } = match start {
         Ok(Some(started)) => started,
@@ -160,14 +163,14 @@ pub fn collect_in_worker(request: WorkerRun) -> Result<(), Vec<String>> {
     );
     let ended = in_own_transaction(|| match &executed {
         Ok(executed) => {
-            let status = if executed.cancelled && backend::shutdown_requested() {
+            let status = if executed.cancelled && pg::shutdown_requested() {
                 RunStatus::Interrupted
             } else {
                 executed.summary.final_status()
             };
             record_end(executed, status)
         }
-        Err(error) => history::fail_run(run_id, &error.to_string()),
+        Err(error) => Ok(history::fail_run(run_id, &error.to_string())?),
     });
     if let Err(error) = ended {
         problems.push(format!("could not record the end of run {run_id}: {error}"));
@@ -190,23 +193,24 @@ fn start_in_worker(
     request: WorkerRun,
 ) -> Result<Option<Started>, (Option<RunIdentity>, CollectError)> {
     let queued = request.queued();
-    let Some(locks) = SessionLocks::try_acquire().map_err(|error| (queued.clone(), error))? else {
-        let running = lock::running_run_id().map_err(|error| (queued.clone(), error))?;
+    let before_run = |error: CollectError| (queued.clone(), error);
+    let Some(locks) = SessionLocks::try_acquire().map_err(|e| before_run(e.into()))? else {
+        let running = lock::running_run_id().map_err(|e| before_run(e.into()))?;
         match &queued {
             Some(run) => history::skip_queued_run(run.id, running),
             None => history::record_skipped_run(Trigger::Worker, running).map(|_| ()),
         }
-        .map_err(|error| (queued.clone(), error))?;
+        .map_err(|e| before_run(e.into()))?;
         return Ok(None);
     };
-    let run = match queued {
+    let run = match queued.clone() {
         Some(run) => run,
-        None => history::start_run(Trigger::Worker, 0).map_err(|error| (None, error))?,
+        None => history::start_run(Trigger::Worker, 0).map_err(|e| (None, e.into()))?,
     };
-    let failed = |error| (Some(run.clone()), error);
-    locks.publish(run.id).map_err(failed)?;
+    let failed = |error: CollectError| (Some(run.clone()), error);
+    locks.publish(run.id).map_err(|e| failed(e.into()))?;
     let plan = run::plan(Scope::All).map_err(failed)?;
-    history::set_companies_total(run.id, plan.targets.len()).map_err(failed)?;
+    history::set_companies_total(run.id, plan.targets.len()).map_err(|e| failed(e.into()))?;
     Ok(Some(Started { locks, run, plan }))
 }
 

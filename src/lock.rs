@@ -18,8 +18,7 @@ use pgrx::prelude::*;
 
 use dex_collector_core::summary::RunStatus;
 
-use crate::backend;
-use crate::error::CollectError;
+use crate::pg;
 
 /// 'DEXC' and 'DEXD': the first key of our two-key advisory locks.
 const RUN_LOCK: i32 = 0x4445_5843;
@@ -31,15 +30,14 @@ const STALE_RECHECK: Duration = Duration::from_millis(250);
 /// How long to wait for a stale holder to go once it has been told to.
 const STALE_RELEASE_WAIT: Duration = Duration::from_secs(5);
 
-fn lock_error(error: pgrx::spi::Error) -> CollectError {
-    CollectError::Lock {
-        message: error.to_string(),
-    }
-}
+/// The advisory locks that keep runs apart could not be read or taken.
+#[derive(Debug, thiserror::Error)]
+#[error("dex_collector could not check for a run in progress: {0}")]
+pub struct LockError(#[from] pgrx::spi::Error);
 
 /// Takes the run lock for the calling transaction if it is free; false when another collection
 /// holds it (after clearing a stale holder, if that is what held it).
-pub fn try_acquire_for_transaction() -> Result<bool, CollectError> {
+pub fn try_acquire_for_transaction() -> Result<bool, LockError> {
     try_acquire("pg_try_advisory_xact_lock")
 }
 
@@ -48,34 +46,34 @@ pub struct SessionLocks(());
 
 impl SessionLocks {
     /// Takes the run lock for this session if it is free; `None` when another collection holds it.
-    pub fn try_acquire() -> Result<Option<SessionLocks>, CollectError> {
+    pub fn try_acquire() -> Result<Option<SessionLocks>, LockError> {
         // The guard exists before the lock is taken, so an ERROR in between cannot leak it.
         let guard = SessionLocks(());
         Ok(try_acquire("pg_try_advisory_lock")?.then_some(guard))
     }
 
     /// Announces which run holds the run lock.
-    pub fn publish(&self, run_id: i64) -> Result<(), CollectError> {
+    pub fn publish(&self, run_id: i64) -> Result<(), LockError> {
         publish("pg_advisory_lock", run_id)
     }
 }
 
 impl Drop for SessionLocks {
     fn drop(&mut self) {
-        backend::release_session_advisory_locks();
+        pg::release_session_advisory_locks();
     }
 }
 
 /// Announces which run holds the calling transaction's run lock.
-pub fn publish_for_transaction(run_id: i64) -> Result<(), CollectError> {
+pub fn publish_for_transaction(run_id: i64) -> Result<(), LockError> {
     publish("pg_advisory_xact_lock", run_id)
 }
 
-fn try_acquire(function: &str) -> Result<bool, CollectError> {
+fn try_acquire(function: &str) -> Result<bool, LockError> {
     let attempt = || {
         Spi::get_one_with_args::<bool>(&format!("SELECT {function}($1, 0)"), &[RUN_LOCK.into()])
             .map(|acquired| acquired.unwrap_or(false))
-            .map_err(lock_error)
+            .map_err(LockError)
     };
     if attempt()? {
         return Ok(true);
@@ -107,16 +105,16 @@ enum Stale {
     HolderEnded,
 }
 
-fn publish(function: &str, run_id: i64) -> Result<(), CollectError> {
+fn publish(function: &str, run_id: i64) -> Result<(), LockError> {
     Spi::run_with_args(
         &format!("SELECT {function}($1, $2)"),
         &[RUN_ID_LOCK.into(), published_key(run_id).into()],
     )
-    .map_err(lock_error)
+    .map_err(LockError)
 }
 
 /// The run holding the lock in this database, if it has published itself.
-pub fn running_run_id() -> Result<Option<i64>, CollectError> {
+pub fn running_run_id() -> Result<Option<i64>, LockError> {
     Ok(holder()?.map(|holder| holder.run_id))
 }
 
@@ -129,7 +127,7 @@ struct Holder {
     status: Option<String>,
 }
 
-fn holder() -> Result<Option<Holder>, CollectError> {
+fn holder() -> Result<Option<Holder>, LockError> {
     Spi::connect(|client| {
         let rows = client.select(
             "SELECT p.pid, p.objid::bigint, r.status
@@ -156,7 +154,7 @@ fn holder() -> Result<Option<Holder>, CollectError> {
             _ => None,
         })
     })
-    .map_err(lock_error)
+    .map_err(LockError)
 }
 
 /// A run whose row says it ended does not hold the lock once its last commit is through.
@@ -170,7 +168,7 @@ fn has_ended(holder: &Holder) -> bool {
 
 /// Ends the process holding the run lock when the run it published has ended and it still holds
 /// the lock a moment later.
-fn clear_stale_holder() -> Result<Stale, CollectError> {
+fn clear_stale_holder() -> Result<Stale, LockError> {
     let Some(first) = holder()?.filter(has_ended) else {
         return Ok(Stale::No);
     };
@@ -189,7 +187,7 @@ fn clear_stale_holder() -> Result<Stale, CollectError> {
         "SELECT pg_catalog.pg_terminate_backend($1)",
         &[first.pid.into()],
     )
-    .map_err(lock_error)?;
+    .map_err(LockError)?;
     Ok(Stale::HolderEnded)
 }
 

@@ -6,12 +6,9 @@
 use std::panic::UnwindSafe;
 use std::time::Duration;
 
-use pgrx::pg_sys;
-use pgrx::pg_sys::panic::CaughtError;
 use pgrx::prelude::*;
 
-use crate::backend::QueryTimer;
-use crate::error::caught_report;
+use crate::pg::{self, caught_report, RolledBack};
 
 /// Why SQL run by [`run`] gave no result.
 #[derive(Debug)]
@@ -40,45 +37,11 @@ impl std::fmt::Display for Failed {
 /// A query cancel raised inside is re-raised: the user asked to stop, not to continue; one that
 /// `limit` raised is [`Failed::TimedOut`].
 pub fn run<T>(limit: Option<Duration>, work: impl FnOnce() -> T + UnwindSafe) -> Result<T, Failed> {
-    // SAFETY: the same sequence PL/pgSQL uses around an exception block; we are on the backend's
-    // thread inside a transaction (every caller runs within a SQL function or a worker transaction).
-    let (old_context, old_owner) = unsafe {
-        let saved = (pg_sys::CurrentMemoryContext, pg_sys::CurrentResourceOwner);
-        pg_sys::BeginInternalSubTransaction(std::ptr::null());
-        // JIT off too: a targets query written with EXISTS in its select list is costed
-        // quadratically and would be JIT-compiled (hundreds of ms) past a few thousand companies.
-        for (name, value) in [(c"transaction_read_only", c"on"), (c"jit", c"off")] {
-            pg_sys::set_config_option(
-                name.as_ptr(),
-                value.as_ptr(),
-                pg_sys::GucContext::PGC_USERSET,
-                pg_sys::GucSource::PGC_S_SESSION,
-                pg_sys::GucAction::GUC_ACTION_LOCAL,
-                true,
-                0,
-                false,
-            );
-        }
-        // A fresh snapshot, so the query sees what this transaction did before (as any statement
-        // of a volatile function would), not only what the calling statement's snapshot saw.
-        pg_sys::PushActiveSnapshot(pg_sys::GetTransactionSnapshot());
-        saved
-    };
-    let timer = limit.map(QueryTimer::start);
-    let outcome: Result<T, Box<CaughtError>> = PgTryBuilder::new(|| Ok(work()))
-        .catch_others(|caught| Err(Box::new(caught)))
-        .execute();
-    let timed_out = timer.is_some_and(QueryTimer::stop);
-    // SAFETY: undoes the subtransaction begun above, restoring the caller's context and owner;
-    // an error inside already lost the snapshot with the aborted subtransaction's state.
-    unsafe {
-        if outcome.is_ok() {
-            pg_sys::PopActiveSnapshot();
-        }
-        pg_sys::RollbackAndReleaseCurrentSubTransaction();
-        pg_sys::MemoryContextSwitchTo(old_context);
-        pg_sys::CurrentResourceOwner = old_owner;
-    }
+    // JIT off too: a targets query written with EXISTS in its select list is costed
+    // quadratically and would be JIT-compiled (hundreds of ms) past a few thousand companies.
+    let settings = [(c"transaction_read_only", c"on"), (c"jit", c"off")];
+    let RolledBack { outcome, timed_out } =
+        pg::in_rolled_back_subtransaction(&settings, limit, work);
     match outcome {
         _ if timed_out => Err(Failed::TimedOut),
         Ok(value) => Ok(value),

@@ -13,11 +13,12 @@ use dex_collector_core::fan_out::{self, Executed, Http, HttpError};
 use dex_collector_core::summary::{CompanyResult, RunSummary};
 use dex_collector_core::target::{fair_order, Target};
 
-use crate::backend;
-use crate::error::{warn_with_hint, CollectError, ConfigError};
+use crate::error::{warn_with_hint, CollectError};
 use crate::history;
-use crate::settings::Settings;
+use crate::pg;
+use crate::settings::{ConfigError, Settings};
 use crate::targets;
+use crate::version;
 
 /// Which companies a call collects.
 pub enum Scope {
@@ -34,7 +35,7 @@ pub struct Plan {
 /// Reads the settings and the targets, in fair order (see [`fair_order`]). Raises nothing
 /// itself: configuration errors are returned.
 pub fn plan(scope: Scope) -> Result<Plan, CollectError> {
-    history::check_installed_version()?;
+    version::check_installed_version()?;
     let settings = Settings::load()?;
     let targets = targets::load(settings.targets_query.as_deref(), settings.run_deadline)?;
     let targets = match scope {
@@ -78,12 +79,12 @@ struct Backend<'s, 'a> {
 
 impl fan_out::Host for Backend<'_, '_> {
     fn interrupted(&self) -> bool {
-        backend::interrupt_pending()
+        pg::interrupt_pending()
     }
 
     fn interrupt(&mut self) -> bool {
         if let Interrupts::StopRun = self.interrupts {
-            if backend::shutdown_requested() || backend::take_query_cancel() {
+            if pg::shutdown_requested() || pg::take_query_cancel() {
                 return true;
             }
         }
@@ -91,7 +92,7 @@ impl fan_out::Host for Backend<'_, '_> {
         // what else was pending (a signal barrier, say) and the run goes on, unless Postgres holds
         // a cancel off.
         pgrx::check_for_interrupts!();
-        backend::cancel_or_terminate_pending()
+        pg::cancel_or_terminate_pending()
     }
 
     fn record(&mut self, result: &CompanyResult) -> Result<bool, String> {
@@ -220,7 +221,7 @@ fn new_http(settings: ClientSettings) -> Result<KeptHttp, CollectError> {
         settings.pool_size,
         ca_pem.as_deref(),
         // DNS lookups run on helper threads; keep every signal for the backend's own thread.
-        backend::block_all_signals,
+        pg::block_all_signals,
     )
     .map_err(|error| match (error, ca_pem.is_some()) {
         // With an extra CA file, that is what the client could not take.

@@ -12,47 +12,36 @@ use std::fs::File;
 use std::io::Read;
 use std::os::unix::fs::MetadataExt;
 
+use crate::pg;
+
 /// The most a key file may hold: a key is a header value, not a document.
 const MAX_KEY_FILE_BYTES: u64 = 4096;
 
 /// Why the key file cannot be used. None of the variants holds any of the file's content.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum KeyFileError {
+    #[error("it does not exist")]
     Missing,
+    #[error("it cannot be read: {reason}")]
     Unreadable { reason: String },
+    #[error("it is not a regular file")]
     NotARegularFile,
+    #[error(
+        "it is owned by user id {uid}; it must be owned by the database server's user or by root"
+    )]
     WrongOwner { uid: u32 },
+    #[error("its mode is {mode:04o}: {}", if *owned_by_root {
+        "others may access it, or its group may do more than read (use chmod 0640 or less)"
+    } else {
+        "group or others may access it (use chmod 0600)"
+    })]
     TooOpen { mode: u32, owned_by_root: bool },
+    #[error("it holds {bytes} bytes; a key file holds only the key")]
     TooLarge { bytes: u64 },
+    #[error("it is empty")]
     Empty,
+    #[error("the key in it must be printable ASCII without spaces or control characters")]
     NotAHeaderValue,
-}
-
-impl KeyFileError {
-    /// What is wrong, for the error naming the file.
-    pub fn reason(&self) -> String {
-        match self {
-            KeyFileError::Missing => "it does not exist".into(),
-            KeyFileError::Unreadable { reason } => format!("it cannot be read: {reason}"),
-            KeyFileError::NotARegularFile => "it is not a regular file".into(),
-            KeyFileError::WrongOwner { uid } => format!(
-                "it is owned by user id {uid}; it must be owned by the database server's user or by root"
-            ),
-            KeyFileError::TooOpen { mode, owned_by_root: false } => format!(
-                "its mode is {mode:04o}: group or others may access it (use chmod 0600)"
-            ),
-            KeyFileError::TooOpen { mode, owned_by_root: true } => format!(
-                "its mode is {mode:04o}: others may access it, or its group may do more than read (use chmod 0640 or less)"
-            ),
-            KeyFileError::TooLarge { bytes } => {
-                format!("it holds {bytes} bytes; a key file holds only the key")
-            }
-            KeyFileError::Empty => "it is empty".into(),
-            KeyFileError::NotAHeaderValue => {
-                "the key in it must be printable ASCII without spaces or control characters".into()
-            }
-        }
-    }
 }
 
 /// Reads the key from the file at `path`, checked as described above, without its one trailing
@@ -72,7 +61,7 @@ pub fn read_key_file(path: &str) -> Result<String, KeyFileError> {
         metadata.uid(),
         metadata.mode(),
         metadata.len(),
-        current_uid(),
+        pg::effective_uid(),
     )?;
     let mut bytes = Vec::new();
     file.take(MAX_KEY_FILE_BYTES + 1)
@@ -137,11 +126,6 @@ fn key_from_contents(bytes: &[u8]) -> Result<String, KeyFileError> {
 /// A key goes into an HTTP header: visible ASCII only, so it can never split or corrupt a request.
 pub fn is_valid_header_value(value: &[u8]) -> bool {
     !value.is_empty() && value.iter().all(|b| (0x21..=0x7e).contains(b))
-}
-
-fn current_uid() -> u32 {
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    unsafe { libc::geteuid() }
 }
 
 #[cfg(test)]
@@ -209,7 +193,7 @@ mod tests {
             KeyFileError::TooLarge { bytes: 9 },
         ];
         for reason in reasons {
-            assert!(!reason.reason().contains("sk-live"));
+            assert!(!reason.to_string().contains("sk-live"));
         }
     }
 }

@@ -9,16 +9,15 @@
 //! that refuses every value and says where the key goes instead. An unset `site_url` falls back
 //! to the Vault secret `dex_collector_site_url`.
 
-use std::ffi::{c_char, c_void, CStr, CString};
+use std::ffi::CString;
 use std::time::Duration;
 
 use pgrx::guc::{GucContext, GucFlags, GucRegistry, GucSetting};
-use pgrx::pg_sys;
 use pgrx::prelude::*;
 
-use crate::error::ConfigError;
+use crate::pg::{self, Rejection, StringCheck};
 use crate::readonly;
-use crate::service_key::{is_valid_header_value, read_key_file};
+use crate::service_key::{is_valid_header_value, read_key_file, KeyFileError};
 use dex_collector_core::endpoint::{validate_site_url, EndpointConfig};
 
 static SITE_URL: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
@@ -44,37 +43,82 @@ static DEX_MAX_BYTES: GucSetting<i32> = GucSetting::<i32>::new(1024 * 1024);
 /// 255 MB, and its parse stays within about 0.5 GB of the backend's memory.
 const DEX_MAX_BYTES_LIMIT: i32 = 4 * 1024 * 1024;
 
+/// The configuration cannot be used: raised before any request is sent. No variant holds the key.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("dex_collector is not configured: it has no {}{}",
+        missing_parts(*site_url, *service_key),
+        retired_key_note(retired_key_set_in))]
+    Missing {
+        site_url: bool,
+        service_key: bool,
+        /// Where the retired `dex_collector.service_key` is still set (places, never values).
+        retired_key_set_in: Vec<String>,
+    },
+    #[error("invalid dex_collector.site_url: {reason}")]
+    InvalidSiteUrl { reason: String },
+    #[error("invalid Vault secret dex_collector_service_key: it must be printable ASCII without spaces or control characters")]
+    InvalidVaultServiceKey,
+    #[error("unusable dex_collector.service_key_file {path:?}: {error}")]
+    KeyFile {
+        path: String,
+        #[source]
+        error: KeyFileError,
+    },
+    #[error("could not read dex_collector secrets from Supabase Vault: {reason}")]
+    Vault { reason: String },
+    #[error("could not look for the retired dex_collector.service_key: {reason}")]
+    Catalog { reason: String },
+    #[error("unusable dex_collector.ca_file: {reason}")]
+    CaFile { reason: String },
+}
+
+/// What a [`ConfigError::Missing`] lacks, in words.
+fn missing_parts(site_url: bool, service_key: bool) -> String {
+    let mut missing = Vec::new();
+    if site_url {
+        missing
+            .push("site URL (dex_collector.site_url, or the Vault secret dex_collector_site_url)");
+    }
+    if service_key {
+        missing.push("service key (the Vault secret dex_collector_service_key, or a file named by dex_collector.service_key_file)");
+    }
+    missing.join(" and no ")
+}
+
+/// Where the retired `dex_collector.service_key` is still set, if anywhere.
+fn retired_key_note(set_in: &[String]) -> String {
+    if set_in.is_empty() {
+        return String::new();
+    }
+    format!(
+        "; dex_collector.service_key is still set ({}) but no longer read: any role can read a setting, and the server logs its new value on reload",
+        set_in.join(", ")
+    )
+}
+
 /// Vault secret names read when the matching setting is unset.
 pub const VAULT_SITE_URL: &str = "dex_collector_site_url";
 pub const VAULT_SERVICE_KEY: &str = "dex_collector_service_key";
 
 /// Registers every setting; called once from `_PG_init`.
 pub fn define() {
-    // SAFETY: the check hooks are `#[pg_guard]`ed and never unwind into Postgres.
-    unsafe {
-        GucRegistry::define_string_guc_with_hooks(
-            c"dex_collector.site_url",
-            c"Base URL of the web app that serves /api/dex/collect-bulk (http or https).",
-            c"For example https://your-app.pages.dev. Empty: read the Vault secret dex_collector_site_url.",
-            &SITE_URL,
-            GucContext::Suset,
-            GucFlags::default(),
-            Some(check_site_url),
-            None,
-            None,
-        );
-        GucRegistry::define_string_guc_with_hooks(
-            c"dex_collector.service_key",
-            c"No longer read: the key is the Vault secret dex_collector_service_key or the file dex_collector.service_key_file names.",
-            c"Any value is refused: a setting is readable by other roles and logged on reload.",
-            &RETIRED_SERVICE_KEY,
-            GucContext::Suset,
-            GucFlags::SUPERUSER_ONLY | GucFlags::NO_SHOW_ALL,
-            Some(refuse_service_key),
-            None,
-            None,
-        );
-    }
+    pg::define_checked_string::<SiteUrlCheck>(
+        c"dex_collector.site_url",
+        c"Base URL of the web app that serves /api/dex/collect-bulk (http or https).",
+        c"For example https://your-app.pages.dev. Empty: read the Vault secret dex_collector_site_url.",
+        &SITE_URL,
+        GucContext::Suset,
+        GucFlags::default(),
+    );
+    pg::define_checked_string::<RetiredServiceKeyCheck>(
+        c"dex_collector.service_key",
+        c"No longer read: the key is the Vault secret dex_collector_service_key or the file dex_collector.service_key_file names.",
+        c"Any value is refused: a setting is readable by other roles and logged on reload.",
+        &RETIRED_SERVICE_KEY,
+        GucContext::Suset,
+        GucFlags::SUPERUSER_ONLY | GucFlags::NO_SHOW_ALL,
+    );
     GucRegistry::define_string_guc(
         c"dex_collector.service_key_file",
         c"File holding the service key sent as X-Service-Key, when Vault has no dex_collector_service_key.",
@@ -99,7 +143,7 @@ pub fn define() {
         &WORKER_DATABASE,
         // Only the postmaster may define a restart-only setting; a session loading the library
         // later gets one it can merely read.
-        if crate::backend::loading_shared_preload_libraries() {
+        if pg::loading_shared_preload_libraries() {
             GucContext::Postmaster
         } else {
             GucContext::Sighup
@@ -214,13 +258,7 @@ pub fn define() {
         GucContext::Suset,
         GucFlags::UNIT_BYTE,
     );
-    reserve_prefix();
-}
-
-/// Makes every other `dex_collector.*` name an error, and drops such placeholders, in this session.
-fn reserve_prefix() {
-    // SAFETY: called from _PG_init after our settings are defined, as PostgreSQL's own modules do.
-    unsafe { pg_sys::MarkGUCPrefixReserved(c"dex_collector".as_ptr()) }
+    pg::reserve_prefix(c"dex_collector");
 }
 
 /// `dex_collector.dex_max_bytes`: the largest DEX input the DEX functions read.
@@ -417,69 +455,32 @@ fn read_vault_secrets() -> Result<VaultSecrets, ConfigError> {
     read_only_result(lookup, |reason| ConfigError::Vault { reason })
 }
 
-/// Tells Postgres why a value was rejected; the text must live in a Postgres memory context.
-unsafe fn set_check_message(message: &str) {
-    if let Ok(message) = CString::new(message) {
-        pg_sys::GUC_check_errmsg_string = pg_sys::pstrdup(message.as_ptr());
-    }
-}
+/// `dex_collector.site_url`: http or https, and nothing a URL cannot hold.
+struct SiteUrlCheck;
 
-/// The shared body of the string check hooks: an empty value (unset) is accepted; otherwise
-/// `problem` says what is wrong with it, and that text becomes the error message.
-unsafe fn check_string(
-    newval: *mut *mut c_char,
-    problem: impl FnOnce(&str) -> Option<String>,
-) -> bool {
-    let value = match newval.as_ref().and_then(|ptr| ptr.as_ref()) {
-        Some(ptr) => CStr::from_ptr(ptr).to_string_lossy().trim().to_string(),
-        None => return true,
-    };
-    if value.is_empty() {
-        return true;
+impl StringCheck for SiteUrlCheck {
+    fn check(value: &str) -> Result<(), Rejection> {
+        validate_site_url(value).map_err(|reason| Rejection {
+            message: format!("invalid dex_collector.site_url: {reason}"),
+            hint: None,
+        })
     }
-    match problem(&value) {
-        None => true,
-        Some(message) => {
-            set_check_message(&message);
-            false
-        }
-    }
-}
-
-#[pg_guard]
-unsafe extern "C-unwind" fn check_site_url(
-    newval: *mut *mut c_char,
-    _extra: *mut *mut c_void,
-    _source: pg_sys::GucSource::Type,
-) -> bool {
-    check_string(newval, |value| {
-        validate_site_url(value)
-            .err()
-            .map(|reason| format!("invalid dex_collector.site_url: {reason}"))
-    })
 }
 
 /// Refuses any value of the retired `dex_collector.service_key`, naming the two ways instead.
 /// The message never includes the value (PostgreSQL prints it only without a message of ours).
-#[pg_guard]
-unsafe extern "C-unwind" fn refuse_service_key(
-    newval: *mut *mut c_char,
-    _extra: *mut *mut c_void,
-    _source: pg_sys::GucSource::Type,
-) -> bool {
-    let accepted = check_string(newval, |_| {
-        Some(
-            "dex_collector.service_key is no longer read: any role can read a setting, and the \
-             server logs its new value on reload"
-                .to_string(),
-        )
-    });
-    if !accepted {
-        if let Ok(hint) = CString::new(RETIRED_KEY_HINT) {
-            pg_sys::GUC_check_errhint_string = pg_sys::pstrdup(hint.as_ptr());
-        }
+struct RetiredServiceKeyCheck;
+
+impl StringCheck for RetiredServiceKeyCheck {
+    fn check(_value: &str) -> Result<(), Rejection> {
+        Err(Rejection {
+            message:
+                "dex_collector.service_key is no longer read: any role can read a setting, and the \
+                      server logs its new value on reload"
+                    .to_string(),
+            hint: Some(RETIRED_KEY_HINT),
+        })
     }
-    accepted
 }
 
 /// Where the key goes instead of a setting: said wherever the old setting is met.

@@ -13,8 +13,37 @@ use pgrx::prelude::*;
 
 use dex_collector_core::target::Target;
 
-use crate::error::TargetsError;
 use crate::readonly;
+
+/// The targets query could not be run or did not return what is needed.
+#[derive(Debug, thiserror::Error)]
+pub enum TargetsError {
+    #[error("{}", match (custom, schema_mismatch) {
+        (true, _) => format!("dex_collector.targets_query failed: {message}"),
+        (false, true) => format!("the built-in target selection failed: {message} (set dex_collector.targets_query for a different schema)"),
+        (false, false) => format!("the built-in target selection failed: {message}"),
+    })]
+    QueryFailed {
+        custom: bool,
+        message: String,
+        /// The query names a table, column, function or schema that is not there.
+        schema_mismatch: bool,
+    },
+    /// Still running at the run's deadline, and cancelled.
+    #[error("{} did not finish within dex_collector.run_deadline ({} ms) and was cancelled; \
+             a foreign server it reads may be slow or unreachable",
+        if *custom { "dex_collector.targets_query" } else { "the built-in target selection" },
+        limit.as_millis())]
+    TimedOut { custom: bool, limit: Duration },
+    #[error("dex_collector.targets_query must return a column named {column}")]
+    MissingColumn { column: &'static str },
+    #[error("dex_collector.targets_query: column {column} must be of type {expected}")]
+    WrongColumnType { column: String, expected: String },
+    #[error("dex_collector.targets_query returned a NULL company_id")]
+    NullCompanyId,
+    #[error("dex_collector.targets_query: {0}")]
+    Unreadable(#[from] pgrx::spi::Error),
+}
 
 /// The built-in rule, as SQL with the same result shape a custom `targets_query` must have.
 ///
@@ -68,24 +97,19 @@ fn read_targets(
     client: &pgrx::spi::SpiClient<'_>,
     query: &str,
 ) -> Result<Vec<Target>, TargetsError> {
-    let spi = |e: pgrx::spi::Error| TargetsError::Unreadable {
-        message: e.to_string(),
-    };
-    let table = client.select(query, None, &[]).map_err(spi)?;
+    let table = client.select(query, None, &[])?;
     let columns = Columns::find(&table)?;
     let mut targets = Vec::with_capacity(table.len());
     for row in table {
         let company_id = row
-            .get::<pgrx::Uuid>(columns.company_id)
-            .map_err(spi)?
+            .get::<pgrx::Uuid>(columns.company_id)?
             .ok_or(TargetsError::NullCompanyId)?
             .to_string();
         let company_name = row
-            .get::<String>(columns.company_name)
-            .map_err(spi)?
+            .get::<String>(columns.company_name)?
             .unwrap_or_else(|| company_id.clone());
         let has_credentials = match columns.has_credentials {
-            Some(ordinal) => row.get::<bool>(ordinal).map_err(spi)?.unwrap_or(false),
+            Some(ordinal) => row.get::<bool>(ordinal)?.unwrap_or(false),
             None => true,
         };
         targets.push(Target {
@@ -106,14 +130,11 @@ struct Columns {
 
 impl Columns {
     fn find(table: &pgrx::spi::SpiTupleTable<'_>) -> Result<Columns, TargetsError> {
-        let spi = |e: pgrx::spi::Error| TargetsError::Unreadable {
-            message: e.to_string(),
-        };
-        let count = table.columns().map_err(spi)?;
+        let count = table.columns()?;
         let mut found = (None, None, None);
         for ordinal in 1..=count {
-            let name = table.column_name(ordinal).map_err(spi)?;
-            let type_oid = table.column_type_oid(ordinal).map_err(spi)?.value();
+            let name = table.column_name(ordinal)?;
+            let type_oid = table.column_type_oid(ordinal)?.value();
             let (slot, expected, accepted): (&mut Option<usize>, &str, &[pg_sys::Oid]) =
                 match name.as_str() {
                     "company_id" => (&mut found.0, "uuid", &[pg_sys::UUIDOID]),

@@ -14,10 +14,11 @@ use std::time::{Duration, Instant};
 use pgrx::bgworkers::{BackgroundWorker, BackgroundWorkerBuilder, SignalWakeFlags};
 use pgrx::prelude::*;
 
-use crate::backend;
 use crate::history;
 use crate::lifecycle::{self, in_own_transaction, WorkerRun};
+use crate::pg;
 use crate::settings::{worker_database, WorkerSettings};
+use crate::version;
 
 /// `backend_type` in `pg_stat_activity`.
 pub const WORKER_TYPE: &str = "dex_collector";
@@ -33,10 +34,11 @@ const RESTART_AFTER: Duration = Duration::from_secs(5);
 
 /// Registers the worker; only possible while `shared_preload_libraries` is being loaded.
 pub fn register() {
+    pg::set_worker_main(main);
     BackgroundWorkerBuilder::new(WORKER_NAME)
         .set_type(WORKER_TYPE)
         .set_library("dex_collector")
-        .set_function("dex_collector_worker_main")
+        .set_function(pg::WORKER_ENTRY)
         .enable_spi_access()
         .set_restart_time(Some(RESTART_AFTER))
         .load();
@@ -46,20 +48,20 @@ pub fn register() {
 pub fn main() -> ! {
     BackgroundWorker::attach_signal_handlers(SignalWakeFlags::SIGHUP | SignalWakeFlags::SIGTERM);
     let database = worker_database();
-    if backend::worker_database_missing() {
+    if pg::worker_database_missing() {
         wait_for_database(&database);
     }
     // Still set if the connection below fails (FATAL): the next start waits for the database
     // instead of failing the same way every few seconds.
-    backend::set_worker_database_missing(true);
+    pg::set_worker_database_missing(true);
     BackgroundWorker::connect_worker_to_spi(Some(&database), None);
-    backend::set_worker_database_missing(false);
-    backend::report_application_name(c"dex_collector worker");
-    backend::publish_worker_latch();
+    pg::set_worker_database_missing(false);
+    pg::report_application_name(c"dex_collector worker");
+    pg::publish_worker_latch();
     log!("dex_collector worker started in database {database}");
     serve(&database);
     log!("dex_collector worker stopping");
-    backend::exit_worker_for_restart()
+    pg::exit_worker_for_restart()
 }
 
 /// Connected to no database, waits until `database` exists and accepts connections, then exits to
@@ -72,19 +74,19 @@ fn wait_for_database(database: &str) -> ! {
     let name = CString::new(database).unwrap_or_default();
     let mut problems = Problems::default();
     loop {
-        match backend::database_accepts_connections(&name) {
+        match pg::database_accepts_connections(&name) {
             Ok(true) => {
                 log!("dex_collector worker: database {database:?} accepts connections now; connecting to it");
-                backend::set_worker_database_missing(false);
-                backend::exit_worker_for_restart();
+                pg::set_worker_database_missing(false);
+                pg::exit_worker_for_restart();
             }
             Ok(false) => {}
             Err(message) => problems.report(format!(
                 "could not look for database {database:?}: {message}"
             )),
         }
-        if !backend::wait_worker_latch(IDLE_WAIT) {
-            backend::exit_worker_for_restart();
+        if !pg::wait_worker_latch(IDLE_WAIT) {
+            pg::exit_worker_for_restart();
         }
     }
 }
@@ -103,13 +105,13 @@ impl Waiting {
             Waiting::NoExtension => log!(
                 "dex_collector worker: the extension is not created in database {database:?}; waiting for CREATE EXTENSION dex_collector"
             ),
-            Waiting::Outdated { installed } if history::library_is_older_than(installed) => log!(
+            Waiting::Outdated { installed } if version::library_is_older_than(installed) => log!(
                 "dex_collector worker: database {database:?} has dex_collector {installed}, the library this server loaded is {}; restart PostgreSQL",
-                history::LIBRARY_VERSION
+                version::LIBRARY_VERSION
             ),
             Waiting::Outdated { installed } => log!(
                 "dex_collector worker: database {database:?} has dex_collector {installed}, the library is {}; waiting for ALTER EXTENSION dex_collector UPDATE",
-                history::LIBRARY_VERSION
+                version::LIBRARY_VERSION
             ),
         }
     }
@@ -117,10 +119,10 @@ impl Waiting {
 
 /// What stops the worker from working now, if anything (in a transaction of its own).
 fn waiting_for() -> Result<Option<Waiting>, String> {
-    let installed = in_own_transaction(history::installed_version).map_err(|e| e.to_string())?;
+    let installed = in_own_transaction(version::installed_version).map_err(|e| e.to_string())?;
     Ok(match installed {
         None => Some(Waiting::NoExtension),
-        Some(installed) if installed != history::LIBRARY_VERSION => {
+        Some(installed) if installed != version::LIBRARY_VERSION => {
             Some(Waiting::Outdated { installed })
         }
         Some(_) => None,
@@ -154,7 +156,7 @@ fn serve(database: &str) {
     let mut next_retention = Instant::now();
     let mut failures: u32 = 0;
     let mut problems = Problems::default();
-    while !backend::shutdown_requested() {
+    while !pg::shutdown_requested() {
         let settings = WorkerSettings::current();
         let now = Instant::now();
         next_interval_run = match (settings.interval, next_interval_run) {
@@ -192,7 +194,7 @@ fn serve(database: &str) {
             }
             ok &= run_queued(&mut problems);
             if let (Some(interval), Some(due)) = (settings.interval, next_interval_run) {
-                if Instant::now() >= due && !backend::shutdown_requested() {
+                if Instant::now() >= due && !pg::shutdown_requested() {
                     ok &= report(
                         lifecycle::collect_in_worker(WorkerRun::Interval),
                         &mut problems,
@@ -204,7 +206,7 @@ fn serve(database: &str) {
                 }
             }
             if let Some(retention) = settings.history_retention {
-                if Instant::now() >= next_retention && !backend::shutdown_requested() {
+                if Instant::now() >= next_retention && !pg::shutdown_requested() {
                     ok &= delete_old_history(retention, &mut problems);
                     next_retention = Instant::now() + RETENTION_EVERY;
                 }
@@ -217,11 +219,11 @@ fn serve(database: &str) {
         if let Some(due) = next_interval_run {
             wait = wait.min(due.saturating_duration_since(Instant::now()));
         }
-        if !backend::wait_worker_latch(wait.max(Duration::from_millis(10))) {
+        if !pg::wait_worker_latch(wait.max(Duration::from_millis(10))) {
             break;
         }
         if BackgroundWorker::sighup_received() {
-            backend::reload_configuration();
+            pg::reload_configuration();
         }
     }
 }
@@ -241,7 +243,7 @@ fn report(outcome: Result<(), Vec<String>>, problems: &mut Problems) -> bool {
 
 /// Runs every queued run, oldest first. True when it went without error.
 fn run_queued(problems: &mut Problems) -> bool {
-    while !backend::shutdown_requested() {
+    while !pg::shutdown_requested() {
         match in_own_transaction(history::claim_queued_run) {
             Ok(Some(run)) => {
                 if !report(
@@ -281,7 +283,7 @@ fn mark_interrupted_runs(problems: &mut Problems) -> bool {
 fn delete_old_history(retention: Duration, problems: &mut Problems) -> bool {
     let seconds = i64::try_from(retention.as_secs()).unwrap_or(i64::MAX);
     let mut deleted = 0;
-    while !backend::shutdown_requested() {
+    while !pg::shutdown_requested() {
         match in_own_transaction(|| history::delete_old_runs(seconds, RETENTION_BATCH)) {
             Ok(0) => break,
             Ok(count) => deleted += count,

@@ -3,7 +3,7 @@
 # Supabase's docker-compose.yml starts its `db` service, and runs the self-hosted scenario in it
 # as `postgres` (tests/supabase/scenario.sql: create, Vault secrets, a collection against the
 # stand-in endpoint, a pg_cron run, the history, nothing for the API roles). Needs docker, psql
-# and the stand-in (cargo build --release -p dex_collector_e2e --bin dex-stand-in). The GitHub
+# and the stand-in (cargo build --release -p dex-stand-in). The GitHub
 # workflow runs it for one tag of each line; the parts it is made of (install.sh, setup.sh, the
 # scenario) are run by the package test and the e2e suite on every machine.
 #

@@ -12,7 +12,7 @@ use dex_collector_core::summary::{
     SKIP_DEADLINE, SKIP_NO_CREDENTIALS,
 };
 use dex_collector_core::target::Target;
-use dex_collector_e2e::stand_in::{Behavior, StandIn, StandInConfig, DEFAULT_SERVICE_KEY};
+use dex_stand_in::{Behavior, StandIn, StandInConfig, DEFAULT_SERVICE_KEY};
 
 fn targets(count: usize) -> Vec<Target> {
     (1..=count)

@@ -9,10 +9,11 @@ use dex_collector_e2e::deployment::{
 use dex_collector_e2e::stand_in::{Behavior, DEFAULT_SERVICE_KEY};
 use serde_json::Value;
 
-/// The README's example `targets_query` for a schema with `username_encrypted` and `is_active`.
+/// The example `targets_query` of docs/configuration.md for a schema with `username_encrypted` and
+/// `is_active`.
 const ENCRYPTED_CREDENTIALS_QUERY: &str =
     include_str!("../../fixtures/targets_query_encrypted.sql");
-const README: &str = include_str!("../../../README.md");
+const CONFIGURATION: &str = include_str!("../../../docs/configuration.md");
 
 fn deployment() -> Deployment {
     Deployment::start(DeploymentOptions::default()).expect("deployment starts")
@@ -107,7 +108,7 @@ fn bad_values_are_rejected_when_they_are_set() {
         .unwrap()
         .get(0);
     assert_eq!(shown, "2s");
-    // ALTER SYSTEM works once the library is loaded in the session (README).
+    // ALTER SYSTEM works once the library is loaded in the session (docs/configuration.md).
     client
         .batch_execute("ALTER SYSTEM SET dex_collector.concurrency = 16")
         .unwrap();
@@ -120,8 +121,8 @@ fn bad_values_are_rejected_when_they_are_set() {
 fn a_custom_targets_query_replaces_the_rule() {
     let deployment = deployment();
     assert!(
-        README.contains(ENCRYPTED_CREDENTIALS_QUERY.trim()),
-        "the README shows the tested targets_query"
+        CONFIGURATION.contains(ENCRYPTED_CREDENTIALS_QUERY.trim()),
+        "docs/configuration.md shows the tested targets_query"
     );
     let mut client = deployment.client();
     // The public deployment's schema: encrypted credentials and an is_active flag.
@@ -467,9 +468,9 @@ fn cancel_and_statement_timeout_stop_a_waiting_run_at_once() {
 }
 
 /// `ALTER SYSTEM` of a dex_collector setting in a session that has not loaded the library:
-/// PostgreSQL 15 and 16 refuse a name they do not know yet (hence the README's `LOAD` first);
-/// 17 stores it unchecked, and the value is checked when a session loads the library: a bad one
-/// is a WARNING there, and the default stays.
+/// PostgreSQL 15 and 16 refuse a name they do not know yet (hence the `LOAD` first in
+/// docs/configuration.md); 17 stores it unchecked, and the value is checked when a session loads
+/// the library: a bad one is a WARNING there, and the default stays.
 #[test]
 fn alter_system_without_the_library_loaded_follows_the_server_version() {
     let deployment = deployment();

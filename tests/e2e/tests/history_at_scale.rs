@@ -1,25 +1,22 @@
-//! The README's monitoring queries over the history the default retention keeps for 1,000
-//! companies: 14 days of 5-minute runs, 4 million `run_results` rows, generated in SQL. Each query
-//! must be answered by index probes per company (its plan is asserted, never its time); the
+//! The monitoring queries of docs/monitoring.md over the history the default retention keeps for
+//! 1,000 companies: 14 days of 5-minute runs, 4 million `run_results` rows, generated in SQL. Each
+//! query must be answered by index probes per company (its plan is asserted, never its time); the
 //! times are printed, and `scripts/bench.sh --history` records them.
 
 use dex_collector_e2e::deployment::{Deployment, DeploymentOptions};
+use dex_collector_e2e::readme;
 use serde_json::Value;
 
-const README: &str = include_str!("../../../README.md");
+const MONITORING: &str = include_str!("../../../docs/monitoring.md");
 const GENERATOR: &str = include_str!("../../fixtures/history_generator.sql");
 const RUNS: u32 = 4032;
 const COMPANIES: u32 = 1000;
 
-/// The queries of the README's "Monitor" section, each with its comment line.
+/// The queries of docs/monitoring.md's sql block, each with its comment line.
 fn monitoring_queries() -> Vec<String> {
-    let section = README
-        .split("### Monitor")
-        .nth(1)
-        .and_then(|rest| rest.split("```sql").nth(1))
-        .and_then(|block| block.split("```").next())
-        .expect("the README has a Monitor section with a sql block");
-    section
+    let blocks = readme::sql_blocks(MONITORING);
+    assert_eq!(blocks.len(), 1, "docs/monitoring.md has one sql block");
+    blocks[0]
         .split(";\n")
         .map(str::trim)
         .filter(|query| !query.is_empty())

@@ -1,21 +1,125 @@
-//! Every SQL example of the README runs as written, in order, through psql (those of the section
-//! "Self-hosted Supabase" run in `supabase.rs`, on a Supabase-configured cluster): with the stand-in's
-//! URL, key and a key file in place of the placeholders, and `postgres` (the database the README names)
-//! mapped to the test database. A block that shows an error in a `-- ERROR:  ...` comment must
-//! fail with that message.
+//! Every SQL example of the README and of the pages in docs/ runs as written, in order, through
+//! psql in one cluster: the README's, then those of each page of `readme::PAGES_IN_ORDER` (the
+//! section "Self-hosted Supabase" runs in `supabase.rs`, on a Supabase-configured cluster, and
+//! docs/hosted.md in `hosted.rs`): with the stand-in's URL, key and a key file in place of the
+//! placeholders, and `postgres` (the database the examples name) mapped to the test database. A
+//! block that shows an error in a `-- ERROR:  ...` comment must fail with that message. Every
+//! page of docs/ is run here or said to be run elsewhere, and every link between the texts leads
+//! to a file and heading that exist.
+
+use std::path::Path;
 
 use dex_collector_e2e::cluster::{ClusterOptions, TestCluster};
 use dex_collector_e2e::deployment::{sample, SAMPLE_SCHEMA};
-use dex_collector_e2e::readme::{self, SUPABASE_SECTION};
+use dex_collector_e2e::readme::{
+    self, PAGES_IN_ORDER, PAGES_RUN_ELSEWHERE, PAGES_WITHOUT_SQL, SUPABASE_PAGE, SUPABASE_SECTION,
+};
 use dex_collector_e2e::stand_in::{StandIn, StandInConfig, DEFAULT_SERVICE_KEY};
 
 const README: &str = include_str!("../../../README.md");
+/// The SQL examples of the README and the pages together, as they are today: fewer means one
+/// was lost on the way (a fence misspelt, a page left out).
+const AT_LEAST_BLOCKS: usize = 18;
+
+/// Each text's SQL examples, in the order they run: the README's, then each page's.
+fn examples_in_order() -> Vec<(String, Vec<String>)> {
+    let mut texts = vec![("README.md".to_string(), README.to_string())];
+    for name in PAGES_IN_ORDER {
+        texts.push((format!("docs/{name}"), readme::page(name)));
+    }
+    let examples: Vec<(String, Vec<String>)> = texts
+        .into_iter()
+        .map(|(name, text)| {
+            let (_, elsewhere) = readme::section(&text, SUPABASE_SECTION);
+            let blocks = readme::sql_blocks(&elsewhere);
+            assert!(!blocks.is_empty(), "{name} has no SQL example to run");
+            (name, blocks)
+        })
+        .collect();
+    let blocks: usize = examples.iter().map(|(_, blocks)| blocks.len()).sum();
+    assert!(blocks >= AT_LEAST_BLOCKS, "found {blocks} SQL examples");
+    examples
+}
 
 #[test]
-fn every_sql_example_in_the_readme_runs_as_written() {
+fn every_page_of_docs_is_run_here_or_elsewhere() {
+    let mut listed: Vec<String> = PAGES_IN_ORDER
+        .iter()
+        .chain(PAGES_RUN_ELSEWHERE)
+        .chain(PAGES_WITHOUT_SQL)
+        .map(|name| name.to_string())
+        .collect();
+    listed.sort();
+    assert_eq!(
+        listed,
+        readme::pages_in_docs(),
+        "every page of docs/ once in readme::PAGES_IN_ORDER, PAGES_RUN_ELSEWHERE or PAGES_WITHOUT_SQL"
+    );
+    for name in PAGES_WITHOUT_SQL {
+        assert!(
+            readme::sql_blocks(&readme::page(name)).is_empty(),
+            "docs/{name} has SQL now: run it (readme::PAGES_IN_ORDER)"
+        );
+    }
+    for name in PAGES_RUN_ELSEWHERE {
+        assert!(
+            !readme::sql_blocks(&readme::page(name)).is_empty(),
+            "docs/{name}"
+        );
+    }
+    let (section, _) = readme::section(&readme::page(SUPABASE_PAGE), SUPABASE_SECTION);
+    assert!(
+        !section.is_empty(),
+        "docs/{SUPABASE_PAGE} has {SUPABASE_SECTION:?}"
+    );
+    examples_in_order();
+}
+
+#[test]
+fn every_link_between_the_texts_leads_to_a_file_and_heading() {
+    let root = readme::repository_root();
+    let mut texts: Vec<String> = [
+        "README.md",
+        "CONTRIBUTING.md",
+        "CHANGELOG.md",
+        "BENCHMARKS.md",
+    ]
+    .iter()
+    .map(|name| name.to_string())
+    .collect();
+    texts.extend(
+        readme::pages_in_docs()
+            .iter()
+            .map(|name| format!("docs/{name}")),
+    );
+    let mut broken = Vec::new();
+    for name in &texts {
+        let path = root.join(name);
+        let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{name}: {e}"));
+        for link in readme::local_links(&text) {
+            let (file, anchor) = link.split_once('#').unwrap_or((&link, ""));
+            let target = if file.is_empty() {
+                path.clone()
+            } else {
+                path.parent().unwrap_or(Path::new(".")).join(file)
+            };
+            let found = target.exists()
+                && (anchor.is_empty()
+                    || std::fs::read_to_string(&target)
+                        .is_ok_and(|target| readme::anchors(&target).iter().any(|a| a == anchor)));
+            if !found {
+                broken.push(format!("{name}: {link}"));
+            }
+        }
+    }
+    assert!(broken.is_empty(), "links to nothing: {broken:#?}");
+}
+
+#[test]
+fn every_sql_example_in_the_readme_and_docs_runs_as_written() {
     let stand_in = StandIn::start(StandInConfig::default()).unwrap();
     let cluster = TestCluster::start(ClusterOptions {
-        // As the README configures them (its database `postgres` is the test's `dex`).
+        // As the examples configure them (their database `postgres` is the test's `dex`).
         shared_preload_libraries: vec!["pg_cron".into(), "dex_collector".into()],
         settings: vec![
             ("cron.database_name".into(), "dex".into()),
@@ -26,7 +130,8 @@ fn every_sql_example_in_the_readme_runs_as_written() {
     .unwrap();
     let mut client = cluster.connect().unwrap();
     client.batch_execute(SAMPLE_SCHEMA).unwrap();
-    // The README's targets_query is for the public deployment's columns; give the sample both.
+    // The targets_query of docs/configuration.md is for the public deployment's columns; give the
+    // sample both.
     client
         .batch_execute(
             "ALTER TABLE public.user_credentials ADD COLUMN username_encrypted text, ADD COLUMN is_active boolean DEFAULT true;
@@ -42,10 +147,10 @@ fn every_sql_example_in_the_readme_runs_as_written() {
     let key_file = cluster
         .write_private_file("service_key", format!("{DEFAULT_SERVICE_KEY}\n").as_bytes())
         .unwrap();
-    let (_, elsewhere) = readme::section(README, SUPABASE_SECTION);
-    let blocks = readme::sql_blocks(&elsewhere);
-    assert!(blocks.len() >= 10, "found {} SQL examples", blocks.len());
-    for block in &blocks {
+    for (name, block) in examples_in_order()
+        .iter()
+        .flat_map(|(name, blocks)| blocks.iter().map(move |block| (name, block)))
+    {
         let runnable = block
             .replace(
                 "'https://your-app.pages.dev'",
@@ -62,13 +167,13 @@ fn every_sql_example_in_the_readme_runs_as_written() {
             .find_map(|line| line.strip_prefix("-- ERROR:  "));
         match (cluster.psql(&runnable), expected_error) {
             (Ok(_), None) => {}
-            (Err(error), None) => panic!("README example failed:\n{block}\n{error}"),
+            (Err(error), None) => panic!("{name}: example failed:\n{block}\n{error}"),
             (Ok(output), Some(expected)) => {
-                panic!("README example did not fail with {expected:?}:\n{block}\n{output}")
+                panic!("{name}: example did not fail with {expected:?}:\n{block}\n{output}")
             }
             (Err(error), Some(expected)) => assert!(
                 error.to_string().contains(&format!("ERROR:  {expected}")),
-                "README example failed otherwise than it says:\n{block}\n{error}"
+                "{name}: example failed otherwise than it says:\n{block}\n{error}"
             ),
         }
     }
@@ -81,13 +186,16 @@ fn every_sql_example_in_the_readme_runs_as_written() {
         )
         .unwrap()
         .get(0);
-    assert_eq!(runs, 2, "dex_collect_all() and dex_collect_company() ran");
+    assert_eq!(
+        runs, 3,
+        "the README's dex_collect_all(), then docs/scheduling.md's dex_collect_all() and dex_collect_company()"
+    );
     let acme_requests = stand_in
         .requests()
         .iter()
         .filter(|r| r.company_id() == Some(sample::ACME))
         .count();
-    assert_eq!(acme_requests, 2);
+    assert_eq!(acme_requests, 3, "one per run");
     let jobs: i64 = client
         .query_one("SELECT count(*) FROM cron.job", &[])
         .unwrap()
@@ -101,7 +209,7 @@ fn every_sql_example_in_the_readme_runs_as_written() {
         .unwrap()
         .get(0);
     assert_eq!(roles, 2);
-    // The sales report's one row, as the README says.
+    // The sales report's one row, as docs/dex-sql.md says.
     let (units, value): (i64, String) = {
         let row = client
             .query_one(

@@ -195,7 +195,8 @@ fn the_retired_setting_is_refused_and_a_leftover_is_named_but_never_shown() {
     let summary = deployment.collect_all();
     assert_eq!(summary["successfulCollections"], 8, "{summary}");
     // PostgreSQL logs the text of a failing statement (log_min_error_statement), so the value
-    // typed into a refused ALTER is there as typed, and nowhere else (the README says so).
+    // typed into a refused ALTER is there as typed, and nowhere else (as docs/configuration.md
+    // says).
     let log = deployment.cluster.log_contents();
     let leaks: Vec<&str> = log
         .lines()
@@ -213,7 +214,7 @@ fn the_retired_setting_is_refused_and_a_leftover_is_named_but_never_shown() {
 /// as 0.1.0's README had it: PostgreSQL 15 and 16 refuse the unknown name; 17 stores it in
 /// `postgresql.auto.conf`, where a collection finds it, names the file and line (never the
 /// value) and refuses to run until it is reset. PostgreSQL itself logs the value on reload, as it
-/// logs any setting's new value (README); dex_collector never repeats it.
+/// logs any setting's new value (docs/operations.md); dex_collector never repeats it.
 #[test]
 fn the_retired_setting_stored_by_alter_system_is_named_until_it_is_reset() {
     let deployment = deployment(false);
@@ -267,7 +268,7 @@ fn the_retired_setting_stored_by_alter_system_is_named_until_it_is_reset() {
         })
         .collect();
     assert!(leaks.is_empty(), "the server log holds the key: {leaks:#?}");
-    // What the README warns of: PostgreSQL's own line, at the reload.
+    // What docs/operations.md warns of: PostgreSQL's own line, at the reload.
     assert!(log.contains(&format!(
         "parameter \"dex_collector.service_key\" changed to \"{LEFTOVER}\""
     )));

@@ -14,7 +14,6 @@ use dex_collector_e2e::readme;
 use dex_collector_e2e::stand_in::{StandIn, StandInConfig, DEFAULT_SERVICE_KEY};
 use serde_json::Value;
 
-const README: &str = include_str!("../../../README.md");
 const AFTER_CREATE: &str =
     include_str!("../../../supabase/extension-custom-scripts/dex_collector/after-create.sql");
 /// What the GitHub workflow runs in Supabase's real images, run here on Supabase's parts.
@@ -170,8 +169,11 @@ fn postgres_creates_collects_schedules_monitors_and_grants_and_the_api_roles_get
     // The companies, behind row level security that shows an API role none of them.
     client.batch_execute(SAMPLE_SCHEMA).unwrap();
 
-    // The README's section, as written, as postgres.
-    let (section, _) = readme::section(README, readme::SUPABASE_SECTION);
+    // The section of docs/privileges.md, as written, as postgres.
+    let (section, _) = readme::section(
+        &readme::page(readme::SUPABASE_PAGE),
+        readme::SUPABASE_SECTION,
+    );
     let blocks = readme::sql_blocks(&section);
     assert_eq!(blocks.len(), 3, "{section}");
     for block in &blocks {
@@ -183,7 +185,7 @@ fn postgres_creates_collects_schedules_monitors_and_grants_and_the_api_roles_get
             .replace("'your-service-key'", &format!("'{DEFAULT_SERVICE_KEY}'"));
         postgres(cluster)
             .batch_execute(&runnable)
-            .unwrap_or_else(|e| panic!("README example failed:\n{block}\n{e:?}"));
+            .unwrap_or_else(|e| panic!("example failed:\n{block}\n{e:?}"));
     }
     let mut client = postgres(cluster);
     let owner: String = one(
@@ -359,7 +361,7 @@ fn postgres_creates_collects_schedules_monitors_and_grants_and_the_api_roles_get
         "SELECT has_function_privilege('postgres', 'public.dex_collect_all()', 'EXECUTE WITH GRANT OPTION')"
     ));
 
-    // As the README warns: supautils lets any login role drop a privileged extension.
+    // As docs/privileges.md warns: supautils lets any login role drop a privileged extension.
     client.batch_execute("CREATE ROLE nobody LOGIN").unwrap();
     let mut nobody = cluster.connect_as("nobody", "postgres").unwrap();
     nobody

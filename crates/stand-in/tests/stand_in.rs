@@ -7,7 +7,7 @@ use std::process::{Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use dex_collector_e2e::stand_in::{
+use dex_stand_in::{
     synthetic_counts, Behavior, StandIn, StandInConfig, COLLECT_PATH, DEFAULT_SERVICE_KEY,
 };
 use reqwest::blocking::{Client, Response};

@@ -1,11 +1,13 @@
 //! The stand-in collect-bulk endpoint as a program, for demos and for driving the extension by
 //! hand. Prints `listening on URL` once ready and serves until SIGTERM or SIGINT.
 
+#![forbid(unsafe_code)]
+
 use std::io::Write;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use dex_collector_e2e::stand_in::{Behavior, StandIn, StandInConfig, SPEC_FORMS};
+use dex_stand_in::{Behavior, StandIn, StandInConfig, SPEC_FORMS};
 use tokio::signal::unix::{signal, SignalKind};
 
 const USAGE: &str = "usage: dex-stand-in --service-key KEY [--port PORT] [--latency-ms N] \

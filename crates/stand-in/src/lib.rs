@@ -1,10 +1,12 @@
 //! A stand-in for the web app's `/api/dex/collect-bulk` endpoint (see docs/contract.md): answers like
-//! the real one, per company, including the ways real deployments fail.
+//! the real one, per company, including the ways real deployments fail. It knows nothing of
+//! PostgreSQL: the core's tests, the end-to-end suite, the demo and the benchmarks all use it, and
+//! the `dex-stand-in` program (`src/main.rs`) serves it from the command line.
 //!
 //! The server runs on its own tokio runtime owned by [`StandIn`], so callers need no runtime:
 //!
 //! ```no_run
-//! use dex_collector_e2e::stand_in::{Behavior, StandIn, StandInConfig};
+//! use dex_stand_in::{Behavior, StandIn, StandInConfig};
 //!
 //! let stand_in = StandIn::start(StandInConfig::default())?;
 //! stand_in.set_behavior("c0ffee00-0000-0000-0000-000000000001", Behavior::Hang);
@@ -12,6 +14,8 @@
 //! assert_eq!(stand_in.requests().len(), 1);
 //! # Ok::<(), std::io::Error>(())
 //! ```
+
+#![forbid(unsafe_code)]
 
 mod behavior;
 mod connection;

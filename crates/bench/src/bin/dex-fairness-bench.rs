@@ -10,14 +10,16 @@
 //! for the endpoint's load: requests a run abandons (timed out, or cut at its deadline) go on at
 //! the endpoint, as they would at the real one, which works on until it has downloaded the DEX.
 
+#![forbid(unsafe_code)]
+
 use std::collections::BTreeSet;
 use std::error::Error;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use dex_collector_e2e::deployment::{Deployment, DeploymentOptions};
-use dex_collector_e2e::stand_in::{Behavior, StandInConfig};
 use dex_collector_e2e::synthetic;
+use dex_stand_in::{Behavior, StandInConfig};
 
 const COMPANIES: u32 = 1_000;
 const SCALE: f64 = 1.0 / 20.0;

@@ -1,4 +1,4 @@
-//! The collection fan-out benchmark (README "Benchmark", BENCHMARKS.md): a throwaway PostgreSQL
+//! The collection fan-out benchmark (BENCHMARKS.md): a throwaway PostgreSQL
 //! with the extension, N synthetic companies in the design's schema (row level security on), a
 //! stand-in endpoint answering after a fixed latency, and `SELECT dex_collect_all()` timed from
 //! the client: target selection, requests, history writes and commit included. Each case is also
@@ -8,6 +8,8 @@
 //! The extension must be installed (release build) in the PostgreSQL that `pg_config` (or
 //! `PG_CONFIG`) names; `scripts/bench.sh` does that and then runs this program.
 
+#![forbid(unsafe_code)]
+
 use std::error::Error;
 use std::fmt::Write as _;
 use std::process::{Command, ExitCode};
@@ -15,8 +17,8 @@ use std::time::{Duration, Instant};
 
 use dex_collector_e2e::backend_memory::BackendMemory;
 use dex_collector_e2e::deployment::{Deployment, DeploymentOptions};
-use dex_collector_e2e::stand_in::{StandInConfig, COLLECT_PATH, DEFAULT_SERVICE_KEY};
 use dex_collector_e2e::synthetic;
+use dex_stand_in::{StandInConfig, COLLECT_PATH, DEFAULT_SERVICE_KEY};
 
 type BenchResult<T> = Result<T, Box<dyn Error>>;
 

@@ -1,10 +1,12 @@
 //! `dex_parse()` in SQL over a table of stored DEX files (BENCHMARKS.md, "DEX parser"): a
 //! throwaway cluster with the extension, the real sample files repeated into `dex_captures`,
 //! then `dex_parse()`, `dex_validate()` and the `UPDATE ... SET structured_data = dex_parse(...)`
-//! of the README, each timed by the client. Run it through `scripts/bench.sh --dex-parse`.
+//! of docs/dex-sql.md, each timed by the client. Run it through `scripts/bench.sh --dex-parse`.
 //!
 //! With `--memory` (`scripts/bench.sh --dex-memory`): the backend's peak resident memory for one
 //! `dex_parse()` call, against the input's size and shape, each call in a new session.
+
+#![forbid(unsafe_code)]
 
 use std::error::Error;
 use std::process::ExitCode;
@@ -16,13 +18,13 @@ use dex_collector_e2e::synthetic_dex::{dex_text, DexShape};
 
 /// The seven real files the parser's tests use (MIT; licences beside them).
 const SAMPLES: [&[u8]; 7] = [
-    include_bytes!("../../../../crates/dex-parse/tests/fixtures/mdisibio-test.dex"),
-    include_bytes!("../../../../crates/dex-parse/tests/fixtures/mdisibio-test2.dex"),
-    include_bytes!("../../../../crates/dex-parse/tests/fixtures/mkrasselt1-animo.eva_dts"),
-    include_bytes!("../../../../crates/dex-parse/tests/fixtures/mkrasselt1-animo2.eva_dts"),
-    include_bytes!("../../../../crates/dex-parse/tests/fixtures/mkrasselt1-rhevendors.eva_dts"),
-    include_bytes!("../../../../crates/dex-parse/tests/fixtures/mkrasselt1-sielaff.eva_dts"),
-    include_bytes!("../../../../crates/dex-parse/tests/fixtures/tmdroid-dex3.dex"),
+    include_bytes!("../../../dex-parse/tests/fixtures/mdisibio-test.dex"),
+    include_bytes!("../../../dex-parse/tests/fixtures/mdisibio-test2.dex"),
+    include_bytes!("../../../dex-parse/tests/fixtures/mkrasselt1-animo.eva_dts"),
+    include_bytes!("../../../dex-parse/tests/fixtures/mkrasselt1-animo2.eva_dts"),
+    include_bytes!("../../../dex-parse/tests/fixtures/mkrasselt1-rhevendors.eva_dts"),
+    include_bytes!("../../../dex-parse/tests/fixtures/mkrasselt1-sielaff.eva_dts"),
+    include_bytes!("../../../dex-parse/tests/fixtures/tmdroid-dex3.dex"),
 ];
 const ROWS: i64 = 100_000;
 const RUNS: usize = 3;

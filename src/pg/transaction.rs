@@ -1,0 +1,136 @@
+//! Transactions of the worker's own, opened and closed by hand (a worker runs outside any), and
+//! a read of the shared catalog for a worker connected to no database.
+
+use std::ffi::CStr;
+use std::panic::UnwindSafe;
+use std::time::Duration;
+
+use pgrx::pg_sys;
+use pgrx::pg_sys::panic::CaughtError;
+use pgrx::prelude::*;
+
+use super::caught_report;
+use super::interrupts::QueryTimer;
+
+/// In a worker connected to no database: whether `name` exists and accepts connections (not
+/// `datallowconn = false`, not left invalid by an interrupted DROP DATABASE). pg_database is
+/// shared, and read with a plain scan as the autovacuum launcher does (its indexes need a
+/// database's pg_class).
+pub fn database_accepts_connections(name: &CStr) -> Result<bool, String> {
+    in_transaction(|| {
+        let mut found = false;
+        // SAFETY: a catalog heap scan inside the transaction `in_transaction` opened; every tuple
+        // of pg_database is a FormData_pg_database, and the scan and relation are closed below.
+        unsafe {
+            let relation =
+                pg_sys::table_open(pg_sys::DatabaseRelationId, pg_sys::AccessShareLock as i32);
+            let scan = pg_sys::table_beginscan_catalog(relation, 0, std::ptr::null_mut());
+            loop {
+                let tuple = pg_sys::heap_getnext(scan, pg_sys::ScanDirection::ForwardScanDirection);
+                if tuple.is_null() {
+                    break;
+                }
+                let database = pg_sys::heap_tuple_get_struct::<pg_sys::FormData_pg_database>(tuple);
+                if CStr::from_ptr((*database).datname.data.as_ptr()) == name {
+                    // -2 marks a database an interrupted DROP DATABASE left invalid.
+                    found = (*database).datallowconn && (*database).datconnlimit != -2;
+                    break;
+                }
+            }
+            pg_sys::table_endscan(scan);
+            pg_sys::table_close(relation, pg_sys::AccessShareLock as i32);
+        }
+        found
+    })
+}
+
+/// Runs `work` in a transaction of its own, from a worker outside any transaction. A Postgres
+/// error inside, or at commit, aborts the transaction and is returned as its message.
+pub fn in_transaction<R>(work: impl FnOnce() -> R + std::panic::UnwindSafe) -> Result<R, String> {
+    // SAFETY: the worker is connected and outside any transaction whenever this is called.
+    unsafe {
+        pg_sys::SetCurrentStatementStartTimestamp();
+        pg_sys::StartTransactionCommand();
+        pg_sys::PushActiveSnapshot(pg_sys::GetTransactionSnapshot());
+    }
+    PgTryBuilder::new(|| {
+        let result = work();
+        // SAFETY: closes the transaction begun above; an ERROR here is caught below.
+        unsafe {
+            pg_sys::PopActiveSnapshot();
+            pg_sys::CommitTransactionCommand();
+        }
+        Ok(result)
+    })
+    .catch_others(|caught| {
+        // SAFETY: aborting releases the snapshot and every resource of the failed transaction.
+        unsafe { pg_sys::AbortCurrentTransaction() };
+        Err(caught_report(&caught).message().to_string())
+    })
+    .execute()
+}
+
+/// Releases every session-level advisory lock this backend holds. Needs no transaction, so it
+/// works after any failure, including one that aborted the transaction meant to release them.
+pub fn release_session_advisory_locks() {
+    // SAFETY: what pg_advisory_unlock_all() does; lock manager calls valid in any state.
+    unsafe { pg_sys::LockReleaseSession(pg_sys::USER_LOCKMETHOD as pg_sys::LOCKMETHODID) };
+}
+
+/// What [`in_rolled_back_subtransaction`] gives back.
+pub struct RolledBack<T> {
+    /// What `work` returned, or the error it raised.
+    pub outcome: Result<T, Box<CaughtError>>,
+    /// The time limit ran out (the query cancel it raised, or left pending, was its own).
+    pub timed_out: bool,
+}
+
+/// Runs `work` in a subtransaction that is always rolled back, with `settings` (name, value) set
+/// for its duration, a fresh snapshot (so it sees what this transaction did before, as any
+/// statement of a volatile function would) and, given a `limit`, a [`QueryTimer`]. An error
+/// inside is caught and returned; the caller's memory context and resource owner are restored
+/// either way. Values `work` returns must be owned by Rust (not pointers into PostgreSQL
+/// memory): the subtransaction's memory is gone afterwards.
+pub fn in_rolled_back_subtransaction<T>(
+    settings: &[(&CStr, &CStr)],
+    limit: Option<Duration>,
+    work: impl FnOnce() -> T + UnwindSafe,
+) -> RolledBack<T> {
+    // SAFETY: the same sequence PL/pgSQL uses around an exception block; we are on the backend's
+    // thread inside a transaction (every caller runs within a SQL function or a worker transaction).
+    let (old_context, old_owner) = unsafe {
+        let saved = (pg_sys::CurrentMemoryContext, pg_sys::CurrentResourceOwner);
+        pg_sys::BeginInternalSubTransaction(std::ptr::null());
+        for (name, value) in settings {
+            pg_sys::set_config_option(
+                name.as_ptr(),
+                value.as_ptr(),
+                pg_sys::GucContext::PGC_USERSET,
+                pg_sys::GucSource::PGC_S_SESSION,
+                pg_sys::GucAction::GUC_ACTION_LOCAL,
+                true,
+                0,
+                false,
+            );
+        }
+        pg_sys::PushActiveSnapshot(pg_sys::GetTransactionSnapshot());
+        saved
+    };
+    let timer = limit.map(QueryTimer::start);
+    let outcome: Result<T, Box<CaughtError>> = PgTryBuilder::new(|| Ok(work()))
+        .catch_others(|caught| Err(Box::new(caught)))
+        .execute();
+    // Disarmed before the rollback, so that it cannot cancel that.
+    let timed_out = timer.is_some_and(QueryTimer::stop);
+    // SAFETY: undoes the subtransaction begun above, restoring the caller's context and owner;
+    // an error inside already lost the snapshot with the aborted subtransaction's state.
+    unsafe {
+        if outcome.is_ok() {
+            pg_sys::PopActiveSnapshot();
+        }
+        pg_sys::RollbackAndReleaseCurrentSubTransaction();
+        pg_sys::MemoryContextSwitchTo(old_context);
+        pg_sys::CurrentResourceOwner = old_owner;
+    }
+    RolledBack { outcome, timed_out }
+}
