@@ -2,7 +2,8 @@
 -- of the extension, the pure DEX functions included (PostgREST would serve those to anonymous
 -- callers); schedule()'s pg_cron job is named dex_collect_all (it was
 -- dex-collection-every-5-minutes whatever its schedule), and it goes with the extension also when
--- DROP SCHEMA ... CASCADE or DROP OWNED BY takes the extension.
+-- DROP SCHEMA ... CASCADE or DROP OWNED BY takes the extension; each company's health is state,
+-- its changes events sent with NOTIFY.
 -- The result must be the schema a fresh 0.3.0 install makes: the upgrade test compares them.
 \echo Use "ALTER EXTENSION dex_collector UPDATE TO '0.3.0'" to load this file. \quit
 
@@ -109,6 +110,285 @@ EXCEPTION WHEN insufficient_privilege THEN
 END
 $$;
 
+-- Health as state: dex_collector.companies, one row per company kept with each result, and
+-- dex_collector.events, its changes (and failed or cut-short runs), each sent with NOTIFY;
+-- company_status answers from companies, dex_collector.health says in one row whether collection
+-- is healthy.
+-- One row per company the collector has targeted: its health as of its latest result, kept in
+-- the transaction that records the result (history.rs), so that company_status, health and the
+-- fair order read it without going through the history. A change of state is an event (below).
+CREATE TABLE dex_collector.companies (
+    company_id            uuid PRIMARY KEY,
+    company_name          text,
+    -- ok: collected, and not failing; failing: an episode of failures is open (see alerted);
+    -- skipped: its latest result was a skip (no credentials); never_collected: no success yet.
+    state                 text NOT NULL
+        CHECK (state IN ('ok', 'failing', 'skipped', 'never_collected')),
+    state_since           timestamptz NOT NULL,
+    last_attempt_at       timestamptz NOT NULL,
+    last_status           text NOT NULL CHECK (last_status IN ('succeeded', 'failed', 'skipped')),
+    last_run_id           bigint,  -- no foreign keys to runs: this outlives the history's retention
+    last_http_status      integer,
+    last_error            text,    -- the latest failure's error
+    last_success_at       timestamptz,
+    consecutive_failures  integer NOT NULL DEFAULT 0, -- since the last success; skips do not count
+    failing_since         timestamptz,               -- the first of those failures
+    -- The episode of failures has been announced (a 'failing' event); only a success ends it.
+    alerted               boolean NOT NULL DEFAULT false,
+    -- The fair order: the latest run that called the endpoint for it, and the latest that collected.
+    last_called_run_id    bigint,
+    last_success_run_id   bigint
+);
+COMMENT ON TABLE dex_collector.companies IS 'dex_collector: one row per company, its health as of its latest result';
+
+-- Append-only: a company starting to fail (after alert_after_failures failures or alert_after
+-- without a success), recovering, becoming skipped or collectable again; a run failing as a whole
+-- or cut short by the deadline. Each is also sent with NOTIFY on channel dex_collector.
+CREATE TABLE dex_collector.events (
+    id                    bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    created_at            timestamptz NOT NULL DEFAULT clock_timestamp(),
+    kind                  text NOT NULL CHECK (kind IN ('failing', 'recovered', 'skipped', 'collectable',
+                                                        'run_failed', 'run_cut_short')),
+    company_id            uuid,
+    company_name          text,
+    run_id                bigint,
+    details               jsonb NOT NULL DEFAULT '{}'
+);
+COMMENT ON TABLE dex_collector.events IS 'dex_collector: changes of a company''s health, and runs that failed or were cut short';
+
+SELECT pg_catalog.pg_extension_config_dump('dex_collector.companies', '');
+SELECT pg_catalog.pg_extension_config_dump('dex_collector.events', '');
+SELECT pg_catalog.pg_extension_config_dump('dex_collector.events_id_seq', '');
+
+-- Each company's state from the history it has now (its earlier states are not replayed: a state
+-- starts when its latest result was recorded, a failing one when the failures began).
+WITH latest AS (
+    SELECT DISTINCT ON (r.company_id) r.company_id, r.company_name, r.status, r.http_status, r.run_id,
+           r.recorded_at, r.error
+      FROM dex_collector.run_results r
+     ORDER BY r.company_id, r.run_id DESC
+), success AS (
+    SELECT DISTINCT ON (r.company_id) r.company_id, r.run_id, r.recorded_at
+      FROM dex_collector.run_results r WHERE r.status = 'succeeded'
+     ORDER BY r.company_id, r.run_id DESC
+), called AS (
+    SELECT r.company_id, max(r.run_id) AS run_id
+      FROM dex_collector.run_results r WHERE r.status <> 'skipped' GROUP BY r.company_id
+), failure AS (
+    SELECT DISTINCT ON (r.company_id) r.company_id, r.error
+      FROM dex_collector.run_results r WHERE r.status = 'failed'
+     ORDER BY r.company_id, r.run_id DESC
+), streak AS (
+    SELECT f.company_id, count(*) AS failures, min(f.recorded_at) AS since
+      FROM dex_collector.run_results f LEFT JOIN success s ON s.company_id = f.company_id
+     WHERE f.status = 'failed' AND f.run_id > coalesce(s.run_id, 0)
+     GROUP BY f.company_id
+), policy AS (
+    SELECT coalesce(nullif(current_setting('dex_collector.alert_after_failures', true), '')::integer, 3)
+               AS after_failures,
+           coalesce(nullif(current_setting('dex_collector.alert_after', true), '')::interval,
+                    interval '1 hour') AS after
+), judged AS (
+    SELECT l.company_id, l.company_name, l.status, l.http_status, l.run_id, l.recorded_at, l.error,
+           s.run_id AS success_run_id, s.recorded_at AS success_at, c.run_id AS called_run_id,
+           f.error AS last_error, coalesce(k.failures, 0) AS failures, k.since AS failing_since,
+           coalesce(k.failures >= p.after_failures
+                    OR (p.after > interval '0' AND l.recorded_at - k.since >= p.after), false) AS alerted
+      FROM latest l CROSS JOIN policy p
+      LEFT JOIN success s ON s.company_id = l.company_id
+      LEFT JOIN called c ON c.company_id = l.company_id
+      LEFT JOIN failure f ON f.company_id = l.company_id
+      LEFT JOIN streak k ON k.company_id = l.company_id
+)
+INSERT INTO dex_collector.companies
+       (company_id, company_name, state, state_since, last_attempt_at, last_status, last_run_id,
+        last_http_status, last_error, last_success_at, consecutive_failures, failing_since,
+        alerted, last_called_run_id, last_success_run_id)
+SELECT company_id, company_name,
+       -- Skipped for want of credentials; a company the run's deadline left out is judged by the
+       -- results before.
+       CASE WHEN status = 'skipped' AND error = 'No DEX credentials configured' THEN 'skipped'
+            WHEN alerted THEN 'failing'
+            WHEN success_at IS NOT NULL THEN 'ok'
+            ELSE 'never_collected' END,
+       CASE WHEN alerted AND NOT (status = 'skipped' AND error = 'No DEX credentials configured')
+            THEN failing_since ELSE recorded_at END,
+       recorded_at, status, run_id, http_status, last_error, success_at, failures, failing_since,
+       alerted, called_run_id, success_run_id
+  FROM judged;
+
+-- The fair order and company_status read companies now, not these.
+DROP INDEX dex_collector.run_results_called_idx, dex_collector.run_results_succeeded_idx,
+           dex_collector.run_results_failed_idx;
+
+-- Per company: the latest attempt, the latest success, the latest error, how many attempts have
+-- failed since the last success, how long ago that success was (NULL: never), and its state.
+-- One row of dex_collector.companies each: no scan of the history.
+CREATE OR REPLACE VIEW dex_collector.company_status AS
+SELECT company_id, company_name, last_attempt_at, last_status, last_success_at, last_error,
+       consecutive_failures::bigint AS consecutive_failures,
+       date_trunc('second', now() - last_success_at) AS since_last_success,
+       state, state_since, last_http_status, failing_since, last_run_id
+  FROM dex_collector.companies;
+COMMENT ON VIEW dex_collector.company_status IS
+    'dex_collector: per company, last attempt, last success, last error, consecutive failures, time since last success, state';
+
+-- An event as the JSON NOTIFY sends on channel dex_collector, within PostgreSQL's 8000-byte limit
+-- whatever it holds (its details are left out, with "truncated": true, in the rare event they
+-- would not fit). Events are sent where they are made (history.rs for a company's, run_events()
+-- for a run's), not by a trigger on the table, so that restoring a dump sends nothing.
+CREATE FUNCTION dex_collector.event_payload(event dex_collector.events) RETURNS text
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT CASE WHEN octet_length(full_event) <= 7900 THEN full_event
+                ELSE jsonb_build_object(
+                         'id', event.id, 'kind', event.kind, 'created_at', event.created_at,
+                         'company_id', event.company_id, 'run_id', event.run_id,
+                         'truncated', true)::text END
+      FROM (SELECT jsonb_build_object(
+                       'id', event.id, 'kind', event.kind, 'created_at', event.created_at,
+                       'company_id', event.company_id, 'company_name', event.company_name,
+                       'run_id', event.run_id, 'details', event.details)::text AS full_event) f
+$$;
+
+-- A run that failed as a whole, or that the deadline cut short, is an event, sent at commit.
+CREATE FUNCTION dex_collector.run_events() RETURNS trigger
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    event dex_collector.events;
+BEGIN
+    IF NEW.status = 'failed' THEN
+        INSERT INTO dex_collector.events (kind, run_id, details)
+        VALUES ('run_failed', NEW.id,
+                jsonb_build_object('trigger', NEW.trigger, 'error', left(NEW.error, 1000),
+                                   'companies_total', NEW.companies_total,
+                                   'companies_processed', NEW.companies_processed))
+        RETURNING * INTO event;
+    ELSIF NEW.status = 'succeeded' AND NEW.companies_not_reached > 0 THEN
+        INSERT INTO dex_collector.events (kind, run_id, details)
+        VALUES ('run_cut_short', NEW.id,
+                jsonb_build_object('trigger', NEW.trigger,
+                                   'companies_not_reached', NEW.companies_not_reached,
+                                   'companies_total', NEW.companies_total,
+                                   'duration_ms', NEW.duration_ms))
+        RETURNING * INTO event;
+    END IF;
+    IF event.id IS NOT NULL THEN
+        PERFORM pg_notify('dex_collector', dex_collector.event_payload(event));
+    END IF;
+    RETURN NULL;
+END
+$$;
+-- A run's row is inserted and then updated to its end, by the collector; a restored dump only
+-- inserts rows, so it sends nothing.
+CREATE TRIGGER run_events AFTER UPDATE OF status ON dex_collector.runs
+    FOR EACH ROW WHEN (OLD.status IN ('queued', 'running') AND NEW.status IN ('failed', 'succeeded'))
+    EXECUTE FUNCTION dex_collector.run_events();
+
+-- How often runs are meant to start: the pg_cron job schedule() made in this database, where its
+-- schedule is regular (every N seconds, minutes or hours, hourly, daily, ...), else the worker's
+-- dex_collector.interval; NULL when neither says. SECURITY DEFINER because pg_cron shows a role
+-- only its own jobs; it returns nothing but the interval.
+CREATE FUNCTION dex_collector.expected_interval() RETURNS interval
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    schedule text;
+    fields text[];
+    worker text := nullif(current_setting('dex_collector.interval', true), '');
+BEGIN
+    IF to_regclass('cron.job') IS NOT NULL THEN
+        EXECUTE 'SELECT schedule FROM cron.job WHERE jobname = $1 AND database = current_database()
+                  ORDER BY jobid DESC LIMIT 1'
+           INTO schedule USING 'dex_collect_all';
+    END IF;
+    IF schedule IS NOT NULL THEN
+        schedule := lower(btrim(schedule));
+        fields := regexp_split_to_array(schedule, '\s+');
+        RETURN CASE
+            WHEN schedule ~ '^\d+ seconds?$' THEN schedule::interval
+            WHEN schedule = '@hourly' THEN interval '1 hour'
+            WHEN schedule IN ('@daily', '@midnight') THEN interval '1 day'
+            WHEN schedule = '@weekly' THEN interval '7 days'
+            WHEN cardinality(fields) <> 5 OR fields[3:5] <> ARRAY['*', '*', '*'] THEN NULL
+            WHEN fields[1] = '*' AND fields[2] = '*' THEN interval '1 minute'
+            WHEN fields[1] ~ '^\*/\d+$' AND fields[2] = '*'
+                THEN make_interval(mins => split_part(fields[1], '/', 2)::int)
+            WHEN fields[1] ~ '^\d+(,\d+)*$' AND fields[2] = '*'
+                THEN interval '1 hour' / cardinality(string_to_array(fields[1], ','))
+            WHEN fields[1] ~ '^\d+$' AND fields[2] ~ '^\*/\d+$'
+                THEN make_interval(hours => split_part(fields[2], '/', 2)::int)
+            WHEN fields[1] ~ '^\d+$' AND fields[2] ~ '^\d+$' THEN interval '1 day'
+        END;
+    END IF;
+    IF worker IS NOT NULL AND worker::interval > interval '0' THEN
+        RETURN worker::interval;
+    END IF;
+    RETURN NULL;
+END
+$$;
+COMMENT ON FUNCTION dex_collector.expected_interval() IS
+    'dex_collector: how often runs are meant to start (the pg_cron job''s schedule, or the worker''s interval); NULL when unknown';
+
+-- One row: is collection healthy? Runs arriving on schedule (stale: none started within two of
+-- the expected intervals), the latest one's status, and the companies by state.
+CREATE VIEW dex_collector.health AS
+WITH latest AS (
+    SELECT r.id, r.status, r.started_at, r.finished_at FROM dex_collector.runs r
+     WHERE r.status <> 'queued' ORDER BY r.id DESC LIMIT 1
+), cadence AS (
+    SELECT dex_collector.expected_interval() AS expected_every
+), states AS (
+    SELECT count(*) FILTER (WHERE c.state = 'ok') AS companies_ok,
+           count(*) FILTER (WHERE c.state = 'failing') AS companies_failing,
+           count(*) FILTER (WHERE c.state = 'skipped') AS companies_skipped,
+           count(*) FILTER (WHERE c.state = 'never_collected') AS companies_never_collected
+      FROM dex_collector.companies c
+), judged AS (
+    SELECT l.id AS last_run_id, l.status AS last_run_status, l.started_at AS last_run_started_at,
+           l.finished_at AS last_run_finished_at, k.expected_every,
+           k.expected_every IS NOT NULL
+               AND coalesce(l.started_at < now() - 2 * k.expected_every, true) AS stale,
+           s.*
+      FROM cadence k CROSS JOIN states s LEFT JOIN latest l ON true
+)
+SELECT NOT j.stale AND j.last_run_status IS DISTINCT FROM 'failed' AND j.companies_failing = 0
+           AND j.last_run_id IS NOT NULL AS healthy,
+       j.*
+  FROM judged j;
+COMMENT ON VIEW dex_collector.health IS
+    'dex_collector: one row: healthy or not, the latest run, whether runs arrive on schedule, companies by state';
+
+-- The health as metrics, one row per metric and label set, for a Prometheus exporter's custom
+-- query (sql_exporter, postgres_exporter): gauges all, the label empty where there is none.
+CREATE VIEW dex_collector.metrics AS
+SELECT 'dex_collector_healthy' AS metric, '' AS label, h.healthy::int::float8 AS value
+  FROM dex_collector.health h
+UNION ALL
+SELECT 'dex_collector_stale', '', h.stale::int::float8 FROM dex_collector.health h
+UNION ALL
+SELECT 'dex_collector_last_run_age_seconds', '',
+       extract(epoch FROM now() - h.last_run_started_at)::float8
+  FROM dex_collector.health h WHERE h.last_run_started_at IS NOT NULL
+UNION ALL
+SELECT 'dex_collector_last_run_succeeded', '', (h.last_run_status = 'succeeded')::int::float8
+  FROM dex_collector.health h WHERE h.last_run_status IS NOT NULL
+UNION ALL
+SELECT 'dex_collector_companies', s.state, count(c.company_id)::float8
+  FROM unnest(ARRAY['ok', 'failing', 'skipped', 'never_collected']) AS s(state)
+  LEFT JOIN dex_collector.companies c ON c.state = s.state
+ GROUP BY s.state
+UNION ALL
+SELECT 'dex_collector_events_last_day', k.kind, count(e.id)::float8
+  FROM unnest(ARRAY['failing', 'recovered', 'skipped', 'collectable', 'run_failed', 'run_cut_short']) AS k(kind)
+  LEFT JOIN dex_collector.events e ON e.kind = k.kind AND e.created_at > now() - interval '1 day'
+ GROUP BY k.kind;
+COMMENT ON VIEW dex_collector.metrics IS
+    'dex_collector: health as metrics (metric, label, value), for a Prometheus exporter';
+
+REVOKE ALL ON dex_collector.companies, dex_collector.events, dex_collector.health,
+    dex_collector.metrics FROM PUBLIC;
+REVOKE ALL ON FUNCTION dex_collector.expected_interval(), dex_collector.run_events(),
+    dex_collector.event_payload(dex_collector.events) FROM PUBLIC;
+
 CREATE OR REPLACE FUNCTION dex_collector.settle_privileges() RETURNS void
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
@@ -190,7 +470,8 @@ BEGIN
           FROM unnest(ARRAY[format('%I.dex_collect_all()', ext_schema),
                             format('%I.dex_collect_company(uuid)', ext_schema),
                             format('%I.dex_collect_all_async()', ext_schema),
-                            'dex_collector.schedule(text)', 'dex_collector.unschedule()']) AS f(signature)
+                            'dex_collector.schedule(text)', 'dex_collector.unschedule()',
+                            'dex_collector.expected_interval()']) AS f(signature)
           JOIN pg_proc p ON p.oid = to_regprocedure(f.signature)
         UNION ALL
         SELECT 'EXECUTE ON FUNCTION ' || p.oid::regprocedure::text
@@ -201,7 +482,9 @@ BEGIN
         UNION ALL
         SELECT 'SELECT ON ' || CASE c.relkind WHEN 'S' THEN 'SEQUENCE ' ELSE 'TABLE ' END || c.oid::regclass::text
           FROM unnest(ARRAY['dex_collector.runs', 'dex_collector.run_results', 'dex_collector.run_summary',
-                            'dex_collector.company_status', 'dex_collector.runs_id_seq']) AS r(relation)
+                            'dex_collector.company_status', 'dex_collector.runs_id_seq',
+                            'dex_collector.companies', 'dex_collector.events', 'dex_collector.events_id_seq',
+                            'dex_collector.health', 'dex_collector.metrics']) AS r(relation)
           JOIN pg_class c ON c.oid = to_regclass(r.relation)
     LOOP
         EXECUTE format('GRANT %s TO %I WITH GRANT OPTION', obj.target, privileged);

@@ -1,52 +1,167 @@
 -- Monitoring views, pg_cron helpers, and the event trigger that takes the pg_cron job at DROP.
 
 -- Per company: the latest attempt, the latest success, the latest error, how many attempts have
--- failed since the last success, and how long ago that success was (NULL: never). Index probes
--- per company (run_results_company_idx, _succeeded_idx, _failed_idx), never the whole history.
+-- failed since the last success, how long ago that success was (NULL: never), and its state.
+-- One row of dex_collector.companies each: no scan of the history.
 CREATE VIEW dex_collector.company_status AS
-WITH RECURSIVE latest AS (
-    -- A loose index scan over run_results_company_idx: each step jumps to the next company and
-    -- lands on its latest row, so one index probe per company, however long the history.
-    (SELECT r.company_id, r.run_id, r.company_name, r.status, r.recorded_at
-       FROM dex_collector.run_results r
-      ORDER BY r.company_id, r.run_id DESC
-      LIMIT 1)
-    UNION ALL
-    SELECT n.company_id, n.run_id, n.company_name, n.status, n.recorded_at
-      FROM latest l,
-           LATERAL (SELECT r.company_id, r.run_id, r.company_name, r.status, r.recorded_at
-                      FROM dex_collector.run_results r
-                     WHERE r.company_id > l.company_id
-                     ORDER BY r.company_id, r.run_id DESC
-                     LIMIT 1) n
-)
-SELECT l.company_id,
-       l.company_name,
-       l.recorded_at AS last_attempt_at,
-       l.status AS last_status,
-       s.recorded_at AS last_success_at,
-       (SELECT f.error FROM dex_collector.run_results f
-         WHERE f.company_id = l.company_id AND f.status = 'failed'
-         ORDER BY f.run_id DESC LIMIT 1) AS last_error,
-       c.consecutive_failures,
-       date_trunc('second', now() - s.recorded_at) AS since_last_success
-  FROM latest l
-  -- The latest success: the latest row itself, or one probe of run_results_succeeded_idx.
-  LEFT JOIN LATERAL (SELECT l.run_id, l.recorded_at
-                      WHERE l.status = 'succeeded'
-                     UNION ALL
-                     (SELECT r.run_id, r.recorded_at FROM dex_collector.run_results r
-                       WHERE l.status <> 'succeeded'
-                         AND r.company_id = l.company_id AND r.status = 'succeeded'
-                       ORDER BY r.run_id DESC LIMIT 1)) s ON true
-  -- Failed attempts since then (skipped ones neither count nor break the streak): none when the
-  -- latest attempt succeeded, else an index-only count over run_results_failed_idx.
-  CROSS JOIN LATERAL (SELECT count(*) AS consecutive_failures FROM dex_collector.run_results f
-                       WHERE l.status <> 'succeeded'
-                         AND f.company_id = l.company_id AND f.status = 'failed'
-                         AND f.run_id > coalesce(s.run_id, 0)) c;
+SELECT company_id, company_name, last_attempt_at, last_status, last_success_at, last_error,
+       consecutive_failures::bigint AS consecutive_failures,
+       date_trunc('second', now() - last_success_at) AS since_last_success,
+       state, state_since, last_http_status, failing_since, last_run_id
+  FROM dex_collector.companies;
 COMMENT ON VIEW dex_collector.company_status IS
-    'dex_collector: per company, last attempt, last success, last error, consecutive failures, time since last success';
+    'dex_collector: per company, last attempt, last success, last error, consecutive failures, time since last success, state';
+
+-- An event as the JSON NOTIFY sends on channel dex_collector, within PostgreSQL's 8000-byte limit
+-- whatever it holds (its details are left out, with "truncated": true, in the rare event they
+-- would not fit). Events are sent where they are made (history.rs for a company's, run_events()
+-- for a run's), not by a trigger on the table, so that restoring a dump sends nothing.
+CREATE FUNCTION dex_collector.event_payload(event dex_collector.events) RETURNS text
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT CASE WHEN octet_length(full_event) <= 7900 THEN full_event
+                ELSE jsonb_build_object(
+                         'id', event.id, 'kind', event.kind, 'created_at', event.created_at,
+                         'company_id', event.company_id, 'run_id', event.run_id,
+                         'truncated', true)::text END
+      FROM (SELECT jsonb_build_object(
+                       'id', event.id, 'kind', event.kind, 'created_at', event.created_at,
+                       'company_id', event.company_id, 'company_name', event.company_name,
+                       'run_id', event.run_id, 'details', event.details)::text AS full_event) f
+$$;
+
+-- A run that failed as a whole, or that the deadline cut short, is an event, sent at commit.
+CREATE FUNCTION dex_collector.run_events() RETURNS trigger
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    event dex_collector.events;
+BEGIN
+    IF NEW.status = 'failed' THEN
+        INSERT INTO dex_collector.events (kind, run_id, details)
+        VALUES ('run_failed', NEW.id,
+                jsonb_build_object('trigger', NEW.trigger, 'error', left(NEW.error, 1000),
+                                   'companies_total', NEW.companies_total,
+                                   'companies_processed', NEW.companies_processed))
+        RETURNING * INTO event;
+    ELSIF NEW.status = 'succeeded' AND NEW.companies_not_reached > 0 THEN
+        INSERT INTO dex_collector.events (kind, run_id, details)
+        VALUES ('run_cut_short', NEW.id,
+                jsonb_build_object('trigger', NEW.trigger,
+                                   'companies_not_reached', NEW.companies_not_reached,
+                                   'companies_total', NEW.companies_total,
+                                   'duration_ms', NEW.duration_ms))
+        RETURNING * INTO event;
+    END IF;
+    IF event.id IS NOT NULL THEN
+        PERFORM pg_notify('dex_collector', dex_collector.event_payload(event));
+    END IF;
+    RETURN NULL;
+END
+$$;
+-- A run's row is inserted and then updated to its end, by the collector; a restored dump only
+-- inserts rows, so it sends nothing.
+CREATE TRIGGER run_events AFTER UPDATE OF status ON dex_collector.runs
+    FOR EACH ROW WHEN (OLD.status IN ('queued', 'running') AND NEW.status IN ('failed', 'succeeded'))
+    EXECUTE FUNCTION dex_collector.run_events();
+
+-- How often runs are meant to start: the pg_cron job schedule() made in this database, where its
+-- schedule is regular (every N seconds, minutes or hours, hourly, daily, ...), else the worker's
+-- dex_collector.interval; NULL when neither says. SECURITY DEFINER because pg_cron shows a role
+-- only its own jobs; it returns nothing but the interval.
+CREATE FUNCTION dex_collector.expected_interval() RETURNS interval
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    schedule text;
+    fields text[];
+    worker text := nullif(current_setting('dex_collector.interval', true), '');
+BEGIN
+    IF to_regclass('cron.job') IS NOT NULL THEN
+        EXECUTE 'SELECT schedule FROM cron.job WHERE jobname = $1 AND database = current_database()
+                  ORDER BY jobid DESC LIMIT 1'
+           INTO schedule USING 'dex_collect_all';
+    END IF;
+    IF schedule IS NOT NULL THEN
+        schedule := lower(btrim(schedule));
+        fields := regexp_split_to_array(schedule, '\s+');
+        RETURN CASE
+            WHEN schedule ~ '^\d+ seconds?$' THEN schedule::interval
+            WHEN schedule = '@hourly' THEN interval '1 hour'
+            WHEN schedule IN ('@daily', '@midnight') THEN interval '1 day'
+            WHEN schedule = '@weekly' THEN interval '7 days'
+            WHEN cardinality(fields) <> 5 OR fields[3:5] <> ARRAY['*', '*', '*'] THEN NULL
+            WHEN fields[1] = '*' AND fields[2] = '*' THEN interval '1 minute'
+            WHEN fields[1] ~ '^\*/\d+$' AND fields[2] = '*'
+                THEN make_interval(mins => split_part(fields[1], '/', 2)::int)
+            WHEN fields[1] ~ '^\d+(,\d+)*$' AND fields[2] = '*'
+                THEN interval '1 hour' / cardinality(string_to_array(fields[1], ','))
+            WHEN fields[1] ~ '^\d+$' AND fields[2] ~ '^\*/\d+$'
+                THEN make_interval(hours => split_part(fields[2], '/', 2)::int)
+            WHEN fields[1] ~ '^\d+$' AND fields[2] ~ '^\d+$' THEN interval '1 day'
+        END;
+    END IF;
+    IF worker IS NOT NULL AND worker::interval > interval '0' THEN
+        RETURN worker::interval;
+    END IF;
+    RETURN NULL;
+END
+$$;
+COMMENT ON FUNCTION dex_collector.expected_interval() IS
+    'dex_collector: how often runs are meant to start (the pg_cron job''s schedule, or the worker''s interval); NULL when unknown';
+
+-- One row: is collection healthy? Runs arriving on schedule (stale: none started within two of
+-- the expected intervals), the latest one's status, and the companies by state.
+CREATE VIEW dex_collector.health AS
+WITH latest AS (
+    SELECT r.id, r.status, r.started_at, r.finished_at FROM dex_collector.runs r
+     WHERE r.status <> 'queued' ORDER BY r.id DESC LIMIT 1
+), cadence AS (
+    SELECT dex_collector.expected_interval() AS expected_every
+), states AS (
+    SELECT count(*) FILTER (WHERE c.state = 'ok') AS companies_ok,
+           count(*) FILTER (WHERE c.state = 'failing') AS companies_failing,
+           count(*) FILTER (WHERE c.state = 'skipped') AS companies_skipped,
+           count(*) FILTER (WHERE c.state = 'never_collected') AS companies_never_collected
+      FROM dex_collector.companies c
+), judged AS (
+    SELECT l.id AS last_run_id, l.status AS last_run_status, l.started_at AS last_run_started_at,
+           l.finished_at AS last_run_finished_at, k.expected_every,
+           k.expected_every IS NOT NULL
+               AND coalesce(l.started_at < now() - 2 * k.expected_every, true) AS stale,
+           s.*
+      FROM cadence k CROSS JOIN states s LEFT JOIN latest l ON true
+)
+SELECT NOT j.stale AND j.last_run_status IS DISTINCT FROM 'failed' AND j.companies_failing = 0
+           AND j.last_run_id IS NOT NULL AS healthy,
+       j.*
+  FROM judged j;
+COMMENT ON VIEW dex_collector.health IS
+    'dex_collector: one row: healthy or not, the latest run, whether runs arrive on schedule, companies by state';
+
+-- The health as metrics, one row per metric and label set, for a Prometheus exporter's custom
+-- query (sql_exporter, postgres_exporter): gauges all, the label empty where there is none.
+CREATE VIEW dex_collector.metrics AS
+SELECT 'dex_collector_healthy' AS metric, '' AS label, h.healthy::int::float8 AS value
+  FROM dex_collector.health h
+UNION ALL
+SELECT 'dex_collector_stale', '', h.stale::int::float8 FROM dex_collector.health h
+UNION ALL
+SELECT 'dex_collector_last_run_age_seconds', '',
+       extract(epoch FROM now() - h.last_run_started_at)::float8
+  FROM dex_collector.health h WHERE h.last_run_started_at IS NOT NULL
+UNION ALL
+SELECT 'dex_collector_last_run_succeeded', '', (h.last_run_status = 'succeeded')::int::float8
+  FROM dex_collector.health h WHERE h.last_run_status IS NOT NULL
+UNION ALL
+SELECT 'dex_collector_companies', s.state, count(c.company_id)::float8
+  FROM unnest(ARRAY['ok', 'failing', 'skipped', 'never_collected']) AS s(state)
+  LEFT JOIN dex_collector.companies c ON c.state = s.state
+ GROUP BY s.state
+UNION ALL
+SELECT 'dex_collector_events_last_day', k.kind, count(e.id)::float8
+  FROM unnest(ARRAY['failing', 'recovered', 'skipped', 'collectable', 'run_failed', 'run_cut_short']) AS k(kind)
+  LEFT JOIN dex_collector.events e ON e.kind = k.kind AND e.created_at > now() - interval '1 day'
+ GROUP BY k.kind;
+COMMENT ON VIEW dex_collector.metrics IS
+    'dex_collector: health as metrics (metric, label, value), for a Prometheus exporter';
 
 -- Recent runs with their counts and durations, newest first.
 CREATE VIEW dex_collector.run_summary AS
@@ -59,7 +174,10 @@ SELECT id AS run_id, started_at, finished_at, status, trigger,
  ORDER BY id DESC;
 COMMENT ON VIEW dex_collector.run_summary IS 'dex_collector: runs, newest first, with counts and durations';
 
-REVOKE ALL ON dex_collector.company_status, dex_collector.run_summary FROM PUBLIC;
+REVOKE ALL ON dex_collector.company_status, dex_collector.run_summary, dex_collector.health,
+    dex_collector.metrics FROM PUBLIC;
+REVOKE ALL ON FUNCTION dex_collector.expected_interval(), dex_collector.run_events(),
+    dex_collector.event_payload(dex_collector.events) FROM PUBLIC;
 
 -- pg_cron helpers: create or replace, and remove, the job that runs dex_collect_all(), named
 -- dex_collect_all (before 0.3.0: dex-collection-every-5-minutes, whatever its schedule; that name
@@ -250,7 +368,8 @@ BEGIN
           FROM unnest(ARRAY[format('%I.dex_collect_all()', ext_schema),
                             format('%I.dex_collect_company(uuid)', ext_schema),
                             format('%I.dex_collect_all_async()', ext_schema),
-                            'dex_collector.schedule(text)', 'dex_collector.unschedule()']) AS f(signature)
+                            'dex_collector.schedule(text)', 'dex_collector.unschedule()',
+                            'dex_collector.expected_interval()']) AS f(signature)
           JOIN pg_proc p ON p.oid = to_regprocedure(f.signature)
         UNION ALL
         SELECT 'EXECUTE ON FUNCTION ' || p.oid::regprocedure::text
@@ -261,7 +380,9 @@ BEGIN
         UNION ALL
         SELECT 'SELECT ON ' || CASE c.relkind WHEN 'S' THEN 'SEQUENCE ' ELSE 'TABLE ' END || c.oid::regclass::text
           FROM unnest(ARRAY['dex_collector.runs', 'dex_collector.run_results', 'dex_collector.run_summary',
-                            'dex_collector.company_status', 'dex_collector.runs_id_seq']) AS r(relation)
+                            'dex_collector.company_status', 'dex_collector.runs_id_seq',
+                            'dex_collector.companies', 'dex_collector.events', 'dex_collector.events_id_seq',
+                            'dex_collector.health', 'dex_collector.metrics']) AS r(relation)
           JOIN pg_class c ON c.oid = to_regclass(r.relation)
     LOOP
         EXECUTE format('GRANT %s TO %I WITH GRANT OPTION', obj.target, privileged);

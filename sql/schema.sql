@@ -46,17 +46,49 @@ CREATE TABLE dex_collector.run_results (
     PRIMARY KEY (run_id, company_id)
 );
 CREATE INDEX run_results_company_idx ON dex_collector.run_results (company_id, run_id DESC);
--- A run's targets go in the order of their last call and last success (run.rs): one index probe
--- per company each, however long a company has been failing or skipped.
-CREATE INDEX run_results_called_idx ON dex_collector.run_results (company_id, run_id DESC)
-    WHERE status <> 'skipped';
-CREATE INDEX run_results_succeeded_idx ON dex_collector.run_results (company_id, run_id DESC)
-    WHERE status = 'succeeded';
--- company_status's latest error and failures since the last success: one probe of the failed
--- rows (a few percent of the history) per company.
-CREATE INDEX run_results_failed_idx ON dex_collector.run_results (company_id, run_id DESC)
-    WHERE status = 'failed';
 COMMENT ON TABLE dex_collector.run_results IS 'dex_collector: one row per company per run';
+
+-- One row per company the collector has targeted: its health as of its latest result, kept in
+-- the transaction that records the result (history.rs), so that company_status, health and the
+-- fair order read it without going through the history. A change of state is an event (below).
+CREATE TABLE dex_collector.companies (
+    company_id            uuid PRIMARY KEY,
+    company_name          text,
+    -- ok: collected, and not failing; failing: an episode of failures is open (see alerted);
+    -- skipped: its latest result was a skip (no credentials); never_collected: no success yet.
+    state                 text NOT NULL
+        CHECK (state IN ('ok', 'failing', 'skipped', 'never_collected')),
+    state_since           timestamptz NOT NULL,
+    last_attempt_at       timestamptz NOT NULL,
+    last_status           text NOT NULL CHECK (last_status IN ('succeeded', 'failed', 'skipped')),
+    last_run_id           bigint,  -- no foreign keys to runs: this outlives the history's retention
+    last_http_status      integer,
+    last_error            text,    -- the latest failure's error
+    last_success_at       timestamptz,
+    consecutive_failures  integer NOT NULL DEFAULT 0, -- since the last success; skips do not count
+    failing_since         timestamptz,               -- the first of those failures
+    -- The episode of failures has been announced (a 'failing' event); only a success ends it.
+    alerted               boolean NOT NULL DEFAULT false,
+    -- The fair order: the latest run that called the endpoint for it, and the latest that collected.
+    last_called_run_id    bigint,
+    last_success_run_id   bigint
+);
+COMMENT ON TABLE dex_collector.companies IS 'dex_collector: one row per company, its health as of its latest result';
+
+-- Append-only: a company starting to fail (after alert_after_failures failures or alert_after
+-- without a success), recovering, becoming skipped or collectable again; a run failing as a whole
+-- or cut short by the deadline. Each is also sent with NOTIFY on channel dex_collector.
+CREATE TABLE dex_collector.events (
+    id                    bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    created_at            timestamptz NOT NULL DEFAULT clock_timestamp(),
+    kind                  text NOT NULL CHECK (kind IN ('failing', 'recovered', 'skipped', 'collectable',
+                                                        'run_failed', 'run_cut_short')),
+    company_id            uuid,
+    company_name          text,
+    run_id                bigint,
+    details               jsonb NOT NULL DEFAULT '{}'
+);
+COMMENT ON TABLE dex_collector.events IS 'dex_collector: changes of a company''s health, and runs that failed or were cut short';
 
 -- The history is the users' data: pg_dump keeps it, and run ids resume where they were. Runs in
 -- progress (or queued) at dump time are left out: the dumped server finishes them.
@@ -65,6 +97,9 @@ SELECT pg_catalog.pg_extension_config_dump('dex_collector.runs',
 SELECT pg_catalog.pg_extension_config_dump('dex_collector.run_results',
     $$WHERE run_id IN (SELECT id FROM dex_collector.runs WHERE status NOT IN ('queued', 'running'))$$);
 SELECT pg_catalog.pg_extension_config_dump('dex_collector.runs_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('dex_collector.companies', '');
+SELECT pg_catalog.pg_extension_config_dump('dex_collector.events', '');
+SELECT pg_catalog.pg_extension_config_dump('dex_collector.events_id_seq', '');
 
 -- The history is the extension's: no other role reads or writes it unless granted.
 REVOKE ALL ON ALL TABLES IN SCHEMA dex_collector FROM PUBLIC;

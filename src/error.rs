@@ -45,7 +45,10 @@ pub enum CollectError {
     NoWorkerForDatabase { worker_database: Option<String> },
 }
 
+// `#[track_caller]` here and on `report`: the ERROR's location (in verbose output and the
+// server log) is where `?` raised it, not this file.
 impl From<CollectError> for ErrorReport {
+    #[track_caller]
     fn from(error: CollectError) -> Self {
         use PgSqlErrorCode::*;
         let sqlstate = match &error {
@@ -141,6 +144,7 @@ pub enum DexSqlError {
 }
 
 impl From<DexSqlError> for ErrorReport {
+    #[track_caller]
     fn from(error: DexSqlError) -> Self {
         use PgSqlErrorCode::*;
         let (sqlstate, detail, hint) = match &error {
@@ -183,6 +187,7 @@ impl From<DexSqlError> for ErrorReport {
 }
 
 /// A PostgreSQL ERROR with what it says.
+#[track_caller]
 fn report(
     sqlstate: PgSqlErrorCode,
     message: String,

@@ -15,7 +15,7 @@ use pgrx::prelude::*;
 use serde_json::Value;
 
 use crate::error::CollectError;
-use crate::history::{self, Trigger};
+use crate::history::{self, AlertPolicy, Trigger};
 use crate::lock::{self, SessionLocks};
 use crate::pg;
 use crate::run::{self, Interrupts, Plan, Scope};
@@ -45,7 +45,11 @@ pub fn collect_in_transaction(scope: Scope, trigger: Trigger) -> Result<Value, C
     let run = history::start_run(trigger, plan.targets.len())?;
     lock::publish_for_transaction(run.id)?;
     let executed = run::execute(&plan, &run, started, Interrupts::Raise, &mut |_| Ok(false))?;
-    record_end(&executed, executed.summary.final_status())?;
+    record_end(
+        &executed,
+        executed.summary.final_status(),
+        plan.settings.alerts,
+    )?;
     Ok(executed.summary.to_json())
 }
 
@@ -96,8 +100,12 @@ pub fn refuse_during_recovery() -> Result<(), CollectError> {
 }
 
 /// Records what the sink did not, and the run's counts and status.
-fn record_end(executed: &Executed, status: RunStatus) -> Result<(), CollectError> {
-    history::record_results(executed.summary.run_id, &executed.unrecorded())?;
+fn record_end(
+    executed: &Executed,
+    status: RunStatus,
+    alerts: AlertPolicy,
+) -> Result<(), CollectError> {
+    history::record_results(executed.summary.run_id, &executed.unrecorded(), alerts)?;
     Ok(history::finish_run(&executed.summary, status)?)
 }
 
@@ -143,6 +151,7 @@ pub fn collect_in_worker(request: WorkerRun) -> Result<(), Vec<String>> {
 
     let mut problems = Vec::new();
     let run_id = run.id;
+    let alerts = plan.settings.alerts;
     let executed = run::execute(
         &plan,
         &run,
@@ -151,7 +160,7 @@ pub fn collect_in_worker(request: WorkerRun) -> Result<(), Vec<String>> {
         &mut |result| {
             let result = result.clone();
             in_own_transaction(move || {
-                history::record_results(run_id, std::slice::from_ref(&result))
+                history::record_results(run_id, std::slice::from_ref(&result), alerts)
             })
             .map(|()| true)
             .inspect_err(|error| {
@@ -168,7 +177,7 @@ pub fn collect_in_worker(request: WorkerRun) -> Result<(), Vec<String>> {
             } else {
                 executed.summary.final_status()
             };
-            record_end(executed, status)
+            record_end(executed, status, alerts)
         }
         Err(error) => Ok(history::fail_run(run_id, &error.to_string())?),
     });

@@ -15,6 +15,7 @@ use std::time::Duration;
 use pgrx::guc::{GucContext, GucFlags, GucRegistry, GucSetting};
 use pgrx::prelude::*;
 
+use crate::history::AlertPolicy;
 use crate::pg::{self, Rejection, StringCheck};
 use crate::readonly;
 use crate::service_key::{is_valid_header_value, read_key_file, KeyFileError};
@@ -37,6 +38,8 @@ static WORKER_DATABASE: GucSetting<Option<CString>> =
     GucSetting::<Option<CString>>::new(Some(c"postgres"));
 static WORKER_INTERVAL_S: GucSetting<i32> = GucSetting::<i32>::new(0);
 static HISTORY_RETENTION_S: GucSetting<i32> = GucSetting::<i32>::new(14 * 24 * 3600);
+static ALERT_AFTER_FAILURES: GucSetting<i32> = GucSetting::<i32>::new(3);
+static ALERT_AFTER_S: GucSetting<i32> = GucSetting::<i32>::new(3600);
 static DEX_MAX_BYTES: GucSetting<i32> = GucSetting::<i32>::new(1024 * 1024);
 /// The highest `dex_collector.dex_max_bytes`: the worst input this long (lines that each add a
 /// record, the most output per byte, about 35 bytes of jsonb each) still fits in jsonb's
@@ -149,6 +152,26 @@ pub fn define() {
             GucContext::Sighup
         },
         GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"dex_collector.alert_after_failures",
+        c"A company is failing (an event, a NOTIFY) after this many failures in a row.",
+        c"Or after dex_collector.alert_after without a success, whichever comes first; a success ends it.",
+        &ALERT_AFTER_FAILURES,
+        1,
+        i32::MAX,
+        GucContext::Suset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"dex_collector.alert_after",
+        c"A company is failing after failing for this long without a success; 0: only alert_after_failures counts.",
+        c"Judged when a result is recorded: runs that stop altogether are the heartbeat's and the health view's to see.",
+        &ALERT_AFTER_S,
+        0,
+        i32::MAX,
+        GucContext::Suset,
+        GucFlags::UNIT_S,
     );
     GucRegistry::define_int_guc(
         c"dex_collector.interval",
@@ -300,6 +323,7 @@ pub struct Settings {
     pub run_deadline: Duration,
     pub ca_file: Option<String>,
     pub targets_query: Option<String>,
+    pub alerts: AlertPolicy,
 }
 
 impl Settings {
@@ -348,6 +372,13 @@ impl Settings {
             run_deadline: millis(RUN_DEADLINE_MS.get()),
             ca_file: string_setting(&CA_FILE),
             targets_query: string_setting(&TARGETS_QUERY),
+            alerts: AlertPolicy {
+                after_failures: ALERT_AFTER_FAILURES.get().max(1),
+                after: Some(Duration::from_secs(u64::from(positive(
+                    ALERT_AFTER_S.get(),
+                ))))
+                .filter(|after| !after.is_zero()),
+            },
         })
     }
 }

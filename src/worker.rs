@@ -284,7 +284,7 @@ fn delete_old_history(retention: Duration, problems: &mut Problems) -> bool {
     let seconds = i64::try_from(retention.as_secs()).unwrap_or(i64::MAX);
     let mut deleted = 0;
     while !pg::shutdown_requested() {
-        match in_own_transaction(|| history::delete_old_runs(seconds, RETENTION_BATCH)) {
+        match in_own_transaction(|| history::delete_old_history(seconds, RETENTION_BATCH)) {
             Ok(0) => break,
             Ok(count) => deleted += count,
             Err(error) => {
@@ -294,7 +294,7 @@ fn delete_old_history(retention: Duration, problems: &mut Problems) -> bool {
         }
     }
     if deleted > 0 {
-        log!("dex_collector worker: deleted {deleted} run(s) older than dex_collector.history_retention");
+        log!("dex_collector worker: deleted {deleted} run(s) and event(s) older than dex_collector.history_retention");
     }
     true
 }

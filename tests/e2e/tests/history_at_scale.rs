@@ -3,7 +3,7 @@
 //! query must be answered by index probes per company (its plan is asserted, never its time); the
 //! times are printed, and `scripts/bench.sh --history` records them.
 
-use dex_collector_e2e::deployment::{Deployment, DeploymentOptions};
+use dex_collector_e2e::deployment::{one, Deployment, DeploymentOptions};
 use dex_collector_e2e::readme;
 use serde_json::Value;
 
@@ -12,10 +12,9 @@ const GENERATOR: &str = include_str!("../../fixtures/history_generator.sql");
 const RUNS: u32 = 4032;
 const COMPANIES: u32 = 1000;
 
-/// The queries of docs/monitoring.md's sql block, each with its comment line.
+/// The queries of docs/monitoring.md's first sql block, each with its comment line.
 fn monitoring_queries() -> Vec<String> {
     let blocks = readme::sql_blocks(MONITORING);
-    assert_eq!(blocks.len(), 1, "docs/monitoring.md has one sql block");
     blocks[0]
         .split(";\n")
         .map(str::trim)
@@ -52,9 +51,11 @@ fn plan_nodes(plan: &Value, nodes: &mut Vec<String>) {
 fn the_monitoring_queries_probe_indexes_at_four_million_results() {
     let deployment = Deployment::start(DeploymentOptions::default()).unwrap();
     let mut client = deployment.client();
+    // The history as 0.2.0 kept it; the upgrade to this version builds each company's state from it.
     client
         .batch_execute(&format!(
-            "SET dex_gen.runs = '{RUNS}'; SET dex_gen.companies = '{COMPANIES}';\n{GENERATOR}"
+            "DROP EXTENSION dex_collector; CREATE EXTENSION dex_collector VERSION '0.2.0';
+             SET dex_gen.runs = '{RUNS}'; SET dex_gen.companies = '{COMPANIES}';\n{GENERATOR}"
         ))
         .unwrap();
     client
@@ -63,6 +64,52 @@ fn the_monitoring_queries_probe_indexes_at_four_million_results() {
     client
         .batch_execute("VACUUM (ANALYZE) dex_collector.run_results")
         .unwrap();
+    let upgrade = std::time::Instant::now();
+    client
+        .batch_execute("ALTER EXTENSION dex_collector UPDATE")
+        .unwrap();
+    println!(
+        "ALTER EXTENSION dex_collector UPDATE over the history: {:.1} s",
+        upgrade.elapsed().as_secs_f64()
+    );
+    client
+        .batch_execute("VACUUM (ANALYZE) dex_collector.companies")
+        .unwrap();
+    let states: Vec<(String, i64)> = client
+        .query(
+            "SELECT state, count(*) FROM dex_collector.companies GROUP BY state ORDER BY state",
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|row| (row.get(0), row.get(1)))
+        .collect();
+    println!("companies by state after the upgrade: {states:?}");
+    // Each company's latest result, found another way, is what its state says.
+    let mismatched: i64 = one(
+        &mut client,
+        "SELECT count(*) FROM dex_collector.companies c
+           FULL JOIN (SELECT DISTINCT ON (company_id) company_id, run_id, status
+                        FROM dex_collector.run_results ORDER BY company_id, run_id DESC) l
+             ON l.company_id = c.company_id
+          WHERE c.last_run_id IS DISTINCT FROM l.run_id OR c.last_status IS DISTINCT FROM l.status",
+    );
+    assert_eq!(mismatched, 0);
+    // The generator's 50 companies that always fail (an open episode, whether the last run's
+    // deadline skipped them or not), and its 20 always skipped.
+    let always_failing: i64 = one(
+        &mut client,
+        "SELECT count(*) FROM dex_collector.companies
+          WHERE alerted AND state IN ('failing', 'skipped') AND last_success_at IS NULL
+            AND consecutive_failures > 4000",
+    );
+    assert_eq!(always_failing, 50);
+    let always_skipped: i64 = one(
+        &mut client,
+        "SELECT count(*) FROM dex_collector.companies
+          WHERE state = 'skipped' AND last_called_run_id IS NULL",
+    );
+    assert_eq!(always_skipped, 20);
     let (rows, bytes): (i64, i64) = {
         let row = client
             .query_one(
@@ -81,7 +128,7 @@ fn the_monitoring_queries_probe_indexes_at_four_million_results() {
     );
 
     let queries = monitoring_queries();
-    assert_eq!(queries.len(), 6, "{queries:#?}");
+    assert_eq!(queries.len(), 8, "{queries:#?}");
     for query in &queries {
         let mut times = Vec::new();
         let mut nodes = Vec::new();

@@ -208,6 +208,93 @@ fn an_upgrade_from_0_2_0_takes_the_dex_functions_from_supabases_api_roles() {
     assert_matches_a_fresh_install(&deployment, &mut client);
 }
 
+#[test]
+fn an_upgrade_from_0_2_0_builds_each_company_state_from_its_history() {
+    let deployment = Deployment::start(DeploymentOptions::with_pg_cron_unconfigured()).unwrap();
+    let mut client = deployment.client();
+    // Four runs of 0.2.0's history: all collected; then the first company fails three times, the
+    // second once and recovers, the third is skipped at last.
+    client
+        .batch_execute(
+            "CREATE EXTENSION dex_collector VERSION '0.2.0';
+             INSERT INTO dex_collector.runs (started_at, finished_at, status, trigger)
+             SELECT now() - (5 - r) * interval '5 minutes', now() - (5 - r) * interval '5 minutes',
+                    'succeeded', 'pg_cron'
+               FROM generate_series(1, 4) AS r;
+             WITH c AS (SELECT id, company_name, row_number() OVER (ORDER BY company_name) AS n
+                          FROM public.companies)
+             INSERT INTO dex_collector.run_results (run_id, company_id, company_name, status,
+                    http_status, error, recorded_at)
+             SELECT r, c.id, c.company_name,
+                    CASE WHEN r > 1 AND c.n = 1 THEN 'failed'
+                         WHEN r = 2 AND c.n = 2 THEN 'failed'
+                         WHEN r = 4 AND c.n = 3 THEN 'skipped'
+                         ELSE 'succeeded' END,
+                    CASE WHEN (r > 1 AND c.n = 1) OR (r = 2 AND c.n = 2) THEN 502
+                         WHEN r = 4 AND c.n = 3 THEN NULL ELSE 200 END,
+                    CASE WHEN (r > 1 AND c.n = 1) OR (r = 2 AND c.n = 2) THEN 'HTTP 502: run ' || r
+                         WHEN r = 4 AND c.n = 3 THEN 'No DEX credentials configured' END,
+                    now() - (5 - r) * interval '5 minutes' + c.n * interval '1 second'
+               FROM generate_series(1, 4) AS r, c;",
+        )
+        .unwrap();
+    let status = "SELECT string_agg(format('%s %s %s %s %s %s %s', company_id, company_name,
+                                           last_attempt_at, last_status, last_success_at,
+                                           last_error, consecutive_failures), E'\n'
+                                    ORDER BY company_id)
+                    FROM dex_collector.company_status";
+    let before: String = one(&mut client, status);
+    client
+        .batch_execute("ALTER EXTENSION dex_collector UPDATE")
+        .unwrap();
+    let after: String = one(&mut client, status);
+    assert_eq!(
+        after, before,
+        "company_status answers as before, from companies now"
+    );
+    let states: Vec<(String, String, i32, bool)> = client
+        .query(
+            "SELECT c.company_name, c.state, c.consecutive_failures, c.alerted
+               FROM dex_collector.companies c ORDER BY c.company_name LIMIT 3",
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|row| (row.get(0), row.get(1), row.get(2), row.get(3)))
+        .collect();
+    assert_eq!(
+        states,
+        [
+            ("Acme Vending".to_string(), "failing".to_string(), 3, true),
+            ("Beta Snacks".to_string(), "ok".to_string(), 0, false),
+            (
+                "Coastal Refreshments".to_string(),
+                "skipped".to_string(),
+                0,
+                false
+            ),
+        ]
+    );
+    let events: i64 = one(&mut client, "SELECT count(*) FROM dex_collector.events");
+    assert_eq!(events, 0, "the past is state, not new events");
+    // The fair order reads the same runs from companies as it did from the history.
+    let last_calls: Vec<(Option<i64>, Option<i64>)> = client
+        .query(
+            "SELECT last_called_run_id, last_success_run_id FROM dex_collector.companies
+              ORDER BY company_name LIMIT 3",
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|row| (row.get(0), row.get(1)))
+        .collect();
+    assert_eq!(
+        last_calls,
+        [(Some(4), Some(1)), (Some(4), Some(4)), (Some(3), Some(3))]
+    );
+    assert_matches_a_fresh_install(&deployment, &mut client);
+}
+
 /// The extension as upgraded in the deployment's database is the one `CREATE EXTENSION` makes in
 /// a new database of the same cluster.
 fn assert_matches_a_fresh_install(deployment: &Deployment, client: &mut postgres::Client) {

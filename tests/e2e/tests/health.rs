@@ -1,0 +1,440 @@
+//! Health as state: each company's row in `dex_collector.companies`, kept with its results; the
+//! events of its changes, each sent with NOTIFY and received here by a real LISTEN connection;
+//! `company_status` and `health` answering from them.
+
+use std::time::Duration;
+
+use dex_collector_e2e::deployment::{one, sample, Deployment, DeploymentOptions};
+use dex_collector_e2e::stand_in::{Behavior, StandInConfig};
+use postgres::fallible_iterator::FallibleIterator;
+use serde_json::Value;
+
+fn deployment(options: DeploymentOptions) -> Deployment {
+    Deployment::start(DeploymentOptions {
+        stand_in: StandInConfig::default(),
+        ..options
+    })
+    .unwrap()
+}
+
+/// A connection listening on channel dex_collector.
+fn listener(deployment: &Deployment) -> postgres::Client {
+    let mut client = deployment.client();
+    client.batch_execute("LISTEN dex_collector").unwrap();
+    client
+}
+
+/// The payloads that arrived on the listener, waiting `wait` for the first and a little for more.
+fn notifications(listener: &mut postgres::Client, wait: Duration) -> Vec<Value> {
+    let mut received = Vec::new();
+    let mut notifications = listener.notifications();
+    let mut pending = notifications.timeout_iter(wait);
+    while let Ok(Some(notification)) = pending.next() {
+        assert_eq!(notification.channel(), "dex_collector");
+        received.push(serde_json::from_str(notification.payload()).unwrap());
+    }
+    received
+}
+
+/// The events of one company, oldest first, as (kind, consecutive failures).
+fn events_of(client: &mut postgres::Client, company: &str) -> Vec<(String, i64)> {
+    client
+        .query(
+            "SELECT kind, (details->>'consecutive_failures')::bigint FROM dex_collector.events
+              WHERE company_id = $1::text::uuid ORDER BY id",
+            &[&company],
+        )
+        .unwrap()
+        .iter()
+        .map(|row| (row.get(0), row.get::<_, Option<i64>>(1).unwrap_or(-1)))
+        .collect()
+}
+
+fn state_of(client: &mut postgres::Client, company: &str) -> (String, i32, bool) {
+    let row = client
+        .query_one(
+            "SELECT state, consecutive_failures, alerted FROM dex_collector.companies
+              WHERE company_id = $1::text::uuid",
+            &[&company],
+        )
+        .unwrap();
+    (row.get(0), row.get(1), row.get(2))
+}
+
+#[test]
+fn a_failing_company_is_one_event_and_one_notify_until_it_recovers() {
+    let deployment = deployment(DeploymentOptions::default());
+    let mut client = deployment.client();
+    let mut listener = listener(&deployment);
+
+    deployment.collect_all();
+    assert_eq!(state_of(&mut client, sample::ACME), ("ok".into(), 0, false));
+    let first = notifications(&mut listener, Duration::from_secs(2));
+    let kinds: Vec<&str> = first.iter().filter_map(|e| e["kind"].as_str()).collect();
+    assert_eq!(
+        kinds,
+        ["skipped", "skipped"],
+        "the two companies without credentials: {first:#?}"
+    );
+
+    deployment
+        .stand_in
+        .set_behavior(sample::ACME, Behavior::ServerError);
+    for failures in 1..=2 {
+        deployment.collect_all();
+        assert_eq!(
+            state_of(&mut client, sample::ACME),
+            ("ok".into(), failures, false),
+            "below dex_collector.alert_after_failures (3) it is not failing yet"
+        );
+    }
+    assert!(notifications(&mut listener, Duration::from_millis(500)).is_empty());
+
+    deployment.collect_all();
+    assert_eq!(
+        state_of(&mut client, sample::ACME),
+        ("failing".into(), 3, true)
+    );
+    assert_eq!(
+        events_of(&mut client, sample::ACME),
+        [("failing".to_string(), 3)]
+    );
+    let failing = notifications(&mut listener, Duration::from_secs(2));
+    assert_eq!(failing.len(), 1, "{failing:#?}");
+    assert_eq!(failing[0]["kind"], "failing");
+    assert_eq!(failing[0]["company_id"], sample::ACME);
+    assert_eq!(failing[0]["company_name"], "Acme Vending");
+    assert_eq!(failing[0]["details"]["http_status"], 500);
+    assert!(failing[0]["details"]["error"]
+        .as_str()
+        .unwrap()
+        .contains("500"));
+    let event_id: i64 = one(&mut client, "SELECT max(id) FROM dex_collector.events");
+    assert_eq!(failing[0]["id"], event_id);
+
+    for _ in 0..10 {
+        deployment.collect_all();
+    }
+    assert_eq!(
+        state_of(&mut client, sample::ACME),
+        ("failing".into(), 13, true)
+    );
+    assert_eq!(
+        events_of(&mut client, sample::ACME).len(),
+        1,
+        "one event per episode"
+    );
+    assert!(notifications(&mut listener, Duration::from_millis(500)).is_empty());
+
+    deployment.stand_in.reset();
+    deployment.collect_all();
+    assert_eq!(state_of(&mut client, sample::ACME), ("ok".into(), 0, false));
+    assert_eq!(
+        events_of(&mut client, sample::ACME),
+        [("failing".to_string(), 3), ("recovered".to_string(), 0)]
+    );
+    let recovered = notifications(&mut listener, Duration::from_secs(2));
+    assert_eq!(recovered.len(), 1, "{recovered:#?}");
+    assert_eq!(recovered[0]["kind"], "recovered");
+
+    // company_status answers from companies, with the columns it always had.
+    let row = client
+        .query_one(
+            "SELECT last_status, consecutive_failures, last_error, since_last_success < interval '1 minute',
+                    state, last_http_status
+               FROM dex_collector.company_status WHERE company_id = $1::text::uuid",
+            &[&sample::ACME],
+        )
+        .unwrap();
+    assert_eq!(row.get::<_, String>(0), "succeeded");
+    assert_eq!(row.get::<_, i64>(1), 0);
+    assert!(
+        row.get::<_, String>(2).contains("500"),
+        "the latest failure's error stays"
+    );
+    assert!(row.get::<_, bool>(3));
+    assert_eq!(row.get::<_, String>(4), "ok");
+    assert_eq!(row.get::<_, i32>(5), 200);
+    assert_eq!(
+        one::<i64>(
+            &mut client,
+            "SELECT count(*) FROM dex_collector.company_status"
+        ),
+        10,
+        "every target, skipped ones too"
+    );
+}
+
+#[test]
+fn alert_after_opens_an_episode_by_time_and_skips_neither_count_nor_end_it() {
+    let deployment = deployment(DeploymentOptions::default());
+    let mut client = deployment.client();
+    client
+        .batch_execute(
+            "SET dex_collector.alert_after_failures = 100; SET dex_collector.alert_after = '1s'",
+        )
+        .unwrap();
+    deployment
+        .stand_in
+        .set_behavior(sample::BETA, Behavior::ServerError);
+    client.query_one("SELECT dex_collect_all()", &[]).unwrap();
+    assert_eq!(
+        state_of(&mut client, sample::BETA),
+        ("never_collected".into(), 1, false)
+    );
+    std::thread::sleep(Duration::from_millis(1100));
+    client.query_one("SELECT dex_collect_all()", &[]).unwrap();
+    assert_eq!(
+        state_of(&mut client, sample::BETA),
+        ("failing".into(), 2, true)
+    );
+
+    // Credentials gone: skipped, the episode still open; back: collectable, still failing.
+    client
+        .batch_execute(
+            "UPDATE public.user_credentials SET dex_username = NULL
+              WHERE company_id = 'a0000000-0000-4000-8000-000000000002'",
+        )
+        .unwrap();
+    client.query_one("SELECT dex_collect_all()", &[]).unwrap();
+    assert_eq!(
+        state_of(&mut client, sample::BETA),
+        ("skipped".into(), 2, true)
+    );
+    client
+        .batch_execute(
+            "UPDATE public.user_credentials SET dex_username = 'beta'
+              WHERE company_id = 'a0000000-0000-4000-8000-000000000002'",
+        )
+        .unwrap();
+    client.query_one("SELECT dex_collect_all()", &[]).unwrap();
+    assert_eq!(
+        state_of(&mut client, sample::BETA),
+        ("failing".into(), 3, true)
+    );
+    deployment.stand_in.reset();
+    client.query_one("SELECT dex_collect_all()", &[]).unwrap();
+    let kinds: Vec<String> = events_of(&mut client, sample::BETA)
+        .into_iter()
+        .map(|(kind, _)| kind)
+        .collect();
+    assert_eq!(kinds, ["failing", "skipped", "collectable", "recovered"]);
+}
+
+#[test]
+fn a_run_cut_short_by_the_deadline_is_an_event() {
+    let deployment = deployment(DeploymentOptions::default());
+    let mut client = deployment.client();
+    let mut listener = listener(&deployment);
+    deployment.stand_in.set_latency(Duration::from_millis(400));
+    client
+        .batch_execute("SET dex_collector.concurrency = 1; SET dex_collector.run_deadline = '1s'")
+        .unwrap();
+    let summary: Value = client
+        .query_one("SELECT dex_collect_all()", &[])
+        .unwrap()
+        .get(0);
+    let run_id = summary["run_id"].as_i64().unwrap();
+    let (kind, not_reached): (String, i64) = {
+        let row = client
+            .query_one(
+                "SELECT kind, (details->>'companies_not_reached')::bigint FROM dex_collector.events
+                  WHERE run_id = $1 AND company_id IS NULL",
+                &[&run_id],
+            )
+            .unwrap();
+        (row.get(0), row.get(1))
+    };
+    assert_eq!(kind, "run_cut_short");
+    assert!(not_reached > 0);
+    // The companies the deadline left out keep their state: no storm of per-company events.
+    let company_events: Vec<String> = client
+        .query(
+            "SELECT kind FROM dex_collector.events WHERE company_id IS NOT NULL ORDER BY id",
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    assert_eq!(
+        company_events,
+        ["skipped", "skipped"],
+        "the two without credentials"
+    );
+    let received = notifications(&mut listener, Duration::from_secs(2));
+    assert!(
+        received
+            .iter()
+            .any(|e| e["kind"] == "run_cut_short" && e["run_id"] == run_id),
+        "{received:#?}"
+    );
+
+    // The endpoint refuses the key: the run stops as a whole.
+    deployment.stand_in.set_latency(Duration::ZERO);
+    deployment.stand_in.set_default_behavior(Behavior::Status {
+        status: 401,
+        content_type: "application/json".into(),
+        body: r#"{"error":"Unauthorized"}"#.into(),
+        headers: Vec::new(),
+    });
+    let summary: Value = client
+        .query_one("SELECT dex_collect_all()", &[])
+        .unwrap()
+        .get(0);
+    let run_id = summary["run_id"].as_i64().unwrap();
+    let kind: String = client
+        .query_one(
+            "SELECT kind FROM dex_collector.events WHERE run_id = $1 AND company_id IS NULL",
+            &[&run_id],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(kind, "run_failed");
+}
+
+#[test]
+fn a_notify_payload_stays_under_postgres_limit_whatever_the_event_holds() {
+    let deployment = deployment(DeploymentOptions::default());
+    let mut client = deployment.client();
+    client
+        .batch_execute(
+            "INSERT INTO dex_collector.events (kind, run_id, details)
+             VALUES ('run_failed', 1, jsonb_build_object('error', repeat('é', 20000))),
+                    ('run_failed', 2, jsonb_build_object('error', 'short'))",
+        )
+        .unwrap();
+    let payloads: Vec<String> = client
+        .query(
+            "SELECT dex_collector.event_payload(e) FROM dex_collector.events e ORDER BY id",
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    assert!(payloads.iter().all(|payload| payload.len() <= 7900));
+    let long: Value = serde_json::from_str(&payloads[0]).unwrap();
+    assert_eq!(long["truncated"], true);
+    assert_eq!(long["run_id"], 1);
+    let short: Value = serde_json::from_str(&payloads[1]).unwrap();
+    assert_eq!(short["details"]["error"], "short");
+    // Rows that arrive without the collector making them (a restored dump) send nothing.
+    let mut listener = listener(&deployment);
+    client
+        .batch_execute(
+            "INSERT INTO dex_collector.companies (company_id, company_name, state, state_since,
+                    last_attempt_at, last_status, alerted)
+             VALUES (gen_random_uuid(), 'Restored', 'failing', now(), now(), 'failed', true);
+             INSERT INTO dex_collector.events (kind, run_id) VALUES ('run_failed', 3)",
+        )
+        .unwrap();
+    assert!(notifications(&mut listener, Duration::from_millis(500)).is_empty());
+}
+
+#[test]
+fn health_is_one_row_that_turns_stale_when_runs_stop() {
+    let deployment = deployment(DeploymentOptions {
+        also_preload: vec!["pg_cron".into()],
+        settings: vec![("cron.database_name".into(), "dex".into())],
+        ..DeploymentOptions::default()
+    });
+    let mut client = deployment.client();
+    client
+        .batch_execute("CREATE EXTENSION pg_cron; SELECT dex_collector.schedule('*/5 * * * *')")
+        .unwrap();
+    let before: Option<bool> = one(&mut client, "SELECT healthy FROM dex_collector.health");
+    assert_eq!(before, Some(false), "no run yet");
+    deployment.collect_all();
+    let row = client
+        .query_one(
+            "SELECT healthy, stale, expected_every = interval '5 minutes', companies_ok,
+                    companies_skipped, companies_failing, companies_never_collected, last_run_status
+               FROM dex_collector.health",
+            &[],
+        )
+        .unwrap();
+    assert!(row.get::<_, bool>(0));
+    assert!(!row.get::<_, bool>(1));
+    assert!(row.get::<_, bool>(2));
+    assert_eq!(
+        (
+            row.get::<_, i64>(3),
+            row.get::<_, i64>(4),
+            row.get::<_, i64>(5),
+            row.get::<_, i64>(6)
+        ),
+        (8, 2, 0, 0)
+    );
+    assert_eq!(row.get::<_, String>(7), "succeeded");
+    let metrics: Vec<(String, String, f64)> = client
+        .query(
+            "SELECT metric, label, value FROM dex_collector.metrics
+              WHERE metric IN ('dex_collector_healthy', 'dex_collector_companies',
+                               'dex_collector_events_last_day')
+              ORDER BY metric, label",
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|row| (row.get(0), row.get(1), row.get(2)))
+        .collect();
+    let expected: Vec<(String, String, f64)> = [
+        ("dex_collector_companies", "failing", 0.0),
+        ("dex_collector_companies", "never_collected", 0.0),
+        ("dex_collector_companies", "ok", 8.0),
+        ("dex_collector_companies", "skipped", 2.0),
+        ("dex_collector_events_last_day", "collectable", 0.0),
+        ("dex_collector_events_last_day", "failing", 0.0),
+        ("dex_collector_events_last_day", "recovered", 0.0),
+        ("dex_collector_events_last_day", "run_cut_short", 0.0),
+        ("dex_collector_events_last_day", "run_failed", 0.0),
+        ("dex_collector_events_last_day", "skipped", 2.0),
+        ("dex_collector_healthy", "", 1.0),
+    ]
+    .into_iter()
+    .map(|(metric, label, value)| (metric.to_string(), label.to_string(), value))
+    .collect();
+    assert_eq!(metrics, expected);
+
+    // Two runs missed: stale, and not healthy.
+    client
+        .batch_execute(
+            "UPDATE dex_collector.runs SET started_at = started_at - interval '11 minutes'",
+        )
+        .unwrap();
+    let (healthy, stale): (bool, bool) = {
+        let row = client
+            .query_one("SELECT healthy, stale FROM dex_collector.health", &[])
+            .unwrap();
+        (row.get(0), row.get(1))
+    };
+    assert!(!healthy && stale);
+
+    // Other schedules pg_cron runs regularly; irregular ones say nothing.
+    for (schedule, every) in [
+        ("30 seconds", Some("00:00:30")),
+        ("0 * * * *", Some("01:00:00")),
+        ("0,20,40 * * * *", Some("00:20:00")),
+        ("15 */2 * * *", Some("02:00:00")),
+        ("0 3 * * *", Some("1 day")),
+        ("0 3 * * 1", None),
+    ] {
+        if let Err(error) = client.execute("SELECT dex_collector.schedule($1)", &[&schedule]) {
+            // Schedules in seconds came with pg_cron 1.5; an older one refuses them.
+            assert!(
+                schedule.ends_with("seconds")
+                    && error
+                        .as_db_error()
+                        .is_some_and(|db| db.message().contains("invalid schedule")),
+                "{schedule}: {error:?}"
+            );
+            continue;
+        }
+        let expected: Option<String> = one(
+            &mut client,
+            "SELECT dex_collector.expected_interval()::text",
+        );
+        assert_eq!(expected.as_deref(), every, "{schedule}");
+    }
+}
