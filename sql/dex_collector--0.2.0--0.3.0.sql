@@ -152,8 +152,15 @@ CREATE TABLE dex_collector.events (
     company_id            uuid,
     company_name          text,
     run_id                bigint,
-    details               jsonb NOT NULL DEFAULT '{}'
+    details               jsonb NOT NULL DEFAULT '{}',
+    -- The webhook (dex_collector.alert_url) as an outbox: the background worker posts events in
+    -- order, each until the receiver takes it (2xx), with a backoff between attempts.
+    delivered_at          timestamptz,
+    delivery_attempts     integer NOT NULL DEFAULT 0,
+    delivery_error        text,        -- the latest failed attempt's (kept once delivered)
+    next_delivery_at      timestamptz  -- not before this (the backoff)
 );
+CREATE INDEX events_undelivered_idx ON dex_collector.events (id) WHERE delivered_at IS NULL;
 COMMENT ON TABLE dex_collector.events IS 'dex_collector: changes of a company''s health, and runs that failed or were cut short';
 
 SELECT pg_catalog.pg_extension_config_dump('dex_collector.companies', '');
@@ -342,16 +349,20 @@ WITH latest AS (
            count(*) FILTER (WHERE c.state = 'skipped') AS companies_skipped,
            count(*) FILTER (WHERE c.state = 'never_collected') AS companies_never_collected
       FROM dex_collector.companies c
+), outbox AS (
+    -- Events the webhook was offered and has not taken yet.
+    SELECT count(*) AS alerts_undelivered FROM dex_collector.events e
+     WHERE e.delivered_at IS NULL AND e.delivery_attempts > 0
 ), judged AS (
     SELECT l.id AS last_run_id, l.status AS last_run_status, l.started_at AS last_run_started_at,
            l.finished_at AS last_run_finished_at, k.expected_every,
            k.expected_every IS NOT NULL
                AND coalesce(l.started_at < now() - 2 * k.expected_every, true) AS stale,
-           s.*
-      FROM cadence k CROSS JOIN states s LEFT JOIN latest l ON true
+           s.*, o.alerts_undelivered
+      FROM cadence k CROSS JOIN states s CROSS JOIN outbox o LEFT JOIN latest l ON true
 )
 SELECT NOT j.stale AND j.last_run_status IS DISTINCT FROM 'failed' AND j.companies_failing = 0
-           AND j.last_run_id IS NOT NULL AS healthy,
+           AND j.alerts_undelivered = 0 AND j.last_run_id IS NOT NULL AS healthy,
        j.*
   FROM judged j;
 COMMENT ON VIEW dex_collector.health IS
@@ -371,6 +382,8 @@ SELECT 'dex_collector_last_run_age_seconds', '',
 UNION ALL
 SELECT 'dex_collector_last_run_succeeded', '', (h.last_run_status = 'succeeded')::int::float8
   FROM dex_collector.health h WHERE h.last_run_status IS NOT NULL
+UNION ALL
+SELECT 'dex_collector_alerts_undelivered', '', h.alerts_undelivered::float8 FROM dex_collector.health h
 UNION ALL
 SELECT 'dex_collector_companies', s.state, count(c.company_id)::float8
   FROM unnest(ARRAY['ok', 'failing', 'skipped', 'never_collected']) AS s(state)

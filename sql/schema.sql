@@ -86,8 +86,15 @@ CREATE TABLE dex_collector.events (
     company_id            uuid,
     company_name          text,
     run_id                bigint,
-    details               jsonb NOT NULL DEFAULT '{}'
+    details               jsonb NOT NULL DEFAULT '{}',
+    -- The webhook (dex_collector.alert_url) as an outbox: the background worker posts events in
+    -- order, each until the receiver takes it (2xx), with a backoff between attempts.
+    delivered_at          timestamptz,
+    delivery_attempts     integer NOT NULL DEFAULT 0,
+    delivery_error        text,        -- the latest failed attempt's (kept once delivered)
+    next_delivery_at      timestamptz  -- not before this (the backoff)
 );
+CREATE INDEX events_undelivered_idx ON dex_collector.events (id) WHERE delivered_at IS NULL;
 COMMENT ON TABLE dex_collector.events IS 'dex_collector: changes of a company''s health, and runs that failed or were cut short';
 
 -- The history is the users' data: pg_dump keeps it, and run ids resume where they were. Runs in

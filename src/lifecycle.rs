@@ -50,6 +50,8 @@ pub fn collect_in_transaction(scope: Scope, trigger: Trigger) -> Result<Value, C
         executed.summary.final_status(),
         plan.settings.alerts,
     )?;
+    // The worker sends what the run leaves to send (events, the heartbeat) once it commits.
+    pg::wake_worker_at_commit();
     Ok(executed.summary.to_json())
 }
 

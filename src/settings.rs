@@ -19,6 +19,7 @@ use crate::history::AlertPolicy;
 use crate::pg::{self, Rejection, StringCheck};
 use crate::readonly;
 use crate::service_key::{is_valid_header_value, read_key_file, KeyFileError};
+use dex_collector_core::alert::validate_delivery_url;
 use dex_collector_core::endpoint::{validate_site_url, EndpointConfig};
 
 static SITE_URL: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
@@ -38,6 +39,8 @@ static WORKER_DATABASE: GucSetting<Option<CString>> =
     GucSetting::<Option<CString>>::new(Some(c"postgres"));
 static WORKER_INTERVAL_S: GucSetting<i32> = GucSetting::<i32>::new(0);
 static HISTORY_RETENTION_S: GucSetting<i32> = GucSetting::<i32>::new(14 * 24 * 3600);
+static ALERT_URL: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
+static HEARTBEAT_URL: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 static ALERT_AFTER_FAILURES: GucSetting<i32> = GucSetting::<i32>::new(3);
 static ALERT_AFTER_S: GucSetting<i32> = GucSetting::<i32>::new(3600);
 static DEX_MAX_BYTES: GucSetting<i32> = GucSetting::<i32>::new(1024 * 1024);
@@ -74,6 +77,12 @@ pub enum ConfigError {
     Catalog { reason: String },
     #[error("unusable dex_collector.ca_file: {reason}")]
     CaFile { reason: String },
+    /// A delivery URL from Vault (`secret`, or the setting of that name) that cannot be used.
+    #[error("invalid {secret}: {reason}")]
+    InvalidDeliveryUrl {
+        secret: &'static str,
+        reason: String,
+    },
 }
 
 /// What a [`ConfigError::Missing`] lacks, in words.
@@ -103,6 +112,10 @@ fn retired_key_note(set_in: &[String]) -> String {
 /// Vault secret names read when the matching setting is unset.
 pub const VAULT_SITE_URL: &str = "dex_collector_site_url";
 pub const VAULT_SERVICE_KEY: &str = "dex_collector_service_key";
+pub const VAULT_ALERT_URL: &str = "dex_collector_alert_url";
+pub const VAULT_HEARTBEAT_URL: &str = "dex_collector_heartbeat_url";
+/// The key of the webhook's signature: a Vault secret only.
+pub const VAULT_ALERT_SECRET: &str = "dex_collector_alert_secret";
 
 /// Registers every setting; called once from `_PG_init`.
 pub fn define() {
@@ -152,6 +165,22 @@ pub fn define() {
             GucContext::Sighup
         },
         GucFlags::default(),
+    );
+    pg::define_checked_string::<DeliveryUrlCheck>(
+        c"dex_collector.alert_url",
+        c"The background worker POSTs each event here (a Slack or Discord incoming webhook, or your own).",
+        c"Empty: the Vault secret dex_collector_alert_url, or none. A URL with a token in it belongs in Vault.",
+        &ALERT_URL,
+        GucContext::Sighup,
+        GucFlags::SUPERUSER_ONLY,
+    );
+    pg::define_checked_string::<DeliveryUrlCheck>(
+        c"dex_collector.heartbeat_url",
+        c"The background worker pings this after each finished run; with /fail appended after a failed one.",
+        c"Empty: the Vault secret dex_collector_heartbeat_url, or none (healthchecks.io and its peers).",
+        &HEARTBEAT_URL,
+        GucContext::Sighup,
+        GucFlags::SUPERUSER_ONLY,
     );
     GucRegistry::define_int_guc(
         c"dex_collector.alert_after_failures",
@@ -330,9 +359,9 @@ impl Settings {
     /// Reads the settings, the site URL falling back to Vault, and the key from Vault or the key
     /// file (read now, so a rotated key needs no reload).
     pub fn load() -> Result<Settings, ConfigError> {
-        let vault = read_vault_secrets()?;
-        let site_url = string_setting(&SITE_URL).or(vault.site_url);
-        let service_key = match vault.service_key {
+        let mut vault = read_vault_secrets(&[VAULT_SITE_URL, VAULT_SERVICE_KEY])?;
+        let site_url = string_setting(&SITE_URL).or(vault.remove(VAULT_SITE_URL));
+        let service_key = match vault.remove(VAULT_SERVICE_KEY) {
             Some(key) if is_valid_header_value(key.as_bytes()) => Some(key),
             Some(_) => return Err(ConfigError::InvalidVaultServiceKey),
             None => match string_setting(&SERVICE_KEY_FILE) {
@@ -439,14 +468,12 @@ fn positive(value: i32) -> u32 {
     u32::try_from(value).unwrap_or(0)
 }
 
-#[derive(Default)]
-struct VaultSecrets {
-    site_url: Option<String>,
-    service_key: Option<String>,
-}
+/// Our secrets that Supabase Vault holds, by name (trimmed; empty ones left out).
+type VaultSecrets = std::collections::HashMap<String, String>;
 
-/// Reads our two secrets from Supabase Vault when its view exists; nothing when it does not.
-fn read_vault_secrets() -> Result<VaultSecrets, ConfigError> {
+/// Reads the secrets `names` from Supabase Vault when its view exists; nothing when it does not.
+fn read_vault_secrets(names: &[&str]) -> Result<VaultSecrets, ConfigError> {
+    let names: Vec<String> = names.iter().map(|name| name.to_string()).collect();
     let lookup = readonly::run(None, || {
         Spi::connect(|client| -> Result<VaultSecrets, pgrx::spi::Error> {
             let vault_exists = client
@@ -458,32 +485,75 @@ fn read_vault_secrets() -> Result<VaultSecrets, ConfigError> {
                 .first()
                 .get_one::<bool>()?
                 .unwrap_or(false);
-            let mut secrets = VaultSecrets::default();
+            let mut secrets = VaultSecrets::new();
             if !vault_exists {
                 return Ok(secrets);
             }
             let rows = client.select(
                 "SELECT name::text, decrypted_secret::text FROM vault.decrypted_secrets \
-                 WHERE name IN ($1, $2) ORDER BY name",
+                 WHERE name = ANY ($1) ORDER BY name",
                 None,
-                &[VAULT_SITE_URL.into(), VAULT_SERVICE_KEY.into()],
+                &[names.into()],
             )?;
             for row in rows {
                 let name = row.get::<String>(1)?.unwrap_or_default();
-                let value = row
-                    .get::<String>(2)?
-                    .map(|v| v.trim().to_string())
-                    .filter(|v| !v.is_empty());
-                match name.as_str() {
-                    VAULT_SITE_URL => secrets.site_url = value,
-                    VAULT_SERVICE_KEY => secrets.service_key = value,
-                    _ => {}
+                let value = row.get::<String>(2)?.map(|v| v.trim().to_string());
+                if let Some(value) = value.filter(|v| !v.is_empty()) {
+                    secrets.insert(name, value);
                 }
             }
             Ok(secrets)
         })
     });
     read_only_result(lookup, |reason| ConfigError::Vault { reason })
+}
+
+/// Where the background worker sends what it has to say, resolved (settings, then Vault) at each
+/// turn of its loop.
+pub struct DeliveryTargets {
+    pub alert_url: Option<String>,
+    /// The webhook's signing key (a Vault secret only); unsigned without one.
+    pub alert_secret: Option<String>,
+    pub heartbeat_url: Option<String>,
+    pub connect_timeout: Duration,
+    pub ca_file: Option<String>,
+}
+
+impl DeliveryTargets {
+    pub fn load() -> Result<DeliveryTargets, ConfigError> {
+        let mut vault =
+            read_vault_secrets(&[VAULT_ALERT_URL, VAULT_HEARTBEAT_URL, VAULT_ALERT_SECRET])?;
+        let mut url = |setting: &GucSetting<Option<CString>>, secret: &'static str| {
+            let url = string_setting(setting).or(vault.remove(secret));
+            match url {
+                Some(url) => validate_delivery_url(&url)
+                    .map(|()| Some(url))
+                    .map_err(|reason| ConfigError::InvalidDeliveryUrl { secret, reason }),
+                None => Ok(None),
+            }
+        };
+        let alert_url = url(&ALERT_URL, VAULT_ALERT_URL)?;
+        let heartbeat_url = url(&HEARTBEAT_URL, VAULT_HEARTBEAT_URL)?;
+        Ok(DeliveryTargets {
+            alert_url,
+            alert_secret: vault.remove(VAULT_ALERT_SECRET),
+            heartbeat_url,
+            connect_timeout: millis(CONNECT_TIMEOUT_MS.get()),
+            ca_file: string_setting(&CA_FILE),
+        })
+    }
+}
+
+/// `dex_collector.alert_url` and `heartbeat_url`: http or https, a host, no credentials.
+struct DeliveryUrlCheck;
+
+impl StringCheck for DeliveryUrlCheck {
+    fn check(value: &str) -> Result<(), Rejection> {
+        validate_delivery_url(value).map_err(|reason| Rejection {
+            message: format!("invalid URL {value:?}: {reason}"),
+            hint: None,
+        })
+    }
 }
 
 /// `dex_collector.site_url`: http or https, and nothing a URL cannot hold.

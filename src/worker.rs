@@ -1,7 +1,8 @@
 //! What the background worker does: runs queued collections (`dex_collect_all_async()`) as soon
 //! as a committing caller sets its latch, runs one every `dex_collector.interval` when that is
-//! set, deletes history older than `dex_collector.history_retention`, and marks runs a crash left
-//! `running` as `interrupted`.
+//! set, sends events to the webhook and pings the heartbeat (`delivery.rs`), deletes history
+//! older than `dex_collector.history_retention`, and marks runs a crash left `running` as
+//! `interrupted`.
 //!
 //! The loop survives every error: each unit of work runs in its own transaction, an error aborts
 //! it, is logged (the same problem at most every ten minutes) and backs the loop off. While there
@@ -14,6 +15,7 @@ use std::time::{Duration, Instant};
 use pgrx::bgworkers::{BackgroundWorker, BackgroundWorkerBuilder, SignalWakeFlags};
 use pgrx::prelude::*;
 
+use crate::delivery::Deliveries;
 use crate::history;
 use crate::lifecycle::{self, in_own_transaction, WorkerRun};
 use crate::pg;
@@ -156,6 +158,7 @@ fn serve(database: &str) {
     let mut next_retention = Instant::now();
     let mut failures: u32 = 0;
     let mut problems = Problems::default();
+    let mut deliveries = Deliveries::default();
     while !pg::shutdown_requested() {
         let settings = WorkerSettings::current();
         let now = Instant::now();
@@ -204,6 +207,10 @@ fn serve(database: &str) {
                     let now = Instant::now();
                     next_interval_run = Some(if next > now { next } else { now + interval });
                 }
+            }
+            if let Err(problem) = deliveries.turn() {
+                // Each event keeps its own backoff: the loop's does not apply.
+                problems.report(problem);
             }
             if let Some(retention) = settings.history_retention {
                 if Instant::now() >= next_retention && !pg::shutdown_requested() {

@@ -54,6 +54,14 @@ impl Http {
         Ok(Http { runtime, client })
     }
 
+    pub(crate) fn client(&self) -> &Client {
+        &self.client
+    }
+
+    pub(crate) fn runtime(&self) -> &Runtime {
+        &self.runtime
+    }
+
     /// Stops the runtime without waiting for its helper threads (a blocked DNS lookup).
     pub fn shut_down(self) {
         self.runtime.shutdown_background();

@@ -5,13 +5,15 @@
 //! - [`target`]: what a target is, and the fair order a run calls targets in;
 //! - [`fan_out`]: every target called, a few at a time, under a deadline, interruptible, each
 //!   result handed to a [`fan_out::Host`] as it comes;
-//! - [`summary`]: a run's results and the arithmetic of its summary.
+//! - [`summary`]: a run's results and the arithmetic of its summary;
+//! - [`alert`]: an event to a webhook (signed) and a heartbeat ping, over the same client.
 //!
 //! The extension supplies the PostgreSQL side: settings, the targets query, the history, locks,
 //! and a `Host` that polls the backend's interrupt flags and records results through SPI.
 
 #![forbid(unsafe_code)]
 
+pub mod alert;
 pub mod endpoint;
 pub mod fan_out;
 pub mod summary;

@@ -25,7 +25,7 @@ mod tls;
 use std::collections::HashMap;
 use std::io;
 use std::net::Ipv4Addr;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU16, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
@@ -66,6 +66,10 @@ pub struct StandInConfig {
     pub port: u16,
     /// Serve HTTPS with a fresh self-signed certificate (see `StandIn::cert_pem`).
     pub tls: bool,
+    /// Not the collect-bulk endpoint but a receiver of webhooks and heartbeats: every request,
+    /// any method and path, is recorded and answered with this status (changeable later with
+    /// `set_receiver_status`).
+    pub receiver_status: Option<u16>,
 }
 
 impl Default for StandInConfig {
@@ -77,6 +81,7 @@ impl Default for StandInConfig {
             record_requests: true,
             port: 0,
             tls: false,
+            receiver_status: None,
         }
     }
 }
@@ -168,6 +173,11 @@ impl StandIn {
     /// configured ones. Connection ids keep counting, so they stay unique.
     pub fn reset(&self) {
         self.state.reset();
+    }
+
+    /// A receiver's answer from now on (see `StandInConfig::receiver_status`).
+    pub fn set_receiver_status(&self, status: u16) {
+        self.state.receiver_status.store(status, Ordering::SeqCst);
     }
 
     /// Every request received since start or `reset()`, in order (empty when not recording).
@@ -307,6 +317,8 @@ pub(crate) struct State {
     answering: AtomicUsize,
     peak_answering: AtomicUsize,
     next_connection_id: AtomicU64,
+    /// 0: the collect-bulk endpoint; otherwise a receiver answering every request with it.
+    receiver_status: AtomicU16,
 }
 
 impl State {
@@ -317,6 +329,7 @@ impl State {
             configured_latency: config.latency,
             record_requests: config.record_requests,
             behaviors: RwLock::new(BehaviorTable::new(config.default_behavior.clone())),
+            receiver_status: AtomicU16::new(config.receiver_status.unwrap_or(0)),
             latency_nanos: AtomicU64::new(duration_nanos(config.latency)),
             recorded: Mutex::new(Vec::new()),
             requests_received: AtomicU64::new(0),
@@ -399,6 +412,10 @@ impl State {
             delay: Duration::ZERO,
             answer: Answer::Respond(Response::json(status, json!({ "error": message }))),
         };
+        let receiver_status = self.receiver_status.load(Ordering::SeqCst);
+        if receiver_status != 0 {
+            return refuse(receiver_status, "received");
+        }
         if request.method != "POST" {
             return refuse(405, "Method not allowed");
         }

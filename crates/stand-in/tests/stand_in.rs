@@ -883,3 +883,28 @@ fn binary_rejects_unknown_specs() {
     assert!(String::from_utf8_lossy(&output.stderr).contains("bad behavior spec `teapot`"));
     assert!(output.stdout.is_empty());
 }
+
+#[test]
+fn a_receiver_records_any_request_and_answers_with_its_status() {
+    let receiver = StandIn::start(StandInConfig {
+        receiver_status: Some(204),
+        ..StandInConfig::default()
+    })
+    .unwrap();
+    let client = client();
+    let sent = |path: &str| {
+        client
+            .post(format!("{}{path}", receiver.url()))
+            .body(r#"{"text":"hello"}"#)
+            .send()
+            .unwrap()
+            .status()
+    };
+    assert_eq!(sent("/hooks/abc"), StatusCode::NO_CONTENT);
+    receiver.set_receiver_status(503);
+    assert_eq!(sent("/ping/abc/fail"), StatusCode::SERVICE_UNAVAILABLE);
+    let requests = receiver.requests();
+    let paths: Vec<&str> = requests.iter().map(|r| r.path.as_str()).collect();
+    assert_eq!(paths, ["/hooks/abc", "/ping/abc/fail"]);
+    assert_eq!(requests[0].body, br#"{"text":"hello"}"#);
+}

@@ -8,9 +8,10 @@
 //! to a file and heading that exist.
 
 use std::path::Path;
+use std::time::Duration;
 
 use dex_collector_e2e::cluster::{ClusterOptions, TestCluster};
-use dex_collector_e2e::deployment::{sample, SAMPLE_SCHEMA};
+use dex_collector_e2e::deployment::{sample, wait_until, SAMPLE_SCHEMA};
 use dex_collector_e2e::readme::{
     self, PAGES_IN_ORDER, PAGES_RUN_ELSEWHERE, PAGES_WITHOUT_SQL, SUPABASE_PAGE, SUPABASE_SECTION,
 };
@@ -118,6 +119,14 @@ fn every_link_between_the_texts_leads_to_a_file_and_heading() {
 #[test]
 fn every_sql_example_in_the_readme_and_docs_runs_as_written() {
     let stand_in = StandIn::start(StandInConfig::default()).unwrap();
+    let receiver = || {
+        StandIn::start(StandInConfig {
+            receiver_status: Some(200),
+            ..StandInConfig::default()
+        })
+        .unwrap()
+    };
+    let (webhook, heartbeat) = (receiver(), receiver());
     let cluster = TestCluster::start(ClusterOptions {
         // As the examples configure them (their database `postgres` is the test's `dex`).
         shared_preload_libraries: vec!["pg_cron".into(), "dex_collector".into()],
@@ -161,7 +170,15 @@ fn every_sql_example_in_the_readme_and_docs_runs_as_written() {
                 "'/etc/dex_collector/service_key'",
                 &format!("'{}'", key_file.display()),
             )
-            .replace("DATABASE postgres", "DATABASE dex");
+            .replace("DATABASE postgres", "DATABASE dex")
+            .replace(
+                "'https://hooks.slack.com/services/T000/B000/XXXX'",
+                &format!("'{}/services/T000/B000/XXXX'", webhook.url()),
+            )
+            .replace(
+                "'https://hc-ping.com/your-check-uuid'",
+                &format!("'{}/your-check-uuid'", heartbeat.url()),
+            );
         let expected_error = block
             .lines()
             .find_map(|line| line.strip_prefix("-- ERROR:  "));
@@ -178,7 +195,25 @@ fn every_sql_example_in_the_readme_and_docs_runs_as_written() {
         }
     }
 
+    // docs/monitoring.md's webhook gets the events there were by then, text first.
+    assert!(wait_until(Duration::from_secs(60), || !webhook
+        .requests()
+        .is_empty()));
+    for request in webhook.requests() {
+        assert_eq!(request.path, "/services/T000/B000/XXXX");
+        assert!(String::from_utf8_lossy(&request.body).starts_with(r#"{"text":"dex_collector: "#));
+    }
+
     let mut client = cluster.connect().unwrap();
+    // The run docs/scheduling.md queued for the worker, done by now.
+    assert!(wait_until(Duration::from_secs(60), || {
+        client
+            .query_one(
+                "SELECT count(*) FROM dex_collector.runs WHERE status IN ('queued', 'running')",
+                &[],
+            )
+            .is_ok_and(|row| row.get::<_, i64>(0) == 0)
+    }));
     let runs: i64 = client
         .query_one(
             "SELECT count(*) FROM dex_collector.runs WHERE status = 'succeeded'",
@@ -187,15 +222,15 @@ fn every_sql_example_in_the_readme_and_docs_runs_as_written() {
         .unwrap()
         .get(0);
     assert_eq!(
-        runs, 3,
-        "the README's dex_collect_all(), then docs/scheduling.md's dex_collect_all() and dex_collect_company()"
+        runs, 4,
+        "the README's dex_collect_all(), then docs/scheduling.md's dex_collect_all(), dex_collect_company() and dex_collect_all_async()"
     );
     let acme_requests = stand_in
         .requests()
         .iter()
         .filter(|r| r.company_id() == Some(sample::ACME))
         .count();
-    assert_eq!(acme_requests, 3, "one per run");
+    assert_eq!(acme_requests, 4, "one per run");
     let jobs: i64 = client
         .query_one("SELECT count(*) FROM cron.job", &[])
         .unwrap()

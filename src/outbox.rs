@@ -1,0 +1,93 @@
+//! What the background worker has to send, as the database keeps it: the events not yet taken by
+//! the webhook (in order, each with its attempts and backoff), and the finished runs the
+//! heartbeat pings.
+
+use pgrx::prelude::*;
+use pgrx::JsonB;
+use serde_json::Value;
+
+/// The oldest event the webhook has not taken.
+pub struct PendingEvent {
+    pub id: i64,
+    /// The event's fields, as `dex_collector.event_payload` gives them (`details` included).
+    pub event: Value,
+    /// A stable key across attempts and unique across databases: the id and its creation time.
+    pub idempotency_key: String,
+    /// Its backoff has passed.
+    pub due: bool,
+}
+
+/// The oldest undelivered event, if any.
+pub fn oldest_undelivered() -> Result<Option<PendingEvent>, pgrx::spi::Error> {
+    Spi::connect(|client| {
+        let rows = client.select(
+            "SELECT e.id, jsonb_build_object(
+                        'id', e.id, 'kind', e.kind, 'created_at', e.created_at,
+                        'company_id', e.company_id, 'company_name', e.company_name,
+                        'run_id', e.run_id, 'details', e.details),
+                    format('dex-collector-event-%s-%s', e.id,
+                           (extract(epoch FROM e.created_at) * 1000000)::bigint),
+                    coalesce(e.next_delivery_at <= clock_timestamp(), true)
+               FROM dex_collector.events e
+              WHERE e.delivered_at IS NULL
+              ORDER BY e.id LIMIT 1",
+            None,
+            &[],
+        )?;
+        let Some(row) = rows.into_iter().next() else {
+            return Ok(None);
+        };
+        Ok(Some(PendingEvent {
+            id: row.get::<i64>(1)?.unwrap_or_default(),
+            event: row.get::<JsonB>(2)?.map(|json| json.0).unwrap_or_default(),
+            idempotency_key: row.get::<String>(3)?.unwrap_or_default(),
+            due: row.get::<bool>(4)?.unwrap_or(true),
+        }))
+    })
+}
+
+/// Records one attempt: delivered, or why not and when to try again (10 s, doubling up to an
+/// hour, with a fifth of jitter either way so that many databases do not retry together).
+pub fn record_attempt(id: i64, failure: Option<&str>) -> Result<(), pgrx::spi::Error> {
+    Spi::connect_mut(|client| {
+        client.update(
+            "UPDATE dex_collector.events
+                SET delivery_attempts = delivery_attempts + 1,
+                    delivered_at = CASE WHEN $2::text IS NULL THEN clock_timestamp() END,
+                    delivery_error = coalesce(left($2, 1000), delivery_error),
+                    next_delivery_at = CASE WHEN $2::text IS NOT NULL THEN clock_timestamp()
+                        + least(interval '1 hour', interval '10 seconds' * 2 ^ least(delivery_attempts, 9))
+                          * (0.8 + random() * 0.4) END
+              WHERE id = $1",
+            None,
+            &[id.into(), failure.into()],
+        )?;
+        Ok(())
+    })
+}
+
+/// The latest run that has finished (succeeded or failed), if any.
+pub fn latest_finished_run() -> Result<Option<i64>, pgrx::spi::Error> {
+    Spi::get_one("SELECT max(id) FROM dex_collector.runs WHERE status IN ('succeeded', 'failed')")
+}
+
+/// Runs finished after run `after`, oldest first, each with whether it succeeded.
+pub fn finished_runs_after(after: i64) -> Result<Vec<(i64, bool)>, pgrx::spi::Error> {
+    Spi::connect(|client| {
+        client
+            .select(
+                "SELECT id, status = 'succeeded' FROM dex_collector.runs
+                  WHERE id > $1 AND status IN ('succeeded', 'failed')
+                  ORDER BY id LIMIT 100",
+                None,
+                &[after.into()],
+            )?
+            .map(|row| {
+                Ok((
+                    row.get::<i64>(1)?.unwrap_or_default(),
+                    row.get::<bool>(2)?.unwrap_or(false),
+                ))
+            })
+            .collect()
+    })
+}

@@ -1,0 +1,354 @@
+//! What the background worker sends out, against receivers on loopback: each event to the
+//! webhook, signed, in order, once each, however long the receiver is down and across a server
+//! restart; a heartbeat ping per finished run, `/fail` after a failed one.
+
+use std::time::{Duration, Instant};
+
+use dex_collector_e2e::cluster::{ClusterOptions, TestCluster};
+use dex_collector_e2e::deployment::{one, sample, wait_until, Deployment, DeploymentOptions};
+use dex_collector_e2e::stand_in::{Behavior, RecordedRequest, StandIn, StandInConfig};
+use hmac::{Hmac, KeyInit, Mac};
+use serde_json::Value;
+use sha2::Sha256;
+
+const SECRET: &str = "whsec-dex-test-4b1d";
+const HOOK_PATH: &str = "/services/T0/B0/hook";
+const PING_PATH: &str = "/ping/5f0e";
+
+fn receiver() -> StandIn {
+    StandIn::start(StandInConfig {
+        receiver_status: Some(200),
+        ..StandInConfig::default()
+    })
+    .unwrap()
+}
+
+/// A deployment whose worker sends events to `webhook` and pings `heartbeat`, with the signing
+/// key in (an imitation of) Supabase Vault.
+fn deployment(webhook: &StandIn, heartbeat: &StandIn) -> Deployment {
+    let deployment = Deployment::start(DeploymentOptions {
+        preload: true,
+        settings: vec![
+            ("dex_collector.database".into(), "dex".into()),
+            (
+                "dex_collector.alert_url".into(),
+                format!("{}{HOOK_PATH}", webhook.url()),
+            ),
+            (
+                "dex_collector.heartbeat_url".into(),
+                format!("{}{PING_PATH}", heartbeat.url()),
+            ),
+        ],
+        ..DeploymentOptions::default()
+    })
+    .unwrap();
+    deployment
+        .client()
+        .batch_execute(&format!(
+            "CREATE SCHEMA vault;
+             CREATE TABLE vault.secrets (name text PRIMARY KEY, secret text);
+             CREATE VIEW vault.decrypted_secrets AS SELECT name, secret AS decrypted_secret FROM vault.secrets;
+             INSERT INTO vault.secrets VALUES ('dex_collector_alert_secret', '{SECRET}');"
+        ))
+        .unwrap();
+    // The worker's first turn takes the latest finished run as where its pings start.
+    assert!(wait_until(Duration::from_secs(30), || deployment
+        .cluster
+        .log_contents()
+        .contains("dex_collector worker started in database")));
+    std::thread::sleep(Duration::from_secs(2));
+    deployment
+}
+
+/// The events a receiver got, as (event id, kind), in the order they arrived.
+fn received_events(requests: &[RecordedRequest]) -> Vec<(i64, String)> {
+    requests
+        .iter()
+        .filter(|request| request.path == HOOK_PATH)
+        .map(|request| {
+            let body: Value = serde_json::from_slice(&request.body).unwrap();
+            (
+                body["id"].as_i64().unwrap(),
+                body["kind"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+fn collect(deployment: &Deployment, times: usize) {
+    for _ in 0..times {
+        deployment.collect_all();
+    }
+}
+
+#[test]
+fn events_reach_the_webhook_signed_once_each_and_runs_ping_the_heartbeat() {
+    let (webhook, heartbeat) = (receiver(), receiver());
+    let deployment = deployment(&webhook, &heartbeat);
+    let mut client = deployment.client();
+    deployment
+        .stand_in
+        .set_behavior(sample::ACME, Behavior::ServerError);
+    collect(&deployment, 3);
+    assert!(
+        wait_until(Duration::from_secs(30), || received_events(
+            &webhook.requests()
+        )
+        .len()
+            == 3),
+        "{:?}\n{}",
+        received_events(&webhook.requests()),
+        deployment.cluster.log_contents()
+    );
+    let kinds: Vec<String> = received_events(&webhook.requests())
+        .into_iter()
+        .map(|(_, kind)| kind)
+        .collect();
+    assert_eq!(kinds, ["skipped", "skipped", "failing"]);
+
+    // The failing event: text first, every field, the key from its id, a valid signature.
+    let request = webhook.requests().pop().unwrap();
+    let body = String::from_utf8(request.body.clone()).unwrap();
+    assert!(
+        body.starts_with(
+            r#"{"text":"dex_collector: Acme Vending is failing (3 failures in a row): "#
+        ),
+        "{body}"
+    );
+    let event: Value = serde_json::from_str(&body).unwrap();
+    let id = event["id"].as_i64().unwrap();
+    assert_eq!(event["company_id"], sample::ACME);
+    assert_eq!(event["details"]["http_status"], 500);
+    assert!(request
+        .header("idempotency-key")
+        .unwrap()
+        .starts_with(&format!("dex-collector-event-{id}-")));
+    let timestamp = request.header("x-dex-collector-timestamp").unwrap();
+    let mut mac = Hmac::<Sha256>::new_from_slice(SECRET.as_bytes()).unwrap();
+    mac.update(format!("{timestamp}.{body}").as_bytes());
+    let expected: String = mac
+        .finalize()
+        .into_bytes()
+        .iter()
+        .map(|byte| format!("{byte:02x}"))
+        .collect();
+    assert_eq!(
+        request.header("x-dex-collector-signature"),
+        Some(format!("v1={expected}").as_str())
+    );
+    let (attempts, delivered): (i32, bool) = {
+        let row = client
+            .query_one(
+                "SELECT delivery_attempts, delivered_at IS NOT NULL FROM dex_collector.events WHERE id = $1",
+                &[&id],
+            )
+            .unwrap();
+        (row.get(0), row.get(1))
+    };
+    assert_eq!((attempts, delivered), (1, true));
+
+    // Ten more failures say nothing more; the success that ends them says so, once.
+    collect(&deployment, 10);
+    deployment.stand_in.reset();
+    collect(&deployment, 1);
+    assert!(wait_until(Duration::from_secs(30), || received_events(
+        &webhook.requests()
+    )
+    .len()
+        == 4));
+    std::thread::sleep(Duration::from_secs(1));
+    let kinds: Vec<String> = received_events(&webhook.requests())
+        .into_iter()
+        .map(|(_, kind)| kind)
+        .collect();
+    assert_eq!(kinds, ["skipped", "skipped", "failing", "recovered"]);
+
+    // A run that fails as a whole pings /fail; every other run the URL itself, once each.
+    deployment.stand_in.set_default_behavior(Behavior::Status {
+        status: 401,
+        content_type: "application/json".into(),
+        body: r#"{"error":"Unauthorized"}"#.into(),
+        headers: Vec::new(),
+    });
+    collect(&deployment, 1);
+    let runs: i64 = one(&mut client, "SELECT count(*) FROM dex_collector.runs");
+    assert_eq!(runs, 15);
+    assert!(
+        wait_until(Duration::from_secs(30), || heartbeat.requests().len() == 15),
+        "{} pings",
+        heartbeat.requests().len()
+    );
+    std::thread::sleep(Duration::from_secs(1));
+    let paths: Vec<String> = heartbeat.requests().into_iter().map(|r| r.path).collect();
+    let mut expected = vec![PING_PATH.to_string(); 14];
+    expected.push(format!("{PING_PATH}/fail"));
+    assert_eq!(paths, expected);
+    let log = deployment.cluster.log_contents();
+    assert!(!log.contains("could not be delivered"), "{log}");
+    assert!(!log.contains(SECRET));
+}
+
+#[test]
+fn a_receiver_down_for_twenty_runs_gets_every_event_afterwards_in_order_once_each() {
+    let (webhook, heartbeat) = (receiver(), receiver());
+    webhook.set_receiver_status(503);
+    let deployment = deployment(&webhook, &heartbeat);
+    // Five episodes: three failures, then a success; twenty runs.
+    for cycle in 0..5 {
+        deployment
+            .stand_in
+            .set_behavior(sample::ACME, Behavior::ServerError);
+        collect(&deployment, 3);
+        deployment.stand_in.reset();
+        collect(&deployment, 1);
+        if cycle == 2 {
+            // A restart in between: the outbox is in the database.
+            deployment.cluster.stop_server().unwrap();
+            deployment.cluster.start_again().unwrap();
+        }
+    }
+    let mut client_after = deployment.client();
+    let events: Vec<i64> = client_after
+        .query("SELECT id FROM dex_collector.events ORDER BY id", &[])
+        .unwrap()
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    assert_eq!(
+        events.len(),
+        12,
+        "two skips, then five episodes of failing and recovered"
+    );
+    assert!(wait_until(Duration::from_secs(30), || one::<i64>(
+        &mut deployment.client(),
+        "SELECT alerts_undelivered FROM dex_collector.health"
+    ) > 0));
+    let healthy: bool = one(
+        &mut client_after,
+        "SELECT healthy FROM dex_collector.health",
+    );
+    assert!(!healthy, "undelivered alerts are not healthy");
+    let (attempts, error): (i32, String) = {
+        let row = client_after
+            .query_one(
+                "SELECT delivery_attempts, delivery_error FROM dex_collector.events ORDER BY id LIMIT 1",
+                &[],
+            )
+            .unwrap();
+        (row.get(0), row.get(1))
+    };
+    assert!(attempts >= 1);
+    assert_eq!(error, "HTTP 503");
+    let none_later: i64 = one(
+        &mut client_after,
+        "SELECT count(*) FROM dex_collector.events WHERE id > (SELECT min(id) FROM dex_collector.events)
+            AND delivery_attempts > 0",
+    );
+    assert_eq!(
+        none_later, 0,
+        "no event overtakes the first undelivered one"
+    );
+
+    let down_requests = webhook.requests().len();
+    webhook.set_receiver_status(200);
+    // The first event's backoff (10 s, doubled per attempt, with jitter) decides when.
+    assert!(
+        wait_until(Duration::from_secs(120), || {
+            one::<i64>(
+                &mut deployment.client(),
+                "SELECT count(*) FROM dex_collector.events WHERE delivered_at IS NULL",
+            ) == 0
+        }),
+        "not all delivered"
+    );
+    let after_up = &webhook.requests()[down_requests..];
+    let delivered: Vec<i64> = received_events(after_up)
+        .into_iter()
+        .map(|(id, _)| id)
+        .collect();
+    assert_eq!(delivered, events, "every event once, in order");
+    let kinds: Vec<String> = received_events(after_up)
+        .into_iter()
+        .map(|(_, kind)| kind)
+        .collect();
+    assert_eq!(&kinds[..4], ["skipped", "skipped", "failing", "recovered"]);
+    let healthy: bool = one(
+        &mut client_after,
+        "SELECT healthy FROM dex_collector.health",
+    );
+    assert!(healthy);
+}
+
+#[test]
+fn a_dead_or_slow_receiver_does_not_slow_a_collection() {
+    let (webhook, heartbeat) = (receiver(), receiver());
+    let deployment = deployment(&webhook, &heartbeat);
+    let time_runs = |runs: usize| {
+        let started = Instant::now();
+        collect(&deployment, runs);
+        started.elapsed() / u32::try_from(runs).unwrap()
+    };
+    let quick = time_runs(10);
+    webhook.set_latency(Duration::from_secs(8));
+    heartbeat.set_latency(Duration::from_secs(8));
+    deployment
+        .stand_in
+        .set_behavior(sample::ACME, Behavior::ServerError);
+    let slow = time_runs(10);
+    // Measured, not asserted: the receivers only ever meet the worker.
+    println!("a run, receivers answering at once: {quick:?}; taking 8 s: {slow:?}");
+    assert!(wait_until(Duration::from_secs(60), || !received_events(
+        &webhook.requests()
+    )
+    .is_empty()));
+}
+
+#[test]
+fn a_promoted_standby_delivers_what_the_lost_primary_could_not() {
+    let (webhook, heartbeat) = (receiver(), receiver());
+    webhook.set_receiver_status(503);
+    let deployment = deployment(&webhook, &heartbeat);
+    deployment
+        .stand_in
+        .set_behavior(sample::ACME, Behavior::ServerError);
+    collect(&deployment, 3);
+    assert!(wait_until(Duration::from_secs(30), || one::<i64>(
+        &mut deployment.client(),
+        "SELECT count(*) FROM dex_collector.events WHERE delivery_attempts > 0"
+    ) > 0));
+    let standby = TestCluster::standby_of(
+        &deployment.cluster,
+        ClusterOptions {
+            shared_preload_libraries: vec!["dex_collector".into()],
+            settings: vec![
+                ("dex_collector.database".into(), "dex".into()),
+                (
+                    "dex_collector.alert_url".into(),
+                    format!("{}{HOOK_PATH}", webhook.url()),
+                ),
+            ],
+            ..ClusterOptions::default()
+        },
+    )
+    .unwrap();
+    assert!(wait_until(Duration::from_secs(30), || one::<i64>(
+        &mut standby.connect().unwrap(),
+        "SELECT count(*) FROM dex_collector.events"
+    ) == 3));
+    deployment.cluster.stop_server().unwrap();
+    let before_failover = webhook.requests().len();
+    webhook.set_receiver_status(200);
+    standby.promote().unwrap();
+    assert!(
+        wait_until(Duration::from_secs(120), || one::<i64>(
+            &mut standby.connect().unwrap(),
+            "SELECT count(*) FROM dex_collector.events WHERE delivered_at IS NULL"
+        ) == 0),
+        "the promoted standby's worker delivered them"
+    );
+    let kinds: Vec<String> = received_events(&webhook.requests()[before_failover..])
+        .into_iter()
+        .map(|(_, kind)| kind)
+        .collect();
+    assert_eq!(kinds, ["skipped", "skipped", "failing"]);
+}
