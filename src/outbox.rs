@@ -9,7 +9,7 @@ use serde_json::Value;
 /// The oldest event the webhook has not taken.
 pub struct PendingEvent {
     pub id: i64,
-    /// The event's fields, as `dex_collector.event_payload` gives them (`details` included).
+    /// The event as NOTIFY sends it (`dex_collector.event_payload`).
     pub event: Value,
     /// A stable key across attempts and unique across databases: the id and its creation time.
     pub idempotency_key: String,
@@ -21,10 +21,7 @@ pub struct PendingEvent {
 pub fn oldest_undelivered() -> Result<Option<PendingEvent>, pgrx::spi::Error> {
     Spi::connect(|client| {
         let rows = client.select(
-            "SELECT e.id, jsonb_build_object(
-                        'id', e.id, 'kind', e.kind, 'created_at', e.created_at,
-                        'company_id', e.company_id, 'company_name', e.company_name,
-                        'run_id', e.run_id, 'details', e.details),
+            "SELECT e.id, dex_collector.event_payload(e)::jsonb,
                     format('dex-collector-event-%s-%s', e.id,
                            (extract(epoch FROM e.created_at) * 1000000)::bigint),
                     coalesce(e.next_delivery_at <= clock_timestamp(), true)

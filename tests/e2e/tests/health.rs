@@ -4,17 +4,15 @@
 
 use std::time::Duration;
 
-use dex_collector_e2e::deployment::{one, sample, Deployment, DeploymentOptions};
-use dex_collector_e2e::stand_in::{Behavior, StandInConfig};
+use dex_collector_e2e::deployment::{
+    one, sample, unexpected_log_lines, Deployment, DeploymentOptions,
+};
+use dex_collector_e2e::stand_in::Behavior;
 use postgres::fallible_iterator::FallibleIterator;
 use serde_json::Value;
 
 fn deployment(options: DeploymentOptions) -> Deployment {
-    Deployment::start(DeploymentOptions {
-        stand_in: StandInConfig::default(),
-        ..options
-    })
-    .unwrap()
+    Deployment::start(options).unwrap()
 }
 
 /// A connection listening on channel dex_collector.
@@ -163,6 +161,8 @@ fn a_failing_company_is_one_event_and_one_notify_until_it_recovers() {
         10,
         "every target, skipped ones too"
     );
+    let unexpected = unexpected_log_lines(&deployment.cluster.log_contents(), &[]);
+    assert!(unexpected.is_empty(), "{unexpected:#?}");
 }
 
 #[test]
