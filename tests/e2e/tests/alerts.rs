@@ -138,7 +138,8 @@ fn events_reach_the_webhook_signed_once_each_and_runs_ping_the_heartbeat() {
         request.header("x-dex-collector-signature"),
         Some(format!("v1={expected}").as_str())
     );
-    let (attempts, delivered): (i32, bool) = {
+    // The receiver has the request before the worker commits its delivery: wait for the commit.
+    let delivery = |client: &mut postgres::Client| -> (i32, bool) {
         let row = client
             .query_one(
                 "SELECT delivery_attempts, delivered_at IS NOT NULL FROM dex_collector.events WHERE id = $1",
@@ -147,7 +148,11 @@ fn events_reach_the_webhook_signed_once_each_and_runs_ping_the_heartbeat() {
             .unwrap();
         (row.get(0), row.get(1))
     };
-    assert_eq!((attempts, delivered), (1, true));
+    assert!(wait_until(Duration::from_secs(30), || delivery(
+        &mut client
+    )
+    .1));
+    assert_eq!(delivery(&mut client), (1, true));
 
     // Ten more failures say nothing more; the success that ends them says so, once.
     collect(&deployment, 10);

@@ -8,14 +8,17 @@ use std::time::Duration;
 
 use dex_collector_e2e::cluster::{ClusterOptions, ServerFiles, TestCluster};
 use dex_collector_e2e::deployment::{
-    one, sql_error, unexpected_log_lines, wait_until, SAMPLE_SCHEMA,
+    one, sample, sql_error, unexpected_log_lines, wait_until, SAMPLE_SCHEMA,
 };
 use dex_collector_e2e::readme;
-use dex_collector_e2e::stand_in::{StandIn, StandInConfig, DEFAULT_SERVICE_KEY};
+use dex_collector_e2e::stand_in::{Behavior, StandIn, StandInConfig, DEFAULT_SERVICE_KEY};
 use serde_json::Value;
 
 const AFTER_CREATE: &str =
     include_str!("../../../supabase/extension-custom-scripts/dex_collector/after-create.sql");
+/// The subsection of docs/privileges.md's Supabase section run as `supabase_admin`, after the
+/// API roles are shown to have nothing.
+const REALTIME_SECTION: &str = "### Alerts in Supabase Realtime";
 /// What the GitHub workflow runs in Supabase's real images, run here on Supabase's parts.
 const SCENARIO: &str = include_str!("../../supabase/scenario.sql");
 
@@ -50,6 +53,17 @@ ALTER DEFAULT PRIVILEGES FOR USER supabase_admin IN SCHEMA public
     GRANT ALL ON TABLES TO postgres, anon, authenticated, service_role;
 ALTER DEFAULT PRIVILEGES FOR USER supabase_admin IN SCHEMA public
     GRANT ALL ON FUNCTIONS TO postgres, anon, authenticated, service_role;";
+/// Realtime's publication and `auth.jwt()`, as Supabase's init scripts and migrations make them
+/// (migrations/db/init-scripts/00000000000000-initial-schema.sql creates the publication empty;
+/// `auth.jwt()` reads the claims PostgREST and Realtime put in `request.jwt.claims`).
+const REALTIME_AND_AUTH: &str = "
+CREATE PUBLICATION supabase_realtime;
+CREATE SCHEMA auth AUTHORIZATION supabase_admin;
+CREATE FUNCTION auth.jwt() RETURNS jsonb LANGUAGE sql STABLE AS $$
+    SELECT coalesce(nullif(current_setting('request.jwt.claim', true), ''),
+                    nullif(current_setting('request.jwt.claims', true), ''))::jsonb
+$$;
+GRANT USAGE ON SCHEMA auth TO anon, authenticated, service_role;";
 const AS_SUPERUSER_THEN: &str = r#"
 ALTER ROLE postgres SET search_path TO "$user", public, extensions;
 ALTER ROLE authenticated INHERIT;
@@ -124,6 +138,8 @@ impl Supabase {
                 ),
                 setting("vault.getkey_script", &getkey.to_string_lossy()),
                 setting("cron.database_name", "postgres"),
+                // As Supabase's postgresql.conf has it, for Realtime and replication.
+                setting("wal_level", "logical"),
                 setting("dex_collector.database", "postgres"),
             ],
             database: "postgres".into(),
@@ -141,7 +157,7 @@ impl Supabase {
         cluster
             .connect()
             .unwrap()
-            .batch_execute(AS_SUPERUSER_THEN)
+            .batch_execute(&format!("{AS_SUPERUSER_THEN}{REALTIME_AND_AUTH}"))
             .unwrap();
         Supabase {
             stand_in,
@@ -174,8 +190,9 @@ fn postgres_creates_collects_schedules_monitors_and_grants_and_the_api_roles_get
         &readme::page(readme::SUPABASE_PAGE),
         readme::SUPABASE_SECTION,
     );
-    let blocks = readme::sql_blocks(&section);
-    assert_eq!(blocks.len(), 3, "{section}");
+    let (realtime, setup) = readme::section(&section, REALTIME_SECTION);
+    let blocks = readme::sql_blocks(&setup);
+    assert_eq!(blocks.len(), 3, "{setup}");
     for block in &blocks {
         let runnable = block
             .replace(
@@ -286,6 +303,70 @@ fn postgres_creates_collects_schedules_monitors_and_grants_and_the_api_roles_get
         0,
         "RLS"
     );
+
+    // The events in Supabase Realtime, as docs/privileges.md says, as supabase_admin: Realtime
+    // streams the publication's tables and sends a subscriber a row only if the subscriber's role,
+    // with its JWT's claims, may SELECT it.
+    let realtime_blocks = readme::sql_blocks(&realtime);
+    assert_eq!(realtime_blocks.len(), 1, "{realtime}");
+    cluster
+        .connect()
+        .unwrap()
+        .batch_execute(&realtime_blocks[0])
+        .unwrap_or_else(|e| panic!("example failed:\n{}\n{e:?}", realtime_blocks[0]));
+    assert_eq!(
+        one::<i64>(
+            &mut client,
+            "SELECT count(*) FROM pg_publication_tables
+              WHERE pubname = 'supabase_realtime' AND schemaname = 'dex_collector' AND tablename = 'events'"
+        ),
+        1
+    );
+    // Collections still write events under row level security: three failures, one more.
+    let events_before: i64 = one(&mut client, "SELECT count(*) FROM dex_collector.events");
+    supabase
+        .stand_in
+        .set_behavior(sample::ACME, Behavior::ServerError);
+    for _ in 0..3 {
+        client
+            .batch_execute("SELECT extensions.dex_collect_all()")
+            .unwrap();
+    }
+    supabase.stand_in.reset();
+    let as_subscriber = |claims: &str| -> i64 {
+        let mut api = postgres(cluster);
+        api.batch_execute(&format!(
+            "SELECT set_config('request.jwt.claims', '{claims}', false); SET ROLE authenticated"
+        ))
+        .unwrap();
+        one(
+            &mut api,
+            "SELECT count(*) FROM dex_collector.events WHERE kind = 'failing'",
+        )
+    };
+    assert_eq!(
+        one::<i64>(&mut client, "SELECT count(*) FROM dex_collector.events"),
+        events_before + 1
+    );
+    assert_eq!(
+        as_subscriber(
+            r#"{"role": "authenticated", "app_metadata": {"dex_collector_alerts": true}}"#
+        ),
+        1,
+        "a user the policy names reads the event"
+    );
+    assert_eq!(
+        as_subscriber(
+            r#"{"role": "authenticated", "app_metadata": {}, "user_metadata": {"dex_collector_alerts": true}}"#
+        ),
+        0,
+        "any other signed-in user reads none"
+    );
+    let mut anonymous = postgres(cluster);
+    anonymous.batch_execute("SET ROLE anon").unwrap();
+    let (state, _, _) =
+        sql_error(anonymous.query_one("SELECT count(*) FROM dex_collector.events", &[]));
+    assert_eq!(state, "42501", "anon gets nothing");
     // postgres may call them, and grant them to a role of its choosing.
     assert!(one::<bool>(
         &mut client,
@@ -333,6 +414,17 @@ fn postgres_creates_collects_schedules_monitors_and_grants_and_the_api_roles_get
             &["-U", "postgres", "-f", &dump.to_string_lossy(), "postgres"],
         )
         .unwrap();
+    // pg_dump keeps an extension table's grants, not its policies, row level security or place in
+    // a publication: docs/privileges.md says to run the Realtime block again after a restore.
+    let dumped = std::fs::read_to_string(&dump).unwrap();
+    assert!(dumped.contains("GRANT SELECT ON TABLE dex_collector.events TO authenticated;"));
+    for not_kept in [
+        "CREATE POLICY alert_readers",
+        "ALTER TABLE dex_collector.events ENABLE ROW LEVEL SECURITY",
+        "ADD TABLE ONLY dex_collector.events",
+    ] {
+        assert!(!dumped.contains(not_kept), "the dump has {not_kept:?} now");
+    }
 
     // DROP EXTENSION as postgres takes the job; created again in public, the database's default
     // privileges for supabase_admin do not hand any of its functions to the API roles.
@@ -340,6 +432,15 @@ fn postgres_creates_collects_schedules_monitors_and_grants_and_the_api_roles_get
         .batch_execute("DROP EXTENSION dex_collector")
         .unwrap();
     assert_eq!(one::<i64>(&mut client, "SELECT count(*) FROM cron.job"), 0);
+    assert_eq!(
+        one::<i64>(
+            &mut client,
+            "SELECT (SELECT count(*) FROM pg_publication_tables WHERE pubname = 'supabase_realtime')
+                  + (SELECT count(*) FROM pg_policies WHERE policyname = 'alert_readers')"
+        ),
+        0,
+        "the table's place in the publication and its policy went with it"
+    );
     client
         .batch_execute("CREATE EXTENSION dex_collector")
         .unwrap();
