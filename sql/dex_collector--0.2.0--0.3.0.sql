@@ -3,7 +3,7 @@
 -- callers); schedule()'s pg_cron job is named dex_collect_all (it was
 -- dex-collection-every-5-minutes whatever its schedule), and it goes with the extension also when
 -- DROP SCHEMA ... CASCADE or DROP OWNED BY takes the extension; each company's health is state,
--- its changes events sent with NOTIFY.
+-- its changes events sent with NOTIFY; run_results keeps what changed, daily_rollups counts all.
 -- The result must be the schema a fresh 0.3.0 install makes: the upgrade test compares them.
 \echo Use "ALTER EXTENSION dex_collector UPDATE TO '0.3.0'" to load this file. \quit
 
@@ -397,8 +397,150 @@ SELECT 'dex_collector_events_last_day', k.kind, count(e.id)::float8
 COMMENT ON VIEW dex_collector.metrics IS
     'dex_collector: health as metrics (metric, label, value), for a Prometheus exporter';
 
+-- A history that stays small: dex_collector.history_detail ('changes', the default) keeps a
+-- run_results row only for what is not a success like the one before; every result is counted in
+-- the run's row as it comes and in dex_collector.daily_rollups, one row per company per day.
+-- One row per company per day (UTC), kept with each result in the statement that records it
+-- (history_sql.rs): every result counts here whatever dex_collector.history_detail keeps in
+-- run_results, and these rows outlive the detail (dex_collector.rollup_retention).
+CREATE TABLE dex_collector.daily_rollups (
+    day                   date NOT NULL,
+    company_id            uuid NOT NULL,
+    company_name          text,
+    attempts              integer NOT NULL DEFAULT 0, -- results that called the endpoint
+    succeeded             integer NOT NULL DEFAULT 0,
+    failed                integer NOT NULL DEFAULT 0,
+    skipped               integer NOT NULL DEFAULT 0,
+    requests              integer NOT NULL DEFAULT 0, -- HTTP requests: pages and retries
+    records_collected     bigint NOT NULL DEFAULT 0,
+    machines_updated      bigint NOT NULL DEFAULT 0,
+    duration_ms_max       bigint,
+    -- The attempts' durations in 60 buckets: bucket b (element b + 1) counts those whose
+    -- floor(3 * log2(ms + 1)) is b, the last also all longer ones; each 2^(1/3) wider than the one
+    -- before, so a percentile read from its bucket's middle is within 12 %.
+    duration_histogram    integer[] NOT NULL,
+    PRIMARY KEY (company_id, day)
+) WITH (fillfactor = 70);  -- today's rows are updated at every run: room for those updates in place
+CREATE INDEX daily_rollups_day_idx ON dex_collector.daily_rollups (day);
+COMMENT ON TABLE dex_collector.daily_rollups IS 'dex_collector: one row per company per day, every result counted';
+SELECT pg_catalog.pg_extension_config_dump('dex_collector.daily_rollups', '');
+
+-- The days the history covers now, every result of them counted; durations into the histogram as
+-- history_sql.rs's RECORD_RESULTS puts them.
+WITH results AS (
+    SELECT (rr.recorded_at AT TIME ZONE 'UTC')::date AS day, rr.*,
+           CASE WHEN rr.status <> 'skipped' AND rr.duration_ms IS NOT NULL
+                THEN least(59, floor(3 * ln(greatest(rr.duration_ms, 0) + 1) / ln(2) + 1e-9))::int
+           END AS bucket
+      FROM dex_collector.run_results rr
+), days AS (
+    SELECT day, company_id, (array_agg(company_name ORDER BY recorded_at DESC))[1] AS company_name,
+           count(*) FILTER (WHERE status <> 'skipped') AS attempts,
+           count(*) FILTER (WHERE status = 'succeeded') AS succeeded,
+           count(*) FILTER (WHERE status = 'failed') AS failed,
+           count(*) FILTER (WHERE status = 'skipped') AS skipped,
+           sum(attempts) AS requests, sum(records_collected) AS records_collected,
+           sum(machines_updated) AS machines_updated,
+           max(duration_ms) FILTER (WHERE bucket IS NOT NULL) AS duration_ms_max
+      FROM results GROUP BY day, company_id
+), buckets AS (
+    SELECT day, company_id, bucket, count(*) AS count
+      FROM results WHERE bucket IS NOT NULL GROUP BY day, company_id, bucket
+), histograms AS (
+    SELECT d.day, d.company_id, array_agg(coalesce(k.count, 0)::integer ORDER BY b.bucket) AS duration_histogram
+      FROM days d CROSS JOIN generate_series(0, 59) AS b(bucket)
+      LEFT JOIN buckets k ON k.day = d.day AND k.company_id = d.company_id AND k.bucket = b.bucket
+     GROUP BY d.day, d.company_id
+)
+INSERT INTO dex_collector.daily_rollups
+       (day, company_id, company_name, attempts, succeeded, failed, skipped, requests,
+        records_collected, machines_updated, duration_ms_max, duration_histogram)
+SELECT d.day, d.company_id, d.company_name, d.attempts, d.succeeded, d.failed, d.skipped,
+       d.requests, d.records_collected, d.machines_updated, d.duration_ms_max, h.duration_histogram
+  FROM days d JOIN histograms h USING (day, company_id);
+
+-- A company's days: every result counted (whatever dex_collector.history_detail keeps in
+-- run_results), with the attempts' median and 95th percentile duration, each read from the middle
+-- of the histogram's bucket it falls in (within 12 %, never above the maximum), and the longest.
+CREATE VIEW dex_collector.company_days AS
+SELECT r.day, r.company_id, r.company_name, r.attempts, r.succeeded, r.failed, r.skipped, r.requests,
+       r.records_collected, r.machines_updated, p.duration_ms_p50, p.duration_ms_p95, r.duration_ms_max
+  FROM dex_collector.daily_rollups r
+  LEFT JOIN LATERAL (
+      SELECT least(r.duration_ms_max, round(2 ^ ((min(c.bucket) FILTER (WHERE c.below >= 0.5 * c.total) + 0.5) / 3) - 1)::bigint) AS duration_ms_p50,
+             least(r.duration_ms_max, round(2 ^ ((min(c.bucket) FILTER (WHERE c.below >= 0.95 * c.total) + 0.5) / 3) - 1)::bigint) AS duration_ms_p95
+        FROM (SELECT u.n - 1 AS bucket, sum(u.count) OVER (ORDER BY u.n) AS below, sum(u.count) OVER () AS total
+                FROM unnest(r.duration_histogram) WITH ORDINALITY AS u(count, n)) c
+       WHERE c.total > 0) p ON true;
+COMMENT ON VIEW dex_collector.company_days IS
+    'dex_collector: per company per day (UTC), results by status, records, and duration percentiles';
+
+-- All companies' days added up, one row per day, the percentiles read as in company_days from the
+-- sum of the day's histograms.
+CREATE VIEW dex_collector.daily_totals AS
+WITH buckets AS (
+    SELECT r.day, u.n, sum(u.count) AS count
+      FROM dex_collector.daily_rollups r, unnest(r.duration_histogram) WITH ORDINALITY AS u(count, n)
+     GROUP BY r.day, u.n
+), days AS (
+    SELECT r.day, count(*) AS companies, sum(r.attempts) AS attempts, sum(r.succeeded) AS succeeded,
+           sum(r.failed) AS failed, sum(r.skipped) AS skipped, sum(r.requests) AS requests,
+           sum(r.records_collected) AS records_collected, sum(r.machines_updated) AS machines_updated,
+           max(r.duration_ms_max) AS duration_ms_max
+      FROM dex_collector.daily_rollups r GROUP BY r.day
+)
+SELECT d.day, d.companies, d.attempts, d.succeeded, d.failed, d.skipped, d.requests,
+       d.records_collected, d.machines_updated, p.duration_ms_p50, p.duration_ms_p95, d.duration_ms_max
+  FROM days d
+  LEFT JOIN LATERAL (
+      SELECT least(d.duration_ms_max, round(2 ^ ((min(c.bucket) FILTER (WHERE c.below >= 0.5 * c.total) + 0.5) / 3) - 1)::bigint) AS duration_ms_p50,
+             least(d.duration_ms_max, round(2 ^ ((min(c.bucket) FILTER (WHERE c.below >= 0.95 * c.total) + 0.5) / 3) - 1)::bigint) AS duration_ms_p95
+        FROM (SELECT b.n - 1 AS bucket, sum(b.count) OVER (ORDER BY b.n) AS below, sum(b.count) OVER () AS total
+                FROM buckets b WHERE b.day = d.day) c
+       WHERE c.total > 0) p ON true;
+COMMENT ON VIEW dex_collector.daily_totals IS
+    'dex_collector: per day (UTC), all companies: results by status, records, and duration percentiles';
+
+-- What the history takes on disk, table by table (indexes and TOAST included), how many rows the
+-- last day added, how long each is kept, and the size once it holds that long at that rate:
+-- bytes per row now (PostgreSQL's row estimate) x rows a day x days kept. NULL: kept for ever
+-- (a retention of 0), or no rows to measure yet. companies does not grow with time.
+CREATE VIEW dex_collector.history_size AS
+WITH kept AS (
+    SELECT t.n, t.name, t.relation, t.rows_last_day,
+           -- 0 keeps all: no retention.
+           nullif(nullif(current_setting(t.retention, true), '')::interval, interval '0') AS retention
+      FROM (VALUES
+        (1, 'runs', 'dex_collector.runs'::regclass, 'dex_collector.history_retention',
+         (SELECT count(*) FROM dex_collector.runs WHERE started_at > now() - interval '1 day')),
+        (2, 'run_results', 'dex_collector.run_results'::regclass, 'dex_collector.history_retention',
+         (SELECT count(*) FROM dex_collector.run_results
+           WHERE run_id >= (SELECT min(id) FROM dex_collector.runs
+                             WHERE started_at > now() - interval '1 day'))),
+        (3, 'events', 'dex_collector.events'::regclass, 'dex_collector.event_retention',
+         (SELECT count(*) FROM dex_collector.events WHERE created_at > now() - interval '1 day')),
+        (4, 'daily_rollups', 'dex_collector.daily_rollups'::regclass, 'dex_collector.rollup_retention',
+         (SELECT count(*) FROM dex_collector.daily_rollups
+           WHERE day = (now() AT TIME ZONE 'UTC')::date - 1)),
+        (5, 'companies', 'dex_collector.companies'::regclass, NULL, NULL)
+      ) AS t(n, name, relation, retention, rows_last_day)
+)
+SELECT k.name AS table_name, greatest(c.reltuples, 0)::bigint AS rows,
+       pg_total_relation_size(k.relation) AS bytes, k.rows_last_day,
+       k.retention,
+       CASE WHEN k.name = 'companies' THEN pg_total_relation_size(k.relation)
+            WHEN k.retention IS NOT NULL AND c.reltuples > 0
+            THEN (pg_total_relation_size(k.relation) / c.reltuples * k.rows_last_day
+                  * extract(epoch FROM k.retention) / 86400)::bigint
+       END AS projected_bytes
+  FROM kept k JOIN pg_class c ON c.oid = k.relation
+ ORDER BY k.n;
+COMMENT ON VIEW dex_collector.history_size IS
+    'dex_collector: bytes per history table now, rows the last day added, retention, and the size projected at that rate';
+
 REVOKE ALL ON dex_collector.companies, dex_collector.events, dex_collector.health,
-    dex_collector.metrics FROM PUBLIC;
+    dex_collector.metrics, dex_collector.daily_rollups, dex_collector.company_days,
+    dex_collector.daily_totals, dex_collector.history_size FROM PUBLIC;
 REVOKE ALL ON FUNCTION dex_collector.expected_interval(), dex_collector.run_events(),
     dex_collector.event_payload(dex_collector.events) FROM PUBLIC;
 
@@ -497,7 +639,9 @@ BEGIN
           FROM unnest(ARRAY['dex_collector.runs', 'dex_collector.run_results', 'dex_collector.run_summary',
                             'dex_collector.company_status', 'dex_collector.runs_id_seq',
                             'dex_collector.companies', 'dex_collector.events', 'dex_collector.events_id_seq',
-                            'dex_collector.health', 'dex_collector.metrics']) AS r(relation)
+                            'dex_collector.health', 'dex_collector.metrics',
+                            'dex_collector.daily_rollups', 'dex_collector.company_days',
+                            'dex_collector.daily_totals', 'dex_collector.history_size']) AS r(relation)
           JOIN pg_class c ON c.oid = to_regclass(r.relation)
     LOOP
         EXECUTE format('GRANT %s TO %I WITH GRANT OPTION', obj.target, privileged);

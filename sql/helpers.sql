@@ -180,8 +180,88 @@ SELECT id AS run_id, started_at, finished_at, status, trigger,
  ORDER BY id DESC;
 COMMENT ON VIEW dex_collector.run_summary IS 'dex_collector: runs, newest first, with counts and durations';
 
+-- A company's days: every result counted (whatever dex_collector.history_detail keeps in
+-- run_results), with the attempts' median and 95th percentile duration, each read from the middle
+-- of the histogram's bucket it falls in (within 12 %, never above the maximum), and the longest.
+CREATE VIEW dex_collector.company_days AS
+SELECT r.day, r.company_id, r.company_name, r.attempts, r.succeeded, r.failed, r.skipped, r.requests,
+       r.records_collected, r.machines_updated, p.duration_ms_p50, p.duration_ms_p95, r.duration_ms_max
+  FROM dex_collector.daily_rollups r
+  LEFT JOIN LATERAL (
+      SELECT least(r.duration_ms_max, round(2 ^ ((min(c.bucket) FILTER (WHERE c.below >= 0.5 * c.total) + 0.5) / 3) - 1)::bigint) AS duration_ms_p50,
+             least(r.duration_ms_max, round(2 ^ ((min(c.bucket) FILTER (WHERE c.below >= 0.95 * c.total) + 0.5) / 3) - 1)::bigint) AS duration_ms_p95
+        FROM (SELECT u.n - 1 AS bucket, sum(u.count) OVER (ORDER BY u.n) AS below, sum(u.count) OVER () AS total
+                FROM unnest(r.duration_histogram) WITH ORDINALITY AS u(count, n)) c
+       WHERE c.total > 0) p ON true;
+COMMENT ON VIEW dex_collector.company_days IS
+    'dex_collector: per company per day (UTC), results by status, records, and duration percentiles';
+
+-- All companies' days added up, one row per day, the percentiles read as in company_days from the
+-- sum of the day's histograms.
+CREATE VIEW dex_collector.daily_totals AS
+WITH buckets AS (
+    SELECT r.day, u.n, sum(u.count) AS count
+      FROM dex_collector.daily_rollups r, unnest(r.duration_histogram) WITH ORDINALITY AS u(count, n)
+     GROUP BY r.day, u.n
+), days AS (
+    SELECT r.day, count(*) AS companies, sum(r.attempts) AS attempts, sum(r.succeeded) AS succeeded,
+           sum(r.failed) AS failed, sum(r.skipped) AS skipped, sum(r.requests) AS requests,
+           sum(r.records_collected) AS records_collected, sum(r.machines_updated) AS machines_updated,
+           max(r.duration_ms_max) AS duration_ms_max
+      FROM dex_collector.daily_rollups r GROUP BY r.day
+)
+SELECT d.day, d.companies, d.attempts, d.succeeded, d.failed, d.skipped, d.requests,
+       d.records_collected, d.machines_updated, p.duration_ms_p50, p.duration_ms_p95, d.duration_ms_max
+  FROM days d
+  LEFT JOIN LATERAL (
+      SELECT least(d.duration_ms_max, round(2 ^ ((min(c.bucket) FILTER (WHERE c.below >= 0.5 * c.total) + 0.5) / 3) - 1)::bigint) AS duration_ms_p50,
+             least(d.duration_ms_max, round(2 ^ ((min(c.bucket) FILTER (WHERE c.below >= 0.95 * c.total) + 0.5) / 3) - 1)::bigint) AS duration_ms_p95
+        FROM (SELECT b.n - 1 AS bucket, sum(b.count) OVER (ORDER BY b.n) AS below, sum(b.count) OVER () AS total
+                FROM buckets b WHERE b.day = d.day) c
+       WHERE c.total > 0) p ON true;
+COMMENT ON VIEW dex_collector.daily_totals IS
+    'dex_collector: per day (UTC), all companies: results by status, records, and duration percentiles';
+
+-- What the history takes on disk, table by table (indexes and TOAST included), how many rows the
+-- last day added, how long each is kept, and the size once it holds that long at that rate:
+-- bytes per row now (PostgreSQL's row estimate) x rows a day x days kept. NULL: kept for ever
+-- (a retention of 0), or no rows to measure yet. companies does not grow with time.
+CREATE VIEW dex_collector.history_size AS
+WITH kept AS (
+    SELECT t.n, t.name, t.relation, t.rows_last_day,
+           -- 0 keeps all: no retention.
+           nullif(nullif(current_setting(t.retention, true), '')::interval, interval '0') AS retention
+      FROM (VALUES
+        (1, 'runs', 'dex_collector.runs'::regclass, 'dex_collector.history_retention',
+         (SELECT count(*) FROM dex_collector.runs WHERE started_at > now() - interval '1 day')),
+        (2, 'run_results', 'dex_collector.run_results'::regclass, 'dex_collector.history_retention',
+         (SELECT count(*) FROM dex_collector.run_results
+           WHERE run_id >= (SELECT min(id) FROM dex_collector.runs
+                             WHERE started_at > now() - interval '1 day'))),
+        (3, 'events', 'dex_collector.events'::regclass, 'dex_collector.event_retention',
+         (SELECT count(*) FROM dex_collector.events WHERE created_at > now() - interval '1 day')),
+        (4, 'daily_rollups', 'dex_collector.daily_rollups'::regclass, 'dex_collector.rollup_retention',
+         (SELECT count(*) FROM dex_collector.daily_rollups
+           WHERE day = (now() AT TIME ZONE 'UTC')::date - 1)),
+        (5, 'companies', 'dex_collector.companies'::regclass, NULL, NULL)
+      ) AS t(n, name, relation, retention, rows_last_day)
+)
+SELECT k.name AS table_name, greatest(c.reltuples, 0)::bigint AS rows,
+       pg_total_relation_size(k.relation) AS bytes, k.rows_last_day,
+       k.retention,
+       CASE WHEN k.name = 'companies' THEN pg_total_relation_size(k.relation)
+            WHEN k.retention IS NOT NULL AND c.reltuples > 0
+            THEN (pg_total_relation_size(k.relation) / c.reltuples * k.rows_last_day
+                  * extract(epoch FROM k.retention) / 86400)::bigint
+       END AS projected_bytes
+  FROM kept k JOIN pg_class c ON c.oid = k.relation
+ ORDER BY k.n;
+COMMENT ON VIEW dex_collector.history_size IS
+    'dex_collector: bytes per history table now, rows the last day added, retention, and the size projected at that rate';
+
 REVOKE ALL ON dex_collector.company_status, dex_collector.run_summary, dex_collector.health,
-    dex_collector.metrics FROM PUBLIC;
+    dex_collector.metrics, dex_collector.company_days, dex_collector.daily_totals,
+    dex_collector.history_size FROM PUBLIC;
 REVOKE ALL ON FUNCTION dex_collector.expected_interval(), dex_collector.run_events(),
     dex_collector.event_payload(dex_collector.events) FROM PUBLIC;
 
@@ -388,7 +468,9 @@ BEGIN
           FROM unnest(ARRAY['dex_collector.runs', 'dex_collector.run_results', 'dex_collector.run_summary',
                             'dex_collector.company_status', 'dex_collector.runs_id_seq',
                             'dex_collector.companies', 'dex_collector.events', 'dex_collector.events_id_seq',
-                            'dex_collector.health', 'dex_collector.metrics']) AS r(relation)
+                            'dex_collector.health', 'dex_collector.metrics',
+                            'dex_collector.daily_rollups', 'dex_collector.company_days',
+                            'dex_collector.daily_totals', 'dex_collector.history_size']) AS r(relation)
           JOIN pg_class c ON c.oid = to_regclass(r.relation)
     LOOP
         EXECUTE format('GRANT %s TO %I WITH GRANT OPTION', obj.target, privileged);

@@ -97,6 +97,30 @@ CREATE TABLE dex_collector.events (
 CREATE INDEX events_undelivered_idx ON dex_collector.events (id) WHERE delivered_at IS NULL;
 COMMENT ON TABLE dex_collector.events IS 'dex_collector: changes of a company''s health, and runs that failed or were cut short';
 
+-- One row per company per day (UTC), kept with each result in the statement that records it
+-- (history_sql.rs): every result counts here whatever dex_collector.history_detail keeps in
+-- run_results, and these rows outlive the detail (dex_collector.rollup_retention).
+CREATE TABLE dex_collector.daily_rollups (
+    day                   date NOT NULL,
+    company_id            uuid NOT NULL,
+    company_name          text,
+    attempts              integer NOT NULL DEFAULT 0, -- results that called the endpoint
+    succeeded             integer NOT NULL DEFAULT 0,
+    failed                integer NOT NULL DEFAULT 0,
+    skipped               integer NOT NULL DEFAULT 0,
+    requests              integer NOT NULL DEFAULT 0, -- HTTP requests: pages and retries
+    records_collected     bigint NOT NULL DEFAULT 0,
+    machines_updated      bigint NOT NULL DEFAULT 0,
+    duration_ms_max       bigint,
+    -- The attempts' durations in 60 buckets: bucket b (element b + 1) counts those whose
+    -- floor(3 * log2(ms + 1)) is b, the last also all longer ones; each 2^(1/3) wider than the one
+    -- before, so a percentile read from its bucket's middle is within 12 %.
+    duration_histogram    integer[] NOT NULL,
+    PRIMARY KEY (company_id, day)
+) WITH (fillfactor = 70);  -- today's rows are updated at every run: room for those updates in place
+CREATE INDEX daily_rollups_day_idx ON dex_collector.daily_rollups (day);
+COMMENT ON TABLE dex_collector.daily_rollups IS 'dex_collector: one row per company per day, every result counted';
+
 -- The history is the users' data: pg_dump keeps it, and run ids resume where they were. Runs in
 -- progress (or queued) at dump time are left out: the dumped server finishes them.
 SELECT pg_catalog.pg_extension_config_dump('dex_collector.runs',
@@ -107,6 +131,7 @@ SELECT pg_catalog.pg_extension_config_dump('dex_collector.runs_id_seq', '');
 SELECT pg_catalog.pg_extension_config_dump('dex_collector.companies', '');
 SELECT pg_catalog.pg_extension_config_dump('dex_collector.events', '');
 SELECT pg_catalog.pg_extension_config_dump('dex_collector.events_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('dex_collector.daily_rollups', '');
 
 -- The history is the extension's: no other role reads or writes it unless granted.
 REVOKE ALL ON ALL TABLES IN SCHEMA dex_collector FROM PUBLIC;

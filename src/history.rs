@@ -1,16 +1,19 @@
-//! How a run is recorded: `dex_collector.runs` (one row per run) and
-//! `dex_collector.run_results` (one row per company per run), written through SPI.
-//! Results are inserted in batches from one JSON array, not one statement per company.
+//! How a run is recorded: `dex_collector.runs` (one row per run), and its results through the
+//! statements of the core's `history_sql` (`run_results` as `history_detail` says, the company
+//! states, the daily rollups, the events), written through SPI. Results are recorded in batches
+//! from one JSON array, not one statement per company.
 
 use std::time::Duration;
 
+use pgrx::datum::TimestampWithTimeZone;
 use pgrx::prelude::*;
 use pgrx::JsonB;
 use serde_json::Value;
 
 use dex_collector_core::endpoint::RunIdentity;
+use dex_collector_core::history_sql::{HistoryDetail, DELETE_OLD_HISTORY, RECORD_RESULTS};
 use dex_collector_core::summary::{
-    CompanyResult, ResultStatus, RunStatus, RunSummary, ALREADY_RUNNING, SKIP_NO_CREDENTIALS,
+    CompanyResult, RunStatus, RunSummary, ALREADY_RUNNING, SKIP_NO_CREDENTIALS,
 };
 use dex_collector_core::target::{LastCalls, Target};
 
@@ -20,9 +23,6 @@ const RUNNING: &str = RunStatus::Running.as_str();
 const RUN_SKIPPED: &str = RunStatus::Skipped.as_str();
 const RUN_FAILED: &str = RunStatus::Failed.as_str();
 const INTERRUPTED: &str = RunStatus::Interrupted.as_str();
-const SUCCEEDED: &str = ResultStatus::Succeeded.as_str();
-const FAILED: &str = ResultStatus::Failed.as_str();
-const SKIPPED: &str = ResultStatus::Skipped.as_str();
 
 /// Who started a run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -143,13 +143,22 @@ pub struct AlertPolicy {
     pub after: Option<Duration>,
 }
 
-/// Records results, in one statement: a `run_results` row each, each company's state in
-/// `companies`, and an event (sent with NOTIFY at commit) for each change of state.
+/// How results are recorded: when failures become an alert, and which get a `run_results` row.
+#[derive(Debug, Clone, Copy)]
+pub struct Recording {
+    pub alerts: AlertPolicy,
+    pub detail: HistoryDetail,
+}
+
+/// Records results, in one statement (`history_sql::RECORD_RESULTS`): `run_results` rows as
+/// `recording.detail` says, the run's counts, each company's state in `companies` and its day in
+/// `daily_rollups`, and an event (sent with NOTIFY at commit) for each change of state.
 pub fn record_results(
     run_id: i64,
     results: &[CompanyResult],
-    alerts: AlertPolicy,
+    recording: Recording,
 ) -> Result<(), HistoryError> {
+    let Recording { alerts, detail } = recording;
     if results.is_empty() {
         return Ok(());
     }
@@ -157,6 +166,7 @@ pub fn record_results(
     let alert_after_ms = alerts
         .after
         .map(|after| i64::try_from(after.as_millis()).unwrap_or(i64::MAX));
+    let now_by_the_clock: Option<TimestampWithTimeZone> = None;
     Spi::connect_mut(|client| {
         client.update(
             RECORD_RESULTS,
@@ -167,106 +177,14 @@ pub fn record_results(
                 alerts.after_failures.into(),
                 alert_after_ms.into(),
                 SKIP_NO_CREDENTIALS.into(),
+                detail.as_str().into(),
+                now_by_the_clock.into(),
             ],
         )?;
         Ok(())
     })
     .map_err(HistoryError::Spi)
 }
-
-/// $1 the run, $2 its results as a JSON array, $3 and $4 the [`AlertPolicy`] (failures, and
-/// milliseconds or NULL), $5 the skip of a company without credentials. A company's new state
-/// follows from its old one and the result: failures count up (skips leave them be) until a
-/// success; an episode opens when they reach $3, or $4 has passed since the first of them, and
-/// only a success closes it. A company is `skipped` for want of credentials only: one the run
-/// did not reach (its deadline, a cancel, a refused key) keeps its state.
-const RECORD_RESULTS: &str = "
-WITH stored AS (
-    INSERT INTO dex_collector.run_results
-           (run_id, company_id, company_name, status, http_status, pages, attempts,
-            records_collected, machines_updated, duration_ms, more_pending, error)
-    SELECT $1, r.company_id, r.company_name, r.status, r.http_status, r.pages, r.attempts,
-           r.records_collected, r.machines_updated, r.duration_ms, r.more_pending, r.error
-      FROM jsonb_to_recordset($2) AS r(company_id uuid, company_name text, status text,
-           http_status integer, pages integer, attempts integer, records_collected bigint,
-           machines_updated bigint, duration_ms bigint, more_pending boolean, error text)
-    RETURNING company_id, company_name, status, http_status, error, recorded_at
-), counted AS (
-    SELECT s.*, p.state AS was_state, p.state_since AS was_state_since,
-           coalesce(p.alerted, false) AS was_alerted,
-           CASE s.status WHEN 'succeeded' THEN 0
-                         WHEN 'failed' THEN coalesce(p.consecutive_failures, 0) + 1
-                         ELSE coalesce(p.consecutive_failures, 0) END AS failures,
-           CASE s.status WHEN 'succeeded' THEN NULL
-                         WHEN 'failed' THEN coalesce(p.failing_since, s.recorded_at)
-                         ELSE p.failing_since END AS failing_since,
-           CASE WHEN s.status = 'succeeded' THEN s.recorded_at ELSE p.last_success_at END AS last_success_at,
-           CASE WHEN s.status = 'failed' THEN s.error ELSE p.last_error END AS last_error,
-           CASE WHEN s.status <> 'skipped' THEN $1 ELSE p.last_called_run_id END AS last_called_run_id,
-           CASE WHEN s.status = 'succeeded' THEN $1 ELSE p.last_success_run_id END AS last_success_run_id
-      FROM stored s LEFT JOIN dex_collector.companies p ON p.company_id = s.company_id
-), judged AS (
-    SELECT c.*,
-           (c.was_alerted AND c.status <> 'succeeded')
-           OR (c.status = 'failed'
-               AND (c.failures >= $3
-                    OR coalesce(c.recorded_at - c.failing_since
-                                    >= make_interval(secs => $4::bigint / 1000.0), false)))
-               AS alerted
-      FROM counted c
-), stated AS (
-    SELECT j.*,
-           CASE WHEN j.status = 'skipped' AND j.error = $5 THEN 'skipped'
-                -- Skipped for the run's sake (deadline, cancel, a refused key): unchanged.
-                WHEN j.status = 'skipped' AND j.was_state IS NOT NULL THEN j.was_state
-                WHEN j.alerted THEN 'failing'
-                WHEN j.last_success_at IS NOT NULL THEN 'ok'
-                ELSE 'never_collected' END AS state
-      FROM judged j
-), upserted AS (
-    INSERT INTO dex_collector.companies AS c
-           (company_id, company_name, state, state_since, last_attempt_at, last_status, last_run_id,
-            last_http_status, last_error, last_success_at, consecutive_failures, failing_since,
-            alerted, last_called_run_id, last_success_run_id)
-    SELECT company_id, company_name, state,
-           CASE WHEN state IS DISTINCT FROM was_state THEN recorded_at ELSE was_state_since END,
-           recorded_at, status, $1, http_status, last_error, last_success_at, failures,
-           failing_since, alerted, last_called_run_id, last_success_run_id
-      FROM stated
-        ON CONFLICT (company_id) DO UPDATE
-       SET company_name = excluded.company_name, state = excluded.state,
-           state_since = excluded.state_since, last_attempt_at = excluded.last_attempt_at,
-           last_status = excluded.last_status, last_run_id = excluded.last_run_id,
-           last_http_status = excluded.last_http_status, last_error = excluded.last_error,
-           last_success_at = excluded.last_success_at,
-           consecutive_failures = excluded.consecutive_failures,
-           failing_since = excluded.failing_since, alerted = excluded.alerted,
-           last_called_run_id = excluded.last_called_run_id,
-           last_success_run_id = excluded.last_success_run_id
-), changes AS (
-    -- Skipped for want of credentials, or collectable again; an episode announced, or ended.
-    SELECT s.*, k.kind, k.n
-      FROM stated s,
-           LATERAL (VALUES
-               (1, CASE WHEN s.state = 'skipped' AND s.was_state IS DISTINCT FROM 'skipped' THEN 'skipped'
-                        WHEN s.was_state = 'skipped' AND s.state <> 'skipped' THEN 'collectable' END),
-               (2, CASE WHEN s.alerted AND NOT s.was_alerted THEN 'failing'
-                        WHEN s.was_alerted AND NOT s.alerted THEN 'recovered' END)) AS k(n, kind)
-     WHERE k.kind IS NOT NULL
-), events AS (
-    INSERT INTO dex_collector.events (kind, company_id, company_name, run_id, details)
-    SELECT kind, company_id, left(company_name, 200), $1,
-           jsonb_build_object(
-               'state', state, 'consecutive_failures', failures, 'failing_since', failing_since,
-               'last_success_at', last_success_at, 'http_status', http_status,
-               -- Bounded, so that the event fits in a NOTIFY payload.
-               'error', CASE WHEN status = 'succeeded' THEN NULL ELSE left(coalesce(error, last_error), 1000) END)
-      FROM changes
-     ORDER BY company_id, n
-    RETURNING *
-)
--- Sent when the transaction commits (or not at all).
-SELECT pg_notify('dex_collector', dex_collector.event_payload(e)) FROM events e ORDER BY e.id";
 
 /// Completes the run's row with its counts and final status.
 pub fn finish_run(summary: &RunSummary, status: RunStatus) -> Result<(), HistoryError> {
@@ -376,26 +294,17 @@ pub fn fail_run(run_id: i64, error: &str) -> Result<(), HistoryError> {
 }
 
 /// At worker start: runs left `running` by a crash or restart can never finish. Their counts
-/// and duration are those of the results they recorded before they were cut short.
+/// and duration are those of the results they recorded before they were cut short (kept in the
+/// run's row as they came).
 pub fn mark_interrupted_runs() -> Result<i64, HistoryError> {
     update_returning(
         &format!(
             "WITH cut AS (
-           UPDATE dex_collector.runs r
+           UPDATE dex_collector.runs
               SET status = '{INTERRUPTED}', finished_at = clock_timestamp(),
-                  error = coalesce(r.error, 'cut short by a server restart or crash'),
-                  (companies_processed, companies_succeeded, companies_failed, companies_skipped,
-                   records_collected, machines_updated, duration_ms) =
-                  (SELECT count(*) FILTER (WHERE rr.status <> '{SKIPPED}'),
-                          count(*) FILTER (WHERE rr.status = '{SUCCEEDED}'),
-                          count(*) FILTER (WHERE rr.status = '{FAILED}'),
-                          count(*) FILTER (WHERE rr.status = '{SKIPPED}'),
-                          coalesce(sum(rr.records_collected), 0),
-                          coalesce(sum(rr.machines_updated), 0),
-                          (extract(epoch FROM coalesce(max(rr.recorded_at), r.started_at) - r.started_at)
-                             * 1000)::bigint
-                     FROM dex_collector.run_results rr WHERE rr.run_id = r.id)
-            WHERE r.status = '{RUNNING}' RETURNING 1)
+                  error = coalesce(error, 'cut short by a server restart or crash'),
+                  duration_ms = coalesce(duration_ms, 0)
+            WHERE status = '{RUNNING}' RETURNING 1)
          SELECT count(*) FROM cut"
         ),
         &[],
@@ -403,28 +312,43 @@ pub fn mark_interrupted_runs() -> Result<i64, HistoryError> {
     .map(|count| count.unwrap_or(0))
 }
 
-/// Deletes up to `batch` runs (and their results) that started before `retention` ago, and up to
-/// `batch` events from before then; returns how many rows in all. Called repeatedly, one small
-/// transaction each, so no lock is held for long.
-pub fn delete_old_history(retention_seconds: i64, batch: i64) -> Result<i64, HistoryError> {
+/// How long each kind of history is kept; `None`: for ever.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retention {
+    /// Runs, with their results (`dex_collector.history_retention`).
+    pub runs: Option<Duration>,
+    /// Events (`dex_collector.event_retention`).
+    pub events: Option<Duration>,
+    /// Daily rollups (`dex_collector.rollup_retention`).
+    pub rollups: Option<Duration>,
+}
+
+impl Retention {
+    pub fn keeps_everything(&self) -> bool {
+        self.runs.is_none() && self.events.is_none() && self.rollups.is_none()
+    }
+}
+
+/// Deletes, in the caller's transaction, up to `runs_batch` runs (each with its results) and
+/// `rows_batch` events and rollups older than their retention; returns how many rows in all.
+/// Called repeatedly, one small transaction each, so no lock is held for long.
+pub fn delete_old_history(
+    retention: Retention,
+    runs_batch: i64,
+    rows_batch: i64,
+) -> Result<i64, HistoryError> {
+    let seconds = |kept: Option<Duration>| kept.map(|kept| kept.as_secs_f64());
+    let now_by_the_clock: Option<TimestampWithTimeZone> = None;
     update_returning(
-        &format!(
-            "WITH old AS (
-           DELETE FROM dex_collector.runs
-            WHERE id IN (SELECT id FROM dex_collector.runs
-                          WHERE started_at < clock_timestamp() - make_interval(secs => $1)
-                            AND status NOT IN ('{QUEUED}', '{RUNNING}')
-                          ORDER BY id LIMIT $2)
-           RETURNING 1),
-         old_events AS (
-           DELETE FROM dex_collector.events
-            WHERE id IN (SELECT id FROM dex_collector.events
-                          WHERE created_at < clock_timestamp() - make_interval(secs => $1)
-                          ORDER BY id LIMIT $2)
-           RETURNING 1)
-         SELECT (SELECT count(*) FROM old) + (SELECT count(*) FROM old_events)"
-        ),
-        &[(retention_seconds as f64).into(), batch.into()],
+        DELETE_OLD_HISTORY,
+        &[
+            seconds(retention.runs).into(),
+            runs_batch.into(),
+            seconds(retention.events).into(),
+            seconds(retention.rollups).into(),
+            now_by_the_clock.into(),
+            rows_batch.into(),
+        ],
     )
     .map(|count| count.unwrap_or(0))
 }

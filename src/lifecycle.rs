@@ -15,7 +15,7 @@ use pgrx::prelude::*;
 use serde_json::Value;
 
 use crate::error::CollectError;
-use crate::history::{self, AlertPolicy, Trigger};
+use crate::history::{self, Recording, Trigger};
 use crate::lock::{self, SessionLocks};
 use crate::pg;
 use crate::run::{self, Interrupts, Plan, Scope};
@@ -48,7 +48,7 @@ pub fn collect_in_transaction(scope: Scope, trigger: Trigger) -> Result<Value, C
     record_end(
         &executed,
         executed.summary.final_status(),
-        plan.settings.alerts,
+        plan.settings.recording,
     )?;
     // The worker sends what the run leaves to send (events, the heartbeat) once it commits.
     pg::wake_worker_at_commit();
@@ -105,9 +105,9 @@ pub fn refuse_during_recovery() -> Result<(), CollectError> {
 fn record_end(
     executed: &Executed,
     status: RunStatus,
-    alerts: AlertPolicy,
+    recording: Recording,
 ) -> Result<(), CollectError> {
-    history::record_results(executed.summary.run_id, &executed.unrecorded(), alerts)?;
+    history::record_results(executed.summary.run_id, &executed.unrecorded(), recording)?;
     Ok(history::finish_run(&executed.summary, status)?)
 }
 
@@ -153,7 +153,7 @@ pub fn collect_in_worker(request: WorkerRun) -> Result<(), Vec<String>> {
 
     let mut problems = Vec::new();
     let run_id = run.id;
-    let alerts = plan.settings.alerts;
+    let recording = plan.settings.recording;
     let executed = run::execute(
         &plan,
         &run,
@@ -162,7 +162,7 @@ pub fn collect_in_worker(request: WorkerRun) -> Result<(), Vec<String>> {
         &mut |result| {
             let result = result.clone();
             in_own_transaction(move || {
-                history::record_results(run_id, std::slice::from_ref(&result), alerts)
+                history::record_results(run_id, std::slice::from_ref(&result), recording)
             })
             .map(|()| true)
             .inspect_err(|error| {
@@ -179,7 +179,7 @@ pub fn collect_in_worker(request: WorkerRun) -> Result<(), Vec<String>> {
             } else {
                 executed.summary.final_status()
             };
-            record_end(executed, status, alerts)
+            record_end(executed, status, recording)
         }
         Err(error) => Ok(history::fail_run(run_id, &error.to_string())?),
     });

@@ -12,15 +12,16 @@
 use std::ffi::CString;
 use std::time::Duration;
 
-use pgrx::guc::{GucContext, GucFlags, GucRegistry, GucSetting};
+use pgrx::guc::{GucContext, GucFlags, GucRegistry, GucSetting, PostgresGucEnum};
 use pgrx::prelude::*;
 
-use crate::history::AlertPolicy;
+use crate::history::{AlertPolicy, Recording, Retention};
 use crate::pg::{self, Rejection, StringCheck};
 use crate::readonly;
 use crate::service_key::{is_valid_header_value, read_key_file, KeyFileError};
 use dex_collector_core::alert::validate_delivery_url;
 use dex_collector_core::endpoint::{validate_site_url, EndpointConfig};
+use dex_collector_core::history_sql::HistoryDetail;
 
 static SITE_URL: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 static SERVICE_KEY_FILE: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
@@ -39,6 +40,10 @@ static WORKER_DATABASE: GucSetting<Option<CString>> =
     GucSetting::<Option<CString>>::new(Some(c"postgres"));
 static WORKER_INTERVAL_S: GucSetting<i32> = GucSetting::<i32>::new(0);
 static HISTORY_RETENTION_S: GucSetting<i32> = GucSetting::<i32>::new(14 * 24 * 3600);
+static EVENT_RETENTION_S: GucSetting<i32> = GucSetting::<i32>::new(90 * 24 * 3600);
+static ROLLUP_RETENTION_S: GucSetting<i32> = GucSetting::<i32>::new(400 * 24 * 3600);
+static HISTORY_DETAIL: GucSetting<DetailSetting> =
+    GucSetting::<DetailSetting>::new(DetailSetting::Changes);
 static ALERT_URL: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 static HEARTBEAT_URL: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 static ALERT_AFTER_FAILURES: GucSetting<i32> = GucSetting::<i32>::new(3);
@@ -48,6 +53,24 @@ static DEX_MAX_BYTES: GucSetting<i32> = GucSetting::<i32>::new(1024 * 1024);
 /// record, the most output per byte, about 35 bytes of jsonb each) still fits in jsonb's
 /// 255 MB, and its parse stays within about 0.5 GB of the backend's memory.
 const DEX_MAX_BYTES_LIMIT: i32 = 4 * 1024 * 1024;
+
+/// `dex_collector.history_detail` as PostgreSQL parses it: see [`HistoryDetail`].
+#[derive(Debug, Clone, Copy, PostgresGucEnum)]
+enum DetailSetting {
+    #[name = c"changes"]
+    Changes,
+    #[name = c"all"]
+    All,
+}
+
+impl From<DetailSetting> for HistoryDetail {
+    fn from(setting: DetailSetting) -> HistoryDetail {
+        match setting {
+            DetailSetting::Changes => HistoryDetail::Changes,
+            DetailSetting::All => HistoryDetail::All,
+        }
+    }
+}
 
 /// The configuration cannot be used: raised before any request is sent. No variant holds the key.
 #[derive(Debug, thiserror::Error)]
@@ -222,6 +245,34 @@ pub fn define() {
         GucContext::Sighup,
         GucFlags::UNIT_S,
     );
+    GucRegistry::define_int_guc(
+        c"dex_collector.event_retention",
+        c"The background worker deletes events older than this; 0 keeps all.",
+        c"",
+        &EVENT_RETENTION_S,
+        0,
+        i32::MAX,
+        GucContext::Sighup,
+        GucFlags::UNIT_S,
+    );
+    GucRegistry::define_int_guc(
+        c"dex_collector.rollup_retention",
+        c"The background worker deletes daily rollups of days older than this; 0 keeps all.",
+        c"",
+        &ROLLUP_RETENTION_S,
+        0,
+        i32::MAX,
+        GucContext::Sighup,
+        GucFlags::UNIT_S,
+    );
+    GucRegistry::define_enum_guc(
+        c"dex_collector.history_detail",
+        c"Which results get a row of dex_collector.run_results: changes, or all.",
+        c"changes: failures, skips, the first success after either, and successes with more pages pending or another HTTP status; every result is counted in runs and daily_rollups either way.",
+        &HISTORY_DETAIL,
+        GucContext::Suset,
+        GucFlags::default(),
+    );
     GucRegistry::define_string_guc(
         c"dex_collector.ca_file",
         c"PEM file of extra CA certificates trusted for https site URLs.",
@@ -322,8 +373,8 @@ pub fn dex_max_bytes() -> usize {
 pub struct WorkerSettings {
     /// Run a collection this often; `None`: only queued runs.
     pub interval: Option<Duration>,
-    /// Delete history older than this; `None`: keep it all.
-    pub history_retention: Option<Duration>,
+    /// What the worker deletes, and after how long.
+    pub retention: Retention,
 }
 
 impl WorkerSettings {
@@ -333,7 +384,11 @@ impl WorkerSettings {
         };
         WorkerSettings {
             interval: seconds(WORKER_INTERVAL_S.get()),
-            history_retention: seconds(HISTORY_RETENTION_S.get()),
+            retention: Retention {
+                runs: seconds(HISTORY_RETENTION_S.get()),
+                events: seconds(EVENT_RETENTION_S.get()),
+                rollups: seconds(ROLLUP_RETENTION_S.get()),
+            },
         }
     }
 }
@@ -352,7 +407,7 @@ pub struct Settings {
     pub run_deadline: Duration,
     pub ca_file: Option<String>,
     pub targets_query: Option<String>,
-    pub alerts: AlertPolicy,
+    pub recording: Recording,
 }
 
 impl Settings {
@@ -401,12 +456,15 @@ impl Settings {
             run_deadline: millis(RUN_DEADLINE_MS.get()),
             ca_file: string_setting(&CA_FILE),
             targets_query: string_setting(&TARGETS_QUERY),
-            alerts: AlertPolicy {
-                after_failures: ALERT_AFTER_FAILURES.get().max(1),
-                after: Some(Duration::from_secs(u64::from(positive(
-                    ALERT_AFTER_S.get(),
-                ))))
-                .filter(|after| !after.is_zero()),
+            recording: Recording {
+                alerts: AlertPolicy {
+                    after_failures: ALERT_AFTER_FAILURES.get().max(1),
+                    after: Some(Duration::from_secs(u64::from(positive(
+                        ALERT_AFTER_S.get(),
+                    ))))
+                    .filter(|after| !after.is_zero()),
+                },
+                detail: HISTORY_DETAIL.get().into(),
             },
         })
     }

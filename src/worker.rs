@@ -1,8 +1,8 @@
 //! What the background worker does: runs queued collections (`dex_collect_all_async()`) as soon
 //! as a committing caller sets its latch, runs one every `dex_collector.interval` when that is
-//! set, sends events to the webhook and pings the heartbeat (`delivery.rs`), deletes history
-//! older than `dex_collector.history_retention`, and marks runs a crash left `running` as
-//! `interrupted`.
+//! set, sends events to the webhook and pings the heartbeat (`delivery.rs`), deletes runs, events
+//! and daily rollups past their retention (`history_retention`, `event_retention`,
+//! `rollup_retention`), and marks runs a crash left `running` as `interrupted`.
 //!
 //! The loop survives every error: each unit of work runs in its own transaction, an error aborts
 //! it, is logged (the same problem at most every ten minutes) and backs the loop off. While there
@@ -16,7 +16,7 @@ use pgrx::bgworkers::{BackgroundWorker, BackgroundWorkerBuilder, SignalWakeFlags
 use pgrx::prelude::*;
 
 use crate::delivery::Deliveries;
-use crate::history;
+use crate::history::{self, Retention};
 use crate::lifecycle::{self, in_own_transaction, WorkerRun};
 use crate::pg;
 use crate::settings::{worker_database, WorkerSettings};
@@ -28,7 +28,10 @@ const WORKER_NAME: &str = "dex_collector worker";
 /// Longest sleep between looks at the queue when nothing wakes the worker.
 const IDLE_WAIT: Duration = Duration::from_secs(10);
 const RETENTION_EVERY: Duration = Duration::from_secs(3600);
-const RETENTION_BATCH: i64 = 20;
+/// Runs per transaction, each with its results (up to one row per company).
+const RETENTION_RUNS_BATCH: i64 = 20;
+/// Events, and daily rollups, per transaction.
+const RETENTION_ROWS_BATCH: i64 = 5_000;
 const MAX_BACKOFF: Duration = Duration::from_secs(60);
 /// The same problem is logged again after this long at the earliest.
 const REPEAT_PROBLEM_AFTER: Duration = Duration::from_secs(600);
@@ -212,11 +215,12 @@ fn serve(database: &str) {
                 // Each event keeps its own backoff: the loop's does not apply.
                 problems.report(problem);
             }
-            if let Some(retention) = settings.history_retention {
-                if Instant::now() >= next_retention && !pg::shutdown_requested() {
-                    ok &= delete_old_history(retention, &mut problems);
-                    next_retention = Instant::now() + RETENTION_EVERY;
-                }
+            if !settings.retention.keeps_everything()
+                && Instant::now() >= next_retention
+                && !pg::shutdown_requested()
+            {
+                ok &= delete_old_history(settings.retention, &mut problems);
+                next_retention = Instant::now() + RETENTION_EVERY;
             }
         }
 
@@ -286,12 +290,13 @@ fn mark_interrupted_runs(problems: &mut Problems) -> bool {
     }
 }
 
-/// Deletes old runs in small transactions. True when it went without error.
-fn delete_old_history(retention: Duration, problems: &mut Problems) -> bool {
-    let seconds = i64::try_from(retention.as_secs()).unwrap_or(i64::MAX);
+/// Deletes old history in small transactions. True when it went without error.
+fn delete_old_history(retention: Retention, problems: &mut Problems) -> bool {
     let mut deleted = 0;
     while !pg::shutdown_requested() {
-        match in_own_transaction(|| history::delete_old_history(seconds, RETENTION_BATCH)) {
+        match in_own_transaction(|| {
+            history::delete_old_history(retention, RETENTION_RUNS_BATCH, RETENTION_ROWS_BATCH)
+        }) {
             Ok(0) => break,
             Ok(count) => deleted += count,
             Err(error) => {
@@ -301,7 +306,7 @@ fn delete_old_history(retention: Duration, problems: &mut Problems) -> bool {
         }
     }
     if deleted > 0 {
-        log!("dex_collector worker: deleted {deleted} run(s) and event(s) older than dex_collector.history_retention");
+        log!("dex_collector worker: deleted {deleted} row(s) of history past their retention");
     }
     true
 }

@@ -6,6 +6,7 @@
 //! - [`fan_out`]: every target called, a few at a time, under a deadline, interruptible, each
 //!   result handed to a [`fan_out::Host`] as it comes;
 //! - [`summary`]: a run's results and the arithmetic of its summary;
+//! - [`history_sql`]: the statements that record results and delete old history;
 //! - [`alert`]: an event to a webhook (signed) and a heartbeat ping, over the same client.
 //!
 //! The extension supplies the PostgreSQL side: settings, the targets query, the history, locks,
@@ -16,5 +17,6 @@
 pub mod alert;
 pub mod endpoint;
 pub mod fan_out;
+pub mod history_sql;
 pub mod summary;
 pub mod target;

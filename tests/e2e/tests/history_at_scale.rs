@@ -121,6 +121,12 @@ fn the_monitoring_queries_probe_indexes_at_four_million_results() {
         (row.get(0), row.get(1))
     };
     assert_eq!(rows, i64::from(RUNS) * i64::from(COMPANIES));
+    // The upgrade counted every result of the history into its day's rollup.
+    let rolled_up: i64 = one(
+        &mut client,
+        "SELECT (sum(attempts) + sum(skipped))::bigint FROM dex_collector.daily_rollups",
+    );
+    assert_eq!(rolled_up, rows);
     println!(
         "run_results: {rows} rows, {} MB with indexes, {} bytes per company-run",
         bytes / 1_000_000,

@@ -198,8 +198,10 @@ fn the_history_survives_pg_dump_and_restore_and_idempotency_keys_never_repeat() 
                      FROM dex_collector.runs WHERE status <> 'queued'";
     let results = "SELECT string_agg(format('%s %s %s', run_id, company_id, status), ', ' ORDER BY run_id, company_id)
                      FROM dex_collector.run_results";
+    let rollups = "SELECT string_agg(r::text, ', ' ORDER BY company_id, day) FROM dex_collector.daily_rollups r";
     let original_history: String = one(&mut client, history);
     let original_results: String = one(&mut client, results);
+    let original_rollups: String = one(&mut client, rollups);
 
     // Every key is the run's random key, the company and the page.
     let first_key: String = one(
@@ -262,6 +264,11 @@ fn the_history_survives_pg_dump_and_restore_and_idempotency_keys_never_repeat() 
             one::<String>(&mut restored_client, results),
             original_results,
             "{format}"
+        );
+        assert_eq!(
+            one::<String>(&mut restored_client, rollups),
+            original_rollups,
+            "{format}: the daily rollups"
         );
         let queued: i64 = one(
             &mut restored_client,

@@ -277,6 +277,27 @@ fn an_upgrade_from_0_2_0_builds_each_company_state_from_its_history() {
     );
     let events: i64 = one(&mut client, "SELECT count(*) FROM dex_collector.events");
     assert_eq!(events, 0, "the past is state, not new events");
+    // The days of the history, rolled up: every result counted (the runs here span one day, or
+    // two across midnight UTC).
+    let days: Vec<(String, i64, i64, i64, i64)> = client
+        .query(
+            "SELECT company_name, sum(attempts)::bigint, sum(succeeded)::bigint,
+                    sum(failed)::bigint, sum(skipped)::bigint
+               FROM dex_collector.daily_rollups GROUP BY company_name ORDER BY company_name LIMIT 3",
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|row| (row.get(0), row.get(1), row.get(2), row.get(3), row.get(4)))
+        .collect();
+    assert_eq!(
+        days,
+        [
+            ("Acme Vending".to_string(), 4, 1, 3, 0),
+            ("Beta Snacks".to_string(), 4, 3, 1, 0),
+            ("Coastal Refreshments".to_string(), 3, 3, 0, 1),
+        ]
+    );
     // The fair order reads the same runs from companies as it did from the history.
     let last_calls: Vec<(Option<i64>, Option<i64>)> = client
         .query(

@@ -336,8 +336,14 @@ fn retention_deletes_only_old_history() {
              SELECT now() - make_interval(days => d), now() - make_interval(days => d), 'succeeded', 'manual'
                FROM generate_series(1, 60) AS d;
              INSERT INTO dex_collector.run_results (run_id, company_id, company_name, status)
-             SELECT id, '{}', 'Acme Vending', 'succeeded' FROM dex_collector.runs;",
-            sample::ACME
+             SELECT id, '{acme}', 'Acme Vending', 'succeeded' FROM dex_collector.runs;
+             INSERT INTO dex_collector.events (kind, company_id, created_at)
+             SELECT 'failing', '{acme}', now() - make_interval(days => d)
+               FROM generate_series(1, 120) AS d;
+             INSERT INTO dex_collector.daily_rollups (day, company_id, duration_histogram)
+             SELECT (now() AT TIME ZONE 'UTC')::date - d, '{acme}', array_fill(0, ARRAY[60])
+               FROM generate_series(1, 500) AS d;",
+            acme = sample::ACME
         ))
         .unwrap();
     // The worker's first sweep runs at its start; restart it to have one now.
@@ -351,6 +357,15 @@ fn retention_deletes_only_old_history() {
         |n| *n == 13,
     );
     assert_eq!(remaining, 13, "runs started 1 to 13 days ago are kept");
+    // Events for dex_collector.event_retention (90 days), rollups for rollup_retention (400).
+    let kept = wait_for::<String>(
+        &deployment.cluster,
+        "SELECT format('%s %s', (SELECT count(*) FROM dex_collector.events),
+                                (SELECT count(*) FROM dex_collector.daily_rollups))",
+        Duration::from_secs(30),
+        |kept| kept == "89 400",
+    );
+    assert_eq!(kept, "89 400");
     let oldest_kept: i64 = client
         .query_one(
             "SELECT max(extract(day FROM now() - started_at))::bigint FROM dex_collector.runs",
