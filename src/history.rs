@@ -329,6 +329,11 @@ impl Retention {
     }
 }
 
+/// Runs per retention batch, each with its results (up to one row per company).
+pub const RETENTION_RUNS_BATCH: i64 = 20;
+/// Events, and daily rollups, per retention batch.
+pub const RETENTION_ROWS_BATCH: i64 = 5_000;
+
 /// Deletes, in the caller's transaction, up to `runs_batch` runs (each with its results) and
 /// `rows_batch` events and rollups older than their retention; returns how many rows in all.
 /// Called repeatedly, one small transaction each, so no lock is held for long.

@@ -19,7 +19,7 @@ use crate::history::{self, Recording, Trigger};
 use crate::lock::{self, SessionLocks};
 use crate::pg;
 use crate::run::{self, Interrupts, Plan, Scope};
-use crate::settings::worker_database;
+use crate::settings::{self, worker_database};
 use crate::version;
 use dex_collector_core::endpoint::RunIdentity;
 use dex_collector_core::fan_out::Executed;
@@ -50,6 +50,15 @@ pub fn collect_in_transaction(scope: Scope, trigger: Trigger) -> Result<Value, C
         executed.summary.final_status(),
         plan.settings.recording,
     )?;
+    // Where no worker deletes old history, each call deletes a batch of it: more than one run
+    // adds, so the history stays within its retention whatever the schedule.
+    if !worker_serves_this_database()? {
+        history::delete_old_history(
+            settings::retention(),
+            history::RETENTION_RUNS_BATCH,
+            history::RETENTION_ROWS_BATCH,
+        )?;
+    }
     // The worker sends what the run leaves to send (events, the heartbeat) once it commits.
     pg::wake_worker_at_commit();
     Ok(executed.summary.to_json())
@@ -64,23 +73,30 @@ pub fn queue_for_worker() -> Result<i64, CollectError> {
             worker_database: None,
         });
     }
-    let worker_database = worker_database();
-    let served = Spi::get_one_with_args::<bool>(
-        "SELECT current_database() = $1",
-        &[worker_database.as_str().into()],
-    )
-    .map_err(|error| CollectError::Transaction {
-        message: error.to_string(),
-    })?;
-    if served != Some(true) {
+    if !worker_serves_this_database()? {
         return Err(CollectError::NoWorkerForDatabase {
-            worker_database: Some(worker_database),
+            worker_database: Some(worker_database()),
         });
     }
     version::check_installed_version()?;
     let run_id = history::queue_run()?;
     pg::wake_worker_at_commit();
     Ok(run_id)
+}
+
+/// The library is preloaded, so a worker runs, and `dex_collector.database` is this database.
+fn worker_serves_this_database() -> Result<bool, CollectError> {
+    if !pg::preloaded() {
+        return Ok(false);
+    }
+    let served = Spi::get_one_with_args::<bool>(
+        "SELECT current_database() = $1",
+        &[worker_database().as_str().into()],
+    )
+    .map_err(|error| CollectError::Transaction {
+        message: error.to_string(),
+    })?;
+    Ok(served == Some(true))
 }
 
 /// `work` in a transaction of its own (the worker's way); an ERROR inside becomes its message.

@@ -379,18 +379,25 @@ pub struct WorkerSettings {
 
 impl WorkerSettings {
     pub fn current() -> WorkerSettings {
-        let seconds = |value: i32| {
-            Some(Duration::from_secs(u64::from(positive(value)))).filter(|d| !d.is_zero())
-        };
         WorkerSettings {
-            interval: seconds(WORKER_INTERVAL_S.get()),
-            retention: Retention {
-                runs: seconds(HISTORY_RETENTION_S.get()),
-                events: seconds(EVENT_RETENTION_S.get()),
-                rollups: seconds(ROLLUP_RETENTION_S.get()),
-            },
+            interval: nonzero_seconds(WORKER_INTERVAL_S.get()),
+            retention: retention(),
         }
     }
+}
+
+/// How long each kind of history is kept.
+pub fn retention() -> Retention {
+    Retention {
+        runs: nonzero_seconds(HISTORY_RETENTION_S.get()),
+        events: nonzero_seconds(EVENT_RETENTION_S.get()),
+        rollups: nonzero_seconds(ROLLUP_RETENTION_S.get()),
+    }
+}
+
+/// A setting in seconds, `None` for 0 (off).
+fn nonzero_seconds(value: i32) -> Option<Duration> {
+    Some(Duration::from_secs(u64::from(positive(value)))).filter(|d| !d.is_zero())
 }
 
 /// The database the background worker connects to.

@@ -16,7 +16,7 @@ use pgrx::bgworkers::{BackgroundWorker, BackgroundWorkerBuilder, SignalWakeFlags
 use pgrx::prelude::*;
 
 use crate::delivery::Deliveries;
-use crate::history::{self, Retention};
+use crate::history::{self, Retention, RETENTION_ROWS_BATCH, RETENTION_RUNS_BATCH};
 use crate::lifecycle::{self, in_own_transaction, WorkerRun};
 use crate::pg;
 use crate::settings::{worker_database, WorkerSettings};
@@ -28,10 +28,6 @@ const WORKER_NAME: &str = "dex_collector worker";
 /// Longest sleep between looks at the queue when nothing wakes the worker.
 const IDLE_WAIT: Duration = Duration::from_secs(10);
 const RETENTION_EVERY: Duration = Duration::from_secs(3600);
-/// Runs per transaction, each with its results (up to one row per company).
-const RETENTION_RUNS_BATCH: i64 = 20;
-/// Events, and daily rollups, per transaction.
-const RETENTION_ROWS_BATCH: i64 = 5_000;
 const MAX_BACKOFF: Duration = Duration::from_secs(60);
 /// The same problem is logged again after this long at the earliest.
 const REPEAT_PROBLEM_AFTER: Duration = Duration::from_secs(600);

@@ -240,3 +240,43 @@ fn the_detail_can_change_between_runs_and_all_keeps_every_result() {
     assert_eq!(failures, 2);
     assert_eq!(rolled_up(&mut client), expected_days(&summaries));
 }
+
+#[test]
+fn without_the_worker_each_call_deletes_a_batch_of_old_history() {
+    let deployment = Deployment::start(DeploymentOptions::default()).unwrap();
+    let mut client = deployment.client();
+    // 30 runs from 20 to 49 days ago with a result each, events from 1 to 120 days ago, rollups
+    // from 1 to 500 days ago: the defaults keep 14, 90 and 400 days.
+    client
+        .batch_execute(&format!(
+            "INSERT INTO dex_collector.runs (started_at, finished_at, status, trigger)
+             SELECT now() - make_interval(days => d), now() - make_interval(days => d), 'succeeded', 'pg_cron'
+               FROM generate_series(20, 49) AS d;
+             INSERT INTO dex_collector.run_results (run_id, company_id, company_name, status)
+             SELECT id, '{acme}', 'Acme Vending', 'failed' FROM dex_collector.runs;
+             INSERT INTO dex_collector.events (kind, company_id, created_at)
+             SELECT 'failing', '{acme}', now() - make_interval(days => d) FROM generate_series(1, 120) AS d;
+             INSERT INTO dex_collector.daily_rollups (day, company_id, duration_histogram)
+             SELECT (now() AT TIME ZONE 'UTC')::date - d, '{acme}', array_fill(0, ARRAY[60])
+               FROM generate_series(1, 500) AS d;",
+            acme = sample::ACME
+        ))
+        .unwrap();
+    let history = "SELECT format('%s runs, %s results, %s events, %s rollups',
+                            (SELECT count(*) FROM dex_collector.runs),
+                            (SELECT count(*) FROM dex_collector.run_results),
+                            (SELECT count(*) FROM dex_collector.events),
+                            (SELECT count(*) FROM dex_collector.daily_rollups))";
+    deployment.collect_all();
+    // Twenty old runs per call, with their results; the call's own run and its results stay, and
+    // today's rollups and the call's two events (companies without credentials) with them.
+    assert_eq!(
+        one::<String>(&mut client, history),
+        "11 runs, 20 results, 91 events, 410 rollups"
+    );
+    deployment.collect_all();
+    assert_eq!(
+        one::<String>(&mut client, history),
+        "2 runs, 10 results, 91 events, 410 rollups"
+    );
+}
