@@ -7,7 +7,10 @@
 # `./scripts/bench.sh --dex-memory` measures a backend's peak memory for one dex_parse() call;
 # `./scripts/bench.sh --fairness` runs 1,000 companies with heavy-tailed endpoint times under the
 # run deadline until each has been collected; `./scripts/bench.sh --history` times docs/monitoring.md's
-# monitoring queries over a generated 14-day history of 1,000 companies (4 million results).
+# monitoring queries over a generated 14-day history of 1,000 companies (4 million results);
+# `./scripts/bench.sh --history-month [--days D] [--companies N] [--seed S]` records 30 days of
+# 1,000 companies every 5 minutes in simulated time with history_detail 'all' and 'changes',
+# and reports their size, dead tuples and query times (tens of minutes at the defaults).
 #
 # On the PostgreSQL major in $DEX_PG_MAJOR (15 unless set): `DEX_PG_MAJOR=17 ./scripts/bench.sh`
 # runs in the Debian 13 chroot where this machine's Debian has no PostgreSQL 17 (scripts/test.sh).
@@ -30,6 +33,8 @@ elif [ "${1:-}" = "--fairness" ]; then
     cargo run --quiet --release -p dex-collector-bench --bin dex-fairness-bench
 elif [ "${1:-}" = "--history" ]; then
     cargo test --quiet --release -p dex_collector_e2e --test history_at_scale -- --nocapture
+elif [ "${1:-}" = "--history-month" ]; then
+    cargo run --quiet --release -p dex-collector-bench --bin dex-history-bench -- "${@:2}"
 elif [ "${1:-}" = "--dex-memory" ]; then
     cargo run --quiet --release -p dex-collector-bench --bin dex-parse-bench -- --memory
 else

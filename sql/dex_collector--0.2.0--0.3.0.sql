@@ -161,6 +161,9 @@ CREATE TABLE dex_collector.events (
     next_delivery_at      timestamptz  -- not before this (the backoff)
 );
 CREATE INDEX events_undelivered_idx ON dex_collector.events (id) WHERE delivered_at IS NULL;
+-- What health counts as undelivered alerts: offered to the webhook, not taken yet.
+CREATE INDEX events_offered_idx ON dex_collector.events (id)
+    WHERE delivered_at IS NULL AND delivery_attempts > 0;
 COMMENT ON TABLE dex_collector.events IS 'dex_collector: changes of a company''s health, and runs that failed or were cut short';
 
 SELECT pg_catalog.pg_extension_config_dump('dex_collector.companies', '');
@@ -417,10 +420,11 @@ CREATE TABLE dex_collector.daily_rollups (
     duration_ms_max       bigint,
     -- The attempts' durations in 60 buckets: bucket b (element b + 1) counts those whose
     -- floor(3 * log2(ms + 1)) is b, the last also all longer ones; each 2^(1/3) wider than the one
-    -- before, so a percentile read from its bucket's middle is within 12 %.
-    duration_histogram    integer[] NOT NULL,
+    -- before, so a percentile read from its bucket's middle is within 12 %. smallint, to keep the
+    -- row small: a bucket stops counting at 32,767 a day (one attempt every 2.6 s, all alike).
+    duration_histogram    smallint[] NOT NULL,
     PRIMARY KEY (company_id, day)
-) WITH (fillfactor = 70);  -- today's rows are updated at every run: room for those updates in place
+) WITH (fillfactor = 80);  -- today's rows are updated at every run: room for those updates in place
 CREATE INDEX daily_rollups_day_idx ON dex_collector.daily_rollups (day);
 COMMENT ON TABLE dex_collector.daily_rollups IS 'dex_collector: one row per company per day, every result counted';
 SELECT pg_catalog.pg_extension_config_dump('dex_collector.daily_rollups', '');
@@ -447,7 +451,8 @@ WITH results AS (
     SELECT day, company_id, bucket, count(*) AS count
       FROM results WHERE bucket IS NOT NULL GROUP BY day, company_id, bucket
 ), histograms AS (
-    SELECT d.day, d.company_id, array_agg(coalesce(k.count, 0)::integer ORDER BY b.bucket) AS duration_histogram
+    SELECT d.day, d.company_id,
+           array_agg(least(coalesce(k.count, 0), 32767)::smallint ORDER BY b.bucket) AS duration_histogram
       FROM days d CROSS JOIN generate_series(0, 59) AS b(bucket)
       LEFT JOIN buckets k ON k.day = d.day AND k.company_id = d.company_id AND k.bucket = b.bucket
      GROUP BY d.day, d.company_id
@@ -476,7 +481,8 @@ COMMENT ON VIEW dex_collector.company_days IS
     'dex_collector: per company per day (UTC), results by status, records, and duration percentiles';
 
 -- All companies' days added up, one row per day, the percentiles read as in company_days from the
--- sum of the day's histograms.
+-- sum of the day's histograms, added up when read: a query names its days (WHERE day > ...), so
+-- that only those are.
 CREATE VIEW dex_collector.daily_totals AS
 WITH buckets AS (
     SELECT r.day, u.n, sum(u.count) AS count
@@ -503,7 +509,7 @@ COMMENT ON VIEW dex_collector.daily_totals IS
 
 -- What the history takes on disk, table by table (indexes and TOAST included), how many rows the
 -- last day added, how long each is kept, and the size once it holds that long at that rate:
--- bytes per row now (PostgreSQL's row estimate) x rows a day x days kept. NULL: kept for ever
+-- bytes per row now (live rows as the statistics count them) x rows a day x days kept. NULL: kept for ever
 -- (a retention of 0), or no rows to measure yet. companies does not grow with time.
 CREATE VIEW dex_collector.history_size AS
 WITH kept AS (
@@ -525,15 +531,15 @@ WITH kept AS (
         (5, 'companies', 'dex_collector.companies'::regclass, NULL, NULL)
       ) AS t(n, name, relation, retention, rows_last_day)
 )
-SELECT k.name AS table_name, greatest(c.reltuples, 0)::bigint AS rows,
+SELECT k.name AS table_name, s.n_live_tup AS rows,
        pg_total_relation_size(k.relation) AS bytes, k.rows_last_day,
        k.retention,
        CASE WHEN k.name = 'companies' THEN pg_total_relation_size(k.relation)
-            WHEN k.retention IS NOT NULL AND c.reltuples > 0
-            THEN (pg_total_relation_size(k.relation) / c.reltuples * k.rows_last_day
+            WHEN k.retention IS NOT NULL AND s.n_live_tup > 0
+            THEN (pg_total_relation_size(k.relation)::float8 / s.n_live_tup * k.rows_last_day
                   * extract(epoch FROM k.retention) / 86400)::bigint
        END AS projected_bytes
-  FROM kept k JOIN pg_class c ON c.oid = k.relation
+  FROM kept k JOIN pg_stat_all_tables s ON s.relid = k.relation
  ORDER BY k.n;
 COMMENT ON VIEW dex_collector.history_size IS
     'dex_collector: bytes per history table now, rows the last day added, retention, and the size projected at that rate';

@@ -197,7 +197,8 @@ COMMENT ON VIEW dex_collector.company_days IS
     'dex_collector: per company per day (UTC), results by status, records, and duration percentiles';
 
 -- All companies' days added up, one row per day, the percentiles read as in company_days from the
--- sum of the day's histograms.
+-- sum of the day's histograms, added up when read: a query names its days (WHERE day > ...), so
+-- that only those are.
 CREATE VIEW dex_collector.daily_totals AS
 WITH buckets AS (
     SELECT r.day, u.n, sum(u.count) AS count
@@ -224,7 +225,7 @@ COMMENT ON VIEW dex_collector.daily_totals IS
 
 -- What the history takes on disk, table by table (indexes and TOAST included), how many rows the
 -- last day added, how long each is kept, and the size once it holds that long at that rate:
--- bytes per row now (PostgreSQL's row estimate) x rows a day x days kept. NULL: kept for ever
+-- bytes per row now (live rows as the statistics count them) x rows a day x days kept. NULL: kept for ever
 -- (a retention of 0), or no rows to measure yet. companies does not grow with time.
 CREATE VIEW dex_collector.history_size AS
 WITH kept AS (
@@ -246,15 +247,15 @@ WITH kept AS (
         (5, 'companies', 'dex_collector.companies'::regclass, NULL, NULL)
       ) AS t(n, name, relation, retention, rows_last_day)
 )
-SELECT k.name AS table_name, greatest(c.reltuples, 0)::bigint AS rows,
+SELECT k.name AS table_name, s.n_live_tup AS rows,
        pg_total_relation_size(k.relation) AS bytes, k.rows_last_day,
        k.retention,
        CASE WHEN k.name = 'companies' THEN pg_total_relation_size(k.relation)
-            WHEN k.retention IS NOT NULL AND c.reltuples > 0
-            THEN (pg_total_relation_size(k.relation) / c.reltuples * k.rows_last_day
+            WHEN k.retention IS NOT NULL AND s.n_live_tup > 0
+            THEN (pg_total_relation_size(k.relation)::float8 / s.n_live_tup * k.rows_last_day
                   * extract(epoch FROM k.retention) / 86400)::bigint
        END AS projected_bytes
-  FROM kept k JOIN pg_class c ON c.oid = k.relation
+  FROM kept k JOIN pg_stat_all_tables s ON s.relid = k.relation
  ORDER BY k.n;
 COMMENT ON VIEW dex_collector.history_size IS
     'dex_collector: bytes per history table now, rows the last day added, retention, and the size projected at that rate';

@@ -99,8 +99,9 @@ WITH incoming AS (
            (i.status = 'failed')::int, (i.status = 'skipped')::int, coalesce(i.attempts, 0),
            coalesce(i.records_collected, 0), coalesce(i.machines_updated, 0),
            CASE WHEN i.bucket IS NOT NULL THEN i.duration_ms END,
-           CASE WHEN i.bucket IS NULL THEN array_fill(0, ARRAY[60])
-                ELSE array_fill(0, ARRAY[i.bucket]) || 1 || array_fill(0, ARRAY[59 - i.bucket]) END
+           CASE WHEN i.bucket IS NULL THEN array_fill(0::smallint, ARRAY[60])
+                ELSE array_fill(0::smallint, ARRAY[i.bucket]) || 1::smallint
+                     || array_fill(0::smallint, ARRAY[59 - i.bucket]) END
       FROM incoming i
         ON CONFLICT (company_id, day) DO UPDATE
        SET company_name = excluded.company_name,
@@ -110,12 +111,14 @@ WITH incoming AS (
            records_collected = d.records_collected + excluded.records_collected,
            machines_updated = d.machines_updated + excluded.machines_updated,
            duration_ms_max = greatest(d.duration_ms_max, excluded.duration_ms_max),
-           -- The new row's histogram is all zeros but a 1 in its duration's bucket (if any).
+           -- The new row's histogram is all zeros but a 1 in its duration's bucket (if any); a
+           -- bucket stops counting at smallint's 32,767.
            duration_histogram = CASE
-               WHEN array_position(excluded.duration_histogram, 1) IS NULL THEN d.duration_histogram
-               ELSE d.duration_histogram[:array_position(excluded.duration_histogram, 1) - 1]
-                    || d.duration_histogram[array_position(excluded.duration_histogram, 1)] + 1
-                    || d.duration_histogram[array_position(excluded.duration_histogram, 1) + 1:] END
+               WHEN array_position(excluded.duration_histogram, 1::smallint) IS NULL THEN d.duration_histogram
+               ELSE d.duration_histogram[:array_position(excluded.duration_histogram, 1::smallint) - 1]
+                    || least(d.duration_histogram[array_position(excluded.duration_histogram, 1::smallint)] + 1,
+                             32767)::smallint
+                    || d.duration_histogram[array_position(excluded.duration_histogram, 1::smallint) + 1:] END
 ), counted AS (
     SELECT i.*,
            CASE i.status WHEN 'succeeded' THEN 0

@@ -12,6 +12,10 @@
 
 #![forbid(unsafe_code)]
 
+#[path = "../random.rs"]
+mod random;
+
+use random::Random;
 use std::collections::BTreeSet;
 use std::error::Error;
 use std::process::ExitCode;
@@ -58,31 +62,6 @@ fn main() -> ExitCode {
             eprintln!("dex-fairness-bench: {error}");
             ExitCode::FAILURE
         }
-    }
-}
-
-/// SplitMix64: a fixed seed gives every run of the benchmark the same endpoint times.
-struct Random(u64);
-
-impl Random {
-    fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in (0, 1].
-    fn unit(&mut self) -> f64 {
-        ((self.next_u64() >> 11) as f64 + 1.0) / (1u64 << 53) as f64
-    }
-
-    /// Log-normal with the given median and shape (Box-Muller).
-    fn log_normal(&mut self, median: f64, sigma: f64) -> f64 {
-        let normal =
-            (-2.0 * self.unit().ln()).sqrt() * (2.0 * std::f64::consts::PI * self.unit()).cos();
-        median * (sigma * normal).exp()
     }
 }
 
