@@ -11,14 +11,21 @@ export PG_CONFIG="/usr/lib/postgresql/${PG_MAJOR}/bin/pg_config"
 # The crate's default feature is pg15; every other major is chosen explicitly.
 PG_FEATURES=(--no-default-features --features "pg${PG_MAJOR}")
 
-step() { printf '\n==> %s\n' "$*"; }
+# Each step is printed with the time since the command began (scripts called by scripts, chroots
+# included, count from the first one's start): where a run's time goes, part by part.
+export DEX_STARTED_AT="${DEX_STARTED_AT:-$(date +%s)}"
+step() {
+    local elapsed=$(($(date +%s) - DEX_STARTED_AT))
+    printf '\n==> [%d:%02d] %s\n' "$((elapsed / 60))" "$((elapsed % 60))" "$*"
+}
 
 as_root() {
     if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi
 }
 
-# Whether this machine's apt sources have PostgreSQL $1 (Debian 12 has 15, Debian 13 has 17; the
-# PostgreSQL project's apt repository, where configured, has them all).
+# Whether this machine's apt sources have PostgreSQL $1 (Debian 12 has 15, Debian 13 has 17, the
+# testing release "forky" has 18; the PostgreSQL project's apt repository, where configured, has
+# them all).
 packaged_here() {
     local policy
     policy="$(apt-cache policy "postgresql-$1" 2>/dev/null)"
@@ -30,6 +37,7 @@ debian_suite_for() {
     case "$1" in
         15) echo bookworm ;;
         17) echo trixie ;;
+        18) echo forky ;;
         *)
             echo "no Debian release packages PostgreSQL $1: add the PostgreSQL apt repository" \
                 "(https://wiki.postgresql.org/wiki/Apt) to this machine and run this again" >&2
@@ -60,6 +68,7 @@ where_packaged() {
 in_chroot() {
     local status=0
     as_root env HOME="$HOME" ${CI:+CI="$CI"} ${DEX_PG_MAJOR:+DEX_PG_MAJOR="$DEX_PG_MAJOR"} \
+        ${DEX_STARTED_AT:+DEX_STARTED_AT="$DEX_STARTED_AT"} ${DEX_E2E_JOBS:+DEX_E2E_JOBS="$DEX_E2E_JOBS"} \
         ${DEX_CHROOT_DIR:+DEX_CHROOT_DIR="$DEX_CHROOT_DIR"} ${DEBIAN_MIRROR:+DEBIAN_MIRROR="$DEBIAN_MIRROR"} \
         "$REPO_ROOT/scripts/in-chroot.sh" "$@" || status=$?
     if [ "$(id -u)" -ne 0 ]; then

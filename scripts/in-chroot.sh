@@ -124,7 +124,16 @@ ensure_chroot() {
         rm -rf --one-file-system "$CHROOT"
     fi
     echo "==> Debian $SUITE chroot at $CHROOT (once, about a minute)"
-    debootstrap --variant=minbase "$SUITE" "$CHROOT" "$MIRROR" >/dev/null
+    # A release newer than this machine's debootstrap knows (forky on Debian 12) is bootstrapped
+    # with the script of the rolling release, sid, which every debootstrap has.
+    local script=()
+    [ -e "/usr/share/debootstrap/scripts/$SUITE" ] || script=(/usr/share/debootstrap/scripts/sid)
+    debootstrap --variant=minbase "$SUITE" "$CHROOT" "$MIRROR" "${script[@]}" >/dev/null
+    # Debian's testing release is signed with a Release file that expires within days, and a
+    # mirror can lag behind it; apt would then refuse every update.
+    if [ "${#script[@]}" -gt 0 ]; then
+        echo 'Acquire::Check-Valid-Until "false";' >"$CHROOT/etc/apt/apt.conf.d/99dex-collector-testing"
+    fi
     # Debian's postgresql package would start a cluster of its own; the tests start throwaway ones.
     printf '#!/bin/sh\nexit 101\n' >"$CHROOT/usr/sbin/policy-rc.d"
     chmod 0755 "$CHROOT/usr/sbin/policy-rc.d"
@@ -160,7 +169,9 @@ mount_all
 path=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 environment=(HOME="$HOME" TERM="${TERM:-dumb}" LANG=C.UTF-8 DEBIAN_FRONTEND=noninteractive DEX_IN_CHROOT="$SUITE")
 [ -n "${CI:-}" ] && environment+=(CI="$CI")
-[ -n "${DEX_PG_MAJOR:-}" ] && environment+=(DEX_PG_MAJOR="$DEX_PG_MAJOR")
+for passed in DEX_PG_MAJOR DEX_STARTED_AT DEX_E2E_JOBS; do
+    if [ -n "${!passed:-}" ]; then environment+=("$passed=${!passed}"); fi
+done
 if $with_rust; then
     path="$HOME/.cargo/bin:/cargo/bin:$path"
     environment+=(RUSTUP_HOME="$HOME/.rustup" CARGO_HOME=/cargo CARGO_TARGET_DIR=/target)

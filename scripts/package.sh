@@ -15,18 +15,21 @@ setup
 cd "$REPO_ROOT"
 
 # The newest glibc a build may need, by the Debian release it is built on: README.md's Install
-# section states these two.
+# section states these.
 glibc_floor_for() {
     case "$1" in
         debian12) echo 2.34 ;;
         debian13) echo 2.38 ;;
+        debian-forky) echo 2.38 ;;
         *) echo "no glibc floor stated for a $1 build: add it here and to README.md" >&2; return 1 ;;
     esac
 }
 
 version="$(sed -n 's/^version = "\(.*\)"$/\1/p' Cargo.toml | head -n 1)"
 architecture="$(dpkg --print-architecture)"
-debian_release="debian$(. /etc/os-release && echo "${VERSION_ID%%.*}")"
+# A stable release by its number (debian12), the testing release, which has none yet, by its name
+# (debian-forky).
+debian_release="$(. /etc/os-release && if [ -n "${VERSION_ID:-}" ]; then echo "debian${VERSION_ID%%.*}"; else echo "debian-${VERSION_CODENAME}"; fi)"
 glibc_floor="$(glibc_floor_for "$debian_release")"
 name="dex_collector-${version}-pg${PG_MAJOR}-${debian_release}-${architecture}"
 deb_name="postgresql-${PG_MAJOR}-dex-collector"

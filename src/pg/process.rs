@@ -54,7 +54,10 @@ pub fn report_application_name(name: &CStr) {
 pub fn exit_worker_for_restart() -> ! {
     withdraw_worker_latch();
     // SAFETY: the normal way for a worker to end; runs Postgres' exit callbacks.
-    unsafe { pg_sys::proc_exit(1) }
+    unsafe { pg_sys::proc_exit(1) };
+    // PostgreSQL 18's headers no longer declare proc_exit as not returning; it still never does.
+    #[cfg(feature = "pg18")]
+    unreachable!("proc_exit returned");
 }
 
 /// The process's effective user id: the server's user, whom a private key file must belong to.
