@@ -15,7 +15,7 @@ cd "$REPO_ROOT"
 # waiting (a worker's next cycle, a retry's backoff, a standby's replay, a webhook's schedule),
 # not computing. The longest start first, so that the short ones fill the gaps. A program's
 # output is printed whole when it ends.
-E2E_JOBS="${DEX_E2E_JOBS:-3}"
+E2E_JOBS="${DEX_E2E_JOBS:-4}"
 E2E_LONGEST_FIRST=(alerts operations history_at_scale worker supabase hosted configuration faults)
 
 run_e2e_suites() {
@@ -76,6 +76,9 @@ fi
 cargo pgrx test "pg${PG_MAJOR}" --release "${runas[@]}"
 
 install_extension --release
+
+step "The pg_regress suite (tests/pg_regress/) on PostgreSQL ${PG_MAJOR}"
+"$REPO_ROOT/scripts/regress.sh"
 
 ensure_supabase_parts
 

@@ -1,0 +1,32 @@
+-- The DEX functions on the shipped sample files (crates/dex-parse/tests/fixtures, read with
+-- psql's backquotes from this directory, where pg_regress runs psql).
+\set VERBOSITY default
+\set SHOW_CONTEXT never
+\set animo `cat ../../crates/dex-parse/tests/fixtures/mkrasselt1-animo.eva_dts`
+\set animo2 `cat ../../crates/dex-parse/tests/fixtures/mkrasselt1-animo2.eva_dts`
+\set sielaff `cat ../../crates/dex-parse/tests/fixtures/mkrasselt1-sielaff.eva_dts`
+\set mdisibio `cat ../../crates/dex-parse/tests/fixtures/mdisibio-test.dex`
+
+-- dex_parse: the document's top-level keys, the machine and the totals.
+SELECT jsonb_object_keys(dex_parse(:'animo')) AS key ORDER BY 1;
+SELECT jsonb_pretty(dex_parse(:'animo') -> 'machine') AS machine;
+SELECT jsonb_array_length(dex_parse(:'animo') -> 'products') AS products,
+       dex_parse(:'sielaff') -> 'machine' ->> 'serial' AS sielaff_serial,
+       jsonb_array_length(dex_parse(:'mdisibio') -> 'products') AS mdisibio_products;
+SELECT jsonb_pretty(dex_parse(:'animo') -> 'totals') AS totals;
+-- text and bytea give the same document.
+SELECT dex_parse(:'animo') = dex_parse(convert_to(:'animo', 'UTF8')) AS text_equals_bytea;
+
+-- dex_validate: the checksum and what is wrong or missing.
+SELECT jsonb_pretty(dex_validate(:'animo')) AS animo;
+SELECT jsonb_pretty(dex_validate(:'mdisibio')) AS mdisibio;
+
+-- dex_segments: one row per line.
+SELECT line, segment, elements FROM dex_segments(:'animo') ORDER BY line LIMIT 12;
+SELECT segment, count(*) FROM dex_segments(:'sielaff') GROUP BY segment ORDER BY segment;
+
+-- dex_products: one row per selection of the first file, money exact.
+SELECT * FROM dex_products(:'animo') ORDER BY selection;
+
+-- dex_sales: what sold between two audits of one machine.
+SELECT * FROM dex_sales(:'animo', :'animo2') ORDER BY selection;
