@@ -12,6 +12,7 @@ use serde_json::Value;
 
 use dex_collector_core::endpoint::RunIdentity;
 use dex_collector_core::history_sql::{HistoryDetail, DELETE_OLD_HISTORY, RECORD_RESULTS};
+pub use dex_collector_core::history_sql::{RETENTION_ROWS_BATCH, RETENTION_RUNS_BATCH};
 use dex_collector_core::summary::{
     CompanyResult, RunStatus, RunSummary, ALREADY_RUNNING, SKIP_NO_CREDENTIALS,
 };
@@ -328,11 +329,6 @@ impl Retention {
         self.runs.is_none() && self.events.is_none() && self.rollups.is_none()
     }
 }
-
-/// Runs per retention batch, each with its results (up to one row per company).
-pub const RETENTION_RUNS_BATCH: i64 = 20;
-/// Events, and daily rollups, per retention batch.
-pub const RETENTION_ROWS_BATCH: i64 = 5_000;
 
 /// Deletes, in the caller's transaction, up to `runs_batch` runs (each with its results) and
 /// `rows_batch` events and rollups older than their retention; returns how many rows in all.

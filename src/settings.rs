@@ -22,6 +22,9 @@ use crate::service_key::{is_valid_header_value, read_key_file, KeyFileError};
 use dex_collector_core::alert::validate_delivery_url;
 use dex_collector_core::endpoint::{validate_site_url, EndpointConfig};
 use dex_collector_core::history_sql::HistoryDetail;
+use dex_collector_core::history_sql::{
+    DEFAULT_EVENT_RETENTION_DAYS, DEFAULT_HISTORY_RETENTION_DAYS, DEFAULT_ROLLUP_RETENTION_DAYS,
+};
 
 static SITE_URL: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 static SERVICE_KEY_FILE: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
@@ -39,9 +42,16 @@ static RUN_DEADLINE_MS: GucSetting<i32> = GucSetting::<i32>::new(4 * 60 * 1000);
 static WORKER_DATABASE: GucSetting<Option<CString>> =
     GucSetting::<Option<CString>>::new(Some(c"postgres"));
 static WORKER_INTERVAL_S: GucSetting<i32> = GucSetting::<i32>::new(0);
-static HISTORY_RETENTION_S: GucSetting<i32> = GucSetting::<i32>::new(14 * 24 * 3600);
-static EVENT_RETENTION_S: GucSetting<i32> = GucSetting::<i32>::new(90 * 24 * 3600);
-static ROLLUP_RETENTION_S: GucSetting<i32> = GucSetting::<i32>::new(400 * 24 * 3600);
+static HISTORY_RETENTION_S: GucSetting<i32> =
+    GucSetting::<i32>::new(days_in_seconds(DEFAULT_HISTORY_RETENTION_DAYS));
+static EVENT_RETENTION_S: GucSetting<i32> =
+    GucSetting::<i32>::new(days_in_seconds(DEFAULT_EVENT_RETENTION_DAYS));
+static ROLLUP_RETENTION_S: GucSetting<i32> =
+    GucSetting::<i32>::new(days_in_seconds(DEFAULT_ROLLUP_RETENTION_DAYS));
+
+const fn days_in_seconds(days: u32) -> i32 {
+    (days * 24 * 3600) as i32
+}
 static HISTORY_DETAIL: GucSetting<DetailSetting> =
     GucSetting::<DetailSetting>::new(DetailSetting::Changes);
 static ALERT_URL: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);

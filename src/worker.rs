@@ -301,8 +301,9 @@ fn delete_old_history(retention: Retention, problems: &mut Problems) -> bool {
             }
         }
     }
+    // Routine, every hour once the history is full: at LOG it would be a line an hour forever.
     if deleted > 0 {
-        log!("dex_collector worker: deleted {deleted} row(s) of history past their retention");
+        debug1!("dex_collector worker: deleted {deleted} row(s) of history past their retention");
     }
     true
 }

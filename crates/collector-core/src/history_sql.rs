@@ -188,13 +188,25 @@ WITH incoming AS (
                'last_success_at', last_success_at, 'http_status', http_status,
                -- Bounded, so that the event fits in a NOTIFY payload.
                'error', CASE WHEN status = 'succeeded' THEN NULL ELSE left(coalesce(error, last_error), 1000) END),
-           coalesce($7::timestamptz, clock_timestamp())
+           recorded_at
       FROM changes
      ORDER BY company_id, n
     RETURNING *
 )
 -- Sent when the transaction commits (or not at all).
 SELECT pg_notify('dex_collector', dex_collector.event_payload(e)) FROM events e ORDER BY e.id";
+
+/// The default retentions, in days: runs with their results (`dex_collector.history_retention`),
+/// events (`event_retention`) and daily rollups (`rollup_retention`).
+pub const DEFAULT_HISTORY_RETENTION_DAYS: u32 = 14;
+pub const DEFAULT_EVENT_RETENTION_DAYS: u32 = 90;
+pub const DEFAULT_ROLLUP_RETENTION_DAYS: u32 = 400;
+
+/// Runs per batch of [`DELETE_OLD_HISTORY`] (`$2`), each with its results (up to one row per
+/// company).
+pub const RETENTION_RUNS_BATCH: i64 = 20;
+/// Events, and daily rollups, per batch of [`DELETE_OLD_HISTORY`] (`$6`).
+pub const RETENTION_ROWS_BATCH: i64 = 5_000;
 
 /// Deletes, in one small transaction, up to `$2` runs (each with its results) that started more
 /// than `$1` seconds before `$5` (NULL: now, by the clock), and up to `$6` events created more

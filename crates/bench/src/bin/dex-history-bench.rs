@@ -51,7 +51,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use dex_collector_core::endpoint::CompanyOutcome;
 use dex_collector_core::history_sql::{
-    HistoryDetail, DELETE_OLD_HISTORY, DURATION_BUCKETS, RECORD_RESULTS,
+    HistoryDetail, DEFAULT_EVENT_RETENTION_DAYS, DEFAULT_HISTORY_RETENTION_DAYS,
+    DEFAULT_ROLLUP_RETENTION_DAYS, DELETE_OLD_HISTORY, DURATION_BUCKETS, RECORD_RESULTS,
+    RETENTION_ROWS_BATCH, RETENTION_RUNS_BATCH,
 };
 use dex_collector_core::summary::{CompanyResult, ResultStatus, SKIP_NO_CREDENTIALS};
 use dex_collector_core::target::Target;
@@ -87,14 +89,6 @@ const FINISHED_AFTER_S: i64 = 45;
 /// `dex_collector.alert_after_failures` and `alert_after` at their defaults.
 const ALERT_AFTER_FAILURES: i32 = 3;
 const ALERT_AFTER_MS: i64 = 3_600_000;
-
-/// `history_retention`, `event_retention` and `rollup_retention` at their defaults, and the
-/// worker's batches (src/worker.rs).
-const HISTORY_RETENTION_DAYS: u32 = 14;
-const EVENT_RETENTION_DAYS: u32 = 90;
-const ROLLUP_RETENTION_DAYS: u32 = 400;
-const RETENTION_RUNS_BATCH: i64 = 20;
-const RETENTION_ROWS_BATCH: i64 = 5_000;
 
 /// The issue's target: a day of history for 1,000 companies in under 5 MB.
 const TARGET_BYTES_PER_COMPANY_DAY: f64 = 5_000_000.0 / 1_000.0;
@@ -1012,10 +1006,10 @@ impl Retention {
                 .query_one(
                     &self.statement,
                     &[
-                        &seconds(HISTORY_RETENTION_DAYS),
+                        &seconds(DEFAULT_HISTORY_RETENTION_DAYS),
                         &RETENTION_RUNS_BATCH,
-                        &seconds(EVENT_RETENTION_DAYS),
-                        &seconds(ROLLUP_RETENTION_DAYS),
+                        &seconds(DEFAULT_EVENT_RETENTION_DAYS),
+                        &seconds(DEFAULT_ROLLUP_RETENTION_DAYS),
                         &at(now),
                         &RETENTION_ROWS_BATCH,
                     ],
@@ -1494,7 +1488,7 @@ fn check_mode(mode: &mut ModeRun, options: &Options) -> BenchResult<Vec<String>>
     let client = &mut mode.client;
     let expected = &mode.expected;
     // Kept: the runs that started within history_retention of the last pass.
-    let kept_from = options.days.saturating_sub(HISTORY_RETENTION_DAYS) * RUNS_PER_DAY;
+    let kept_from = options.days.saturating_sub(DEFAULT_HISTORY_RETENTION_DAYS) * RUNS_PER_DAY;
     let kept = kept_from as usize..mode.run_ids.len();
 
     // (c) Each kept run, with the counts RECORD_RESULTS kept in it.
@@ -1823,7 +1817,7 @@ fn compare_modes(all: &mut ModeRun, changes: &mut ModeRun) -> BenchResult<Vec<St
 /// they hold that many); for the tables kept longer, their growth a day over the last days.
 fn bytes_per_company_day(mode: &ModeRun, options: &Options) -> Vec<(&'static str, f64, String)> {
     let companies = f64::from(options.companies);
-    let held = options.days.min(HISTORY_RETENTION_DAYS);
+    let held = options.days.min(DEFAULT_HISTORY_RETENTION_DAYS);
     let mut parts = Vec::new();
     for name in WINDOWED_TABLES {
         parts.push((
@@ -1833,7 +1827,11 @@ fn bytes_per_company_day(mode: &ModeRun, options: &Options) -> Vec<(&'static str
         ));
     }
     // Growth measured once the windowed tables are steady (the last day's pass deleted a day).
-    let window = GROWTH_WINDOW_DAYS.min(options.days.saturating_sub(HISTORY_RETENTION_DAYS + 1));
+    let window = GROWTH_WINDOW_DAYS.min(
+        options
+            .days
+            .saturating_sub(DEFAULT_HISTORY_RETENTION_DAYS + 1),
+    );
     for name in GROWING_TABLES {
         let end = bytes_of(&mode.tables, name);
         let (from, days) = if window > 0 {
@@ -1896,9 +1894,9 @@ fn print_summary(options: &Options, modes: &[ModeRun]) {
     );
     println!(
         "Bytes a company's day of history takes at steady state (tables with their indexes and \
-         TOAST): runs and run_results hold the last {HISTORY_RETENTION_DAYS} days, so their size at \
-         the end over {HISTORY_RETENTION_DAYS}; events and daily_rollups are kept {EVENT_RETENTION_DAYS} \
-         and {ROLLUP_RETENTION_DAYS} days, so their growth a day at the end (companies does not grow \
+         TOAST): runs and run_results hold the last {DEFAULT_HISTORY_RETENTION_DAYS} days, so their size at \
+         the end over {DEFAULT_HISTORY_RETENTION_DAYS}; events and daily_rollups are kept {DEFAULT_EVENT_RETENTION_DAYS} \
+         and {DEFAULT_ROLLUP_RETENTION_DAYS} days, so their growth a day at the end (companies does not grow \
          with time: in the totals only).\n"
     );
     header("bytes per company per day");
@@ -1995,7 +1993,7 @@ fn print_summary(options: &Options, modes: &[ModeRun]) {
     });
     row("run_results rows kept".to_string(), &|index| {
         let mode = &modes[index];
-        let kept_from = options.days.saturating_sub(HISTORY_RETENTION_DAYS) * RUNS_PER_DAY;
+        let kept_from = options.days.saturating_sub(DEFAULT_HISTORY_RETENTION_DAYS) * RUNS_PER_DAY;
         let rows: i64 = mode.expected.runs[kept_from as usize..]
             .iter()
             .map(|run| match mode.detail {
@@ -2072,10 +2070,10 @@ fn print_summary(options: &Options, modes: &[ModeRun]) {
         .position(|mode| mode.detail == HistoryDetail::Changes)
     {
         let per_day = total_of(index) * 1_000.0;
-        let verdict = if options.days <= HISTORY_RETENTION_DAYS + 1 {
+        let verdict = if options.days <= DEFAULT_HISTORY_RETENTION_DAYS + 1 {
             format!(
                 "not judged: the history is at steady state only after {} days",
-                HISTORY_RETENTION_DAYS + 1
+                DEFAULT_HISTORY_RETENTION_DAYS + 1
             )
         } else if per_day < TARGET_BYTES_PER_COMPANY_DAY * 1_000.0 {
             "under 5 MB, met".to_string()
