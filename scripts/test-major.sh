@@ -77,7 +77,7 @@ cargo pgrx test "pg${PG_MAJOR}" --release "${runas[@]}"
 
 install_extension --release
 
-step "The pg_regress suite (tests/pg_regress/) on PostgreSQL ${PG_MAJOR}"
+step "The pg_regress suite (tests/pg_regress/), run by cargo pgrx regress, on PostgreSQL ${PG_MAJOR}"
 "$REPO_ROOT/scripts/regress.sh"
 
 ensure_supabase_parts
