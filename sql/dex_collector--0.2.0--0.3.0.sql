@@ -3,7 +3,8 @@
 -- callers); schedule()'s pg_cron job is named dex_collect_all (it was
 -- dex-collection-every-5-minutes whatever its schedule), and it goes with the extension also when
 -- DROP SCHEMA ... CASCADE or DROP OWNED BY takes the extension; each company's health is state,
--- its changes events sent with NOTIFY; run_results keeps what changed, daily_rollups counts all.
+-- its changes events sent with NOTIFY; run_results keeps what changed, daily_rollups counts all;
+-- runs say how many companies they collected at once, and what the endpoint's load did to it.
 -- The result must be the schema a fresh 0.3.0 install makes: the upgrade test compares them.
 \echo Use "ALTER EXTENSION dex_collector UPDATE TO '0.3.0'" to load this file. \quit
 
@@ -109,6 +110,24 @@ EXCEPTION WHEN insufficient_privilege THEN
         USING HINT = 'Run SELECT dex_collector.schedule(...) again as its owner: it replaces the old job.';
 END
 $$;
+
+-- How many companies each run collected at once (adaptive runs start where the last one settled),
+-- and what the endpoint's load did to it.
+ALTER TABLE dex_collector.runs
+    ADD COLUMN concurrency_adaptive boolean NOT NULL DEFAULT false,
+    ADD COLUMN concurrency_limit integer,
+    ADD COLUMN overloaded_answers integer NOT NULL DEFAULT 0,
+    ADD COLUMN retries integer NOT NULL DEFAULT 0,
+    ADD COLUMN retries_refused integer NOT NULL DEFAULT 0;
+CREATE OR REPLACE VIEW dex_collector.run_summary AS
+SELECT id AS run_id, started_at, finished_at, status, trigger,
+       companies_total, companies_processed, companies_succeeded, companies_failed, companies_skipped,
+       records_collected, machines_updated, duration_ms,
+       round(100.0 * companies_succeeded / nullif(companies_processed, 0), 1) AS success_pct,
+       error, companies_not_reached, concurrency_adaptive, concurrency_limit, overloaded_answers,
+       retries, retries_refused
+  FROM dex_collector.runs
+ ORDER BY id DESC;
 
 -- Health as state: dex_collector.companies, one row per company kept with each result, and
 -- dex_collector.events, its changes (and failed or cut-short runs), each sent with NOTIFY;

@@ -23,7 +23,12 @@ CREATE TABLE dex_collector.runs (
     duration_ms           bigint,
     error                 text,
     companies_not_reached integer NOT NULL DEFAULT 0, -- not called: the run deadline came first
-    run_key               uuid NOT NULL DEFAULT gen_random_uuid() -- in every Idempotency-Key it sends
+    run_key               uuid NOT NULL DEFAULT gen_random_uuid(), -- in every Idempotency-Key it sends
+    concurrency_adaptive  boolean NOT NULL DEFAULT false, -- dex_collector.adaptive_concurrency was on
+    concurrency_limit     integer,  -- companies at once: the setting, or where an adaptive run settled
+    overloaded_answers    integer NOT NULL DEFAULT 0, -- 429 and 503 answers
+    retries               integer NOT NULL DEFAULT 0, -- requests sent again
+    retries_refused       integer NOT NULL DEFAULT 0  -- retries the run's retry budget did not allow
 );
 CREATE INDEX runs_started_at_idx ON dex_collector.runs (started_at DESC);
 COMMENT ON TABLE dex_collector.runs IS 'dex_collector: one row per collection run';

@@ -187,16 +187,20 @@ pub fn record_results(
     .map_err(HistoryError::Spi)
 }
 
-/// Completes the run's row with its counts and final status.
+/// Completes the run's row with its counts, its flow and its final status.
 pub fn finish_run(summary: &RunSummary, status: RunStatus) -> Result<(), HistoryError> {
     let count = |n: usize| i32::try_from(n).unwrap_or(i32::MAX);
+    let count_u64 = |n: u64| i32::try_from(n).unwrap_or(i32::MAX);
+    let flow = &summary.flow;
     Spi::connect_mut(|client| {
         client.update(
             "UPDATE dex_collector.runs
                 SET finished_at = clock_timestamp(), status = $2,
                     companies_processed = $3, companies_succeeded = $4, companies_failed = $5,
                     companies_skipped = $6, records_collected = $7, machines_updated = $8,
-                    duration_ms = $9, error = $10, companies_not_reached = $11
+                    duration_ms = $9, error = $10, companies_not_reached = $11,
+                    concurrency_adaptive = $12, concurrency_limit = $13, overloaded_answers = $14,
+                    retries = $15, retries_refused = $16
               WHERE id = $1",
             None,
             &[
@@ -211,11 +215,27 @@ pub fn finish_run(summary: &RunSummary, status: RunStatus) -> Result<(), History
                 summary.duration_ms().into(),
                 summary.run_error.clone().into(),
                 count(summary.companies_not_reached()).into(),
+                flow.adaptive_max.is_some().into(),
+                count(flow.end_limit).into(),
+                count_u64(flow.overloaded_answers).into(),
+                count_u64(flow.retries).into(),
+                count_u64(flow.retries_refused).into(),
             ],
         )?;
         Ok(())
     })
     .map_err(HistoryError::Spi)
+}
+
+/// Where the latest finished adaptive run settled: the next one starts there.
+pub fn last_adaptive_limit() -> Result<Option<usize>, HistoryError> {
+    let limit = Spi::get_one::<i32>(
+        "SELECT (SELECT concurrency_limit FROM dex_collector.runs
+                  WHERE concurrency_adaptive AND concurrency_limit IS NOT NULL
+                  ORDER BY id DESC LIMIT 1)",
+    )
+    .map_err(HistoryError::Spi)?;
+    Ok(limit.and_then(|limit| usize::try_from(limit).ok()))
 }
 
 fn update(sql: &str, args: &[pgrx::datum::DatumWithOid<'_>]) -> Result<(), HistoryError> {

@@ -6,10 +6,12 @@
 
 use std::cell::RefCell;
 use std::mem::ManuallyDrop;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use dex_collector_core::endpoint::RunIdentity;
 use dex_collector_core::fan_out::{self, Executed, Http, HttpError};
+use dex_collector_core::flow::{Concurrency, Flow};
 use dex_collector_core::summary::{CompanyResult, RunSummary};
 use dex_collector_core::target::{fair_order, Target};
 
@@ -30,6 +32,8 @@ pub enum Scope {
 pub struct Plan {
     pub settings: Settings,
     pub targets: Vec<Target>,
+    /// Fixed, or adaptive from where the last adaptive run settled.
+    pub concurrency: Concurrency,
 }
 
 /// Reads the settings and the targets, in fair order (see [`fair_order`]). Raises nothing
@@ -54,7 +58,18 @@ pub fn plan(scope: Scope) -> Result<Plan, CollectError> {
             targets
         }
     };
-    Ok(Plan { settings, targets })
+    let concurrency = match settings.adaptive_max {
+        None => Concurrency::Fixed(settings.concurrency),
+        Some(max) => Concurrency::Adaptive {
+            start: history::last_adaptive_limit()?.unwrap_or(settings.concurrency),
+            max,
+        },
+    };
+    Ok(Plan {
+        settings,
+        targets,
+        concurrency,
+    })
 }
 
 /// Where each called company's result goes as soon as it is known: `Ok(true)` when it is recorded
@@ -112,7 +127,7 @@ pub fn execute(
         let fan_out_plan = fan_out::Plan {
             run,
             targets: &plan.targets,
-            concurrency: plan.settings.concurrency,
+            flow: Arc::new(Flow::new(plan.concurrency)),
             deadline: started + plan.settings.run_deadline,
         };
         let call = fan_out_plan.contract_call(http, &plan.settings.endpoint);
@@ -143,12 +158,17 @@ fn warn_deadline_reached(summary: &RunSummary, settings: &Settings) {
         human_duration(settings.run_deadline),
         not_reached + called,
     );
+    let concurrency = match summary.flow.adaptive_max {
+        None => format!("dex_collector.concurrency (now {})", settings.concurrency),
+        Some(max) => format!(
+            "dex_collector.max_concurrency (now {max}; the adaptive limit ended at {})",
+            summary.flow.end_limit
+        ),
+    };
     let hint = format!(
         "The next run calls the companies left out first. To reach every company in one run, raise \
-         dex_collector.concurrency (now {}) or dex_collector.run_deadline (keep it under the \
-         schedule's interval): a run reaches about concurrency × run_deadline ÷ the endpoint's \
-         mean time per company.",
-        settings.concurrency
+         {concurrency} or dex_collector.run_deadline (keep it under the schedule's interval): a \
+         run reaches about concurrency × run_deadline ÷ the endpoint's mean time per company."
     );
     warn_with_hint(message, hint);
 }
@@ -187,7 +207,7 @@ thread_local! {
 fn with_http<R>(settings: &Settings, work: impl FnOnce(&Http) -> R) -> Result<R, CollectError> {
     let wanted = ClientSettings {
         connect_timeout: settings.connect_timeout,
-        pool_size: settings.concurrency,
+        pool_size: settings.adaptive_max.unwrap_or(settings.concurrency),
         ca_file: settings.ca_file.clone(),
     };
     HTTP.with(|cell| {

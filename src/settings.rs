@@ -33,6 +33,8 @@ static RETIRED_SERVICE_KEY: GucSetting<Option<CString>> = GucSetting::<Option<CS
 static TARGETS_QUERY: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 static CA_FILE: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 static CONCURRENCY: GucSetting<i32> = GucSetting::<i32>::new(8);
+static ADAPTIVE_CONCURRENCY: GucSetting<bool> = GucSetting::<bool>::new(false);
+static MAX_CONCURRENCY: GucSetting<i32> = GucSetting::<i32>::new(64);
 static REQUEST_TIMEOUT_MS: GucSetting<i32> = GucSetting::<i32>::new(60_000);
 static CONNECT_TIMEOUT_MS: GucSetting<i32> = GucSetting::<i32>::new(5_000);
 static MAX_PAGES: GucSetting<i32> = GucSetting::<i32>::new(50);
@@ -301,6 +303,24 @@ pub fn define() {
         GucContext::Suset,
         GucFlags::default(),
     );
+    GucRegistry::define_bool_guc(
+        c"dex_collector.adaptive_concurrency",
+        c"Whether a run finds how many companies to collect at once from the endpoint's answers.",
+        c"Rises while answers come as fast as the fastest, falls on 429, 503, dropped requests and queueing; starts where the last adaptive run settled (the first at dex_collector.concurrency), at most dex_collector.max_concurrency.",
+        &ADAPTIVE_CONCURRENCY,
+        GucContext::Suset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"dex_collector.max_concurrency",
+        c"The most companies an adaptive run collects at once.",
+        c"",
+        &MAX_CONCURRENCY,
+        1,
+        1000,
+        GucContext::Suset,
+        GucFlags::default(),
+    );
     GucRegistry::define_int_guc(
         c"dex_collector.request_timeout",
         c"Time limit for one HTTP request, answer body included.",
@@ -419,7 +439,10 @@ pub fn worker_database() -> String {
 #[derive(Clone)]
 pub struct Settings {
     pub endpoint: EndpointConfig,
+    /// Companies at once, or where the first adaptive run starts.
     pub concurrency: usize,
+    /// `Some(dex_collector.max_concurrency)` when the concurrency is adaptive.
+    pub adaptive_max: Option<usize>,
     pub connect_timeout: Duration,
     pub run_deadline: Duration,
     pub ca_file: Option<String>,
@@ -469,6 +492,9 @@ impl Settings {
                 max_response_bytes: positive(MAX_RESPONSE_BYTES.get()) as usize,
             },
             concurrency: positive(CONCURRENCY.get()) as usize,
+            adaptive_max: ADAPTIVE_CONCURRENCY
+                .get()
+                .then(|| positive(MAX_CONCURRENCY.get()) as usize),
             connect_timeout: millis(CONNECT_TIMEOUT_MS.get()),
             run_deadline: millis(RUN_DEADLINE_MS.get()),
             ca_file: string_setting(&CA_FILE),

@@ -8,6 +8,8 @@ use std::collections::hash_map::RandomState;
 use std::hash::BuildHasher;
 use std::time::{Duration, Instant, SystemTime};
 
+use crate::flow::{Flow, Signal};
+
 use reqwest::header::{HeaderValue, CONTENT_LENGTH, CONTENT_TYPE, LOCATION, RETRY_AFTER};
 use reqwest::{Client, StatusCode, Url};
 use serde_json::Value;
@@ -17,6 +19,9 @@ pub const COLLECT_PATH: &str = "/api/dex/collect-bulk";
 pub const MAX_ERROR_CHARS: usize = 300;
 const FIRST_BACKOFF: Duration = Duration::from_millis(500);
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
+const MAX_RETRY_AFTER_JITTER: Duration = Duration::from_secs(2);
+/// Why a retryable failure was not retried.
+pub const RETRY_BUDGET_SPENT: &str = "the run's retry budget is spent";
 
 /// What every request of a run needs to know.
 #[derive(Clone)]
@@ -119,13 +124,16 @@ pub struct RunIdentity {
     pub key: String,
 }
 
-/// Collects one company: every page, each with its retries, within `deadline`.
+/// Collects one company: every page, each with its retries, within `deadline`; every request
+/// waits while the run's `flow` is paused, tells it what it met, and retries only within its
+/// budget.
 pub async fn collect_company(
     client: &Client,
     config: &EndpointConfig,
     run: &RunIdentity,
     company_id: &str,
     deadline: Instant,
+    flow: &Flow,
 ) -> CompanyOutcome {
     let started = Instant::now();
     let mut outcome = CompanyOutcome::default();
@@ -138,7 +146,7 @@ pub async fn collect_company(
             page_number,
             page: next_page.as_ref(),
         };
-        match fetch_page(client, config, &request, deadline, &mut outcome).await {
+        match fetch_page(client, config, &request, deadline, flow, &mut outcome).await {
             PageAnswer::Collected {
                 records,
                 machines,
@@ -230,23 +238,50 @@ async fn fetch_page(
     config: &EndpointConfig,
     request: &PageRequest<'_>,
     deadline: Instant,
+    flow: &Flow,
     outcome: &mut CompanyOutcome,
 ) -> PageAnswer {
     let mut retries_done = 0;
     loop {
+        // The fan-out's own deadline ends a pause that outlasts the run.
+        if let Some(resume_at) = flow.paused_until(Instant::now()) {
+            tokio::time::sleep_until(resume_at.into()).await;
+        }
         outcome.attempts += 1;
+        let sent_at = Instant::now();
         let (status, answer) = send_once(client, config, request).await;
         if status.is_some() {
             outcome.http_status = status;
         }
-        let wait = match &answer {
+        let retry_after = match &answer {
             PageAnswer::Failed {
                 retry: Retry::Later(after),
                 ..
-            } if retries_done < config.max_retries => {
-                after.unwrap_or_else(|| backoff(retries_done, request.company_id))
-            }
-            _ => return answer,
+            } => Some(*after),
+            _ => None,
+        };
+        let signal = match (status, retry_after) {
+            (Some(429 | 503), _) => Signal::Overloaded,
+            (None, Some(_)) => Signal::Dropped,
+            _ => Signal::Answered,
+        };
+        // A pause past the deadline would hold back every company for nothing: that company
+        // gives up its retry (below), the others go on.
+        let run_pause = retry_after.flatten().filter(|after| {
+            Instant::now()
+                .checked_add(*after)
+                .is_some_and(|at| at < deadline)
+        });
+        flow.answered(sent_at, signal, run_pause);
+        let Some(after) = retry_after else {
+            return answer;
+        };
+        if retries_done >= config.max_retries {
+            return answer;
+        }
+        let wait = match after {
+            Some(after) => after + retry_after_jitter(after, request.company_id),
+            None => backoff(retries_done, request.company_id),
         };
         // A Retry-After too far away (even past what an Instant can hold) ends the retries.
         if Instant::now()
@@ -255,8 +290,22 @@ async fn fetch_page(
         {
             return answer;
         }
+        if !flow.may_retry() {
+            return not_retried(answer);
+        }
         tokio::time::sleep(wait).await;
         retries_done += 1;
+    }
+}
+
+/// A failure the run's retry budget left without its retry, saying so.
+fn not_retried(answer: PageAnswer) -> PageAnswer {
+    match answer {
+        PageAnswer::Failed { error, retry } => PageAnswer::Failed {
+            error: format!("{error} (not retried: {RETRY_BUDGET_SPENT})"),
+            retry,
+        },
+        collected => collected,
     }
 }
 
@@ -558,6 +607,13 @@ pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
     }
     let when = httpdate::parse_http_date(value).ok()?;
     Some(when.duration_since(now).unwrap_or(Duration::ZERO))
+}
+
+/// Up to a quarter of a `Retry-After` (at most 2 s) more, per company: the run's requests held
+/// back by one 429 do not all come back at the same instant.
+pub fn retry_after_jitter(after: Duration, company_id: &str) -> Duration {
+    let fraction = (RandomState::new().hash_one((company_id, after)) % 1000) as f64 / 1000.0;
+    (after / 4).min(MAX_RETRY_AFTER_JITTER).mul_f64(fraction)
 }
 
 /// Exponential backoff with jitter: 0.5 s, 1 s, 2 s ... capped at 30 s, each scaled by a random

@@ -1,5 +1,5 @@
-//! The fan-out: every target with credentials called, `concurrency` at a time, until all are
-//! done, the deadline comes, the key is rejected, the caller is interrupted, or a result cannot be
+//! The fan-out: every target with credentials called, as many at a time as the run's flow allows
+//! (crate::flow), until all are done, the deadline comes, the key is rejected, the caller is interrupted, or a result cannot be
 //! recorded.
 //!
 //! The HTTP work runs on a current-thread tokio runtime driven by the caller's own thread, only in
@@ -19,6 +19,7 @@ use tokio::runtime::Runtime;
 use tokio::task::{Id, JoinError, JoinSet};
 
 use crate::endpoint::{build_client, collect_company, CompanyOutcome, EndpointConfig, RunIdentity};
+use crate::flow::Flow;
 use crate::summary::{
     CompanyResult, RunSummary, SKIP_AUTH_REJECTED, SKIP_BOOKKEEPING_FAILED, SKIP_CANCELLED,
     SKIP_DEADLINE, SKIP_NO_CREDENTIALS, STOPPED_AT_DEADLINE,
@@ -101,7 +102,8 @@ pub type CompanyCall<'a> = dyn Fn(&Target) -> CompanyTask + 'a;
 pub struct Plan<'a> {
     pub run: &'a RunIdentity,
     pub targets: &'a [Target],
-    pub concurrency: usize,
+    /// How many companies at a time; shared with every request of the run.
+    pub flow: Arc<Flow>,
     pub deadline: Instant,
 }
 
@@ -115,13 +117,15 @@ impl Plan<'_> {
         let client = http.client.clone();
         let config = Arc::new(endpoint.clone());
         let run = Arc::new(self.run.clone());
+        let flow = Arc::clone(&self.flow);
         let deadline = self.deadline;
         Box::new(move |target: &Target| {
             let (client, config, run) = (client.clone(), Arc::clone(&config), Arc::clone(&run));
+            let flow = Arc::clone(&flow);
             let company_id = target.company_id.clone();
-            Box::pin(
-                async move { collect_company(&client, &config, &run, &company_id, deadline).await },
-            )
+            Box::pin(async move {
+                collect_company(&client, &config, &run, &company_id, deadline, &flow).await
+            })
         })
     }
 }
@@ -258,7 +262,7 @@ impl Results<'_> {
     }
 }
 
-/// Calls the endpoint for every target with credentials, at most `plan.concurrency` at a time,
+/// Calls the endpoint for every target with credentials, at most `plan.flow`'s limit at a time,
 /// through `call`, handing each result to `host` as it comes.
 pub fn fan_out(
     http: &Http,
@@ -285,10 +289,11 @@ pub fn fan_out(
     };
     let mut stop = None;
     loop {
-        while stop.is_none() && in_flight.tasks.len() < plan.concurrency.max(1) {
+        while stop.is_none() && in_flight.tasks.len() < plan.flow.limit() {
             let Some((index, target)) = queue.next() else {
                 break;
             };
+            plan.flow.company_called();
             let handle = in_flight
                 .tasks
                 .spawn_on(call(target), http.runtime.handle());
@@ -385,6 +390,7 @@ pub fn fan_out(
             duration: started.elapsed(),
             run_error,
             deadline_reached: matches!(stop, Some(Stop::Deadline)),
+            flow: plan.flow.report(),
         },
         recorded,
         cancelled: matches!(stop, Some(Stop::Cancelled)),

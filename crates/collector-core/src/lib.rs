@@ -5,6 +5,8 @@
 //! - [`target`]: what a target is, and the fair order a run calls targets in;
 //! - [`fan_out`]: every target called, a few at a time, under a deadline, interruptible, each
 //!   result handed to a [`fan_out::Host`] as it comes;
+//! - [`flow`]: how many companies at a time (fixed, or adaptive to the endpoint's load), the pause
+//!   a `Retry-After` asks of the whole run, and the run's retry budget;
 //! - [`summary`]: a run's results and the arithmetic of its summary;
 //! - [`history_sql`]: the statements that record results and delete old history;
 //! - [`alert`]: an event to a webhook (signed) and a heartbeat ping, over the same client.
@@ -17,6 +19,7 @@
 pub mod alert;
 pub mod endpoint;
 pub mod fan_out;
+pub mod flow;
 pub mod history_sql;
 pub mod summary;
 pub mod target;

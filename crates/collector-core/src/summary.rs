@@ -9,6 +9,7 @@ use std::time::Duration;
 use serde_json::{json, Map, Value};
 
 use crate::endpoint::CompanyOutcome;
+use crate::flow::FlowReport;
 use crate::target::Target;
 
 /// Why a company was not called, or was stopped.
@@ -151,6 +152,8 @@ pub struct RunSummary {
     pub run_error: Option<String>,
     /// The run deadline came before every company was collected.
     pub deadline_reached: bool,
+    /// How many companies it collected at once, and what the endpoint's load did to it.
+    pub flow: FlowReport,
 }
 
 impl RunSummary {
@@ -220,6 +223,23 @@ impl RunSummary {
         duration_ms(self.duration)
     }
 
+    /// `{"adaptive": false, "limit": 8}`, or for an adaptive run where it started, where it
+    /// settled (the next run's start), its lowest and highest, and its maximum.
+    fn concurrency_json(&self) -> Value {
+        let flow = &self.flow;
+        match flow.adaptive_max {
+            None => json!({"adaptive": false, "limit": flow.end_limit}),
+            Some(max) => json!({
+                "adaptive": true,
+                "start": flow.start_limit,
+                "limit": flow.end_limit,
+                "lowest": flow.lowest_limit,
+                "highest": flow.highest_limit,
+                "max": max,
+            }),
+        }
+    }
+
     /// The JSON `dex_collect_all()` returns.
     pub fn to_json(&self) -> Value {
         let mut results = Vec::with_capacity(self.companies_processed());
@@ -266,6 +286,11 @@ impl RunSummary {
             "companiesNotReached": self.companies_not_reached(),
             "totalRecords": self.total_records(),
             "durationMs": self.duration_ms(),
+            "concurrency": self.concurrency_json(),
+            "overloadedAnswers": self.flow.overloaded_answers,
+            "retries": self.flow.retries,
+            "retriesRefused": self.flow.retries_refused,
+            "pausedMs": duration_ms(self.flow.paused),
             "results": results,
             "skipped": skipped,
         });
@@ -320,6 +345,7 @@ mod tests {
             duration: Duration::from_millis(1234),
             run_error: None,
             deadline_reached: false,
+            flow: FlowReport::default(),
         };
         let json = summary.to_json();
         assert_eq!(json["success"], true);
@@ -350,6 +376,7 @@ mod tests {
             duration: Duration::ZERO,
             run_error: Some(SKIP_AUTH_REJECTED.into()),
             deadline_reached: false,
+            flow: FlowReport::default(),
         };
         let json = summary.to_json();
         assert_eq!(json["success"], false);
@@ -375,6 +402,7 @@ mod tests {
             duration: Duration::from_secs(240),
             run_error: None,
             deadline_reached: true,
+            flow: FlowReport::default(),
         };
         assert_eq!(summary.companies_not_reached(), 2);
         assert_eq!(summary.companies_stopped_at_deadline(), 1);

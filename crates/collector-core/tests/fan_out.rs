@@ -1,12 +1,17 @@
 //! The fan-out against the stand-in endpoint on loopback, without PostgreSQL: the concurrency
 //! bound, the deadline, an interrupt, retries, paging, a rejected key, a host that cannot record,
-//! and a company whose task dies.
+//! a company whose task dies, and the run's flow: a Retry-After that holds back every request,
+//! the retry budget, an adaptive limit.
 
 use std::cell::Cell;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use dex_collector_core::endpoint::{CompanyOutcome, EndpointConfig, RunIdentity};
+use dex_collector_core::endpoint::{
+    CompanyOutcome, EndpointConfig, RunIdentity, RETRY_BUDGET_SPENT,
+};
 use dex_collector_core::fan_out::{fan_out, CompanyTask, Executed, Host, Http, Plan};
+use dex_collector_core::flow::{Concurrency, Flow, RETRY_BUDGET_BASE, RETRY_BUDGET_RATIO};
 use dex_collector_core::summary::{
     CompanyResult, ResultStatus, SKIP_AUTH_REJECTED, SKIP_BOOKKEEPING_FAILED, SKIP_CANCELLED,
     SKIP_DEADLINE, SKIP_NO_CREDENTIALS,
@@ -120,13 +125,29 @@ fn collect(
     deadline: Duration,
     host: &mut TestHost,
 ) -> Executed {
+    collect_with(
+        stand_in,
+        targets,
+        Concurrency::Fixed(concurrency),
+        deadline,
+        host,
+    )
+}
+
+fn collect_with(
+    stand_in: &StandIn,
+    targets: &[Target],
+    concurrency: Concurrency,
+    deadline: Duration,
+    host: &mut TestHost,
+) -> Executed {
     let http = http();
     let run = run();
     let started = Instant::now();
     let plan = Plan {
         run: &run,
         targets,
-        concurrency,
+        flow: Arc::new(Flow::new(concurrency)),
         deadline: started + deadline,
     };
     let call = plan.contract_call(&http, &endpoint(stand_in));
@@ -394,7 +415,7 @@ fn a_company_whose_task_dies_is_failed_and_left_for_the_end_of_the_run() {
         let plan = Plan {
             run: &run,
             targets: &targets,
-            concurrency: 2,
+            flow: Arc::new(Flow::new(Concurrency::Fixed(2))),
             deadline: started + Duration::from_secs(30),
         };
         let contract = plan.contract_call(&http, &endpoint(&stand_in));
@@ -437,4 +458,132 @@ fn a_company_whose_task_dies_is_failed_and_left_for_the_end_of_the_run() {
         assert_eq!(executed.summary.companies_failed(), 1);
         assert_eq!(executed.summary.companies_succeeded(), 3);
     }
+}
+
+#[test]
+fn a_retry_after_holds_back_every_request_of_the_run() {
+    let stand_in = answering(Behavior::Delay {
+        delay: Duration::from_millis(100),
+        then: Box::new(Behavior::Synthetic),
+    });
+    let targets = targets(4);
+    let limited = &targets[0].company_id;
+    stand_in.set_behavior(
+        limited,
+        Behavior::FailTimes {
+            failures: 1,
+            status: 429,
+            retry_after: Some("1".into()),
+            then: Box::new(Behavior::Synthetic),
+        },
+    );
+    let mut host = TestHost::recording_now();
+    let executed = collect(&stand_in, &targets, 2, Duration::from_secs(30), &mut host);
+    let results = &executed.summary.results;
+    assert!(
+        results.iter().all(|r| r.status == ResultStatus::Succeeded),
+        "{results:?}"
+    );
+    // The first two companies were sent at once; the 429 came at once, the second company's
+    // answer 100 ms later, and the third, called then, waited out the rest of the second.
+    let third = results[2].outcome.duration;
+    assert!(
+        third >= Duration::from_millis(800),
+        "the third company took {third:?}"
+    );
+    assert!(results[0].outcome.duration >= Duration::from_secs(1));
+    let flow = &executed.summary.flow;
+    assert_eq!(flow.overloaded_answers, 1);
+    assert_eq!(flow.retries, 1);
+    assert!(
+        flow.paused >= Duration::from_millis(900) && flow.paused <= Duration::from_millis(1100)
+    );
+}
+
+#[test]
+fn retries_stop_when_the_run_has_spent_its_budget() {
+    let stand_in = answering(Behavior::FailTimes {
+        failures: 10,
+        status: 502,
+        retry_after: Some("1".into()),
+        then: Box::new(Behavior::Synthetic),
+    });
+    let companies = 150;
+    let mut host = TestHost::recording_now();
+    let executed = collect(
+        &stand_in,
+        &targets(companies),
+        companies,
+        Duration::from_secs(30),
+        &mut host,
+    );
+    // Every company is called at once and fails at once: the first retries asked for exhaust the
+    // budget (the rest refused), and a second retry, a second later, is refused to every one.
+    let budget = RETRY_BUDGET_BASE + (companies as f64 * RETRY_BUDGET_RATIO) as u64;
+    assert_eq!(executed.summary.flow.retries, budget);
+    assert_eq!(executed.summary.flow.retries_refused, companies as u64);
+    assert_eq!(stand_in.request_count(), companies as u64 + budget);
+    let refused = executed
+        .summary
+        .results
+        .iter()
+        .filter(|r| {
+            r.reason.as_deref().is_some_and(|reason| {
+                reason.ends_with(&format!("(not retried: {RETRY_BUDGET_SPENT})"))
+            })
+        })
+        .count();
+    assert_eq!(refused, companies);
+}
+
+#[test]
+fn an_adaptive_limit_rises_on_an_idle_endpoint_and_never_passes_its_maximum() {
+    let stand_in = answering(Behavior::Synthetic);
+    stand_in.set_latency(Duration::from_millis(20));
+    let mut host = TestHost::recording_now();
+    let executed = collect_with(
+        &stand_in,
+        &targets(300),
+        Concurrency::Adaptive { start: 2, max: 24 },
+        Duration::from_secs(30),
+        &mut host,
+    );
+    assert!(executed
+        .summary
+        .results
+        .iter()
+        .all(|r| r.status == ResultStatus::Succeeded));
+    let flow = &executed.summary.flow;
+    assert_eq!((flow.start_limit, flow.adaptive_max), (2, Some(24)));
+    assert_eq!(flow.highest_limit, 24);
+    assert_eq!(flow.end_limit, 24);
+    assert!(stand_in.max_concurrent_requests() <= 24);
+}
+
+#[test]
+fn a_retry_after_past_the_deadline_holds_back_nothing() {
+    let stand_in = answering(Behavior::Synthetic);
+    let targets = targets(4);
+    stand_in.set_behavior(
+        &targets[0].company_id,
+        Behavior::FailTimes {
+            failures: 1,
+            status: 429,
+            retry_after: Some("3600".into()),
+            then: Box::new(Behavior::Synthetic),
+        },
+    );
+    let mut host = TestHost::recording_now();
+    let executed = collect(&stand_in, &targets, 1, Duration::from_secs(30), &mut host);
+    let summary = &executed.summary;
+    assert!(!summary.deadline_reached);
+    assert_eq!(summary.results[0].status, ResultStatus::Failed);
+    assert!(summary.results[1..]
+        .iter()
+        .all(|r| r.status == ResultStatus::Succeeded));
+    assert_eq!(summary.flow.paused, Duration::ZERO);
+    assert_eq!(
+        (summary.flow.overloaded_answers, summary.flow.retries),
+        (1, 0)
+    );
 }

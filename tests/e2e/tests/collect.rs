@@ -10,7 +10,7 @@ use dex_collector_e2e::deployment::{
 use dex_collector_e2e::stand_in::{
     synthetic_counts, Behavior, RecordedRequest, DEFAULT_SERVICE_KEY,
 };
-use serde_json::Value;
+use serde_json::{json, Value};
 
 fn deployment() -> Deployment {
     Deployment::start(DeploymentOptions::default()).expect("deployment starts")
@@ -421,4 +421,95 @@ fn works_the_same_with_the_library_preloaded() {
     let summary = deployment.collect_all();
     assert_eq!(summary["companiesProcessed"], 8);
     assert_eq!(summary["successfulCollections"], 8);
+}
+
+/// The run row's flow: adaptive or not, the limit, 429s and 503s, retries, retries refused.
+fn run_flow(client: &mut postgres::Client, run_id: i64) -> (bool, i32, i32, i32, i32) {
+    let row = client
+        .query_one(
+            "SELECT concurrency_adaptive, concurrency_limit, overloaded_answers, retries,
+                    retries_refused
+               FROM dex_collector.run_summary WHERE run_id = $1",
+            &[&run_id],
+        )
+        .unwrap();
+    (row.get(0), row.get(1), row.get(2), row.get(3), row.get(4))
+}
+
+#[test]
+fn an_adaptive_run_reports_where_it_settled_and_the_next_run_starts_there() {
+    let deployment = deployment();
+    let mut client = deployment.client();
+    let collect = |client: &mut postgres::Client| -> (Value, i64) {
+        let summary: Value = client
+            .query_one("SELECT dex_collect_all()", &[])
+            .unwrap()
+            .get(0);
+        let run_id = summary["run_id"].as_i64().unwrap();
+        (summary, run_id)
+    };
+
+    let (summary, run_id) = collect(&mut client);
+    assert_eq!(
+        summary["concurrency"],
+        json!({"adaptive": false, "limit": 8})
+    );
+    assert_eq!(
+        (
+            &summary["overloadedAnswers"],
+            &summary["retries"],
+            &summary["retriesRefused"]
+        ),
+        (&json!(0), &json!(0), &json!(0))
+    );
+    assert_eq!(run_flow(&mut client, run_id), (false, 8, 0, 0, 0));
+
+    client
+        .batch_execute(
+            "SET dex_collector.adaptive_concurrency = on;
+             SET dex_collector.max_concurrency = 6;
+             SET dex_collector.concurrency = 2",
+        )
+        .unwrap();
+    // Eight companies answering at once: one window of answers, and the limit doubles.
+    let (summary, run_id) = collect(&mut client);
+    assert_eq!(
+        summary["concurrency"],
+        json!({"adaptive": true, "start": 2, "limit": 4, "lowest": 2, "highest": 4, "max": 6})
+    );
+    assert_eq!(run_flow(&mut client, run_id), (true, 4, 0, 0, 0));
+    // The next run starts where this one settled, and stops at the maximum.
+    let (summary, _) = collect(&mut client);
+    assert_eq!(
+        summary["concurrency"],
+        json!({"adaptive": true, "start": 4, "limit": 6, "lowest": 4, "highest": 6, "max": 6})
+    );
+    assert!(deployment.stand_in.max_concurrent_requests() <= 6);
+
+    // A 429 with Retry-After: the limit halves, and every request waits the second out.
+    deployment.stand_in.set_behavior(
+        sample::ACME,
+        Behavior::FailTimes {
+            failures: 1,
+            status: 429,
+            retry_after: Some("1".into()),
+            then: Box::new(Behavior::Synthetic),
+        },
+    );
+    let (summary, run_id) = collect(&mut client);
+    assert_eq!(summary["success"], true);
+    assert_eq!(summary["successfulCollections"], 8);
+    assert_eq!(summary["concurrency"]["start"], 6);
+    assert_eq!(summary["concurrency"]["limit"], 3);
+    assert!(summary["pausedMs"].as_i64().unwrap() >= 1000, "{summary}");
+    assert_eq!(run_flow(&mut client, run_id), (true, 3, 1, 1, 0));
+    // Back to fixed: the adaptive limit is kept for when it is turned on again.
+    client
+        .batch_execute("SET dex_collector.adaptive_concurrency = off")
+        .unwrap();
+    let (summary, _) = collect(&mut client);
+    assert_eq!(
+        summary["concurrency"],
+        json!({"adaptive": false, "limit": 2})
+    );
 }

@@ -21,6 +21,10 @@ SET dex_collector.concurrency = 0;
 \echo :SQLSTATE
 SET dex_collector.concurrency = 1001;
 \echo :SQLSTATE
+SET dex_collector.max_concurrency = 0;
+\echo :SQLSTATE
+SET dex_collector.adaptive_concurrency = 'sometimes';
+\echo :SQLSTATE
 SET dex_collector.request_timeout = -1;
 \echo :SQLSTATE
 SET dex_collector.run_deadline = '1 ms';

@@ -1,0 +1,439 @@
+//! How much a run asks of the endpoint at once: how many companies it collects at a time (a fixed
+//! number, or an adaptive limit found from what the endpoint's answers say about its load), the
+//! pause that a 429 or 503 with `Retry-After` asks of the whole run, and the run's retry budget.
+//!
+//! The adaptive limit is additive increase and multiplicative decrease, as in TCP's congestion
+//! control, on two signals. An answer saying the endpoint is overloaded (429, 503), or a request
+//! it dropped (timed out, refused, reset), halves the limit at once. A window of answers whose
+//! median latency has risen well above the lowest recent window's median (the endpoint queueing
+//! requests it cannot serve yet) lowers it in proportion. Otherwise each window raises it:
+//! doubling until the first sign of load, then by its square root. A window is as many answers
+//! as the limit, about one round trip's worth. Medians, because collect-bulk's time per company
+//! is heavy-tailed: one slow company says nothing about the endpoint's queue.
+
+use std::collections::VecDeque;
+use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
+
+/// How a run chooses how many companies it collects at a time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Concurrency {
+    Fixed(usize),
+    /// Found while the run goes: starting at `start` (where the last run settled), at most `max`.
+    Adaptive {
+        start: usize,
+        max: usize,
+    },
+}
+
+/// What one HTTP exchange says about the endpoint's load.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Signal {
+    /// An answer other than 429 or 503: its latency is what tells.
+    Answered,
+    /// 429 or 503: the endpoint says it is overloaded.
+    Overloaded,
+    /// No answer: the request timed out, or the connection was refused or reset.
+    Dropped,
+}
+
+/// A window's median this many times the lowest recent window's means the endpoint queues.
+const QUEUEING_RATIO: f64 = 1.5;
+/// Added to what counts as queueing, so that a fast endpoint's jitter of a few milliseconds (and
+/// the backend's own pauses to record results) is not taken for a queue.
+const QUEUEING_SLACK: Duration = Duration::from_millis(5);
+/// How many windows' medians the baseline is the lowest of: an endpoint that became slower for
+/// good is a new baseline after this many windows, not a reason to keep lowering the limit.
+const BASELINE_WINDOWS: usize = 30;
+/// The fewest answers a window holds, however low the limit.
+const MIN_WINDOW: usize = 8;
+/// What an overloaded or dropped request, or a queue, does to the limit at most.
+const DECREASE: f64 = 0.5;
+
+/// The adaptive limit's state; `now` is passed in, so tests can run on their own clock.
+#[derive(Debug, Clone)]
+pub struct AdaptiveLimit {
+    limit: f64,
+    max: f64,
+    /// Until the first sign of load, the limit doubles per window.
+    slow_start: bool,
+    window: Vec<Duration>,
+    recent_medians: VecDeque<Duration>,
+    /// Requests sent before the last decrease were sent under a higher limit: what they meet
+    /// does not lower it again.
+    last_decrease: Option<Instant>,
+}
+
+impl AdaptiveLimit {
+    pub fn new(start: usize, max: usize) -> AdaptiveLimit {
+        let max = max.max(1) as f64;
+        AdaptiveLimit {
+            limit: (start.max(1) as f64).min(max),
+            max,
+            slow_start: true,
+            window: Vec::new(),
+            recent_medians: VecDeque::new(),
+            last_decrease: None,
+        }
+    }
+
+    /// How many companies may be in flight now.
+    pub fn current(&self) -> usize {
+        self.limit as usize
+    }
+
+    /// Takes in one exchange: sent at `sent_at`, ended `latency` later, at `now`.
+    pub fn observe(&mut self, sent_at: Instant, latency: Duration, signal: Signal, now: Instant) {
+        if self.last_decrease.is_some_and(|at| sent_at < at) {
+            return;
+        }
+        match signal {
+            Signal::Overloaded | Signal::Dropped => self.decrease(DECREASE, now),
+            Signal::Answered => {
+                self.window.push(latency);
+                if self.window.len() >= self.current().max(MIN_WINDOW) {
+                    self.end_window(now);
+                }
+            }
+        }
+    }
+
+    fn end_window(&mut self, now: Instant) {
+        self.window.sort_unstable();
+        let median = self.window[self.window.len() / 2];
+        self.window.clear();
+        if self.recent_medians.len() == BASELINE_WINDOWS {
+            self.recent_medians.pop_front();
+        }
+        self.recent_medians.push_back(median);
+        let baseline = self.recent_medians.iter().min().copied().unwrap_or(median);
+        let tolerated = baseline.mul_f64(QUEUEING_RATIO) + QUEUEING_SLACK;
+        if median > tolerated {
+            self.decrease(
+                (tolerated.as_secs_f64() / median.as_secs_f64()).max(DECREASE),
+                now,
+            );
+        } else if self.slow_start {
+            self.limit = (self.limit * 2.0).min(self.max);
+        } else {
+            self.limit = (self.limit + self.limit.sqrt()).min(self.max);
+        }
+    }
+
+    fn decrease(&mut self, factor: f64, now: Instant) {
+        self.limit = (self.limit * factor).max(1.0);
+        self.slow_start = false;
+        self.last_decrease = Some(now);
+        self.window.clear();
+    }
+}
+
+/// A run may retry at most this many requests, plus [`RETRY_BUDGET_RATIO`] of the companies it
+/// has called: when most requests fail, retries must not multiply the load on the endpoint.
+pub const RETRY_BUDGET_BASE: u64 = 100;
+pub const RETRY_BUDGET_RATIO: f64 = 0.2;
+
+/// What a run's flow did, for its summary.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct FlowReport {
+    /// `Some(max)` for an adaptive limit.
+    pub adaptive_max: Option<usize>,
+    pub start_limit: usize,
+    /// The limit when the run ended: where the next adaptive run starts.
+    pub end_limit: usize,
+    pub lowest_limit: usize,
+    pub highest_limit: usize,
+    /// 429 and 503 answers.
+    pub overloaded_answers: u64,
+    pub retries: u64,
+    /// Retries the budget refused.
+    pub retries_refused: u64,
+    /// How long the run held back its requests for a `Retry-After`.
+    pub paused: Duration,
+}
+
+/// One run's flow, shared by its requests.
+#[derive(Debug)]
+pub struct Flow {
+    state: Mutex<FlowState>,
+}
+
+#[derive(Debug)]
+struct FlowState {
+    fixed: Option<usize>,
+    adaptive: Option<AdaptiveLimit>,
+    paused_until: Option<Instant>,
+    companies_called: u64,
+    report: FlowReport,
+}
+
+impl FlowState {
+    fn limit(&self) -> usize {
+        match (&self.adaptive, self.fixed) {
+            (Some(adaptive), _) => adaptive.current(),
+            (None, fixed) => fixed.unwrap_or(1).max(1),
+        }
+    }
+}
+
+impl Flow {
+    pub fn new(concurrency: Concurrency) -> Flow {
+        let (fixed, adaptive, adaptive_max) = match concurrency {
+            Concurrency::Fixed(limit) => (Some(limit), None, None),
+            Concurrency::Adaptive { start, max } => {
+                (None, Some(AdaptiveLimit::new(start, max)), Some(max.max(1)))
+            }
+        };
+        let mut state = FlowState {
+            fixed,
+            adaptive,
+            paused_until: None,
+            companies_called: 0,
+            report: FlowReport {
+                adaptive_max,
+                ..FlowReport::default()
+            },
+        };
+        let limit = state.limit();
+        state.report.start_limit = limit;
+        state.report.end_limit = limit;
+        state.report.lowest_limit = limit;
+        state.report.highest_limit = limit;
+        Flow {
+            state: Mutex::new(state),
+        }
+    }
+
+    fn state(&self) -> MutexGuard<'_, FlowState> {
+        // Nothing panics while holding it; were it poisoned, its counters are still usable.
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// How many companies may be in flight now.
+    pub fn limit(&self) -> usize {
+        self.state().limit()
+    }
+
+    /// A company is about to be called.
+    pub fn company_called(&self) {
+        self.state().companies_called += 1;
+    }
+
+    /// When the run may send again, while a `Retry-After` holds it back.
+    pub fn paused_until(&self, now: Instant) -> Option<Instant> {
+        self.state().paused_until.filter(|until| *until > now)
+    }
+
+    /// Takes in one exchange: sent at `sent_at`, ended now; `retry_after` is the pause a 429 or
+    /// 503 asked for, which holds back every request of the run.
+    pub fn answered(&self, sent_at: Instant, signal: Signal, retry_after: Option<Duration>) {
+        let now = Instant::now();
+        let mut state = self.state();
+        if signal == Signal::Overloaded {
+            state.report.overloaded_answers += 1;
+            if let Some(resume_at) = retry_after.and_then(|after| now.checked_add(after)) {
+                let already = state.paused_until.filter(|until| *until > now);
+                if already.is_none_or(|until| resume_at > until) {
+                    let from = already.unwrap_or(now);
+                    state.report.paused += resume_at - from;
+                    state.paused_until = Some(resume_at);
+                }
+            }
+        }
+        if let Some(adaptive) = state.adaptive.as_mut() {
+            adaptive.observe(sent_at, now.saturating_duration_since(sent_at), signal, now);
+            let limit = adaptive.current();
+            let report = &mut state.report;
+            report.end_limit = limit;
+            report.lowest_limit = report.lowest_limit.min(limit);
+            report.highest_limit = report.highest_limit.max(limit);
+        }
+    }
+
+    /// Whether a failed request may be sent again: true takes one retry from the run's budget.
+    pub fn may_retry(&self) -> bool {
+        let mut state = self.state();
+        let budget =
+            RETRY_BUDGET_BASE + (state.companies_called as f64 * RETRY_BUDGET_RATIO) as u64;
+        if state.report.retries < budget {
+            state.report.retries += 1;
+            true
+        } else {
+            state.report.retries_refused += 1;
+            false
+        }
+    }
+
+    pub fn report(&self) -> FlowReport {
+        self.state().report.clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const FLOOR: Duration = Duration::from_millis(40);
+
+    /// Feeds `answers` answers of `latency`, each sent `latency` before it ends, on a clock that
+    /// moves `latency` per answer.
+    fn feed(limit: &mut AdaptiveLimit, clock: &mut Instant, answers: usize, latency: Duration) {
+        for _ in 0..answers {
+            *clock += latency;
+            limit.observe(*clock - latency, latency, Signal::Answered, *clock);
+        }
+    }
+
+    #[test]
+    fn rises_on_an_idle_endpoint_up_to_the_maximum_and_no_further() {
+        let mut limit = AdaptiveLimit::new(4, 100);
+        let mut clock = Instant::now();
+        let mut seen = vec![limit.current()];
+        for _ in 0..40 {
+            feed(&mut limit, &mut clock, 10, FLOOR);
+            seen.push(limit.current());
+        }
+        assert_eq!(limit.current(), 100);
+        assert!(seen.windows(2).all(|pair| pair[1] >= pair[0]), "{seen:?}");
+        assert!(seen.iter().all(|limit| *limit <= 100));
+        assert_eq!(&seen[..3], &[4, 8, 16], "doubles per window at first");
+    }
+
+    #[test]
+    fn an_overloaded_answer_halves_it_once_for_the_requests_sent_before() {
+        let mut limit = AdaptiveLimit::new(64, 100);
+        let mut clock = Instant::now();
+        let sent = clock;
+        clock += FLOOR;
+        limit.observe(sent, FLOOR, Signal::Overloaded, clock);
+        assert_eq!(limit.current(), 32);
+        // The rest of the burst was sent under 64: no further decrease for it.
+        for _ in 0..20 {
+            limit.observe(sent, FLOOR, Signal::Overloaded, clock);
+        }
+        assert_eq!(limit.current(), 32);
+        clock += FLOOR;
+        limit.observe(
+            clock - Duration::from_millis(1),
+            FLOOR,
+            Signal::Dropped,
+            clock,
+        );
+        assert_eq!(limit.current(), 16);
+    }
+
+    #[test]
+    fn it_never_falls_below_one() {
+        let mut limit = AdaptiveLimit::new(2, 10);
+        let mut clock = Instant::now();
+        for _ in 0..10 {
+            clock += FLOOR;
+            limit.observe(clock, FLOOR, Signal::Overloaded, clock);
+        }
+        assert_eq!(limit.current(), 1);
+    }
+
+    #[test]
+    fn rising_latency_lowers_it_and_it_then_grows_slowly() {
+        let mut limit = AdaptiveLimit::new(16, 200);
+        let mut clock = Instant::now();
+        feed(&mut limit, &mut clock, 16, FLOOR);
+        assert_eq!(limit.current(), 32);
+        // The endpoint queues: answers take three times as long.
+        feed(&mut limit, &mut clock, 32, FLOOR * 3);
+        // Lowered in proportion: 32 × (40 ms × 1.5 + 5 ms) ÷ 120 ms.
+        assert_eq!(limit.current(), 17);
+        // Back to its floor: additive increase now, by the square root of the limit.
+        feed(&mut limit, &mut clock, 17, FLOOR);
+        assert_eq!(limit.current(), 21);
+    }
+
+    #[test]
+    fn a_heavy_tail_is_not_taken_for_a_queue() {
+        let mut limit = AdaptiveLimit::new(8, 64);
+        let mut clock = Instant::now();
+        // Three in ten answers take 30 times as long: the median does not move.
+        for answer in 0..200 {
+            let latency = if answer % 10 < 3 { FLOOR * 30 } else { FLOOR };
+            clock += FLOOR;
+            limit.observe(clock, latency, Signal::Answered, clock);
+        }
+        assert_eq!(limit.current(), 64);
+    }
+
+    #[test]
+    fn a_slower_endpoint_becomes_the_new_baseline() {
+        let mut limit = AdaptiveLimit::new(8, 8);
+        let mut clock = Instant::now();
+        feed(&mut limit, &mut clock, 8 * 5, FLOOR);
+        // For good three times slower: lowered at first, then, once the fast windows are
+        // forgotten, back up to the maximum.
+        feed(&mut limit, &mut clock, MIN_WINDOW, FLOOR * 3);
+        assert!(limit.current() < 8);
+        feed(
+            &mut limit,
+            &mut clock,
+            MIN_WINDOW * (BASELINE_WINDOWS + 10),
+            FLOOR * 3,
+        );
+        assert_eq!(limit.current(), 8);
+    }
+
+    #[test]
+    fn a_fixed_flow_keeps_its_limit_whatever_it_meets() {
+        let flow = Flow::new(Concurrency::Fixed(16));
+        let sent = Instant::now();
+        flow.answered(sent, Signal::Overloaded, None);
+        flow.answered(sent, Signal::Dropped, None);
+        assert_eq!(flow.limit(), 16);
+        let report = flow.report();
+        assert_eq!(
+            (report.start_limit, report.end_limit, report.adaptive_max),
+            (16, 16, None)
+        );
+        assert_eq!(report.overloaded_answers, 1);
+    }
+
+    #[test]
+    fn retry_after_holds_back_the_whole_run_until_the_latest_one() {
+        let flow = Flow::new(Concurrency::Adaptive { start: 8, max: 64 });
+        let sent = Instant::now();
+        assert_eq!(flow.paused_until(sent), None);
+        flow.answered(sent, Signal::Overloaded, Some(Duration::from_secs(2)));
+        let first = flow.paused_until(Instant::now()).expect("paused");
+        flow.answered(sent, Signal::Overloaded, Some(Duration::from_secs(1)));
+        assert_eq!(
+            flow.paused_until(Instant::now()),
+            Some(first),
+            "an earlier end changes nothing"
+        );
+        flow.answered(sent, Signal::Overloaded, Some(Duration::from_secs(5)));
+        let later = flow.paused_until(Instant::now()).expect("paused");
+        assert!(later >= first + Duration::from_secs(2));
+        assert_eq!(flow.paused_until(later), None, "over once it ends");
+        let report = flow.report();
+        assert_eq!(report.overloaded_answers, 3);
+        assert!(report.paused >= Duration::from_secs(4) && report.paused <= Duration::from_secs(6));
+        assert_eq!(
+            report.end_limit, 4,
+            "the first 429 halved it; the others were sent before"
+        );
+    }
+
+    #[test]
+    fn the_retry_budget_grows_with_the_companies_called() {
+        let flow = Flow::new(Concurrency::Fixed(4));
+        let granted = (0..RETRY_BUDGET_BASE + 50)
+            .filter(|_| flow.may_retry())
+            .count() as u64;
+        assert_eq!(granted, RETRY_BUDGET_BASE);
+        for _ in 0..100 {
+            flow.company_called();
+        }
+        let more = (0..50).filter(|_| flow.may_retry()).count() as u64;
+        assert_eq!(more, (100.0 * RETRY_BUDGET_RATIO) as u64);
+        let report = flow.report();
+        assert_eq!(report.retries, RETRY_BUDGET_BASE + more);
+        assert_eq!(report.retries_refused, 50 + 50 - more);
+    }
+}
