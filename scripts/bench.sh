@@ -6,7 +6,9 @@
 # `./scripts/bench.sh --dex-parse` times dex_parse() over a table of 100,000 stored DEX files instead;
 # `./scripts/bench.sh --dex-memory` measures a backend's peak memory for one dex_parse() call;
 # `./scripts/bench.sh --fairness` runs 1,000 companies with heavy-tailed endpoint times under the
-# run deadline until each has been collected; `./scripts/bench.sh --history` times docs/monitoring.md's
+# run deadline until each has been collected; `./scripts/bench.sh --adaptive` runs fixed and adaptive
+# concurrency against an endpoint with a capacity (16 at once, 429 beyond a short queue), and through
+# a drop of that capacity in the middle of a run; `./scripts/bench.sh --history` times docs/monitoring.md's
 # monitoring queries over a generated 14-day history of 1,000 companies (4 million results);
 # `./scripts/bench.sh --history-month [--days D] [--companies N] [--seed S]` records 30 days of
 # 1,000 companies every 5 minutes in simulated time with history_detail 'all' and 'changes',
@@ -31,6 +33,8 @@ if [ "${1:-}" = "--dex-parse" ]; then
     cargo run --quiet --release -p dex-collector-bench --bin dex-parse-bench
 elif [ "${1:-}" = "--fairness" ]; then
     cargo run --quiet --release -p dex-collector-bench --bin dex-fairness-bench
+elif [ "${1:-}" = "--adaptive" ]; then
+    cargo run --quiet --release -p dex-collector-bench --bin dex-adaptive-bench
 elif [ "${1:-}" = "--history" ]; then
     cargo test --quiet --release -p dex_collector_e2e --test history_at_scale -- --nocapture
 elif [ "${1:-}" = "--history-month" ]; then

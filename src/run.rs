@@ -60,10 +60,14 @@ pub fn plan(scope: Scope) -> Result<Plan, CollectError> {
     };
     let concurrency = match settings.adaptive_max {
         None => Concurrency::Fixed(settings.concurrency),
-        Some(max) => Concurrency::Adaptive {
-            start: history::last_adaptive_limit()?.unwrap_or(settings.concurrency),
-            max,
-        },
+        Some(max) => {
+            let settled = history::last_adaptive_limit()?;
+            Concurrency::Adaptive {
+                start: settled.unwrap_or(settings.concurrency),
+                max,
+                settled: settled.is_some(),
+            }
+        }
     };
     Ok(Plan {
         settings,

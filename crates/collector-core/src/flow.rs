@@ -4,11 +4,13 @@
 //!
 //! The adaptive limit is additive increase and multiplicative decrease, as in TCP's congestion
 //! control, on two signals. An answer saying the endpoint is overloaded (429, 503), or a request
-//! it dropped (timed out, refused, reset), halves the limit at once. A window of answers whose
+//! it dropped (timed out, refused, reset), lowers the limit at once to 0.7 times, and for a while
+//! it grows no higher than 0.9 times where that happened. A window of answers whose
 //! median latency has risen well above the lowest recent window's median (the endpoint queueing
 //! requests it cannot serve yet) lowers it in proportion. Otherwise each window raises it:
 //! doubling until the first sign of load, then by its square root. A window is as many answers
-//! as the limit, about one round trip's worth. Medians, because collect-bulk's time per company
+//! as the limit (at least 8), about one round trip's worth, to requests sent since the limit last
+//! changed: what was sent under the old limit says nothing about the new one. Medians, because collect-bulk's time per company
 //! is heavy-tailed: one slow company says nothing about the endpoint's queue.
 
 use std::collections::VecDeque;
@@ -19,10 +21,13 @@ use std::time::{Duration, Instant};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Concurrency {
     Fixed(usize),
-    /// Found while the run goes: starting at `start` (where the last run settled), at most `max`.
+    /// Found while the run goes: starting at `start`, at most `max`. `settled`: `start` is where
+    /// the last adaptive run settled, and the limit grows from it as it does once the endpoint's
+    /// load has shown (by its square root per window), not by doubling.
     Adaptive {
         start: usize,
         max: usize,
+        settled: bool,
     },
 }
 
@@ -47,8 +52,19 @@ const QUEUEING_SLACK: Duration = Duration::from_millis(5);
 const BASELINE_WINDOWS: usize = 30;
 /// The fewest answers a window holds, however low the limit.
 const MIN_WINDOW: usize = 8;
-/// What an overloaded or dropped request, or a queue, does to the limit at most.
+/// What a queue does to the limit at most.
 const DECREASE: f64 = 0.5;
+/// What an overloaded or dropped request does to it (TCP CUBIC's factor).
+const OVERLOAD_DECREASE: f64 = 0.7;
+/// After an overloaded or dropped request, the limit grows no higher than [`CEILING`] times where
+/// it was then, for this long and this many windows: each refusal costs a `Retry-After` pause of the
+/// whole run, so a limit that found the endpoint's ceiling stays under it, and probes above it
+/// again only now and then, to find a capacity that has grown.
+const PLATEAU: Duration = Duration::from_secs(30);
+/// The ceiling, as a part of the limit at the refusal: the limit in force then may have been
+/// well over what the endpoint takes, and each refusal under a ceiling lowers it again.
+const CEILING: f64 = 0.9;
+const PLATEAU_WINDOWS: usize = 20;
 
 /// The adaptive limit's state; `now` is passed in, so tests can run on their own clock.
 #[derive(Debug, Clone)]
@@ -59,9 +75,13 @@ pub struct AdaptiveLimit {
     slow_start: bool,
     window: Vec<Duration>,
     recent_medians: VecDeque<Duration>,
-    /// Requests sent before the last decrease were sent under a higher limit: what they meet
-    /// does not lower it again.
-    last_decrease: Option<Instant>,
+    /// Requests sent before the limit last changed say nothing about the new one: a window holds
+    /// only answers to requests sent since, and an overloaded one sent before does not lower it
+    /// again.
+    last_change: Option<Instant>,
+    /// Under the limit of the last overloaded or dropped request, while it holds; since when, and
+    /// how many windows since.
+    ceiling: Option<(f64, Instant, usize)>,
 }
 
 impl AdaptiveLimit {
@@ -73,7 +93,8 @@ impl AdaptiveLimit {
             slow_start: true,
             window: Vec::new(),
             recent_medians: VecDeque::new(),
-            last_decrease: None,
+            last_change: None,
+            ceiling: None,
         }
     }
 
@@ -84,11 +105,14 @@ impl AdaptiveLimit {
 
     /// Takes in one exchange: sent at `sent_at`, ended `latency` later, at `now`.
     pub fn observe(&mut self, sent_at: Instant, latency: Duration, signal: Signal, now: Instant) {
-        if self.last_decrease.is_some_and(|at| sent_at < at) {
+        if self.last_change.is_some_and(|at| sent_at < at) {
             return;
         }
         match signal {
-            Signal::Overloaded | Signal::Dropped => self.decrease(DECREASE, now),
+            Signal::Overloaded | Signal::Dropped => {
+                self.ceiling = Some(((self.limit * CEILING).max(1.0), now, 0));
+                self.decrease(OVERLOAD_DECREASE, now);
+            }
             Signal::Answered => {
                 self.window.push(latency);
                 if self.window.len() >= self.current().max(MIN_WINDOW) {
@@ -113,17 +137,36 @@ impl AdaptiveLimit {
                 (tolerated.as_secs_f64() / median.as_secs_f64()).max(DECREASE),
                 now,
             );
-        } else if self.slow_start {
-            self.limit = (self.limit * 2.0).min(self.max);
         } else {
-            self.limit = (self.limit + self.limit.sqrt()).min(self.max);
+            let mut highest = self.max;
+            if let Some((ceiling, since, windows)) = self.ceiling.as_mut() {
+                *windows += 1;
+                if *windows < PLATEAU_WINDOWS || now.saturating_duration_since(*since) < PLATEAU {
+                    highest = highest.min(*ceiling);
+                } else {
+                    self.ceiling = None;
+                }
+            }
+            let raised = if self.slow_start {
+                self.limit * 2.0
+            } else {
+                self.limit + self.limit.sqrt()
+            };
+            let raised = raised.min(highest);
+            if raised > self.limit {
+                self.change_to(raised, now);
+            }
         }
     }
 
     fn decrease(&mut self, factor: f64, now: Instant) {
-        self.limit = (self.limit * factor).max(1.0);
         self.slow_start = false;
-        self.last_decrease = Some(now);
+        self.change_to((self.limit * factor).max(1.0), now);
+    }
+
+    fn change_to(&mut self, limit: f64, now: Instant) {
+        self.limit = limit;
+        self.last_change = Some(now);
         self.window.clear();
     }
 }
@@ -180,8 +223,14 @@ impl Flow {
     pub fn new(concurrency: Concurrency) -> Flow {
         let (fixed, adaptive, adaptive_max) = match concurrency {
             Concurrency::Fixed(limit) => (Some(limit), None, None),
-            Concurrency::Adaptive { start, max } => {
-                (None, Some(AdaptiveLimit::new(start, max)), Some(max.max(1)))
+            Concurrency::Adaptive {
+                start,
+                max,
+                settled,
+            } => {
+                let mut adaptive = AdaptiveLimit::new(start, max);
+                adaptive.slow_start = !settled;
+                (None, Some(adaptive), Some(max.max(1)))
             }
         };
         let mut state = FlowState {
@@ -300,18 +349,18 @@ mod tests {
     }
 
     #[test]
-    fn an_overloaded_answer_halves_it_once_for_the_requests_sent_before() {
+    fn an_overloaded_answer_lowers_it_once_for_the_requests_sent_before() {
         let mut limit = AdaptiveLimit::new(64, 100);
         let mut clock = Instant::now();
         let sent = clock;
         clock += FLOOR;
         limit.observe(sent, FLOOR, Signal::Overloaded, clock);
-        assert_eq!(limit.current(), 32);
+        assert_eq!(limit.current(), 44, "64 × 0.7");
         // The rest of the burst was sent under 64: no further decrease for it.
         for _ in 0..20 {
             limit.observe(sent, FLOOR, Signal::Overloaded, clock);
         }
-        assert_eq!(limit.current(), 32);
+        assert_eq!(limit.current(), 44);
         clock += FLOOR;
         limit.observe(
             clock - Duration::from_millis(1),
@@ -319,7 +368,23 @@ mod tests {
             Signal::Dropped,
             clock,
         );
-        assert_eq!(limit.current(), 16);
+        assert_eq!(limit.current(), 31, "44.8 × 0.7");
+    }
+
+    #[test]
+    fn after_an_overload_it_stays_under_that_limit_for_a_while_then_probes_above() {
+        let mut limit = AdaptiveLimit::new(40, 100);
+        let mut clock = Instant::now();
+        clock += FLOOR;
+        limit.observe(clock, FLOOR, Signal::Overloaded, clock);
+        assert_eq!(limit.current(), 28);
+        // Calm windows: it grows back to 40 × 0.9, and no higher within the plateau.
+        feed(&mut limit, &mut clock, 40 * 10, FLOOR);
+        assert_eq!(limit.current(), 36);
+        // Past the plateau's time and windows, it grows again.
+        clock += PLATEAU;
+        feed(&mut limit, &mut clock, 40 * PLATEAU_WINDOWS, FLOOR);
+        assert!(limit.current() > 40, "{}", limit.current());
     }
 
     #[test]
@@ -396,7 +461,11 @@ mod tests {
 
     #[test]
     fn retry_after_holds_back_the_whole_run_until_the_latest_one() {
-        let flow = Flow::new(Concurrency::Adaptive { start: 8, max: 64 });
+        let flow = Flow::new(Concurrency::Adaptive {
+            start: 8,
+            max: 64,
+            settled: false,
+        });
         let sent = Instant::now();
         assert_eq!(flow.paused_until(sent), None);
         flow.answered(sent, Signal::Overloaded, Some(Duration::from_secs(2)));
@@ -415,8 +484,8 @@ mod tests {
         assert_eq!(report.overloaded_answers, 3);
         assert!(report.paused >= Duration::from_secs(4) && report.paused <= Duration::from_secs(6));
         assert_eq!(
-            report.end_limit, 4,
-            "the first 429 halved it; the others were sent before"
+            report.end_limit, 5,
+            "the first 429 lowered it to 8 × 0.7; the others were sent before"
         );
     }
 

@@ -17,7 +17,7 @@ use dex_collector_core::summary::{
     SKIP_DEADLINE, SKIP_NO_CREDENTIALS,
 };
 use dex_collector_core::target::Target;
-use dex_stand_in::{Behavior, StandIn, StandInConfig, DEFAULT_SERVICE_KEY};
+use dex_stand_in::{Behavior, Capacity, StandIn, StandInConfig, DEFAULT_SERVICE_KEY};
 
 fn targets(count: usize) -> Vec<Target> {
     (1..=count)
@@ -544,7 +544,11 @@ fn an_adaptive_limit_rises_on_an_idle_endpoint_and_never_passes_its_maximum() {
     let executed = collect_with(
         &stand_in,
         &targets(300),
-        Concurrency::Adaptive { start: 2, max: 24 },
+        Concurrency::Adaptive {
+            start: 2,
+            max: 24,
+            settled: false,
+        },
         Duration::from_secs(30),
         &mut host,
     );
@@ -586,4 +590,64 @@ fn a_retry_after_past_the_deadline_holds_back_nothing() {
         (summary.flow.overloaded_answers, summary.flow.retries),
         (1, 0)
     );
+}
+
+/// A stand-in that serves `workers` requests at once, each for 20 ms, queues `queue` more and
+/// refuses the rest with 429.
+fn with_capacity(workers: usize, queue: usize) -> StandIn {
+    StandIn::start(StandInConfig {
+        default_behavior: Behavior::Delay {
+            delay: Duration::from_millis(20),
+            then: Box::new(Behavior::Synthetic),
+        },
+        capacity: Some(Capacity {
+            workers,
+            queue,
+            retry_after: None,
+        }),
+        record_requests: false,
+        ..StandInConfig::default()
+    })
+    .unwrap()
+}
+
+/// A first adaptive run from `start`, at most `max`, over `companies` companies.
+fn collect_adaptively(stand_in: &StandIn, companies: usize, start: usize, max: usize) -> Executed {
+    let executed = collect_with(
+        stand_in,
+        &targets(companies),
+        Concurrency::Adaptive {
+            start,
+            max,
+            settled: false,
+        },
+        Duration::from_secs(60),
+        &mut TestHost::recording_now(),
+    );
+    let results = &executed.summary.results;
+    assert!(
+        results.iter().all(|r| r.status == ResultStatus::Succeeded),
+        "{results:?}"
+    );
+    executed
+}
+
+#[test]
+fn an_adaptive_limit_falls_when_the_endpoint_refuses() {
+    let stand_in = with_capacity(8, 4);
+    let flow = collect_adaptively(&stand_in, 200, 32, 64).summary.flow;
+    assert!(stand_in.capacity_report().refused > 0);
+    assert!(flow.overloaded_answers > 0);
+    assert!(flow.lowest_limit <= 16, "{flow:?}");
+    assert!(flow.end_limit < 32, "{flow:?}");
+}
+
+#[test]
+fn an_adaptive_limit_stays_near_what_the_endpoint_serves_when_it_queues() {
+    let stand_in = with_capacity(4, 1000);
+    let flow = collect_adaptively(&stand_in, 300, 2, 64).summary.flow;
+    assert_eq!(stand_in.capacity_report().refused, 0);
+    // Four at once are served in 20 ms, eight in 40: the queue shows in the median, and the
+    // limit stays far below its maximum (where exactly depends on the machine's load).
+    assert!(flow.highest_limit <= 32, "{flow:?}");
 }

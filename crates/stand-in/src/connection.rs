@@ -3,6 +3,7 @@
 
 use std::io;
 use std::sync::Arc;
+use std::time::Instant;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
@@ -41,12 +42,35 @@ where
                 Ok(Incoming::Closed) | Err(_) => return,
             };
         let _answering = state.begin_answer();
+        let arrived = Instant::now();
         let planned = state.plan(&request);
         state.note_received(request);
 
+        let mut place = None;
+        if let Some(gate) = state.capacity() {
+            let Some(mut admitted) = gate.admit() else {
+                let mut refusal = Response::json(
+                    429,
+                    serde_json::json!({ "success": false, "error": "Too many requests" }),
+                );
+                if let Some(after) = &gate.retry_after {
+                    refusal.headers.push(("Retry-After".into(), after.clone()));
+                }
+                match carry_out(&mut stream, &mut out, Answer::Respond(refusal), keep_alive).await {
+                    Ok(Connection::KeepOpen) => continue,
+                    Ok(Connection::Close) | Err(_) => return,
+                }
+            };
+            admitted.serve().await;
+            place = Some((gate, admitted));
+        }
         let wait = state.latency() + planned.delay;
         if !wait.is_zero() {
             tokio::time::sleep(wait).await;
+        }
+        if let Some((gate, admitted)) = place {
+            gate.served(arrived.elapsed());
+            drop(admitted);
         }
         match carry_out(&mut stream, &mut out, planned.answer, keep_alive).await {
             Ok(Connection::KeepOpen) => {}

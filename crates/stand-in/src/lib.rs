@@ -1,5 +1,6 @@
 //! A stand-in for the web app's `/api/dex/collect-bulk` endpoint (see docs/contract.md): answers like
-//! the real one, per company, including the ways real deployments fail. It knows nothing of
+//! the real one, per company, including the ways real deployments fail, and, given a [`Capacity`],
+//! as an endpoint that can serve only so many requests at once. It knows nothing of
 //! PostgreSQL: the core's tests, the end-to-end suite, the demo and the benchmarks all use it, and
 //! the `dex-stand-in` program (`src/main.rs`) serves it from the command line.
 //!
@@ -18,6 +19,7 @@
 #![forbid(unsafe_code)]
 
 mod behavior;
+mod capacity;
 mod connection;
 mod http;
 mod tls;
@@ -35,6 +37,7 @@ use tokio::runtime::Runtime;
 use tokio_rustls::TlsAcceptor;
 
 pub use behavior::{synthetic_counts, Behavior, SpecError, DEFAULT_PAGE_SIZE, SPEC_FORMS};
+pub use capacity::{Capacity, CapacityReport};
 pub use http::RecordedRequest;
 
 use behavior::{Answer, Paging, PlannedAnswer, Response};
@@ -70,6 +73,9 @@ pub struct StandInConfig {
     /// any method and path, is recorded and answered with this status (changeable later with
     /// `set_receiver_status`).
     pub receiver_status: Option<u16>,
+    /// An endpoint that serves so many requests at once, queues a few more and refuses the rest
+    /// (see `Capacity`); `None`: every request is served at once.
+    pub capacity: Option<Capacity>,
 }
 
 impl Default for StandInConfig {
@@ -82,6 +88,7 @@ impl Default for StandInConfig {
             port: 0,
             tls: false,
             receiver_status: None,
+            capacity: None,
         }
     }
 }
@@ -208,6 +215,22 @@ impl StandIn {
         self.state.answering.load(Ordering::Relaxed)
     }
 
+    /// Changes how many requests an endpoint with a `Capacity` serves at once; nothing without.
+    pub fn set_capacity_workers(&self, workers: usize) {
+        if let Some(gate) = &self.state.capacity {
+            gate.set_workers(workers);
+        }
+    }
+
+    /// What the capacity did since start or `reset()`; empty without one.
+    pub fn capacity_report(&self) -> CapacityReport {
+        self.state
+            .capacity
+            .as_ref()
+            .map(capacity::Gate::report)
+            .unwrap_or_default()
+    }
+
     /// Shuts the server down and closes all connections (as dropping does).
     pub fn stop(self) {}
 }
@@ -319,6 +342,7 @@ pub(crate) struct State {
     next_connection_id: AtomicU64,
     /// 0: the collect-bulk endpoint; otherwise a receiver answering every request with it.
     receiver_status: AtomicU16,
+    capacity: Option<capacity::Gate>,
 }
 
 impl State {
@@ -339,6 +363,7 @@ impl State {
             answering: AtomicUsize::new(0),
             peak_answering: AtomicUsize::new(0),
             next_connection_id: AtomicU64::new(1),
+            capacity: config.capacity.as_ref().map(capacity::Gate::new),
         }
     }
 
@@ -349,6 +374,13 @@ impl State {
         self.requests_received.store(0, Ordering::SeqCst);
         // Answers still in progress count again once another request begins.
         self.peak_answering.store(0, Ordering::Relaxed);
+        if let Some(gate) = &self.capacity {
+            gate.reset();
+        }
+    }
+
+    pub(crate) fn capacity(&self) -> Option<&capacity::Gate> {
+        self.capacity.as_ref()
     }
 
     fn set_latency(&self, latency: Duration) {

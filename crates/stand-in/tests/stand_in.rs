@@ -8,7 +8,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use dex_stand_in::{
-    synthetic_counts, Behavior, StandIn, StandInConfig, COLLECT_PATH, DEFAULT_SERVICE_KEY,
+    synthetic_counts, Behavior, Capacity, StandIn, StandInConfig, COLLECT_PATH, DEFAULT_SERVICE_KEY,
 };
 use reqwest::blocking::{Client, Response};
 use reqwest::redirect::Policy;
@@ -907,4 +907,67 @@ fn a_receiver_records_any_request_and_answers_with_its_status() {
     let paths: Vec<&str> = requests.iter().map(|r| r.path.as_str()).collect();
     assert_eq!(paths, ["/hooks/abc", "/ping/abc/fail"]);
     assert_eq!(requests[0].body, br#"{"text":"hello"}"#);
+}
+
+#[test]
+fn a_capacity_serves_so_many_at_once_queues_a_few_and_refuses_the_rest() {
+    let service = Duration::from_millis(300);
+    let stand_in = StandIn::start(StandInConfig {
+        default_behavior: Behavior::Delay {
+            delay: service,
+            then: Box::new(Behavior::Synthetic),
+        },
+        capacity: Some(Capacity {
+            workers: 2,
+            queue: 1,
+            retry_after: Some("1".into()),
+        }),
+        ..StandInConfig::default()
+    })
+    .unwrap();
+    let at_once = |count: usize| -> Vec<(StatusCode, Option<String>)> {
+        thread::scope(|scope| {
+            let requests: Vec<_> = (0..count)
+                .map(|_| {
+                    scope.spawn(|| {
+                        let response = collect(&client(), &stand_in, COMPANY);
+                        let retry_after = response
+                            .headers()
+                            .get("retry-after")
+                            .map(|value| value.to_str().unwrap().to_string());
+                        (response.status(), retry_after)
+                    })
+                })
+                .collect();
+            requests.into_iter().map(|r| r.join().unwrap()).collect()
+        })
+    };
+    let answers = at_once(4);
+    let refused: Vec<_> = answers
+        .iter()
+        .filter(|(status, _)| *status == StatusCode::TOO_MANY_REQUESTS)
+        .collect();
+    assert_eq!(refused.len(), 1, "{answers:?}");
+    assert_eq!(refused[0].1.as_deref(), Some("1"));
+    let report = stand_in.capacity_report();
+    assert_eq!(report.refused, 1);
+    assert_eq!(report.served.len(), 3);
+    // Two served at once; the third waited for one of them.
+    let waited = report.served.iter().filter(|t| **t >= service * 2).count();
+    assert_eq!(waited, 1, "{:?}", report.served);
+
+    stand_in.reset();
+    stand_in.set_capacity_workers(4);
+    let answers = at_once(4);
+    assert!(
+        answers.iter().all(|(status, _)| *status == StatusCode::OK),
+        "{answers:?}"
+    );
+    let report = stand_in.capacity_report();
+    assert_eq!((report.refused, report.served.len()), (0, 4));
+    assert!(
+        report.served.iter().all(|t| *t < service * 2),
+        "{:?}",
+        report.served
+    );
 }

@@ -486,7 +486,7 @@ fn an_adaptive_run_reports_where_it_settled_and_the_next_run_starts_there() {
     );
     assert!(deployment.stand_in.max_concurrent_requests() <= 6);
 
-    // A 429 with Retry-After: the limit halves, and every request waits the second out.
+    // A 429 with Retry-After: the limit falls to 6 × 0.7, and every request waits the second out.
     deployment.stand_in.set_behavior(
         sample::ACME,
         Behavior::FailTimes {
@@ -500,9 +500,9 @@ fn an_adaptive_run_reports_where_it_settled_and_the_next_run_starts_there() {
     assert_eq!(summary["success"], true);
     assert_eq!(summary["successfulCollections"], 8);
     assert_eq!(summary["concurrency"]["start"], 6);
-    assert_eq!(summary["concurrency"]["limit"], 3);
+    assert_eq!(summary["concurrency"]["limit"], 4);
     assert!(summary["pausedMs"].as_i64().unwrap() >= 1000, "{summary}");
-    assert_eq!(run_flow(&mut client, run_id), (true, 3, 1, 1, 0));
+    assert_eq!(run_flow(&mut client, run_id), (true, 4, 1, 1, 0));
     // Back to fixed: the adaptive limit is kept for when it is turned on again.
     client
         .batch_execute("SET dex_collector.adaptive_concurrency = off")

@@ -1,0 +1,250 @@
+//! Concurrency against an endpoint with a capacity (BENCHMARKS.md, "Concurrency and the
+//! endpoint's capacity"): `SELECT dex_collect_all()` for 1,500 synthetic companies against a
+//! stand-in that serves 16 requests at once, queues 8 more and answers 429 with `Retry-After: 1`
+//! beyond that, each request taking its company's time, drawn once from a log-normal
+//! distribution (median 40 ms, sigma 0.5: a real endpoint's seconds, scaled down). Fixed
+//! concurrencies 4, 16, 64 and 256 against the adaptive limit (at most 256), its first run from
+//! dex_collector.concurrency's 8 and the run after from where the first settled; then the same
+//! with the endpoint dropping to 4 workers two seconds into a run of 3,000 companies, sampled
+//! every 50 ms. Run it through `scripts/bench.sh --adaptive`.
+
+#![forbid(unsafe_code)]
+
+#[path = "../random.rs"]
+mod random;
+
+use random::Random;
+use std::error::Error;
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use dex_collector_e2e::deployment::{Deployment, DeploymentOptions};
+use dex_collector_e2e::synthetic;
+use dex_stand_in::{Behavior, Capacity, StandIn, StandInConfig};
+use serde_json::Value;
+
+const COMPANIES: u32 = 1_500;
+const WORKERS: usize = 16;
+const QUEUE: usize = 8;
+const MEDIAN_MS: f64 = 40.0;
+const SIGMA: f64 = 0.5;
+const MAX_CONCURRENCY: u32 = 256;
+const CHANGE_COMPANIES: u32 = 3_000;
+const CHANGE_AFTER: Duration = Duration::from_secs(2);
+const WORKERS_AFTER_CHANGE: usize = 4;
+const SAMPLE_EVERY: Duration = Duration::from_millis(50);
+
+#[derive(Clone, Copy)]
+enum Setting {
+    Fixed(u32),
+    Adaptive,
+}
+
+fn main() -> ExitCode {
+    match bench() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("dex-adaptive-bench: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Each company's time at a free worker.
+fn service_times(companies: u32) -> Vec<Duration> {
+    let mut random = Random(20_261_203);
+    (0..companies)
+        .map(|_| Duration::from_secs_f64(random.log_normal(MEDIAN_MS, SIGMA) / 1000.0))
+        .collect()
+}
+
+fn install_behaviors(stand_in: &StandIn, times: &[Duration]) {
+    for (n, &delay) in (1..).zip(times) {
+        stand_in.set_behavior(
+            &synthetic::company_id(n),
+            Behavior::Delay {
+                delay,
+                then: Box::new(Behavior::Synthetic),
+            },
+        );
+    }
+}
+
+fn configure(client: &mut postgres::Client, setting: Setting) -> Result<(), postgres::Error> {
+    match setting {
+        Setting::Fixed(concurrency) => client.batch_execute(&format!(
+            "SET dex_collector.adaptive_concurrency = off; SET dex_collector.concurrency = {concurrency};"
+        )),
+        Setting::Adaptive => client.batch_execute(&format!(
+            "SET dex_collector.adaptive_concurrency = on; SET dex_collector.concurrency = 8;
+             SET dex_collector.max_concurrency = {MAX_CONCURRENCY};"
+        )),
+    }
+}
+
+struct Outcome {
+    wall: Duration,
+    summary: Value,
+    run_row: (i32, i32, i32),
+}
+
+fn collect(client: &mut postgres::Client) -> Result<Outcome, Box<dyn Error>> {
+    let started = Instant::now();
+    let summary: Value = client.query_one("SELECT dex_collect_all()", &[])?.get(0);
+    let wall = started.elapsed();
+    let run_id = summary["run_id"]
+        .as_i64()
+        .ok_or("a summary without run_id")?;
+    let row = client.query_one(
+        "SELECT companies_failed, overloaded_answers, retries FROM dex_collector.runs WHERE id = $1",
+        &[&run_id],
+    )?;
+    Ok(Outcome {
+        wall,
+        summary,
+        run_row: (row.get(0), row.get(1), row.get(2)),
+    })
+}
+
+fn percentile(values: &mut [Duration], fraction: f64) -> Duration {
+    if values.is_empty() {
+        return Duration::ZERO;
+    }
+    values.sort_unstable();
+    values[((values.len() - 1) as f64 * fraction).round() as usize]
+}
+
+fn limit_text(summary: &Value) -> String {
+    let concurrency = &summary["concurrency"];
+    if concurrency["adaptive"] == true {
+        format!(
+            "{} → {} ({}–{})",
+            concurrency["start"],
+            concurrency["limit"],
+            concurrency["lowest"],
+            concurrency["highest"]
+        )
+    } else {
+        concurrency["limit"].to_string()
+    }
+}
+
+fn bench() -> Result<(), Box<dyn Error>> {
+    let deployment = Deployment::start(DeploymentOptions {
+        stand_in: StandInConfig {
+            record_requests: false,
+            capacity: Some(Capacity {
+                workers: WORKERS,
+                queue: QUEUE,
+                retry_after: Some("1".into()),
+            }),
+            ..StandInConfig::default()
+        },
+        ..DeploymentOptions::default()
+    })?;
+    let stand_in = &deployment.stand_in;
+    let mut client = deployment.client();
+    synthetic::load_companies(&mut client, COMPANIES)?;
+    let times = service_times(CHANGE_COMPANIES);
+    let mut sorted = times[..COMPANIES as usize].to_vec();
+    let (p50, p95) = (percentile(&mut sorted, 0.5), percentile(&mut sorted, 0.95));
+    let work: Duration = times[..COMPANIES as usize].iter().sum();
+    println!(
+        "{COMPANIES} companies; the endpoint serves {WORKERS} at once, queues {QUEUE}, answers 429 \
+         with Retry-After: 1 beyond; a company's time at a worker: median {p50:?}, p95 {p95:?}; \
+         ideal wall at {WORKERS} workers {:.2} s.\n",
+        work.as_secs_f64() / WORKERS as f64
+    );
+    println!(
+        "| concurrency | wall | companies/s | failed | 429s | retries | peak requests at the endpoint | p95 at the endpoint | limit |"
+    );
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---|");
+    let cases = [
+        ("4", Setting::Fixed(4)),
+        ("16", Setting::Fixed(16)),
+        ("64", Setting::Fixed(64)),
+        ("256", Setting::Fixed(256)),
+        ("adaptive, first run", Setting::Adaptive),
+        ("adaptive, next run", Setting::Adaptive),
+    ];
+    for (name, setting) in cases {
+        if name == "adaptive, first run" {
+            client.batch_execute("TRUNCATE dex_collector.runs CASCADE")?;
+        }
+        stand_in.reset();
+        install_behaviors(stand_in, &times);
+        configure(&mut client, setting)?;
+        let outcome = collect(&mut client)?;
+        let mut served = stand_in.capacity_report().served;
+        let (failed, overloaded, retries) = outcome.run_row;
+        println!(
+            "| {name} | {:.2} s | {:.0} | {failed} | {overloaded} | {retries} | {} | {:.0} ms | {} |",
+            outcome.wall.as_secs_f64(),
+            f64::from(COMPANIES) / outcome.wall.as_secs_f64(),
+            stand_in.max_concurrent_requests(),
+            percentile(&mut served, 0.95).as_secs_f64() * 1000.0,
+            limit_text(&outcome.summary),
+        );
+    }
+
+    println!(
+        "\n{CHANGE_COMPANIES} companies; {CHANGE_AFTER:?} into the run the endpoint drops from \
+         {WORKERS} workers to {WORKERS_AFTER_CHANGE} (queue {QUEUE}).\n"
+    );
+    println!(
+        "| concurrency | wall | failed | 429s | 429s after the drop | requests at the endpoint, mean over each second after the drop | limit |"
+    );
+    println!("|---|---:|---:|---:|---:|---|---|");
+    synthetic::load_companies(&mut client, CHANGE_COMPANIES)?;
+    for (name, setting) in [("16", Setting::Fixed(16)), ("adaptive", Setting::Adaptive)] {
+        stand_in.reset();
+        stand_in.set_capacity_workers(WORKERS);
+        install_behaviors(stand_in, &times);
+        configure(&mut client, setting)?;
+        let running = AtomicBool::new(true);
+        let (outcome, samples, refused_before) = std::thread::scope(|scope| {
+            let sampler = scope.spawn(|| {
+                let started = Instant::now();
+                let mut samples = Vec::new();
+                let mut refused_before = None;
+                while running.load(Ordering::SeqCst) {
+                    if refused_before.is_none() && started.elapsed() >= CHANGE_AFTER {
+                        refused_before = Some(stand_in.capacity_report().refused);
+                        stand_in.set_capacity_workers(WORKERS_AFTER_CHANGE);
+                    }
+                    if refused_before.is_some() {
+                        samples.push(stand_in.requests_being_answered());
+                    }
+                    std::thread::sleep(SAMPLE_EVERY);
+                }
+                (samples, refused_before.unwrap_or_default())
+            });
+            let outcome = collect(&mut client);
+            running.store(false, Ordering::SeqCst);
+            let (samples, refused_before) = sampler.join().unwrap_or_default();
+            (outcome, samples, refused_before)
+        });
+        let outcome = outcome?;
+        let per_second = (1000 / SAMPLE_EVERY.as_millis()) as usize;
+        let means: Vec<String> = samples
+            .chunks(per_second)
+            .take(8)
+            .map(|second| {
+                format!(
+                    "{:.0}",
+                    second.iter().sum::<usize>() as f64 / second.len() as f64
+                )
+            })
+            .collect();
+        let (failed, overloaded, _) = outcome.run_row;
+        println!(
+            "| {name} | {:.2} s | {failed} | {overloaded} | {} | {} | {} |",
+            outcome.wall.as_secs_f64(),
+            stand_in.capacity_report().refused - refused_before,
+            means.join(", "),
+            limit_text(&outcome.summary),
+        );
+    }
+    Ok(())
+}
