@@ -8,11 +8,11 @@ use std::collections::hash_map::RandomState;
 use std::hash::BuildHasher;
 use std::time::{Duration, Instant, SystemTime};
 
-use crate::flow::{Flow, Signal};
-
 use reqwest::header::{HeaderValue, CONTENT_LENGTH, CONTENT_TYPE, LOCATION, RETRY_AFTER};
 use reqwest::{Client, StatusCode, Url};
 use serde_json::Value;
+
+use crate::flow::{Flow, Signal};
 
 pub const COLLECT_PATH: &str = "/api/dex/collect-bulk";
 /// Longest text kept from an endpoint's answer in a result or history row.

@@ -1,6 +1,6 @@
 //! The fan-out: every target with credentials called, as many at a time as the run's flow allows
-//! (crate::flow), until all are done, the deadline comes, the key is rejected, the caller is interrupted, or a result cannot be
-//! recorded.
+//! (crate::flow), until all are done, the deadline comes, the key is rejected, the caller is
+//! interrupted, or a result cannot be recorded.
 //!
 //! The HTTP work runs on a current-thread tokio runtime driven by the caller's own thread, only in
 //! short `block_on` steps that return at each finished company, at the deadline, or as soon as the

@@ -10,8 +10,9 @@
 //! requests it cannot serve yet) lowers it in proportion. Otherwise each window raises it:
 //! doubling until the first sign of load, then by its square root. A window is as many answers
 //! as the limit (at least 8), about one round trip's worth, to requests sent since the limit last
-//! changed: what was sent under the old limit says nothing about the new one. Medians, because collect-bulk's time per company
-//! is heavy-tailed: one slow company says nothing about the endpoint's queue.
+//! changed: what was sent under the old limit says nothing about the new one. Medians, because
+//! collect-bulk's time per company is heavy-tailed: one slow company says nothing about the
+//! endpoint's queue.
 
 use std::collections::VecDeque;
 use std::sync::{Mutex, MutexGuard, PoisonError};
@@ -61,10 +62,10 @@ const OVERLOAD_DECREASE: f64 = 0.7;
 /// whole run, so a limit that found the endpoint's ceiling stays under it, and probes above it
 /// again only now and then, to find a capacity that has grown.
 const PLATEAU: Duration = Duration::from_secs(30);
+const PLATEAU_WINDOWS: usize = 20;
 /// The ceiling, as a part of the limit at the refusal: the limit in force then may have been
 /// well over what the endpoint takes, and each refusal under a ceiling lowers it again.
 const CEILING: f64 = 0.9;
-const PLATEAU_WINDOWS: usize = 20;
 
 /// The adaptive limit's state; `now` is passed in, so tests can run on their own clock.
 #[derive(Debug, Clone)]
@@ -203,26 +204,31 @@ pub struct Flow {
 
 #[derive(Debug)]
 struct FlowState {
-    fixed: Option<usize>,
-    adaptive: Option<AdaptiveLimit>,
+    limit: Limit,
     paused_until: Option<Instant>,
     companies_called: u64,
     report: FlowReport,
 }
 
-impl FlowState {
-    fn limit(&self) -> usize {
-        match (&self.adaptive, self.fixed) {
-            (Some(adaptive), _) => adaptive.current(),
-            (None, fixed) => fixed.unwrap_or(1).max(1),
+#[derive(Debug)]
+enum Limit {
+    Fixed(usize),
+    Adaptive(AdaptiveLimit),
+}
+
+impl Limit {
+    fn current(&self) -> usize {
+        match self {
+            Limit::Fixed(limit) => (*limit).max(1),
+            Limit::Adaptive(adaptive) => adaptive.current(),
         }
     }
 }
 
 impl Flow {
     pub fn new(concurrency: Concurrency) -> Flow {
-        let (fixed, adaptive, adaptive_max) = match concurrency {
-            Concurrency::Fixed(limit) => (Some(limit), None, None),
+        let (limit, adaptive_max) = match concurrency {
+            Concurrency::Fixed(limit) => (Limit::Fixed(limit), None),
             Concurrency::Adaptive {
                 start,
                 max,
@@ -230,26 +236,24 @@ impl Flow {
             } => {
                 let mut adaptive = AdaptiveLimit::new(start, max);
                 adaptive.slow_start = !settled;
-                (None, Some(adaptive), Some(max.max(1)))
+                (Limit::Adaptive(adaptive), Some(max.max(1)))
             }
         };
-        let mut state = FlowState {
-            fixed,
-            adaptive,
-            paused_until: None,
-            companies_called: 0,
-            report: FlowReport {
-                adaptive_max,
-                ..FlowReport::default()
-            },
-        };
-        let limit = state.limit();
-        state.report.start_limit = limit;
-        state.report.end_limit = limit;
-        state.report.lowest_limit = limit;
-        state.report.highest_limit = limit;
+        let start = limit.current();
         Flow {
-            state: Mutex::new(state),
+            state: Mutex::new(FlowState {
+                limit,
+                paused_until: None,
+                companies_called: 0,
+                report: FlowReport {
+                    adaptive_max,
+                    start_limit: start,
+                    end_limit: start,
+                    lowest_limit: start,
+                    highest_limit: start,
+                    ..FlowReport::default()
+                },
+            }),
         }
     }
 
@@ -260,7 +264,7 @@ impl Flow {
 
     /// How many companies may be in flight now.
     pub fn limit(&self) -> usize {
-        self.state().limit()
+        self.state().limit.current()
     }
 
     /// A company is about to be called.
@@ -289,7 +293,7 @@ impl Flow {
                 }
             }
         }
-        if let Some(adaptive) = state.adaptive.as_mut() {
+        if let Limit::Adaptive(adaptive) = &mut state.limit {
             adaptive.observe(sent_at, now.saturating_duration_since(sent_at), signal, now);
             let limit = adaptive.current();
             let report = &mut state.report;

@@ -84,10 +84,6 @@ impl Gate {
         })
     }
 
-    pub(crate) fn served(&self, at_endpoint: Duration) {
-        lock(&self.served).push(at_endpoint);
-    }
-
     pub(crate) fn report(&self) -> CapacityReport {
         CapacityReport {
             refused: self.refused.load(Ordering::Relaxed),
@@ -120,6 +116,13 @@ impl Admitted<'_> {
             }
             freed.await;
         }
+    }
+}
+
+impl Admitted<'_> {
+    /// Served, after `at_endpoint` at the endpoint: its worker and its place are free again.
+    pub(crate) fn served(self, at_endpoint: Duration) {
+        lock(&self.gate.served).push(at_endpoint);
     }
 }
 

@@ -62,15 +62,14 @@ where
                 }
             };
             admitted.serve().await;
-            place = Some((gate, admitted));
+            place = Some(admitted);
         }
         let wait = state.latency() + planned.delay;
         if !wait.is_zero() {
             tokio::time::sleep(wait).await;
         }
-        if let Some((gate, admitted)) = place {
-            gate.served(arrived.elapsed());
-            drop(admitted);
+        if let Some(admitted) = place {
+            admitted.served(arrived.elapsed());
         }
         match carry_out(&mut stream, &mut out, planned.answer, keep_alive).await {
             Ok(Connection::KeepOpen) => {}
