@@ -5,6 +5,7 @@
 # whole suite (a few minutes); arguments go to dex-bench (`./scripts/bench.sh --help`).
 # `./scripts/bench.sh --dex-parse` times dex_parse() over a table of 100,000 stored DEX files instead;
 # `./scripts/bench.sh --dex-memory` measures a backend's peak memory for one dex_parse() call;
+# `./scripts/bench.sh --run-memory` a backend's memory through one run of 2,000, 20,000 and 50,000 companies;
 # `./scripts/bench.sh --fairness` runs 1,000 companies with heavy-tailed endpoint times under the
 # run deadline until each has been collected; `./scripts/bench.sh --adaptive` runs fixed and adaptive
 # concurrency against an endpoint with a capacity (16 at once, 429 beyond a short queue), and through
@@ -39,6 +40,8 @@ elif [ "${1:-}" = "--history" ]; then
     cargo test --quiet --release -p dex_collector_e2e --test history_at_scale -- --nocapture
 elif [ "${1:-}" = "--history-month" ]; then
     cargo run --quiet --release -p dex-collector-bench --bin dex-history-bench -- "${@:2}"
+elif [ "${1:-}" = "--run-memory" ]; then
+    cargo run --quiet --release -p dex-collector-bench --bin dex-run-memory-bench
 elif [ "${1:-}" = "--dex-memory" ]; then
     cargo run --quiet --release -p dex-collector-bench --bin dex-parse-bench -- --memory
 else

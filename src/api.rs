@@ -10,17 +10,17 @@
 
 use pgrx::pg_sys::panic::ErrorReport;
 use pgrx::prelude::*;
-use pgrx::JsonB;
 
 use crate::history::Trigger;
 use crate::lifecycle;
+use crate::pg::Jsonb;
 use crate::run::Scope;
 
 /// Collects DEX data for every target company; returns the run's summary.
 #[pg_extern(volatile, parallel_unsafe, security_definer)]
 #[search_path(pg_catalog, pg_temp)]
-fn dex_collect_all() -> Result<JsonB, ErrorReport> {
-    Ok(JsonB(lifecycle::collect_in_transaction(
+fn dex_collect_all() -> Result<Jsonb, ErrorReport> {
+    Ok(Jsonb(lifecycle::collect_in_transaction(
         Scope::All,
         Trigger::Manual,
     )?))
@@ -29,8 +29,8 @@ fn dex_collect_all() -> Result<JsonB, ErrorReport> {
 /// Collects DEX data for one company, recorded as a run of its own.
 #[pg_extern(volatile, parallel_unsafe, security_definer)]
 #[search_path(pg_catalog, pg_temp)]
-fn dex_collect_company(company_id: pgrx::Uuid) -> Result<JsonB, ErrorReport> {
-    Ok(JsonB(lifecycle::collect_in_transaction(
+fn dex_collect_company(company_id: pgrx::Uuid) -> Result<Jsonb, ErrorReport> {
+    Ok(Jsonb(lifecycle::collect_in_transaction(
         Scope::Company(company_id.to_string()),
         Trigger::Manual,
     )?))

@@ -238,6 +238,24 @@ pub fn last_adaptive_limit() -> Result<Option<usize>, HistoryError> {
     Ok(limit.and_then(|limit| usize::try_from(limit).ok()))
 }
 
+/// Where the latest adaptive run that met a 429 or 503 settled, if it ended within
+/// [`CEILING_KEPT`]: the next runs grow no higher at first, and probe above it only after that.
+pub fn recent_adaptive_ceiling() -> Result<Option<usize>, HistoryError> {
+    let limit = Spi::get_one_with_args::<i32>(
+        "SELECT (SELECT concurrency_limit FROM dex_collector.runs
+                  WHERE concurrency_adaptive AND overloaded_answers > 0
+                    AND concurrency_limit IS NOT NULL
+                    AND finished_at > clock_timestamp() - make_interval(secs => $1)
+                  ORDER BY id DESC LIMIT 1)",
+        &[CEILING_KEPT.as_secs_f64().into()],
+    )
+    .map_err(HistoryError::Spi)?;
+    Ok(limit.and_then(|limit| usize::try_from(limit).ok()))
+}
+
+/// How long the level at which the endpoint refused an adaptive run caps the runs after it.
+pub const CEILING_KEPT: Duration = Duration::from_secs(3600);
+
 fn update(sql: &str, args: &[pgrx::datum::DatumWithOid<'_>]) -> Result<(), HistoryError> {
     Spi::connect_mut(|client| client.update(sql, None, args).map(|_| ())).map_err(HistoryError::Spi)
 }

@@ -1,39 +1,47 @@
 //! How a run goes from start to end, whoever starts it: take the run lock (or record the call as
 //! skipped), create or claim the run's row, plan, call the endpoint, record the results, finish
-//! the row, release the lock. One lifecycle, two ways of recording it:
-//! - a SQL call records everything at the end, in the caller's transaction, and its locks end
-//!   with that transaction ([`collect_in_transaction`]);
-//! - the worker commits the run's row before the first request and each company's result as it
-//!   finishes, so a crash loses at most the companies in flight; its session locks are released
-//!   by a guard however the run ends ([`collect_in_worker`]).
+//! the row, release the lock. Results are written as they come, a batch at a time
+//! (`batch::ResultBatch`), so a run holds its counts and one batch whatever the number of
+//! companies. One lifecycle, two ways of recording it:
+//! - a SQL call writes each batch in the caller's transaction (a cancelled call leaves no
+//!   history), and its locks end with that transaction ([`collect_in_transaction`]);
+//! - the worker commits the run's row before the first request and each batch once it is full
+//!   or a second old, so a crash loses at most the companies in flight and the last second's
+//!   results; its session locks are released by a guard however the run ends
+//!   ([`collect_in_worker`]).
 //!
 //! A run whose results cannot be recorded stops calling the endpoint.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use pgrx::prelude::*;
-use serde_json::Value;
+use serde::Serialize;
 
 use crate::error::CollectError;
-use crate::history::{self, Recording, Trigger};
+use crate::history::{self, Trigger};
 use crate::lock::{self, SessionLocks};
 use crate::pg;
-use crate::run::{self, Interrupts, Plan, Scope};
+use crate::run::{self, Interrupts, Plan, ResultSink, Scope};
 use crate::settings::{self, worker_database};
 use crate::version;
+use dex_collector_core::batch::ResultBatch;
 use dex_collector_core::endpoint::RunIdentity;
-use dex_collector_core::fan_out::Executed;
 use dex_collector_core::summary::{RunStatus, ALREADY_RUNNING};
 
+/// The worker commits a batch of results once its oldest has waited this long, however few it
+/// holds: what a crash can lose.
+const WORKER_BATCH_WAIT: Duration = Duration::from_secs(1);
+
 /// A collection from SQL: skipped at once when another is running, otherwise run to the end and
-/// recorded with the caller's transaction. Raises only for configuration errors.
-pub fn collect_in_transaction(scope: Scope, trigger: Trigger) -> Result<Value, CollectError> {
+/// recorded with the caller's transaction; returns the summary as a `jsonb` datum's bytes.
+/// Raises only for configuration errors.
+pub fn collect_in_transaction(scope: Scope, trigger: Trigger) -> Result<Vec<u8>, CollectError> {
     refuse_during_recovery()?;
     let started = Instant::now();
     if !lock::try_acquire_for_transaction()? {
         let running = lock::running_run_id()?;
         let recorded_as = history::record_skipped_run(trigger, running)?;
-        return Ok(serde_json::json!({
+        return to_jsonb(&serde_json::json!({
             "success": false,
             "skipped": true,
             "reason": ALREADY_RUNNING,
@@ -44,12 +52,15 @@ pub fn collect_in_transaction(scope: Scope, trigger: Trigger) -> Result<Value, C
     let plan = run::plan(scope)?;
     let run = history::start_run(trigger, plan.targets.len())?;
     lock::publish_for_transaction(run.id)?;
-    let executed = run::execute(&plan, &run, started, Interrupts::Raise, &mut |_| Ok(false))?;
-    record_end(
-        &executed,
-        executed.summary.final_status(),
-        plan.settings.recording,
-    )?;
+    let recording = plan.settings.recording;
+    let mut write = |due: Vec<_>| Ok(history::record_results(run.id, &due, recording)?);
+    let mut sink = ResultSink {
+        batch: ResultBatch::new(None),
+        write: &mut write,
+    };
+    let executed = run::execute(&plan, &run, started, Interrupts::Raise, true, &mut sink)?;
+    history::record_results(run.id, &sink.batch.take(), recording)?;
+    history::finish_run(&executed.summary, executed.summary.final_status())?;
     // Where no worker deletes old history, each call deletes a batch of it: more than one run
     // adds, so the history stays within its retention whatever the schedule.
     if !worker_serves_this_database()? {
@@ -61,7 +72,13 @@ pub fn collect_in_transaction(scope: Scope, trigger: Trigger) -> Result<Value, C
     }
     // The worker sends what the run leaves to send (events, the heartbeat) once it commits.
     pg::wake_worker_at_commit();
-    Ok(executed.summary.to_json())
+    to_jsonb(&executed.summary)
+}
+
+fn to_jsonb(value: &impl Serialize) -> Result<Vec<u8>, CollectError> {
+    jsonb_binary::to_jsonb(value).map_err(|error| CollectError::Runtime {
+        message: format!("the run's summary could not be returned: {error}"),
+    })
 }
 
 /// Queues a run for the worker and wakes it when the caller's transaction commits. Refused when
@@ -117,16 +134,6 @@ pub fn refuse_during_recovery() -> Result<(), CollectError> {
     Ok(())
 }
 
-/// Records what the sink did not, and the run's counts and status.
-fn record_end(
-    executed: &Executed,
-    status: RunStatus,
-    recording: Recording,
-) -> Result<(), CollectError> {
-    history::record_results(executed.summary.run_id, &executed.unrecorded(), recording)?;
-    Ok(history::finish_run(&executed.summary, status)?)
-}
-
 /// What the worker asks for: a run claimed from the queue, or one of its interval.
 pub enum WorkerRun {
     Queued(RunIdentity),
@@ -170,24 +177,29 @@ pub fn collect_in_worker(request: WorkerRun) -> Result<(), Vec<String>> {
     let mut problems = Vec::new();
     let run_id = run.id;
     let recording = plan.settings.recording;
+    let mut write = |due: Vec<_>| {
+        in_own_transaction(move || history::record_results(run_id, &due, recording)).inspect_err(
+            |error| {
+                problems.push(format!(
+                    "run {run_id} stopped calling the endpoint: its results could not be \
+                     recorded: {error}"
+                ));
+            },
+        )
+    };
+    let mut sink = ResultSink {
+        batch: ResultBatch::new(Some(WORKER_BATCH_WAIT)),
+        write: &mut write,
+    };
     let executed = run::execute(
         &plan,
         &run,
         started_at,
         Interrupts::StopRun,
-        &mut |result| {
-            let result = result.clone();
-            in_own_transaction(move || {
-                history::record_results(run_id, std::slice::from_ref(&result), recording)
-            })
-            .map(|()| true)
-            .inspect_err(|error| {
-                problems.push(format!(
-                "run {run_id} stopped calling the endpoint: a result could not be recorded: {error}"
-            ));
-            })
-        },
+        false,
+        &mut sink,
     );
+    let rest = sink.batch.take();
     let ended = in_own_transaction(|| match &executed {
         Ok(executed) => {
             let status = if executed.cancelled && pg::shutdown_requested() {
@@ -195,7 +207,8 @@ pub fn collect_in_worker(request: WorkerRun) -> Result<(), Vec<String>> {
             } else {
                 executed.summary.final_status()
             };
-            record_end(executed, status, recording)
+            history::record_results(run_id, &rest, recording)?;
+            Ok::<_, CollectError>(history::finish_run(&executed.summary, status)?)
         }
         Err(error) => Ok(history::fail_run(run_id, &error.to_string())?),
     });

@@ -1,7 +1,7 @@
 //! One run inside PostgreSQL: its plan (settings, targets in fair order), and the core's fan-out
 //! driven on the backend's own thread, with a [`fan_out::Host`] that polls the backend's
 //! interrupt flags (raising a cancel as PostgreSQL does) and hands each result to the caller's
-//! way of recording it. The HTTP client and runtime are kept per backend, so connections are
+//! way of recording it (`lifecycle`, in batches). The HTTP client and runtime are kept per backend, so connections are
 //! reused across companies and runs.
 
 use std::cell::RefCell;
@@ -9,6 +9,7 @@ use std::mem::ManuallyDrop;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use dex_collector_core::batch::ResultBatch;
 use dex_collector_core::endpoint::RunIdentity;
 use dex_collector_core::fan_out::{self, Executed, Http, HttpError};
 use dex_collector_core::flow::{Concurrency, Flow};
@@ -66,6 +67,7 @@ pub fn plan(scope: Scope) -> Result<Plan, CollectError> {
                 start: settled.unwrap_or(settings.concurrency),
                 max,
                 settled: settled.is_some(),
+                ceiling: history::recent_adaptive_ceiling()?,
             }
         }
     };
@@ -76,10 +78,21 @@ pub fn plan(scope: Scope) -> Result<Plan, CollectError> {
     })
 }
 
-/// Where each called company's result goes as soon as it is known: `Ok(true)` when it is recorded
-/// there and then (the worker commits it), `Ok(false)` when it is left for the end of the run, an
-/// error when it could not be recorded, which stops the run.
-pub type ResultSink<'a> = dyn FnMut(&CompanyResult) -> Result<bool, CollectError> + 'a;
+/// Where a run's results go: into `batch` as each is known, and each batch that is due to
+/// `write`; an error from it stops the run. Whatever `batch` holds at the end is the caller's.
+pub struct ResultSink<'a> {
+    pub batch: ResultBatch,
+    pub write: &'a mut dyn FnMut(Vec<CompanyResult>) -> Result<(), CollectError>,
+}
+
+impl ResultSink<'_> {
+    fn write_due(&mut self, due: Option<Vec<CompanyResult>>) -> Result<(), String> {
+        match due {
+            Some(due) => (self.write)(due).map_err(|error| error.to_string()),
+            None => Ok(()),
+        }
+    }
+}
 
 /// What an interrupt does to a run.
 #[derive(Clone, Copy)]
@@ -114,17 +127,25 @@ impl fan_out::Host for Backend<'_, '_> {
         pg::cancel_or_terminate_pending()
     }
 
-    fn record(&mut self, result: &CompanyResult) -> Result<bool, String> {
-        (self.sink)(result).map_err(|error| error.to_string())
+    fn record(&mut self, result: CompanyResult) -> Result<(), String> {
+        let due = self.sink.batch.push(result, Instant::now());
+        self.sink.write_due(due)
+    }
+
+    fn idle(&mut self) -> Result<(), String> {
+        let due = self.sink.batch.take_if_waited(Instant::now());
+        self.sink.write_due(due)
     }
 }
 
-/// Calls the endpoint for the plan's targets, handing each called company's result to `sink`.
+/// Calls the endpoint for the plan's targets, handing each company's result to `sink`; the
+/// summary lists them all only with `list_results` (a SQL call returns them).
 pub fn execute(
     plan: &Plan,
     run: &RunIdentity,
     started: Instant,
     interrupts: Interrupts,
+    list_results: bool,
     sink: &mut ResultSink<'_>,
 ) -> Result<Executed, CollectError> {
     let executed = with_http(&plan.settings, |http| {
@@ -133,6 +154,7 @@ pub fn execute(
             targets: &plan.targets,
             flow: Arc::new(Flow::new(plan.concurrency)),
             deadline: started + plan.settings.run_deadline,
+            list_results,
         };
         let call = fan_out_plan.contract_call(http, &plan.settings.endpoint);
         fan_out::fan_out(

@@ -1,4 +1,5 @@
-//! The jsonb datum the DEX functions return, made from bytes the `jsonb-binary` crate wrote.
+//! The jsonb datum the DEX functions and the collection functions return, made from bytes the
+//! `jsonb-binary` crate wrote.
 
 use pgrx::pg_sys;
 use pgrx::pgrx_sql_entity_graph::metadata::{
@@ -7,7 +8,8 @@ use pgrx::pgrx_sql_entity_graph::metadata::{
 use pgrx::prelude::*;
 
 /// A finished `jsonb` datum (varlena header included), written by the `jsonb-binary` crate
-/// straight from the parsed DEX: no JSON text, no `jsonb_in` and its tree of the whole document.
+/// straight from the parsed DEX or a run's summary: no JSON text, no `jsonb_in` and its tree of
+/// the whole document.
 pub struct Jsonb(pub Vec<u8>);
 
 impl IntoDatum for Jsonb {

@@ -21,13 +21,15 @@ use tokio::task::{Id, JoinError, JoinSet};
 use crate::endpoint::{build_client, collect_company, CompanyOutcome, EndpointConfig, RunIdentity};
 use crate::flow::Flow;
 use crate::summary::{
-    CompanyResult, RunSummary, SKIP_AUTH_REJECTED, SKIP_BOOKKEEPING_FAILED, SKIP_CANCELLED,
-    SKIP_DEADLINE, SKIP_NO_CREDENTIALS, STOPPED_AT_DEADLINE,
+    CompanyResult, RunCounts, RunSummary, SKIP_AUTH_REJECTED, SKIP_BOOKKEEPING_FAILED,
+    SKIP_CANCELLED, SKIP_DEADLINE, SKIP_NO_CREDENTIALS, STOPPED_AT_DEADLINE,
 };
 use crate::target::Target;
 
 /// How often a waiting fan-out asks the host whether it is interrupted.
 const INTERRUPT_POLL: Duration = Duration::from_millis(20);
+/// After this long without a finished company the host is told it is idle.
+const IDLE_AFTER: Duration = Duration::from_millis(250);
 
 /// A runtime and an HTTP client, kept across runs so connections are reused.
 pub struct Http {
@@ -86,10 +88,16 @@ pub trait Host {
     /// the run as cancelled, false carries on. A host that raises (PostgreSQL's cancel) does not
     /// return, and unwinding aborts the requests.
     fn interrupt(&mut self) -> bool;
-    /// A called company's result, as soon as it is known: `Ok(true)` when recorded there and then,
-    /// `Ok(false)` when left for the end of the run, `Err(reason)` when it could not be recorded,
-    /// which stops the run: no company is called whose result cannot be kept.
-    fn record(&mut self, result: &CompanyResult) -> Result<bool, String>;
+    /// Each company's result, called or skipped, once, as soon as it is known: the fan-out keeps
+    /// no more of it than its counts (and the result itself when the plan lists results).
+    /// `Err(reason)` when it could not be recorded, which stops the run: no company is called
+    /// whose result cannot be kept.
+    fn record(&mut self, result: CompanyResult) -> Result<(), String>;
+    /// No company has finished for a quarter of a second: a host holding results back may write
+    /// them now. `Err(reason)` as for [`Host::record`].
+    fn idle(&mut self) -> Result<(), String> {
+        Ok(())
+    }
 }
 
 /// One company's collection, as a task the runtime can run.
@@ -105,6 +113,9 @@ pub struct Plan<'a> {
     /// How many companies at a time; shared with every request of the run.
     pub flow: Arc<Flow>,
     pub deadline: Instant,
+    /// Keep every result for the summary's lists (a SQL call returns them); otherwise only the
+    /// counts are kept, whatever the number of companies.
+    pub list_results: bool,
 }
 
 impl Plan<'_> {
@@ -130,27 +141,11 @@ impl Plan<'_> {
     }
 }
 
-/// A run's summary, and which of its results the host recorded (same order).
+/// A run's summary; every result went to the host.
 pub struct Executed {
     pub summary: RunSummary,
-    pub recorded: Vec<bool>,
     /// The host stopped the run ([`Host::interrupt`] returned true).
     pub cancelled: bool,
-}
-
-impl Executed {
-    /// The results the host did not record as they came: every one when it records at the end;
-    /// the skipped ones, and any company whose task ended without passing through the host, when
-    /// it records as it goes. Whoever finishes the run records these.
-    pub fn unrecorded(&self) -> Vec<CompanyResult> {
-        self.summary
-            .results
-            .iter()
-            .zip(&self.recorded)
-            .filter(|(_, recorded)| !**recorded)
-            .map(|(result, _)| result.clone())
-            .collect()
-    }
 }
 
 /// Requests in flight. Dropping it, including while an interrupt unwinds, aborts them and drives
@@ -199,6 +194,7 @@ enum Step {
     Finished(Result<(Id, CompanyOutcome), JoinError>),
     Interrupted,
     DeadlineReached,
+    Idle,
 }
 
 /// Why a run stopped before calling every company.
@@ -234,31 +230,57 @@ impl Stop {
     }
 }
 
-/// The run's results so far, and which the host recorded.
+/// The run's results so far: their counts, each handed to the host, and kept when listed.
 struct Results<'t> {
     targets: &'t [Target],
-    results: Vec<Option<CompanyResult>>,
-    recorded: Vec<bool>,
+    counts: RunCounts,
+    /// In target order, when the plan lists results.
+    listed: Option<Vec<Option<CompanyResult>>>,
     record_error: Option<String>,
 }
 
 impl Results<'_> {
-    /// Hands a finished company to the host; false when its result could not be recorded.
-    fn finish(&mut self, host: &mut dyn Host, index: usize, outcome: CompanyOutcome) -> bool {
+    /// Counts a company's result and hands it to the host; false when it could not be recorded
+    /// (then, and after, the host gets no more).
+    fn finish(&mut self, host: &mut dyn Host, index: usize, result: CompanyResult) -> bool {
+        self.counts.add(&result);
+        if let Some(listed) = &mut self.listed {
+            listed[index] = Some(result.clone());
+        }
+        if self.record_error.is_some() {
+            return false;
+        }
+        match host.record(result) {
+            Ok(()) => true,
+            Err(reason) => {
+                self.record_error = Some(reason);
+                false
+            }
+        }
+    }
+
+    /// Lets the host write what it holds; false when it could not.
+    fn idle(&mut self, host: &mut dyn Host) -> bool {
+        if self.record_error.is_some() {
+            return false;
+        }
+        match host.idle() {
+            Ok(()) => true,
+            Err(reason) => {
+                self.record_error = Some(reason);
+                false
+            }
+        }
+    }
+
+    fn called(&mut self, host: &mut dyn Host, index: usize, outcome: CompanyOutcome) -> bool {
         let result = CompanyResult::called(self.targets[index].clone(), outcome);
-        let kept = self.record_error.is_none()
-            && match host.record(&result) {
-                Ok(now) => {
-                    self.recorded[index] = now;
-                    true
-                }
-                Err(reason) => {
-                    self.record_error = Some(reason);
-                    false
-                }
-            };
-        self.results[index] = Some(result);
-        kept
+        self.finish(host, index, result)
+    }
+
+    fn skipped(&mut self, host: &mut dyn Host, index: usize, reason: &str) -> bool {
+        let result = CompanyResult::skipped(self.targets[index].clone(), reason);
+        self.finish(host, index, result)
     }
 }
 
@@ -274,14 +296,12 @@ pub fn fan_out(
     let targets = plan.targets;
     let mut results = Results {
         targets,
-        results: vec![None; targets.len()],
-        recorded: vec![false; targets.len()],
+        counts: RunCounts::default(),
+        listed: plan.list_results.then(|| vec![None; targets.len()]),
         record_error: None,
     };
-    let mut queue = targets
-        .iter()
-        .enumerate()
-        .filter(|(_, target)| target.has_credentials);
+    // Targets before it have been called or skipped.
+    let mut next = 0;
     let mut in_flight = InFlight {
         tasks: JoinSet::new(),
         index_of: HashMap::new(),
@@ -289,10 +309,16 @@ pub fn fan_out(
     };
     let mut stop = None;
     loop {
-        while stop.is_none() && in_flight.tasks.len() < plan.flow.limit() {
-            let Some((index, target)) = queue.next() else {
-                break;
-            };
+        while stop.is_none() && next < targets.len() && in_flight.tasks.len() < plan.flow.limit() {
+            let index = next;
+            next += 1;
+            let target = &targets[index];
+            if !target.has_credentials {
+                if !results.skipped(host, index, SKIP_NO_CREDENTIALS) {
+                    stop = Some(Stop::BookkeepingFailed);
+                }
+                continue;
+            }
             plan.flow.company_called();
             let handle = in_flight
                 .tasks
@@ -310,13 +336,14 @@ pub fn fan_out(
                 () = interrupted(watched) => Step::Interrupted,
                 () = tokio::time::sleep_until(plan.deadline.into()) => Step::DeadlineReached,
                 Some(joined) = tasks.join_next_with_id() => Step::Finished(joined),
+                () = tokio::time::sleep(IDLE_AFTER) => Step::Idle,
             }
         });
         let ended_early = match step {
             Step::Finished(Ok((id, outcome))) => {
                 let auth_rejected = outcome.auth_rejected;
                 let kept = match in_flight.index_of.remove(&id) {
-                    Some(index) => results.finish(host, index, outcome),
+                    Some(index) => results.called(host, index, outcome),
                     None => true,
                 };
                 if !kept {
@@ -326,14 +353,22 @@ pub fn fan_out(
                 }
             }
             // A company task cannot panic by design; if one did, its company gets a failed
-            // result below, left for whoever finishes the run to record, rather than taking the
-            // run down.
-            Step::Finished(Err(error)) => {
-                in_flight.index_of.remove(&error.id());
-                None
-            }
+            // result rather than taking the run down.
+            Step::Finished(Err(error)) => match in_flight.index_of.remove(&error.id()) {
+                Some(index) => {
+                    let outcome = CompanyOutcome {
+                        error: Some(
+                            "internal error: the company's task ended without a result".into(),
+                        ),
+                        ..Default::default()
+                    };
+                    (!results.called(host, index, outcome)).then_some(Stop::BookkeepingFailed)
+                }
+                None => None,
+            },
             Step::DeadlineReached => Some(Stop::Deadline),
             Step::Interrupted => host.interrupt().then_some(Stop::Cancelled),
+            Step::Idle => (!results.idle(host)).then_some(Stop::BookkeepingFailed),
         };
         if let Some(reason) = ended_early {
             stop = Some(reason);
@@ -342,38 +377,24 @@ pub fn fan_out(
                     error: Some(reason.cut_short().into()),
                     ..Default::default()
                 });
-                results.finish(host, index, outcome);
+                results.called(host, index, outcome);
             }
         }
     }
+    // The targets never called: the queue ends only when they are all called, or at a stop.
+    for (index, target) in targets.iter().enumerate().skip(next) {
+        let reason = match (target.has_credentials, stop) {
+            (true, Some(reason)) => reason.skip_reason(),
+            _ => SKIP_NO_CREDENTIALS,
+        };
+        results.skipped(host, index, reason);
+    }
     let Results {
-        results,
-        recorded,
+        counts,
+        listed,
         record_error,
         ..
     } = results;
-    let results = targets
-        .iter()
-        .zip(results)
-        .map(
-            |(target, result)| match (result, target.has_credentials, stop) {
-                (Some(result), _, _) => result,
-                (None, false, _) => CompanyResult::skipped(target.clone(), SKIP_NO_CREDENTIALS),
-                (None, true, Some(reason)) => {
-                    CompanyResult::skipped(target.clone(), reason.skip_reason())
-                }
-                (None, true, None) => CompanyResult::called(
-                    target.clone(),
-                    CompanyOutcome {
-                        error: Some(
-                            "internal error: the company's task ended without a result".into(),
-                        ),
-                        ..Default::default()
-                    },
-                ),
-            },
-        )
-        .collect();
     let run_error = match stop {
         Some(Stop::AuthRejected) => Some(SKIP_AUTH_REJECTED.to_string()),
         Some(Stop::Cancelled) => Some("the run was cancelled".to_string()),
@@ -386,13 +407,13 @@ pub fn fan_out(
     Executed {
         summary: RunSummary {
             run_id: plan.run.id,
-            results,
+            counts,
+            results: listed.into_iter().flatten().flatten().collect(),
             duration: started.elapsed(),
             run_error,
             deadline_reached: matches!(stop, Some(Stop::Deadline)),
             flow: plan.flow.report(),
         },
-        recorded,
         cancelled: matches!(stop, Some(Stop::Cancelled)),
     }
 }

@@ -24,11 +24,15 @@ pub enum Concurrency {
     Fixed(usize),
     /// Found while the run goes: starting at `start`, at most `max`. `settled`: `start` is where
     /// the last adaptive run settled, and the limit grows from it as it does once the endpoint's
-    /// load has shown (by its square root per window), not by doubling.
+    /// load has shown (by its square root per window), not by doubling. `ceiling`: where a recent
+    /// run that met refusals settled; this run grows no higher for its first [`PLATEAU`] and
+    /// [`PLATEAU_WINDOWS`], as after a refusal of its own, so that consecutive runs do not each
+    /// pay a `Retry-After` pause to find the same capacity again.
     Adaptive {
         start: usize,
         max: usize,
         settled: bool,
+        ceiling: Option<usize>,
     },
 }
 
@@ -233,9 +237,12 @@ impl Flow {
                 start,
                 max,
                 settled,
+                ceiling,
             } => {
                 let mut adaptive = AdaptiveLimit::new(start, max);
                 adaptive.slow_start = !settled;
+                adaptive.ceiling =
+                    ceiling.map(|ceiling| (ceiling.max(1) as f64, Instant::now(), 0));
                 (Limit::Adaptive(adaptive), Some(max.max(1)))
             }
         };
@@ -392,6 +399,31 @@ mod tests {
     }
 
     #[test]
+    fn a_ceiling_from_an_earlier_run_holds_for_the_plateau() {
+        let flow = Flow::new(Concurrency::Adaptive {
+            start: 16,
+            max: 256,
+            settled: true,
+            ceiling: Some(20),
+        });
+        // Answers sent after each change of the limit, at once.
+        for _ in 0..16 * 10 {
+            flow.answered(Instant::now(), Signal::Answered, None);
+        }
+        assert_eq!(flow.limit(), 20, "grown to the ceiling and no higher");
+        let without = Flow::new(Concurrency::Adaptive {
+            start: 16,
+            max: 256,
+            settled: true,
+            ceiling: None,
+        });
+        for _ in 0..16 * 10 {
+            without.answered(Instant::now(), Signal::Answered, None);
+        }
+        assert!(without.limit() > 20, "{}", without.limit());
+    }
+
+    #[test]
     fn it_never_falls_below_one() {
         let mut limit = AdaptiveLimit::new(2, 10);
         let mut clock = Instant::now();
@@ -469,6 +501,7 @@ mod tests {
             start: 8,
             max: 64,
             settled: false,
+            ceiling: None,
         });
         let sent = Instant::now();
         assert_eq!(flow.paused_until(sent), None);

@@ -7,7 +7,8 @@
 //!   result handed to a [`fan_out::Host`] as it comes;
 //! - [`flow`]: how many companies at a time (fixed, or adaptive to the endpoint's load), the pause
 //!   a `Retry-After` asks of the whole run, and the run's retry budget;
-//! - [`summary`]: a run's results and the arithmetic of its summary;
+//! - [`summary`]: a run's results, their counts and the summary's JSON;
+//! - [`batch`]: results on their way to the history, a batch at a time;
 //! - [`history_sql`]: the statements that record results and delete old history;
 //! - [`alert`]: an event to a webhook (signed) and a heartbeat ping, over the same client.
 //!
@@ -17,6 +18,7 @@
 #![forbid(unsafe_code)]
 
 pub mod alert;
+pub mod batch;
 pub mod endpoint;
 pub mod fan_out;
 pub mod flow;

@@ -6,7 +6,8 @@
 
 use std::time::Duration;
 
-use serde_json::{json, Map, Value};
+use serde::ser::{Serialize, SerializeMap, Serializer};
+use serde_json::{json, Value};
 
 use crate::endpoint::CompanyOutcome;
 use crate::flow::FlowReport;
@@ -141,11 +142,51 @@ impl CompanyResult {
     }
 }
 
+/// A run's counts, kept as each result comes: all that a run holds of its results, unless its
+/// caller wants them listed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RunCounts {
+    pub succeeded: usize,
+    pub failed: usize,
+    pub skipped: usize,
+    /// Skipped because the deadline came before they were called.
+    pub not_reached: usize,
+    /// Called, but cut short by the deadline.
+    pub stopped_at_deadline: usize,
+    pub records: i64,
+    pub machines: i64,
+}
+
+impl RunCounts {
+    pub fn add(&mut self, result: &CompanyResult) {
+        let reason = result.reason.as_deref();
+        match result.status {
+            ResultStatus::Succeeded => self.succeeded += 1,
+            ResultStatus::Failed => {
+                self.failed += 1;
+                if reason == Some(STOPPED_AT_DEADLINE) {
+                    self.stopped_at_deadline += 1;
+                }
+            }
+            ResultStatus::Skipped => {
+                self.skipped += 1;
+                if reason == Some(SKIP_DEADLINE) {
+                    self.not_reached += 1;
+                }
+            }
+        }
+        self.records += result.outcome.records;
+        self.machines += result.outcome.machines;
+    }
+}
+
 /// The whole run, as returned to the caller and recorded in `dex_collector.runs`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RunSummary {
     pub run_id: i64,
-    /// In target order.
+    pub counts: RunCounts,
+    /// Every company's result in target order, for a caller that returns them (a SQL call);
+    /// empty for one that does not (the worker), which then holds only the counts.
     pub results: Vec<CompanyResult>,
     pub duration: Duration,
     /// Set when the run as a whole failed (e.g. the key was rejected).
@@ -170,53 +211,39 @@ impl RunSummary {
         }
     }
 
-    fn count(&self, status: ResultStatus) -> usize {
-        self.results.iter().filter(|r| r.status == status).count()
-    }
-
     /// Companies the endpoint was called for (skipped ones are not counted, as in the design).
     pub fn companies_processed(&self) -> usize {
-        self.results.len() - self.count(ResultStatus::Skipped)
+        self.counts.succeeded + self.counts.failed
     }
 
     pub fn companies_succeeded(&self) -> usize {
-        self.count(ResultStatus::Succeeded)
+        self.counts.succeeded
     }
 
     pub fn companies_failed(&self) -> usize {
-        self.count(ResultStatus::Failed)
+        self.counts.failed
     }
 
     pub fn companies_skipped(&self) -> usize {
-        self.count(ResultStatus::Skipped)
+        self.counts.skipped
     }
 
     /// Companies with credentials that were not called because the deadline came first.
     pub fn companies_not_reached(&self) -> usize {
-        self.results
-            .iter()
-            .filter(|r| {
-                r.status == ResultStatus::Skipped && r.reason.as_deref() == Some(SKIP_DEADLINE)
-            })
-            .count()
+        self.counts.not_reached
     }
 
     /// Companies called but cut short by the deadline.
     pub fn companies_stopped_at_deadline(&self) -> usize {
-        self.results
-            .iter()
-            .filter(|r| {
-                r.status == ResultStatus::Failed && r.reason.as_deref() == Some(STOPPED_AT_DEADLINE)
-            })
-            .count()
+        self.counts.stopped_at_deadline
     }
 
     pub fn total_records(&self) -> i64 {
-        self.results.iter().map(|r| r.outcome.records).sum()
+        self.counts.records
     }
 
     pub fn total_machines(&self) -> i64 {
-        self.results.iter().map(|r| r.outcome.machines).sum()
+        self.counts.machines
     }
 
     pub fn duration_ms(&self) -> i64 {
@@ -239,65 +266,87 @@ impl RunSummary {
             }),
         }
     }
+}
 
-    /// The JSON `dex_collect_all()` returns.
-    pub fn to_json(&self) -> Value {
-        let mut results = Vec::with_capacity(self.companies_processed());
-        let mut skipped = Vec::new();
-        for result in &self.results {
-            let target = &result.target;
-            if result.status == ResultStatus::Skipped {
-                skipped.push(json!({
-                    "company_id": target.company_id,
-                    "company": target.company_name,
-                    "reason": result.reason,
-                }));
-                continue;
-            }
-            let outcome = &result.outcome;
-            let mut entry = Map::new();
-            entry.insert("company_id".into(), json!(target.company_id));
-            entry.insert("company".into(), json!(target.company_name));
-            entry.insert(
-                "success".into(),
-                json!(result.status == ResultStatus::Succeeded),
-            );
-            entry.insert("recordsCollected".into(), json!(outcome.records));
-            entry.insert("machinesUpdated".into(), json!(outcome.machines));
-            entry.insert("pages".into(), json!(outcome.pages));
-            entry.insert("attempts".into(), json!(outcome.attempts));
-            if let Some(status) = outcome.http_status {
-                entry.insert("httpStatus".into(), json!(status));
-            }
-            if outcome.more_pending {
-                entry.insert("morePending".into(), json!(true));
-            }
-            if let Some(error) = &result.reason {
-                entry.insert("error".into(), json!(error));
-            }
-            results.push(Value::Object(entry));
+/// The JSON `dex_collect_all()` returns, written one company at a time: no tree of the whole
+/// summary is built on the way to its `jsonb`.
+impl Serialize for RunSummary {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut map = serializer.serialize_map(None)?;
+        map.serialize_entry("success", &self.success())?;
+        map.serialize_entry("run_id", &self.run_id)?;
+        map.serialize_entry("companiesProcessed", &self.companies_processed())?;
+        map.serialize_entry("successfulCollections", &self.companies_succeeded())?;
+        map.serialize_entry("companiesSkipped", &self.companies_skipped())?;
+        map.serialize_entry("companiesNotReached", &self.companies_not_reached())?;
+        map.serialize_entry("totalRecords", &self.total_records())?;
+        map.serialize_entry("durationMs", &self.duration_ms())?;
+        map.serialize_entry("concurrency", &self.concurrency_json())?;
+        map.serialize_entry("overloadedAnswers", &self.flow.overloaded_answers)?;
+        map.serialize_entry("retries", &self.flow.retries)?;
+        map.serialize_entry("retriesRefused", &self.flow.retries_refused)?;
+        map.serialize_entry("pausedMs", &duration_ms(self.flow.paused))?;
+        map.serialize_entry("results", &Listed(&self.results, ListedAs::Called))?;
+        map.serialize_entry("skipped", &Listed(&self.results, ListedAs::Skipped))?;
+        if let Some(error) = &self.run_error {
+            map.serialize_entry("error", error)?;
         }
-        let mut summary = json!({
-            "success": self.success(),
-            "run_id": self.run_id,
-            "companiesProcessed": self.companies_processed(),
-            "successfulCollections": self.companies_succeeded(),
-            "companiesSkipped": self.companies_skipped(),
-            "companiesNotReached": self.companies_not_reached(),
-            "totalRecords": self.total_records(),
-            "durationMs": self.duration_ms(),
-            "concurrency": self.concurrency_json(),
-            "overloadedAnswers": self.flow.overloaded_answers,
-            "retries": self.flow.retries,
-            "retriesRefused": self.flow.retries_refused,
-            "pausedMs": duration_ms(self.flow.paused),
-            "results": results,
-            "skipped": skipped,
-        });
-        if let (Some(error), Value::Object(map)) = (&self.run_error, &mut summary) {
-            map.insert("error".into(), json!(error));
+        map.end()
+    }
+}
+
+/// The summary's `results[]` (called companies) or `skipped[]`.
+struct Listed<'a>(&'a [CompanyResult], ListedAs);
+
+#[derive(Clone, Copy, PartialEq)]
+enum ListedAs {
+    Called,
+    Skipped,
+}
+
+impl Serialize for Listed<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let Listed(results, listed_as) = *self;
+        let skipped = listed_as == ListedAs::Skipped;
+        serializer.collect_seq(
+            results
+                .iter()
+                .filter(|result| (result.status == ResultStatus::Skipped) == skipped)
+                .map(|result| Entry(result, listed_as)),
+        )
+    }
+}
+
+/// One company of `results[]` or `skipped[]`.
+struct Entry<'a>(&'a CompanyResult, ListedAs);
+
+impl Serialize for Entry<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let Entry(result, listed_as) = *self;
+        let target = &result.target;
+        let mut map = serializer.serialize_map(None)?;
+        map.serialize_entry("company_id", &target.company_id)?;
+        map.serialize_entry("company", &target.company_name)?;
+        if listed_as == ListedAs::Skipped {
+            map.serialize_entry("reason", &result.reason)?;
+            return map.end();
         }
-        summary
+        let outcome = &result.outcome;
+        map.serialize_entry("success", &(result.status == ResultStatus::Succeeded))?;
+        map.serialize_entry("recordsCollected", &outcome.records)?;
+        map.serialize_entry("machinesUpdated", &outcome.machines)?;
+        map.serialize_entry("pages", &outcome.pages)?;
+        map.serialize_entry("attempts", &outcome.attempts)?;
+        if let Some(status) = outcome.http_status {
+            map.serialize_entry("httpStatus", &status)?;
+        }
+        if outcome.more_pending {
+            map.serialize_entry("morePending", &true)?;
+        }
+        if let Some(error) = &result.reason {
+            map.serialize_entry("error", error)?;
+        }
+        map.end()
     }
 }
 
@@ -330,24 +379,40 @@ mod tests {
         }
     }
 
+    /// A summary of `results`, listed, counted as the fan-out counts them.
+    fn summary_of(results: Vec<CompanyResult>) -> RunSummary {
+        let mut counts = RunCounts::default();
+        results.iter().for_each(|result| counts.add(result));
+        RunSummary {
+            run_id: 0,
+            counts,
+            results,
+            duration: Duration::ZERO,
+            run_error: None,
+            deadline_reached: false,
+            flow: FlowReport::default(),
+        }
+    }
+
+    fn to_json(summary: &RunSummary) -> Value {
+        serde_json::to_value(summary).unwrap_or_default()
+    }
+
     #[test]
     fn summary_matches_the_design_arithmetic() {
         let summary = RunSummary {
             run_id: 7,
-            results: vec![
+            duration: Duration::from_millis(1234),
+            ..summary_of(vec![
                 CompanyResult::called(target("Acme Vending"), outcome(true, 12, 3, None)),
                 CompanyResult::called(
                     target("Beta Snacks"),
                     outcome(false, 0, 0, Some("HTTP 500: boom")),
                 ),
                 CompanyResult::skipped(target("Gamma"), SKIP_NO_CREDENTIALS),
-            ],
-            duration: Duration::from_millis(1234),
-            run_error: None,
-            deadline_reached: false,
-            flow: FlowReport::default(),
+            ])
         };
-        let json = summary.to_json();
+        let json = to_json(&summary);
         assert_eq!(json["success"], true);
         assert_eq!(json["run_id"], 7);
         assert_eq!(json["companiesProcessed"], 2);
@@ -371,14 +436,10 @@ mod tests {
     #[test]
     fn a_run_error_fails_the_run() {
         let summary = RunSummary {
-            run_id: 1,
-            results: vec![],
-            duration: Duration::ZERO,
             run_error: Some(SKIP_AUTH_REJECTED.into()),
-            deadline_reached: false,
-            flow: FlowReport::default(),
+            ..summary_of(vec![])
         };
-        let json = summary.to_json();
+        let json = to_json(&summary);
         assert_eq!(json["success"], false);
         assert_eq!(json["error"], SKIP_AUTH_REJECTED);
         assert_eq!(json["companiesProcessed"], 0);
@@ -391,22 +452,18 @@ mod tests {
             ..CompanyOutcome::default()
         };
         let summary = RunSummary {
-            run_id: 2,
-            results: vec![
+            deadline_reached: true,
+            ..summary_of(vec![
                 CompanyResult::called(target("Acme Vending"), outcome(true, 1, 1, None)),
                 CompanyResult::called(target("Beta Snacks"), stopped),
                 CompanyResult::skipped(target("Gamma"), SKIP_DEADLINE),
                 CompanyResult::skipped(target("Delta Drinks"), SKIP_DEADLINE),
                 CompanyResult::skipped(target("Epsilon"), SKIP_NO_CREDENTIALS),
-            ],
-            duration: Duration::from_secs(240),
-            run_error: None,
-            deadline_reached: true,
-            flow: FlowReport::default(),
+            ])
         };
         assert_eq!(summary.companies_not_reached(), 2);
         assert_eq!(summary.companies_stopped_at_deadline(), 1);
-        assert_eq!(summary.to_json()["companiesNotReached"], 2);
+        assert_eq!(to_json(&summary)["companiesNotReached"], 2);
         assert_eq!(summary.final_status(), RunStatus::Succeeded);
     }
 

@@ -68,6 +68,18 @@ impl DeploymentOptions {
             ..DeploymentOptions::default()
         }
     }
+
+    /// The defaults with the stand-in keeping no log of requests: a benchmark's tens of
+    /// thousands of them would be memory and time the measurement does not want.
+    pub fn for_benchmark() -> Self {
+        DeploymentOptions {
+            stand_in: StandInConfig {
+                record_requests: false,
+                ..StandInConfig::default()
+            },
+            ..DeploymentOptions::default()
+        }
+    }
 }
 
 impl Default for DeploymentOptions {

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use dex_collector_e2e::backend_memory::BackendMemory;
 use dex_collector_e2e::deployment::{Deployment, DeploymentOptions};
 use dex_collector_e2e::synthetic;
-use dex_stand_in::{StandInConfig, COLLECT_PATH, DEFAULT_SERVICE_KEY};
+use dex_stand_in::{COLLECT_PATH, DEFAULT_SERVICE_KEY};
 
 type BenchResult<T> = Result<T, Box<dyn Error>>;
 
@@ -239,13 +239,7 @@ struct Bench {
 
 impl Bench {
     fn start() -> BenchResult<Bench> {
-        let deployment = Deployment::start(DeploymentOptions {
-            stand_in: StandInConfig {
-                record_requests: false,
-                ..StandInConfig::default()
-            },
-            ..DeploymentOptions::default()
-        })?;
+        let deployment = Deployment::start(DeploymentOptions::for_benchmark())?;
         let server: String = deployment
             .client()
             .query_one("SHOW server_version", &[])?

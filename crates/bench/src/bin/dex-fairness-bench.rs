@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use dex_collector_e2e::deployment::{Deployment, DeploymentOptions};
 use dex_collector_e2e::synthetic;
-use dex_stand_in::{Behavior, StandInConfig};
+use dex_stand_in::Behavior;
 
 const COMPANIES: u32 = 1_000;
 const SCALE: f64 = 1.0 / 20.0;
@@ -78,13 +78,7 @@ fn scaled(seconds: f64) -> Duration {
 }
 
 fn bench() -> Result<(), Box<dyn Error>> {
-    let deployment = Deployment::start(DeploymentOptions {
-        stand_in: StandInConfig {
-            record_requests: false,
-            ..StandInConfig::default()
-        },
-        ..DeploymentOptions::default()
-    })?;
+    let deployment = Deployment::start(DeploymentOptions::for_benchmark())?;
     let mut client = deployment.client();
     synthetic::load_companies(&mut client, COMPANIES)?;
     let times = endpoint_times();

@@ -1,0 +1,86 @@
+//! A run's memory against its number of companies (BENCHMARKS.md, "A run's memory"): for 2,000,
+//! 20,000 and 50,000 synthetic companies, one `SELECT dex_collect_all()` (concurrency 64, an
+//! endpoint answering at once) in a new session, the backend's memory read from `/proc` every
+//! 5 ms while it runs: the highest private memory (`RssAnon`) seen, and after the run its
+//! resident high-water mark (`VmHWM`) and the shared buffers it touched (`RssShmem`). Run it
+//! through `scripts/bench.sh --run-memory`.
+
+#![forbid(unsafe_code)]
+
+use std::error::Error;
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use dex_collector_e2e::backend_memory::BackendMemory;
+use dex_collector_e2e::deployment::{Deployment, DeploymentOptions};
+use dex_collector_e2e::synthetic;
+
+const COMPANIES: [u32; 3] = [2_000, 20_000, 50_000];
+const SAMPLE_EVERY: Duration = Duration::from_millis(5);
+
+fn main() -> ExitCode {
+    match bench() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("dex-run-memory-bench: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn megabytes(kb: u64) -> String {
+    format!("{:.1} MB", kb as f64 / 1024.0)
+}
+
+fn bench() -> Result<(), Box<dyn Error>> {
+    let deployment = Deployment::start(DeploymentOptions::for_benchmark())?;
+    println!(
+        "| companies | before the run: VmHWM / RssAnon | highest RssAnon while it ran | VmHWM after | RssShmem after | wall |"
+    );
+    println!("|---:|---:|---:|---:|---:|---:|");
+    for companies in COMPANIES {
+        synthetic::load_companies(&mut deployment.client(), companies)?;
+        let mut client = deployment.client();
+        client.batch_execute("SET dex_collector.concurrency = 64")?;
+        let before = BackendMemory::of_session(&mut client)?;
+        let pid: i32 = client.query_one("SELECT pg_backend_pid()", &[])?.get(0);
+        let running = AtomicBool::new(true);
+        let (outcome, highest_private_kb) = std::thread::scope(|scope| {
+            let sampler = scope.spawn(|| {
+                let mut highest = 0;
+                while running.load(Ordering::SeqCst) {
+                    if let Ok(memory) = BackendMemory::of(pid) {
+                        highest = highest.max(memory.private_kb);
+                    }
+                    std::thread::sleep(SAMPLE_EVERY);
+                }
+                highest
+            });
+            let started = std::time::Instant::now();
+            let outcome = client
+                .query_one(
+                    "SELECT (dex_collect_all()->>'successfulCollections')::int",
+                    &[],
+                )
+                .map(|row| (row.get::<_, i32>(0), started.elapsed()));
+            running.store(false, Ordering::SeqCst);
+            (outcome, sampler.join().unwrap_or_default())
+        });
+        let (succeeded, wall) = outcome?;
+        if succeeded != companies as i32 {
+            return Err(format!("{succeeded} of {companies} companies collected").into());
+        }
+        let after = BackendMemory::of(pid)?;
+        println!(
+            "| {companies} | {} / {} | {} | {} | {} | {:.2} s |",
+            megabytes(before.peak_kb),
+            megabytes(before.private_kb),
+            megabytes(highest_private_kb),
+            megabytes(after.peak_kb),
+            megabytes(after.shared_kb),
+            wall.as_secs_f64(),
+        );
+    }
+    Ok(())
+}
