@@ -109,7 +109,7 @@ fn a_worker_run_that_loses_its_history_stops_calling_and_leaves_no_lock_behind()
     assert_log_clean(
         cluster,
         &[
-            "stopped calling the endpoint: a result could not be recorded",
+            "stopped calling the endpoint: its results could not be recorded",
             "could not record the end of run",
             "could not mark run",
         ],
