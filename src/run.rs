@@ -1,8 +1,8 @@
 //! One run inside PostgreSQL: its plan (settings, targets in fair order), and the core's fan-out
 //! driven on the backend's own thread, with a [`fan_out::Host`] that polls the backend's
 //! interrupt flags (raising a cancel as PostgreSQL does) and hands each result to the caller's
-//! way of recording it (`lifecycle`, in batches). The HTTP client and runtime are kept per backend, so connections are
-//! reused across companies and runs.
+//! way of recording it (`lifecycle`, in batches). The HTTP client and runtime are kept per
+//! backend, so connections are reused across companies and runs.
 
 use std::cell::RefCell;
 use std::mem::ManuallyDrop;

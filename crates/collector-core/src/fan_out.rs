@@ -247,24 +247,21 @@ impl Results<'_> {
         if let Some(listed) = &mut self.listed {
             listed[index] = Some(result.clone());
         }
-        if self.record_error.is_some() {
-            return false;
-        }
-        match host.record(result) {
-            Ok(()) => true,
-            Err(reason) => {
-                self.record_error = Some(reason);
-                false
-            }
-        }
+        self.through_host(|| host.record(result))
     }
 
     /// Lets the host write what it holds; false when it could not.
     fn idle(&mut self, host: &mut dyn Host) -> bool {
+        self.through_host(|| host.idle())
+    }
+
+    /// Runs one of the host's recording calls unless an earlier one failed; false when this or
+    /// an earlier one did, keeping the first reason.
+    fn through_host(&mut self, call: impl FnOnce() -> Result<(), String>) -> bool {
         if self.record_error.is_some() {
             return false;
         }
-        match host.idle() {
+        match call() {
             Ok(()) => true,
             Err(reason) => {
                 self.record_error = Some(reason);
