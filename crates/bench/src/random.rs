@@ -1,5 +1,6 @@
 //! SplitMix64, seeded: a fixed seed gives every run of a benchmark the same endpoint times and
-//! results. Shared by the benchmarks that draw random numbers (`#[path]` in each).
+//! results. Shared by the benchmarks that draw random numbers and the core crate's model of an
+//! endpoint with a capacity (`#[path]` in each).
 
 // Each benchmark draws with a part of it.
 #![allow(dead_code)]

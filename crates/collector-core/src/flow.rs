@@ -7,12 +7,18 @@
 //! it dropped (timed out, refused, reset), lowers the limit at once to 0.7 times, and for a while
 //! it grows no higher than 0.9 times where that happened. A window of answers whose
 //! median latency has risen well above the lowest recent window's median (the endpoint queueing
-//! requests it cannot serve yet) lowers it in proportion. Otherwise each window raises it:
-//! doubling until the first sign of load, then by its square root. A window is as many answers
-//! as the limit (at least 8), about one round trip's worth, to requests sent since the limit last
-//! changed: what was sent under the old limit says nothing about the new one. Medians, because
-//! collect-bulk's time per company is heavy-tailed: one slow company says nothing about the
-//! endpoint's queue.
+//! requests it cannot serve yet) lowers it in proportion; one whose median has risen a little (a
+//! queue beginning) holds it. Otherwise each window raises it: by a quarter until the first sign
+//! of load, then by its square root. A window is as many answers as the limit (at least 16),
+//! about one round trip's worth, to requests sent since the limit last changed: what was sent
+//! under the old limit says nothing about the new one. Medians, because collect-bulk's time per
+//! company is heavy-tailed: one slow company says nothing about the endpoint's queue.
+//!
+//! Growth by a quarter, not doubling as in TCP's slow start, and a hold before the fall: an
+//! endpoint's queue is short, and a limit that overshoots it is refused, at the cost of a
+//! `Retry-After` pause of the whole run, before a window of answers can show the queue. Measured
+//! against a model of such an endpoint (tests/adaptive_against_a_queue.rs) and the capacity
+//! benchmark (BENCHMARKS.md).
 
 use std::collections::VecDeque;
 use std::sync::{Mutex, MutexGuard, PoisonError};
@@ -47,16 +53,22 @@ pub enum Signal {
     Dropped,
 }
 
-/// A window's median this many times the lowest recent window's means the endpoint queues.
+/// A window's median this many times the lowest recent window's means the endpoint queues: the
+/// limit falls.
 const QUEUEING_RATIO: f64 = 1.5;
+/// This many times means a queue is beginning: the limit holds, and its fast growth ends.
+const LOADED_RATIO: f64 = 1.2;
 /// Added to what counts as queueing, so that a fast endpoint's jitter of a few milliseconds (and
 /// the backend's own pauses to record results) is not taken for a queue.
 const QUEUEING_SLACK: Duration = Duration::from_millis(5);
 /// How many windows' medians the baseline is the lowest of: an endpoint that became slower for
 /// good is a new baseline after this many windows, not a reason to keep lowering the limit.
 const BASELINE_WINDOWS: usize = 30;
-/// The fewest answers a window holds, however low the limit.
-const MIN_WINDOW: usize = 8;
+/// The fewest answers a window holds, however low the limit: a median of fewer moves so much by
+/// chance that a limit of a few falls, again and again, on no queue at all.
+const MIN_WINDOW: usize = 16;
+/// Growth per window until the first sign of load.
+const SLOW_START_GROWTH: f64 = 1.25;
 /// What a queue does to the limit at most.
 const DECREASE: f64 = 0.5;
 /// What an overloaded or dropped request does to it (TCP CUBIC's factor).
@@ -76,7 +88,7 @@ const CEILING: f64 = 0.9;
 pub struct AdaptiveLimit {
     limit: f64,
     max: f64,
-    /// Until the first sign of load, the limit doubles per window.
+    /// Until the first sign of load, the limit grows by [`SLOW_START_GROWTH`] per window.
     slow_start: bool,
     window: Vec<Duration>,
     recent_medians: VecDeque<Duration>,
@@ -142,25 +154,29 @@ impl AdaptiveLimit {
                 (tolerated.as_secs_f64() / median.as_secs_f64()).max(DECREASE),
                 now,
             );
-        } else {
-            let mut highest = self.max;
-            if let Some((ceiling, since, windows)) = self.ceiling.as_mut() {
-                *windows += 1;
-                if *windows < PLATEAU_WINDOWS || now.saturating_duration_since(*since) < PLATEAU {
-                    highest = highest.min(*ceiling);
-                } else {
-                    self.ceiling = None;
-                }
-            }
-            let raised = if self.slow_start {
-                self.limit * 2.0
+            return;
+        }
+        let mut highest = self.max;
+        if let Some((ceiling, since, windows)) = self.ceiling.as_mut() {
+            *windows += 1;
+            if *windows < PLATEAU_WINDOWS || now.saturating_duration_since(*since) < PLATEAU {
+                highest = highest.min(*ceiling);
             } else {
-                self.limit + self.limit.sqrt()
-            };
-            let raised = raised.min(highest);
-            if raised > self.limit {
-                self.change_to(raised, now);
+                self.ceiling = None;
             }
+        }
+        if median > baseline.mul_f64(LOADED_RATIO) + QUEUEING_SLACK {
+            self.slow_start = false;
+            return;
+        }
+        let raised = if self.slow_start {
+            self.limit * SLOW_START_GROWTH
+        } else {
+            self.limit + self.limit.sqrt()
+        };
+        let raised = raised.min(highest);
+        if raised > self.limit {
+            self.change_to(raised, now);
         }
     }
 
@@ -350,13 +366,18 @@ mod tests {
         let mut clock = Instant::now();
         let mut seen = vec![limit.current()];
         for _ in 0..40 {
-            feed(&mut limit, &mut clock, 10, FLOOR);
+            let window = limit.current().max(MIN_WINDOW);
+            feed(&mut limit, &mut clock, window, FLOOR);
             seen.push(limit.current());
         }
         assert_eq!(limit.current(), 100);
         assert!(seen.windows(2).all(|pair| pair[1] >= pair[0]), "{seen:?}");
         assert!(seen.iter().all(|limit| *limit <= 100));
-        assert_eq!(&seen[..3], &[4, 8, 16], "doubles per window at first");
+        assert_eq!(
+            &seen[..5],
+            &[4, 5, 6, 7, 9],
+            "a quarter more per window at first"
+        );
     }
 
     #[test]
@@ -439,14 +460,28 @@ mod tests {
         let mut limit = AdaptiveLimit::new(16, 200);
         let mut clock = Instant::now();
         feed(&mut limit, &mut clock, 16, FLOOR);
-        assert_eq!(limit.current(), 32);
+        assert_eq!(limit.current(), 20);
         // The endpoint queues: answers take three times as long.
-        feed(&mut limit, &mut clock, 32, FLOOR * 3);
-        // Lowered in proportion: 32 × (40 ms × 1.5 + 5 ms) ÷ 120 ms.
-        assert_eq!(limit.current(), 17);
+        feed(&mut limit, &mut clock, 20, FLOOR * 3);
+        // Lowered in proportion: 20 × (40 ms × 1.5 + 5 ms) ÷ 120 ms.
+        assert_eq!(limit.current(), 10);
         // Back to its floor: additive increase now, by the square root of the limit.
-        feed(&mut limit, &mut clock, 17, FLOOR);
-        assert_eq!(limit.current(), 21);
+        feed(&mut limit, &mut clock, MIN_WINDOW, FLOOR);
+        assert_eq!(limit.current(), 14);
+    }
+
+    #[test]
+    fn a_queue_beginning_holds_it_and_ends_its_fast_growth() {
+        let mut limit = AdaptiveLimit::new(16, 200);
+        let mut clock = Instant::now();
+        feed(&mut limit, &mut clock, 16, FLOOR);
+        assert_eq!(limit.current(), 20);
+        // Answers a little slower: over 40 ms × 1.2 + 5 ms, under 40 ms × 1.5 + 5 ms.
+        feed(&mut limit, &mut clock, 20 * 3, Duration::from_millis(56));
+        assert_eq!(limit.current(), 20);
+        // Then by its square root, no longer by a quarter.
+        feed(&mut limit, &mut clock, 20, FLOOR);
+        assert_eq!(limit.current(), 24);
     }
 
     #[test]
@@ -454,7 +489,7 @@ mod tests {
         let mut limit = AdaptiveLimit::new(8, 64);
         let mut clock = Instant::now();
         // Three in ten answers take 30 times as long: the median does not move.
-        for answer in 0..200 {
+        for answer in 0..400 {
             let latency = if answer % 10 < 3 { FLOOR * 30 } else { FLOOR };
             clock += FLOOR;
             limit.observe(clock, latency, Signal::Answered, clock);

@@ -5,8 +5,9 @@
 //! distribution (median 40 ms, sigma 0.5: a real endpoint's seconds, scaled down). Fixed
 //! concurrencies 4, 16, 64 and 256 against the adaptive limit (at most 256), its first run from
 //! dex_collector.concurrency's 8 and the run after from where the first settled; then the same
-//! with the endpoint dropping to 4 workers two seconds into a run of 3,000 companies (fixed 4 and
-//! 16 against adaptive), sampled every 50 ms. Run it through `scripts/bench.sh --adaptive`.
+//! with the endpoint dropping to 4 workers two seconds into a run of 3,000 companies (fixed 4, 8,
+//! 12 and 16 against adaptive; 12 is what the smaller endpoint holds, workers and queue), sampled
+//! every 50 ms. Run it through `scripts/bench.sh --adaptive`.
 
 #![forbid(unsafe_code)]
 
@@ -199,6 +200,8 @@ fn bench() -> Result<(), Box<dyn Error>> {
     synthetic::load_companies(&mut client, CHANGE_COMPANIES)?;
     for (name, setting) in [
         ("4", Setting::Fixed(4)),
+        ("8", Setting::Fixed(8)),
+        ("12", Setting::Fixed(12)),
         ("16", Setting::Fixed(16)),
         ("adaptive", Setting::Adaptive),
     ] {
