@@ -30,10 +30,10 @@ pub enum Concurrency {
     Fixed(usize),
     /// Found while the run goes: starting at `start`, at most `max`. `settled`: `start` is where
     /// the last adaptive run settled, and the limit grows from it as it does once the endpoint's
-    /// load has shown (by its square root per window), not by doubling. `ceiling`: where a recent
-    /// run that met refusals settled; this run grows no higher for its first [`PLATEAU`] and
-    /// [`PLATEAU_WINDOWS`], as after a refusal of its own, so that consecutive runs do not each
-    /// pay a `Retry-After` pause to find the same capacity again.
+    /// load has shown (by its square root per window), not by a first run's quarter. `ceiling`:
+    /// where a recent run that met refusals settled; this run grows no higher for its first
+    /// [`PLATEAU`] and [`PLATEAU_WINDOWS`], as after a refusal of its own, so that consecutive runs
+    /// do not each pay a `Retry-After` pause to find the same capacity again.
     Adaptive {
         start: usize,
         max: usize,
