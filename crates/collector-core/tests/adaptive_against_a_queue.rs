@@ -45,7 +45,6 @@ enum Event {
 struct Run {
     wall: Duration,
     refused: usize,
-    lowest_limit: usize,
     end_limit: usize,
 }
 
@@ -77,7 +76,6 @@ fn simulate(companies: usize, seed: u64, endpoint: &Endpoint, limit: Limit) -> R
     let mut run = Run {
         wall: Duration::ZERO,
         refused: 0,
-        lowest_limit: current(&adaptive),
         end_limit: 0,
     };
     loop {
@@ -153,7 +151,6 @@ fn simulate(companies: usize, seed: u64, endpoint: &Endpoint, limit: Limit) -> R
                 );
             }
         }
-        run.lowest_limit = run.lowest_limit.min(current(&adaptive));
     }
     run.wall = now;
     run.end_limit = current(&adaptive);
