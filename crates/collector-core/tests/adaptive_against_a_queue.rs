@@ -28,10 +28,25 @@ struct Endpoint {
     change: Option<(Duration, usize)>,
 }
 
-#[derive(Clone, Copy)]
 enum Limit {
     Fixed(usize),
-    Adaptive { start: usize, max: usize },
+    Adaptive(AdaptiveLimit),
+}
+
+impl Limit {
+    fn current(&self) -> usize {
+        match self {
+            Limit::Fixed(limit) => *limit,
+            Limit::Adaptive(adaptive) => adaptive.current(),
+        }
+    }
+
+    /// Takes in an answer, on the model's clock: `origin` plus the time since the run began.
+    fn observe(&mut self, origin: Instant, sent_at: Duration, now: Duration, signal: Signal) {
+        if let Limit::Adaptive(adaptive) = self {
+            adaptive.observe(origin + sent_at, now - sent_at, signal, origin + now);
+        }
+    }
 }
 
 #[derive(Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -48,20 +63,12 @@ struct Run {
     end_limit: usize,
 }
 
-fn simulate(companies: usize, seed: u64, endpoint: &Endpoint, limit: Limit) -> Run {
+fn simulate(companies: usize, seed: u64, endpoint: &Endpoint, mut limit: Limit) -> Run {
     let mut random = Random(seed);
     let service: Vec<Duration> = (0..companies)
         .map(|_| Duration::from_secs_f64(random.log_normal(MEDIAN_MS, SIGMA) / 1000.0))
         .collect();
     let origin = Instant::now();
-    let mut adaptive = match limit {
-        Limit::Fixed(_) => None,
-        Limit::Adaptive { start, max } => Some(AdaptiveLimit::new(start, max)),
-    };
-    let current = |adaptive: &Option<AdaptiveLimit>| match (limit, adaptive) {
-        (_, Some(adaptive)) => adaptive.current(),
-        (Limit::Fixed(fixed), None) | (Limit::Adaptive { start: fixed, .. }, None) => fixed,
-    };
     let mut events = BinaryHeap::new();
     let mut order = 0u64;
     let mut schedule = |events: &mut BinaryHeap<_>, at: Duration, event: Event| {
@@ -73,13 +80,9 @@ fn simulate(companies: usize, seed: u64, endpoint: &Endpoint, limit: Limit) -> R
     let mut waiting = VecDeque::new();
     let mut paused_until = Duration::ZERO;
     let mut now = Duration::ZERO;
-    let mut run = Run {
-        wall: Duration::ZERO,
-        refused: 0,
-        end_limit: 0,
-    };
+    let mut refused = 0;
     loop {
-        while next < companies && in_flight < current(&adaptive) {
+        while next < companies && in_flight < limit.current() {
             in_flight += 1;
             schedule(&mut events, now, Event::Send(next));
             next += 1;
@@ -120,28 +123,12 @@ fn simulate(companies: usize, seed: u64, endpoint: &Endpoint, limit: Limit) -> R
                     busy += 1;
                     schedule(&mut events, now + service[queued], Event::Served(queued));
                 }
-                if let Some(adaptive) = adaptive.as_mut() {
-                    let latency = now - sent_at[company];
-                    adaptive.observe(
-                        origin + sent_at[company],
-                        latency,
-                        Signal::Answered,
-                        origin + now,
-                    );
-                }
+                limit.observe(origin, sent_at[company], now, Signal::Answered);
                 in_flight -= 1;
             }
             Event::Refused(company) => {
-                run.refused += 1;
-                if let Some(adaptive) = adaptive.as_mut() {
-                    let latency = now - sent_at[company];
-                    adaptive.observe(
-                        origin + sent_at[company],
-                        latency,
-                        Signal::Overloaded,
-                        origin + now,
-                    );
-                }
+                refused += 1;
+                limit.observe(origin, sent_at[company], now, Signal::Overloaded);
                 paused_until = paused_until.max(now + RETRY_AFTER);
                 let jitter = RETRY_AFTER.mul_f64(random.unit() / 4.0);
                 schedule(
@@ -152,9 +139,11 @@ fn simulate(companies: usize, seed: u64, endpoint: &Endpoint, limit: Limit) -> R
             }
         }
     }
-    run.wall = now;
-    run.end_limit = current(&adaptive);
-    run
+    Run {
+        wall: now,
+        refused,
+        end_limit: limit.current(),
+    }
 }
 
 /// Over every seed: the adaptive run's mean wall time as a part of the fixed one's, its mean
@@ -173,7 +162,7 @@ fn compare(
                     companies,
                     seed,
                     endpoint,
-                    Limit::Adaptive { start, max: 256 },
+                    Limit::Adaptive(AdaptiveLimit::new(start, 256)),
                 ),
             )
         })
