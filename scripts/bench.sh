@@ -9,7 +9,8 @@
 # `./scripts/bench.sh --fairness` runs 1,000 companies with heavy-tailed endpoint times under the
 # run deadline until each has been collected; `./scripts/bench.sh --adaptive` runs fixed and adaptive
 # concurrency against an endpoint with a capacity (16 at once, 429 beyond a short queue), and through
-# a drop of that capacity in the middle of a run; `./scripts/bench.sh --history` times docs/monitoring.md's
+# a drop of that capacity in the middle of a run (`--adaptive --repeat N`: the adaptive cases only, N
+# times over); `./scripts/bench.sh --history` times docs/monitoring.md's
 # monitoring queries over a generated 14-day history of 1,000 companies (4 million results);
 # `./scripts/bench.sh --history-month [--days D] [--companies N] [--seed S]` records 30 days of
 # 1,000 companies every 5 minutes in simulated time with history_detail 'all' and 'changes',
@@ -35,7 +36,7 @@ if [ "${1:-}" = "--dex-parse" ]; then
 elif [ "${1:-}" = "--fairness" ]; then
     cargo run --quiet --release -p dex-collector-bench --bin dex-fairness-bench
 elif [ "${1:-}" = "--adaptive" ]; then
-    cargo run --quiet --release -p dex-collector-bench --bin dex-adaptive-bench
+    cargo run --quiet --release -p dex-collector-bench --bin dex-adaptive-bench -- "${@:2}"
 elif [ "${1:-}" = "--history" ]; then
     cargo test --quiet --release -p dex_collector_e2e --test history_at_scale -- --nocapture
 elif [ "${1:-}" = "--history-month" ]; then

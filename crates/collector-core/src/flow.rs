@@ -8,15 +8,19 @@
 //! it grows no higher than 0.9 times where that happened. A window of answers whose
 //! median latency has risen well above the lowest recent window's median (the endpoint queueing
 //! requests it cannot serve yet) lowers it in proportion; one whose median has risen a little (a
-//! queue beginning) holds it. Otherwise each window raises it: by a quarter until the first sign
-//! of load, then by its square root. A window is as many answers as the limit (at least 16),
-//! about one round trip's worth, to requests sent since the limit last changed: what was sent
-//! under the old limit says nothing about the new one. Medians, because collect-bulk's time per
-//! company is heavy-tailed: one slow company says nothing about the endpoint's queue.
+//! queue beginning) holds it. Otherwise each window raises it: by a quarter until the load shows
+//! (two such windows in a row, a fall or a refusal), then by one. A window is as many answers as
+//! the limit (at least 16), about one round trip's worth, to requests sent since the limit last
+//! changed: what was sent under the old limit says nothing about the new one. Medians, because
+//! collect-bulk's time per company is heavy-tailed: one slow company says nothing about the
+//! endpoint's queue.
 //!
-//! Growth by a quarter, not doubling as in TCP's slow start, and a hold before the fall: an
-//! endpoint's queue is short, and a limit that overshoots it is refused, at the cost of a
-//! `Retry-After` pause of the whole run, before a window of answers can show the queue. Measured
+//! Growth by a quarter, not doubling as in TCP's slow start, a hold before the fall, and then by
+//! one, not by the limit's square root: an endpoint's queue is short, and a limit that overshoots
+//! it is refused, at the cost of a `Retry-After` pause of the whole run, before a window of answers
+//! can show the queue. Fast growth ends on the second window in a row that shows a queue
+//! beginning, not the first: the median of a window of 16 moves by a sixth by chance, and a
+//! first run that ended its fast growth on chance would climb the rest of the way by one. Measured
 //! against a model of such an endpoint (tests/adaptive_against_a_queue.rs) and the capacity
 //! benchmark (BENCHMARKS.md).
 
@@ -30,7 +34,7 @@ pub enum Concurrency {
     Fixed(usize),
     /// Found while the run goes: starting at `start`, at most `max`. `settled`: `start` is where
     /// the last adaptive run settled, and the limit grows from it as it does once the endpoint's
-    /// load has shown (by its square root per window), not by a first run's quarter. `ceiling`:
+    /// load has shown (by one per window), not by a first run's quarter. `ceiling`:
     /// where a recent run that met refusals settled; this run grows no higher for its first
     /// [`PLATEAU`] and [`PLATEAU_WINDOWS`], as after a refusal of its own, so that consecutive runs
     /// do not each pay a `Retry-After` pause to find the same capacity again.
@@ -56,7 +60,8 @@ pub enum Signal {
 /// A window's median this many times the lowest recent window's means the endpoint queues: the
 /// limit falls.
 const QUEUEING_RATIO: f64 = 1.5;
-/// This many times means a queue is beginning: the limit holds, and its fast growth ends.
+/// This many times means a queue is beginning: the limit holds, and two such windows in a row end
+/// its fast growth.
 const LOADED_RATIO: f64 = 1.2;
 /// Added to what counts as queueing, so that a fast endpoint's jitter of a few milliseconds (and
 /// the backend's own pauses to record results) is not taken for a queue.
@@ -67,7 +72,7 @@ const BASELINE_WINDOWS: usize = 30;
 /// The fewest answers a window holds, however low the limit: a median of fewer moves so much by
 /// chance that a limit of a few falls, again and again, on no queue at all.
 const MIN_WINDOW: usize = 16;
-/// Growth per window until the first sign of load.
+/// Growth per window until the load shows; then one per window.
 const SLOW_START_GROWTH: f64 = 1.25;
 /// What a queue does to the limit at most.
 const DECREASE: f64 = 0.5;
@@ -88,8 +93,10 @@ const CEILING: f64 = 0.9;
 pub struct AdaptiveLimit {
     limit: f64,
     max: f64,
-    /// Until the first sign of load, the limit grows by [`SLOW_START_GROWTH`] per window.
+    /// Until the load shows, the limit grows by [`SLOW_START_GROWTH`] per window.
     slow_start: bool,
+    /// The last window showed a queue beginning.
+    last_window_loaded: bool,
     window: Vec<Duration>,
     recent_medians: VecDeque<Duration>,
     /// Requests sent before the limit last changed say nothing about the new one: a window holds
@@ -108,6 +115,7 @@ impl AdaptiveLimit {
             limit: (start.max(1) as f64).min(max),
             max,
             slow_start: true,
+            last_window_loaded: false,
             window: Vec::new(),
             recent_medians: VecDeque::new(),
             last_change: None,
@@ -166,13 +174,17 @@ impl AdaptiveLimit {
             }
         }
         if median > baseline.mul_f64(LOADED_RATIO) + QUEUEING_SLACK {
-            self.slow_start = false;
+            if self.last_window_loaded {
+                self.slow_start = false;
+            }
+            self.last_window_loaded = true;
             return;
         }
+        self.last_window_loaded = false;
         let raised = if self.slow_start {
             self.limit * SLOW_START_GROWTH
         } else {
-            self.limit + self.limit.sqrt()
+            self.limit + 1.0
         };
         let raised = raised.min(highest);
         if raised > self.limit {
@@ -203,7 +215,9 @@ pub struct FlowReport {
     /// `Some(max)` for an adaptive limit.
     pub adaptive_max: Option<usize>,
     pub start_limit: usize,
-    /// The limit when the run ended: where the next adaptive run starts.
+    /// Where the run settled, and the next adaptive run starts: the limit when its last company
+    /// was called, or lower if it fell after. In a run's tail fewer companies are left than the
+    /// limit allows, answers come back fast, and the limit grows on nothing.
     pub end_limit: usize,
     pub lowest_limit: usize,
     pub highest_limit: usize,
@@ -292,7 +306,9 @@ impl Flow {
 
     /// A company is about to be called.
     pub fn company_called(&self) {
-        self.state().companies_called += 1;
+        let mut state = self.state();
+        state.companies_called += 1;
+        state.report.end_limit = state.limit.current();
     }
 
     /// When the run may send again, while a `Retry-After` holds it back.
@@ -320,7 +336,7 @@ impl Flow {
             adaptive.observe(sent_at, now.saturating_duration_since(sent_at), signal, now);
             let limit = adaptive.current();
             let report = &mut state.report;
-            report.end_limit = limit;
+            report.end_limit = report.end_limit.min(limit);
             report.lowest_limit = report.lowest_limit.min(limit);
             report.highest_limit = report.highest_limit.max(limit);
         }
@@ -445,6 +461,27 @@ mod tests {
     }
 
     #[test]
+    fn where_a_run_settled_is_its_limit_when_it_called_its_last_company() {
+        let flow = Flow::new(Concurrency::Adaptive {
+            start: 16,
+            max: 256,
+            settled: true,
+            ceiling: None,
+        });
+        flow.company_called();
+        // The run's tail: fast answers, and no company left to call.
+        for _ in 0..16 * 4 {
+            flow.answered(Instant::now(), Signal::Answered, None);
+        }
+        let report = flow.report();
+        assert!(report.highest_limit > 16, "{report:?}");
+        assert_eq!(report.end_limit, 16);
+        // A refusal in the tail still lowers it.
+        flow.answered(Instant::now(), Signal::Overloaded, None);
+        assert!(flow.report().end_limit < 16, "{:?}", flow.report());
+    }
+
+    #[test]
     fn it_never_falls_below_one() {
         let mut limit = AdaptiveLimit::new(2, 10);
         let mut clock = Instant::now();
@@ -465,9 +502,9 @@ mod tests {
         feed(&mut limit, &mut clock, 20, FLOOR * 3);
         // Lowered in proportion: 20 × (40 ms × 1.5 + 5 ms) ÷ 120 ms.
         assert_eq!(limit.current(), 10);
-        // Back to its floor: additive increase now, by the square root of the limit.
+        // Back to its floor: additive increase now, by one.
         feed(&mut limit, &mut clock, MIN_WINDOW, FLOOR);
-        assert_eq!(limit.current(), 14);
+        assert_eq!(limit.current(), 11);
     }
 
     #[test]
@@ -479,9 +516,20 @@ mod tests {
         // Answers a little slower: over 40 ms × 1.2 + 5 ms, under 40 ms × 1.5 + 5 ms.
         feed(&mut limit, &mut clock, 20 * 3, Duration::from_millis(56));
         assert_eq!(limit.current(), 20);
-        // Then by its square root, no longer by a quarter.
+        // Then by one, no longer by a quarter.
         feed(&mut limit, &mut clock, 20, FLOOR);
-        assert_eq!(limit.current(), 24);
+        assert_eq!(limit.current(), 21);
+    }
+
+    #[test]
+    fn one_slower_window_holds_it_without_ending_its_fast_growth() {
+        let mut limit = AdaptiveLimit::new(16, 200);
+        let mut clock = Instant::now();
+        feed(&mut limit, &mut clock, 16, FLOOR);
+        feed(&mut limit, &mut clock, 20, Duration::from_millis(56));
+        assert_eq!(limit.current(), 20);
+        feed(&mut limit, &mut clock, 20, FLOOR);
+        assert_eq!(limit.current(), 25, "still a quarter more");
     }
 
     #[test]

@@ -7,7 +7,9 @@
 //! dex_collector.concurrency's 8 and the run after from where the first settled; then the same
 //! with the endpoint dropping to 4 workers two seconds into a run of 3,000 companies (fixed 4, 8,
 //! 12 and 16 against adaptive; 12 is what the smaller endpoint holds, workers and queue), sampled
-//! every 50 ms. Run it through `scripts/bench.sh --adaptive`.
+//! every 50 ms. Run it through `scripts/bench.sh --adaptive`; with `--repeat N` it runs only the
+//! adaptive cases, N times over: the first run (from an empty runs table), the next run, and the
+//! drop (from where that next run settled), so that their spread shows.
 
 #![forbid(unsafe_code)]
 
@@ -131,7 +133,21 @@ fn limit_text(summary: &Value) -> String {
     }
 }
 
+/// `--repeat N`, or none.
+fn repeat_argument() -> Result<Option<u32>, Box<dyn Error>> {
+    let arguments: Vec<String> = std::env::args().skip(1).collect();
+    match arguments.as_slice() {
+        [] => Ok(None),
+        [flag, n] if flag == "--repeat" => match n.parse() {
+            Ok(n) if n > 0 => Ok(Some(n)),
+            _ => Err(format!("--repeat takes a number of rounds, not {n:?}").into()),
+        },
+        _ => Err(format!("unexpected arguments {arguments:?}; usage: [--repeat N]").into()),
+    }
+}
+
 fn bench() -> Result<(), Box<dyn Error>> {
+    let repeat = repeat_argument()?;
     let deployment = Deployment::start(DeploymentOptions {
         stand_in: StandInConfig {
             record_requests: false,
@@ -157,6 +173,9 @@ fn bench() -> Result<(), Box<dyn Error>> {
          ideal wall at {WORKERS} workers {:.2} s.\n",
         work.as_secs_f64() / WORKERS as f64
     );
+    if let Some(rounds) = repeat {
+        return repeat_adaptive(&deployment, &mut client, &times, rounds);
+    }
     println!(
         "| concurrency | wall | companies/s | failed | 429s | retries | peak requests at the endpoint | p95 at the endpoint | limit |"
     );
@@ -173,10 +192,7 @@ fn bench() -> Result<(), Box<dyn Error>> {
         if name == "adaptive, first run" {
             client.batch_execute("TRUNCATE dex_collector.runs CASCADE")?;
         }
-        stand_in.reset();
-        install_behaviors(stand_in, &times);
-        configure(&mut client, setting)?;
-        let outcome = collect(&mut client)?;
+        let outcome = collect_at_capacity(stand_in, &mut client, &times, setting)?;
         let mut served = stand_in.capacity_report().served;
         let (failed, overloaded, retries) = outcome.run_row;
         println!(
@@ -205,52 +221,131 @@ fn bench() -> Result<(), Box<dyn Error>> {
         ("16", Setting::Fixed(16)),
         ("adaptive", Setting::Adaptive),
     ] {
-        stand_in.reset();
-        stand_in.set_capacity_workers(WORKERS);
-        install_behaviors(stand_in, &times);
-        configure(&mut client, setting)?;
-        let running = AtomicBool::new(true);
-        let (outcome, samples, refused_before) = std::thread::scope(|scope| {
-            let sampler = scope.spawn(|| {
-                let started = Instant::now();
-                let mut samples = Vec::new();
-                let mut refused_before = None;
-                while running.load(Ordering::SeqCst) {
-                    if refused_before.is_none() && started.elapsed() >= CHANGE_AFTER {
-                        refused_before = Some(stand_in.capacity_report().refused);
-                        stand_in.set_capacity_workers(WORKERS_AFTER_CHANGE);
-                    }
-                    if refused_before.is_some() {
-                        samples.push(stand_in.requests_being_answered());
-                    }
-                    std::thread::sleep(SAMPLE_EVERY);
-                }
-                (samples, refused_before.unwrap_or_default())
-            });
-            let outcome = collect(&mut client);
-            running.store(false, Ordering::SeqCst);
-            let (samples, refused_before) = sampler.join().unwrap_or_default();
-            (outcome, samples, refused_before)
-        });
-        let outcome = outcome?;
-        let per_second = (1000 / SAMPLE_EVERY.as_millis()) as usize;
-        let means: Vec<String> = samples
-            .chunks(per_second)
-            .take(8)
-            .map(|second| {
-                format!(
-                    "{:.0}",
-                    second.iter().sum::<usize>() as f64 / second.len() as f64
-                )
-            })
-            .collect();
-        let (failed, overloaded, _) = outcome.run_row;
+        let dropped = collect_through_a_drop(stand_in, &mut client, &times, setting)?;
+        let (failed, overloaded, _) = dropped.outcome.run_row;
         println!(
             "| {name} | {:.2} s | {failed} | {overloaded} | {} | {} | {} |",
+            dropped.outcome.wall.as_secs_f64(),
+            dropped.refused_after,
+            dropped.means_per_second.join(", "),
+            limit_text(&dropped.outcome.summary),
+        );
+    }
+    Ok(())
+}
+
+/// The endpoint back at its full capacity, its counts reset, and the session set for `setting`.
+fn prepare(
+    stand_in: &StandIn,
+    client: &mut postgres::Client,
+    times: &[Duration],
+    setting: Setting,
+) -> Result<(), postgres::Error> {
+    stand_in.reset();
+    stand_in.set_capacity_workers(WORKERS);
+    install_behaviors(stand_in, times);
+    configure(client, setting)
+}
+
+/// One run of the companies loaded, against the endpoint at its full capacity.
+fn collect_at_capacity(
+    stand_in: &StandIn,
+    client: &mut postgres::Client,
+    times: &[Duration],
+    setting: Setting,
+) -> Result<Outcome, Box<dyn Error>> {
+    prepare(stand_in, client, times, setting)?;
+    collect(client)
+}
+
+struct Dropped {
+    outcome: Outcome,
+    refused_after: u64,
+    /// The requests at the endpoint, mean over each of the first 8 seconds after the drop.
+    means_per_second: Vec<String>,
+}
+
+/// One run of the companies loaded, the endpoint dropping to its smaller capacity
+/// [`CHANGE_AFTER`] into it.
+fn collect_through_a_drop(
+    stand_in: &StandIn,
+    client: &mut postgres::Client,
+    times: &[Duration],
+    setting: Setting,
+) -> Result<Dropped, Box<dyn Error>> {
+    prepare(stand_in, client, times, setting)?;
+    let running = AtomicBool::new(true);
+    let (outcome, samples, refused_before) = std::thread::scope(|scope| {
+        let sampler = scope.spawn(|| {
+            let started = Instant::now();
+            let mut samples = Vec::new();
+            let mut refused_before = None;
+            while running.load(Ordering::SeqCst) {
+                if refused_before.is_none() && started.elapsed() >= CHANGE_AFTER {
+                    refused_before = Some(stand_in.capacity_report().refused);
+                    stand_in.set_capacity_workers(WORKERS_AFTER_CHANGE);
+                }
+                if refused_before.is_some() {
+                    samples.push(stand_in.requests_being_answered());
+                }
+                std::thread::sleep(SAMPLE_EVERY);
+            }
+            (samples, refused_before.unwrap_or_default())
+        });
+        let outcome = collect(client);
+        running.store(false, Ordering::SeqCst);
+        let (samples, refused_before) = sampler.join().unwrap_or_default();
+        (outcome, samples, refused_before)
+    });
+    let per_second = (1000 / SAMPLE_EVERY.as_millis()) as usize;
+    let means_per_second = samples
+        .chunks(per_second)
+        .take(8)
+        .map(|second| {
+            format!(
+                "{:.0}",
+                second.iter().sum::<usize>() as f64 / second.len() as f64
+            )
+        })
+        .collect();
+    Ok(Dropped {
+        outcome: outcome?,
+        refused_after: stand_in.capacity_report().refused - refused_before,
+        means_per_second,
+    })
+}
+
+/// `--repeat N`: the adaptive cases only, `rounds` times: a first run from an empty runs table,
+/// the next run, and the drop from where that one settled, as in the full benchmark.
+fn repeat_adaptive(
+    deployment: &Deployment,
+    client: &mut postgres::Client,
+    times: &[Duration],
+    rounds: u32,
+) -> Result<(), Box<dyn Error>> {
+    let stand_in = &deployment.stand_in;
+    let cell = |outcome: &Outcome| {
+        format!(
+            "{:.2} s, {} 429s, {}",
             outcome.wall.as_secs_f64(),
-            stand_in.capacity_report().refused - refused_before,
-            means.join(", "),
-            limit_text(&outcome.summary),
+            outcome.run_row.1,
+            limit_text(&outcome.summary)
+        )
+    };
+    println!("| round | first run | next run | drop |");
+    println!("|---:|---|---|---|");
+    for round in 1..=rounds {
+        synthetic::load_companies(client, COMPANIES)?;
+        client.batch_execute("TRUNCATE dex_collector.runs CASCADE")?;
+        let first = collect_at_capacity(stand_in, client, times, Setting::Adaptive)?;
+        let next = collect_at_capacity(stand_in, client, times, Setting::Adaptive)?;
+        synthetic::load_companies(client, CHANGE_COMPANIES)?;
+        let dropped = collect_through_a_drop(stand_in, client, times, Setting::Adaptive)?;
+        println!(
+            "| {round} | {} | {} | {} |",
+            cell(&first),
+            cell(&next),
+            cell(&dropped.outcome)
         );
     }
     Ok(())
