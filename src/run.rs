@@ -187,7 +187,7 @@ fn warn_deadline_reached(summary: &RunSummary, settings: &Settings) {
     let concurrency = match summary.flow.adaptive_max {
         None => format!("dex_collector.concurrency (now {})", settings.concurrency),
         Some(max) => format!(
-            "dex_collector.max_concurrency (now {max}; the adaptive limit ended at {})",
+            "dex_collector.max_concurrency (now {max}; the adaptive limit settled at {})",
             summary.flow.end_limit
         ),
     };

@@ -86,15 +86,12 @@ fn simulate(companies: usize, seed: u64, endpoint: &Endpoint, mut limit: Limit) 
     let mut end_limit = limit.current();
     loop {
         while next < companies && in_flight < limit.current() {
+            end_limit = limit.current();
             in_flight += 1;
             schedule(&mut events, now, Event::Send(next));
             next += 1;
         }
-        if next < companies {
-            end_limit = limit.current();
-        } else {
-            end_limit = end_limit.min(limit.current());
-        }
+        end_limit = end_limit.min(limit.current());
         let Some(Reverse((at, _, event))) = events.pop() else {
             break;
         };

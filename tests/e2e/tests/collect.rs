@@ -424,8 +424,8 @@ fn works_the_same_with_the_library_preloaded() {
     assert_eq!(summary["successfulCollections"], 8);
 }
 
-/// Enough for windows of answers (16 at the least): five of them take a first run from 2 to 6 by a
-/// quarter each, two the next run from where that one settled by one each.
+/// Enough for windows of answers (16 at the least): a first run from 2 fits four of them, growing by
+/// a quarter each (to about 4), and the next run from there reaches the maximum of 6 by one each.
 const ADAPTIVE_COMPANIES: u32 = 80;
 
 /// The run row's flow: adaptive or not, the limit, 429s and 503s, retries, retries refused.
