@@ -10,7 +10,8 @@
 # run deadline until each has been collected; `./scripts/bench.sh --adaptive` runs fixed and adaptive
 # concurrency against an endpoint with a capacity (16 at once, 429 beyond a short queue), and through
 # a drop of that capacity in the middle of a run (`--adaptive --repeat N`: the adaptive cases only, N
-# times over); `./scripts/bench.sh --history` times docs/monitoring.md's
+# times over; `--adaptive --slower K`: fixed 16 and adaptive with every company K times as long);
+# `./scripts/bench.sh --history` times docs/monitoring.md's
 # monitoring queries over a generated 14-day history of 1,000 companies (4 million results);
 # `./scripts/bench.sh --history-month [--days D] [--companies N] [--seed S]` records 30 days of
 # 1,000 companies every 5 minutes in simulated time with history_detail 'all' and 'changes',

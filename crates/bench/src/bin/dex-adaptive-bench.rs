@@ -9,7 +9,10 @@
 //! 12 and 16 against adaptive; 12 is what the smaller endpoint holds, workers and queue), sampled
 //! every 50 ms. Run it through `scripts/bench.sh --adaptive`; with `--repeat N` it runs only the
 //! adaptive cases, N times over: the first run (from an empty runs table), the next run, and the
-//! drop (from where that next run settled), so that their spread shows.
+//! drop (from where that next run settled), so that their spread shows. With `--slower K` (and
+//! `--repeat N`, or one round) every company takes K times as long, `Retry-After` still 1 s: fixed
+//! 16 and the adaptive first and next runs only, to show what a refusal's pause costs a run
+//! nearer a real endpoint's time scale (the drop would take K times as long).
 
 #![forbid(unsafe_code)]
 
@@ -133,21 +136,35 @@ fn limit_text(summary: &Value) -> String {
     }
 }
 
-/// `--repeat N`, or none.
-fn repeat_argument() -> Result<Option<u32>, Box<dyn Error>> {
+/// `--repeat N` and `--slower K`, each a number above 0.
+#[derive(Default)]
+struct Options {
+    repeat: Option<u32>,
+    slower: Option<u32>,
+}
+
+fn options() -> Result<Options, Box<dyn Error>> {
+    const USAGE: &str = "usage: [--repeat N] [--slower K]";
     let arguments: Vec<String> = std::env::args().skip(1).collect();
-    match arguments.as_slice() {
-        [] => Ok(None),
-        [flag, n] if flag == "--repeat" => match n.parse() {
-            Ok(n) if n > 0 => Ok(Some(n)),
-            _ => Err(format!("--repeat takes a number of rounds, not {n:?}").into()),
-        },
-        _ => Err(format!("unexpected arguments {arguments:?}; usage: [--repeat N]").into()),
+    let mut options = Options::default();
+    for pair in arguments.chunks(2) {
+        let [flag, n] = pair else {
+            return Err(format!("{pair:?} without a number; {USAGE}").into());
+        };
+        let Some(n) = n.parse().ok().filter(|n| *n > 0) else {
+            return Err(format!("{flag} takes a number above 0, not {n:?}").into());
+        };
+        match flag.as_str() {
+            "--repeat" => options.repeat = Some(n),
+            "--slower" => options.slower = Some(n),
+            _ => return Err(format!("unexpected argument {flag:?}; {USAGE}").into()),
+        }
     }
+    Ok(options)
 }
 
 fn bench() -> Result<(), Box<dyn Error>> {
-    let repeat = repeat_argument()?;
+    let options = options()?;
     let deployment = Deployment::start(DeploymentOptions {
         stand_in: StandInConfig {
             record_requests: false,
@@ -163,7 +180,10 @@ fn bench() -> Result<(), Box<dyn Error>> {
     let stand_in = &deployment.stand_in;
     let mut client = deployment.client();
     synthetic::load_companies(&mut client, COMPANIES)?;
-    let times = service_times(CHANGE_COMPANIES);
+    let times: Vec<Duration> = service_times(CHANGE_COMPANIES)
+        .into_iter()
+        .map(|time| time * options.slower.unwrap_or(1))
+        .collect();
     let mut sorted = times[..COMPANIES as usize].to_vec();
     let (p50, p95) = (percentile(&mut sorted, 0.5), percentile(&mut sorted, 0.95));
     let work: Duration = times[..COMPANIES as usize].iter().sum();
@@ -173,8 +193,12 @@ fn bench() -> Result<(), Box<dyn Error>> {
          ideal wall at {WORKERS} workers {:.2} s.\n",
         work.as_secs_f64() / WORKERS as f64
     );
-    if let Some(rounds) = repeat {
-        return repeat_adaptive(&deployment, &mut client, &times, rounds);
+    if options.slower.is_some() {
+        let rounds = options.repeat.unwrap_or(1);
+        return compare_slower(stand_in, &mut client, &times, rounds);
+    }
+    if let Some(rounds) = options.repeat {
+        return repeat_adaptive(stand_in, &mut client, &times, rounds);
     }
     println!(
         "| concurrency | wall | companies/s | failed | 429s | retries | peak requests at the endpoint | p95 at the endpoint | limit |"
@@ -318,20 +342,11 @@ fn collect_through_a_drop(
 /// `--repeat N`: the adaptive cases only, `rounds` times: a first run from an empty runs table,
 /// the next run, and the drop from where that one settled, as in the full benchmark.
 fn repeat_adaptive(
-    deployment: &Deployment,
+    stand_in: &StandIn,
     client: &mut postgres::Client,
     times: &[Duration],
     rounds: u32,
 ) -> Result<(), Box<dyn Error>> {
-    let stand_in = &deployment.stand_in;
-    let cell = |outcome: &Outcome| {
-        format!(
-            "{:.2} s, {} 429s, {}",
-            outcome.wall.as_secs_f64(),
-            outcome.run_row.1,
-            limit_text(&outcome.summary)
-        )
-    };
     println!("| round | first run | next run | drop |");
     println!("|---:|---|---|---|");
     for round in 1..=rounds {
@@ -349,4 +364,39 @@ fn repeat_adaptive(
         );
     }
     Ok(())
+}
+
+/// `--slower K`: fixed 16, then the adaptive first run (from an empty runs table) and the next,
+/// `rounds` times, every company's time already K times as long in `times`.
+fn compare_slower(
+    stand_in: &StandIn,
+    client: &mut postgres::Client,
+    times: &[Duration],
+    rounds: u32,
+) -> Result<(), Box<dyn Error>> {
+    println!("| round | fixed 16 | adaptive, first run | adaptive, next run |");
+    println!("|---:|---|---|---|");
+    for round in 1..=rounds {
+        let fixed = collect_at_capacity(stand_in, client, times, Setting::Fixed(16))?;
+        client.batch_execute("TRUNCATE dex_collector.runs CASCADE")?;
+        let first = collect_at_capacity(stand_in, client, times, Setting::Adaptive)?;
+        let next = collect_at_capacity(stand_in, client, times, Setting::Adaptive)?;
+        println!(
+            "| {round} | {} | {} | {} |",
+            cell(&fixed),
+            cell(&first),
+            cell(&next)
+        );
+    }
+    Ok(())
+}
+
+/// A run in one cell: wall, refusals, limit.
+fn cell(outcome: &Outcome) -> String {
+    format!(
+        "{:.2} s, {} 429s, {}",
+        outcome.wall.as_secs_f64(),
+        outcome.run_row.1,
+        limit_text(&outcome.summary)
+    )
 }
