@@ -2,10 +2,10 @@
 //! serving one request each, a short queue behind them, 429 with `Retry-After: 1` beyond it, and
 //! each company's time at a worker drawn from a log-normal distribution (median 40 ms, sigma 0.5),
 //! as in the capacity benchmark (BENCHMARKS.md), but over 40 seeds, in milliseconds of real time,
-//! and without the noise of a loaded machine; and once at a median of 4 s, a real endpoint's. Each test holds the mean over the seeds, against a
-//! fixed concurrency right for that endpoint. The client side is the fan-out's: a company holds
-//! its place while it waits for its retry, and a 429 holds back every request until its
-//! `Retry-After` has passed.
+//! and without the noise of a loaded machine; and once at a median of 4 s, a real endpoint's. Each
+//! test holds the mean over the seeds, against a fixed concurrency right for that endpoint. The
+//! client side is the fan-out's: a company holds its place while it waits for its retry, and a 429
+//! holds back every request until its `Retry-After` has passed.
 
 #[path = "../../bench/src/random.rs"]
 mod random;
@@ -264,8 +264,8 @@ fn at_a_real_endpoints_seconds_it_finds_the_capacity_as_well() {
     // A median of 4 s, 100 times the benchmark's: the slack's 5 ms is nothing here, its part of
     // the baseline is all. Without that part the limit took chance for a queue and fell to 1 or 2:
     // 2.13 times fixed 16 for the small endpoint at a median of 400 ms, 6.8 times fixed 64 for the
-    // large one.
-    // 1.05 times fixed 16 and 0.25 429s a run, and 1.47 times fixed 64 and none, when written.
+    // large one. 1.05 times fixed 16 and 0.25 429s a run, and 1.47 times fixed 64 and none, when
+    // written.
     for (workers, queue, companies, most_slower, most_refused) in
         [(16, 8, 1_500, 1.12, 0.5), (64, 32, 3_000, 1.6, 0.0)]
     {
