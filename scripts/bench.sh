@@ -10,7 +10,8 @@
 # run deadline until each has been collected; `./scripts/bench.sh --adaptive` runs fixed and adaptive
 # concurrency against an endpoint with a capacity (16 at once, 429 beyond a short queue), and through
 # a drop of that capacity in the middle of a run (`--adaptive --repeat N`: the adaptive cases only, N
-# times over; `--adaptive --slower K`: fixed 16 and adaptive with every company K times as long);
+# times over; `--adaptive --slower K`: fixed 16 and adaptive with every company K times as long;
+# `--adaptive --slowdown K`: the same, every company K times as long from 2 s into the run);
 # `./scripts/bench.sh --history` times docs/monitoring.md's
 # monitoring queries over a generated 14-day history of 1,000 companies (4 million results);
 # `./scripts/bench.sh --history-month [--days D] [--companies N] [--seed S]` records 30 days of

@@ -3,17 +3,18 @@
 //! pause that a 429 or 503 with `Retry-After` asks of the whole run, and the run's retry budget.
 //!
 //! The adaptive limit is additive increase and multiplicative decrease, as in TCP's congestion
-//! control, on two signals. An answer saying the endpoint is overloaded (429, 503), or a request
-//! it dropped (timed out, refused, reset), lowers the limit at once to 0.7 times, and for a while
-//! it grows no higher than 0.9 times where that happened. A window of answers whose
-//! median latency has risen well above the lowest recent window's median (the endpoint queueing
-//! requests it cannot serve yet) lowers it in proportion; one whose median has risen a little (a
-//! queue beginning) holds it. Otherwise each window raises it: by a quarter until the load shows
-//! (two such windows in a row, a fall or a refusal), then by one. A window is as many answers as
-//! the limit (at least 16), about one round trip's worth, to requests sent since the limit last
-//! changed: what was sent under the old limit says nothing about the new one. Medians, because
-//! collect-bulk's time per company is heavy-tailed: one slow company says nothing about the
-//! endpoint's queue.
+//! control, on two signals. An answer saying the endpoint is overloaded (429, 503), or a request it
+//! dropped (timed out, refused, reset), lowers the limit at once to 0.7 times, and for a while it
+//! grows no higher than 0.9 times where that happened. A window of answers whose median latency has
+//! risen well above the lowest recent window's median (the endpoint queueing requests it cannot
+//! serve yet) lowers it in proportion; one whose median has risen a little (a queue beginning)
+//! holds it. A queue that halving the limit does not shorten is not the run's: the endpoint has
+//! become slower for everyone, its pace is the new baseline, and the limit goes back to where it
+//! began to fall. Otherwise each window raises it: by a quarter until the load shows (two such
+//! windows in a row, a fall or a refusal), then by one. A window is as many answers as the limit
+//! (at least 16), about one round trip's worth, to requests sent since the limit last changed: what
+//! was sent under the old limit says nothing about the new one. Medians, because collect-bulk's
+//! time per company is heavy-tailed: one slow company says nothing about the endpoint's queue.
 //!
 //! Growth by a quarter, not doubling as in TCP's slow start, a hold before the fall, and then by
 //! one, not by the limit's square root: an endpoint's queue is short, and a limit that overshoots
@@ -72,9 +73,14 @@ const QUEUEING_SLACK_PART: f64 = 0.15;
 /// And at least this, so that a fast endpoint's jitter of a few milliseconds (and the backend's
 /// own pauses to record results) is not taken for a queue.
 const QUEUEING_SLACK: Duration = Duration::from_millis(5);
-/// How many windows' medians the baseline is the lowest of: an endpoint that became slower for
-/// good is a new baseline after this many windows, not a reason to keep lowering the limit.
+/// How many windows' medians the baseline is the lowest of.
 const BASELINE_WINDOWS: usize = 30;
+/// A queue that lowering the limit does not shorten is not the run's: when the limit has fallen
+/// to this part of where it began to fall, and a window's median has not fallen below
+/// [`NOT_SHORTER`] times the one before, the endpoint has become slower for everyone (its own
+/// load, Cantaloupe's), and that median is the new baseline.
+const HALVED: f64 = 0.5;
+const NOT_SHORTER: f64 = 0.9;
 /// The fewest answers a window holds, however low the limit: a median of fewer moves so much by
 /// chance that a limit of a few falls, again and again, on no queue at all.
 const MIN_WINDOW: usize = 16;
@@ -85,8 +91,8 @@ const DECREASE: f64 = 0.5;
 /// What an overloaded or dropped request does to it (TCP CUBIC's factor).
 const OVERLOAD_DECREASE: f64 = 0.7;
 /// After an overloaded or dropped request, the limit grows no higher than [`CEILING`] times where
-/// it was then, for this long and this many windows: each refusal costs a `Retry-After` pause of the
-/// whole run, so a limit that found the endpoint's ceiling stays under it, and probes above it
+/// it was then, for this long and this many windows: each refusal costs a `Retry-After` pause of
+/// the whole run, so a limit that found the endpoint's ceiling stays under it, and probes above it
 /// again only now and then, to find a capacity that has grown.
 const PLATEAU: Duration = Duration::from_secs(30);
 const PLATEAU_WINDOWS: usize = 20;
@@ -112,6 +118,9 @@ pub struct AdaptiveLimit {
     /// Under the limit of the last overloaded or dropped request, while it holds; since when, and
     /// how many windows since.
     ceiling: Option<(f64, Instant, usize)>,
+    /// While windows keep lowering it for their latency: the limit before the first of them, and
+    /// the last one's median.
+    falling: Option<(f64, Duration)>,
 }
 
 impl AdaptiveLimit {
@@ -126,6 +135,7 @@ impl AdaptiveLimit {
             recent_medians: VecDeque::new(),
             last_change: None,
             ceiling: None,
+            falling: None,
         }
     }
 
@@ -142,6 +152,8 @@ impl AdaptiveLimit {
         match signal {
             Signal::Overloaded | Signal::Dropped => {
                 self.ceiling = Some(((self.limit * CEILING).max(1.0), now, 0));
+                // A refusal says the load is the run's own.
+                self.falling = None;
                 self.decrease(OVERLOAD_DECREASE, now);
             }
             Signal::Answered => {
@@ -165,6 +177,21 @@ impl AdaptiveLimit {
         let slack = QUEUEING_SLACK.max(baseline.mul_f64(QUEUEING_SLACK_PART));
         let tolerated = baseline.mul_f64(QUEUEING_RATIO) + slack;
         if median > tolerated {
+            let began_at = match self.falling {
+                Some((began_at, previous))
+                    if self.limit <= began_at * HALVED
+                        && median >= previous.mul_f64(NOT_SHORTER) =>
+                {
+                    self.recent_medians.clear();
+                    self.recent_medians.push_back(median);
+                    self.falling = None;
+                    self.change_to(began_at, now);
+                    return;
+                }
+                Some((began_at, _)) => began_at,
+                None => self.limit,
+            };
+            self.falling = Some((began_at, median));
             self.decrease(
                 (tolerated.as_secs_f64() / median.as_secs_f64()).max(DECREASE),
                 now,
@@ -188,6 +215,9 @@ impl AdaptiveLimit {
             return;
         }
         self.last_window_loaded = false;
+        // Only a window without a queue ends a fall: between the falling windows of a long
+        // queue, some only hold.
+        self.falling = None;
         let raised = if self.slow_start {
             self.limit * SLOW_START_GROWTH
         } else {
@@ -553,21 +583,45 @@ mod tests {
     }
 
     #[test]
-    fn a_slower_endpoint_becomes_the_new_baseline() {
-        let mut limit = AdaptiveLimit::new(8, 8);
+    fn an_endpoint_slower_for_everyone_is_a_new_baseline_not_a_queue() {
+        let mut limit = AdaptiveLimit::new(40, 40);
         let mut clock = Instant::now();
-        feed(&mut limit, &mut clock, 8 * 5, FLOOR);
-        // For good three times slower: lowered at first, then, once the fast windows are
-        // forgotten, back up to the maximum.
+        feed(&mut limit, &mut clock, 40 * 5, FLOOR);
+        assert_eq!(limit.current(), 40);
+        // Three times slower for good: lowered in proportion, twice, while that could be a queue.
+        feed(&mut limit, &mut clock, 40, FLOOR * 3);
+        assert_eq!(limit.current(), 22, "40 × 66 ms ÷ 120 ms");
+        feed(&mut limit, &mut clock, 22, FLOOR * 3);
+        assert_eq!(limit.current(), 12);
+        // Halved, and the answers no faster: not the run's queue. Back where it began to fall,
+        // and it stays there at the new pace.
         feed(&mut limit, &mut clock, MIN_WINDOW, FLOOR * 3);
-        assert!(limit.current() < 8);
-        feed(
-            &mut limit,
-            &mut clock,
-            MIN_WINDOW * (BASELINE_WINDOWS + 10),
-            FLOOR * 3,
-        );
-        assert_eq!(limit.current(), 8);
+        assert_eq!(limit.current(), 40);
+        feed(&mut limit, &mut clock, 40 * 10, FLOOR * 3);
+        assert_eq!(limit.current(), 40);
+    }
+
+    #[test]
+    fn a_queue_that_shortens_as_the_limit_falls_keeps_it_falling() {
+        let mut limit = AdaptiveLimit::new(64, 64);
+        let mut clock = Instant::now();
+        feed(&mut limit, &mut clock, 64 * 5, FLOOR);
+        // A long queue: each lower limit shortens it, though not yet to the baseline; halved at
+        // most per window.
+        for (latency_ms, lowered_to) in [(240, 32), (160, 16), (100, 10)] {
+            let window = limit.current().max(MIN_WINDOW);
+            feed(
+                &mut limit,
+                &mut clock,
+                window,
+                Duration::from_millis(latency_ms),
+            );
+            assert_eq!(
+                limit.current(),
+                lowered_to,
+                "after a window of {latency_ms} ms"
+            );
+        }
     }
 
     #[test]

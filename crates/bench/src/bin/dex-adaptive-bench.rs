@@ -12,7 +12,10 @@
 //! drop (from where that next run settled), so that their spread shows. With `--slower K` (and
 //! `--repeat N`, or one round) every company takes K times as long, `Retry-After` still 1 s: fixed
 //! 16 and the adaptive first and next runs only, to show what a refusal's pause costs a run
-//! nearer a real endpoint's time scale (the drop would take K times as long).
+//! nearer a real endpoint's time scale (the drop would take K times as long). With `--slowdown K`
+//! (and `--repeat N`, or one round) every company takes K times as long from two seconds into a
+//! run of 3,000 (the endpoint slower for everyone; it still serves 16 at once, and fixed 16 is
+//! still right): fixed 16 and the adaptive first and next runs.
 
 #![forbid(unsafe_code)]
 
@@ -136,15 +139,16 @@ fn limit_text(summary: &Value) -> String {
     }
 }
 
-/// `--repeat N` and `--slower K`, each a number above 0.
+/// `--repeat N`, `--slower K` and `--slowdown K`, each a number above 0.
 #[derive(Default)]
 struct Options {
     repeat: Option<u32>,
     slower: Option<u32>,
+    slowdown: Option<u32>,
 }
 
 fn options() -> Result<Options, Box<dyn Error>> {
-    const USAGE: &str = "usage: [--repeat N] [--slower K]";
+    const USAGE: &str = "usage: [--repeat N] [--slower K | --slowdown K]";
     let arguments: Vec<String> = std::env::args().skip(1).collect();
     let mut options = Options::default();
     for pair in arguments.chunks(2) {
@@ -157,8 +161,12 @@ fn options() -> Result<Options, Box<dyn Error>> {
         match flag.as_str() {
             "--repeat" => options.repeat = Some(n),
             "--slower" => options.slower = Some(n),
+            "--slowdown" => options.slowdown = Some(n),
             _ => return Err(format!("unexpected argument {flag:?}; {USAGE}").into()),
         }
+    }
+    if options.slower.is_some() && options.slowdown.is_some() {
+        return Err(format!("--slower and --slowdown are two benchmarks; {USAGE}").into());
     }
     Ok(options)
 }
@@ -193,6 +201,10 @@ fn bench() -> Result<(), Box<dyn Error>> {
          ideal wall at {WORKERS} workers {:.2} s.\n",
         work.as_secs_f64() / WORKERS as f64
     );
+    if let Some(factor) = options.slowdown {
+        let rounds = options.repeat.unwrap_or(1);
+        return compare_through_a_slowdown(stand_in, &mut client, &times, factor, rounds);
+    }
     if options.slower.is_some() {
         let rounds = options.repeat.unwrap_or(1);
         return compare_slower(stand_in, &mut client, &times, rounds);
@@ -245,17 +257,23 @@ fn bench() -> Result<(), Box<dyn Error>> {
         ("16", Setting::Fixed(16)),
         ("adaptive", Setting::Adaptive),
     ] {
-        let dropped = collect_through_a_drop(stand_in, &mut client, &times, setting)?;
-        let (failed, overloaded, _) = dropped.outcome.run_row;
-        println!(
-            "| {name} | {:.2} s | {failed} | {overloaded} | {} | {} | {} |",
-            dropped.outcome.wall.as_secs_f64(),
-            dropped.refused_after,
-            dropped.means_per_second.join(", "),
-            limit_text(&dropped.outcome.summary),
-        );
+        let dropped =
+            collect_through_a_change(stand_in, &mut client, &times, setting, Change::Drop)?;
+        println!("| {name} | {} |", changed_row(&dropped));
     }
     Ok(())
+}
+
+/// The columns of a row of the drop's and the slowdown's tables after the first.
+fn changed_row(changed: &Changed) -> String {
+    let (failed, overloaded, _) = changed.outcome.run_row;
+    format!(
+        "{:.2} s | {failed} | {overloaded} | {} | {} | {}",
+        changed.outcome.wall.as_secs_f64(),
+        changed.refused_after,
+        changed.means_per_second.join(", "),
+        limit_text(&changed.outcome.summary),
+    )
 }
 
 /// The endpoint back at its full capacity, its counts reset, and the session set for `setting`.
@@ -282,21 +300,34 @@ fn collect_at_capacity(
     collect(client)
 }
 
-struct Dropped {
+/// What happens to the endpoint [`CHANGE_AFTER`] into a run.
+#[derive(Clone, Copy)]
+enum Change {
+    /// It drops to [`WORKERS_AFTER_CHANGE`] workers.
+    Drop,
+    /// Every company takes this many times as long.
+    SlowDown(u32),
+}
+
+struct Changed {
     outcome: Outcome,
     refused_after: u64,
-    /// The requests at the endpoint, mean over each of the first 8 seconds after the drop.
+    /// The requests at the endpoint, mean over each of the first 8 seconds after the change.
     means_per_second: Vec<String>,
 }
 
-/// One run of the companies loaded, the endpoint dropping to its smaller capacity
-/// [`CHANGE_AFTER`] into it.
-fn collect_through_a_drop(
+/// One run of the companies loaded, the endpoint changing [`CHANGE_AFTER`] into it.
+fn collect_through_a_change(
     stand_in: &StandIn,
     client: &mut postgres::Client,
     times: &[Duration],
     setting: Setting,
-) -> Result<Dropped, Box<dyn Error>> {
+    change: Change,
+) -> Result<Changed, Box<dyn Error>> {
+    let slowed: Vec<Duration> = match change {
+        Change::Drop => Vec::new(),
+        Change::SlowDown(factor) => times.iter().map(|time| *time * factor).collect(),
+    };
     prepare(stand_in, client, times, setting)?;
     let running = AtomicBool::new(true);
     let (outcome, samples, refused_before) = std::thread::scope(|scope| {
@@ -307,7 +338,10 @@ fn collect_through_a_drop(
             while running.load(Ordering::SeqCst) {
                 if refused_before.is_none() && started.elapsed() >= CHANGE_AFTER {
                     refused_before = Some(stand_in.capacity_report().refused);
-                    stand_in.set_capacity_workers(WORKERS_AFTER_CHANGE);
+                    match change {
+                        Change::Drop => stand_in.set_capacity_workers(WORKERS_AFTER_CHANGE),
+                        Change::SlowDown(_) => install_behaviors(stand_in, &slowed),
+                    }
                 }
                 if refused_before.is_some() {
                     samples.push(stand_in.requests_being_answered());
@@ -332,7 +366,7 @@ fn collect_through_a_drop(
             )
         })
         .collect();
-    Ok(Dropped {
+    Ok(Changed {
         outcome: outcome?,
         refused_after: stand_in.capacity_report().refused - refused_before,
         means_per_second,
@@ -355,7 +389,8 @@ fn repeat_adaptive(
         let first = collect_at_capacity(stand_in, client, times, Setting::Adaptive)?;
         let next = collect_at_capacity(stand_in, client, times, Setting::Adaptive)?;
         synthetic::load_companies(client, CHANGE_COMPANIES)?;
-        let dropped = collect_through_a_drop(stand_in, client, times, Setting::Adaptive)?;
+        let dropped =
+            collect_through_a_change(stand_in, client, times, Setting::Adaptive, Change::Drop)?;
         println!(
             "| {round} | {} | {} | {} |",
             cell(&first),
@@ -387,6 +422,38 @@ fn compare_slower(
             cell(&first),
             cell(&next)
         );
+    }
+    Ok(())
+}
+
+/// `--slowdown K`: fixed 16, then the adaptive first run (from an empty runs table) and the next,
+/// `rounds` times, every company K times as long from [`CHANGE_AFTER`] into each run.
+fn compare_through_a_slowdown(
+    stand_in: &StandIn,
+    client: &mut postgres::Client,
+    times: &[Duration],
+    factor: u32,
+    rounds: u32,
+) -> Result<(), Box<dyn Error>> {
+    println!(
+        "{CHANGE_COMPANIES} companies; {CHANGE_AFTER:?} into the run every company takes {factor} \
+         times as long.\n"
+    );
+    println!(
+        "| round | concurrency | wall | failed | 429s | 429s after the change | requests at the endpoint, mean over each second after the change | limit |"
+    );
+    println!("|---:|---|---:|---:|---:|---:|---|---|");
+    synthetic::load_companies(client, CHANGE_COMPANIES)?;
+    let change = Change::SlowDown(factor);
+    for round in 1..=rounds {
+        let fixed = collect_through_a_change(stand_in, client, times, Setting::Fixed(16), change)?;
+        println!("| {round} | 16 | {} |", changed_row(&fixed));
+        client.batch_execute("TRUNCATE dex_collector.runs CASCADE")?;
+        for name in ["adaptive, first run", "adaptive, next run"] {
+            let adaptive =
+                collect_through_a_change(stand_in, client, times, Setting::Adaptive, change)?;
+            println!("| {round} | {name} | {} |", changed_row(&adaptive));
+        }
     }
     Ok(())
 }
