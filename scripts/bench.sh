@@ -5,12 +5,14 @@
 # whole suite (a few minutes); arguments go to dex-bench (`./scripts/bench.sh --help`).
 # `./scripts/bench.sh --dex-parse` times dex_parse() over a table of 100,000 stored DEX files instead;
 # `./scripts/bench.sh --dex-memory` measures a backend's peak memory for one dex_parse() call;
-# `./scripts/bench.sh --run-memory` a backend's memory through one run of 2,000, 20,000 and 50,000 companies;
+# `./scripts/bench.sh --run-memory [--shared-buffers SIZE]` a backend's memory through one run of
+# 2,000, 20,000 and 50,000 companies;
 # `./scripts/bench.sh --fairness` runs 1,000 companies with heavy-tailed endpoint times under the
 # run deadline until each has been collected; `./scripts/bench.sh --adaptive` runs fixed and adaptive
 # concurrency against an endpoint with a capacity (16 at once, 429 beyond a short queue), and through
 # a drop of that capacity in the middle of a run (`--adaptive --repeat N`: the adaptive cases only, N
-# times over; `--adaptive --slower K`: fixed 16 and adaptive with every company K times as long;
+# times over; `--adaptive --slower K`: fixed 16, fixed 12 through the drop, and adaptive, with
+# every company K times as long;
 # `--adaptive --slowdown K`: the same, every company K times as long from 2 s into the run);
 # `./scripts/bench.sh --history` times docs/monitoring.md's
 # monitoring queries over a generated 14-day history of 1,000 companies (4 million results);
@@ -44,7 +46,7 @@ elif [ "${1:-}" = "--history" ]; then
 elif [ "${1:-}" = "--history-month" ]; then
     cargo run --quiet --release -p dex-collector-bench --bin dex-history-bench -- "${@:2}"
 elif [ "${1:-}" = "--run-memory" ]; then
-    cargo run --quiet --release -p dex-collector-bench --bin dex-run-memory-bench
+    cargo run --quiet --release -p dex-collector-bench --bin dex-run-memory-bench -- "${@:2}"
 elif [ "${1:-}" = "--dex-memory" ]; then
     cargo run --quiet --release -p dex-collector-bench --bin dex-parse-bench -- --memory
 else

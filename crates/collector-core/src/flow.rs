@@ -8,13 +8,14 @@
 //! grows no higher than 0.9 times where that happened. A window of answers whose median latency has
 //! risen well above the lowest recent window's median (the endpoint queueing requests it cannot
 //! serve yet) lowers it in proportion; one whose median has risen a little (a queue beginning)
-//! holds it. A queue that halving the limit does not shorten is not the run's: the endpoint has
-//! become slower for everyone, its pace is the new baseline, and the limit goes back to where it
-//! began to fall. Otherwise each window raises it: by a quarter until the load shows (two such
-//! windows in a row, a fall or a refusal), then by one. A window is as many answers as the limit
-//! (at least 16), about one round trip's worth, to requests sent since the limit last changed: what
-//! was sent under the old limit says nothing about the new one. Medians, because collect-bulk's
-//! time per company is heavy-tailed: one slow company says nothing about the endpoint's queue.
+//! holds it. A queue that halving the limit does not shorten, twice in a row, is not the run's: the
+//! endpoint has become slower for everyone, its pace is the new baseline, and the limit goes back
+//! to where it began to fall. Otherwise each window raises it: by a quarter until the load shows
+//! (two such windows in a row, a fall or a refusal), then by one. A window is as many answers as
+//! the limit (at least 16), about one round trip's worth, to requests sent since the limit last
+//! changed: what was sent under the old limit says nothing about the new one. Medians, because
+//! collect-bulk's time per company is heavy-tailed: one slow company says nothing about the
+//! endpoint's queue.
 //!
 //! Growth by a quarter, not doubling as in TCP's slow start, a hold before the fall, and then by
 //! one, not by the limit's square root: an endpoint's queue is short, and a limit that overshoots
@@ -75,12 +76,16 @@ const QUEUEING_SLACK_PART: f64 = 0.15;
 const QUEUEING_SLACK: Duration = Duration::from_millis(5);
 /// How many windows' medians the baseline is the lowest of.
 const BASELINE_WINDOWS: usize = 30;
-/// A queue that lowering the limit does not shorten is not the run's: when the limit has fallen
-/// to this part of where it began to fall, and a window's median has not fallen below
-/// [`NOT_SHORTER`] times the one before, the endpoint has become slower for everyone (its own
-/// load, Cantaloupe's), and that median is the new baseline.
+/// A queue that lowering the limit does not shorten is not the run's: when [`NOT_SHORTER_WINDOWS`]
+/// falling windows in a row each have a median at least [`NOT_SHORTER`] times that of a falling
+/// window at twice their limit or more ([`HALVED`]), the endpoint has become slower for everyone
+/// (its own load, Cantaloupe's), and the last median is the new baseline. Two, not one: after a
+/// drop in the endpoint's capacity, requests sent at half the limit still wait behind what the
+/// higher limit queued, and a window that straddles the drop reads faster than the queue that
+/// follows; with one such window a deep queue passed for a slower endpoint (in the model test).
 const HALVED: f64 = 0.5;
 const NOT_SHORTER: f64 = 0.9;
+const NOT_SHORTER_WINDOWS: usize = 2;
 /// The fewest answers a window holds, however low the limit: a median of fewer moves so much by
 /// chance that a limit of a few falls, again and again, on no queue at all.
 const MIN_WINDOW: usize = 16;
@@ -118,9 +123,50 @@ pub struct AdaptiveLimit {
     /// Under the limit of the last overloaded or dropped request, while it holds; since when, and
     /// how many windows since.
     ceiling: Option<(f64, Instant, usize)>,
-    /// While windows keep lowering it for their latency: the limit before the first of them, and
-    /// the last one's median.
-    falling: Option<(f64, Duration)>,
+    /// While windows keep lowering it for their latency.
+    falling: Option<Fall>,
+}
+
+/// Windows that lowered the limit for their latency, one after another.
+#[derive(Debug, Clone)]
+struct Fall {
+    /// The limit before the first of them: where it goes back to if the endpoint has only become
+    /// slower.
+    began_at: f64,
+    /// Each one's limit and median, the latest [`BASELINE_WINDOWS`].
+    windows: VecDeque<(f64, Duration)>,
+    /// How many in a row were no shorter than a window at twice their limit.
+    not_shorter: usize,
+}
+
+impl Fall {
+    fn new(began_at: f64) -> Fall {
+        Fall {
+            began_at,
+            windows: VecDeque::new(),
+            not_shorter: 0,
+        }
+    }
+
+    /// Takes in a falling window: true when the queue has not shortened as the limit fell.
+    fn not_shortened(&mut self, limit: f64, median: Duration) -> bool {
+        let at_twice = self
+            .windows
+            .iter()
+            .rev()
+            .find(|(at, _)| limit <= at * HALVED)
+            .map(|(_, at_twice)| *at_twice);
+        if at_twice.is_some_and(|at_twice| median >= at_twice.mul_f64(NOT_SHORTER)) {
+            self.not_shorter += 1;
+        } else {
+            self.not_shorter = 0;
+        }
+        if self.windows.len() == BASELINE_WINDOWS {
+            self.windows.pop_front();
+        }
+        self.windows.push_back((limit, median));
+        self.not_shorter >= NOT_SHORTER_WINDOWS
+    }
 }
 
 impl AdaptiveLimit {
@@ -152,7 +198,7 @@ impl AdaptiveLimit {
         match signal {
             Signal::Overloaded | Signal::Dropped => {
                 self.ceiling = Some(((self.limit * CEILING).max(1.0), now, 0));
-                // A refusal says the load is the run's own.
+                // A refusal or a dropped request says the endpoint is overloaded, not only slower.
                 self.falling = None;
                 self.decrease(OVERLOAD_DECREASE, now);
             }
@@ -177,21 +223,16 @@ impl AdaptiveLimit {
         let slack = QUEUEING_SLACK.max(baseline.mul_f64(QUEUEING_SLACK_PART));
         let tolerated = baseline.mul_f64(QUEUEING_RATIO) + slack;
         if median > tolerated {
-            let began_at = match self.falling {
-                Some((began_at, previous))
-                    if self.limit <= began_at * HALVED
-                        && median >= previous.mul_f64(NOT_SHORTER) =>
-                {
-                    self.recent_medians.clear();
-                    self.recent_medians.push_back(median);
-                    self.falling = None;
-                    self.change_to(began_at, now);
-                    return;
-                }
-                Some((began_at, _)) => began_at,
-                None => self.limit,
-            };
-            self.falling = Some((began_at, median));
+            let limit = self.limit;
+            let fall = self.falling.get_or_insert_with(|| Fall::new(limit));
+            if fall.not_shortened(limit, median) {
+                let began_at = fall.began_at;
+                self.falling = None;
+                self.recent_medians.clear();
+                self.recent_medians.push_back(median);
+                self.change_to(began_at, now);
+                return;
+            }
             self.decrease(
                 (tolerated.as_secs_f64() / median.as_secs_f64()).max(DECREASE),
                 now,
@@ -588,40 +629,55 @@ mod tests {
         let mut clock = Instant::now();
         feed(&mut limit, &mut clock, 40 * 5, FLOOR);
         assert_eq!(limit.current(), 40);
-        // Three times slower for good: lowered in proportion, twice, while that could be a queue.
+        // Three times slower for good: lowered in proportion while that could be a queue.
         feed(&mut limit, &mut clock, 40, FLOOR * 3);
         assert_eq!(limit.current(), 22, "40 × 66 ms ÷ 120 ms");
         feed(&mut limit, &mut clock, 22, FLOOR * 3);
         assert_eq!(limit.current(), 12);
-        // Halved, and the answers no faster: not the run's queue. Back where it began to fall,
-        // and it stays there at the new pace.
+        // At 12, half of 40 or less, and no faster than at 40: once is not enough.
+        feed(&mut limit, &mut clock, MIN_WINDOW, FLOOR * 3);
+        assert_eq!(limit.current(), 6);
+        // At 6, half of 22 or less, no faster again: not the run's queue. Back where it began to
+        // fall, and it stays there at the new pace.
         feed(&mut limit, &mut clock, MIN_WINDOW, FLOOR * 3);
         assert_eq!(limit.current(), 40);
         feed(&mut limit, &mut clock, 40 * 10, FLOOR * 3);
         assert_eq!(limit.current(), 40);
     }
 
-    #[test]
-    fn a_queue_that_shortens_as_the_limit_falls_keeps_it_falling() {
+    /// From 64 at an idle endpoint, windows of these medians, each followed by this limit.
+    fn falls_through(windows: &[(u64, usize)]) {
         let mut limit = AdaptiveLimit::new(64, 64);
         let mut clock = Instant::now();
         feed(&mut limit, &mut clock, 64 * 5, FLOOR);
-        // A long queue: each lower limit shortens it, though not yet to the baseline; halved at
-        // most per window.
-        for (latency_ms, lowered_to) in [(240, 32), (160, 16), (100, 10)] {
+        for &(median_ms, lowered_to) in windows {
             let window = limit.current().max(MIN_WINDOW);
             feed(
                 &mut limit,
                 &mut clock,
                 window,
-                Duration::from_millis(latency_ms),
+                Duration::from_millis(median_ms),
             );
             assert_eq!(
                 limit.current(),
                 lowered_to,
-                "after a window of {latency_ms} ms"
+                "after a window of {median_ms} ms"
             );
         }
+    }
+
+    #[test]
+    fn a_window_across_a_drop_in_capacity_does_not_pass_the_queue_after_it_for_a_slower_endpoint() {
+        // The window across the drop reads faster than the queue that follows it, at half the
+        // limit; the next, at a quarter, is shorter: a queue, and the limit keeps falling.
+        falls_through(&[(150, 32), (160, 16), (80, 13)]);
+    }
+
+    #[test]
+    fn a_queue_that_shortens_as_the_limit_falls_keeps_it_falling() {
+        // A long queue: each lower limit shortens it, though not yet to the baseline; halved at
+        // most per window.
+        falls_through(&[(240, 32), (160, 16), (100, 10), (70, 9), (68, 9)]);
     }
 
     #[test]

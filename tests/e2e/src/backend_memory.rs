@@ -11,6 +11,8 @@ pub struct BackendMemory {
     pub private_kb: u64,
     /// RssShmem: the pages of PostgreSQL's shared memory (shared buffers) this backend touched.
     pub shared_kb: u64,
+    /// RssFile: the pages of mapped files (the server's and the libraries' code) it touched.
+    pub files_kb: u64,
     /// VmHWM: the resident set's high-water mark.
     pub peak_kb: u64,
 }
@@ -32,6 +34,7 @@ impl BackendMemory {
             rss_kb: field("VmRSS")?,
             private_kb: field("RssAnon")?,
             shared_kb: field("RssShmem")?,
+            files_kb: field("RssFile")?,
             peak_kb: field("VmHWM")?,
         })
     }

@@ -11,8 +11,9 @@
 //! adaptive cases, N times over: the first run (from an empty runs table), the next run, and the
 //! drop (from where that next run settled), so that their spread shows. With `--slower K` (and
 //! `--repeat N`, or one round) every company takes K times as long, `Retry-After` still 1 s: fixed
-//! 16 and the adaptive first and next runs only, to show what a refusal's pause costs a run
-//! nearer a real endpoint's time scale (the drop would take K times as long). With `--slowdown K`
+//! 16 and the adaptive first and next runs, then the drop K times later into the run for fixed 12
+//! and adaptive, to show what a refusal's pause costs a run nearer a real endpoint's time scale
+//! (the drop's fixed 4, 8 and 16 would take K times as long, 16 half an hour). With `--slowdown K`
 //! (and `--repeat N`, or one round) every company takes K times as long from two seconds into a
 //! run of 3,000 (the endpoint slower for everyone; it still serves 16 at once, and fixed 16 is
 //! still right): fixed 16 and the adaptive first and next runs.
@@ -205,9 +206,9 @@ fn bench() -> Result<(), Box<dyn Error>> {
         let rounds = options.repeat.unwrap_or(1);
         return compare_through_a_slowdown(stand_in, &mut client, &times, factor, rounds);
     }
-    if options.slower.is_some() {
+    if let Some(factor) = options.slower {
         let rounds = options.repeat.unwrap_or(1);
-        return compare_slower(stand_in, &mut client, &times, rounds);
+        return compare_slower(stand_in, &mut client, &times, factor, rounds);
     }
     if let Some(rounds) = options.repeat {
         return repeat_adaptive(stand_in, &mut client, &times, rounds);
@@ -257,8 +258,14 @@ fn bench() -> Result<(), Box<dyn Error>> {
         ("16", Setting::Fixed(16)),
         ("adaptive", Setting::Adaptive),
     ] {
-        let dropped =
-            collect_through_a_change(stand_in, &mut client, &times, setting, Change::Drop)?;
+        let dropped = collect_through_a_change(
+            stand_in,
+            &mut client,
+            &times,
+            setting,
+            Change::Drop,
+            CHANGE_AFTER,
+        )?;
         println!("| {name} | {} |", changed_row(&dropped));
     }
     Ok(())
@@ -300,7 +307,7 @@ fn collect_at_capacity(
     collect(client)
 }
 
-/// What happens to the endpoint [`CHANGE_AFTER`] into a run.
+/// What happens to the endpoint during a run.
 #[derive(Clone, Copy)]
 enum Change {
     /// It drops to [`WORKERS_AFTER_CHANGE`] workers.
@@ -316,13 +323,14 @@ struct Changed {
     means_per_second: Vec<String>,
 }
 
-/// One run of the companies loaded, the endpoint changing [`CHANGE_AFTER`] into it.
+/// One run of the companies loaded, the endpoint changing `after` into it.
 fn collect_through_a_change(
     stand_in: &StandIn,
     client: &mut postgres::Client,
     times: &[Duration],
     setting: Setting,
     change: Change,
+    after: Duration,
 ) -> Result<Changed, Box<dyn Error>> {
     let slowed: Vec<Duration> = match change {
         Change::Drop => Vec::new(),
@@ -336,7 +344,7 @@ fn collect_through_a_change(
             let mut samples = Vec::new();
             let mut refused_before = None;
             while running.load(Ordering::SeqCst) {
-                if refused_before.is_none() && started.elapsed() >= CHANGE_AFTER {
+                if refused_before.is_none() && started.elapsed() >= after {
                     refused_before = Some(stand_in.capacity_report().refused);
                     match change {
                         Change::Drop => stand_in.set_capacity_workers(WORKERS_AFTER_CHANGE),
@@ -389,8 +397,14 @@ fn repeat_adaptive(
         let first = collect_at_capacity(stand_in, client, times, Setting::Adaptive)?;
         let next = collect_at_capacity(stand_in, client, times, Setting::Adaptive)?;
         synthetic::load_companies(client, CHANGE_COMPANIES)?;
-        let dropped =
-            collect_through_a_change(stand_in, client, times, Setting::Adaptive, Change::Drop)?;
+        let dropped = collect_through_a_change(
+            stand_in,
+            client,
+            times,
+            Setting::Adaptive,
+            Change::Drop,
+            CHANGE_AFTER,
+        )?;
         println!(
             "| {round} | {} | {} | {} |",
             cell(&first),
@@ -402,25 +416,40 @@ fn repeat_adaptive(
 }
 
 /// `--slower K`: fixed 16, then the adaptive first run (from an empty runs table) and the next,
-/// `rounds` times, every company's time already K times as long in `times`.
+/// then the drop, K times later into the run, for fixed 12 and adaptive (from where that next run
+/// settled); `rounds` times, every company's time already K times as long in `times`.
 fn compare_slower(
     stand_in: &StandIn,
     client: &mut postgres::Client,
     times: &[Duration],
+    factor: u32,
     rounds: u32,
 ) -> Result<(), Box<dyn Error>> {
-    println!("| round | fixed 16 | adaptive, first run | adaptive, next run |");
-    println!("|---:|---|---|---|");
+    let drop_after = CHANGE_AFTER * factor;
+    println!(
+        "The drop {drop_after:?} into a run of {CHANGE_COMPANIES} companies.\n\n\
+         | round | fixed 16 | adaptive, first run | adaptive, next run | drop, fixed 12 | drop, adaptive |"
+    );
+    println!("|---:|---|---|---|---|---|");
     for round in 1..=rounds {
+        synthetic::load_companies(client, COMPANIES)?;
         let fixed = collect_at_capacity(stand_in, client, times, Setting::Fixed(16))?;
         client.batch_execute("TRUNCATE dex_collector.runs CASCADE")?;
         let first = collect_at_capacity(stand_in, client, times, Setting::Adaptive)?;
         let next = collect_at_capacity(stand_in, client, times, Setting::Adaptive)?;
+        synthetic::load_companies(client, CHANGE_COMPANIES)?;
+        let mut drop = |setting| {
+            collect_through_a_change(stand_in, client, times, setting, Change::Drop, drop_after)
+        };
+        let fixed_drop = drop(Setting::Fixed(12))?;
+        let adaptive_drop = drop(Setting::Adaptive)?;
         println!(
-            "| {round} | {} | {} | {} |",
+            "| {round} | {} | {} | {} | {} | {} |",
             cell(&fixed),
             cell(&first),
-            cell(&next)
+            cell(&next),
+            cell(&fixed_drop.outcome),
+            cell(&adaptive_drop.outcome)
         );
     }
     Ok(())
@@ -446,12 +475,25 @@ fn compare_through_a_slowdown(
     synthetic::load_companies(client, CHANGE_COMPANIES)?;
     let change = Change::SlowDown(factor);
     for round in 1..=rounds {
-        let fixed = collect_through_a_change(stand_in, client, times, Setting::Fixed(16), change)?;
+        let fixed = collect_through_a_change(
+            stand_in,
+            client,
+            times,
+            Setting::Fixed(16),
+            change,
+            CHANGE_AFTER,
+        )?;
         println!("| {round} | 16 | {} |", changed_row(&fixed));
         client.batch_execute("TRUNCATE dex_collector.runs CASCADE")?;
         for name in ["adaptive, first run", "adaptive, next run"] {
-            let adaptive =
-                collect_through_a_change(stand_in, client, times, Setting::Adaptive, change)?;
+            let adaptive = collect_through_a_change(
+                stand_in,
+                client,
+                times,
+                Setting::Adaptive,
+                change,
+                CHANGE_AFTER,
+            )?;
             println!("| {round} | {name} | {} |", changed_row(&adaptive));
         }
     }

@@ -3,7 +3,8 @@
 //! endpoint answering at once) in a new session, the backend's memory read from `/proc` every
 //! 5 ms while it runs: the highest private memory (`RssAnon`) seen, and after the run its
 //! resident high-water mark (`VmHWM`) and the shared buffers it touched (`RssShmem`). Run it
-//! through `scripts/bench.sh --run-memory`.
+//! through `scripts/bench.sh --run-memory`; `--shared-buffers SIZE` (PostgreSQL's units, e.g.
+//! `32MB`) sets the cluster's `shared_buffers`, which bound the shared part.
 
 #![forbid(unsafe_code)]
 
@@ -33,12 +34,32 @@ fn megabytes(kb: u64) -> String {
     format!("{:.1} MB", kb as f64 / 1024.0)
 }
 
+/// `--shared-buffers SIZE`, or nothing for PostgreSQL's default.
+fn shared_buffers() -> Result<Option<String>, Box<dyn Error>> {
+    const USAGE: &str = "usage: [--shared-buffers SIZE]";
+    let arguments: Vec<String> = std::env::args().skip(1).collect();
+    match arguments.as_slice() {
+        [] => Ok(None),
+        [flag, size] if flag == "--shared-buffers" => Ok(Some(size.clone())),
+        _ => Err(format!("unexpected arguments {arguments:?}; {USAGE}").into()),
+    }
+}
+
 fn bench() -> Result<(), Box<dyn Error>> {
-    let deployment = Deployment::start(DeploymentOptions::for_benchmark())?;
+    let mut options = DeploymentOptions::for_benchmark();
+    if let Some(size) = shared_buffers()? {
+        options.settings.push(("shared_buffers".into(), size));
+    }
+    let deployment = Deployment::start(options)?;
+    let shared_buffers: String = deployment
+        .client()
+        .query_one("SHOW shared_buffers", &[])?
+        .get(0);
+    println!("shared_buffers {shared_buffers}\n");
     println!(
-        "| companies | before the run: VmHWM / RssAnon | highest RssAnon while it ran | VmHWM after | RssShmem after | wall |"
+        "| companies | before the run: VmHWM / RssAnon | highest RssAnon while it ran | VmHWM after | RssShmem after | RssFile after | wall |"
     );
-    println!("|---:|---:|---:|---:|---:|---:|");
+    println!("|---:|---:|---:|---:|---:|---:|---:|");
     for companies in COMPANIES {
         synthetic::load_companies(&mut deployment.client(), companies)?;
         let mut client = deployment.client();
@@ -73,12 +94,13 @@ fn bench() -> Result<(), Box<dyn Error>> {
         }
         let after = BackendMemory::of(pid)?;
         println!(
-            "| {companies} | {} / {} | {} | {} | {} | {:.2} s |",
+            "| {companies} | {} / {} | {} | {} | {} | {} | {:.2} s |",
             megabytes(before.peak_kb),
             megabytes(before.private_kb),
             megabytes(highest_private_kb),
             megabytes(after.peak_kb),
             megabytes(after.shared_kb),
+            megabytes(after.files_kb),
             wall.as_secs_f64(),
         );
     }
