@@ -475,26 +475,17 @@ fn compare_through_a_slowdown(
     synthetic::load_companies(client, CHANGE_COMPANIES)?;
     let change = Change::SlowDown(factor);
     for round in 1..=rounds {
-        let fixed = collect_through_a_change(
-            stand_in,
-            client,
-            times,
-            Setting::Fixed(16),
-            change,
-            CHANGE_AFTER,
-        )?;
-        println!("| {round} | 16 | {} |", changed_row(&fixed));
-        client.batch_execute("TRUNCATE dex_collector.runs CASCADE")?;
-        for name in ["adaptive, first run", "adaptive, next run"] {
-            let adaptive = collect_through_a_change(
-                stand_in,
-                client,
-                times,
-                Setting::Adaptive,
-                change,
-                CHANGE_AFTER,
-            )?;
-            println!("| {round} | {name} | {} |", changed_row(&adaptive));
+        for (name, setting) in [
+            ("16", Setting::Fixed(16)),
+            ("adaptive, first run", Setting::Adaptive),
+            ("adaptive, next run", Setting::Adaptive),
+        ] {
+            if name == "adaptive, first run" {
+                client.batch_execute("TRUNCATE dex_collector.runs CASCADE")?;
+            }
+            let changed =
+                collect_through_a_change(stand_in, client, times, setting, change, CHANGE_AFTER)?;
+            println!("| {round} | {name} | {} |", changed_row(&changed));
         }
     }
     Ok(())
