@@ -1,22 +1,26 @@
-//! Concurrency against an endpoint with a capacity (BENCHMARKS.md, "Concurrency and the
-//! endpoint's capacity"): `SELECT dex_collect_all()` for 1,500 synthetic companies against a
-//! stand-in that serves 16 requests at once, queues 8 more and answers 429 with `Retry-After: 1`
-//! beyond that, each request taking its company's time, drawn once from a log-normal
-//! distribution (median 40 ms, sigma 0.5: a real endpoint's seconds, scaled down). Fixed
-//! concurrencies 4, 16, 64 and 256 against the adaptive limit (at most 256), its first run from
-//! dex_collector.concurrency's 8 and the run after from where the first settled; then the same
-//! with the endpoint dropping to 4 workers two seconds into a run of 3,000 companies (fixed 4, 8,
-//! 12 and 16 against adaptive; 12 is what the smaller endpoint holds, workers and queue), sampled
-//! every 50 ms. Run it through `scripts/bench.sh --adaptive`; with `--repeat N` it runs only the
-//! adaptive cases, N times over: the first run (from an empty runs table), the next run, and the
-//! drop (from where that next run settled), so that their spread shows. With `--slower K` (and
-//! `--repeat N`, or one round) every company takes K times as long, `Retry-After` still 1 s: fixed
-//! 16 and the adaptive first and next runs, then the drop K times later into the run for fixed 12
-//! and adaptive, to show what a refusal's pause costs a run nearer a real endpoint's time scale
-//! (the drop's fixed 4, 8 and 16 would take K times as long, 16 half an hour). With `--slowdown K`
-//! (and `--repeat N`, or one round) every company takes K times as long from two seconds into a
-//! run of 3,000 (the endpoint slower for everyone; it still serves 16 at once, and fixed 16 is
-//! still right): fixed 16 and the adaptive first and next runs.
+//! Concurrency against an endpoint with a capacity (BENCHMARKS.md, "Concurrency and the endpoint's
+//! capacity"): `SELECT dex_collect_all()` for 1,500 synthetic companies against a stand-in that
+//! serves 16 requests at once, queues 8 more and answers 429 with `Retry-After: 1` beyond that,
+//! each request taking its company's time, drawn once from a log-normal distribution (median 40 ms,
+//! sigma 0.5: a real endpoint's seconds, scaled down). Fixed concurrencies 4, 16, 64 and 256
+//! against the adaptive limit (at most 256), its first run from dex_collector.concurrency's 8 and
+//! the run after from where the first settled (0.85 times it); then the same with the endpoint
+//! dropping to 4 workers two seconds into a run of 3,000 companies (fixed 4, 8, 12 and 16 against
+//! adaptive; 12 is what the smaller endpoint holds, workers and queue), sampled every 50 ms. Run it
+//! through `scripts/bench.sh --adaptive`; with `--repeat N` it runs only the adaptive cases, N
+//! times over: the first run (from an empty runs table), the next run, and the drop (from where
+//! that next run settled), so that their spread shows. With `--slower K` (and `--repeat N`, or one
+//! round) every company takes K times as long, `Retry-After` still 1 s: fixed 16 and the adaptive
+//! first and next runs, then the drop K times later into the run for fixed 12 and adaptive, to show
+//! what a refusal's pause costs a run nearer a real endpoint's time scale (the drop's fixed 4, 8
+//! and 16 would take K times as long, 16 half an hour), the run deadline K times the default 4
+//! minutes so that the drop's runs end by collecting, not by the deadline (a cell says how many
+//! companies a run did not reach, if any). With `--slowdown K` (and `--repeat N`, or one round)
+//! every company takes K times as long from two seconds into a run of 3,000 (the endpoint slower
+//! for everyone; it still serves 16 at once, and fixed 16 is still right): fixed 16 and the
+//! adaptive first and next runs. With `--consecutive N`, N adaptive runs in a row from an empty
+//! runs table, as a schedule makes them: how often a run meets a refusal once the capacity has been
+//! found.
 
 #![forbid(unsafe_code)]
 
@@ -146,10 +150,11 @@ struct Options {
     repeat: Option<u32>,
     slower: Option<u32>,
     slowdown: Option<u32>,
+    consecutive: Option<u32>,
 }
 
 fn options() -> Result<Options, Box<dyn Error>> {
-    const USAGE: &str = "usage: [--repeat N] [--slower K | --slowdown K]";
+    const USAGE: &str = "usage: [--repeat N] [--slower K | --slowdown K] | --consecutive N";
     let arguments: Vec<String> = std::env::args().skip(1).collect();
     let mut options = Options::default();
     for pair in arguments.chunks(2) {
@@ -163,11 +168,16 @@ fn options() -> Result<Options, Box<dyn Error>> {
             "--repeat" => options.repeat = Some(n),
             "--slower" => options.slower = Some(n),
             "--slowdown" => options.slowdown = Some(n),
+            "--consecutive" => options.consecutive = Some(n),
             _ => return Err(format!("unexpected argument {flag:?}; {USAGE}").into()),
         }
     }
     if options.slower.is_some() && options.slowdown.is_some() {
         return Err(format!("--slower and --slowdown are two benchmarks; {USAGE}").into());
+    }
+    let others = options.repeat.or(options.slower).or(options.slowdown);
+    if options.consecutive.is_some() && others.is_some() {
+        return Err(format!("--consecutive goes alone; {USAGE}").into());
     }
     Ok(options)
 }
@@ -212,6 +222,9 @@ fn bench() -> Result<(), Box<dyn Error>> {
     }
     if let Some(rounds) = options.repeat {
         return repeat_adaptive(stand_in, &mut client, &times, rounds);
+    }
+    if let Some(runs) = options.consecutive {
+        return consecutive_adaptive(stand_in, &mut client, &times, runs);
     }
     println!(
         "| concurrency | wall | companies/s | failed | 429s | retries | peak requests at the endpoint | p95 at the endpoint | limit |"
@@ -415,6 +428,23 @@ fn repeat_adaptive(
     Ok(())
 }
 
+/// `--consecutive N`: N adaptive runs one after the other, the first from an empty runs table.
+fn consecutive_adaptive(
+    stand_in: &StandIn,
+    client: &mut postgres::Client,
+    times: &[Duration],
+    runs: u32,
+) -> Result<(), Box<dyn Error>> {
+    println!("| run | adaptive |");
+    println!("|---:|---|");
+    client.batch_execute("TRUNCATE dex_collector.runs CASCADE")?;
+    for run in 1..=runs {
+        let outcome = collect_at_capacity(stand_in, client, times, Setting::Adaptive)?;
+        println!("| {run} | {} |", cell(&outcome));
+    }
+    Ok(())
+}
+
 /// `--slower K`: fixed 16, then the adaptive first run (from an empty runs table) and the next,
 /// then the drop, K times later into the run, for fixed 12 and adaptive (from where that next run
 /// settled); `rounds` times, every company's time already K times as long in `times`.
@@ -426,8 +456,13 @@ fn compare_slower(
     rounds: u32,
 ) -> Result<(), Box<dyn Error>> {
     let drop_after = CHANGE_AFTER * factor;
+    let deadline_minutes = 4 * factor;
+    client.batch_execute(&format!(
+        "SET dex_collector.run_deadline = '{deadline_minutes}min'"
+    ))?;
     println!(
-        "The drop {drop_after:?} into a run of {CHANGE_COMPANIES} companies.\n\n\
+        "The drop {drop_after:?} into a run of {CHANGE_COMPANIES} companies; run deadline \
+         {deadline_minutes} min.\n\n\
          | round | fixed 16 | adaptive, first run | adaptive, next run | drop, fixed 12 | drop, adaptive |"
     );
     println!("|---:|---|---|---|---|---|");
@@ -491,12 +526,20 @@ fn compare_through_a_slowdown(
     Ok(())
 }
 
-/// A run in one cell: wall, refusals, limit.
+/// A run in one cell: wall, refusals, the companies it did not reach if any, limit.
 fn cell(outcome: &Outcome) -> String {
+    let not_reached = match outcome.summary["companiesNotReached"].as_u64() {
+        Some(0) | None => String::new(),
+        Some(n) => format!(", {n} not reached"),
+    };
+    let refused = match outcome.run_row.1 {
+        0 => "no 429".to_string(),
+        1 => "1 429".to_string(),
+        n => format!("{n} 429s"),
+    };
     format!(
-        "{:.2} s, {} 429s, {}",
+        "{:.2} s, {refused}{not_reached}, {}",
         outcome.wall.as_secs_f64(),
-        outcome.run_row.1,
         limit_text(&outcome.summary)
     )
 }
