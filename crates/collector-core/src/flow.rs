@@ -22,7 +22,9 @@
 //! it is refused, at the cost of a `Retry-After` pause of the whole run, before a window of answers
 //! can show the queue. Fast growth ends on the second window in a row that shows a queue
 //! beginning, not the first: the median of a window of 16 moves by a sixth by chance, and a
-//! first run that ended its fast growth on chance would climb the rest of the way by one. Measured
+//! first run that ended its fast growth on chance would climb the rest of the way by one. A run
+//! that starts from where the last one settled begins a step below it and grows by one: begun at
+//! the endpoint's edge, its first windows would be a queue taken for the baseline. Measured
 //! against a model of such an endpoint (tests/adaptive_against_a_queue.rs) and the capacity
 //! benchmark (BENCHMARKS.md).
 
@@ -35,8 +37,8 @@ use std::time::{Duration, Instant};
 pub enum Concurrency {
     Fixed(usize),
     /// Found while the run goes: starting at `start`, at most `max`. `settled`: `start` is where
-    /// the last adaptive run settled, and the limit grows from it as it does once the endpoint's
-    /// load has shown (by one per window), not by a first run's quarter. `ceiling`:
+    /// the last adaptive run settled; the run begins [`RESUME`] times that and grows as it does
+    /// once the endpoint's load has shown (by one per window), not by a first run's quarter. `ceiling`:
     /// where a recent run that met refusals settled; this run grows no higher for its first
     /// [`PLATEAU`] and [`PLATEAU_WINDOWS`], as after a refusal of its own, so that consecutive runs
     /// do not each pay a `Retry-After` pause to find the same capacity again.
@@ -93,6 +95,14 @@ const MIN_WINDOW: usize = 16;
 const SLOW_START_GROWTH: f64 = 1.25;
 /// What a queue does to the limit at most.
 const DECREASE: f64 = 0.5;
+/// A run that starts where the last one settled begins at this part of it. Where a run settles is
+/// often the endpoint's edge, its queue nearly full: begun there, the run's first windows would
+/// be its baseline, a queue would read as no queue, and the limit would grow until refused (in
+/// the model test, about one run in two paid that `Retry-After` pause at a median of 4 s, once
+/// the first had found the capacity). A step below, its first windows see a shorter queue, and
+/// the queue shows as the limit climbs back, by one per window: a fifth as many refusals, at
+/// a few windows' growth.
+const RESUME: f64 = 0.85;
 /// What an overloaded or dropped request does to it (TCP CUBIC's factor).
 const OVERLOAD_DECREASE: f64 = 0.7;
 /// After an overloaded or dropped request, the limit grows no higher than [`CEILING`] times where
@@ -183,6 +193,25 @@ impl AdaptiveLimit {
             ceiling: None,
             falling: None,
         }
+    }
+
+    /// A run's limit, begun at `now`, as [`Concurrency::Adaptive`] says.
+    pub fn for_run(
+        start: usize,
+        max: usize,
+        settled: bool,
+        ceiling: Option<usize>,
+        now: Instant,
+    ) -> AdaptiveLimit {
+        let begin = if settled {
+            (start as f64 * RESUME) as usize
+        } else {
+            start
+        };
+        let mut adaptive = AdaptiveLimit::new(begin, max);
+        adaptive.slow_start = !settled;
+        adaptive.ceiling = ceiling.map(|ceiling| (ceiling.max(1) as f64, now, 0));
+        adaptive
     }
 
     /// How many companies may be in flight now.
@@ -347,10 +376,7 @@ impl Flow {
                 settled,
                 ceiling,
             } => {
-                let mut adaptive = AdaptiveLimit::new(start, max);
-                adaptive.slow_start = !settled;
-                adaptive.ceiling =
-                    ceiling.map(|ceiling| (ceiling.max(1) as f64, Instant::now(), 0));
+                let adaptive = AdaptiveLimit::for_run(start, max, settled, ceiling, Instant::now());
                 (Limit::Adaptive(adaptive), Some(max.max(1)))
             }
         };
@@ -539,6 +565,29 @@ mod tests {
     }
 
     #[test]
+    fn a_run_from_where_the_last_settled_begins_a_step_below_and_climbs_by_one() {
+        let flow = Flow::new(Concurrency::Adaptive {
+            start: 20,
+            max: 256,
+            settled: true,
+            ceiling: None,
+        });
+        assert_eq!(flow.limit(), 17);
+        assert_eq!(flow.report().start_limit, 17);
+        for _ in 0..17 {
+            flow.answered(Instant::now(), Signal::Answered, None);
+        }
+        assert_eq!(flow.limit(), 18, "one window: up by one, not by a quarter");
+        let lowest = Flow::new(Concurrency::Adaptive {
+            start: 1,
+            max: 256,
+            settled: true,
+            ceiling: None,
+        });
+        assert_eq!(lowest.limit(), 1);
+    }
+
+    #[test]
     fn where_a_run_settled_is_its_limit_when_it_called_its_last_company() {
         let flow = Flow::new(Concurrency::Adaptive {
             start: 16,
@@ -546,17 +595,18 @@ mod tests {
             settled: true,
             ceiling: None,
         });
+        let begun_at = flow.limit();
         flow.company_called();
         // The run's tail: fast answers, and no company left to call.
         for _ in 0..16 * 4 {
             flow.answered(Instant::now(), Signal::Answered, None);
         }
         let report = flow.report();
-        assert!(report.highest_limit > 16, "{report:?}");
-        assert_eq!(report.end_limit, 16);
+        assert!(report.highest_limit > begun_at, "{report:?}");
+        assert_eq!(report.end_limit, begun_at);
         // A refusal in the tail still lowers it.
         flow.answered(Instant::now(), Signal::Overloaded, None);
-        assert!(flow.report().end_limit < 16, "{:?}", flow.report());
+        assert!(flow.report().end_limit < begun_at, "{:?}", flow.report());
     }
 
     #[test]
