@@ -20,7 +20,8 @@
 //! for everyone; it still serves 16 at once, and fixed 16 is still right): fixed 16 and the
 //! adaptive first and next runs. With `--consecutive N`, N adaptive runs in a row from an empty
 //! runs table, as a schedule makes them: how often a run meets a refusal once the capacity has been
-//! found.
+//! found; with `--slower K` too, after a run at fixed 16 to compare them with (at `--slower 100`
+//! a company's median is 4 s, a real endpoint's, and a run about six minutes).
 
 #![forbid(unsafe_code)]
 
@@ -154,7 +155,8 @@ struct Options {
 }
 
 fn options() -> Result<Options, Box<dyn Error>> {
-    const USAGE: &str = "usage: [--repeat N] [--slower K | --slowdown K] | --consecutive N";
+    const USAGE: &str =
+        "usage: [--repeat N] [--slower K | --slowdown K] | --consecutive N [--slower K]";
     let arguments: Vec<String> = std::env::args().skip(1).collect();
     let mut options = Options::default();
     for pair in arguments.chunks(2) {
@@ -175,9 +177,9 @@ fn options() -> Result<Options, Box<dyn Error>> {
     if options.slower.is_some() && options.slowdown.is_some() {
         return Err(format!("--slower and --slowdown are two benchmarks; {USAGE}").into());
     }
-    let others = options.repeat.or(options.slower).or(options.slowdown);
+    let others = options.repeat.or(options.slowdown);
     if options.consecutive.is_some() && others.is_some() {
-        return Err(format!("--consecutive goes alone; {USAGE}").into());
+        return Err(format!("--consecutive goes alone or with --slower; {USAGE}").into());
     }
     Ok(options)
 }
@@ -216,15 +218,15 @@ fn bench() -> Result<(), Box<dyn Error>> {
         let rounds = options.repeat.unwrap_or(1);
         return compare_through_a_slowdown(stand_in, &mut client, &times, factor, rounds);
     }
+    if let Some(runs) = options.consecutive {
+        return consecutive_adaptive(stand_in, &mut client, &times, runs, options.slower);
+    }
     if let Some(factor) = options.slower {
         let rounds = options.repeat.unwrap_or(1);
         return compare_slower(stand_in, &mut client, &times, factor, rounds);
     }
     if let Some(rounds) = options.repeat {
         return repeat_adaptive(stand_in, &mut client, &times, rounds);
-    }
-    if let Some(runs) = options.consecutive {
-        return consecutive_adaptive(stand_in, &mut client, &times, runs);
     }
     println!(
         "| concurrency | wall | companies/s | failed | 429s | retries | peak requests at the endpoint | p95 at the endpoint | limit |"
@@ -428,13 +430,32 @@ fn repeat_adaptive(
     Ok(())
 }
 
-/// `--consecutive N`: N adaptive runs one after the other, the first from an empty runs table.
+/// The run deadline `factor` times the default 4 minutes, so that runs with every company `factor`
+/// times as long end by collecting, not by the deadline.
+fn deadline_for(client: &mut postgres::Client, factor: u32) -> Result<u32, postgres::Error> {
+    let minutes = 4 * factor;
+    client.batch_execute(&format!("SET dex_collector.run_deadline = '{minutes}min'"))?;
+    Ok(minutes)
+}
+
+/// `--consecutive N`: N adaptive runs one after the other, the first from an empty runs table;
+/// with `--slower K` (`slower`, every company's time already K times as long in `times`), after
+/// a run at fixed 16.
 fn consecutive_adaptive(
     stand_in: &StandIn,
     client: &mut postgres::Client,
     times: &[Duration],
     runs: u32,
+    slower: Option<u32>,
 ) -> Result<(), Box<dyn Error>> {
+    if let Some(factor) = slower {
+        let deadline_minutes = deadline_for(client, factor)?;
+        let fixed = collect_at_capacity(stand_in, client, times, Setting::Fixed(16))?;
+        println!(
+            "Run deadline {deadline_minutes} min. Fixed 16: {}.\n",
+            cell(&fixed)
+        );
+    }
     println!("| run | adaptive |");
     println!("|---:|---|");
     client.batch_execute("TRUNCATE dex_collector.runs CASCADE")?;
@@ -456,10 +477,7 @@ fn compare_slower(
     rounds: u32,
 ) -> Result<(), Box<dyn Error>> {
     let drop_after = CHANGE_AFTER * factor;
-    let deadline_minutes = 4 * factor;
-    client.batch_execute(&format!(
-        "SET dex_collector.run_deadline = '{deadline_minutes}min'"
-    ))?;
+    let deadline_minutes = deadline_for(client, factor)?;
     println!(
         "The drop {drop_after:?} into a run of {CHANGE_COMPANIES} companies; run deadline \
          {deadline_minutes} min.\n\n\
