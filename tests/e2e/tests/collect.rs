@@ -424,9 +424,16 @@ fn works_the_same_with_the_library_preloaded() {
     assert_eq!(summary["successfulCollections"], 8);
 }
 
-/// Enough for windows of answers (16 at the least): a first run from 2 fits four of them, growing by
-/// a quarter each (to about 4), and the next run from there reaches the maximum of 6 by one each.
+/// Enough for windows of answers (16 at the least): a first run from 2 grows by a quarter per
+/// window, and the next run, from 0.85 times where it settled, reaches the maximum of 6 by one each.
 const ADAPTIVE_COMPANIES: u32 = 160;
+
+/// An adaptive run's summary: where it settled, its lowest limit and its highest.
+fn limits(summary: &Value) -> (i64, i64, i64) {
+    let concurrency = &summary["concurrency"];
+    let limit = |field: &str| concurrency[field].as_i64().unwrap();
+    (limit("limit"), limit("lowest"), limit("highest"))
+}
 
 /// The run row's flow: adaptive or not, the limit, 429s and 503s, retries, retries refused.
 fn run_flow(client: &mut postgres::Client, run_id: i64) -> (bool, i32, i32, i32, i32) {
@@ -477,33 +484,52 @@ fn an_adaptive_run_reports_where_it_settled_and_the_next_run_starts_from_there()
              SET dex_collector.concurrency = 2",
         )
         .unwrap();
-    // Companies answering at once: the limit grows by a quarter per window. Where it settled is
-    // where it was when the last company was called; it may have grown after, on the last answers.
+    // Every company answers after 20 ms: a machine busy with other tests delays an answer by a
+    // few milliseconds now and then, which beside an answer at once reads as a queue and lowers the
+    // limit. Rarely at 20 ms; where it happens all the same (the run's lowest below where it
+    // began), only what such a fall leaves certain is asserted.
+    deployment.stand_in.set_default_behavior(Behavior::Delay {
+        delay: Duration::from_millis(20),
+        then: Box::new(Behavior::Synthetic),
+    });
+    // The limit grows by a quarter per window. Where it settled is where it was when the last
+    // company was called; it may have grown after, on the last answers.
     let (summary, run_id) = collect(&mut client);
-    let settled = summary["concurrency"]["limit"].as_i64().unwrap();
-    assert!((3..=6).contains(&settled), "{summary}");
-    let highest = summary["concurrency"]["highest"].as_i64().unwrap();
-    assert!((settled..=6).contains(&highest), "{summary}");
+    let (settled, lowest, highest) = limits(&summary);
+    assert!((1..=2).contains(&lowest), "{summary}");
+    assert!((2..=6).contains(&highest), "{summary}");
+    assert!((lowest..=highest).contains(&settled), "{summary}");
+    if lowest == 2 {
+        assert!(settled >= 3, "{summary}");
+    }
     assert_eq!(
         summary["concurrency"],
-        json!({"adaptive": true, "start": 2, "limit": settled, "lowest": 2, "highest": highest, "max": 6})
+        json!({"adaptive": true, "start": 2, "limit": settled, "lowest": lowest, "highest": highest, "max": 6})
     );
     assert_eq!(
         run_flow(&mut client, run_id),
         (true, settled as i32, 0, 0, 0)
     );
     // The next run starts a step below where this one settled (0.85 times), climbs back by one
-    // per window, and stops at the maximum.
-    let resumed = (settled as f64 * 0.85) as i64;
-    let (summary, _) = collect(&mut client);
-    assert_eq!(
-        summary["concurrency"],
-        json!({"adaptive": true, "start": resumed, "limit": 6, "lowest": resumed, "highest": 6, "max": 6})
-    );
+    // per window (its first window cannot read as a queue: it is its own baseline), and stops at
+    // the maximum.
+    let resumed = ((settled as f64 * 0.85) as i64).max(1);
+    let (summary, run_id) = collect(&mut client);
+    let (settled, lowest, highest) = limits(&summary);
+    assert_eq!(summary["concurrency"]["start"], resumed, "{summary}");
+    assert!((resumed + 1..=6).contains(&highest), "{summary}");
+    if lowest == resumed {
+        assert_eq!((settled, highest), (6, 6), "{summary}");
+    }
     assert!(deployment.stand_in.max_concurrent_requests() <= 6);
+    assert_eq!(
+        run_flow(&mut client, run_id),
+        (true, settled as i32, 0, 0, 0)
+    );
 
-    // A 429 with Retry-After: the limit (5 or 6, from 6 × 0.85) falls to 0.7 times, every request
-    // waits the second out, and the limit grows again no higher than 0.9 times where it fell.
+    // A 429 with Retry-After: the limit falls to 0.7 times where it was (at most the run's
+    // highest), every request waits the second out, and the limit grows again no higher than
+    // 0.9 times where it fell.
     deployment.stand_in.set_behavior(
         &synthetic::company_id(1),
         Behavior::FailTimes {
@@ -513,14 +539,15 @@ fn an_adaptive_run_reports_where_it_settled_and_the_next_run_starts_from_there()
             then: Box::new(Behavior::Synthetic),
         },
     );
+    let resumed = ((settled as f64 * 0.85) as i64).max(1);
     let (summary, run_id) = collect(&mut client);
     assert_eq!(summary["success"], true);
     assert_eq!(summary["successfulCollections"], ADAPTIVE_COMPANIES);
-    assert_eq!(summary["concurrency"]["start"], 5);
-    let lowest = summary["concurrency"]["lowest"].as_i64().unwrap();
-    assert!((3..=4).contains(&lowest), "{summary}");
-    let limit = summary["concurrency"]["limit"].as_i64().unwrap();
-    assert!((lowest..=lowest + 1).contains(&limit), "{summary}");
+    assert_eq!(summary["concurrency"]["start"], resumed, "{summary}");
+    let (limit, lowest, highest) = limits(&summary);
+    let part_of_highest = |part: f64| ((highest as f64 * part) as i64).max(1);
+    assert!(lowest <= part_of_highest(0.7), "{summary}");
+    assert!(limit <= part_of_highest(0.9), "{summary}");
     assert!(summary["pausedMs"].as_i64().unwrap() >= 1000, "{summary}");
     assert_eq!(run_flow(&mut client, run_id), (true, limit as i32, 1, 1, 0));
     // Back to fixed: the adaptive limit is kept for when it is turned on again.
