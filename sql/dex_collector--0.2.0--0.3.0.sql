@@ -111,7 +111,7 @@ EXCEPTION WHEN insufficient_privilege THEN
 END
 $$;
 
--- How many companies each run collected at once (adaptive runs start where the last one settled),
+-- How many companies each run collected at once (adaptive runs start near where the last one settled),
 -- and what the endpoint's load did to it.
 ALTER TABLE dex_collector.runs
     ADD COLUMN concurrency_adaptive boolean NOT NULL DEFAULT false,

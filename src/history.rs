@@ -227,7 +227,7 @@ pub fn finish_run(summary: &RunSummary, status: RunStatus) -> Result<(), History
     .map_err(HistoryError::Spi)
 }
 
-/// Where the latest finished adaptive run settled: the next one starts there.
+/// Where the latest finished adaptive run settled: the next one starts at 0.85 times it.
 pub fn last_adaptive_limit() -> Result<Option<usize>, HistoryError> {
     let limit = Spi::get_one::<i32>(
         "SELECT (SELECT concurrency_limit FROM dex_collector.runs

@@ -33,7 +33,7 @@ pub enum Scope {
 pub struct Plan {
     pub settings: Settings,
     pub targets: Vec<Target>,
-    /// Fixed, or adaptive from where the last adaptive run settled.
+    /// Fixed, or adaptive from near where the last adaptive run settled.
     pub concurrency: Concurrency,
 }
 

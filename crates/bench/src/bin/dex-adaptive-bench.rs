@@ -21,7 +21,7 @@
 //! adaptive first and next runs. With `--consecutive N`, N adaptive runs in a row from an empty
 //! runs table, as a schedule makes them: how often a run meets a refusal once the capacity has been
 //! found; with `--slower K` too, after a run at fixed 16 to compare them with (at `--slower 100`
-//! a company's median is 4 s, a real endpoint's, and a run about six minutes).
+//! a company's median is 4 s, a real endpoint's, and a run about seven minutes).
 
 #![forbid(unsafe_code)]
 
@@ -145,7 +145,7 @@ fn limit_text(summary: &Value) -> String {
     }
 }
 
-/// `--repeat N`, `--slower K` and `--slowdown K`, each a number above 0.
+/// `--repeat N`, `--slower K`, `--slowdown K` and `--consecutive N`, each a number above 0.
 #[derive(Default)]
 struct Options {
     repeat: Option<u32>,
@@ -431,9 +431,9 @@ fn repeat_adaptive(
 }
 
 /// The run deadline `factor` times the default 4 minutes, so that runs with every company `factor`
-/// times as long end by collecting, not by the deadline.
+/// times as long end by collecting, not by the deadline; at most a day, the setting's maximum.
 fn deadline_for(client: &mut postgres::Client, factor: u32) -> Result<u32, postgres::Error> {
-    let minutes = 4 * factor;
+    let minutes = factor.saturating_mul(4).min(24 * 60);
     client.batch_execute(&format!("SET dex_collector.run_deadline = '{minutes}min'"))?;
     Ok(minutes)
 }
