@@ -38,10 +38,10 @@ pub enum Concurrency {
     Fixed(usize),
     /// Found while the run goes: starting at `start`, at most `max`. `settled`: `start` is where
     /// the last adaptive run settled; the run begins [`RESUME`] times that and grows as it does
-    /// once the endpoint's load has shown (by one per window), not by a first run's quarter. `ceiling`:
-    /// where a recent run that met refusals settled; this run grows no higher for its first
-    /// [`PLATEAU`] and [`PLATEAU_WINDOWS`], as after a refusal of its own, so that consecutive runs
-    /// do not each pay a `Retry-After` pause to find the same capacity again.
+    /// once the endpoint's load has shown (by one per window), not by a first run's quarter.
+    /// `ceiling`: where a recent run that met refusals settled; this run grows no higher for its
+    /// first [`PLATEAU`] and [`PLATEAU_WINDOWS`], as after a refusal of its own, so that
+    /// consecutive runs do not each pay a `Retry-After` pause to find the same capacity again.
     Adaptive {
         start: usize,
         max: usize,
@@ -322,9 +322,9 @@ pub struct FlowReport {
     /// `Some(max)` for an adaptive limit.
     pub adaptive_max: Option<usize>,
     pub start_limit: usize,
-    /// Where the run settled (the next adaptive run starts at 0.85 times it): the limit when its
-    /// last company was called, or lower if it fell after. In a run's tail fewer companies are left than the
-    /// limit allows, answers come back fast, and the limit grows on nothing.
+    /// Where the run settled (the next adaptive run starts at [`RESUME`] times it): the limit when
+    /// its last company was called, or lower if it fell after. In a run's tail fewer companies are
+    /// left than the limit allows, answers come back fast, and the limit grows on nothing.
     pub end_limit: usize,
     pub lowest_limit: usize,
     pub highest_limit: usize,

@@ -425,8 +425,14 @@ fn works_the_same_with_the_library_preloaded() {
 }
 
 /// Enough for windows of answers (16 at the least): a first run from 2 grows by a quarter per
-/// window, and the next run, from 0.85 times where it settled, reaches the maximum of 6 by one each.
+/// window, and the next run, from 0.85 times where it settled, reaches the maximum of 6 by one
+/// each.
 const ADAPTIVE_COMPANIES: u32 = 160;
+
+/// Where an adaptive run starts after one that settled at `settled`: 0.85 times it, at least 1.
+fn resumed_from(settled: i64) -> i64 {
+    ((settled as f64 * 0.85) as i64).max(1)
+}
 
 /// An adaptive run's summary: where it settled, its lowest limit and its highest.
 fn limits(summary: &Value) -> (i64, i64, i64) {
@@ -513,7 +519,7 @@ fn an_adaptive_run_reports_where_it_settled_and_the_next_run_starts_from_there()
     // The next run starts a step below where this one settled (0.85 times), climbs back by one
     // per window (its first window cannot read as a queue: it is its own baseline), and stops at
     // the maximum.
-    let resumed = ((settled as f64 * 0.85) as i64).max(1);
+    let resumed = resumed_from(settled);
     let (summary, run_id) = collect(&mut client);
     let (settled, lowest, highest) = limits(&summary);
     assert_eq!(summary["concurrency"]["start"], resumed, "{summary}");
@@ -539,7 +545,7 @@ fn an_adaptive_run_reports_where_it_settled_and_the_next_run_starts_from_there()
             then: Box::new(Behavior::Synthetic),
         },
     );
-    let resumed = ((settled as f64 * 0.85) as i64).max(1);
+    let resumed = resumed_from(settled);
     let (summary, run_id) = collect(&mut client);
     assert_eq!(summary["success"], true);
     assert_eq!(summary["successfulCollections"], ADAPTIVE_COMPANIES);
