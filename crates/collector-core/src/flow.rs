@@ -89,9 +89,10 @@ const BASELINE_WINDOWS: usize = 30;
 /// holds the run's own queue at the edge (a few requests over its workers, at the new pace), and
 /// the window at half that limit reads about 0.8 times it, more or less by chance; at nine tenths
 /// that comparison failed and the fall went on, in 25 of 40 runs of the model test to a limit of 1
-/// or 2 (14 now: 1.14 times fixed 16's wall, 1.30 before), where a window of 16 answers takes
-/// seconds. A queue of the run's own halves with the limit while the limit stays over what the
-/// endpoint serves at once: 0.5, well under three quarters.
+/// or 2 (14 now, with the return to [`RESUME`] times where it began: 1.14 times fixed 16's wall,
+/// 1.30 before), where a window of 16 answers takes seconds. A queue of the run's own halves with
+/// the limit while the limit stays over what the endpoint serves at once: 0.5, well under three
+/// quarters.
 const HALVED: f64 = 0.5;
 const NOT_SHORTER: f64 = 0.75;
 const NOT_SHORTER_WINDOWS: usize = 2;
