@@ -736,10 +736,11 @@ mod tests {
     }
 
     #[test]
-    fn a_fall_from_a_queue_at_the_edge_into_an_endpoint_slower_for_everyone_ends_in_two_windows() {
+    fn a_fall_from_the_edge_into_a_slower_endpoint_ends_at_its_third_window() {
         // The first window holds the run's queue as well as the slower pace; at half the limit
-        // the queue is gone and the pace stays: 0.8 times, not shorter by a quarter. At 17 the
-        // same pace again: not the run's queue, back to 0.85 × 64.
+        // the queue is gone and the pace stays: 0.8 times, not shorter by a quarter. At 17, still
+        // over half of 32, it is held against the window at 64 again: the same pace, not the
+        // run's queue, back to 0.85 × 64.
         falls_through(&[(150, 32), (120, 17), (120, 54)]);
     }
 
