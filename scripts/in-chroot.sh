@@ -14,7 +14,8 @@
 # has no compiler of any kind unless someone installs one.
 #
 # Whatever it mounts is unmounted when it exits, however it exits; processes left running in the
-# chroot (a test's postgres) are ended first.
+# chroot (a test's postgres) are ended first. A call killed outright (SIGKILL) cannot do that: the
+# next call on the chroot ends and unmounts what it left.
 set -euo pipefail
 
 REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -83,6 +84,27 @@ end_chroot_processes() {
         done
     done
     return 0
+}
+
+# Holding the lock, whatever is still mounted in the chroot was left by a call that was killed
+# outright (SIGKILL, a machine's session ending) before its trap could run, together with any
+# server it had started there. Left, it would fail this call's mounts.
+clear_what_a_killed_call_left() {
+    local targets target
+    [ -n "$(mounted_under_chroot)" ] || return 0
+    echo "left mounted under $CHROOT by a call that was killed; ending its processes, unmounting:" >&2
+    mounted_under_chroot >&2
+    end_chroot_processes
+    # Deepest first: /dev/pts before /dev.
+    mapfile -t targets < <(mounted_under_chroot | awk '{ print length($2), $2 }' | sort -rn | cut -d' ' -f2-)
+    for target in "${targets[@]}"; do
+        umount "$target" 2>/dev/null || umount -l "$target"
+    done
+    if [ -n "$(mounted_under_chroot)" ]; then
+        echo "could not unmount everything under $CHROOT:" >&2
+        mounted_under_chroot >&2
+        exit 1
+    fi
 }
 
 # In a trap a bare `return` returns the status the trap came with: every return here says 0.
@@ -162,6 +184,7 @@ mount_all() {
     fi
 }
 
+clear_what_a_killed_call_left
 ensure_chroot
 configure_chroot
 mount_all
@@ -184,7 +207,8 @@ if $with_rust; then
 fi
 # In the background and waited for, so that a signal reaches the trap at once (bash runs traps
 # only between foreground commands); stdin passed on, which a background job would not get.
-chroot "$CHROOT" env -i "${environment[@]}" PATH="$path" "$@" <&0 &
+# The lock's descriptor is closed for it: a server it leaves running must not hold the lock.
+chroot "$CHROOT" env -i "${environment[@]}" PATH="$path" "$@" <&0 9>&- &
 STEP_PID=$!
 status=0
 wait "$STEP_PID" || status=$?
