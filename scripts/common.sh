@@ -96,6 +96,9 @@ ensure_apt_packages() {
     mapfile -t missing < <(missing_packages "$@")
     [ "${#missing[@]}" -eq 0 ] && return 0
     step "Installing Debian packages: ${missing[*]}"
+    # An install killed part way (a session ending) leaves dpkg "interrupted", and apt refuses
+    # every install until its packages are configured; with nothing pending this does nothing.
+    as_root env DEBIAN_FRONTEND=noninteractive dpkg --configure -a
     as_root apt-get update -qq
     as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${options[@]}" "${missing[@]}" >/dev/null
 }

@@ -198,7 +198,8 @@ test_in_clean_system() {
             exit 1
         fi
     done
-    # What an interrupted earlier test may have left.
+    # What an interrupted earlier test may have left (dpkg itself interrupted, first).
+    DEBIAN_FRONTEND=noninteractive dpkg --configure -a
     dpkg-query -W "postgresql-${PG_MAJOR}-dex-collector" >/dev/null 2>&1 &&
         apt-get purge -y -qq "postgresql-${PG_MAJOR}-dex-collector" >/dev/null
     rm -f $(files_left)
