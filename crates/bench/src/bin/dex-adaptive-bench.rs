@@ -18,10 +18,11 @@
 //! companies a run did not reach, if any). With `--slowdown K` (and `--repeat N`, or one round)
 //! every company takes K times as long from two seconds into a run of 3,000 (the endpoint slower
 //! for everyone; it still serves 16 at once, and fixed 16 is still right): fixed 16 and the
-//! adaptive first and next runs. With `--consecutive N`, N adaptive runs in a row from an empty
-//! runs table, as a schedule makes them: how often a run meets a refusal once the capacity has been
-//! found; with `--slower K` too, after a run at fixed 16 to compare them with (at `--slower 100`
-//! a company's median is 4 s, a real endpoint's, and a run about seven minutes).
+//! adaptive first and next runs; with `--slower S` too, every company S times as long from the
+//! start and the change S times later. With `--consecutive N`, N adaptive runs in a row from an
+//! empty runs table, as a schedule makes them: how often a run meets a refusal once the capacity
+//! has been found; with `--slower K` too, after a run at fixed 16 to compare them with (at
+//! `--slower 100` a company's median is 4 s, a real endpoint's, and a run about seven minutes).
 
 #![forbid(unsafe_code)]
 
@@ -156,7 +157,7 @@ struct Options {
 
 fn options() -> Result<Options, Box<dyn Error>> {
     const USAGE: &str =
-        "usage: [--repeat N] [--slower K | --slowdown K] | --consecutive N [--slower K]";
+        "usage: [--repeat N] [--slower K] [--slowdown K] | --consecutive N [--slower K]";
     let arguments: Vec<String> = std::env::args().skip(1).collect();
     let mut options = Options::default();
     for pair in arguments.chunks(2) {
@@ -173,9 +174,6 @@ fn options() -> Result<Options, Box<dyn Error>> {
             "--consecutive" => options.consecutive = Some(n),
             _ => return Err(format!("unexpected argument {flag:?}; {USAGE}").into()),
         }
-    }
-    if options.slower.is_some() && options.slowdown.is_some() {
-        return Err(format!("--slower and --slowdown are two benchmarks; {USAGE}").into());
     }
     let others = options.repeat.or(options.slowdown);
     if options.consecutive.is_some() && others.is_some() {
@@ -216,7 +214,8 @@ fn bench() -> Result<(), Box<dyn Error>> {
     );
     if let Some(factor) = options.slowdown {
         let rounds = options.repeat.unwrap_or(1);
-        return compare_through_a_slowdown(stand_in, &mut client, &times, factor, rounds);
+        let scale = options.slower.unwrap_or(1);
+        return compare_through_a_slowdown(stand_in, &mut client, &times, factor, scale, rounds);
     }
     if let Some(runs) = options.consecutive {
         return consecutive_adaptive(stand_in, &mut client, &times, runs, options.slower);
@@ -273,14 +272,8 @@ fn bench() -> Result<(), Box<dyn Error>> {
         ("16", Setting::Fixed(16)),
         ("adaptive", Setting::Adaptive),
     ] {
-        let dropped = collect_through_a_change(
-            stand_in,
-            &mut client,
-            &times,
-            setting,
-            Change::Drop,
-            CHANGE_AFTER,
-        )?;
+        let dropped =
+            collect_through_a_change(stand_in, &mut client, &times, setting, Change::Drop, 1)?;
         println!("| {name} | {} |", changed_row(&dropped));
     }
     Ok(())
@@ -334,19 +327,22 @@ enum Change {
 struct Changed {
     outcome: Outcome,
     refused_after: u64,
-    /// The requests at the endpoint, mean over each of the first 8 seconds after the change.
+    /// The requests at the endpoint, mean over each of the first 8 stretches of `scale` seconds
+    /// after the change (of one second at the benchmark's own time scale).
     means_per_second: Vec<String>,
 }
 
-/// One run of the companies loaded, the endpoint changing `after` into it.
+/// One run of the companies loaded, the endpoint changing [`CHANGE_AFTER`] times `scale` into it
+/// (`scale`, with `--slower K`, is K, every company's time already K times as long in `times`).
 fn collect_through_a_change(
     stand_in: &StandIn,
     client: &mut postgres::Client,
     times: &[Duration],
     setting: Setting,
     change: Change,
-    after: Duration,
+    scale: u32,
 ) -> Result<Changed, Box<dyn Error>> {
+    let after = CHANGE_AFTER * scale;
     let slowed: Vec<Duration> = match change {
         Change::Drop => Vec::new(),
         Change::SlowDown(factor) => times.iter().map(|time| *time * factor).collect(),
@@ -378,9 +374,9 @@ fn collect_through_a_change(
         let (samples, refused_before) = sampler.join().unwrap_or_default();
         (outcome, samples, refused_before)
     });
-    let per_second = (1000 / SAMPLE_EVERY.as_millis()) as usize;
+    let per_stretch = (1000 / SAMPLE_EVERY.as_millis()) as usize * scale as usize;
     let means_per_second = samples
-        .chunks(per_second)
+        .chunks(per_stretch)
         .take(8)
         .map(|second| {
             format!(
@@ -412,14 +408,8 @@ fn repeat_adaptive(
         let first = collect_at_capacity(stand_in, client, times, Setting::Adaptive)?;
         let next = collect_at_capacity(stand_in, client, times, Setting::Adaptive)?;
         synthetic::load_companies(client, CHANGE_COMPANIES)?;
-        let dropped = collect_through_a_change(
-            stand_in,
-            client,
-            times,
-            Setting::Adaptive,
-            Change::Drop,
-            CHANGE_AFTER,
-        )?;
+        let dropped =
+            collect_through_a_change(stand_in, client, times, Setting::Adaptive, Change::Drop, 1)?;
         println!(
             "| {round} | {} | {} | {} |",
             cell(&first),
@@ -492,7 +482,7 @@ fn compare_slower(
         let next = collect_at_capacity(stand_in, client, times, Setting::Adaptive)?;
         synthetic::load_companies(client, CHANGE_COMPANIES)?;
         let mut drop = |setting| {
-            collect_through_a_change(stand_in, client, times, setting, Change::Drop, drop_after)
+            collect_through_a_change(stand_in, client, times, setting, Change::Drop, factor)
         };
         let fixed_drop = drop(Setting::Fixed(12))?;
         let adaptive_drop = drop(Setting::Adaptive)?;
@@ -509,20 +499,25 @@ fn compare_slower(
 }
 
 /// `--slowdown K`: fixed 16, then the adaptive first run (from an empty runs table) and the next,
-/// `rounds` times, every company K times as long from [`CHANGE_AFTER`] into each run.
+/// `rounds` times, every company K times as long from [`CHANGE_AFTER`] into each run; with
+/// `--slower S` (`scale`, every company's time already S times as long in `times`) S times later,
+/// the run deadline S times the default.
 fn compare_through_a_slowdown(
     stand_in: &StandIn,
     client: &mut postgres::Client,
     times: &[Duration],
     factor: u32,
+    scale: u32,
     rounds: u32,
 ) -> Result<(), Box<dyn Error>> {
+    let deadline_minutes = deadline_for(client, scale)?;
     println!(
-        "{CHANGE_COMPANIES} companies; {CHANGE_AFTER:?} into the run every company takes {factor} \
-         times as long.\n"
+        "{CHANGE_COMPANIES} companies; {:?} into the run every company takes {factor} times as \
+         long; run deadline {deadline_minutes} min.\n",
+        CHANGE_AFTER * scale
     );
     println!(
-        "| round | concurrency | wall | failed | 429s | 429s after the change | requests at the endpoint, mean over each second after the change | limit |"
+        "| round | concurrency | wall | failed | 429s | 429s after the change | requests at the endpoint, mean over each {scale} s after the change | limit |"
     );
     println!("|---:|---|---:|---:|---:|---:|---|---|");
     synthetic::load_companies(client, CHANGE_COMPANIES)?;
@@ -537,7 +532,7 @@ fn compare_through_a_slowdown(
                 client.batch_execute("TRUNCATE dex_collector.runs CASCADE")?;
             }
             let changed =
-                collect_through_a_change(stand_in, client, times, setting, change, CHANGE_AFTER)?;
+                collect_through_a_change(stand_in, client, times, setting, change, scale)?;
             println!("| {round} | {name} | {} |", changed_row(&changed));
         }
     }
