@@ -14,8 +14,9 @@
 # times over; `--adaptive --slower K`: fixed 16, fixed 12 through the drop, and adaptive, with
 # every company K times as long;
 # `--adaptive --slowdown K [--slower S]`: fixed 16 and adaptive, every company K times as long
-# from 2 s into the run, S times later with every company S times as long; `--adaptive --consecutive N [--slower K]`: N adaptive runs in a row, as a schedule
-# makes them, after a run at fixed 16 with --slower);
+# from 2 s into the run, S times later with every company S times as long;
+# `--adaptive --consecutive N [--slower K]`: N adaptive runs in a row, as a schedule makes them,
+# after a run at fixed 16 with --slower);
 # `./scripts/bench.sh --history` times docs/monitoring.md's
 # monitoring queries over a generated 14-day history of 1,000 companies (4 million results);
 # `./scripts/bench.sh --history-month [--days D] [--companies N] [--seed S]` records 30 days of

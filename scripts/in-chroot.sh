@@ -86,44 +86,45 @@ end_chroot_processes() {
     return 0
 }
 
+# Ends the processes left in the chroot, then unmounts MOUNTED last first (/dev/pts before /dev),
+# lazily what is still busy, and empties it.
+end_and_unmount() {
+    local i
+    end_chroot_processes
+    for ((i = ${#MOUNTED[@]} - 1; i >= 0; i--)); do
+        umount "${MOUNTED[$i]}" 2>/dev/null || umount -l "${MOUNTED[$i]}" ||
+            echo "could not unmount ${MOUNTED[$i]}" >&2
+    done
+    MOUNTED=()
+}
+
+# True, and says what, while anything is mounted under the chroot.
+still_mounted() {
+    [ -n "$(mounted_under_chroot)" ] || return 1
+    echo "still mounted under $CHROOT:" >&2
+    mounted_under_chroot >&2
+}
+
 # Holding the lock, whatever is still mounted in the chroot was left by a call that was killed
 # outright (SIGKILL, a machine's session ending) before its trap could run, together with any
-# server it had started there. Left, it would fail this call's mounts.
+# server it had started there. Left, it would fail this call's mounts. /proc/mounts lists them in
+# the order they were mounted, as MOUNTED does.
 clear_what_a_killed_call_left() {
-    local targets target
     [ -n "$(mounted_under_chroot)" ] || return 0
     echo "left mounted under $CHROOT by a call that was killed; ending its processes, unmounting:" >&2
     mounted_under_chroot >&2
-    end_chroot_processes
-    # Deepest first: /dev/pts before /dev.
-    mapfile -t targets < <(mounted_under_chroot | awk '{ print length($2), $2 }' | sort -rn | cut -d' ' -f2-)
-    for target in "${targets[@]}"; do
-        umount "$target" 2>/dev/null || umount -l "$target"
-    done
-    if [ -n "$(mounted_under_chroot)" ]; then
-        echo "could not unmount everything under $CHROOT:" >&2
-        mounted_under_chroot >&2
-        exit 1
-    fi
+    mapfile -t MOUNTED < <(mounted_under_chroot | awk '{ print $2 }')
+    end_and_unmount
+    if still_mounted; then exit 1; fi
 }
 
 # In a trap a bare `return` returns the status the trap came with: every return here says 0.
 unmount_all() {
-    local status=$? i
+    local status=$?
     trap - EXIT INT TERM
     set +e
-    if [ "${#MOUNTED[@]}" -gt 0 ]; then
-        end_chroot_processes
-        for ((i = ${#MOUNTED[@]} - 1; i >= 0; i--)); do
-            umount "${MOUNTED[$i]}" 2>/dev/null || umount -l "${MOUNTED[$i]}" ||
-                echo "could not unmount ${MOUNTED[$i]}" >&2
-        done
-    fi
-    if [ -n "$(mounted_under_chroot)" ]; then
-        echo "still mounted under $CHROOT:" >&2
-        mounted_under_chroot >&2
-        status=1
-    fi
+    if [ "${#MOUNTED[@]}" -gt 0 ]; then end_and_unmount; fi
+    if still_mounted; then status=1; fi
     exit "$status"
 }
 trap unmount_all EXIT

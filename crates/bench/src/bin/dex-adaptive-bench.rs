@@ -286,7 +286,7 @@ fn changed_row(changed: &Changed) -> String {
         "{:.2} s | {failed} | {overloaded} | {} | {} | {}",
         changed.outcome.wall.as_secs_f64(),
         changed.refused_after,
-        changed.means_per_second.join(", "),
+        changed.means_per_stretch.join(", "),
         limit_text(&changed.outcome.summary),
     )
 }
@@ -329,7 +329,7 @@ struct Changed {
     refused_after: u64,
     /// The requests at the endpoint, mean over each of the first 8 stretches of `scale` seconds
     /// after the change (of one second at the benchmark's own time scale).
-    means_per_second: Vec<String>,
+    means_per_stretch: Vec<String>,
 }
 
 /// One run of the companies loaded, the endpoint changing [`CHANGE_AFTER`] times `scale` into it
@@ -375,20 +375,20 @@ fn collect_through_a_change(
         (outcome, samples, refused_before)
     });
     let per_stretch = (1000 / SAMPLE_EVERY.as_millis()) as usize * scale as usize;
-    let means_per_second = samples
+    let means_per_stretch = samples
         .chunks(per_stretch)
         .take(8)
-        .map(|second| {
+        .map(|stretch| {
             format!(
                 "{:.0}",
-                second.iter().sum::<usize>() as f64 / second.len() as f64
+                stretch.iter().sum::<usize>() as f64 / stretch.len() as f64
             )
         })
         .collect();
     Ok(Changed {
         outcome: outcome?,
         refused_after: stand_in.capacity_report().refused - refused_before,
-        means_per_second,
+        means_per_stretch,
     })
 }
 
