@@ -6,7 +6,7 @@
 # `./scripts/bench.sh --dex-parse` times dex_parse() over a table of 100,000 stored DEX files instead;
 # `./scripts/bench.sh --dex-memory` measures a backend's peak memory for one dex_parse() call;
 # `./scripts/bench.sh --run-memory [--shared-buffers SIZE]` a backend's memory through one run of
-# 2,000, 20,000 and 50,000 companies;
+# 2,000, 20,000 and 50,000 companies, and what the shared buffers hold after them, by schema;
 # `./scripts/bench.sh --fairness` runs 1,000 companies with heavy-tailed endpoint times under the
 # run deadline until each has been collected; `./scripts/bench.sh --adaptive` runs fixed and adaptive
 # concurrency against an endpoint with a capacity (16 at once, 429 beyond a short queue), and through

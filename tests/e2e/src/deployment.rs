@@ -227,6 +227,21 @@ impl Deployment {
             .unwrap_or_else(|e| panic!("cannot connect: {e}"))
     }
 
+    /// Fails with the server log's unexpected lines ([`unexpected_log_lines`]) if it has any: a
+    /// benchmark checks it last, so that figures from a server that panicked or warned on the way
+    /// are not reported as a clean run's.
+    pub fn check_log(&self, expected_warnings: &[&str]) -> Result<(), String> {
+        let unexpected = unexpected_log_lines(&self.cluster.log_contents(), expected_warnings);
+        if unexpected.is_empty() {
+            return Ok(());
+        }
+        Err(format!(
+            "the server log has {} unexpected lines:\n{}",
+            unexpected.len(),
+            unexpected.join("\n")
+        ))
+    }
+
     /// `SELECT dex_collect_all()` in a new session.
     pub fn collect_all(&self) -> Value {
         self.client()

@@ -196,6 +196,12 @@ fn bench() -> Result<(), Box<dyn Error>> {
         },
         ..DeploymentOptions::default()
     })?;
+    let measured = measure(&options, &deployment);
+    deployment.check_log(&[])?;
+    measured
+}
+
+fn measure(options: &Options, deployment: &Deployment) -> Result<(), Box<dyn Error>> {
     let stand_in = &deployment.stand_in;
     let mut client = deployment.client();
     synthetic::load_companies(&mut client, COMPANIES)?;

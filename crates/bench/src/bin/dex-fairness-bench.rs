@@ -187,5 +187,7 @@ fn bench() -> Result<(), Box<dyn Error>> {
             case.name
         );
     }
+    // The runs are meant to reach their deadline: each says so.
+    deployment.check_log(&["reached dex_collector.run_deadline"])?;
     Ok(())
 }

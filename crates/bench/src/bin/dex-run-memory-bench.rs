@@ -2,7 +2,9 @@
 //! 20,000 and 50,000 synthetic companies, one `SELECT dex_collect_all()` (concurrency 64, an
 //! endpoint answering at once) in a new session, the backend's memory read from `/proc` every
 //! 5 ms while it runs: the highest private memory (`RssAnon`) seen, and after the run its
-//! resident high-water mark (`VmHWM`) and the shared buffers it touched (`RssShmem`). Run it
+//! resident high-water mark (`VmHWM`) and the shared buffers it touched (`RssShmem`); then what
+//! the shared buffers hold, by schema (`pg_buffercache`), to tell the pages of the tables the runs
+//! read and wrote from memory a run holds. Run it
 //! through `scripts/bench.sh --run-memory`; `--shared-buffers SIZE` (PostgreSQL's units, e.g.
 //! `32MB`) sets the cluster's `shared_buffers`, which bound the shared part.
 
@@ -103,6 +105,36 @@ fn bench() -> Result<(), Box<dyn Error>> {
             megabytes(after.files_kb),
             wall.as_secs_f64(),
         );
+    }
+    buffers_by_schema(&deployment)?;
+    deployment.check_log(&[])?;
+    Ok(())
+}
+
+/// What the shared buffers hold after the runs, by the schema of the relation (tables, indexes,
+/// TOAST) each buffer is a page of: the targets' tables in `public`, the history in
+/// `dex_collector`, the catalogs.
+fn buffers_by_schema(deployment: &Deployment) -> Result<(), Box<dyn Error>> {
+    let mut client = deployment.client();
+    client.batch_execute("CREATE EXTENSION IF NOT EXISTS pg_buffercache")?;
+    let rows = client.query(
+        "SELECT CASE WHEN b.relfilenode IS NULL THEN 'free'
+                    ELSE coalesce(r.nspname, 'other databases, dropped relations') END,
+                count(*) * current_setting('block_size')::bigint / 1024
+           FROM pg_buffercache b
+           LEFT JOIN (SELECT pg_relation_filenode(c.oid) AS filenode, n.nspname
+                        FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace) r
+                  ON r.filenode = b.relfilenode
+                 AND b.reldatabase IN (0, (SELECT oid FROM pg_database
+                                            WHERE datname = current_database()))
+          GROUP BY 1 ORDER BY 2 DESC",
+        &[],
+    )?;
+    println!("\nThe shared buffers after the runs, by schema:\n");
+    println!("| schema | buffers |\n|---|---:|");
+    for row in rows {
+        let (schema, kb): (String, i64) = (row.get(0), row.get(1));
+        println!("| {schema} | {} |", megabytes(kb.unsigned_abs()));
     }
     Ok(())
 }
