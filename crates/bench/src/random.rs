@@ -7,6 +7,10 @@
 
 pub struct Random(pub u64);
 
+/// The seed of the capacity benchmark's companies' times (`dex-adaptive-bench`), which the model
+/// test also runs: the same times, at the endpoint and in the model.
+pub const CAPACITY_BENCHMARK_SEED: u64 = 20_261_203;
+
 impl Random {
     pub fn next_u64(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);

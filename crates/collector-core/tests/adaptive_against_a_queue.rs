@@ -403,6 +403,34 @@ fn an_endpoint_slower_for_everyone_is_not_taken_for_a_queue() {
 }
 
 #[test]
+fn the_capacity_benchmarks_own_times_three_times_slower() {
+    // The benchmark's 3,000 companies' times (its seed), at ten times its scale (a median of
+    // 400 ms), every company three times as long from 20 s in: `--slowdown 3 --slower 10`. The
+    // model reproduces the benchmark there: fixed 16 213.93 s (the benchmark 214.40 and 214.49 s),
+    // adaptive 1.33 times when written (the benchmark 1.44 and 1.52), none refused. These times are
+    // a bad case for the limit, which wanders down on windows slow by chance long after the change
+    // (BENCHMARKS.md): over the 40 seeds the mean is 1.13 times, and one seed takes 2.42.
+    let endpoint = Endpoint {
+        workers: 16,
+        queue: 8,
+        median_ms: MEDIAN_MS * 10.0,
+        change: None,
+        slower: Some((Duration::from_secs(20), 3.0)),
+    };
+    let seed = random::CAPACITY_BENCHMARK_SEED;
+    let fixed = simulate(3_000, seed, &endpoint, Limit::Fixed(16));
+    let adaptive = simulate(
+        3_000,
+        seed,
+        &endpoint,
+        Limit::Adaptive(AdaptiveLimit::new(8, 256)),
+    );
+    let slower = adaptive.wall.as_secs_f64() / fixed.wall.as_secs_f64();
+    assert!(slower < 1.4, "{slower:.3} times fixed 16's wall time");
+    assert_eq!(adaptive.refused, 0);
+}
+
+#[test]
 fn a_drop_in_capacity_behind_a_deep_queue_is_not_taken_for_a_slower_endpoint() {
     // An endpoint that queues whatever comes (no 429) drops from 64 workers to 8 two seconds in:
     // the requests already queued keep the latency up while the limit falls, which must not pass
