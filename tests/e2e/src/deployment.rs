@@ -55,6 +55,9 @@ pub struct DeploymentOptions {
     pub sample_schema: bool,
     /// Create the extension and point it at the stand-in (off to do it as a test's own steps).
     pub configure: bool,
+    /// WARNINGs the test means to cause: a part of each such line. Any other WARNING in the
+    /// server log, or a panic, backtrace or crash, fails the test when the deployment is dropped.
+    pub expected_warnings: Vec<String>,
 }
 
 impl DeploymentOptions {
@@ -91,6 +94,7 @@ impl Default for DeploymentOptions {
             stand_in: StandInConfig::default(),
             sample_schema: true,
             configure: true,
+            expected_warnings: Vec::new(),
         }
     }
 }
@@ -100,6 +104,8 @@ pub struct Deployment {
     pub cluster: TestCluster,
     /// The file holding the stand-in's service key, as `dex_collector.service_key_file` names it.
     pub key_file: std::path::PathBuf,
+    /// See [`DeploymentOptions::expected_warnings`]; a test may add to them as it goes.
+    pub expected_warnings: Vec<String>,
 }
 
 /// Fails early, with the fix, when the extension is not installed in the PostgreSQL under test,
@@ -194,6 +200,7 @@ impl Deployment {
             stand_in,
             cluster,
             key_file,
+            expected_warnings: options.expected_warnings,
         };
         if !options.configure {
             return Ok(deployment);
@@ -227,11 +234,20 @@ impl Deployment {
             .unwrap_or_else(|e| panic!("cannot connect: {e}"))
     }
 
-    /// Fails with the server log's unexpected lines ([`unexpected_log_lines`]) if it has any: a
-    /// benchmark checks it last, so that figures from a server that panicked or warned on the way
-    /// are not reported as a clean run's.
-    pub fn check_log(&self, expected_warnings: &[&str]) -> Result<(), String> {
-        let unexpected = unexpected_log_lines(&self.cluster.log_contents(), expected_warnings);
+    /// Adds WARNINGs the test means to cause (see [`DeploymentOptions::expected_warnings`]).
+    pub fn expect_warnings(mut self, warnings: &[&str]) -> Deployment {
+        self.expected_warnings
+            .extend(warnings.iter().map(|warning| warning.to_string()));
+        self
+    }
+
+    /// Fails with the server log's unexpected lines ([`unexpected_log_lines`]) if it has any. A
+    /// benchmark checks it before it reports, so that figures from a server that panicked or
+    /// warned on the way are not reported as a clean run's; dropping the deployment checks it
+    /// again, so that every test searches its server's log.
+    pub fn check_log(&self) -> Result<(), String> {
+        let expected: Vec<&str> = self.expected_warnings.iter().map(String::as_str).collect();
+        let unexpected = unexpected_log_lines(&self.cluster.log_contents(), &expected);
         if unexpected.is_empty() {
             return Ok(());
         }
@@ -248,6 +264,18 @@ impl Deployment {
             .query_one("SELECT dex_collect_all()", &[])
             .unwrap_or_else(|e| panic!("dex_collect_all() failed: {e}"))
             .get(0)
+    }
+}
+
+impl Drop for Deployment {
+    fn drop(&mut self) {
+        // A test already failing says why; its log is not the news.
+        if std::thread::panicking() {
+            return;
+        }
+        if let Err(unexpected) = self.check_log() {
+            panic!("{unexpected}");
+        }
     }
 }
 

@@ -122,8 +122,8 @@ struct Setup {
 
 impl Setup {
     /// Both clusters, the password file from the page's line, and every block of the page but
-    /// those of `ANOTHER_SCHEMA`, in order.
-    fn start() -> Setup {
+    /// those of `ANOTHER_SCHEMA`, in order; `expected_warnings` in the sidecar's log.
+    fn start(expected_warnings: &[&str]) -> Setup {
         let hosted = Hosted::start();
         let sidecar = Deployment::start(DeploymentOptions {
             preload: true,
@@ -132,7 +132,8 @@ impl Setup {
             configure: false,
             ..DeploymentOptions::default()
         })
-        .unwrap();
+        .unwrap()
+        .expect_warnings(expected_warnings);
         let lines = readme::fenced_blocks(PAGE, "text");
         assert_eq!(lines.len(), 1, "the password file's one line");
         let line = lines[0]
@@ -248,15 +249,10 @@ impl Setup {
             .collect()
     }
 
-    /// The server log lines of both clusters nobody expects.
-    fn unexpected_log_lines(&self, expected_warnings: &[&str]) -> Vec<String> {
-        let mut lines =
-            unexpected_log_lines(&self.sidecar.cluster.log_contents(), expected_warnings);
-        lines.extend(unexpected_log_lines(
-            &self.hosted.cluster.log_contents(),
-            &[],
-        ));
-        lines
+    /// The hosted database's server log lines nobody expects (the sidecar's are checked when
+    /// its deployment is dropped).
+    fn unexpected_hosted_log_lines(&self) -> Vec<String> {
+        unexpected_log_lines(&self.hosted.cluster.log_contents(), &[])
     }
 }
 
@@ -266,7 +262,7 @@ fn ids(companies: &[&str]) -> BTreeSet<String> {
 
 #[test]
 fn the_page_collects_through_postgres_fdw_and_a_remote_down_fails_one_run_clearly() {
-    let setup = Setup::start();
+    let setup = Setup::start(&["could not connect to server \"hosted\""]);
     let mut client = setup.sidecar_client();
 
     // The page's first collection (a SQL call), through the foreign tables as dex_reader.
@@ -443,7 +439,7 @@ fn the_page_collects_through_postgres_fdw_and_a_remote_down_fails_one_run_clearl
         "inactive credentials"
     );
 
-    let unexpected = setup.unexpected_log_lines(&["could not connect to server \"hosted\""]);
+    let unexpected = setup.unexpected_hosted_log_lines();
     assert!(unexpected.is_empty(), "{unexpected:#?}");
     let sidecar_log = setup.sidecar.cluster.log_contents();
     assert!(
@@ -458,7 +454,7 @@ fn the_page_collects_through_postgres_fdw_and_a_remote_down_fails_one_run_clearl
 /// `statement_timeout`, 5 minutes, would end such a run, with a cancel's message.)
 #[test]
 fn a_hanging_remote_fails_the_run_within_the_run_deadline() {
-    let setup = Setup::start();
+    let setup = Setup::start(&["did not finish within dex_collector.run_deadline"]);
     let mut client = setup.sidecar_client();
     // One statement at a time: ALTER SYSTEM refuses to run in a multi-statement batch.
     for statement in [
@@ -514,7 +510,6 @@ fn a_hanging_remote_fails_the_run_within_the_run_deadline() {
         ids(&sample::CALLED)
     );
 
-    let unexpected =
-        setup.unexpected_log_lines(&["did not finish within dex_collector.run_deadline"]);
+    let unexpected = setup.unexpected_hosted_log_lines();
     assert!(unexpected.is_empty(), "{unexpected:#?}");
 }

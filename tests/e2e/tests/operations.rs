@@ -56,7 +56,12 @@ fn a_worker_run_that_loses_its_history_stops_calling_and_leaves_no_lock_behind()
             delay: Duration::from_millis(700),
             then: Box::new(Behavior::Synthetic),
         },
-    );
+    )
+    .expect_warnings(&[
+        "stopped calling the endpoint: its results could not be recorded",
+        "could not record the end of run",
+        "could not mark run",
+    ]);
     let cluster = &deployment.cluster;
     assert!(worker_ready(cluster));
     let mut client = deployment.client();
@@ -105,14 +110,6 @@ fn a_worker_run_that_loses_its_history_stops_calling_and_leaves_no_lock_behind()
     assert!(
         log.contains("waiting for CREATE EXTENSION dex_collector"),
         "{log}"
-    );
-    assert_log_clean(
-        cluster,
-        &[
-            "stopped calling the endpoint: its results could not be recorded",
-            "could not record the end of run",
-            "could not mark run",
-        ],
     );
 }
 
@@ -169,7 +166,6 @@ fn a_lock_held_for_a_run_that_ended_is_cleared_with_a_log_line() {
         holder.simple_query("SELECT 1").is_ok(),
         "a live run's holder stays"
     );
-    assert_log_clean(&deployment.cluster, &[]);
 }
 
 /// The Idempotency-Keys the stand-in has received.
@@ -296,7 +292,6 @@ fn the_history_survives_pg_dump_and_restore_and_idempotency_keys_never_repeat() 
         requests,
         "no Idempotency-Key repeats across the original and its restores"
     );
-    assert_log_clean(&original.cluster, &[]);
 }
 
 #[test]
@@ -399,7 +394,6 @@ fn a_scheduled_job_names_the_schema_runs_in_pg_cron_and_goes_with_drop_extension
         )) && n.contains(&format!("SELECT cron.unschedule({mine});"))),
         "{notices:?}"
     );
-    assert_log_clean(&deployment.cluster, &[]);
 }
 
 /// The extension also goes with `DROP SCHEMA ... CASCADE` of its schema and with `DROP OWNED BY`
@@ -467,7 +461,6 @@ fn the_job_goes_with_the_extension_when_its_schema_or_its_owner_is_dropped() {
         0
     );
     assert!(jobs(&mut client).is_empty(), "{:?}", jobs(&mut client));
-    assert_log_clean(&deployment.cluster, &[]);
 }
 
 #[test]
@@ -551,7 +544,6 @@ fn on_a_standby_collections_are_refused_with_25006_and_the_worker_starts_after_p
         "{log}"
     );
     assert_log_clean(&standby, &[]);
-    assert_log_clean(primary, &[]);
 }
 
 #[test]
@@ -694,5 +686,4 @@ fn a_cancel_sent_to_the_worker_stops_its_run_and_the_worker_lives_on() {
         .cluster
         .log_contents()
         .contains("canceling statement"));
-    assert_log_clean(&deployment.cluster, &[]);
 }

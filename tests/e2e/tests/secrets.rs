@@ -130,7 +130,8 @@ fn a_vault_secret_comes_before_the_file() {
 
 #[test]
 fn the_retired_setting_is_refused_and_a_leftover_is_named_but_never_shown() {
-    let deployment = deployment(false);
+    let deployment =
+        deployment(false).expect_warnings(&["dex_collector.service_key is no longer read"]);
     // A session that has not loaded the library stores any placeholder, as 0.1.0's users did.
     let mut fresh = deployment.client();
     let loaded: i64 = fresh

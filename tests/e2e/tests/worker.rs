@@ -284,7 +284,8 @@ fn two_calls_at_once_run_once_and_the_other_is_skipped() {
 
 #[test]
 fn the_run_deadline_cancels_requests_in_flight_and_skips_the_rest() {
-    let deployment = answering_after(Duration::from_secs(5));
+    let deployment = answering_after(Duration::from_secs(5))
+        .expect_warnings(&["reached dex_collector.run_deadline"]);
     let mut client = deployment.client();
     client
         .batch_execute("SET dex_collector.run_deadline = '1s'; SET dex_collector.concurrency = 2")
@@ -456,7 +457,8 @@ fn deployment_default() -> Deployment {
 
 #[test]
 fn the_worker_survives_bad_settings_and_endpoint_outages() {
-    let deployment = with_worker(&[("dex_collector.interval", "1s")]);
+    let deployment = with_worker(&[("dex_collector.interval", "1s")])
+        .expect_warnings(&["the run could not start: dex_collector.targets_query failed"]);
     let cluster = &deployment.cluster;
     let mut client = deployment.client();
     client

@@ -197,7 +197,7 @@ fn bench() -> Result<(), Box<dyn Error>> {
         ..DeploymentOptions::default()
     })?;
     let measured = measure(&options, &deployment);
-    deployment.check_log(&[])?;
+    deployment.check_log()?;
     measured
 }
 

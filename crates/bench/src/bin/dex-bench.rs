@@ -222,7 +222,7 @@ fn run(mode: Mode) -> BenchResult<()> {
             bench.log_tail()
         )
     })?;
-    bench.deployment.check_log(&[])?;
+    bench.deployment.check_log()?;
     let mut out = report(&bench.machine, &measured, memory.as_ref());
     if suite {
         check_targets(&mut out, &measured, memory.as_ref());

@@ -153,7 +153,7 @@ fn bench() -> Result<(), Box<dyn Error>> {
             files_per_row * bytes as f64 / 1e6 / best
         );
     }
-    deployment.check_log(&[])?;
+    deployment.check_log()?;
     Ok(())
 }
 
@@ -195,6 +195,6 @@ fn memory() -> Result<(), Box<dyn Error>> {
             );
         }
     }
-    deployment.check_log(&[])?;
+    deployment.check_log()?;
     Ok(())
 }

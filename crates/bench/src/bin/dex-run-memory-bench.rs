@@ -107,7 +107,7 @@ fn bench() -> Result<(), Box<dyn Error>> {
         );
     }
     buffers_by_schema(&deployment)?;
-    deployment.check_log(&[])?;
+    deployment.check_log()?;
     Ok(())
 }
 
