@@ -218,7 +218,8 @@ fn the_retired_setting_is_refused_and_a_leftover_is_named_but_never_shown() {
 /// logs any setting's new value (docs/operations.md); dex_collector never repeats it.
 #[test]
 fn the_retired_setting_stored_by_alter_system_is_named_until_it_is_reset() {
-    let deployment = deployment(false);
+    let deployment =
+        deployment(false).expect_warnings(&["dex_collector.service_key is no longer read"]);
     let mut client = deployment.client();
     let major = server_major(&mut client);
     let stored = client.batch_execute(&format!(
