@@ -309,6 +309,20 @@ impl TestCluster {
             .unwrap_or_default()
     }
 
+    /// Fails with the server log's lines nobody expects, if it has any: panics, backtraces,
+    /// crashes, and WARNINGs but those containing one of `expected_warnings`.
+    pub fn check_log(&self, expected_warnings: &[&str]) -> Result<(), String> {
+        let unexpected = unexpected_log_lines(&self.log_contents(), expected_warnings);
+        if unexpected.is_empty() {
+            return Ok(());
+        }
+        Err(format!(
+            "the server log has {} unexpected lines:\n{}",
+            unexpected.len(),
+            unexpected.join("\n")
+        ))
+    }
+
     /// Writes `contents` to `name` in the cluster's directory, readable by the server's user only
     /// (mode 0600, owned by it): a secret file as the server must find it.
     pub fn write_private_file(&self, name: &str, contents: &[u8]) -> Result<PathBuf, ClusterError> {
@@ -500,6 +514,29 @@ impl TestCluster {
             io_error => io_error,
         }
     }
+}
+
+/// The lines of a server log nobody expects: panics, backtraces, crashes, and WARNINGs other than
+/// those containing one of `expected_warnings`.
+fn unexpected_log_lines(log: &str, expected_warnings: &[&str]) -> Vec<String> {
+    log.lines()
+        .filter(|line| {
+            let alarming = [
+                "panicked",
+                "stack backtrace",
+                "PANIC:",
+                "terminated by signal",
+            ]
+            .iter()
+            .any(|needle| line.contains(needle));
+            let unexpected_warning = line.contains("WARNING:")
+                && !expected_warnings
+                    .iter()
+                    .any(|expected| line.contains(expected));
+            alarming || unexpected_warning
+        })
+        .map(str::to_string)
+        .collect()
 }
 
 impl Drop for TestCluster {

@@ -241,21 +241,13 @@ impl Deployment {
         self
     }
 
-    /// Fails with the server log's unexpected lines ([`unexpected_log_lines`]) if it has any. A
+    /// Fails with the server log's unexpected lines ([`TestCluster::check_log`]) if it has any. A
     /// benchmark checks it before it reports, so that figures from a server that panicked or
     /// warned on the way are not reported as a clean run's; dropping the deployment checks it
     /// again, so that every test searches its server's log.
     pub fn check_log(&self) -> Result<(), String> {
         let expected: Vec<&str> = self.expected_warnings.iter().map(String::as_str).collect();
-        let unexpected = unexpected_log_lines(&self.cluster.log_contents(), &expected);
-        if unexpected.is_empty() {
-            return Ok(());
-        }
-        Err(format!(
-            "the server log has {} unexpected lines:\n{}",
-            unexpected.len(),
-            unexpected.join("\n")
-        ))
+        self.cluster.check_log(&expected)
     }
 
     /// `SELECT dex_collect_all()` in a new session.
@@ -312,29 +304,6 @@ pub fn sql_error(
         db.message().to_string(),
         db.hint().map(str::to_string),
     )
-}
-
-/// The lines of a server log nobody expects: panics, backtraces, crashes, and WARNINGs other than
-/// those containing one of `expected_warnings`.
-pub fn unexpected_log_lines(log: &str, expected_warnings: &[&str]) -> Vec<String> {
-    log.lines()
-        .filter(|line| {
-            let alarming = [
-                "panicked",
-                "stack backtrace",
-                "PANIC:",
-                "terminated by signal",
-            ]
-            .iter()
-            .any(|needle| line.contains(needle));
-            let unexpected_warning = line.contains("WARNING:")
-                && !expected_warnings
-                    .iter()
-                    .any(|expected| line.contains(expected));
-            alarming || unexpected_warning
-        })
-        .map(str::to_string)
-        .collect()
 }
 
 /// The one value `sql` returns; panics with the statement and error otherwise.

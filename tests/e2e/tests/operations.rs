@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use dex_collector_e2e::cluster::{ClusterOptions, TestCluster};
 use dex_collector_e2e::deployment::{
-    one, sample, sql_error, unexpected_log_lines, wait_until, Deployment, DeploymentOptions,
+    one, sample, sql_error, wait_until, Deployment, DeploymentOptions,
 };
 use dex_collector_e2e::stand_in::{Behavior, StandInConfig};
 use serde_json::Value;
@@ -15,15 +15,6 @@ use serde_json::Value;
 /// The run lock's two advisory keys ('DEXC', 'DEXD'), as `src/lock.rs` takes them.
 const RUN_LOCK: i32 = 0x4445_5843;
 const RUN_ID_LOCK: i32 = 0x4445_5844;
-
-fn assert_log_clean(cluster: &TestCluster, expected_warnings: &[&str]) {
-    let log = cluster.log_contents();
-    let unexpected = unexpected_log_lines(&log, expected_warnings);
-    assert!(
-        unexpected.is_empty(),
-        "unexpected in the server log: {unexpected:#?}\n{log}"
-    );
-}
 
 fn with_worker(extra: &[(&str, &str)], default_behavior: Behavior) -> Deployment {
     let mut settings = vec![("dex_collector.database".to_string(), "dex".to_string())];
@@ -279,7 +270,7 @@ fn the_history_survives_pg_dump_and_restore_and_idempotency_keys_never_repeat() 
         let summary: Value = one(&mut restored_client, "SELECT dex_collect_all()");
         assert_eq!(summary["run_id"], 4, "{format}: {summary}");
         assert_eq!(summary["successfulCollections"], 8, "{format}: {summary}");
-        assert_log_clean(&restored, &[]);
+        restored.check_log(&[]).unwrap();
     }
     // The restored databases called the same stand-in with run 4, as does the original now:
     // every request carried a key no other request had.
@@ -543,7 +534,7 @@ fn on_a_standby_collections_are_refused_with_25006_and_the_worker_starts_after_p
         !log.contains("XX000") && !log.contains("TransactionIds"),
         "{log}"
     );
-    assert_log_clean(&standby, &[]);
+    standby.check_log(&[]).unwrap();
 }
 
 #[test]
@@ -618,7 +609,7 @@ fn a_missing_worker_database_and_a_missing_extension_are_each_said_once_and_wait
         one::<i64>(&mut client, "SELECT count(*) FROM dex_collector.runs"),
         0
     );
-    assert_log_clean(&cluster, &[]);
+    cluster.check_log(&[]).unwrap();
 }
 
 fn worker_pid(deployment: &Deployment) -> i32 {

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use dex_collector_e2e::cluster::{ClusterOptions, ServerFiles, TestCluster};
 use dex_collector_e2e::deployment::{
-    one, sample, server_major, sql_error, unexpected_log_lines, wait_until, SAMPLE_SCHEMA,
+    one, sample, server_major, sql_error, wait_until, SAMPLE_SCHEMA,
 };
 use dex_collector_e2e::readme;
 use dex_collector_e2e::stand_in::{Behavior, StandIn, StandInConfig, DEFAULT_SERVICE_KEY};
@@ -475,11 +475,9 @@ fn postgres_creates_collects_schedules_monitors_and_grants_and_the_api_roles_get
         .batch_execute("DROP EXTENSION dex_collector")
         .unwrap();
 
-    let log = cluster.log_contents();
-    let unexpected = unexpected_log_lines(&log, &[]);
-    assert!(unexpected.is_empty(), "{unexpected:#?}");
+    cluster.check_log(&[]).unwrap();
     assert!(
-        !log.contains(DEFAULT_SERVICE_KEY),
+        !cluster.log_contents().contains(DEFAULT_SERVICE_KEY),
         "the key is not in the server log"
     );
 }
@@ -514,6 +512,5 @@ fn the_image_scenario_passes_on_supabases_parts() {
         )
         .unwrap_or_else(|error| panic!("{error}\n{}", cluster.log_contents()));
     assert!(output.contains("scenario: passed"), "{output}");
-    let unexpected = unexpected_log_lines(&cluster.log_contents(), &[]);
-    assert!(unexpected.is_empty(), "{unexpected:#?}");
+    cluster.check_log(&[]).unwrap();
 }
