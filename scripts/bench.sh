@@ -16,7 +16,8 @@
 # `--adaptive --slowdown K [--slower S]`: fixed 16 and adaptive, every company K times as long
 # from 2 s into the run, S times later with every company S times as long;
 # `--adaptive --consecutive N [--slower K]`: N adaptive runs in a row, as a schedule makes them,
-# after a run at fixed 16 with --slower);
+# after a run at fixed 16 with --slower; `--spread S` with any of these: the companies' times drawn
+# with sigma S instead of 0.5);
 # `./scripts/bench.sh --history` times docs/monitoring.md's
 # monitoring queries over a generated 14-day history of 1,000 companies (4 million results);
 # `./scripts/bench.sh --history-month [--days D] [--companies N] [--seed S]` records 30 days of

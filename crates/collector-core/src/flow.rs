@@ -8,14 +8,17 @@
 //! grows no higher than 0.9 times where that happened. A window of answers whose median latency has
 //! risen well above the lowest recent window's median (the endpoint queueing requests it cannot
 //! serve yet) lowers it in proportion; one whose median has risen a little (a queue beginning)
-//! holds it. A queue that halving the limit does not shorten by a quarter, twice in a row, is not
-//! the run's: the endpoint has become slower for everyone, its pace is the new baseline, and the
-//! limit goes back to a step below where it began to fall. Otherwise each window raises it: by a
-//! quarter until the load shows (two such windows in a row, a fall or a refusal), then by one. A
-//! window is as many answers as the limit (at least 16), about one round trip's worth, to requests
-//! sent since the limit last changed: what was sent under the old limit says nothing about the new
-//! one. Medians, because collect-bulk's time per company is heavy-tailed: one slow company says
-//! nothing about the endpoint's queue.
+//! holds it. How much is "well above" and "a little" follows how widely the answers spread, as the
+//! windows' own quartiles measure it: a window's median of widely spread answers moves more by
+//! chance, so such windows hold more answers and the ratios widen, and answers that hardly spread
+//! show a shorter queue. A queue that halving the limit does not shorten by a quarter, twice in a
+//! row, is not the run's: the endpoint has become slower for everyone, its pace is the new
+//! baseline, and the limit goes back to a step below where it began to fall. Otherwise each window
+//! raises it: by a quarter until the load shows (two such windows in a row, a fall or a refusal),
+//! then by one. A window is as many answers as the limit (at least 16, more where they spread
+//! widely), about one round trip's worth, to requests sent since the limit last changed: what was
+//! sent under the old limit says nothing about the new one. Medians, because collect-bulk's time
+//! per company is heavy-tailed: one slow company says nothing about the endpoint's queue.
 //!
 //! Growth by a quarter, not doubling as in TCP's slow start, a hold before the fall, and then by
 //! one, not by the limit's square root: an endpoint's queue is short, and a limit that overshoots
@@ -62,20 +65,32 @@ pub enum Signal {
 }
 
 /// A window's median this many times the lowest recent window's means the endpoint queues: the
-/// limit falls.
-const QUEUEING_RATIO: f64 = 1.5;
+/// limit falls. At [`REFERENCE_NOISE`]; see [`Thresholds`].
+const QUEUEING_RATIO: f64 = 1.65;
 /// This many times means a queue is beginning: the limit holds, and two such windows in a row end
 /// its fast growth.
-const LOADED_RATIO: f64 = 1.2;
-/// Added to what counts as queueing and as a queue beginning: this part of the baseline, because a
-/// window's median moves by about a sixth by chance (16 answers of collect-bulk's heavy-tailed
-/// time) and the lowest of 30 such medians lies that much under the endpoint's own; without it a
-/// run at seconds per company took chance for a queue and fell to a limit of 1 or 2, 2 to 7 times
-/// slower (measured in the model test and the capacity benchmark, BENCHMARKS.md).
-const QUEUEING_SLACK_PART: f64 = 0.15;
-/// And at least this, so that a fast endpoint's jitter of a few milliseconds (and the backend's
-/// own pauses to record results) is not taken for a queue.
+const LOADED_RATIO: f64 = 1.35;
+/// The same two for answers without noise: what a queue alone does to the latency.
+const QUIET_QUEUEING_RATIO: f64 = 1.25;
+const QUIET_LOADED_RATIO: f64 = 1.1;
+/// The spread of collect-bulk's time per company (the standard deviation of its logarithm, as a
+/// window's quartiles read it) that the two ratios above were measured at: a log-normal of sigma
+/// 0.5, the capacity benchmark's. A window's median of [`MIN_WINDOW`] such answers moves by about
+/// a sixth by chance, and the lowest of 30 such medians lies that much and more under the
+/// endpoint's own. Where the answers spread wider, the ratios widen in proportion to the noise of
+/// a window's median, and windows hold more answers; where they spread less, the ratios narrow
+/// toward the quiet ones: a run tuned to one spread fell to a limit of 1 or 2 at twice it and was
+/// refused once a run at half it (the model test, BENCHMARKS.md).
+const REFERENCE_NOISE: f64 = 0.41;
+/// At least this is added to the quiet ratios, so that a fast endpoint's jitter of a few
+/// milliseconds (and the backend's own pauses to record results) is not taken for a queue.
 const QUEUEING_SLACK: Duration = Duration::from_millis(5);
+/// The most answers a window holds for its noise: a window of more takes longer than a run can
+/// wait to see its queue.
+const MAX_WINDOW: usize = 96;
+/// The noise is the median of this many windows' spreads at least, the reference standing in for
+/// those not yet ended.
+const NOISE_WINDOWS: usize = 5;
 /// How many windows' medians the baseline is the lowest of.
 const BASELINE_WINDOWS: usize = 30;
 /// A queue that lowering the limit does not shorten is not the run's: when [`NOT_SHORTER_WINDOWS`]
@@ -137,7 +152,14 @@ pub struct AdaptiveLimit {
     /// The last window showed a queue beginning.
     last_window_loaded: bool,
     window: Vec<Duration>,
-    recent_medians: VecDeque<Duration>,
+    /// The recent windows' medians, each with how many answers it was taken of.
+    recent_medians: VecDeque<(Duration, usize)>,
+    /// The recent windows' spreads, the latest [`BASELINE_WINDOWS`].
+    recent_spreads: VecDeque<f64>,
+    /// How widely the answers spread: the median of the recent windows' spreads, the reference
+    /// standing in for those of the first [`NOISE_WINDOWS`] not yet ended (one window's quartiles
+    /// are themselves noisy).
+    noise: f64,
     /// Requests sent before the limit last changed say nothing about the new one: a window holds
     /// only answers to requests sent since, and an overloaded one sent before does not lower it
     /// again.
@@ -201,6 +223,8 @@ impl AdaptiveLimit {
             last_window_loaded: false,
             window: Vec::new(),
             recent_medians: VecDeque::new(),
+            recent_spreads: VecDeque::new(),
+            noise: REFERENCE_NOISE,
             last_change: None,
             ceiling: None,
             falling: None,
@@ -245,24 +269,52 @@ impl AdaptiveLimit {
             }
             Signal::Answered => {
                 self.window.push(latency);
-                if self.window.len() >= self.current().max(MIN_WINDOW) {
+                if self.window.len() >= self.window_size() {
                     self.end_window(now);
                 }
             }
         }
     }
 
+    /// As many answers as the limit, about one round trip's worth, and more where the answers
+    /// spread wider than the reference (see [`Thresholds`]).
+    fn window_size(&self) -> usize {
+        window_for(self.noise).max(self.current())
+    }
+
     fn end_window(&mut self, now: Instant) {
         self.window.sort_unstable();
-        let median = self.window[self.window.len() / 2];
+        let answers = self.window.len();
+        let median = self.window[answers / 2];
+        if let Some(spread) = spread(&self.window) {
+            if self.recent_spreads.len() == BASELINE_WINDOWS {
+                self.recent_spreads.pop_front();
+            }
+            self.recent_spreads.push_back(spread);
+            let mut spreads: Vec<f64> = self.recent_spreads.iter().copied().collect();
+            spreads.resize(spreads.len().max(NOISE_WINDOWS), REFERENCE_NOISE);
+            spreads.sort_unstable_by(f64::total_cmp);
+            self.noise = spreads[spreads.len() / 2];
+        }
         self.window.clear();
         if self.recent_medians.len() == BASELINE_WINDOWS {
             self.recent_medians.pop_front();
         }
-        self.recent_medians.push_back(median);
-        let baseline = self.recent_medians.iter().min().copied().unwrap_or(median);
-        let slack = QUEUEING_SLACK.max(baseline.mul_f64(QUEUEING_SLACK_PART));
-        let tolerated = baseline.mul_f64(QUEUEING_RATIO) + slack;
+        self.recent_medians.push_back((median, answers));
+        // The lowest recent median among windows at least half as long as the noise asks for:
+        // where the answers spread widely, the first windows (as short as at the reference, before
+        // the spread was known) have medians that lie so far under the endpoint's own that the
+        // windows after them would read as a queue.
+        let steady = window_for(self.noise).min(answers) / 2;
+        let baseline = self
+            .recent_medians
+            .iter()
+            .filter(|(_, answers)| *answers >= steady)
+            .map(|(median, _)| *median)
+            .min()
+            .unwrap_or(median);
+        let thresholds = Thresholds::new(self.noise, answers);
+        let tolerated = thresholds.queueing(baseline);
         if median > tolerated {
             let limit = self.limit;
             let fall = self.falling.get_or_insert_with(|| Fall::new(limit));
@@ -270,7 +322,7 @@ impl AdaptiveLimit {
                 let began_at = fall.began_at;
                 self.falling = None;
                 self.recent_medians.clear();
-                self.recent_medians.push_back(median);
+                self.recent_medians.push_back((median, answers));
                 self.change_to((began_at * RESUME).max(1.0), now);
                 return;
             }
@@ -289,7 +341,7 @@ impl AdaptiveLimit {
                 self.ceiling = None;
             }
         }
-        if median > baseline.mul_f64(LOADED_RATIO) + slack {
+        if median > thresholds.loaded(baseline) {
             if self.last_window_loaded {
                 self.slow_start = false;
             }
@@ -320,6 +372,65 @@ impl AdaptiveLimit {
         self.limit = limit;
         self.last_change = Some(now);
         self.window.clear();
+    }
+}
+
+/// The spread of a window's answers: the standard deviation of their logarithm, read from their
+/// quartiles (robust to the heavy tail, as the median is); none when the quartiles are not both
+/// above zero. `sorted` is sorted.
+fn spread(sorted: &[Duration]) -> Option<f64> {
+    let first = sorted.get(sorted.len() / 4)?.as_secs_f64();
+    let third = sorted.get(sorted.len() * 3 / 4)?.as_secs_f64();
+    // The interquartile range of a normal distribution is 1.349 standard deviations.
+    (first > 0.0).then(|| (third / first).ln() / 1.349)
+}
+
+/// The fewest answers a window holds for the noise of its answers: as many as keep its median as
+/// steady as [`MIN_WINDOW`] answers' at [`REFERENCE_NOISE`], up to [`MAX_WINDOW`].
+fn window_for(noise: f64) -> usize {
+    let part = noise / REFERENCE_NOISE;
+    ((MIN_WINDOW as f64 * part * part).ceil() as usize).clamp(MIN_WINDOW, MAX_WINDOW)
+}
+
+/// What a window's median is held against, for the noise of the answers: the reference ratios
+/// where a window's median is as steady as [`MIN_WINDOW`] answers' at [`REFERENCE_NOISE`], the
+/// quiet ones where it does not move at all, and wider ones where it moves more.
+struct Thresholds {
+    /// The noise of a window's median, as a part of its noise at the reference.
+    noise: f64,
+}
+
+impl Thresholds {
+    /// For a window of `answers` answers ending now.
+    fn new(noise: f64, answers: usize) -> Thresholds {
+        // A median's noise falls with the square root of the answers it is taken of; a window
+        // that holds more than its noise asks for (as many as the limit) is held to the ratios
+        // for what its noise asks for, as at the reference, where its lean to the first answers
+        // to come back after a change outweighs its steadier median.
+        let answers = answers.clamp(1, window_for(noise));
+        Thresholds {
+            noise: noise / REFERENCE_NOISE * (MIN_WINDOW as f64 / answers as f64).sqrt(),
+        }
+    }
+
+    fn ratio(&self, quiet: f64, reference: f64) -> f64 {
+        quiet * (reference / quiet).powf(self.noise)
+    }
+
+    fn above(&self, baseline: Duration, quiet: f64, reference: f64) -> Duration {
+        baseline
+            .mul_f64(self.ratio(quiet, reference))
+            .max(baseline.mul_f64(quiet) + QUEUEING_SLACK)
+    }
+
+    /// A median above this is a queue: the limit falls.
+    fn queueing(&self, baseline: Duration) -> Duration {
+        self.above(baseline, QUIET_QUEUEING_RATIO, QUEUEING_RATIO)
+    }
+
+    /// A median above this is a queue beginning: the limit holds.
+    fn loaded(&self, baseline: Duration) -> Duration {
+        self.above(baseline, QUIET_LOADED_RATIO, LOADED_RATIO)
     }
 }
 
@@ -366,7 +477,7 @@ struct FlowState {
 #[derive(Debug)]
 enum Limit {
     Fixed(usize),
-    Adaptive(AdaptiveLimit),
+    Adaptive(Box<AdaptiveLimit>),
 }
 
 impl Limit {
@@ -389,7 +500,7 @@ impl Flow {
                 ceiling,
             } => {
                 let adaptive = AdaptiveLimit::for_run(start, max, settled, ceiling, Instant::now());
-                (Limit::Adaptive(adaptive), Some(max.max(1)))
+                (Limit::Adaptive(Box::new(adaptive)), Some(max.max(1)))
             }
         };
         let start = limit.current();
@@ -483,13 +594,42 @@ mod tests {
 
     const FLOOR: Duration = Duration::from_millis(40);
 
-    /// Feeds `answers` answers of `latency`, each sent `latency` before it ends, on a clock that
-    /// moves `latency` per answer.
+    /// Feeds `answers` answers whose median is `latency`, spread as widely as the reference
+    /// (see [`feed_spread`]).
     fn feed(limit: &mut AdaptiveLimit, clock: &mut Instant, answers: usize, latency: Duration) {
-        for _ in 0..answers {
-            *clock += latency;
-            limit.observe(*clock - latency, latency, Signal::Answered, *clock);
+        feed_spread(limit, clock, answers, latency, REFERENCE_NOISE);
+    }
+
+    /// Feeds `answers` answers whose median is `latency`, their quartiles a factor apart that
+    /// reads `noise`, each sent when the one before ended, on a clock that moves `latency` per
+    /// answer.
+    fn feed_spread(
+        limit: &mut AdaptiveLimit,
+        clock: &mut Instant,
+        answers: usize,
+        latency: Duration,
+        noise: f64,
+    ) {
+        let spread = spread_of(noise);
+        for answer in 0..answers {
+            answer_once(limit, clock, latency, spread[answer % spread.len()]);
         }
+    }
+
+    /// Factors of a median whose quartiles are a factor apart that reads `noise`: an eighth each
+    /// at the outer ones, a quarter each at the quartiles' and the median, so that any run of a
+    /// window's worth of them has its quartiles and median there.
+    fn spread_of(noise: f64) -> [f64; 8] {
+        let step = (noise * 1.349 / 2.0).exp();
+        [-2, -1, -1, 0, 0, 1, 1, 2].map(|power| step.powi(power))
+    }
+
+    /// One answer of `latency` times `factor`, sent `latency` before now, on a clock that moves
+    /// `latency`.
+    fn answer_once(limit: &mut AdaptiveLimit, clock: &mut Instant, latency: Duration, factor: f64) {
+        let sent_at = *clock;
+        *clock += latency;
+        limit.observe(sent_at, latency.mul_f64(factor), Signal::Answered, *clock);
     }
 
     #[test]
@@ -676,13 +816,63 @@ mod tests {
     fn a_heavy_tail_is_not_taken_for_a_queue() {
         let mut limit = AdaptiveLimit::new(8, 64);
         let mut clock = Instant::now();
-        // Three in ten answers take 30 times as long: the median does not move.
-        for answer in 0..400 {
+        // Three in ten answers take 30 times as long: the median does not move. Their spread makes
+        // the windows as long as they can be.
+        for answer in 0..MAX_WINDOW * 12 {
             let latency = if answer % 10 < 3 { FLOOR * 30 } else { FLOOR };
             clock += FLOOR;
             limit.observe(clock, latency, Signal::Answered, clock);
         }
         assert_eq!(limit.current(), 64);
+    }
+
+    #[test]
+    fn answers_that_spread_wider_make_longer_windows() {
+        let mut limit = AdaptiveLimit::new(16, 200);
+        let mut clock = Instant::now();
+        // Answers one at a time, until the limit changes: how many a window took.
+        let spread = spread_of(REFERENCE_NOISE * 1.7);
+        let mut windows = Vec::new();
+        let mut answered = 0;
+        for _ in 0..6 {
+            let before = limit.current();
+            let mut answers = 0;
+            while limit.current() == before {
+                answer_once(
+                    &mut limit,
+                    &mut clock,
+                    FLOOR,
+                    spread[answered % spread.len()],
+                );
+                answered += 1;
+                answers += 1;
+            }
+            windows.push(answers);
+        }
+        // The reference stands in for the spreads of the first windows (the median of five with
+        // them); from the fourth, 1.7 times the spread takes 1.7² times the answers (47 of 16) for
+        // as steady a median, and a limit over that as many as the limit.
+        assert_eq!(windows, [16, 20, 25, 47, 47, 48]);
+        assert_eq!(limit.current(), 61, "grown by a quarter per window");
+    }
+
+    #[test]
+    fn answers_that_do_not_spread_show_a_smaller_queue() {
+        let rise = |noise| {
+            let mut limit = AdaptiveLimit::new(16, 200);
+            let mut clock = Instant::now();
+            feed_spread(&mut limit, &mut clock, 16 + 20 + 25, FLOOR, noise);
+            let before = limit.current();
+            // Half as slow again: a queue of the endpoint's, or chance.
+            feed_spread(&mut limit, &mut clock, before, FLOOR.mul_f64(1.5), noise);
+            (before, limit.current())
+        };
+        // At the reference spread a window's median moves that much by chance: it holds.
+        assert_eq!(rise(REFERENCE_NOISE), (31, 31));
+        // Where every answer takes the same time, it is a queue: it falls.
+        let (before, after) = rise(0.0);
+        assert_eq!(before, 31);
+        assert!(after < before, "{after}");
     }
 
     #[test]
@@ -693,13 +883,14 @@ mod tests {
         assert_eq!(limit.current(), 40);
         // Three times slower for good: lowered in proportion while that could be a queue.
         feed(&mut limit, &mut clock, 40, FLOOR * 3);
-        assert_eq!(limit.current(), 22, "40 × 66 ms ÷ 120 ms");
-        feed(&mut limit, &mut clock, 22, FLOOR * 3);
+        // 40 × 66 ms ÷ 120 ms, 22 less a hair (the rounding of the ratio's power): 21.
+        assert_eq!(limit.current(), 21);
+        feed(&mut limit, &mut clock, 21, FLOOR * 3);
         assert_eq!(limit.current(), 12);
         // At 12, half of 40 or less, and no faster than at 40: once is not enough.
         feed(&mut limit, &mut clock, MIN_WINDOW, FLOOR * 3);
         assert_eq!(limit.current(), 6);
-        // At 6, half of 22 or less, no faster again: not the run's queue. Back a step below where
+        // At 6, half of 21 or less, no faster again: not the run's queue. Back a step below where
         // it began to fall, and from there up by one per window at the new pace.
         feed(&mut limit, &mut clock, MIN_WINDOW, FLOOR * 3);
         assert_eq!(limit.current(), 34, "0.85 × 40");

@@ -23,6 +23,8 @@
 //! empty runs table, as a schedule makes them: how often a run meets a refusal once the capacity
 //! has been found; with `--slower K` too, after a run at fixed 16 to compare them with (at
 //! `--slower 100` a company's median is 4 s, a real endpoint's, and a run about seven minutes).
+//! With `--spread S`, in any of these, the companies' times are drawn with sigma S instead of 0.5
+//! (the same median): companies that differ more or less from one another.
 
 #![forbid(unsafe_code)]
 
@@ -67,11 +69,11 @@ fn main() -> ExitCode {
     }
 }
 
-/// Each company's time at a free worker.
-fn service_times(companies: u32) -> Vec<Duration> {
+/// Each company's time at a free worker, `sigma` the spread of its logarithm.
+fn service_times(companies: u32, sigma: f64) -> Vec<Duration> {
     let mut random = Random(random::CAPACITY_BENCHMARK_SEED);
     (0..companies)
-        .map(|_| Duration::from_secs_f64(random.log_normal(MEDIAN_MS, SIGMA) / 1000.0))
+        .map(|_| Duration::from_secs_f64(random.log_normal(MEDIAN_MS, sigma) / 1000.0))
         .collect()
 }
 
@@ -146,26 +148,35 @@ fn limit_text(summary: &Value) -> String {
     }
 }
 
-/// `--repeat N`, `--slower K`, `--slowdown K` and `--consecutive N`, each a number above 0.
+/// `--repeat N`, `--slower K`, `--slowdown K` and `--consecutive N`, each a whole number above 0;
+/// `--spread S`, a number above 0.
 #[derive(Default)]
 struct Options {
     repeat: Option<u32>,
     slower: Option<u32>,
     slowdown: Option<u32>,
     consecutive: Option<u32>,
+    spread: Option<f64>,
 }
 
 fn options() -> Result<Options, Box<dyn Error>> {
-    const USAGE: &str =
-        "usage: [--repeat N] [--slower K] [--slowdown K] | --consecutive N [--slower K]";
+    const USAGE: &str = "usage: [--repeat N] [--slower K] [--slowdown K] [--spread S] \
+                         | --consecutive N [--slower K] [--spread S]";
     let arguments: Vec<String> = std::env::args().skip(1).collect();
     let mut options = Options::default();
     for pair in arguments.chunks(2) {
         let [flag, n] = pair else {
             return Err(format!("{pair:?} without a number; {USAGE}").into());
         };
+        if flag == "--spread" {
+            let Some(spread) = n.parse().ok().filter(|spread: &f64| *spread > 0.0) else {
+                return Err(format!("--spread takes a number above 0, not {n:?}").into());
+            };
+            options.spread = Some(spread);
+            continue;
+        }
         let Some(n) = n.parse().ok().filter(|n| *n > 0) else {
-            return Err(format!("{flag} takes a number above 0, not {n:?}").into());
+            return Err(format!("{flag} takes a whole number above 0, not {n:?}").into());
         };
         match flag.as_str() {
             "--repeat" => options.repeat = Some(n),
@@ -177,7 +188,9 @@ fn options() -> Result<Options, Box<dyn Error>> {
     }
     let others = options.repeat.or(options.slowdown);
     if options.consecutive.is_some() && others.is_some() {
-        return Err(format!("--consecutive goes alone or with --slower; {USAGE}").into());
+        return Err(
+            format!("--consecutive goes alone or with --slower and --spread; {USAGE}").into(),
+        );
     }
     Ok(options)
 }
@@ -205,7 +218,7 @@ fn measure(options: &Options, deployment: &Deployment) -> Result<(), Box<dyn Err
     let stand_in = &deployment.stand_in;
     let mut client = deployment.client();
     synthetic::load_companies(&mut client, COMPANIES)?;
-    let times: Vec<Duration> = service_times(CHANGE_COMPANIES)
+    let times: Vec<Duration> = service_times(CHANGE_COMPANIES, options.spread.unwrap_or(SIGMA))
         .into_iter()
         .map(|time| time * options.slower.unwrap_or(1))
         .collect();
