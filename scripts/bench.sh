@@ -17,7 +17,7 @@
 # from 2 s into the run, S times later with every company S times as long;
 # `--adaptive --consecutive N [--slower K]`: N adaptive runs in a row, as a schedule makes them,
 # after a run at fixed 16 with --slower; `--spread S` with any of these: the companies' times drawn
-# with sigma S instead of 0.5);
+# with sigma S, 0 to 2, instead of 0.5);
 # `./scripts/bench.sh --history` times docs/monitoring.md's
 # monitoring queries over a generated 14-day history of 1,000 companies (4 million results);
 # `./scripts/bench.sh --history-month [--days D] [--companies N] [--seed S]` records 30 days of
