@@ -171,6 +171,14 @@ pub fn execute(
     Ok(executed)
 }
 
+fn was_or_were(count: usize) -> &'static str {
+    if count == 1 {
+        "was"
+    } else {
+        "were"
+    }
+}
+
 /// One WARNING per run that the deadline cut short: how many companies it left out, and what
 /// to change. It reaches the server log from the worker and pg_cron, and the caller too.
 fn warn_deadline_reached(summary: &RunSummary, settings: &Settings) {
@@ -179,10 +187,12 @@ fn warn_deadline_reached(summary: &RunSummary, settings: &Settings) {
     let called = summary.companies_processed();
     let message = format!(
         "dex_collector run {} reached dex_collector.run_deadline ({}): {not_reached} of {} companies \
-         were not called, {stopped} of the {called} called were cut short",
+         {} not called, {stopped} of the {called} called {} cut short",
         summary.run_id,
         human_duration(settings.run_deadline),
         not_reached + called,
+        was_or_were(not_reached),
+        was_or_were(stopped),
     );
     let concurrency = match summary.flow.adaptive_max {
         None => format!("dex_collector.concurrency (now {})", settings.concurrency),

@@ -298,8 +298,8 @@ impl AdaptiveLimit {
         }
         self.window.clear();
         push_recent(&mut self.recent_medians, (median, answers));
-        // The lowest recent median among windows at least half as long as the noise asks for:
-        // where the answers spread widely, the first windows (as short as at the reference, before
+        // The lowest recent median among windows at least half as long as the noise asks for
+        // (this window always among them): where the answers spread widely, the first windows (as short as at the reference, before
         // the spread was known) have medians that lie so far under the endpoint's own that the
         // windows after them would read as a queue.
         let steady = window_for(self.noise).min(answers) / 2;
@@ -308,8 +308,7 @@ impl AdaptiveLimit {
             .iter()
             .filter(|(_, length)| *length >= steady)
             .map(|(median, _)| *median)
-            .min()
-            .unwrap_or(median);
+            .fold(median, Duration::min);
         let thresholds = Thresholds::new(self.noise, answers);
         let tolerated = thresholds.queueing(baseline);
         if median > tolerated {

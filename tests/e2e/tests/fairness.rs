@@ -54,6 +54,13 @@ fn warnings_in_log(deployment: &Deployment) -> usize {
     deployment.cluster.log_contents().matches(WARNING).count()
 }
 
+/// The latest run's WARNING, from "N of M companies ... not called" on.
+fn latest_warning(deployment: &Deployment) -> String {
+    let log = deployment.cluster.log_contents();
+    let line = log.lines().rfind(|line| line.contains(WARNING)).unwrap();
+    line.split("): ").nth(1).unwrap().to_string()
+}
+
 #[test]
 fn consecutive_runs_cut_short_reach_every_company_and_each_says_so_once() {
     let deployment = deployment();
@@ -87,6 +94,9 @@ fn consecutive_runs_cut_short_reach_every_company_and_each_says_so_once() {
             runs.len(),
             "one WARNING per run"
         );
+        let counts = latest_warning(&deployment);
+        let said = format!("{not_reached} of {COMPANIES} companies were not called");
+        assert!(counts.starts_with(&said), "{counts}");
     }
     assert_eq!(
         reached.len(),

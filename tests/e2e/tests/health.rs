@@ -244,6 +244,15 @@ fn a_run_cut_short_by_the_deadline_is_an_event() {
     };
     assert_eq!(kind, "run_cut_short");
     assert!(not_reached > 0);
+    // One company at a time, each 400 ms: the deadline comes while the third is in flight.
+    let log = deployment.cluster.log_contents();
+    assert!(
+        log.lines()
+            .any(|line| line.contains("reached dex_collector.run_deadline")
+                && line.contains(" 1 of the ")
+                && line.ends_with(" called was cut short")),
+        "{log}"
+    );
     // The companies the deadline left out keep their state: no storm of per-company events.
     let company_events: Vec<String> = client
         .query(
