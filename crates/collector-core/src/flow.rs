@@ -84,7 +84,7 @@ const QUIET_LOADED_RATIO: f64 = 1.1;
 const REFERENCE_NOISE: f64 = 0.41;
 /// The last [`QUEUEING_SLACK_PART`] of each ratio is at least [`QUEUEING_SLACK`], so that a fast
 /// endpoint's jitter of a few milliseconds (and the backend's own pauses to record results) is not
-/// taken for a queue: at a baseline of 10 ms a window falls above 20 ms, not 16.5 ms.
+/// taken for a queue: at a baseline of 10 ms a window falls above 20 ms.
 const QUEUEING_SLACK: Duration = Duration::from_millis(5);
 const QUEUEING_SLACK_PART: f64 = 0.15;
 /// The most answers a window holds for its noise: a window of more takes longer than a run can
@@ -299,9 +299,9 @@ impl AdaptiveLimit {
         self.window.clear();
         push_recent(&mut self.recent_medians, (median, answers));
         // The lowest recent median among windows at least half as long as the noise asks for
-        // (this window always among them): where the answers spread widely, the first windows (as short as at the reference, before
-        // the spread was known) have medians that lie so far under the endpoint's own that the
-        // windows after them would read as a queue.
+        // (this window always among them): where the answers spread widely, the first windows
+        // (as short as at the reference, before the spread was known) have medians that lie so
+        // far under the endpoint's own that the windows after them would read as a queue.
         let steady = window_for(self.noise).min(answers) / 2;
         let baseline = self
             .recent_medians
@@ -381,7 +381,8 @@ fn push_recent<T>(recent: &mut VecDeque<T>, reading: T) {
 
 /// The spread of a window's answers: the standard deviation of their logarithm, read from their
 /// quartiles, which a tail in fewer than a quarter of the answers does not move (nor does it move
-/// the median); a tail in more reads as a wide spread, up to [`widest_noise`]. None when the
+/// the median); a tail in more reads as a wide spread (the noise taken no wider than
+/// [`widest_noise`]). None when the
 /// quartiles are not both above zero. `sorted` is sorted.
 fn spread(sorted: &[Duration]) -> Option<f64> {
     let first = sorted.get(sorted.len() / 4)?.as_secs_f64();

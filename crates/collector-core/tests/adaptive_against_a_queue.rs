@@ -421,7 +421,7 @@ fn an_endpoint_slower_for_everyone_is_not_taken_for_a_queue() {
     // 4.38 times, settling at 6 to 22. 1.08 times when one such window was enough, which
     // misfired on the deep queue below. With the noise read from three windows, not five, one run
     // of the 40 settles at 7: a window low by chance near its end became the baseline, and the
-    // limit wandered down from 18 (1.12 times and 0.33 a run, as before).
+    // limit wandered down from 18 (1.12 times and 0.33 a run; 0.28 before).
     assert!(slower < 1.2, "{slower:.3} times fixed 16's wall time");
     assert!(refused < 0.5, "{refused:.2} 429s a run");
     let low = runs.iter().filter(|run| run.end_limit < 8).count();

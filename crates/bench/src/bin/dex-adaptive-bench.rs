@@ -23,8 +23,8 @@
 //! empty runs table, as a schedule makes them: how often a run meets a refusal once the capacity
 //! has been found; with `--slower K` too, after a run at fixed 16 to compare them with (at
 //! `--slower 100` a company's median is 4 s, a real endpoint's, and a run about seven minutes).
-//! With `--spread S` (0 to 2), in any of these, the companies' times are drawn with sigma S, not 0.5
-//! (the same median): companies that differ more or less from one another.
+//! With `--spread S` (0 to 2), in any of these, the companies' times are drawn with sigma S, not
+//! 0.5 (the same median): companies that differ more or less from one another.
 
 #![forbid(unsafe_code)]
 
