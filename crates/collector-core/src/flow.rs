@@ -382,8 +382,7 @@ fn push_recent<T>(recent: &mut VecDeque<T>, reading: T) {
 /// The spread of a window's answers: the standard deviation of their logarithm, read from their
 /// quartiles, which a tail in fewer than a quarter of the answers does not move (nor does it move
 /// the median); a tail in more reads as a wide spread (the noise taken no wider than
-/// [`widest_noise`]). None when the
-/// quartiles are not both above zero. `sorted` is sorted.
+/// [`widest_noise`]). None when the quartiles are not both above zero. `sorted` is sorted.
 fn spread(sorted: &[Duration]) -> Option<f64> {
     let first = sorted.get(sorted.len() / 4)?.as_secs_f64();
     let third = sorted.get(sorted.len() * 3 / 4)?.as_secs_f64();
