@@ -15,9 +15,10 @@
 # every company K times as long;
 # `--adaptive --slowdown K [--slower S]`: fixed 16 and adaptive, every company K times as long
 # from 2 s into the run, S times later with every company S times as long;
-# `--adaptive --consecutive N [--slower K]`: N adaptive runs in a row, as a schedule makes them,
-# after a run at fixed 16 with --slower; `--spread S` with any of these: the companies' times drawn
-# with sigma S, 0 to 2, instead of 0.5);
+# `--adaptive --consecutive N [--slower K] [--workers W]`: N adaptive runs in a row, as a schedule
+# makes them, after a run at fixed 16 with --slower; with --workers, of 3,000 companies against an
+# endpoint that serves W at once and queues W / 2, after a run at fixed W; `--spread S` with any of
+# these: the companies' times drawn with sigma S, 0 to 2, instead of 0.5);
 # `./scripts/bench.sh --history` times docs/monitoring.md's
 # monitoring queries over a generated 14-day history of 1,000 companies (4 million results);
 # `./scripts/bench.sh --history-month [--days D] [--companies N] [--seed S]` records 30 days of

@@ -276,9 +276,12 @@ fn it_finds_a_small_endpoints_capacity_without_overrunning_its_queue() {
     // 1.07 times and 0.25 a run when written; 1.20 times and 1.3 a run when, after the first
     // slower window, the limit grew by its square root (past the 24 the endpoint holds); 1.50
     // times and 9.3 a run when it doubled per window. Each 429 holds back the run for a second, a
-    // quarter of this run's ideal time: a run without one is within 5 % of fixed 16.
+    // quarter of this run's ideal time: a run without one is within 5 % of fixed 16. With each
+    // window of answers to requests sent since it began, and a queue beginning at 1.25 times the
+    // baseline, not 1.35: 1.04 times and none (1.05 times and 0.17 a run before). The capacity
+    // benchmark does not show that gain: a refusal in 3 of 9 first runs (BENCHMARKS.md).
     assert!(slower < 1.12, "{slower:.3} times fixed 16's wall time");
-    assert!(refused < 0.5, "{refused:.2} 429s a run");
+    assert!(refused <= 0.05, "{refused:.2} 429s a run");
     for run in &runs {
         assert!(
             (8..=24).contains(&run.end_limit),
@@ -304,11 +307,13 @@ fn it_grows_to_a_large_endpoints_capacity_without_a_refusal() {
     // in a row came by chance and the limit climbed by one from there (settled at 25, 36 and 45
     // of 40 runs). 1.27 times when it grew by its square root after the first slower window;
     // doubling overshot the 96 the endpoint holds, 2.06 times with 38 429s a run.
+    // With fresh windows and a queue beginning at 1.25 times, the load shows sooner and fast
+    // growth ends earlier: 1.48 times (1.38 before), 35 of 40 runs settled at 48 or more (37).
     assert!(slower < 1.6, "{slower:.3} times fixed 64's wall time");
     assert_eq!(refused, 0.0);
     let grown = runs.iter().filter(|run| run.end_limit >= 48).count();
     assert!(
-        grown * 10 >= runs.len() * 9,
+        grown * 8 >= runs.len() * 7,
         "{grown} of {} runs settled at 48 or more",
         runs.len()
     );
@@ -342,9 +347,10 @@ fn at_a_real_endpoints_seconds_it_finds_the_capacity_as_well() {
     // the baseline is all. Without that part the limit took chance for a queue and fell to 1 or 2:
     // 2.13 times fixed 16 for the small endpoint at a median of 400 ms, 6.8 times fixed 64 for the
     // large one. 1.05 times fixed 16 and 0.25 429s a run, and 1.47 times fixed 64 and none, when
-    // written.
+    // written; with fresh windows and a queue beginning at 1.25 times, 1.04 times and none (0.20
+    // before), and 1.65 times (1.46): fast growth ends sooner.
     for (workers, queue, companies, most_slower, most_refused) in
-        [(16, 8, 1_500, 1.12, 0.5), (64, 32, 3_000, 1.6, 0.0)]
+        [(16, 8, 1_500, 1.12, 0.05), (64, 32, 3_000, 1.7, 0.0)]
     {
         let endpoint = Endpoint {
             workers,
@@ -513,4 +519,23 @@ fn companies_that_differ_more_or_less_than_the_benchmarks_do_not_mislead_it() {
         let runs = consecutive(1_500, &endpoint, 16, 8, 5);
         assert_runs_after_the_first(&runs, 1.2, most_refused_after, &format!("sigma {sigma}"));
     }
+}
+
+#[test]
+fn a_large_endpoints_runs_after_the_first_keep_its_pace() {
+    // 64 workers, companies that differ by a sigma of 1.0: windows of dozens of answers. When a
+    // window took in the answers still out from before it began, a window after one that held the
+    // limit read the slowest of their time, a queue where there was none; the limit held, fell
+    // by chance, and grew back by one per window: the runs after the first took up to 2.08 times
+    // fixed 64's wall time. With each window of answers to requests sent since it began: 1.29.
+    let endpoint = Endpoint {
+        workers: 64,
+        queue: 32,
+        median_ms: MEDIAN_MS,
+        sigma: 1.0,
+        change: None,
+        slower: None,
+    };
+    let runs = consecutive(3_000, &endpoint, 64, 8, 5);
+    assert_runs_after_the_first(&runs, 1.5, 0.05, "64 workers, sigma 1.0");
 }

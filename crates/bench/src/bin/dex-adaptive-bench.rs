@@ -24,7 +24,9 @@
 //! has been found; with `--slower K` too, after a run at fixed 16 to compare them with (at
 //! `--slower 100` a company's median is 4 s, a real endpoint's, and a run about seven minutes).
 //! With `--spread S` (0 to 2), in any of these, the companies' times are drawn with sigma S, not
-//! 0.5 (the same median): companies that differ more or less from one another.
+//! 0.5 (the same median): companies that differ more or less from one another. With
+//! `--consecutive N --workers W`, a larger (or smaller) endpoint: it serves W at once and queues
+//! W / 2, the runs are of 3,000 companies, and a run at fixed W comes first to compare them with.
 
 #![forbid(unsafe_code)]
 
@@ -44,7 +46,8 @@ use serde_json::Value;
 
 const COMPANIES: u32 = 1_500;
 const WORKERS: usize = 16;
-const QUEUE: usize = 8;
+/// The endpoint queues half as many requests as it serves at once.
+const QUEUE_PART: usize = 2;
 const MEDIAN_MS: f64 = 40.0;
 const SIGMA: f64 = 0.5;
 /// The widest `--spread`: at 2 the mean company takes 7.4 times the median, and the drop's slowest
@@ -152,20 +155,21 @@ fn limit_text(summary: &Value) -> String {
     }
 }
 
-/// `--repeat N`, `--slower K`, `--slowdown K` and `--consecutive N`, each a whole number above 0;
-/// `--spread S`, a number from 0 (every company alike) to [`WIDEST_SPREAD`].
+/// `--repeat N`, `--slower K`, `--slowdown K`, `--consecutive N` and `--workers W`, each a whole
+/// number above 0; `--spread S`, a number from 0 (every company alike) to [`WIDEST_SPREAD`].
 #[derive(Default)]
 struct Options {
     repeat: Option<u32>,
     slower: Option<u32>,
     slowdown: Option<u32>,
     consecutive: Option<u32>,
+    workers: Option<u32>,
     spread: Option<f64>,
 }
 
 fn options() -> Result<Options, Box<dyn Error>> {
     const USAGE: &str = "usage: [--repeat N] [--slower K] [--slowdown K] [--spread S] \
-                         | --consecutive N [--slower K] [--spread S]";
+                         | --consecutive N [--slower K] [--workers W] [--spread S]";
     let arguments: Vec<String> = std::env::args().skip(1).collect();
     let mut options = Options::default();
     for pair in arguments.chunks(2) {
@@ -194,26 +198,32 @@ fn options() -> Result<Options, Box<dyn Error>> {
             "--slower" => options.slower = Some(n),
             "--slowdown" => options.slowdown = Some(n),
             "--consecutive" => options.consecutive = Some(n),
+            "--workers" => options.workers = Some(n),
             _ => return Err(format!("unexpected argument {flag:?}; {USAGE}").into()),
         }
     }
     let others = options.repeat.or(options.slowdown);
     if options.consecutive.is_some() && others.is_some() {
-        return Err(
-            format!("--consecutive goes alone or with --slower and --spread; {USAGE}").into(),
-        );
+        return Err(format!(
+            "--consecutive goes alone or with --slower, --workers and --spread; {USAGE}"
+        )
+        .into());
+    }
+    if options.workers.is_some() && options.consecutive.is_none() {
+        return Err(format!("--workers goes with --consecutive; {USAGE}").into());
     }
     Ok(options)
 }
 
 fn bench() -> Result<(), Box<dyn Error>> {
     let options = options()?;
+    let workers = options.workers.map_or(WORKERS, |workers| workers as usize);
     let deployment = Deployment::start(DeploymentOptions {
         stand_in: StandInConfig {
             record_requests: false,
             capacity: Some(Capacity {
-                workers: WORKERS,
-                queue: QUEUE,
+                workers,
+                queue: workers / QUEUE_PART,
                 retry_after: Some("1".into()),
             }),
             ..StandInConfig::default()
@@ -228,20 +238,25 @@ fn bench() -> Result<(), Box<dyn Error>> {
 fn measure(options: &Options, deployment: &Deployment) -> Result<(), Box<dyn Error>> {
     let stand_in = &deployment.stand_in;
     let mut client = deployment.client();
-    synthetic::load_companies(&mut client, COMPANIES)?;
+    let (companies, workers) = match options.workers {
+        Some(workers) => (CHANGE_COMPANIES, workers as usize),
+        None => (COMPANIES, WORKERS),
+    };
+    synthetic::load_companies(&mut client, companies)?;
     let sigma = options.spread.unwrap_or(SIGMA);
     let times: Vec<Duration> = service_times(CHANGE_COMPANIES, sigma)
         .into_iter()
         .map(|time| time * options.slower.unwrap_or(1))
         .collect();
-    let mut sorted = times[..COMPANIES as usize].to_vec();
+    let mut sorted = times[..companies as usize].to_vec();
     let (p50, p95) = (percentile(&mut sorted, 0.5), percentile(&mut sorted, 0.95));
-    let work: Duration = times[..COMPANIES as usize].iter().sum();
+    let work: Duration = times[..companies as usize].iter().sum();
     println!(
-        "{COMPANIES} companies; the endpoint serves {WORKERS} at once, queues {QUEUE}, answers 429 \
+        "{companies} companies; the endpoint serves {workers} at once, queues {}, answers 429 \
          with Retry-After: 1 beyond; a company's time at a worker: log-normal of sigma {sigma}, \
-         median {p50:?}, p95 {p95:?}; ideal wall at {WORKERS} workers {:.2} s.\n",
-        work.as_secs_f64() / WORKERS as f64
+         median {p50:?}, p95 {p95:?}; ideal wall at {workers} workers {:.2} s.\n",
+        workers / QUEUE_PART,
+        work.as_secs_f64() / workers as f64
     );
     if let Some(factor) = options.slowdown {
         let rounds = options.repeat.unwrap_or(1);
@@ -249,7 +264,9 @@ fn measure(options: &Options, deployment: &Deployment) -> Result<(), Box<dyn Err
         return compare_through_a_slowdown(stand_in, &mut client, &times, factor, scale, rounds);
     }
     if let Some(runs) = options.consecutive {
-        return consecutive_adaptive(stand_in, &mut client, &times, runs, options.slower);
+        // A run at the endpoint's own number first, where there is something to compare with.
+        let fixed = (options.slower.is_some() || options.workers.is_some()).then_some(workers);
+        return consecutive_adaptive(stand_in, &mut client, &times, runs, options.slower, fixed);
     }
     if let Some(factor) = options.slower {
         let rounds = options.repeat.unwrap_or(1);
@@ -289,7 +306,8 @@ fn measure(options: &Options, deployment: &Deployment) -> Result<(), Box<dyn Err
 
     println!(
         "\n{CHANGE_COMPANIES} companies; {CHANGE_AFTER:?} into the run the endpoint drops from \
-         {WORKERS} workers to {WORKERS_AFTER_CHANGE} (queue {QUEUE}).\n"
+         {WORKERS} workers to {WORKERS_AFTER_CHANGE} (queue {}).\n",
+        WORKERS / QUEUE_PART
     );
     println!(
         "| concurrency | wall | failed | 429s | 429s after the drop | requests at the endpoint, mean over each second after the drop | limit |"
@@ -322,7 +340,7 @@ fn changed_row(changed: &Changed) -> String {
     )
 }
 
-/// The endpoint back at its full capacity, its counts reset, and the session set for `setting`.
+/// The endpoint's counts reset, and the session set for `setting`.
 fn prepare(
     stand_in: &StandIn,
     client: &mut postgres::Client,
@@ -330,12 +348,12 @@ fn prepare(
     setting: Setting,
 ) -> Result<(), postgres::Error> {
     stand_in.reset();
-    stand_in.set_capacity_workers(WORKERS);
     install_behaviors(stand_in, times);
     configure(client, setting)
 }
 
-/// One run of the companies loaded, against the endpoint at its full capacity.
+/// One run of the companies loaded, against the endpoint at its full capacity (a change puts it
+/// back after its run).
 fn collect_at_capacity(
     stand_in: &StandIn,
     client: &mut postgres::Client,
@@ -405,6 +423,7 @@ fn collect_through_a_change(
         let (samples, refused_before) = sampler.join().unwrap_or_default();
         (outcome, samples, refused_before)
     });
+    stand_in.set_capacity_workers(WORKERS);
     let per_stretch = (1000 / SAMPLE_EVERY.as_millis()) as usize * scale as usize;
     let means_per_stretch = samples
         .chunks(per_stretch)
@@ -460,22 +479,24 @@ fn deadline_for(client: &mut postgres::Client, factor: u32) -> Result<u32, postg
 }
 
 /// `--consecutive N`: N adaptive runs one after the other, the first from an empty runs table;
-/// with `--slower K` (`slower`, every company's time already K times as long in `times`), after
-/// a run at fixed 16.
+/// with `--slower K` (`slower`, every company's time already K times as long in `times`), the
+/// run deadline K times the default; after a run at `fixed`, if any.
 fn consecutive_adaptive(
     stand_in: &StandIn,
     client: &mut postgres::Client,
     times: &[Duration],
     runs: u32,
     slower: Option<u32>,
+    fixed: Option<usize>,
 ) -> Result<(), Box<dyn Error>> {
     if let Some(factor) = slower {
         let deadline_minutes = deadline_for(client, factor)?;
-        let fixed = collect_at_capacity(stand_in, client, times, Setting::Fixed(16))?;
-        println!(
-            "Run deadline {deadline_minutes} min. Fixed 16: {}.\n",
-            cell(&fixed)
-        );
+        println!("Run deadline {deadline_minutes} min.");
+    }
+    if let Some(concurrency) = fixed {
+        let setting = Setting::Fixed(concurrency as u32);
+        let fixed = collect_at_capacity(stand_in, client, times, setting)?;
+        println!("Fixed {concurrency}: {}.\n", cell(&fixed));
     }
     println!("| run | adaptive |");
     println!("|---:|---|");
