@@ -85,7 +85,7 @@ const QUIET_LOADED_RATIO: f64 = 1.1;
 const REFERENCE_NOISE: f64 = 0.41;
 /// The last [`QUEUEING_SLACK_PART`] of each ratio is at least [`QUEUEING_SLACK`], so that a fast
 /// endpoint's jitter of a few milliseconds (and the backend's own pauses to record results) is not
-/// taken for a queue: at a baseline of 10 ms a window falls above 20 ms.
+/// taken for a queue: at a baseline of 10 ms a window falls above 19.5 ms (at the reference).
 const QUEUEING_SLACK: Duration = Duration::from_millis(5);
 const QUEUEING_SLACK_PART: f64 = 0.15;
 /// The most answers a window holds for its noise: a window of more takes longer than a run can
