@@ -909,22 +909,63 @@ fn a_receiver_records_any_request_and_answers_with_its_status() {
     assert_eq!(requests[0].body, br#"{"text":"hello"}"#);
 }
 
-#[test]
-fn a_capacity_serves_so_many_at_once_queues_a_few_and_refuses_the_rest() {
-    let service = Duration::from_millis(300);
-    let stand_in = StandIn::start(StandInConfig {
+/// A stand-in whose every answer takes `service` at one of its workers.
+fn start_with_capacity(service: Duration, capacity: Capacity) -> StandIn {
+    StandIn::start(StandInConfig {
         default_behavior: Behavior::Delay {
             delay: service,
             then: Box::new(Behavior::Synthetic),
         },
-        capacity: Some(Capacity {
+        capacity: Some(capacity),
+        ..StandInConfig::default()
+    })
+    .unwrap()
+}
+
+#[test]
+fn a_capacity_serves_its_queue_in_the_order_it_formed() {
+    let stand_in = start_with_capacity(
+        Duration::from_millis(300),
+        Capacity {
+            workers: 1,
+            queue: 5,
+            retry_after: None,
+        },
+    );
+    let clients: Vec<Client> = (0..6).map(|_| client()).collect();
+    let began = Instant::now();
+    let mut answered: Vec<(Duration, u64)> = thread::scope(|scope| {
+        let requests: Vec<_> = (0u64..)
+            .zip(&clients)
+            .map(|(order, client)| {
+                let stand_in = &stand_in;
+                scope.spawn(move || {
+                    // Each sent once the one before it is at the endpoint, in its queue.
+                    assert!(stand_in.wait_for_requests(order, PATIENCE));
+                    let status = collect(client, stand_in, COMPANY).status();
+                    assert_eq!(status, StatusCode::OK);
+                    (began.elapsed(), order)
+                })
+            })
+            .collect();
+        requests.into_iter().map(|r| r.join().unwrap()).collect()
+    });
+    answered.sort();
+    let order: Vec<u64> = answered.iter().map(|(_, order)| *order).collect();
+    assert_eq!(order, [0, 1, 2, 3, 4, 5], "{answered:?}");
+}
+
+#[test]
+fn a_capacity_serves_so_many_at_once_queues_a_few_and_refuses_the_rest() {
+    let service = Duration::from_millis(300);
+    let stand_in = start_with_capacity(
+        service,
+        Capacity {
             workers: 2,
             queue: 1,
             retry_after: Some("1".into()),
-        }),
-        ..StandInConfig::default()
-    })
-    .unwrap();
+        },
+    );
     let at_once = |count: usize| -> Vec<(StatusCode, Option<String>)> {
         thread::scope(|scope| {
             let requests: Vec<_> = (0..count)
