@@ -111,21 +111,22 @@ EXCEPTION WHEN insufficient_privilege THEN
 END
 $$;
 
--- How many companies each run collected at once (adaptive runs start near where the last one settled),
--- and what the endpoint's load did to it.
+-- How many companies each run collected at once (adaptive runs start near where the last one settled,
+-- from how widely its answer times spread), and what the endpoint's load did to it.
 ALTER TABLE dex_collector.runs
     ADD COLUMN concurrency_adaptive boolean NOT NULL DEFAULT false,
     ADD COLUMN concurrency_limit integer,
     ADD COLUMN overloaded_answers integer NOT NULL DEFAULT 0,
     ADD COLUMN retries integer NOT NULL DEFAULT 0,
-    ADD COLUMN retries_refused integer NOT NULL DEFAULT 0;
+    ADD COLUMN retries_refused integer NOT NULL DEFAULT 0,
+    ADD COLUMN answer_spread real;
 CREATE OR REPLACE VIEW dex_collector.run_summary AS
 SELECT id AS run_id, started_at, finished_at, status, trigger,
        companies_total, companies_processed, companies_succeeded, companies_failed, companies_skipped,
        records_collected, machines_updated, duration_ms,
        round(100.0 * companies_succeeded / nullif(companies_processed, 0), 1) AS success_pct,
        error, companies_not_reached, concurrency_adaptive, concurrency_limit, overloaded_answers,
-       retries, retries_refused
+       retries, retries_refused, answer_spread
   FROM dex_collector.runs
  ORDER BY id DESC;
 

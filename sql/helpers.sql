@@ -176,7 +176,7 @@ SELECT id AS run_id, started_at, finished_at, status, trigger,
        records_collected, machines_updated, duration_ms,
        round(100.0 * companies_succeeded / nullif(companies_processed, 0), 1) AS success_pct,
        error, companies_not_reached, concurrency_adaptive, concurrency_limit, overloaded_answers,
-       retries, retries_refused
+       retries, retries_refused, answer_spread
   FROM dex_collector.runs
  ORDER BY id DESC;
 COMMENT ON VIEW dex_collector.run_summary IS 'dex_collector: runs, newest first, with counts and durations';

@@ -200,7 +200,7 @@ pub fn finish_run(summary: &RunSummary, status: RunStatus) -> Result<(), History
                     companies_skipped = $6, records_collected = $7, machines_updated = $8,
                     duration_ms = $9, error = $10, companies_not_reached = $11,
                     concurrency_adaptive = $12, concurrency_limit = $13, overloaded_answers = $14,
-                    retries = $15, retries_refused = $16
+                    retries = $15, retries_refused = $16, answer_spread = $17
               WHERE id = $1",
             None,
             &[
@@ -220,6 +220,7 @@ pub fn finish_run(summary: &RunSummary, status: RunStatus) -> Result<(), History
                 count_u64(flow.overloaded_answers).into(),
                 count_u64(flow.retries).into(),
                 count_u64(flow.retries_refused).into(),
+                flow.spread.map(|spread| spread as f32).into(),
             ],
         )?;
         Ok(())
@@ -227,15 +228,30 @@ pub fn finish_run(summary: &RunSummary, status: RunStatus) -> Result<(), History
     .map_err(HistoryError::Spi)
 }
 
-/// Where the latest finished adaptive run settled: the next one starts at 0.85 times it.
-pub fn last_adaptive_limit() -> Result<Option<usize>, HistoryError> {
-    let limit = Spi::get_one::<i32>(
-        "SELECT (SELECT concurrency_limit FROM dex_collector.runs
-                  WHERE concurrency_adaptive AND concurrency_limit IS NOT NULL
-                  ORDER BY id DESC LIMIT 1)",
+/// Where the latest finished adaptive run settled (the next one starts at 0.85 times it), and how
+/// widely its answer times spread, if it measured that (the next one's first windows take it).
+pub fn last_adaptive_run() -> Result<Option<SettledRun>, HistoryError> {
+    // One row whether or not there is such a run.
+    let (limit, spread) = Spi::get_two::<i32, f32>(
+        "SELECT last.concurrency_limit, last.answer_spread
+           FROM (SELECT) AS one
+           LEFT JOIN LATERAL (SELECT concurrency_limit, answer_spread FROM dex_collector.runs
+                               WHERE concurrency_adaptive AND concurrency_limit IS NOT NULL
+                               ORDER BY id DESC LIMIT 1) AS last ON true",
     )
     .map_err(HistoryError::Spi)?;
-    Ok(limit.and_then(|limit| usize::try_from(limit).ok()))
+    Ok(limit
+        .and_then(|limit| usize::try_from(limit).ok())
+        .map(|limit| SettledRun {
+            limit,
+            spread: spread.map(f64::from),
+        }))
+}
+
+/// What the latest adaptive run left for the next: see [`last_adaptive_run`].
+pub struct SettledRun {
+    pub limit: usize,
+    pub spread: Option<f64>,
 }
 
 /// Where the latest adaptive run that met a 429 or 503 settled, if it ended within

@@ -62,12 +62,15 @@ pub fn plan(scope: Scope) -> Result<Plan, CollectError> {
     let concurrency = match settings.adaptive_max {
         None => Concurrency::Fixed(settings.concurrency),
         Some(max) => {
-            let settled = history::last_adaptive_limit()?;
+            let settled = history::last_adaptive_run()?;
             Concurrency::Adaptive {
-                start: settled.unwrap_or(settings.concurrency),
+                start: settled
+                    .as_ref()
+                    .map_or(settings.concurrency, |settled| settled.limit),
                 max,
                 settled: settled.is_some(),
                 ceiling: history::recent_adaptive_ceiling()?,
+                spread: settled.and_then(|settled| settled.spread),
             }
         }
     };

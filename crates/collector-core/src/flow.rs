@@ -37,7 +37,7 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 /// How a run chooses how many companies it collects at a time.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Concurrency {
     Fixed(usize),
     /// Found while the run goes: starting at `start`, at most `max`. `settled`: `start` is where
@@ -46,11 +46,14 @@ pub enum Concurrency {
     /// `ceiling`: where a recent run that met refusals settled; this run grows no higher for its
     /// first [`PLATEAU`] and [`PLATEAU_WINDOWS`], as after a refusal of its own, so that
     /// consecutive runs do not each pay a `Retry-After` pause to find the same capacity again.
+    /// `spread`: how widely the last adaptive run's answers spread, as it measured them; this run
+    /// takes it for its first windows' (see [`AdaptiveLimit::spread`]).
     Adaptive {
         start: usize,
         max: usize,
         settled: bool,
         ceiling: Option<usize>,
+        spread: Option<f64>,
     },
 }
 
@@ -163,10 +166,12 @@ pub struct AdaptiveLimit {
     recent_medians: VecDeque<(Duration, usize)>,
     /// The recent windows' spreads, the latest [`BASELINE_WINDOWS`].
     recent_spreads: VecDeque<f64>,
-    /// How widely the answers spread: the median of the recent windows' spreads, the reference
-    /// standing in for those of the first [`NOISE_WINDOWS`] not yet ended, and no wider than
-    /// [`widest_noise`].
+    /// How widely the answers spread: the median of the recent windows' spreads, the last run's
+    /// (or else the reference) standing in for those of the first [`NOISE_WINDOWS`] not yet ended,
+    /// and no wider than [`widest_noise`].
     noise: f64,
+    /// How widely the last run's answers spread, as it measured them.
+    last_run_noise: Option<f64>,
     /// Requests sent before the limit last changed say nothing about the new one: a window holds
     /// only answers to requests sent since, and an overloaded one sent before does not lower it
     /// again.
@@ -231,6 +236,7 @@ impl AdaptiveLimit {
             recent_medians: VecDeque::new(),
             recent_spreads: VecDeque::new(),
             noise: REFERENCE_NOISE,
+            last_run_noise: None,
             last_change: None,
             window_began: None,
             ceiling: None,
@@ -244,6 +250,7 @@ impl AdaptiveLimit {
         max: usize,
         settled: bool,
         ceiling: Option<usize>,
+        spread: Option<f64>,
         now: Instant,
     ) -> AdaptiveLimit {
         let begin = if settled {
@@ -254,7 +261,24 @@ impl AdaptiveLimit {
         let mut adaptive = AdaptiveLimit::new(begin, max);
         adaptive.slow_start = !settled;
         adaptive.ceiling = ceiling.map(|ceiling| (ceiling.max(1) as f64, now, 0));
+        // The spread of collect-bulk's time per company is the endpoint's and its companies', not
+        // the run's: taken from the last run, the first windows are as long, and their ratios as
+        // wide, as the answers ask for. From the reference, where the answers spread twice as
+        // widely, a window high by chance among the first read as a queue and the limit fell (in
+        // the model, 64 workers at sigma 1.0, runs 2 to 5: 1.22 times fixed 64's wall time with
+        // the reference, 1.15 with the last run's spread; see BENCHMARKS.md).
+        if let Some(spread) = spread.filter(|spread| spread.is_finite() && *spread > 0.0) {
+            adaptive.noise = spread.min(widest_noise());
+            adaptive.last_run_noise = Some(adaptive.noise);
+        }
         adaptive
+    }
+
+    /// How widely the answers spread (the standard deviation of their logarithm, as the windows'
+    /// quartiles read it), once a window has measured it or a run before this one had: what the
+    /// next run takes for its first windows.
+    pub fn spread(&self) -> Option<f64> {
+        (!self.recent_spreads.is_empty() || self.last_run_noise.is_some()).then_some(self.noise)
     }
 
     /// How many companies may be in flight now.
@@ -308,7 +332,8 @@ impl AdaptiveLimit {
         if let Some(spread) = spread(&self.window) {
             push_recent(&mut self.recent_spreads, spread);
             let mut spreads: Vec<f64> = self.recent_spreads.iter().copied().collect();
-            spreads.resize(spreads.len().max(NOISE_WINDOWS), REFERENCE_NOISE);
+            let stand_in = self.last_run_noise.unwrap_or(REFERENCE_NOISE);
+            spreads.resize(spreads.len().max(NOISE_WINDOWS), stand_in);
             spreads.sort_unstable_by(f64::total_cmp);
             self.noise = spreads[spreads.len() / 2].min(widest_noise());
         }
@@ -470,7 +495,7 @@ pub const RETRY_BUDGET_BASE: u64 = 100;
 pub const RETRY_BUDGET_RATIO: f64 = 0.2;
 
 /// What a run's flow did, for its summary.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct FlowReport {
     /// `Some(max)` for an adaptive limit.
     pub adaptive_max: Option<usize>,
@@ -481,6 +506,9 @@ pub struct FlowReport {
     pub end_limit: usize,
     pub lowest_limit: usize,
     pub highest_limit: usize,
+    /// How widely an adaptive run's answers spread (see [`AdaptiveLimit::spread`]): the next
+    /// adaptive run takes it for its first windows.
+    pub spread: Option<f64>,
     /// 429 and 503 answers.
     pub overloaded_answers: u64,
     pub retries: u64,
@@ -528,12 +556,18 @@ impl Flow {
                 max,
                 settled,
                 ceiling,
+                spread,
             } => {
-                let adaptive = AdaptiveLimit::for_run(start, max, settled, ceiling, Instant::now());
+                let now = Instant::now();
+                let adaptive = AdaptiveLimit::for_run(start, max, settled, ceiling, spread, now);
                 (Limit::Adaptive(Box::new(adaptive)), Some(max.max(1)))
             }
         };
         let start = limit.current();
+        let spread = match &limit {
+            Limit::Adaptive(adaptive) => adaptive.spread(),
+            Limit::Fixed(_) => None,
+        };
         Flow {
             state: Mutex::new(FlowState {
                 limit,
@@ -545,6 +579,7 @@ impl Flow {
                     end_limit: start,
                     lowest_limit: start,
                     highest_limit: start,
+                    spread,
                     ..FlowReport::default()
                 },
             }),
@@ -592,10 +627,12 @@ impl Flow {
         if let Limit::Adaptive(adaptive) = &mut state.limit {
             adaptive.observe(sent_at, now.saturating_duration_since(sent_at), signal, now);
             let limit = adaptive.current();
+            let spread = adaptive.spread();
             let report = &mut state.report;
             report.end_limit = report.end_limit.min(limit);
             report.lowest_limit = report.lowest_limit.min(limit);
             report.highest_limit = report.highest_limit.max(limit);
+            report.spread = spread;
         }
     }
 
@@ -728,6 +765,7 @@ mod tests {
             max: 256,
             settled: true,
             ceiling: Some(20),
+            spread: None,
         });
         // Answers sent after each change of the limit, at once.
         for _ in 0..16 * 10 {
@@ -739,11 +777,42 @@ mod tests {
             max: 256,
             settled: true,
             ceiling: None,
+            spread: None,
         });
         for _ in 0..16 * 10 {
             without.answered(Instant::now(), Signal::Answered, None);
         }
         assert!(without.limit() > 20, "{}", without.limit());
+    }
+
+    #[test]
+    fn a_run_takes_the_spread_the_last_one_measured_for_its_first_windows() {
+        let start = Instant::now();
+        let mut fresh = AdaptiveLimit::for_run(20, 256, true, None, None, start);
+        assert_eq!(fresh.spread(), None, "nothing measured yet");
+        let mut after_a_wide_one = AdaptiveLimit::for_run(20, 256, true, None, Some(0.82), start);
+        assert_eq!(after_a_wide_one.spread(), Some(0.82));
+        // Answers that spread as the last run's did: from the reference, a window of 17 ends and
+        // the limit grows; from the last run's spread, a window holds 64 answers.
+        let (mut clock, mut other_clock) = (start, start);
+        feed_spread(&mut fresh, &mut clock, 17, FLOOR, 0.82);
+        feed_spread(&mut after_a_wide_one, &mut other_clock, 17, FLOOR, 0.82);
+        assert_eq!((fresh.current(), after_a_wide_one.current()), (18, 17));
+        feed_spread(
+            &mut after_a_wide_one,
+            &mut other_clock,
+            64 - 17,
+            FLOOR,
+            0.82,
+        );
+        assert_eq!(after_a_wide_one.current(), 18);
+        // One window's reading and two stand-ins: the noise is still the stand-ins'.
+        assert_eq!(fresh.spread(), Some(REFERENCE_NOISE));
+        let measured = after_a_wide_one.spread().unwrap_or_default();
+        assert!((0.75..0.9).contains(&measured), "{measured}");
+        // No wider than a full window's, however wide the last run's read.
+        let widest = AdaptiveLimit::for_run(20, 256, true, None, Some(5.0), start);
+        assert_eq!(widest.spread(), Some(widest_noise()));
     }
 
     #[test]
@@ -753,6 +822,7 @@ mod tests {
             max: 256,
             settled: true,
             ceiling: None,
+            spread: None,
         });
         assert_eq!(flow.limit(), 17);
         assert_eq!(flow.report().start_limit, 17);
@@ -765,6 +835,7 @@ mod tests {
             max: 256,
             settled: true,
             ceiling: None,
+            spread: None,
         });
         assert_eq!(lowest.limit(), 1);
     }
@@ -776,6 +847,7 @@ mod tests {
             max: 256,
             settled: true,
             ceiling: None,
+            spread: None,
         });
         let begun_at = flow.limit();
         flow.company_called();
@@ -1008,6 +1080,7 @@ mod tests {
             max: 64,
             settled: false,
             ceiling: None,
+            spread: None,
         });
         let sent = Instant::now();
         assert_eq!(flow.paused_until(sent), None);

@@ -263,6 +263,8 @@ impl RunSummary {
                 "lowest": flow.lowest_limit,
                 "highest": flow.highest_limit,
                 "max": max,
+                // Two places are all a reading from quartiles holds.
+                "spread": flow.spread.map(|spread| (spread * 100.0).round() / 100.0),
             }),
         }
     }

@@ -543,6 +543,7 @@ fn an_adaptive_limit_rises_on_an_idle_endpoint_and_never_passes_its_maximum() {
             max: 24,
             settled: false,
             ceiling: None,
+            spread: None,
         },
         Duration::from_secs(30),
         &mut host,
@@ -556,6 +557,8 @@ fn an_adaptive_limit_rises_on_an_idle_endpoint_and_never_passes_its_maximum() {
     assert_eq!((flow.start_limit, flow.adaptive_max), (2, Some(24)));
     assert_eq!(flow.highest_limit, 24);
     assert!(stand_in.max_concurrent_requests() <= 24);
+    // Its windows measured how widely the answers spread, for the next run.
+    assert!(flow.spread.is_some_and(f64::is_finite), "{:?}", flow.spread);
 }
 
 #[test]
@@ -615,6 +618,7 @@ fn collect_adaptively(stand_in: &StandIn, companies: usize, start: usize, max: u
             max,
             settled: false,
             ceiling: None,
+            spread: None,
         },
         Duration::from_secs(60),
         &mut TestHost::recording_now(),

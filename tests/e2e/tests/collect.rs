@@ -454,6 +454,17 @@ fn run_flow(client: &mut postgres::Client, run_id: i64) -> (bool, i32, i32, i32,
     (row.get(0), row.get(1), row.get(2), row.get(3), row.get(4))
 }
 
+/// The run row's `answer_spread`.
+fn answer_spread(client: &mut postgres::Client, run_id: i64) -> Option<f64> {
+    let row = client
+        .query_one(
+            "SELECT answer_spread FROM dex_collector.run_summary WHERE run_id = $1",
+            &[&run_id],
+        )
+        .unwrap();
+    row.get::<_, Option<f32>>(0).map(f64::from)
+}
+
 #[test]
 fn an_adaptive_run_reports_where_it_settled_and_the_next_run_starts_from_there() {
     let deployment = deployment();
@@ -508,14 +519,22 @@ fn an_adaptive_run_reports_where_it_settled_and_the_next_run_starts_from_there()
     if lowest == 2 {
         assert!(highest >= 3, "{summary}");
     }
+    // How widely the answers spread, as the run's windows read it, is in the summary and the row.
+    let spread = &summary["concurrency"]["spread"];
+    assert!(
+        spread.as_f64().is_some_and(|spread| spread >= 0.0),
+        "{summary}"
+    );
     assert_eq!(
         summary["concurrency"],
-        json!({"adaptive": true, "start": 2, "limit": settled, "lowest": lowest, "highest": highest, "max": 6})
+        json!({"adaptive": true, "start": 2, "limit": settled, "lowest": lowest, "highest": highest,
+               "max": 6, "spread": spread})
     );
     assert_eq!(
         run_flow(&mut client, run_id),
         (true, settled as i32, 0, 0, 0)
     );
+    assert!((answer_spread(&mut client, run_id).unwrap() - spread.as_f64().unwrap()).abs() < 0.01);
     // The next run starts a step below where this one settled (0.85 times), climbs back by one
     // per window (its first window cannot read as a queue: it is its own baseline), and stops at
     // the maximum.
@@ -532,6 +551,32 @@ fn an_adaptive_run_reports_where_it_settled_and_the_next_run_starts_from_there()
         run_flow(&mut client, run_id),
         (true, settled as i32, 0, 0, 0)
     );
+
+    // The next run's first windows take the spread the last one measured. Had its answers spread
+    // as widely as a window's median allows for (1.0: companies' times of a sigma of about 1.3),
+    // a window holds 96 answers, and of 160 companies only one window ends, raising the limit by
+    // one; the run's own reading of the spread replaces the last run's only once its windows
+    // outnumber it, two of three, so it reports 1.0. From the reference's spread a window holds 16
+    // answers (as many as the limit once it is higher), several end, and the limit climbs by one
+    // at each.
+    client
+        .execute(
+            "UPDATE dex_collector.runs SET answer_spread = 1.0 WHERE id = $1",
+            &[&run_id],
+        )
+        .unwrap();
+    client
+        .batch_execute("SET dex_collector.max_concurrency = 12")
+        .unwrap();
+    let resumed = resumed_from(settled);
+    let (summary, _) = collect(&mut client);
+    let (settled, _, highest) = limits(&summary);
+    assert_eq!(summary["concurrency"]["start"], resumed, "{summary}");
+    assert!(highest <= resumed + 1, "{summary}");
+    assert_eq!(summary["concurrency"]["spread"], 1.0, "{summary}");
+    client
+        .batch_execute("SET dex_collector.max_concurrency = 6")
+        .unwrap();
 
     // A 429 with Retry-After: the limit falls to 0.7 times where it was (at most the run's
     // highest), every request waits the second out, and the limit grows again no higher than

@@ -144,11 +144,12 @@ fn limit_text(summary: &Value) -> String {
     let concurrency = &summary["concurrency"];
     if concurrency["adaptive"] == true {
         format!(
-            "{} → {} ({}–{})",
+            "{} → {} ({}–{}), read {}",
             concurrency["start"],
             concurrency["limit"],
             concurrency["lowest"],
-            concurrency["highest"]
+            concurrency["highest"],
+            concurrency["spread"]
         )
     } else {
         concurrency["limit"].to_string()
