@@ -46,8 +46,8 @@ pub enum Concurrency {
     /// `ceiling`: where a recent run that met refusals settled; this run grows no higher for its
     /// first [`PLATEAU`] and [`PLATEAU_WINDOWS`], as after a refusal of its own, so that
     /// consecutive runs do not each pay a `Retry-After` pause to find the same capacity again.
-    /// `spread`: how widely the last adaptive run's answers spread, as it measured them; this run
-    /// takes it for its first windows' (see [`AdaptiveLimit::spread`]).
+    /// `spread`: how widely the last adaptive run's answers spread, as it measured them; this run's
+    /// first windows take it (see [`AdaptiveLimit::spread`]).
     Adaptive {
         start: usize,
         max: usize,
@@ -94,8 +94,9 @@ const QUEUEING_SLACK_PART: f64 = 0.15;
 /// The most answers a window holds for its noise: a window of more takes longer than a run can
 /// wait to see its queue.
 const MAX_WINDOW: usize = 96;
-/// The noise is the median of this many windows' spreads at least, the reference standing in for
-/// those not yet ended: one window's quartiles are themselves noisy. Three, not five: with five,
+/// The noise is the median of this many windows' spreads at least, the last run's spread (or the
+/// reference, before any run measured one) standing in for those not yet ended: one window's
+/// quartiles are themselves noisy. Three, not five: with five,
 /// answers that spread twice as widely were held to the reference's windows and ratios until the
 /// fourth window ended, and a first window's median low by chance made a baseline the windows
 /// after it read as a queue, or hid the queue at the endpoint's edge (the model test at sigma 1.0:
@@ -267,7 +268,7 @@ impl AdaptiveLimit {
         // widely, a window high by chance among the first read as a queue and the limit fell (in
         // the model over 120 seeds, 64 workers at sigma 1.0, runs 2 to 5: 1.22 times fixed 64's
         // wall time with the reference, 1.15 with the last run's spread; see BENCHMARKS.md).
-        if let Some(spread) = spread.filter(|spread| spread.is_finite() && *spread > 0.0) {
+        if let Some(spread) = spread.filter(|spread| spread.is_finite() && *spread >= 0.0) {
             adaptive.noise = spread.min(widest_noise());
             adaptive.last_run_noise = Some(adaptive.noise);
         }
@@ -275,10 +276,23 @@ impl AdaptiveLimit {
     }
 
     /// How widely the answers spread (the standard deviation of their logarithm, as the windows'
-    /// quartiles read it), once a window has measured it or a run before this one had: what the
-    /// next run takes for its first windows.
+    /// quartiles read it), for the next run's first windows: the median of this run's windows'
+    /// readings, the last run's counted as one more. Not the noise the limit works from, in which
+    /// the last run's stands in for every window of the first [`NOISE_WINDOWS`] not yet ended: a
+    /// run of one window would hand on the last run's spread unchanged, and runs too short to end
+    /// two windows would never measure their way from it. None before a window has ended in a run
+    /// with no spread from a run before.
     pub fn spread(&self) -> Option<f64> {
-        (!self.recent_spreads.is_empty() || self.last_run_noise.is_some()).then_some(self.noise)
+        let mut readings: Vec<f64> = self.recent_spreads.iter().copied().collect();
+        readings.extend(self.last_run_noise);
+        readings.sort_unstable_by(f64::total_cmp);
+        let middle = readings.len() / 2;
+        let median = match readings.len() {
+            0 => return None,
+            even if even % 2 == 0 => (readings[middle - 1] + readings[middle]) / 2.0,
+            _ => readings[middle],
+        };
+        Some(median.min(widest_noise()))
     }
 
     /// How many companies may be in flight now.
@@ -341,8 +355,9 @@ impl AdaptiveLimit {
         push_recent(&mut self.recent_medians, (median, answers));
         // The lowest recent median among windows at least half as long as the noise asks for
         // (this window always among them): where the answers spread widely, the first windows
-        // (as short as at the reference, before the spread was known) have medians that lie so
-        // far under the endpoint's own that the windows after them would read as a queue.
+        // (as short as the stand-in's spread asks for, before the run's own was known) have
+        // medians that lie so far under the endpoint's own that the windows after them would read
+        // as a queue.
         let steady = window_for(self.noise).min(answers) / 2;
         let baseline = self
             .recent_medians
@@ -564,10 +579,6 @@ impl Flow {
             }
         };
         let start = limit.current();
-        let spread = match &limit {
-            Limit::Adaptive(adaptive) => adaptive.spread(),
-            Limit::Fixed(_) => None,
-        };
         Flow {
             state: Mutex::new(FlowState {
                 limit,
@@ -579,7 +590,6 @@ impl Flow {
                     end_limit: start,
                     lowest_limit: start,
                     highest_limit: start,
-                    spread,
                     ..FlowReport::default()
                 },
             }),
@@ -627,12 +637,10 @@ impl Flow {
         if let Limit::Adaptive(adaptive) = &mut state.limit {
             adaptive.observe(sent_at, now.saturating_duration_since(sent_at), signal, now);
             let limit = adaptive.current();
-            let spread = adaptive.spread();
             let report = &mut state.report;
             report.end_limit = report.end_limit.min(limit);
             report.lowest_limit = report.lowest_limit.min(limit);
             report.highest_limit = report.highest_limit.max(limit);
-            report.spread = spread;
         }
     }
 
@@ -651,7 +659,15 @@ impl Flow {
     }
 
     pub fn report(&self) -> FlowReport {
-        self.state().report.clone()
+        let state = self.state();
+        let spread = match &state.limit {
+            Limit::Adaptive(adaptive) => adaptive.spread(),
+            Limit::Fixed(_) => None,
+        };
+        FlowReport {
+            spread,
+            ..state.report.clone()
+        }
     }
 }
 
@@ -798,18 +814,20 @@ mod tests {
         feed_spread(&mut fresh, &mut clock, 17, FLOOR, 0.82);
         feed_spread(&mut after_a_wide_one, &mut other_clock, 17, FLOOR, 0.82);
         assert_eq!((fresh.current(), after_a_wide_one.current()), (18, 17));
-        feed_spread(
-            &mut after_a_wide_one,
-            &mut other_clock,
-            64 - 17,
-            FLOOR,
-            0.82,
-        );
+        // One window's reading beside two stand-ins: the limit still works from the reference,
+        // but hands on what the window read.
+        assert_eq!(fresh.noise, REFERENCE_NOISE);
+        let read = fresh.spread().unwrap_or_default();
+        assert!((0.75..0.9).contains(&read), "{read}");
+        // The rest of the window's answers hardly spread, after a run whose answers spread widely:
+        // its one window of 64 reads narrow, the limit still works from the last run's spread,
+        // and the run hands on about halfway between the two, so that runs too short to end more
+        // windows still measure their way from it.
+        feed_spread(&mut after_a_wide_one, &mut other_clock, 64 - 17, FLOOR, 0.1);
         assert_eq!(after_a_wide_one.current(), 18);
-        // One window's reading and two stand-ins: the noise is still the stand-ins'.
-        assert_eq!(fresh.spread(), Some(REFERENCE_NOISE));
-        let measured = after_a_wide_one.spread().unwrap_or_default();
-        assert!((0.75..0.9).contains(&measured), "{measured}");
+        assert_eq!(after_a_wide_one.noise, 0.82);
+        let halfway = after_a_wide_one.spread().unwrap_or_default();
+        assert!((0.4..0.5).contains(&halfway), "{halfway}");
         // No wider than a full window's, however wide the last run's read.
         let widest = AdaptiveLimit::for_run(20, 256, true, None, Some(5.0), start);
         assert_eq!(widest.spread(), Some(widest_noise()));
