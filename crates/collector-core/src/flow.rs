@@ -96,11 +96,11 @@ const QUEUEING_SLACK_PART: f64 = 0.15;
 const MAX_WINDOW: usize = 96;
 /// The noise is the median of this many windows' spreads at least, the last run's spread (or the
 /// reference, before any run measured one) standing in for those not yet ended: one window's
-/// quartiles are themselves noisy. Three, not five: with five,
-/// answers that spread twice as widely were held to the reference's windows and ratios until the
-/// fourth window ended, and a first window's median low by chance made a baseline the windows
-/// after it read as a queue, or hid the queue at the endpoint's edge (the model test at sigma 1.0:
-/// 0.17 refusals a first run with five, none with three).
+/// quartiles are themselves noisy. Three, not five: with five, answers that spread twice as widely
+/// were held to the reference's windows and ratios until the fourth window ended, and a first
+/// window's median low by chance made a baseline the windows after it read as a queue, or hid the
+/// queue at the endpoint's edge (the model test at sigma 1.0: 0.17 refusals a first run with five,
+/// none with three).
 const NOISE_WINDOWS: usize = 3;
 /// How many windows' medians the baseline is the lowest of.
 const BASELINE_WINDOWS: usize = 30;
