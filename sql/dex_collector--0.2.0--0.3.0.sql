@@ -111,9 +111,9 @@ EXCEPTION WHEN insufficient_privilege THEN
 END
 $$;
 
--- How many companies each run collected at once (adaptive runs start near where the last one
--- settled, their first windows from how widely its answer times spread), and what the endpoint's
--- load did to it.
+-- How many companies each run collected at once (adaptive runs start near where the latest ones
+-- settled, their first windows from how widely the last one's answer times spread), and what the
+-- endpoint's load did to it.
 ALTER TABLE dex_collector.runs
     ADD COLUMN concurrency_adaptive boolean NOT NULL DEFAULT false,
     ADD COLUMN concurrency_limit integer,

@@ -11,6 +11,7 @@ use pgrx::JsonB;
 use serde_json::Value;
 
 use dex_collector_core::endpoint::RunIdentity;
+use dex_collector_core::flow::RESUME_RUNS;
 use dex_collector_core::history_sql::{HistoryDetail, DELETE_OLD_HISTORY, RECORD_RESULTS};
 pub use dex_collector_core::history_sql::{RETENTION_ROWS_BATCH, RETENTION_RUNS_BATCH};
 use dex_collector_core::summary::{
@@ -228,29 +229,35 @@ pub fn finish_run(summary: &RunSummary, status: RunStatus) -> Result<(), History
     .map_err(HistoryError::Spi)
 }
 
-/// Where the latest finished adaptive run settled (the next one starts at 0.85 times it), and how
-/// widely its answer times spread, if it measured that (the next one's first windows take it).
-pub fn last_adaptive_run() -> Result<Option<SettledRun>, HistoryError> {
-    // One row whether or not there is such a run.
-    let (limit, spread) = Spi::get_two::<i32, f32>(
-        "SELECT last.concurrency_limit, last.answer_spread
-           FROM (SELECT) AS one
-           LEFT JOIN LATERAL (SELECT concurrency_limit, answer_spread FROM dex_collector.runs
-                               WHERE concurrency_adaptive AND concurrency_limit IS NOT NULL
-                               ORDER BY id DESC LIMIT 1) AS last ON true",
+/// Where the latest finished adaptive runs settled, the latest first (as many as the next one
+/// starts from: [`RESUME_RUNS`]), and how widely the latest one's answer times spread, if it
+/// measured that (the next one's first windows take it).
+pub fn recent_adaptive_runs() -> Result<SettledRuns, HistoryError> {
+    // Aggregates: one row whether or not there are such runs.
+    let (limits, spread) = Spi::get_two_with_args::<Vec<Option<i32>>, f32>(
+        "SELECT array_agg(concurrency_limit ORDER BY id DESC),
+                (array_agg(answer_spread ORDER BY id DESC))[1]
+           FROM (SELECT id, concurrency_limit, answer_spread FROM dex_collector.runs
+                  WHERE concurrency_adaptive AND concurrency_limit IS NOT NULL
+                  ORDER BY id DESC LIMIT $1) AS recent",
+        &[(RESUME_RUNS as i32).into()],
     )
     .map_err(HistoryError::Spi)?;
-    Ok(limit
-        .and_then(|limit| usize::try_from(limit).ok())
-        .map(|limit| SettledRun {
-            limit,
-            spread: spread.map(f64::from),
-        }))
+    Ok(SettledRuns {
+        limits: limits
+            .unwrap_or_default()
+            .into_iter()
+            .flatten()
+            .filter_map(|limit| usize::try_from(limit).ok())
+            .collect(),
+        spread: spread.map(f64::from),
+    })
 }
 
-/// What the latest adaptive run left for the next: see [`last_adaptive_run`].
-pub struct SettledRun {
-    pub limit: usize,
+/// What the latest adaptive runs left for the next: see [`recent_adaptive_runs`].
+pub struct SettledRuns {
+    /// Where each settled, the latest first.
+    pub limits: Vec<usize>,
     pub spread: Option<f64>,
 }
 

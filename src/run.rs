@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use dex_collector_core::batch::ResultBatch;
 use dex_collector_core::endpoint::RunIdentity;
 use dex_collector_core::fan_out::{self, Executed, Http, HttpError};
-use dex_collector_core::flow::{Concurrency, Flow};
+use dex_collector_core::flow::{resume_level, Concurrency, Flow};
 use dex_collector_core::summary::{CompanyResult, RunSummary};
 use dex_collector_core::target::{fair_order, Target};
 
@@ -33,7 +33,7 @@ pub enum Scope {
 pub struct Plan {
     pub settings: Settings,
     pub targets: Vec<Target>,
-    /// Fixed, or adaptive from near where the last adaptive run settled.
+    /// Fixed, or adaptive from near where the latest adaptive runs settled.
     pub concurrency: Concurrency,
 }
 
@@ -62,15 +62,14 @@ pub fn plan(scope: Scope) -> Result<Plan, CollectError> {
     let concurrency = match settings.adaptive_max {
         None => Concurrency::Fixed(settings.concurrency),
         Some(max) => {
-            let settled = history::last_adaptive_run()?;
+            let recent = history::recent_adaptive_runs()?;
+            let resumed = resume_level(&recent.limits);
             Concurrency::Adaptive {
-                start: settled
-                    .as_ref()
-                    .map_or(settings.concurrency, |settled| settled.limit),
+                start: resumed.unwrap_or(settings.concurrency),
                 max,
-                settled: settled.is_some(),
+                settled: resumed.is_some(),
                 ceiling: history::recent_adaptive_ceiling()?,
-                spread: settled.and_then(|settled| settled.spread),
+                spread: recent.spread,
             }
         }
     };

@@ -27,8 +27,10 @@
 //! can show the queue. Fast growth ends on the second window in a row that shows a queue
 //! beginning, not the first: the median of a window of 16 moves by a sixth by chance, and a
 //! first run that ended its fast growth on chance would climb the rest of the way by one. A run
-//! that starts from where the last one settled begins a step below it and grows by one: begun at
-//! the endpoint's edge, its first windows would be a queue taken for the baseline. Measured
+//! after others begins a step below where they settled and grows by one: begun at the endpoint's
+//! edge, its first windows would be a queue taken for the baseline. Where they settled is the
+//! median of the latest three: one run that settled low by chance does not hold back the runs
+//! after it. Measured
 //! against a model of such an endpoint (tests/adaptive_against_a_queue.rs) and the capacity
 //! benchmark (BENCHMARKS.md).
 
@@ -41,11 +43,12 @@ use std::time::{Duration, Instant};
 pub enum Concurrency {
     Fixed(usize),
     /// Found while the run goes: starting at `start`, at most `max`. `settled`: `start` is where
-    /// the last adaptive run settled; the run begins [`RESUME`] times that and grows as it does
-    /// once the endpoint's load has shown (by one per window), not by a first run's quarter.
-    /// `ceiling`: where a recent run that met refusals settled; this run grows no higher for its
-    /// first [`PLATEAU`] and [`PLATEAU_WINDOWS`], as after a refusal of its own, so that
-    /// consecutive runs do not each pay a `Retry-After` pause to find the same capacity again.
+    /// the recent adaptive runs settled ([`resume_level`]); the run begins [`RESUME`] times that
+    /// (or the ceiling, if lower) and grows as it does once the endpoint's load has shown (by one
+    /// per window), not by a first run's quarter. `ceiling`: where a recent run that met refusals
+    /// settled; this run grows no higher for its first [`PLATEAU`] and [`PLATEAU_WINDOWS`], as
+    /// after a refusal of its own, so that consecutive runs do not each pay a `Retry-After` pause
+    /// to find the same capacity again.
     /// `spread`: how widely the last adaptive run's answers spread, as it measured them; this run's
     /// first windows take it (see [`AdaptiveLimit::spread`]).
     Adaptive {
@@ -141,6 +144,13 @@ const DECREASE: f64 = 0.5;
 /// half as many refusals in the model test as back at the edge itself (0.33 a run against 0.70,
 /// three times slower at 40 ms; 0.53 against 1.20 at 4 s), at the same wall time.
 const RESUME: f64 = 0.85;
+/// A run after others starts from the median of where this many of the latest settled: a run
+/// that settles lower by chance (its windows' medians high by chance, the limit held and lowered
+/// on no queue) would otherwise hold the next one as low, and that one the next, climbing back by
+/// one per window. In the model test at 64 workers and a sigma of 1.0, runs 2 to 12 took 1.14
+/// times fixed 64's wall time begun from the last run alone, 1.09 from the median of three (over
+/// 120 seeds); the model's other endpoints the same or better, with fewer refusals (BENCHMARKS.md).
+pub const RESUME_RUNS: usize = 3;
 /// What an overloaded or dropped request does to it (TCP CUBIC's factor).
 const OVERLOAD_DECREASE: f64 = 0.7;
 /// After an overloaded or dropped request, the limit grows no higher than [`CEILING`] times where
@@ -255,6 +265,8 @@ impl AdaptiveLimit {
         now: Instant,
     ) -> AdaptiveLimit {
         let begin = if settled {
+            // Where the recent runs settled may be above where one of them was refused since.
+            let start = ceiling.map_or(start, |ceiling| start.min(ceiling));
             (start as f64 * RESUME) as usize
         } else {
             start
@@ -427,6 +439,15 @@ impl AdaptiveLimit {
     }
 }
 
+/// Where a run after others starts from ([`Concurrency::Adaptive`]'s `start`): the median of
+/// where the latest [`RESUME_RUNS`] adaptive runs settled (of two, the higher). `settled` is where
+/// each run settled, the latest first. None when no run has.
+pub fn resume_level(settled: &[usize]) -> Option<usize> {
+    let mut recent: Vec<usize> = settled.iter().take(RESUME_RUNS).copied().collect();
+    recent.sort_unstable();
+    recent.get(recent.len() / 2).copied()
+}
+
 /// Keeps the latest [`BASELINE_WINDOWS`] of a window's readings.
 fn push_recent<T>(recent: &mut VecDeque<T>, reading: T) {
     if recent.len() == BASELINE_WINDOWS {
@@ -515,9 +536,9 @@ pub struct FlowReport {
     /// `Some(max)` for an adaptive limit.
     pub adaptive_max: Option<usize>,
     pub start_limit: usize,
-    /// Where the run settled (the next adaptive run starts at [`RESUME`] times it): the limit when
-    /// its last company was called, or lower if it fell after. In a run's tail fewer companies are
-    /// left than the limit allows, answers come back fast, and the limit grows on nothing.
+    /// Where the run settled (the next adaptive runs start from it: [`resume_level`]): the limit
+    /// when its last company was called, or lower if it fell after. In a run's tail fewer companies
+    /// are left than the limit allows, answers come back fast, and the limit grows on nothing.
     pub end_limit: usize,
     pub lowest_limit: usize,
     pub highest_limit: usize,
@@ -856,6 +877,28 @@ mod tests {
             spread: None,
         });
         assert_eq!(lowest.limit(), 1);
+    }
+
+    #[test]
+    fn a_run_starts_from_the_median_of_where_the_latest_three_settled() {
+        assert_eq!(resume_level(&[]), None);
+        assert_eq!(resume_level(&[20]), Some(20));
+        assert_eq!(resume_level(&[12, 20]), Some(20), "of two, the higher");
+        assert_eq!(resume_level(&[40, 64, 60]), Some(60), "one low by chance");
+        assert_eq!(
+            resume_level(&[64, 60, 62, 10, 10]),
+            Some(62),
+            "only the latest three"
+        );
+        // Under a ceiling found since, it begins a step below the ceiling.
+        let capped = AdaptiveLimit::for_run(60, 256, true, Some(20), None, Instant::now());
+        assert_eq!(capped.current(), 17);
+        let first = AdaptiveLimit::for_run(60, 256, false, Some(20), None, Instant::now());
+        assert_eq!(
+            first.current(),
+            60,
+            "a first run starts where the setting says"
+        );
     }
 
     #[test]

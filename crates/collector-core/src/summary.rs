@@ -251,7 +251,7 @@ impl RunSummary {
     }
 
     /// `{"adaptive": false, "limit": 8}`, or for an adaptive run where it started, where it
-    /// settled (the next run starts at 0.85 times it), its lowest and highest, and its maximum.
+    /// settled (the next runs start from it), its lowest and highest, and its maximum.
     fn concurrency_json(&self) -> Value {
         let flow = &self.flow;
         match flow.adaptive_max {

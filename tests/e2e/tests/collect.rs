@@ -429,9 +429,12 @@ fn works_the_same_with_the_library_preloaded() {
 /// each.
 const ADAPTIVE_COMPANIES: u32 = 160;
 
-/// Where an adaptive run starts after one that settled at `settled`: 0.85 times it, at least 1.
-fn resumed_from(settled: i64) -> i64 {
-    ((settled as f64 * 0.85) as i64).max(1)
+/// Where an adaptive run starts after runs that settled at `settled`, the latest first: 0.85 times
+/// the median of the latest three (of two, the higher), at least 1.
+fn resumed_from(settled: &[i64]) -> i64 {
+    let mut recent: Vec<i64> = settled.iter().take(3).copied().collect();
+    recent.sort_unstable();
+    ((recent[recent.len() / 2] as f64 * 0.85) as i64).max(1)
 }
 
 /// An adaptive run's summary: where it settled, its lowest limit and its highest.
@@ -515,6 +518,7 @@ fn an_adaptive_run_reports_where_it_settled_and_the_next_run_starts_from_there()
     // company was called; it may have grown after, on the last answers.
     let (summary, run_id) = collect(&mut client);
     let (settled, lowest, highest) = limits(&summary);
+    let mut settled_runs = vec![settled];
     assert!(highest <= 6, "{summary}");
     if lowest == 2 {
         assert!(highest >= 3, "{summary}");
@@ -538,9 +542,10 @@ fn an_adaptive_run_reports_where_it_settled_and_the_next_run_starts_from_there()
     // The next run starts a step below where this one settled (0.85 times), climbs back by one
     // per window (its first window cannot read as a queue: it is its own baseline), and stops at
     // the maximum.
-    let resumed = resumed_from(settled);
+    let resumed = resumed_from(&settled_runs);
     let (summary, run_id) = collect(&mut client);
     let (settled, lowest, highest) = limits(&summary);
+    settled_runs.insert(0, settled);
     assert_eq!(summary["concurrency"]["start"], resumed, "{summary}");
     assert!((resumed + 1..=6).contains(&highest), "{summary}");
     if lowest == resumed {
@@ -568,20 +573,25 @@ fn an_adaptive_run_reports_where_it_settled_and_the_next_run_starts_from_there()
     client
         .batch_execute("SET dex_collector.max_concurrency = 12")
         .unwrap();
-    let resumed = resumed_from(settled);
+    let resumed = resumed_from(&settled_runs);
     let (summary, run_id) = collect(&mut client);
     let (settled, _, highest) = limits(&summary);
+    settled_runs.insert(0, settled);
     assert_eq!(summary["concurrency"]["start"], resumed, "{summary}");
     assert!(highest <= resumed + 1, "{summary}");
     let handed_on = summary["concurrency"]["spread"].as_f64().unwrap();
     assert!((0.5..0.75).contains(&handed_on), "{summary}");
-    // The steps below start from the reference's spread, as a first adaptive run would.
+    // The steps below start from the reference's spread, as a first adaptive run would. And had
+    // this run settled at 1 (low by chance), the next would not start from there, but from the
+    // median of where the latest three settled.
     client
         .execute(
-            "UPDATE dex_collector.runs SET answer_spread = NULL WHERE id = $1",
+            "UPDATE dex_collector.runs SET answer_spread = NULL, concurrency_limit = 1
+              WHERE id = $1",
             &[&run_id],
         )
         .unwrap();
+    settled_runs[0] = 1;
     client
         .batch_execute("SET dex_collector.max_concurrency = 6")
         .unwrap();
@@ -598,7 +608,11 @@ fn an_adaptive_run_reports_where_it_settled_and_the_next_run_starts_from_there()
             then: Box::new(Behavior::Synthetic),
         },
     );
-    let resumed = resumed_from(settled);
+    let resumed = resumed_from(&settled_runs);
+    // From the last run alone it would start at 1 (unless the two before settled that low too).
+    if settled_runs[1..].iter().all(|settled| *settled >= 3) {
+        assert!(resumed >= 2, "{settled_runs:?}");
+    }
     let (summary, run_id) = collect(&mut client);
     assert_eq!(summary["success"], true);
     assert_eq!(summary["successfulCollections"], ADAPTIVE_COMPANIES);

@@ -8,25 +8,26 @@
 //! dropping to 4 workers two seconds into a run of 3,000 companies (fixed 4, 8, 12 and 16 against
 //! adaptive; 12 is what the smaller endpoint holds, workers and queue), sampled every 50 ms. Run it
 //! through `scripts/bench.sh --adaptive`; with `--repeat N` it runs only the adaptive cases, N
-//! times over: the first run (from an empty runs table), the next run, and the drop (from where
-//! that next run settled), so that their spread shows. With `--slower K` (and `--repeat N`, or one
-//! round) every company takes K times as long, `Retry-After` still 1 s: fixed 16 and the adaptive
-//! first and next runs, then the drop K times later into the run for fixed 12 and adaptive, to show
-//! what a refusal's pause costs a run nearer a real endpoint's time scale (the drop's fixed 4, 8
-//! and 16 would take K times as long, 16 half an hour), the run deadline K times the default 4
-//! minutes so that the drop's runs end by collecting, not by the deadline (a cell says how many
-//! companies a run did not reach, if any). With `--slowdown K` (and `--repeat N`, or one round)
-//! every company takes K times as long from two seconds into a run of 3,000 (the endpoint slower
-//! for everyone; it still serves 16 at once, and fixed 16 is still right): fixed 16 and the
-//! adaptive first and next runs; with `--slower S` too, every company S times as long from the
-//! start and the change S times later. With `--consecutive N`, N adaptive runs in a row from an
-//! empty runs table, as a schedule makes them: how often a run meets a refusal once the capacity
-//! has been found; with `--slower K` too, after a run at fixed 16 to compare them with (at
-//! `--slower 100` a company's median is 4 s, a real endpoint's, and a run about seven minutes).
-//! With `--spread S` (0 to 2), in any of these, the companies' times are drawn with sigma S, not
-//! 0.5 (the same median): companies that differ more or less from one another. With
-//! `--consecutive N --workers W`, a larger (or smaller) endpoint: it serves W at once and queues
-//! W / 2, the runs are of 3,000 companies, and a run at fixed W comes first to compare them with.
+//! times over: the first run (from an empty runs table), the next run, and the drop (from the
+//! higher of where those two settled), so that their spread shows. With `--slower K` (and
+//! `--repeat N`, or one round) every company takes K times as long, `Retry-After` still 1 s: fixed
+//! 16 and the adaptive first and next runs, then the drop K times later into the run for fixed 12
+//! and adaptive, to show what a refusal's pause costs a run nearer a real endpoint's time scale
+//! (the drop's fixed 4, 8 and 16 would take K times as long, 16 half an hour), the run deadline K
+//! times the default 4 minutes so that the drop's runs end by collecting, not by the deadline (a
+//! cell says how many companies a run did not reach, if any). With `--slowdown K` (and
+//! `--repeat N`, or one round) every company takes K times as long from two seconds into a run of
+//! 3,000 (the endpoint slower for everyone; it still serves 16 at once, and fixed 16 is still
+//! right): fixed 16 and the adaptive first and next runs; with `--slower S` too, every company S
+//! times as long from the start and the change S times later. With `--consecutive N`, N adaptive
+//! runs in a row from an empty runs table, as a schedule makes them: how often a run meets a
+//! refusal once the capacity has been found; with `--slower K` too, after a run at fixed 16 to
+//! compare them with (at `--slower 100` a company's median is 4 s, a real endpoint's, and a run
+//! about seven minutes). With `--spread S` (0 to 2), in any of these, the companies' times are
+//! drawn with sigma S, not 0.5 (the same median): companies that differ more or less from one
+//! another. With `--consecutive N --workers W`, a larger (or smaller) endpoint: it serves W at once
+//! and queues W / 2, the runs are of 3,000 companies, and a run at fixed W comes first to compare
+//! them with.
 
 #![forbid(unsafe_code)]
 
@@ -444,7 +445,8 @@ fn collect_through_a_change(
 }
 
 /// `--repeat N`: the adaptive cases only, `rounds` times: a first run from an empty runs table,
-/// the next run, and the drop from where that one settled, as in the full benchmark.
+/// the next run, and the drop from the higher of where those two settled, as in the full
+/// benchmark.
 fn repeat_adaptive(
     stand_in: &StandIn,
     client: &mut postgres::Client,
@@ -510,8 +512,8 @@ fn consecutive_adaptive(
 }
 
 /// `--slower K`: fixed 16, then the adaptive first run (from an empty runs table) and the next,
-/// then the drop, K times later into the run, for fixed 12 and adaptive (from where that next run
-/// settled); `rounds` times, every company's time already K times as long in `times`.
+/// then the drop, K times later into the run, for fixed 12 and adaptive (from the higher of where
+/// those two settled); `rounds` times, every company's time already K times as long in `times`.
 fn compare_slower(
     stand_in: &StandIn,
     client: &mut postgres::Client,
