@@ -63,12 +63,13 @@ pub fn plan(scope: Scope) -> Result<Plan, CollectError> {
         None => Concurrency::Fixed(settings.concurrency),
         Some(max) => {
             let recent = history::recent_adaptive_runs()?;
-            let resumed = resume_level(&recent.limits);
+            let ceiling = history::recent_adaptive_ceiling()?;
+            let resumed = resume_level(&recent.limits, ceiling);
             Concurrency::Adaptive {
                 start: resumed.unwrap_or(settings.concurrency),
                 max,
                 settled: resumed.is_some(),
-                ceiling: history::recent_adaptive_ceiling()?,
+                ceiling,
                 spread: recent.spread,
             }
         }

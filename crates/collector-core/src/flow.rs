@@ -30,9 +30,8 @@
 //! after others begins a step below where they settled and grows by one: begun at the endpoint's
 //! edge, its first windows would be a queue taken for the baseline. Where they settled is the
 //! median of the latest three: one run that settled low by chance does not hold back the runs
-//! after it. Measured
-//! against a model of such an endpoint (tests/adaptive_against_a_queue.rs) and the capacity
-//! benchmark (BENCHMARKS.md).
+//! after it. Measured against a model of such an endpoint (tests/adaptive_against_a_queue.rs) and
+//! the capacity benchmark (BENCHMARKS.md).
 
 use std::collections::VecDeque;
 use std::sync::{Mutex, MutexGuard, PoisonError};
@@ -44,8 +43,8 @@ pub enum Concurrency {
     Fixed(usize),
     /// Found while the run goes: starting at `start`, at most `max`. `settled`: `start` is where
     /// the recent adaptive runs settled ([`resume_level`]); the run begins [`RESUME`] times that
-    /// (or the ceiling, if lower) and grows as it does once the endpoint's load has shown (by one
-    /// per window), not by a first run's quarter. `ceiling`: where a recent run that met refusals
+    /// and grows as it does once the endpoint's load has shown (by one per window), not by a first
+    /// run's quarter. `ceiling`: where a recent run that met refusals
     /// settled; this run grows no higher for its first [`PLATEAU`] and [`PLATEAU_WINDOWS`], as
     /// after a refusal of its own, so that consecutive runs do not each pay a `Retry-After` pause
     /// to find the same capacity again.
@@ -132,8 +131,8 @@ const MIN_WINDOW: usize = 16;
 const SLOW_START_GROWTH: f64 = 1.25;
 /// What a queue does to the limit at most.
 const DECREASE: f64 = 0.5;
-/// A run that starts where the last one settled begins at this part of it, and a fall that found
-/// the endpoint slower for everyone goes back to this part of where it began. Where a run settles
+/// A run after others begins at this part of where they settled ([`resume_level`]), and a fall
+/// that found the endpoint slower for everyone goes back to this part of where it began. Where a run settles
 /// is often the endpoint's edge, its queue nearly full: begun there, the run's first windows would
 /// be its baseline, a queue would read as no queue, and the limit would grow until refused (in the
 /// model test, about one run in two paid that `Retry-After` pause at a median of 4 s, once the
@@ -149,7 +148,8 @@ const RESUME: f64 = 0.85;
 /// on no queue) would otherwise hold the next one as low, and that one the next, climbing back by
 /// one per window. In the model test at 64 workers and a sigma of 1.0, runs 2 to 12 took 1.14
 /// times fixed 64's wall time begun from the last run alone, 1.09 from the median of three (over
-/// 120 seeds); the model's other endpoints the same or better, with fewer refusals (BENCHMARKS.md).
+/// 120 seeds); at the model's other endpoints within a hundredth or better, and as many refusals
+/// or fewer but for an endpoint that lost capacity between runs (BENCHMARKS.md).
 pub const RESUME_RUNS: usize = 3;
 /// What an overloaded or dropped request does to it (TCP CUBIC's factor).
 const OVERLOAD_DECREASE: f64 = 0.7;
@@ -265,8 +265,6 @@ impl AdaptiveLimit {
         now: Instant,
     ) -> AdaptiveLimit {
         let begin = if settled {
-            // Where the recent runs settled may be above where one of them was refused since.
-            let start = ceiling.map_or(start, |ceiling| start.min(ceiling));
             (start as f64 * RESUME) as usize
         } else {
             start
@@ -440,12 +438,17 @@ impl AdaptiveLimit {
 }
 
 /// Where a run after others starts from ([`Concurrency::Adaptive`]'s `start`): the median of
-/// where the latest [`RESUME_RUNS`] adaptive runs settled (of two, the higher). `settled` is where
-/// each run settled, the latest first. None when no run has.
-pub fn resume_level(settled: &[usize]) -> Option<usize> {
+/// where the latest [`RESUME_RUNS`] adaptive runs settled (of two, the higher), `settled` the
+/// latest first, and no higher than the `ceiling` of a recent refusal or, if higher, where the
+/// latest run settled. None when no run has.
+pub fn resume_level(settled: &[usize], ceiling: Option<usize>) -> Option<usize> {
+    let latest = *settled.first()?;
     let mut recent: Vec<usize> = settled.iter().take(RESUME_RUNS).copied().collect();
     recent.sort_unstable();
-    recent.get(recent.len() / 2).copied()
+    let median = *recent.get(recent.len() / 2)?;
+    // Runs before a refusal may have settled above what the endpoint takes since; a run after it
+    // that settled higher again, without one, found that it takes more.
+    Some(ceiling.map_or(median, |ceiling| median.min(ceiling.max(latest))))
 }
 
 /// Keeps the latest [`BASELINE_WINDOWS`] of a window's readings.
@@ -881,24 +884,29 @@ mod tests {
 
     #[test]
     fn a_run_starts_from_the_median_of_where_the_latest_three_settled() {
-        assert_eq!(resume_level(&[]), None);
-        assert_eq!(resume_level(&[20]), Some(20));
-        assert_eq!(resume_level(&[12, 20]), Some(20), "of two, the higher");
-        assert_eq!(resume_level(&[40, 64, 60]), Some(60), "one low by chance");
+        assert_eq!(resume_level(&[], None), None);
+        assert_eq!(resume_level(&[20], None), Some(20));
         assert_eq!(
-            resume_level(&[64, 60, 62, 10, 10]),
+            resume_level(&[12, 20], None),
+            Some(20),
+            "of two, the higher"
+        );
+        assert_eq!(
+            resume_level(&[40, 64, 60], None),
+            Some(60),
+            "one low by chance"
+        );
+        assert_eq!(
+            resume_level(&[64, 60, 62, 10, 10], None),
             Some(62),
             "only the latest three"
         );
-        // Under a ceiling found since, it begins a step below the ceiling.
-        let capped = AdaptiveLimit::for_run(60, 256, true, Some(20), None, Instant::now());
-        assert_eq!(capped.current(), 17);
-        let first = AdaptiveLimit::for_run(60, 256, false, Some(20), None, Instant::now());
-        assert_eq!(
-            first.current(),
-            60,
-            "a first run starts where the setting says"
-        );
+        // The latest run was refused and settled at 20: not from the levels before the refusal.
+        assert_eq!(resume_level(&[20, 60, 64], Some(20)), Some(20));
+        // A run after the refusal settled above it without one: the endpoint takes that much.
+        assert_eq!(resume_level(&[30, 20, 64], Some(20)), Some(30));
+        assert_eq!(resume_level(&[30, 40, 64], Some(20)), Some(30));
+        assert_eq!(resume_level(&[12, 20, 64], Some(20)), Some(20));
     }
 
     #[test]

@@ -221,9 +221,10 @@ fn compare(
 }
 
 /// Runs one after another, as a schedule makes them: the first from `start`, each next from where
-/// the ones before settled (the median of the latest three), under the ceiling of the latest run
-/// that met a 429 (all within the hour the extension keeps it). For each run in the series, over
-/// every seed: its mean wall time as a part of the fixed one's and its mean number of 429s.
+/// the ones before settled (the median of the latest three, as [`resume_level`] takes it), under
+/// the ceiling of the latest run that met a 429 (all within the hour the extension keeps it). For
+/// each run in the series, over every seed: its mean wall time as a part of the fixed one's and its
+/// mean number of 429s.
 fn consecutive(
     companies: usize,
     endpoint: &Endpoint,
@@ -237,7 +238,7 @@ fn consecutive(
         for (n, mean) in means.iter_mut().enumerate() {
             let seed = seed * 100 + n as u64;
             let fixed = simulate(companies, seed, endpoint, Limit::Fixed(fixed));
-            let resumed = resume_level(&settled);
+            let resumed = resume_level(&settled, ceiling);
             let limit = AdaptiveLimit::for_run(
                 resumed.unwrap_or(start),
                 256,
@@ -388,12 +389,13 @@ fn at_a_real_endpoints_seconds_it_finds_the_capacity_as_well() {
 
 #[test]
 fn the_runs_after_the_first_seldom_meet_a_refusal() {
-    // The first run finds the capacity; each next one starts a step below where the one before
-    // settled, so that its first windows see a shorter queue than the endpoint's edge, and the
-    // queue shows as it climbs back. Begun where the one before settled, runs 2 to 5 met 0.51 429s
-    // a run at a median of 4 s (about one run in two paying a `Retry-After` pause), 0.23 at 40 ms,
-    // and the large endpoint 0.21 (one run 1.18 times fixed 64); 0.16, 0.09 and none when
-    // written, each at 1.04 to 1.12 times the fixed setting's wall time.
+    // The first run finds the capacity; each next one starts a step below where the ones before
+    // settled (the median of the latest three), so that its first windows see a shorter queue than
+    // the endpoint's edge, and the queue shows as it climbs back. Begun where the one before
+    // settled, runs 2 to 5 met 0.51 429s a run at a median of 4 s (about one run in two paying a
+    // `Retry-After` pause), 0.23 at 40 ms, and the large endpoint 0.21 (one run 1.18 times fixed
+    // 64); 0.16, 0.09 and none when written, each at 1.04 to 1.12 times the fixed setting's wall
+    // time.
     let small = |median_ms| Endpoint {
         workers: 16,
         queue: 8,
