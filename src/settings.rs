@@ -306,7 +306,7 @@ pub fn define() {
     GucRegistry::define_bool_guc(
         c"dex_collector.adaptive_concurrency",
         c"Whether a run finds how many companies to collect at once from the endpoint's answers.",
-        c"Rises while answers come as fast as the fastest, falls on 429, 503, dropped requests and queueing; starts at 0.85 times where the latest adaptive runs settled (the median of three; the first at dex_collector.concurrency), at most dex_collector.max_concurrency.",
+        c"Rises while answers come as fast as the fastest, falls on 429, 503, dropped requests and queueing; starts at 0.85 times where the latest adaptive runs settled (the median of the latest three, of two the higher, and no higher than where a refused run of the last hour settled unless the latest settled higher; the first at dex_collector.concurrency), at most dex_collector.max_concurrency.",
         &ADAPTIVE_CONCURRENCY,
         GucContext::Suset,
         GucFlags::default(),

@@ -44,10 +44,9 @@ pub enum Concurrency {
     /// Found while the run goes: starting at `start`, at most `max`. `settled`: `start` is where
     /// the recent adaptive runs settled ([`resume_level`]); the run begins [`RESUME`] times that
     /// and grows as it does once the endpoint's load has shown (by one per window), not by a first
-    /// run's quarter. `ceiling`: where a recent run that met refusals
-    /// settled; this run grows no higher for its first [`PLATEAU`] and [`PLATEAU_WINDOWS`], as
-    /// after a refusal of its own, so that consecutive runs do not each pay a `Retry-After` pause
-    /// to find the same capacity again.
+    /// run's quarter. `ceiling`: where a recent run that met refusals settled; this run grows no
+    /// higher for its first [`PLATEAU`] and [`PLATEAU_WINDOWS`], as after a refusal of its own, so
+    /// that consecutive runs do not each pay a `Retry-After` pause to find the same capacity again.
     /// `spread`: how widely the last adaptive run's answers spread, as it measured them; this run's
     /// first windows take it (see [`AdaptiveLimit::spread`]).
     Adaptive {
@@ -131,15 +130,15 @@ const MIN_WINDOW: usize = 16;
 const SLOW_START_GROWTH: f64 = 1.25;
 /// What a queue does to the limit at most.
 const DECREASE: f64 = 0.5;
-/// A run after others begins at this part of where they settled ([`resume_level`]), and a fall
-/// that found the endpoint slower for everyone goes back to this part of where it began. Where a run settles
-/// is often the endpoint's edge, its queue nearly full: begun there, the run's first windows would
-/// be its baseline, a queue would read as no queue, and the limit would grow until refused (in the
-/// model test, about one run in two paid that `Retry-After` pause at a median of 4 s, once the
-/// first had found the capacity). A step below, its first windows see a shorter queue, and the
-/// queue shows as the limit climbs back, by one per window: a third as many refusals in the model
-/// test (0.16 a run at 4 s, 0.51 begun at the edge), at a few windows' growth. After a fall the
-/// baseline is one window at its bottom, and the limit it began from was the edge: there, about
+/// A run after others begins at this part of where they settled ([`resume_level`]), and a fall that
+/// found the endpoint slower for everyone goes back to this part of where it began. Where a run
+/// settles is often the endpoint's edge, its queue nearly full: begun there, the run's first
+/// windows would be its baseline, a queue would read as no queue, and the limit would grow until
+/// refused (in the model test, about one run in two paid that `Retry-After` pause at a median of 4
+/// s, once the first had found the capacity). A step below, its first windows see a shorter queue,
+/// and the queue shows as the limit climbs back, by one per window: a third as many refusals in the
+/// model test (0.16 a run at 4 s, 0.51 begun at the edge), at a few windows' growth. After a fall
+/// the baseline is one window at its bottom, and the limit it began from was the edge: there, about
 /// half as many refusals in the model test as back at the edge itself (0.33 a run against 0.70,
 /// three times slower at 40 ms; 0.53 against 1.20 at 4 s), at the same wall time.
 const RESUME: f64 = 0.85;

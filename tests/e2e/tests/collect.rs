@@ -517,7 +517,7 @@ fn an_adaptive_run_reports_where_it_settled_and_the_next_run_starts_from_there()
     // The limit grows by a quarter per window. Where it settled is where it was when the last
     // company was called; it may have grown after, on the last answers.
     let (summary, run_id) = collect(&mut client);
-    let first_adaptive_run = run_id;
+    let mut adaptive_runs = vec![run_id];
     let (settled, lowest, highest) = limits(&summary);
     let mut settled_runs = vec![settled];
     assert!(highest <= 6, "{summary}");
@@ -545,6 +545,7 @@ fn an_adaptive_run_reports_where_it_settled_and_the_next_run_starts_from_there()
     // the maximum.
     let resumed = resumed_from(&settled_runs);
     let (summary, run_id) = collect(&mut client);
+    adaptive_runs.push(run_id);
     let (settled, lowest, highest) = limits(&summary);
     settled_runs.insert(0, settled);
     assert_eq!(summary["concurrency"]["start"], resumed, "{summary}");
@@ -576,6 +577,7 @@ fn an_adaptive_run_reports_where_it_settled_and_the_next_run_starts_from_there()
         .unwrap();
     let resumed = resumed_from(&settled_runs);
     let (summary, run_id) = collect(&mut client);
+    adaptive_runs.push(run_id);
     let (settled, _, highest) = limits(&summary);
     settled_runs.insert(0, settled);
     assert_eq!(summary["concurrency"]["start"], resumed, "{summary}");
@@ -611,6 +613,7 @@ fn an_adaptive_run_reports_where_it_settled_and_the_next_run_starts_from_there()
     );
     let resumed = resumed_from(&settled_runs);
     let (summary, run_id) = collect(&mut client);
+    adaptive_runs.push(run_id);
     assert_eq!(summary["success"], true);
     assert_eq!(summary["successfulCollections"], ADAPTIVE_COMPANIES);
     assert_eq!(summary["concurrency"]["start"], resumed, "{summary}");
@@ -620,7 +623,6 @@ fn an_adaptive_run_reports_where_it_settled_and_the_next_run_starts_from_there()
     assert!(limit <= part_of_highest(0.9), "{summary}");
     assert!(summary["pausedMs"].as_i64().unwrap() >= 1000, "{summary}");
     assert_eq!(run_flow(&mut client, run_id), (true, limit as i32, 1, 1, 0));
-    settled_runs.insert(0, limit);
     // Back to fixed: the adaptive limit is kept for when it is turned on again.
     client
         .batch_execute("SET dex_collector.adaptive_concurrency = off")
@@ -630,20 +632,51 @@ fn an_adaptive_run_reports_where_it_settled_and_the_next_run_starts_from_there()
         summary["concurrency"],
         json!({"adaptive": false, "limit": 2})
     );
-    // On again: from the latest three adaptive runs (the fixed run between them does not count),
-    // under the level of the 429 above, which is the latest run's. Had the first adaptive run also
-    // settled at 1, the oldest three would start it at 1; the latest three do not reach back to it.
-    client
-        .execute(
-            "UPDATE dex_collector.runs SET concurrency_limit = 1 WHERE id = $1",
-            &[&first_adaptive_run],
-        )
-        .unwrap();
-    *settled_runs.last_mut().unwrap() = 1;
+    // Sets where each run (by id) settled and how many 429s it met.
+    let settle = |client: &mut postgres::Client, runs: &[(i64, i32, i32)]| {
+        for (run, limit, overloaded) in runs {
+            client
+                .execute(
+                    "UPDATE dex_collector.runs SET concurrency_limit = $2, overloaded_answers = $3
+                      WHERE id = $1",
+                    &[run, limit, overloaded],
+                )
+                .unwrap();
+        }
+    };
+    // On again: from the latest three adaptive runs; the fixed run between them does not count.
+    // Where the runs settled is set here, so that the latest three and the oldest three differ:
+    // oldest first 1, 6, 1 and 4 (the run that met the 429): the latest three's median 4, at the
+    // 429's level, begins at 3; the oldest three's, 1.
+    let [first, second, third, refused] = adaptive_runs[..] else {
+        panic!("four adaptive runs: {adaptive_runs:?}");
+    };
+    settle(
+        &mut client,
+        &[
+            (first, 1, 0),
+            (second, 6, 0),
+            (third, 1, 0),
+            (refused, 4, 1),
+        ],
+    );
     client
         .batch_execute("SET dex_collector.adaptive_concurrency = on")
         .unwrap();
-    let resumed = resumed_from(&settled_runs);
+    let (summary, latest) = collect(&mut client);
+    assert_eq!(summary["concurrency"]["start"], 3, "{summary}");
+    // A refusal older than the latest three caps their median at its level, or at the latest
+    // run's if that is higher: oldest first 2 (the 429 now here), 6, 6 and 3, a median of 6 capped
+    // at 3 begins at 2 (uncapped 5; capped at the 429's level alone, 1).
+    settle(
+        &mut client,
+        &[
+            (second, 2, 1),
+            (third, 6, 0),
+            (refused, 6, 0),
+            (latest, 3, 0),
+        ],
+    );
     let (summary, _) = collect(&mut client);
-    assert_eq!(summary["concurrency"]["start"], resumed, "{summary}");
+    assert_eq!(summary["concurrency"]["start"], 2, "{summary}");
 }
