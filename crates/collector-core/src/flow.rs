@@ -11,15 +11,16 @@
 //! holds it. How much is "well above" and "a little" follows how widely the answers spread, as the
 //! windows' own quartiles measure it: a window's median of widely spread answers moves more by
 //! chance, so such windows hold more answers and the ratios widen, and answers that hardly spread
-//! show a shorter queue. A queue that halving the limit does not shorten by a quarter, twice in a
-//! row, is not the run's: the endpoint has become slower for everyone, its pace is the new
+//! show a shorter queue. A queue that halving the limit does not shorten by three tenths, twice in
+//! a row, is not the run's: the endpoint has become slower for everyone, its pace is the new
 //! baseline, and the limit goes back to a step below where it began to fall. Otherwise each window
 //! raises it: by a quarter until the load shows (two such windows in a row, a fall or a refusal),
-//! then by one. A window is as many answers as the limit (at least 16, more where they spread
-//! widely), about one round trip's worth, to requests sent since it began: what was sent under
-//! the old limit says nothing about the new one, and what was still out when the window before
-//! ended is the slowest of its time. Medians, because collect-bulk's time per company is
-//! heavy-tailed: one slow company says nothing about the endpoint's queue.
+//! then by one. A window is as many answers as the limit, about one round trip's worth (at least
+//! 16, more where they spread widely, but while the limit falls no more than eight round trips'
+//! worth), to requests sent since it began: what was sent under the old limit says nothing about
+//! the new one, and what was still out when the window before ended is the slowest of its time.
+//! Medians, because collect-bulk's time per company is heavy-tailed: one slow company says nothing
+//! about the endpoint's queue.
 //!
 //! Growth by a quarter, not doubling as in TCP's slow start, a hold before the fall, and then by
 //! one, not by the limit's square root: an endpoint's queue is short, and a limit that overshoots
@@ -133,6 +134,17 @@ const NOT_SHORTER_WINDOWS: usize = 2;
 /// The fewest answers a window holds, however low the limit: a median of fewer moves so much by
 /// chance that a limit of a few falls, again and again, on no queue at all.
 const MIN_WINDOW: usize = 16;
+/// While the limit falls, a window holds no more answers than this many round trips bring (and
+/// [`MIN_WINDOW`] at least), however widely they spread; its ratios widen for the fewer answers
+/// (see [`Thresholds`]). Where the answers spread widely (a sigma of 1.0: windows of 60 to 96
+/// answers) a fall that the noise carried on to a limit of 1 or 2 held windows of 30 to 96
+/// round trips there, seconds each at an endpoint three times slower, before they could show
+/// that the queue did not shorten: in the model over 120 seeds, twelve runs in a row, that
+/// endpoint took 1.27 times fixed 16's wall time with full windows, 1.16 with eight round trips'
+/// worth (1.14 with four, but an endpoint that lost capacity between runs 1.15 times against
+/// 1.08; 1.16 with six, 1.18 with twelve); the model's other cases within a hundredth
+/// (BENCHMARKS.md).
+const FALLING_ROUND_TRIPS: usize = 8;
 /// Growth per window until the load shows; then one per window.
 const SLOW_START_GROWTH: f64 = 1.25;
 /// What a queue does to the limit at most.
@@ -350,9 +362,16 @@ impl AdaptiveLimit {
     }
 
     /// As many answers as the limit, about one round trip's worth, and more where the answers
-    /// spread wider than the reference (see [`Thresholds`]).
+    /// spread wider than the reference (see [`Thresholds`]); while the limit falls, no more than
+    /// [`FALLING_ROUND_TRIPS`] round trips' worth.
     fn window_size(&self) -> usize {
-        window_for(self.noise).max(self.current())
+        let answers = window_for(self.noise);
+        let answers = if self.falling.is_some() {
+            answers.min((FALLING_ROUND_TRIPS * self.current()).max(MIN_WINDOW))
+        } else {
+            answers
+        };
+        answers.max(self.current())
     }
 
     fn end_window(&mut self, now: Instant) {
@@ -1131,6 +1150,28 @@ mod tests {
         // A long queue: each lower limit shortens it, though not yet to the baseline; halved at
         // most per window.
         falls_through(&[(240, 32), (160, 16), (100, 10), (70, 9), (68, 8)]);
+    }
+
+    #[test]
+    fn while_it_falls_a_window_holds_a_few_round_trips_of_answers() {
+        // Answers that spread as widely as a sigma of 1.0 ask for windows of 96; once the limit
+        // falls to 9, eight round trips' worth ends the window that judges it.
+        let mut clock = Instant::now();
+        let mut limit = AdaptiveLimit::for_run(20, 64, true, None, Some(1.0), clock);
+        let full = window_for(1.0);
+        for _ in 0..3 {
+            feed_spread(&mut limit, &mut clock, full, FLOOR, 1.0);
+        }
+        let before = limit.current();
+        feed_spread(&mut limit, &mut clock, full, FLOOR * 3, 1.0);
+        let falling = limit.current();
+        assert!(falling < before, "fell from {before} to {falling}");
+        let answers = FALLING_ROUND_TRIPS * falling;
+        assert!(answers < full, "{answers} answers against {full}");
+        feed_spread(&mut limit, &mut clock, answers - 1, FLOOR * 3, 1.0);
+        assert_eq!(limit.current(), falling, "the window is not over");
+        feed_spread(&mut limit, &mut clock, 1, FLOOR * 3, 1.0);
+        assert!(limit.current() < falling, "still {falling}");
     }
 
     #[test]
