@@ -191,7 +191,8 @@ pub struct AdaptiveLimit {
     /// The last window showed a queue beginning.
     last_window_loaded: bool,
     window: Vec<Duration>,
-    /// The recent windows' medians, each with how many answers it was taken of.
+    /// The recent windows' medians, each with how many answers it was taken of (the bottom of a
+    /// fall that found the endpoint slower, as many as the noise asks for).
     recent_medians: VecDeque<(Duration, usize)>,
     /// The recent windows' spreads, the latest [`BASELINE_WINDOWS`].
     recent_spreads: VecDeque<f64>,
@@ -210,7 +211,9 @@ pub struct AdaptiveLimit {
     /// Under the limit of the last overloaded or dropped request, while it holds; since when, and
     /// how many windows since.
     ceiling: Option<(f64, Instant, usize)>,
-    /// While windows keep lowering it for their latency.
+    /// While windows keep lowering it for their latency: from the first that lowers it until a
+    /// window without a queue beginning, a refusal or a dropped request, or the return after a
+    /// fall that found the endpoint slower. Windows that only hold between falling ones keep it.
     falling: Option<Fall>,
 }
 
@@ -362,8 +365,9 @@ impl AdaptiveLimit {
     }
 
     /// As many answers as the limit, about one round trip's worth, and more where the answers
-    /// spread wider than the reference (see [`Thresholds`]); while the limit falls, no more than
-    /// [`FALLING_ROUND_TRIPS`] round trips' worth.
+    /// spread wider than the reference (see [`Thresholds`]); while the limit falls (see
+    /// [`AdaptiveLimit::falling`]), no more than [`FALLING_ROUND_TRIPS`] round trips' worth, and
+    /// [`MIN_WINDOW`] at least.
     fn window_size(&self) -> usize {
         let answers = window_for(self.noise);
         let answers = if self.falling.is_some() {
@@ -409,7 +413,11 @@ impl AdaptiveLimit {
                 let began_at = fall.began_at;
                 self.falling = None;
                 self.recent_medians.clear();
-                self.recent_medians.push_back((median, answers));
+                // Short by design (FALLING_ROUND_TRIPS), the window at the bottom of the fall
+                // is the new baseline all the same: counted as shorter, the windows after it
+                // would pass it over and each be its own baseline until a full one came.
+                self.recent_medians
+                    .push_back((median, answers.max(window_for(self.noise))));
                 self.change_to((began_at * RESUME).max(1.0), now);
                 return;
             }
@@ -1155,7 +1163,8 @@ mod tests {
     #[test]
     fn while_it_falls_a_window_holds_a_few_round_trips_of_answers() {
         // Answers that spread as widely as a sigma of 1.0 ask for windows of 96; once the limit
-        // falls to 9, eight round trips' worth ends the window that judges it.
+        // has fallen to 10, eight round trips' worth (80) ends the window that judges it, and
+        // once a window shows no queue, windows are of 96 again.
         let mut clock = Instant::now();
         let mut limit = AdaptiveLimit::for_run(20, 64, true, None, Some(1.0), clock);
         let full = window_for(1.0);
@@ -1166,12 +1175,62 @@ mod tests {
         feed_spread(&mut limit, &mut clock, full, FLOOR * 3, 1.0);
         let falling = limit.current();
         assert!(falling < before, "fell from {before} to {falling}");
+        // The window: eight round trips' worth, 80 answers here where a full one holds 96.
         let answers = FALLING_ROUND_TRIPS * falling;
-        assert!(answers < full, "{answers} answers against {full}");
         feed_spread(&mut limit, &mut clock, answers - 1, FLOOR * 3, 1.0);
         assert_eq!(limit.current(), falling, "the window is not over");
         feed_spread(&mut limit, &mut clock, 1, FLOOR * 3, 1.0);
-        assert!(limit.current() < falling, "still {falling}");
+        let lower = limit.current();
+        assert!(lower < falling, "still {falling}");
+        feed_spread(
+            &mut limit,
+            &mut clock,
+            FALLING_ROUND_TRIPS * lower,
+            FLOOR,
+            1.0,
+        );
+        let grown = limit.current();
+        assert_eq!(
+            grown,
+            lower + 1,
+            "no queue: the fall is over, the limit grows by one"
+        );
+        feed_spread(&mut limit, &mut clock, full - 1, FLOOR, 1.0);
+        assert_eq!(limit.current(), grown, "a full window again");
+        feed_spread(&mut limit, &mut clock, 1, FLOOR, 1.0);
+        assert_eq!(limit.current(), grown + 1);
+    }
+
+    #[test]
+    fn the_short_window_at_the_bottom_of_a_fall_is_the_new_baseline() {
+        // Three times slower at a sigma of 1.0: the fall from 20 ends at 3, where a window holds
+        // 24 answers, a quarter of 96, and the limit goes back to 17. A window there a little
+        // slower than that bottom (the run's queue beginning again) holds it; were the bottom
+        // passed over, the window would be its own baseline and the limit would grow.
+        let mut clock = Instant::now();
+        let mut limit = AdaptiveLimit::for_run(20, 64, true, None, Some(1.0), clock);
+        for _ in 0..3 {
+            feed_spread(&mut limit, &mut clock, window_for(1.0), FLOOR, 1.0);
+        }
+        let mut bottom = None;
+        for _ in 0..6 {
+            let (at, answers) = (limit.current(), limit.window_size());
+            feed_spread(&mut limit, &mut clock, answers, FLOOR * 3, 1.0);
+            if limit.current() > at {
+                bottom = Some((at, answers));
+                break;
+            }
+        }
+        assert_eq!(
+            bottom,
+            Some((3, 24)),
+            "where the fall ended, and its window"
+        );
+        let resumed = limit.current();
+        assert_eq!(resumed, 17);
+        let window = limit.window_size();
+        feed_spread(&mut limit, &mut clock, window, FLOOR.mul_f64(4.2), 1.0);
+        assert_eq!(limit.current(), resumed, "held");
     }
 
     #[test]
