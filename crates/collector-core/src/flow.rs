@@ -397,7 +397,8 @@ impl AdaptiveLimit {
         // (as short as the stand-in's spread asks for, before the run's own was known) have
         // medians that lie so far under the endpoint's own that the windows after them would read
         // as a queue.
-        let steady = window_for(self.noise).min(answers) / 2;
+        let full_window = window_for(self.noise);
+        let steady = full_window.min(answers) / 2;
         let baseline = self
             .recent_medians
             .iter()
@@ -417,7 +418,7 @@ impl AdaptiveLimit {
                 // is the new baseline all the same: counted as shorter, the windows after it
                 // would pass it over and each be its own baseline until a full one came.
                 self.recent_medians
-                    .push_back((median, answers.max(window_for(self.noise))));
+                    .push_back((median, answers.max(full_window)));
                 self.change_to((began_at * RESUME).max(1.0), now);
                 return;
             }
