@@ -327,11 +327,12 @@ fn it_grows_to_a_large_endpoints_capacity_without_a_refusal() {
     // doubling overshot the 96 the endpoint holds, 2.06 times with 38 429s a run.
     // With fresh windows and a queue beginning at 1.25 times, the load shows sooner and fast
     // growth ends earlier: 1.48 times (1.38 before), 35 of 40 runs settled at 48 or more (37).
-    assert!(slower < 1.6, "{slower:.3} times fixed 64's wall time");
+    // Ended by three such windows in a row, not two: 1.40 times, 39 of 40 (tried: two fails).
+    assert!(slower < 1.45, "{slower:.3} times fixed 64's wall time");
     assert_eq!(refused, 0.0);
     let grown = runs.iter().filter(|run| run.end_limit >= 48).count();
     assert!(
-        grown * 8 >= runs.len() * 7,
+        grown * 20 >= runs.len() * 19,
         "{grown} of {} runs settled at 48 or more",
         runs.len()
     );
