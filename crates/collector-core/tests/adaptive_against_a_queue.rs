@@ -541,7 +541,6 @@ fn companies_that_differ_more_or_less_than_the_benchmarks_do_not_mislead_it() {
         assert!(slower < 1.2, "sigma {sigma}: {slower:.3} times fixed 16");
         assert!(refused < 0.3, "sigma {sigma}: {refused:.2} 429s a run");
         let runs = consecutive(1_500, &endpoint, 16, 8, 5);
-        eprintln!("SIG {sigma} {runs:?}");
         assert_runs_after_the_first(&runs, 1.2, most_refused_after, &format!("sigma {sigma}"));
     }
 }

@@ -559,12 +559,12 @@ fn an_adaptive_run_reports_where_it_settled_and_the_next_run_starts_from_there()
         (true, settled as i32, 0, 0, 0)
     );
 
-    // The next run's first windows take the spread the last one measured. Had its answers spread
-    // as widely as a window's median allows for (1.0: companies' times of a sigma of about 1.3),
-    // a window holds 96 answers, and of 160 companies only one window ends, raising the limit by
-    // one. From the reference's spread a window holds 16 answers (as many as the limit once it is
-    // higher), several end, and the limit climbs by one at each. The run hands on the median of
-    // its one window's reading (answers that all take 20 ms hardly spread) and the last run's:
+    // The next run's first windows take the spread the last one measured. Had its answers spread as
+    // widely as a window's median allows for (1.0: companies' times of a sigma of about 1.3), a
+    // window holds 96 answers, and of 160 companies only one window ends, raising the limit by one.
+    // From the reference's spread a window holds 16 answers (one and a half times the limit once
+    // that is more), several end, and the limit climbs by one at each. The run hands on the median
+    // of its one window's reading (answers that all take 20 ms hardly spread) and the last run's:
     // about halfway, at least 0.5.
     client
         .execute(
