@@ -149,16 +149,16 @@ const FALLING_ROUND_TRIPS: usize = 8;
 /// Except while the limit grows by a quarter (a first run's beginning), a window holds at least
 /// this many times the limit in answers. A window begun when the limit changed ends with the first
 /// answers to come back, the fastest of the requests sent since, and the more so the fewer round
-/// trips it holds: with windows of one round trip (as many answers as the limit, where that is
-/// more than the noise asks for), the windows over [`MIN_WINDOW`] read faster than those under it,
-/// and the queue that begins as the limit climbs past the endpoint's workers was hidden until a
-/// refusal (in the model over 120 seeds, twelve runs in a row, runs 2 to 12: 16 workers at sigma
-/// 0.25 met a 429 in 76 of 1,320 runs, 2 at one and a half round trips; the runs' mean wall time
-/// 1.015 -> 1.000 times fixed 16, 64 workers at sigma 1.0 1.089 -> 1.064). The cost: at sigma 0.5
-/// and at a median of 4 s, runs with a 429 31 -> 33 and 26 -> 35 (two round trips, 73 each). Not
-/// while the limit grows by a quarter, where a longer window is slower growth (a large endpoint's
-/// first run 1.46 -> 1.53 times fixed 64's wall time; 1.48 with longer windows only after the
-/// growth). The [`PLATEAU_WINDOWS`] after a refusal last half as long again.
+/// trips it holds: with windows of one round trip (as many answers as the limit, where that is more
+/// than the noise asks for), the windows over [`MIN_WINDOW`] read faster than those under it, and
+/// the queue that begins as the limit climbs past the endpoint's workers was hidden until a refusal
+/// (in the model over 120 seeds, twelve runs in a row, runs 2 to 12: 16 workers at sigma 0.25 met a
+/// 429 in 76 of 1,320 runs, 2 at one and a half round trips; the runs' mean wall time 1.015 ->
+/// 1.000 times fixed 16, 64 workers at sigma 1.0 1.089 -> 1.064). The cost: at sigma 0.5 and at a
+/// median of 4 s, runs with a 429 31 -> 33 and 26 -> 35 (two round trips in the growth as well, 73
+/// each). Not while the limit grows by a quarter, where a longer window is slower growth (a large
+/// endpoint's first run 1.46 -> 1.53 times fixed 64's wall time; 1.48 with longer windows only
+/// after the growth). The [`PLATEAU_WINDOWS`] after a refusal last half as long again.
 const SETTLED_ROUND_TRIPS: f64 = 1.5;
 /// Growth per window until the load shows; then one per window.
 const SLOW_START_GROWTH: f64 = 1.25;
