@@ -15,13 +15,13 @@
 //! a row, is not the run's: the endpoint has become slower for everyone, its pace is the new
 //! baseline, and the limit goes back to a step below where it began to fall. Otherwise each window
 //! raises it: by a quarter until the load shows (three such windows in a row, a fall or a refusal),
-//! then by one. A window is as many answers as the limit, about one round trip's worth, while the
-//! limit grows by a quarter, and one and a half times as many otherwise (at least 16, more where
-//! they spread widely, but while the limit falls no more than eight round trips' worth), to
-//! requests sent since it began: what was sent under the old limit says nothing about the new one,
-//! and what was still out when the window before ended is the slowest of its time. Medians, because
-//! collect-bulk's time per company is heavy-tailed: one slow company says nothing about the
-//! endpoint's queue.
+//! then by one (but see below for where the runs before settled). A window is as many answers as
+//! the limit, about one round trip's worth, while the limit grows by a quarter, and one and a half
+//! times as many otherwise (at least 16, more where they spread widely, but while the limit falls
+//! no more than eight round trips' worth), to requests sent since it began: what was sent under the
+//! old limit says nothing about the new one, and what was still out when the window before ended is
+//! the slowest of its time. Medians, because collect-bulk's time per company is heavy-tailed: one
+//! slow company says nothing about the endpoint's queue.
 //!
 //! Growth by a quarter, not doubling as in TCP's slow start, a hold before the fall, and then by
 //! one, not by the limit's square root: an endpoint's queue is short, and a limit that overshoots
@@ -47,10 +47,11 @@ pub enum Concurrency {
     Fixed(usize),
     /// Found while the run goes: starting at `start`, at most `max`. `settled`: `start` is where
     /// the recent adaptive runs settled ([`resume_level`]); the run begins [`RESUME`] times that
-    /// and grows as it does once the endpoint's load has shown (by one per window), not by a first
-    /// run's quarter. `ceiling`: where a recent run that met refusals settled; this run grows no
-    /// higher for its first [`PLATEAU`] and [`PLATEAU_WINDOWS`], as after a refusal of its own, so
-    /// that consecutive runs do not each pay a `Retry-After` pause to find the same capacity again.
+    /// and grows as it does once the endpoint's load has shown (by one per window, and from `start`
+    /// up only after two windows in a row without a queue), not by a first run's quarter.
+    /// `ceiling`: where a recent run that met refusals settled; this run grows no higher for its
+    /// first [`PLATEAU`] and [`PLATEAU_WINDOWS`], as after a refusal of its own, so that
+    /// consecutive runs do not each pay a `Retry-After` pause to find the same capacity again.
     /// `spread`: how widely the last adaptive run's answers spread, as it measured them; this run's
     /// first windows take it (see [`AdaptiveLimit::spread`]).
     Adaptive {
@@ -214,20 +215,24 @@ pub struct AdaptiveLimit {
     slow_start: bool,
     /// How many windows in a row, the last among them, showed a queue beginning.
     loaded_windows: usize,
+    /// The last window showed a queue, beginning (it held the limit) or longer (it lowered it).
+    last_window_queued: bool,
     /// Where the recent runs settled, for a run after others ([`resume_level`]). At or above it, a
-    /// window without a queue beginning right after one with holds the limit: only the second in a
-    /// row raises it. There the endpoint's queue is near full, and a full queue's windows read on
-    /// either side of [`LOADED_RATIO`] by chance: traced in the model (16 workers and a queue of 8,
-    /// sigma 0.5, a run after eight others), at 24, all the endpoint holds, windows read 1.17 to
-    /// 1.56 times the baseline, and one under the ratio raised the limit to 25, refused. In the
-    /// model over 120 seeds, twelve runs in a row, runs 2 to 12: runs with a 429 at sigma 0.5 33 ->
-    /// 4 of 1,320, at a median of 4 s 35 -> 4 (seeds 2000 to 2119: 33 -> 5, 31 -> 5), the wall time
-    /// as before (1.006 -> 1.001, 1.004 -> 1.002 times fixed 16); the cost, 64 workers at sigma 1.0
-    /// 1.064 -> 1.095 times fixed 64 (1.063 -> 1.083). At every level, not only there: the drop
-    /// 1.185 -> 1.321 times fixed 12 and an endpoint slower for everyone 1.16 -> 1.21 (the limit
-    /// climbing back more slowly after every window with a queue beginning). Forgotten when a fall
-    /// finds the endpoint slower for everyone: with it, three times slower at sigma 1.0, runs 2 to
-    /// 6 took 1.224 times fixed 16 in the model test (1.171 before; 1.167 forgotten).
+    /// window without a queue beginning right after one with a queue holds the limit: only the
+    /// second in a row raises it (however long loaded and calm windows take turns there). There the
+    /// endpoint's queue is near full, and a full queue's windows read on either side of the ratio
+    /// for a queue beginning ([`LOADED_RATIO`] at the reference spread) by chance: traced in the
+    /// model (16 workers and a queue of 8, sigma 0.5, a run after eight others), at 24, all the
+    /// endpoint holds, windows read 1.17 to 1.56 times the baseline, and one under the ratio raised
+    /// the limit to 25, refused. In the model over 120 seeds, twelve runs in a row, runs 2 to 12:
+    /// runs with a 429 at sigma 0.5 33 -> 4 of 1,320, at a median of 4 s 35 -> 4 (seeds 2000 to
+    /// 2119: 33 -> 5, 31 -> 5), the wall time as before (1.006 -> 1.001, 1.004 -> 1.002 times fixed
+    /// 16); the cost, 64 workers at sigma 1.0 1.064 -> 1.095 times fixed 64 (1.063 -> 1.083). At
+    /// every level, not only there: the drop 1.185 -> 1.321 times fixed 12 and an endpoint slower
+    /// for everyone 1.16 -> 1.21 to 1.35 (the limit climbing back more slowly after every window
+    /// with a queue beginning). Forgotten when a fall finds the endpoint slower for everyone: with
+    /// it, three times slower at sigma 1.0, runs 2 to 6 took 1.224 times fixed 16 in the model test
+    /// (1.171 before; 1.167 forgotten).
     settled_at: Option<f64>,
     window: Vec<Duration>,
     /// The recent windows' medians, each with how many answers it was taken of (the bottom of a
@@ -303,6 +308,7 @@ impl AdaptiveLimit {
             max,
             slow_start: true,
             loaded_windows: 0,
+            last_window_queued: false,
             settled_at: None,
             window: Vec::new(),
             recent_medians: VecDeque::new(),
@@ -455,6 +461,7 @@ impl AdaptiveLimit {
         let thresholds = Thresholds::new(self.noise, answers);
         let tolerated = thresholds.queueing(baseline);
         if median > tolerated {
+            self.last_window_queued = true;
             let limit = self.limit;
             let fall = self.falling.get_or_insert_with(|| Fall::new(limit));
             if fall.not_shortened(limit, median) {
@@ -488,17 +495,19 @@ impl AdaptiveLimit {
         }
         if median > thresholds.loaded(baseline) {
             self.loaded_windows += 1;
+            self.last_window_queued = true;
             if self.loaded_windows >= LOADED_WINDOWS {
                 self.slow_start = false;
             }
             return;
         }
-        let after_loaded = self.loaded_windows > 0;
+        let after_queue = self.last_window_queued;
+        self.last_window_queued = false;
         self.loaded_windows = 0;
         // Only a window without a queue ends a fall: between the falling windows of a long
         // queue, some only hold.
         self.falling = None;
-        if after_loaded && self.settled_at.is_some_and(|settled| self.limit >= settled) {
+        if after_queue && self.settled_at.is_some_and(|settled| self.limit >= settled) {
             return;
         }
         let raised = if self.slow_start {
@@ -1101,6 +1110,18 @@ mod tests {
         assert_eq!(window(&mut limit, &mut clock, loaded), 20);
         assert_eq!(window(&mut limit, &mut clock, FLOOR), 20, "held");
         assert_eq!(window(&mut limit, &mut clock, FLOOR), 21);
+        // A window that lowers it a little (66 ms against 64 tolerated: 21 × 64 ÷ 66) showed a
+        // queue too: the window after it holds.
+        assert_eq!(
+            window(&mut limit, &mut clock, Duration::from_millis(66)),
+            20
+        );
+        assert_eq!(
+            window(&mut limit, &mut clock, FLOOR),
+            20,
+            "held after a fall"
+        );
+        assert_eq!(window(&mut limit, &mut clock, FLOOR), 21);
     }
 
     #[test]
@@ -1318,6 +1339,18 @@ mod tests {
         let window = limit.window_size();
         feed_spread(&mut limit, &mut clock, window, FLOOR.mul_f64(4.2), 1.0);
         assert_eq!(limit.current(), resumed, "held");
+        // Where the runs before settled (20) was the endpoint's edge before it slowed down: above
+        // it, a window without a queue after one with raises the limit again.
+        for _ in 0..3 {
+            let window = limit.window_size();
+            feed_spread(&mut limit, &mut clock, window, FLOOR * 3, 1.0);
+        }
+        assert_eq!(limit.current(), 20);
+        let window = limit.window_size();
+        feed_spread(&mut limit, &mut clock, window, FLOOR.mul_f64(4.2), 1.0);
+        let window = limit.window_size();
+        feed_spread(&mut limit, &mut clock, window, FLOOR * 3, 1.0);
+        assert_eq!(limit.current(), 21, "the level is forgotten");
     }
 
     #[test]
