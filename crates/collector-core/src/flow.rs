@@ -827,6 +827,19 @@ mod tests {
         [-2, -1, -1, 0, 0, 1, 1, 2].map(|power| step.powi(power))
     }
 
+    /// Feeds one whole window of answers whose median is `latency`, spread as `noise` reads (see
+    /// [`feed_spread`]); the limit after it.
+    fn feed_window(
+        limit: &mut AdaptiveLimit,
+        clock: &mut Instant,
+        latency: Duration,
+        noise: f64,
+    ) -> usize {
+        let answers = limit.window_size();
+        feed_spread(limit, clock, answers, latency, noise);
+        limit.current()
+    }
+
     /// One answer of `latency` times `factor`, sent `latency` before now, on a clock that moves
     /// `latency`.
     fn answer_once(limit: &mut AdaptiveLimit, clock: &mut Instant, latency: Duration, factor: f64) {
@@ -1096,9 +1109,7 @@ mod tests {
         // The runs before settled at 20: this one begins at 17 and grows by one per window.
         let mut limit = AdaptiveLimit::for_run(20, 256, true, None, None, clock);
         let window = |limit: &mut AdaptiveLimit, clock: &mut Instant, latency| {
-            let answers = limit.window_size();
-            feed(limit, clock, answers, latency);
-            limit.current()
+            feed_window(limit, clock, latency, REFERENCE_NOISE)
         };
         let loaded = Duration::from_millis(56);
         assert_eq!(window(&mut limit, &mut clock, FLOOR), 18);
@@ -1210,8 +1221,7 @@ mod tests {
         feed(&mut limit, &mut clock, 40, FLOOR * 3);
         // 40 × 64 ms ÷ 120 ms: 21.3.
         assert_eq!(limit.current(), 21);
-        let window = limit.window_size();
-        feed(&mut limit, &mut clock, window, FLOOR * 3);
+        feed_window(&mut limit, &mut clock, FLOOR * 3, REFERENCE_NOISE);
         assert_eq!(limit.current(), 11);
         // At 11, half of 40 or less, and no faster than at 40: once is not enough.
         feed(&mut limit, &mut clock, MIN_WINDOW, FLOOR * 3);
@@ -1230,15 +1240,9 @@ mod tests {
         let mut clock = Instant::now();
         feed(&mut limit, &mut clock, 64 * 5, FLOOR);
         for &(median_ms, lowered_to) in windows {
-            let window = limit.window_size();
-            feed(
-                &mut limit,
-                &mut clock,
-                window,
-                Duration::from_millis(median_ms),
-            );
+            let window = Duration::from_millis(median_ms);
             assert_eq!(
-                limit.current(),
+                feed_window(&mut limit, &mut clock, window, REFERENCE_NOISE),
                 lowered_to,
                 "after a window of {median_ms} ms"
             );
@@ -1336,21 +1340,24 @@ mod tests {
         );
         let resumed = limit.current();
         assert_eq!(resumed, 17);
-        let window = limit.window_size();
-        feed_spread(&mut limit, &mut clock, window, FLOOR.mul_f64(4.2), 1.0);
-        assert_eq!(limit.current(), resumed, "held");
+        let loaded = FLOOR.mul_f64(4.2);
+        assert_eq!(
+            feed_window(&mut limit, &mut clock, loaded, 1.0),
+            resumed,
+            "held"
+        );
         // Where the runs before settled (20) was the endpoint's edge before it slowed down: above
         // it, a window without a queue after one with raises the limit again.
         for _ in 0..3 {
-            let window = limit.window_size();
-            feed_spread(&mut limit, &mut clock, window, FLOOR * 3, 1.0);
+            feed_window(&mut limit, &mut clock, FLOOR * 3, 1.0);
         }
         assert_eq!(limit.current(), 20);
-        let window = limit.window_size();
-        feed_spread(&mut limit, &mut clock, window, FLOOR.mul_f64(4.2), 1.0);
-        let window = limit.window_size();
-        feed_spread(&mut limit, &mut clock, window, FLOOR * 3, 1.0);
-        assert_eq!(limit.current(), 21, "the level is forgotten");
+        feed_window(&mut limit, &mut clock, loaded, 1.0);
+        assert_eq!(
+            feed_window(&mut limit, &mut clock, FLOOR * 3, 1.0),
+            21,
+            "the level is forgotten"
+        );
     }
 
     #[test]
