@@ -229,9 +229,10 @@ pub fn finish_run(summary: &RunSummary, status: RunStatus) -> Result<(), History
     .map_err(HistoryError::Spi)
 }
 
-/// Where the latest finished adaptive runs settled, the latest first (as many as the next one
-/// starts from: [`RESUME_RUNS`]), and how widely the latest one's answer times spread, if it
-/// measured that (the next one's first windows take it).
+/// Where the latest adaptive runs that succeeded settled, the latest first (as many as the next
+/// one starts from: [`RESUME_RUNS`]), and how widely the latest one's answer times spread, if it
+/// measured that (the next one's first windows take it). A run that failed (its key refused, the
+/// worker's run cancelled) or was interrupted may have ended before its limit found anything.
 pub fn recent_adaptive_runs() -> Result<SettledRuns, HistoryError> {
     // Aggregates: one row whether or not there are such runs.
     let (limits, spread) = Spi::get_two_with_args::<Vec<Option<i32>>, f32>(
@@ -239,6 +240,7 @@ pub fn recent_adaptive_runs() -> Result<SettledRuns, HistoryError> {
                 (array_agg(answer_spread ORDER BY id DESC))[1]
            FROM (SELECT id, concurrency_limit, answer_spread FROM dex_collector.runs
                   WHERE concurrency_adaptive AND concurrency_limit IS NOT NULL
+                    AND status = 'succeeded'
                   ORDER BY id DESC LIMIT $1) AS recent",
         &[(RESUME_RUNS as i32).into()],
     )

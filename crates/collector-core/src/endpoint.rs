@@ -153,8 +153,8 @@ pub async fn collect_company(
                 next,
             } => {
                 outcome.pages += 1;
-                outcome.records += records;
-                outcome.machines += machines;
+                outcome.records = outcome.records.saturating_add(records);
+                outcome.machines = outcome.machines.saturating_add(machines);
                 let Some(next) = next else {
                     outcome.success = true;
                     break;
@@ -243,9 +243,15 @@ async fn fetch_page(
 ) -> PageAnswer {
     let mut retries_done = 0;
     loop {
-        // The fan-out's own deadline ends a pause that outlasts the run.
-        if let Some(resume_at) = flow.paused_until(Instant::now()) {
-            tokio::time::sleep_until(resume_at.into()).await;
+        // Held back until no pause holds: one that a later 429 lengthened while this request
+        // waited holds it again. Each waits its own part of the pause longer, so that the requests
+        // held back do not all come back at once. The fan-out's own deadline ends a pause that
+        // outlasts the run.
+        while let Some(resume_at) = flow.paused_until(Instant::now()) {
+            let left = resume_at.saturating_duration_since(Instant::now());
+            let jitter = retry_after_jitter(left, request.company_id);
+            let back_at = resume_at.checked_add(jitter).unwrap_or(resume_at);
+            tokio::time::sleep_until(back_at.into()).await;
         }
         outcome.attempts += 1;
         let sent_at = Instant::now();
@@ -280,7 +286,7 @@ async fn fetch_page(
             return answer;
         }
         let wait = match after {
-            Some(after) => after + retry_after_jitter(after, request.company_id),
+            Some(after) => after.saturating_add(retry_after_jitter(after, request.company_id)),
             None => backoff(retries_done, request.company_id),
         };
         // A Retry-After too far away (even past what an Instant can hold) ends the retries.

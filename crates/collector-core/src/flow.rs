@@ -234,6 +234,10 @@ pub struct AdaptiveLimit {
     /// it, three times slower at sigma 1.0, runs 2 to 6 took 1.224 times fixed 16 in the model test
     /// (1.171 before; 1.167 forgotten).
     settled_at: Option<f64>,
+    /// Where the recent runs settled, as this run was given it (see [`AdaptiveLimit::settled`]).
+    resumed_from: Option<f64>,
+    /// This run has lowered its limit: a queue or a refusal.
+    lowered: bool,
     window: Vec<Duration>,
     /// The recent windows' medians, each with how many answers it was taken of (the bottom of a
     /// fall that found the endpoint slower, as many as the noise asks for).
@@ -310,6 +314,8 @@ impl AdaptiveLimit {
             loaded_windows: 0,
             last_window_queued: false,
             settled_at: None,
+            resumed_from: None,
+            lowered: false,
             window: Vec::new(),
             recent_medians: VecDeque::new(),
             recent_spreads: VecDeque::new(),
@@ -339,6 +345,7 @@ impl AdaptiveLimit {
         let mut adaptive = AdaptiveLimit::new(begin, max);
         adaptive.slow_start = !settled;
         adaptive.settled_at = settled.then_some(start as f64);
+        adaptive.resumed_from = settled.then_some((start as f64).min(adaptive.max));
         adaptive.ceiling = ceiling.map(|ceiling| (ceiling.max(1) as f64, now, 0));
         // The spread of collect-bulk's time per company is the endpoint's and its companies', not
         // the run's: taken from the last run, the first windows are as long, and their ratios as
@@ -376,6 +383,18 @@ impl AdaptiveLimit {
     /// How many companies may be in flight now.
     pub fn current(&self) -> usize {
         self.limit as usize
+    }
+
+    /// Where this run has settled, for the runs after it: its limit, but, in a run begun a step
+    /// below where the runs before settled ([`RESUME`]), no lower than that level until it lowers
+    /// its limit. Begun below it by design, a run that ends before it has grown back (one of a few
+    /// companies, one that ends no window) has found nothing against that level; handed on as it
+    /// was, its limit would take the next run's a step lower, and the one after lower again, to 1.
+    pub fn settled(&self) -> usize {
+        match self.resumed_from {
+            Some(level) if !self.lowered => self.current().max(level as usize),
+            _ => self.current(),
+        }
     }
 
     /// Takes in one exchange: sent at `sent_at`, ended `latency` later, at `now`.
@@ -523,6 +542,7 @@ impl AdaptiveLimit {
 
     fn decrease(&mut self, factor: f64, now: Instant) {
         self.slow_start = false;
+        self.lowered = true;
         self.change_to((self.limit * factor).max(1.0), now);
     }
 
@@ -637,7 +657,9 @@ pub struct FlowReport {
     pub start_limit: usize,
     /// Where the run settled (the next adaptive runs start from it: [`resume_level`]): the limit
     /// when its last company was called, or lower if it fell after. In a run's tail fewer companies
-    /// are left than the limit allows, answers come back fast, and the limit grows on nothing.
+    /// are left than the limit allows, answers come back fast, and the limit grows on nothing. A
+    /// run after others that has not lowered its limit settles no lower than where they did
+    /// ([`AdaptiveLimit::settled`]).
     pub end_limit: usize,
     pub lowest_limit: usize,
     pub highest_limit: usize,
@@ -680,6 +702,13 @@ impl Limit {
             Limit::Adaptive(adaptive) => adaptive.current(),
         }
     }
+
+    fn settled(&self) -> usize {
+        match self {
+            Limit::Fixed(_) => self.current(),
+            Limit::Adaptive(adaptive) => adaptive.settled(),
+        }
+    }
 }
 
 impl Flow {
@@ -699,6 +728,7 @@ impl Flow {
             }
         };
         let start = limit.current();
+        let settled = limit.settled();
         Flow {
             state: Mutex::new(FlowState {
                 limit,
@@ -707,7 +737,7 @@ impl Flow {
                 report: FlowReport {
                     adaptive_max,
                     start_limit: start,
-                    end_limit: start,
+                    end_limit: settled,
                     lowest_limit: start,
                     highest_limit: start,
                     ..FlowReport::default()
@@ -730,7 +760,7 @@ impl Flow {
     pub fn company_called(&self) {
         let mut state = self.state();
         state.companies_called += 1;
-        state.report.end_limit = state.limit.current();
+        state.report.end_limit = state.limit.settled();
     }
 
     /// When the run may send again, while a `Retry-After` holds it back.
@@ -757,8 +787,9 @@ impl Flow {
         if let Limit::Adaptive(adaptive) = &mut state.limit {
             adaptive.observe(sent_at, now.saturating_duration_since(sent_at), signal, now);
             let limit = adaptive.current();
+            let settled = adaptive.settled();
             let report = &mut state.report;
-            report.end_limit = report.end_limit.min(limit);
+            report.end_limit = report.end_limit.min(settled);
             report.lowest_limit = report.lowest_limit.min(limit);
             report.highest_limit = report.highest_limit.max(limit);
         }
@@ -1027,7 +1058,7 @@ mod tests {
         let flow = Flow::new(Concurrency::Adaptive {
             start: 16,
             max: 256,
-            settled: true,
+            settled: false,
             ceiling: None,
             spread: None,
         });
@@ -1040,9 +1071,43 @@ mod tests {
         let report = flow.report();
         assert!(report.highest_limit > begun_at, "{report:?}");
         assert_eq!(report.end_limit, begun_at);
-        // A refusal in the tail still lowers it.
+        // Refusals in the tail still lower it, once under where it was then.
+        for _ in 0..3 {
+            flow.answered(Instant::now(), Signal::Overloaded, None);
+        }
+        assert!(flow.limit() < begun_at, "{:?}", flow.report());
+        assert_eq!(flow.report().end_limit, flow.limit());
+    }
+
+    #[test]
+    fn a_run_after_others_that_lowers_nothing_hands_on_where_they_settled() {
+        let after_others = |start| {
+            Flow::new(Concurrency::Adaptive {
+                start,
+                max: 256,
+                settled: true,
+                ceiling: None,
+                spread: None,
+            })
+        };
+        // Runs of three companies each (a company's own run, a day with few companies), none
+        // ending a window: each begins a step below the level and hands it on as it was.
+        let mut level = 20;
+        for _ in 0..5 {
+            let flow = after_others(level);
+            assert_eq!(flow.limit(), 17);
+            for _ in 0..3 {
+                flow.company_called();
+                flow.answered(Instant::now(), Signal::Answered, None);
+            }
+            level = flow.report().end_limit;
+            assert_eq!(level, 20);
+        }
+        // A refusal lowers it: that run hands on its lowered limit.
+        let flow = after_others(level);
+        flow.company_called();
         flow.answered(Instant::now(), Signal::Overloaded, None);
-        assert!(flow.report().end_limit < begun_at, "{:?}", flow.report());
+        assert_eq!(flow.report().end_limit, 11);
     }
 
     #[test]

@@ -78,8 +78,10 @@ WITH incoming AS (
            companies_succeeded = r.companies_succeeded + b.succeeded,
            companies_failed = r.companies_failed + b.failed,
            companies_skipped = r.companies_skipped + b.skipped,
-           records_collected = r.records_collected + b.records,
-           machines_updated = r.machines_updated + b.machines,
+           -- An endpoint's counts go up to bigint's maximum (docs/contract.md): a sum stops
+           -- there rather than fail the statement that records the run.
+           records_collected = least(r.records_collected + b.records, 9223372036854775807),
+           machines_updated = least(r.machines_updated + b.machines, 9223372036854775807),
            duration_ms = (extract(epoch FROM b.last_at - r.started_at) * 1000)::bigint
       FROM (SELECT count(*) FILTER (WHERE status <> 'skipped') AS processed,
                    count(*) FILTER (WHERE status = 'succeeded') AS succeeded,
@@ -108,8 +110,10 @@ WITH incoming AS (
            attempts = d.attempts + excluded.attempts, succeeded = d.succeeded + excluded.succeeded,
            failed = d.failed + excluded.failed, skipped = d.skipped + excluded.skipped,
            requests = d.requests + excluded.requests,
-           records_collected = d.records_collected + excluded.records_collected,
-           machines_updated = d.machines_updated + excluded.machines_updated,
+           records_collected = least(d.records_collected::numeric + excluded.records_collected,
+                                     9223372036854775807),
+           machines_updated = least(d.machines_updated::numeric + excluded.machines_updated,
+                                    9223372036854775807),
            duration_ms_max = greatest(d.duration_ms_max, excluded.duration_ms_max),
            -- The new row's histogram is all zeros but a 1 in its duration's bucket (if any); a
            -- bucket stops counting at smallint's 32,767.

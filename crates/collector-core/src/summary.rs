@@ -175,8 +175,8 @@ impl RunCounts {
                 }
             }
         }
-        self.records += result.outcome.records;
-        self.machines += result.outcome.machines;
+        self.records = self.records.saturating_add(result.outcome.records);
+        self.machines = self.machines.saturating_add(result.outcome.machines);
     }
 }
 

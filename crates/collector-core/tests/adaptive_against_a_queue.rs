@@ -61,6 +61,13 @@ impl Limit {
         }
     }
 
+    fn settled(&self) -> usize {
+        match self {
+            Limit::Fixed(limit) => *limit,
+            Limit::Adaptive(adaptive) => adaptive.settled(),
+        }
+    }
+
     /// Takes in an answer, on the model's clock: `origin` plus the time since the run began.
     fn observe(&mut self, origin: Instant, sent_at: Duration, now: Duration, signal: Signal) {
         if let Limit::Adaptive(adaptive) = self {
@@ -81,7 +88,7 @@ struct Run {
     wall: Duration,
     refused: usize,
     /// As the run's report has it: the limit when the last company was sent, or lower if it fell
-    /// after.
+    /// after (as `AdaptiveLimit::settled` reads it).
     end_limit: usize,
     /// How widely the answers spread, as the adaptive limit measured it.
     spread: Option<f64>,
@@ -107,15 +114,15 @@ fn simulate(companies: usize, seed: u64, endpoint: &Endpoint, mut limit: Limit) 
     let mut paused_until = Duration::ZERO;
     let mut now = Duration::ZERO;
     let mut refused = 0;
-    let mut end_limit = limit.current();
+    let mut end_limit = limit.settled();
     loop {
         while next < companies && in_flight < limit.current() {
-            end_limit = limit.current();
+            end_limit = limit.settled();
             in_flight += 1;
             schedule(&mut events, now, Event::Send(next));
             next += 1;
         }
-        end_limit = end_limit.min(limit.current());
+        end_limit = end_limit.min(limit.settled());
         let Some(Reverse((at, _, event))) = events.pop() else {
             break;
         };

@@ -48,6 +48,34 @@ fn answering(behavior: Behavior) -> StandIn {
     .unwrap()
 }
 
+/// A stand-in whose every answer takes `delay`.
+fn answering_after(delay: Duration) -> StandIn {
+    answering(Behavior::Delay {
+        delay,
+        then: Box::new(Behavior::Synthetic),
+    })
+}
+
+/// A company's first request refused with 429 and `retry_after`, the next ones collected.
+fn refused_once(retry_after: &str) -> Behavior {
+    Behavior::FailTimes {
+        failures: 1,
+        status: 429,
+        retry_after: Some(retry_after.into()),
+        then: Box::new(Behavior::Synthetic),
+    }
+}
+
+/// The run's results, each of which must have succeeded.
+fn all_succeeded(executed: &Executed) -> &[CompanyResult] {
+    let results = &executed.summary.results;
+    assert!(
+        results.iter().all(|r| r.status == ResultStatus::Succeeded),
+        "{results:?}"
+    );
+    results
+}
+
 fn run() -> RunIdentity {
     RunIdentity {
         id: 7,
@@ -456,28 +484,13 @@ fn a_company_whose_task_dies_is_failed_and_recorded() {
 
 #[test]
 fn a_retry_after_holds_back_every_request_of_the_run() {
-    let stand_in = answering(Behavior::Delay {
-        delay: Duration::from_millis(100),
-        then: Box::new(Behavior::Synthetic),
-    });
+    let stand_in = answering_after(Duration::from_millis(100));
     let targets = targets(4);
     let limited = &targets[0].company_id;
-    stand_in.set_behavior(
-        limited,
-        Behavior::FailTimes {
-            failures: 1,
-            status: 429,
-            retry_after: Some("1".into()),
-            then: Box::new(Behavior::Synthetic),
-        },
-    );
+    stand_in.set_behavior(limited, refused_once("1"));
     let mut host = TestHost::recording_now();
     let executed = collect(&stand_in, &targets, 2, Duration::from_secs(30), &mut host);
-    let results = &executed.summary.results;
-    assert!(
-        results.iter().all(|r| r.status == ResultStatus::Succeeded),
-        "{results:?}"
-    );
+    let results = all_succeeded(&executed);
     // The first two companies were sent at once; the 429 came at once, the second company's
     // answer 100 ms later, and the third, called then, waited out the rest of the second.
     let third = results[2].outcome.duration;
@@ -491,6 +504,54 @@ fn a_retry_after_holds_back_every_request_of_the_run() {
     assert_eq!(flow.retries, 1);
     assert!(
         flow.paused >= Duration::from_millis(900) && flow.paused <= Duration::from_millis(1100)
+    );
+}
+
+#[test]
+fn a_pause_that_a_later_429_lengthens_holds_back_the_requests_already_waiting() {
+    let stand_in = answering_after(Duration::from_millis(100));
+    let targets = targets(4);
+    stand_in.set_behavior(&targets[0].company_id, refused_once("1"));
+    stand_in.set_behavior(
+        &targets[1].company_id,
+        Behavior::Delay {
+            delay: Duration::from_millis(400),
+            then: Box::new(refused_once("2")),
+        },
+    );
+    let mut host = TestHost::recording_now();
+    let executed = collect(&stand_in, &targets, 3, Duration::from_secs(30), &mut host);
+    let results = all_succeeded(&executed);
+    // The first 429 paused the run until 1 s; the fourth company, called at 100 ms, waited for
+    // it. The second 429, at 400 ms, moved the end to 2.4 s while it waited: it waited on.
+    let fourth = results[3].outcome.duration;
+    assert!(
+        fourth >= Duration::from_millis(2200),
+        "the fourth company took {fourth:?}"
+    );
+    assert_eq!(executed.summary.flow.overloaded_answers, 2);
+}
+
+#[test]
+fn the_requests_a_pause_holds_back_come_back_spread_over_a_part_of_it() {
+    let stand_in = answering_after(Duration::from_millis(200));
+    let targets = targets(15);
+    stand_in.set_behavior(&targets[0].company_id, refused_once("2"));
+    let mut host = TestHost::recording_now();
+    let executed = collect(&stand_in, &targets, 8, Duration::from_secs(30), &mut host);
+    let results = all_succeeded(&executed);
+    // The 429 came at once and paused the run for 2 s; the seven companies called at 200 ms, as
+    // the first answers came, waited for its end, and each up to a quarter of what was left of it
+    // (1.8 s) more: not all at the same instant.
+    let held_back: Vec<Duration> = results[8..].iter().map(|r| r.outcome.duration).collect();
+    let (first, last) = (
+        held_back.iter().min().copied().unwrap_or_default(),
+        held_back.iter().max().copied().unwrap_or_default(),
+    );
+    assert!(first >= Duration::from_millis(1900), "{held_back:?}");
+    assert!(
+        last - first >= Duration::from_millis(50),
+        "the held-back companies came back together: {held_back:?}"
     );
 }
 
@@ -565,15 +626,7 @@ fn an_adaptive_limit_rises_on_an_idle_endpoint_and_never_passes_its_maximum() {
 fn a_retry_after_past_the_deadline_holds_back_nothing() {
     let stand_in = answering(Behavior::Synthetic);
     let targets = targets(4);
-    stand_in.set_behavior(
-        &targets[0].company_id,
-        Behavior::FailTimes {
-            failures: 1,
-            status: 429,
-            retry_after: Some("3600".into()),
-            then: Box::new(Behavior::Synthetic),
-        },
-    );
+    stand_in.set_behavior(&targets[0].company_id, refused_once("3600"));
     let mut host = TestHost::recording_now();
     let executed = collect(&stand_in, &targets, 1, Duration::from_secs(30), &mut host);
     let summary = &executed.summary;
@@ -587,6 +640,40 @@ fn a_retry_after_past_the_deadline_holds_back_nothing() {
         (summary.flow.overloaded_answers, summary.flow.retries),
         (1, 0)
     );
+}
+
+#[test]
+fn the_largest_retry_after_fails_the_company_with_its_answer() {
+    let stand_in = answering(Behavior::FailTimes {
+        failures: 1,
+        status: 429,
+        retry_after: Some(u64::MAX.to_string()),
+        then: Box::new(Behavior::Synthetic),
+    });
+    let mut host = TestHost::recording_now();
+    let executed = collect(
+        &stand_in,
+        &targets(8),
+        8,
+        Duration::from_secs(30),
+        &mut host,
+    );
+    // Too far away to wait for, and to add the jitter to: each company fails with the 429, not
+    // with its task's panic (before, each had an even chance of overflowing).
+    for result in &executed.summary.results {
+        assert_eq!(result.status, ResultStatus::Failed);
+        assert_eq!(result.outcome.http_status, Some(429), "{result:?}");
+        assert!(
+            !result
+                .outcome
+                .error
+                .as_deref()
+                .unwrap_or_default()
+                .contains("internal error"),
+            "{result:?}"
+        );
+    }
+    assert_eq!(executed.summary.flow.paused, Duration::ZERO);
 }
 
 /// A stand-in that serves `workers` requests at once, each for 20 ms, queues `queue` more and
@@ -623,11 +710,7 @@ fn collect_adaptively(stand_in: &StandIn, companies: usize, start: usize, max: u
         Duration::from_secs(60),
         &mut TestHost::recording_now(),
     );
-    let results = &executed.summary.results;
-    assert!(
-        results.iter().all(|r| r.status == ResultStatus::Succeeded),
-        "{results:?}"
-    );
+    all_succeeded(&executed);
     executed
 }
 

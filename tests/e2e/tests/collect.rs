@@ -332,6 +332,48 @@ fn history_rows_match_the_summary() {
 }
 
 #[test]
+fn counts_as_high_as_bigint_goes_add_up_to_its_maximum() {
+    let deployment = deployment();
+    let most = i64::MAX;
+    for company in [sample::ACME, sample::BETA] {
+        deployment.stand_in.set_behavior(
+            company,
+            Behavior::Status {
+                status: 200,
+                content_type: "application/json".into(),
+                body: format!(
+                    r#"{{"success":true,"recordsCount":{most},"machinesUpdated":{most}}}"#
+                ),
+                headers: Vec::new(),
+            },
+        );
+    }
+    // Two runs: each adds the two companies' counts, and the second adds to the first's day.
+    for _ in 0..2 {
+        let summary = deployment.collect_all();
+        assert_eq!(summary["successfulCollections"], 8, "{summary}");
+        assert_eq!(summary["totalRecords"], most, "{summary}");
+        let row = deployment
+            .client()
+            .query_one(
+                "SELECT records_collected, machines_updated FROM dex_collector.runs WHERE id = $1",
+                &[&summary["run_id"].as_i64()],
+            )
+            .unwrap();
+        assert_eq!((row.get::<_, i64>(0), row.get::<_, i64>(1)), (most, most));
+    }
+    let day = deployment
+        .client()
+        .query_one(
+            "SELECT records_collected, machines_updated FROM dex_collector.daily_rollups
+              WHERE company_id = $1::text::uuid",
+            &[&sample::ACME],
+        )
+        .unwrap();
+    assert_eq!((day.get::<_, i64>(0), day.get::<_, i64>(1)), (most, most));
+}
+
+#[test]
 fn collects_one_company_and_rejects_an_unknown_one() {
     let deployment = deployment();
     let mut client = deployment.client();
@@ -422,6 +464,63 @@ fn works_the_same_with_the_library_preloaded() {
     let summary = deployment.collect_all();
     assert_eq!(summary["companiesProcessed"], 8);
     assert_eq!(summary["successfulCollections"], 8);
+}
+
+#[test]
+fn runs_of_one_company_and_failed_runs_leave_the_adaptive_level_as_it_was() {
+    let deployment = deployment();
+    let mut client = deployment.client();
+    client
+        .batch_execute(
+            "SET dex_collector.adaptive_concurrency = on;
+             SET dex_collector.max_concurrency = 64",
+        )
+        .unwrap();
+    // Where the runs before settled: 20, planted on a (fixed) run's row.
+    let first = deployment.collect_all();
+    client
+        .execute(
+            "UPDATE dex_collector.runs SET (concurrency_adaptive, concurrency_limit) = (true, 20)
+              WHERE id = $1",
+            &[&first["run_id"].as_i64()],
+        )
+        .unwrap();
+    // A company's own run begins a step below (17) and ends before a window could raise it: it
+    // hands on 20, not 17, and the run after it begins at 17 again (before, 17, 17, 14, 14, 11).
+    let mut company_runs = Vec::new();
+    for _ in 0..5 {
+        let summary: Value = client
+            .query_one(
+                "SELECT dex_collect_company($1::text::uuid)",
+                &[&sample::ACME],
+            )
+            .unwrap()
+            .get(0);
+        assert_eq!(summary["successfulCollections"], 1, "{summary}");
+        assert_eq!(
+            (
+                &summary["concurrency"]["start"],
+                &summary["concurrency"]["limit"]
+            ),
+            (&json!(17), &json!(20)),
+            "{summary}"
+        );
+        company_runs.push(summary["run_id"].as_i64().unwrap());
+    }
+    // Runs that failed (their key refused, a worker's run cancelled) count for nothing: two of the
+    // latest three at 2 would begin the next at 1.
+    client
+        .execute(
+            "UPDATE dex_collector.runs SET status = 'failed', concurrency_limit = 2
+              WHERE id = ANY($1)",
+            &[&company_runs[3..].to_vec()],
+        )
+        .unwrap();
+    let summary: Value = client
+        .query_one("SELECT dex_collect_all()", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(summary["concurrency"]["start"], 17, "{summary}");
 }
 
 /// Enough for windows of answers (16 at the least): a first run from 2 grows by a quarter per
