@@ -112,6 +112,8 @@ pub enum ConfigError {
     Catalog { reason: String },
     #[error("unusable dex_collector.ca_file: {reason}")]
     CaFile { reason: String },
+    #[error("could not read the dex_collector settings stored for this database: {reason}")]
+    Stored { reason: String },
     /// A delivery URL from Vault (`secret`, or the setting of that name) that cannot be used.
     #[error("invalid {secret}: {reason}")]
     InvalidDeliveryUrl {
@@ -511,6 +513,25 @@ impl Settings {
             },
         })
     }
+}
+
+/// The `dex_collector.*` settings `ALTER DATABASE` and `ALTER ROLE` store for a session of this
+/// database and role, as one text. PostgreSQL applies them when a session connects; the worker,
+/// connected once, compares them with those it connected with to know when to start again.
+pub fn stored_for_session() -> Result<String, ConfigError> {
+    Spi::get_one::<String>(
+        "SELECT coalesce(string_agg(format('%s %s %s', s.setdatabase, s.setrole, c.setting), E'\n'
+                                    ORDER BY s.setdatabase, s.setrole, c.n), '')
+           FROM pg_catalog.pg_db_role_setting s, unnest(s.setconfig) WITH ORDINALITY AS c(setting, n)
+          WHERE s.setdatabase IN (0, (SELECT oid FROM pg_catalog.pg_database
+                                       WHERE datname = current_database()))
+            AND s.setrole IN (0, (SELECT oid FROM pg_catalog.pg_roles WHERE rolname = session_user))
+            AND c.setting LIKE 'dex\\_collector.%'",
+    )
+    .map(Option::unwrap_or_default)
+    .map_err(|error| ConfigError::Stored {
+        reason: error.to_string(),
+    })
 }
 
 /// Where a value of the retired `dex_collector.service_key` is still stored (never the value):

@@ -19,7 +19,7 @@ use crate::delivery::Deliveries;
 use crate::history::{self, Retention, RETENTION_ROWS_BATCH, RETENTION_RUNS_BATCH};
 use crate::lifecycle::{self, in_own_transaction, WorkerRun};
 use crate::pg;
-use crate::settings::{worker_database, WorkerSettings};
+use crate::settings::{self, worker_database, WorkerSettings};
 use crate::version;
 
 /// `backend_type` in `pg_stat_activity`.
@@ -158,7 +158,17 @@ fn serve(database: &str) {
     let mut failures: u32 = 0;
     let mut problems = Problems::default();
     let mut deliveries = Deliveries::default();
+    let connected_with = stored_settings(&mut problems);
     while !pg::shutdown_requested() {
+        if let (Some(connected_with), Some(now)) = (&connected_with, stored_settings(&mut problems))
+        {
+            if now != *connected_with {
+                log!(
+                    "dex_collector worker: the dex_collector settings of database {database:?} changed (ALTER DATABASE or ALTER ROLE); starting again to take them"
+                );
+                return;
+            }
+        }
         let settings = WorkerSettings::current();
         let now = Instant::now();
         next_interval_run = match (settings.interval, next_interval_run) {
@@ -231,6 +241,19 @@ fn serve(database: &str) {
         }
         if BackgroundWorker::sighup_received() {
             pg::reload_configuration();
+        }
+    }
+}
+
+/// The settings `ALTER DATABASE` and `ALTER ROLE` store for the worker's session: PostgreSQL
+/// applies them when a session connects, and the worker connects once, so it starts again when
+/// they change. None when they cannot be read (logged).
+fn stored_settings(problems: &mut Problems) -> Option<String> {
+    match in_own_transaction(settings::stored_for_session) {
+        Ok(stored) => Some(stored),
+        Err(error) => {
+            problems.report(error.to_string());
+            None
         }
     }
 }

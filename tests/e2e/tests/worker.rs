@@ -461,13 +461,19 @@ fn the_worker_survives_bad_settings_and_endpoint_outages() {
         .expect_warnings(&["the run could not start: dex_collector.targets_query failed"]);
     let cluster = &deployment.cluster;
     let mut client = deployment.client();
+    let worked = wait_for::<i64>(
+        cluster,
+        "SELECT count(*) FROM dex_collector.runs WHERE trigger = 'worker' AND status = 'succeeded'",
+        Duration::from_secs(30),
+        |n| *n >= 1,
+    );
+    assert!(worked >= 1, "the worker runs on its interval");
+    let first_pid = worker_pid(cluster).expect("the worker runs");
     client
         .batch_execute("ALTER DATABASE dex SET dex_collector.targets_query = 'SELEC broken'")
         .unwrap();
-    // The worker reads database settings when it connects: have it reconnect.
-    client
-        .batch_execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE backend_type = 'dex_collector'")
-        .unwrap();
+    // PostgreSQL applies a database's settings when a session connects: the worker sees them
+    // change and starts again to take them.
     let failed = wait_for::<i64>(
         cluster,
         "SELECT count(*) FROM dex_collector.runs WHERE trigger = 'worker' AND status = 'failed'
@@ -479,16 +485,21 @@ fn the_worker_survives_bad_settings_and_endpoint_outages() {
         failed >= 2,
         "bad settings fail runs, not the worker: {failed}"
     );
-    let pid = worker_pid(cluster).expect("the worker is still there");
+    assert_ne!(
+        worker_pid(cluster),
+        Some(first_pid),
+        "the worker started again"
+    );
+    assert!(cluster
+        .log_contents()
+        .contains("the dex_collector settings of database \"dex\" changed"));
 
-    client
-        .batch_execute("ALTER DATABASE dex RESET dex_collector.targets_query")
-        .unwrap();
+    // Taken back: the worker starts again with the setting gone.
     deployment
         .stand_in
         .set_default_behavior(Behavior::CloseWithoutAnswer);
     client
-        .batch_execute(&format!("SELECT pg_terminate_backend({pid})"))
+        .batch_execute("ALTER DATABASE dex RESET dex_collector.targets_query")
         .unwrap();
     let outage_runs = wait_for::<i64>(
         cluster,
