@@ -188,7 +188,9 @@ pub fn record_results(
     .map_err(HistoryError::Spi)
 }
 
-/// Completes the run's row with its counts, its flow and its final status.
+/// Completes the run's row with its flow and its final status. Its counts are those of the
+/// results recorded, kept as each batch was ([`record_results`]), not the summary's: a worker run
+/// whose results could not all be recorded counted results that no table holds.
 pub fn finish_run(summary: &RunSummary, status: RunStatus) -> Result<(), HistoryError> {
     let count = |n: usize| i32::try_from(n).unwrap_or(i32::MAX);
     let count_u64 = |n: u64| i32::try_from(n).unwrap_or(i32::MAX);
@@ -196,23 +198,15 @@ pub fn finish_run(summary: &RunSummary, status: RunStatus) -> Result<(), History
     Spi::connect_mut(|client| {
         client.update(
             "UPDATE dex_collector.runs
-                SET finished_at = clock_timestamp(), status = $2,
-                    companies_processed = $3, companies_succeeded = $4, companies_failed = $5,
-                    companies_skipped = $6, records_collected = $7, machines_updated = $8,
-                    duration_ms = $9, error = $10, companies_not_reached = $11,
-                    concurrency_adaptive = $12, concurrency_limit = $13, overloaded_answers = $14,
-                    retries = $15, retries_refused = $16, answer_spread = $17
+                SET finished_at = clock_timestamp(), status = $2, duration_ms = $3, error = $4,
+                    companies_not_reached = $5, concurrency_adaptive = $6, concurrency_limit = $7,
+                    overloaded_answers = $8, retries = $9, retries_refused = $10,
+                    answer_spread = $11
               WHERE id = $1",
             None,
             &[
                 summary.run_id.into(),
                 status.as_str().into(),
-                count(summary.companies_processed()).into(),
-                count(summary.companies_succeeded()).into(),
-                count(summary.companies_failed()).into(),
-                count(summary.companies_skipped()).into(),
-                summary.total_records().into(),
-                summary.total_machines().into(),
                 summary.duration_ms().into(),
                 summary.run_error.clone().into(),
                 count(summary.companies_not_reached()).into(),

@@ -177,15 +177,19 @@ pub fn collect_in_worker(request: WorkerRun) -> Result<(), Vec<String>> {
     let mut problems = Vec::new();
     let run_id = run.id;
     let recording = plan.settings.recording;
+    // A batch whose transaction failed (a cancel while it was written, say) is written again with
+    // the run's end, in that transaction: the run stops calling the endpoint, but loses nothing.
+    let mut unwritten = Vec::new();
     let mut write = |due: Vec<_>| {
-        in_own_transaction(move || history::record_results(run_id, &due, recording)).inspect_err(
-            |error| {
-                problems.push(format!(
-                    "run {run_id} stopped calling the endpoint: its results could not be \
-                     recorded: {error}"
-                ));
-            },
-        )
+        let written = in_own_transaction(|| history::record_results(run_id, &due, recording));
+        if let Err(error) = &written {
+            problems.push(format!(
+                "run {run_id} stopped calling the endpoint: its results could not be recorded: \
+                 {error}"
+            ));
+            unwritten.extend(due);
+        }
+        written
     };
     let mut sink = ResultSink {
         batch: ResultBatch::new(Some(WORKER_BATCH_WAIT)),
@@ -199,7 +203,9 @@ pub fn collect_in_worker(request: WorkerRun) -> Result<(), Vec<String>> {
         false,
         &mut sink,
     );
-    let rest = sink.batch.take();
+    let last = sink.batch.take();
+    unwritten.extend(last);
+    let rest = unwritten;
     let ended = in_own_transaction(|| match &executed {
         Ok(executed) => {
             let status = if executed.cancelled && pg::shutdown_requested() {

@@ -392,14 +392,14 @@ pub fn fan_out(
         record_error,
         ..
     } = results;
-    let run_error = match stop {
-        Some(Stop::AuthRejected) => Some(SKIP_AUTH_REJECTED.to_string()),
-        Some(Stop::Cancelled) => Some("the run was cancelled".to_string()),
-        Some(Stop::BookkeepingFailed) => Some(format!(
-            "{SKIP_BOOKKEEPING_FAILED}: {}",
-            record_error.unwrap_or_default()
-        )),
-        _ => None,
+    // A result that could not be recorded fails the run whatever stopped it: one that stopped at
+    // its deadline or at a refused key still lost the results from there on.
+    let run_error = match (stop, record_error) {
+        (_, Some(reason)) => Some(format!("{SKIP_BOOKKEEPING_FAILED}: {reason}")),
+        (Some(Stop::AuthRejected), None) => Some(SKIP_AUTH_REJECTED.to_string()),
+        (Some(Stop::Cancelled), None) => Some("the run was cancelled".to_string()),
+        (Some(Stop::BookkeepingFailed), None) => Some(SKIP_BOOKKEEPING_FAILED.to_string()),
+        (Some(Stop::Deadline) | None, None) => None,
     };
     Executed {
         summary: RunSummary {

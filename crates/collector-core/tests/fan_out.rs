@@ -441,6 +441,32 @@ fn a_result_that_cannot_be_recorded_stops_calling_the_endpoint() {
 }
 
 #[test]
+fn results_that_cannot_be_recorded_after_the_deadline_still_fail_the_run() {
+    let stand_in = StandIn::start(StandInConfig {
+        latency: Duration::from_millis(50),
+        ..StandInConfig::default()
+    })
+    .unwrap();
+    let mut host = TestHost::recording_now();
+    // Two companies at most are answered before the deadline, the third is cut short by it: the
+    // first skip that the deadline leaves (the fourth result) cannot be recorded.
+    host.fail_after = Some(3);
+    let executed = collect(
+        &stand_in,
+        &targets(10),
+        1,
+        Duration::from_millis(120),
+        &mut host,
+    );
+    assert!(executed.summary.deadline_reached);
+    assert_eq!(
+        executed.summary.run_error.as_deref(),
+        Some(format!("{SKIP_BOOKKEEPING_FAILED}: the history is gone").as_str())
+    );
+    assert_eq!(host.recorded.len(), 3);
+}
+
+#[test]
 fn a_company_whose_task_dies_is_failed_and_recorded() {
     let stand_in = StandIn::start(StandInConfig::default()).unwrap();
     let targets = targets(4);

@@ -41,6 +41,21 @@ fn wait_for<T: for<'a> postgres::types::FromSql<'a>>(
     }
 }
 
+/// Polls run `run_id`'s status until `done` says so or `limit` passes; returns the last one.
+fn wait_for_run(
+    cluster: &TestCluster,
+    run_id: i64,
+    limit: Duration,
+    done: impl Fn(&String) -> bool,
+) -> String {
+    wait_for(
+        cluster,
+        &format!("SELECT status FROM dex_collector.runs WHERE id = {run_id}"),
+        limit,
+        done,
+    )
+}
+
 /// A deployment whose endpoint answers every company after `delay`.
 fn answering_after(delay: Duration) -> Deployment {
     Deployment::start(DeploymentOptions {
@@ -93,12 +108,9 @@ fn an_async_run_is_started_by_the_woken_worker() {
         .query_one("SELECT dex_collect_all_async()", &[])
         .unwrap()
         .get(0);
-    let status = wait_for::<String>(
-        cluster,
-        &format!("SELECT status FROM dex_collector.runs WHERE id = {run_id}"),
-        Duration::from_secs(30),
-        |s| s == "succeeded",
-    );
+    let status = wait_for_run(cluster, run_id, Duration::from_secs(30), |s| {
+        s == "succeeded"
+    });
     assert_eq!(status, "succeeded");
     // The worker idles 10 s between looks at the queue: starting sooner means it was woken.
     assert!(
@@ -218,12 +230,9 @@ fn a_fast_restart_during_a_slow_run_is_quick_and_leaves_the_run_interrupted() {
         took < Duration::from_secs(15),
         "a fast restart waited {took:?} on the run"
     );
-    let status = wait_for::<String>(
-        cluster,
-        &format!("SELECT status FROM dex_collector.runs WHERE id = {run_id}"),
-        Duration::from_secs(20),
-        |s| s == "interrupted",
-    );
+    let status = wait_for_run(cluster, run_id, Duration::from_secs(20), |s| {
+        s == "interrupted"
+    });
     assert_eq!(status, "interrupted");
     assert!(
         !cluster.log_contents().contains("terminated by signal"),
@@ -524,6 +533,70 @@ fn the_worker_survives_bad_settings_and_endpoint_outages() {
 }
 
 #[test]
+fn a_batch_the_worker_could_not_write_is_written_with_the_runs_end() {
+    let deployment = with_worker(&[]).expect_warnings(&["its results could not be recorded"]);
+    let cluster = &deployment.cluster;
+    let mut client = deployment.client();
+    // The first statement that writes results fails (a cancel while the worker wrote, say); the
+    // ones after it do not.
+    client
+        .batch_execute(
+            "CREATE SEQUENCE public.result_writes;
+             CREATE FUNCTION public.fail_the_first_write() RETURNS trigger LANGUAGE plpgsql AS $$
+             BEGIN
+                 IF nextval('public.result_writes') = 1 THEN
+                     RAISE EXCEPTION 'the disk is full (a test)';
+                 END IF;
+                 RETURN NULL;
+             END $$;
+             CREATE TRIGGER fail_the_first_write AFTER INSERT ON dex_collector.run_results
+                 FOR EACH STATEMENT EXECUTE FUNCTION public.fail_the_first_write();",
+        )
+        .unwrap();
+    // One company answers after 5 s: the other results (seven collected, two skipped for want of
+    // credentials) are written a second in, and that write fails.
+    deployment.stand_in.set_behavior(
+        sample::ACME,
+        Behavior::Delay {
+            delay: Duration::from_secs(5),
+            then: Box::new(Behavior::Synthetic),
+        },
+    );
+    let run_id: i64 = client
+        .query_one("SELECT dex_collect_all_async()", &[])
+        .unwrap()
+        .get(0);
+    let status = wait_for_run(cluster, run_id, Duration::from_secs(30), |status| {
+        status != "queued" && status != "running"
+    });
+    // The run stopped calling the endpoint (the slow company cut short, never recorded), and
+    // wrote the batch that had failed with its end: its counts are those of the results recorded.
+    assert_eq!(status, "failed");
+    let run = client
+        .query_one(
+            "SELECT error, companies_processed, companies_succeeded, companies_skipped,
+                    (SELECT count(*) FROM dex_collector.run_results WHERE run_id = r.id)
+               FROM dex_collector.runs r WHERE id = $1",
+            &[&run_id],
+        )
+        .unwrap();
+    let error: String = run.get(0);
+    assert!(
+        error.contains("its results could not be recorded") && error.contains("the disk is full"),
+        "{error}"
+    );
+    assert_eq!(
+        (
+            run.get::<_, i32>(1),
+            run.get::<_, i32>(2),
+            run.get::<_, i32>(3)
+        ),
+        (7, 7, 2)
+    );
+    assert_eq!(run.get::<_, i64>(4), 9);
+}
+
+#[test]
 fn an_idle_queue_is_no_error_and_logs_nothing() {
     let deployment = with_worker(&[("dex_collector.interval", "1s")]);
     let runs: i64 = wait_for(
@@ -567,12 +640,9 @@ fn a_run_cut_by_a_crash_counts_the_results_it_recorded() {
     );
     assert_eq!(recorded, 6, "six companies committed before the crash");
     cluster.restart("immediate").unwrap();
-    let status = wait_for::<String>(
-        cluster,
-        &format!("SELECT status FROM dex_collector.runs WHERE id = {run_id}"),
-        Duration::from_secs(20),
-        |s| s == "interrupted",
-    );
+    let status = wait_for_run(cluster, run_id, Duration::from_secs(20), |s| {
+        s == "interrupted"
+    });
     assert_eq!(status, "interrupted");
     let row = deployment
         .client()
