@@ -177,8 +177,8 @@ pub fn collect_in_worker(request: WorkerRun) -> Result<(), Vec<String>> {
     let mut problems = Vec::new();
     let run_id = run.id;
     let recording = plan.settings.recording;
-    // A batch whose transaction failed (a cancel while it was written, say) is written again with
-    // the run's end, in that transaction: the run stops calling the endpoint, but loses nothing.
+    // A batch whose transaction failed (a cancel while it was written, say) is written again at
+    // the run's end: the run stops calling the endpoint, but loses nothing that can be written.
     let mut unwritten = Vec::new();
     let mut write = |due: Vec<_>| {
         let written = in_own_transaction(|| history::record_results(run_id, &due, recording));
@@ -203,9 +203,19 @@ pub fn collect_in_worker(request: WorkerRun) -> Result<(), Vec<String>> {
         false,
         &mut sink,
     );
-    let last = sink.batch.take();
-    unwritten.extend(last);
-    let rest = unwritten;
+    let rest = sink.batch.take();
+    // In a transaction of its own: one that fails again (a row the history refuses) does not
+    // take the run's end with it.
+    if !unwritten.is_empty() {
+        if let Err(error) =
+            in_own_transaction(|| history::record_results(run_id, &unwritten, recording))
+        {
+            problems.push(format!(
+                "run {run_id}: {} results could not be recorded: {error}",
+                unwritten.len()
+            ));
+        }
+    }
     let ended = in_own_transaction(|| match &executed {
         Ok(executed) => {
             let status = if executed.cancelled && pg::shutdown_requested() {

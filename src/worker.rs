@@ -158,16 +158,18 @@ fn serve(database: &str) {
     let mut failures: u32 = 0;
     let mut problems = Problems::default();
     let mut deliveries = Deliveries::default();
-    let connected_with = stored_settings(&mut problems);
+    // Those it connected with (or, if they could not be read then, the first read after).
+    let mut connected_with = stored_settings(&mut problems);
     while !pg::shutdown_requested() {
-        if let (Some(connected_with), Some(now)) = (&connected_with, stored_settings(&mut problems))
-        {
-            if now != *connected_with {
+        match (stored_settings(&mut problems), &connected_with) {
+            (Some(now), Some(then)) if now != *then => {
                 log!(
                     "dex_collector worker: the dex_collector settings of database {database:?} changed (ALTER DATABASE or ALTER ROLE); starting again to take them"
                 );
                 return;
             }
+            (Some(now), None) => connected_with = Some(now),
+            _ => {}
         }
         let settings = WorkerSettings::current();
         let now = Instant::now();

@@ -244,13 +244,15 @@ async fn fetch_page(
     let mut retries_done = 0;
     loop {
         // Held back until no pause holds: one that a later 429 lengthened while this request
-        // waited holds it again. Each waits its own part of the pause longer, so that the requests
-        // held back do not all come back at once. The fan-out's own deadline ends a pause that
-        // outlasts the run.
+        // waited holds it again. Each waits its own part of the pause longer (but not past the
+        // deadline), so that the requests held back do not all come back at once. The fan-out's
+        // own deadline ends a pause that outlasts the run.
         while let Some(resume_at) = flow.paused_until(Instant::now()) {
             let left = resume_at.saturating_duration_since(Instant::now());
             let jitter = retry_after_jitter(left, request.company_id);
-            let back_at = resume_at.checked_add(jitter).unwrap_or(resume_at);
+            let back_at = resume_at
+                .checked_add(jitter)
+                .map_or(resume_at, |back_at| back_at.min(deadline.max(resume_at)));
             tokio::time::sleep_until(back_at.into()).await;
         }
         outcome.attempts += 1;
@@ -922,6 +924,27 @@ mod tests {
                 .min(MAX_BACKOFF);
             let wait = backoff(retries_done, "c");
             assert!(wait >= base / 2 && wait < base, "{retries_done}: {wait:?}");
+        }
+    }
+
+    #[test]
+    fn a_retry_after_adds_up_to_a_quarter_of_it_and_at_most_two_seconds() {
+        for (after, most) in [
+            (Duration::from_secs(2), Duration::from_millis(500)),
+            (Duration::from_secs(60), MAX_RETRY_AFTER_JITTER),
+            (Duration::ZERO, Duration::ZERO),
+        ] {
+            let waits: Vec<Duration> = (0..200)
+                .map(|company| retry_after_jitter(after, &company.to_string()))
+                .collect();
+            assert!(
+                waits.iter().all(|wait| *wait <= most),
+                "{after:?}: {waits:?}"
+            );
+            // Spread over that part, not one value for every company.
+            let spread = waits.iter().max().copied().unwrap_or_default()
+                - waits.iter().min().copied().unwrap_or_default();
+            assert!(spread >= most / 2, "{after:?}: {waits:?}");
         }
     }
 
