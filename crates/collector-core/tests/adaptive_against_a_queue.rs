@@ -588,15 +588,19 @@ fn a_large_endpoints_runs_after_the_first_keep_its_pace() {
 
 #[test]
 fn an_endpoint_slower_for_everyone_at_a_wide_spread_costs_no_long_fall() {
-    // Companies that differ by a sigma of 1.0, each three (or two) times as long from 2 s into
-    // every run: the fall that follows, its windows' medians noisy, may go on far below the
-    // endpoint's 16 workers before two windows show that the queue did not shorten. With windows
-    // as long as the spread asks for, 60 to 96 answers, a fall to a limit of 1 or 2 held windows
-    // of tens of round trips there, seconds each: runs 2 to 6 took 1.30 times fixed 16's wall
-    // time at three times slower (1.26 to 1.34), 1.23 at twice (1.19 to 1.29). With windows of
-    // eight round trips at most while the limit falls: 1.17 (1.14 to 1.25) and 1.17 (1.14 to
-    // 1.20).
-    for factor in [3.0, 2.0] {
+    // Companies that differ by a sigma of 1.0, each three (two, 1.75, 1.5) times as long from 2 s
+    // into every run: the fall that follows, its windows' medians noisy, may go on far below the
+    // endpoint's 16 workers before two windows show that the queue did not shorten. With windows as
+    // long as the spread asks for, 60 to 96 answers, a fall to a limit of 1 or 2 held windows of
+    // tens of round trips there, seconds each: runs 2 to 6 took 1.30 times fixed 16's wall time at
+    // three times slower (1.26 to 1.34), 1.23 at twice (1.19 to 1.29). With windows of eight round
+    // trips at most while the limit falls: 1.17 (1.14 to 1.25) and 1.17 (1.14 to 1.20). With a fall
+    // kept through the calm windows between its falling ones (three in a row end it, or the limit
+    // back where it began), where a limit lowered by steps meets the same pace as at twice it:
+    // three times slower 1.17 (1.17 before; 1.18 ended by the three calm windows alone, 1.19 by the
+    // limit back alone), twice 1.15 (1.18), 1.75 times 1.13 (1.18), 1.5 times 1.21 (1.39: the limit
+    // wandered down in small falls with calm windows between them).
+    for (factor, most_slower) in [(3.0, 1.18), (2.0, 1.2), (1.75, 1.16), (1.5, 1.3)] {
         let endpoint = Endpoint {
             workers: 16,
             queue: 8,
@@ -609,7 +613,7 @@ fn an_endpoint_slower_for_everyone_at_a_wide_spread_costs_no_long_fall() {
         let after = &runs[1..];
         let mean = after.iter().map(|(slower, _)| slower).sum::<f64>() / after.len() as f64;
         assert!(
-            mean < 1.2,
+            mean < most_slower,
             "{factor} times slower, runs 2 to 6: {mean:.3} times fixed 16"
         );
         assert_runs_after_the_first(&runs, 1.3, 0.1, &format!("{factor} times slower"));
