@@ -158,8 +158,9 @@ fn serve(database: &str) {
     let mut failures: u32 = 0;
     let mut problems = Problems::default();
     let mut deliveries = Deliveries::default();
-    // Those it connected with (or, if they could not be read then, the first read after).
-    let mut connected_with = stored_settings(&mut problems);
+    // Those it connected with: the first read, at once after connecting (or, if that failed, the
+    // first that did not).
+    let mut connected_with = None;
     while !pg::shutdown_requested() {
         match (stored_settings(&mut problems), &connected_with) {
             (Some(now), Some(then)) if now != *then => {

@@ -242,8 +242,6 @@ pub struct AdaptiveLimit {
     /// it, three times slower at sigma 1.0, runs 2 to 6 took 1.224 times fixed 16 in the model test
     /// (1.171 before; 1.167 forgotten).
     settled_at: Option<f64>,
-    /// Where the recent runs settled, as this run was given it (see [`AdaptiveLimit::settled`]).
-    resumed_from: Option<f64>,
     /// This run has lowered its limit: a queue or a refusal.
     lowered: bool,
     window: Vec<Duration>,
@@ -338,7 +336,6 @@ impl AdaptiveLimit {
             loaded_windows: 0,
             last_window_queued: false,
             settled_at: None,
-            resumed_from: None,
             lowered: false,
             window: Vec::new(),
             recent_medians: VecDeque::new(),
@@ -370,7 +367,6 @@ impl AdaptiveLimit {
         let mut adaptive = AdaptiveLimit::new(begin, max);
         adaptive.slow_start = !settled;
         adaptive.settled_at = settled.then_some(start as f64);
-        adaptive.resumed_from = settled.then_some((start as f64).min(adaptive.max));
         adaptive.ceiling = ceiling.map(|ceiling| (ceiling.max(1) as f64, now, 0));
         // The spread of collect-bulk's time per company is the endpoint's and its companies', not
         // the run's: taken from the last run, the first windows are as long, and their ratios as
@@ -415,9 +411,11 @@ impl AdaptiveLimit {
     /// its limit. Begun below it by design, a run that ends before it has grown back (one of a few
     /// companies, one that ends no window) has found nothing against that level; handed on as it
     /// was, its limit would take the next run's a step lower, and the one after lower again, to 1.
+    /// That level is [`AdaptiveLimit::settled_at`] (no higher than the maximum): a fall that forgets
+    /// it has lowered the limit first.
     pub fn settled(&self) -> usize {
-        match self.resumed_from {
-            Some(level) if !self.lowered => self.current().max(level as usize),
+        match self.settled_at {
+            Some(level) if !self.lowered => self.current().max(level.min(self.max) as usize),
             _ => self.current(),
         }
     }
