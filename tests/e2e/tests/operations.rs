@@ -633,7 +633,16 @@ fn a_cancel_sent_to_the_worker_stops_its_run_and_the_worker_lives_on() {
     assert!(worker_ready(&deployment.cluster));
     let pid = worker_pid(&deployment);
     let mut client = deployment.client();
-    // Idle: nothing to cancel.
+    // Idle: nothing to cancel. Waiting on its latch, not in its first cycle's queries, which a
+    // cancel would cancel (logged as that cycle's problem).
+    assert!(wait_until(Duration::from_secs(20), || {
+        one::<Option<String>>(
+            &mut deployment.client(),
+            &format!("SELECT wait_event_type FROM pg_stat_activity WHERE pid = {pid}"),
+        )
+        .as_deref()
+            == Some("Extension")
+    }));
     client
         .execute("SELECT pg_cancel_backend($1)", &[&pid])
         .unwrap();
