@@ -98,12 +98,20 @@ DROP EVENT TRIGGER dex_collector_before_drop;
 CREATE EVENT TRIGGER dex_collector_before_drop ON ddl_command_start
     WHEN TAG IN ('DROP EXTENSION', 'DROP SCHEMA', 'DROP OWNED') EXECUTE FUNCTION dex_collector.before_drop();
 
--- Existing jobs get the new name (pg_cron's own trigger on cron.job tells its scheduler).
+-- Existing jobs get the new name (pg_cron's own trigger on cron.job tells its scheduler), unless
+-- their owner already has a job of that name (pg_cron's names are unique per user).
 DO $$
 BEGIN
     IF EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'pg_cron') THEN
-        UPDATE cron.job SET jobname = 'dex_collect_all'
-         WHERE jobname = 'dex-collection-every-5-minutes' AND database = current_database();
+        UPDATE cron.job AS old SET jobname = 'dex_collect_all'
+         WHERE old.jobname = 'dex-collection-every-5-minutes' AND old.database = current_database()
+           AND NOT EXISTS (SELECT 1 FROM cron.job j
+                            WHERE j.jobname = 'dex_collect_all' AND j.username = old.username);
+        IF EXISTS (SELECT 1 FROM cron.job WHERE jobname = 'dex-collection-every-5-minutes'
+                      AND database = current_database()) THEN
+            RAISE WARNING 'dex_collector: the pg_cron job dex-collection-every-5-minutes keeps its name: its owner has a job named dex_collect_all already'
+                USING HINT = 'If both collect, unschedule one: SELECT cron.unschedule(''dex-collection-every-5-minutes'');';
+        END IF;
     END IF;
 EXCEPTION WHEN insufficient_privilege THEN
     RAISE WARNING 'dex_collector: could not rename the pg_cron job dex-collection-every-5-minutes: %', SQLERRM
@@ -179,12 +187,16 @@ CREATE TABLE dex_collector.events (
     delivered_at          timestamptz,
     delivery_attempts     integer NOT NULL DEFAULT 0,
     delivery_error        text,        -- the latest failed attempt's (kept once delivered)
-    next_delivery_at      timestamptz  -- not before this (the backoff)
+    next_delivery_at      timestamptz, -- not before this (the backoff)
+    -- The receiver refused it for good (a 4xx other than 408 and 429): not offered again, and no
+    -- longer holding back the events after it.
+    abandoned_at          timestamptz
 );
-CREATE INDEX events_undelivered_idx ON dex_collector.events (id) WHERE delivered_at IS NULL;
+CREATE INDEX events_undelivered_idx ON dex_collector.events (id)
+    WHERE delivered_at IS NULL AND abandoned_at IS NULL;
 -- What health counts as undelivered alerts: offered to the webhook, not taken yet.
 CREATE INDEX events_offered_idx ON dex_collector.events (id)
-    WHERE delivered_at IS NULL AND delivery_attempts > 0;
+    WHERE delivered_at IS NULL AND abandoned_at IS NULL AND delivery_attempts > 0;
 COMMENT ON TABLE dex_collector.events IS 'dex_collector: changes of a company''s health, and runs that failed or were cut short';
 
 SELECT pg_catalog.pg_extension_config_dump('dex_collector.companies', '');
@@ -363,8 +375,10 @@ COMMENT ON FUNCTION dex_collector.expected_interval() IS
 -- the expected intervals), the latest one's status, and the companies by state.
 CREATE VIEW dex_collector.health AS
 WITH latest AS (
+    -- A run skipped because another held the lock is no sign that runs go on: a session that
+    -- holds the lock for good makes every scheduled call one.
     SELECT r.id, r.status, r.started_at, r.finished_at FROM dex_collector.runs r
-     WHERE r.status <> 'queued' ORDER BY r.id DESC LIMIT 1
+     WHERE r.status NOT IN ('queued', 'skipped') ORDER BY r.id DESC LIMIT 1
 ), cadence AS (
     SELECT dex_collector.expected_interval() AS expected_every
 ), states AS (
@@ -374,19 +388,27 @@ WITH latest AS (
            count(*) FILTER (WHERE c.state = 'never_collected') AS companies_never_collected
       FROM dex_collector.companies c
 ), outbox AS (
-    -- Events the webhook was offered and has not taken yet.
-    SELECT count(*) AS alerts_undelivered FROM dex_collector.events e
-     WHERE e.delivered_at IS NULL AND e.delivery_attempts > 0
+    -- Events the webhook was offered and has not taken yet, and those it refused for good since
+    -- it last took one (a webhook that refuses everything stays unhealthy until one arrives).
+    SELECT count(*) FILTER (WHERE e.abandoned_at IS NULL AND e.delivery_attempts > 0)
+               AS alerts_undelivered,
+           count(*) FILTER (WHERE e.abandoned_at IS NOT NULL
+                                  AND e.id > coalesce((SELECT max(d.id) FROM dex_collector.events d
+                                                        WHERE d.delivered_at IS NOT NULL), 0))
+               AS alerts_refused
+      FROM dex_collector.events e
+     WHERE e.delivered_at IS NULL
 ), judged AS (
     SELECT l.id AS last_run_id, l.status AS last_run_status, l.started_at AS last_run_started_at,
            l.finished_at AS last_run_finished_at, k.expected_every,
            k.expected_every IS NOT NULL
                AND coalesce(l.started_at < now() - 2 * k.expected_every, true) AS stale,
-           s.*, o.alerts_undelivered
+           s.*, o.alerts_undelivered, o.alerts_refused
       FROM cadence k CROSS JOIN states s CROSS JOIN outbox o LEFT JOIN latest l ON true
 )
 SELECT NOT j.stale AND j.last_run_status IS DISTINCT FROM 'failed' AND j.companies_failing = 0
-           AND j.alerts_undelivered = 0 AND j.last_run_id IS NOT NULL AS healthy,
+           AND j.alerts_undelivered = 0 AND j.alerts_refused = 0 AND j.last_run_id IS NOT NULL
+           AS healthy,
        j.*
   FROM judged j;
 COMMENT ON VIEW dex_collector.health IS
@@ -408,6 +430,8 @@ SELECT 'dex_collector_last_run_succeeded', '', (h.last_run_status = 'succeeded')
   FROM dex_collector.health h WHERE h.last_run_status IS NOT NULL
 UNION ALL
 SELECT 'dex_collector_alerts_undelivered', '', h.alerts_undelivered::float8 FROM dex_collector.health h
+UNION ALL
+SELECT 'dex_collector_alerts_refused', '', h.alerts_refused::float8 FROM dex_collector.health h
 UNION ALL
 SELECT 'dex_collector_companies', s.state, count(c.company_id)::float8
   FROM unnest(ARRAY['ok', 'failing', 'skipped', 'never_collected']) AS s(state)
@@ -464,8 +488,10 @@ WITH results AS (
            count(*) FILTER (WHERE status = 'succeeded') AS succeeded,
            count(*) FILTER (WHERE status = 'failed') AS failed,
            count(*) FILTER (WHERE status = 'skipped') AS skipped,
-           sum(attempts) AS requests, sum(records_collected) AS records_collected,
-           sum(machines_updated) AS machines_updated,
+           sum(attempts) AS requests,
+           -- As RECORD_RESULTS adds them: no more than bigint holds.
+           least(sum(records_collected), 9223372036854775807) AS records_collected,
+           least(sum(machines_updated), 9223372036854775807) AS machines_updated,
            max(duration_ms) FILTER (WHERE bucket IS NOT NULL) AS duration_ms_max
       FROM results GROUP BY day, company_id
 ), buckets AS (

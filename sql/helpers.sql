@@ -111,8 +111,10 @@ COMMENT ON FUNCTION dex_collector.expected_interval() IS
 -- the expected intervals), the latest one's status, and the companies by state.
 CREATE VIEW dex_collector.health AS
 WITH latest AS (
+    -- A run skipped because another held the lock is no sign that runs go on: a session that
+    -- holds the lock for good makes every scheduled call one.
     SELECT r.id, r.status, r.started_at, r.finished_at FROM dex_collector.runs r
-     WHERE r.status <> 'queued' ORDER BY r.id DESC LIMIT 1
+     WHERE r.status NOT IN ('queued', 'skipped') ORDER BY r.id DESC LIMIT 1
 ), cadence AS (
     SELECT dex_collector.expected_interval() AS expected_every
 ), states AS (
@@ -122,19 +124,27 @@ WITH latest AS (
            count(*) FILTER (WHERE c.state = 'never_collected') AS companies_never_collected
       FROM dex_collector.companies c
 ), outbox AS (
-    -- Events the webhook was offered and has not taken yet.
-    SELECT count(*) AS alerts_undelivered FROM dex_collector.events e
-     WHERE e.delivered_at IS NULL AND e.delivery_attempts > 0
+    -- Events the webhook was offered and has not taken yet, and those it refused for good since
+    -- it last took one (a webhook that refuses everything stays unhealthy until one arrives).
+    SELECT count(*) FILTER (WHERE e.abandoned_at IS NULL AND e.delivery_attempts > 0)
+               AS alerts_undelivered,
+           count(*) FILTER (WHERE e.abandoned_at IS NOT NULL
+                                  AND e.id > coalesce((SELECT max(d.id) FROM dex_collector.events d
+                                                        WHERE d.delivered_at IS NOT NULL), 0))
+               AS alerts_refused
+      FROM dex_collector.events e
+     WHERE e.delivered_at IS NULL
 ), judged AS (
     SELECT l.id AS last_run_id, l.status AS last_run_status, l.started_at AS last_run_started_at,
            l.finished_at AS last_run_finished_at, k.expected_every,
            k.expected_every IS NOT NULL
                AND coalesce(l.started_at < now() - 2 * k.expected_every, true) AS stale,
-           s.*, o.alerts_undelivered
+           s.*, o.alerts_undelivered, o.alerts_refused
       FROM cadence k CROSS JOIN states s CROSS JOIN outbox o LEFT JOIN latest l ON true
 )
 SELECT NOT j.stale AND j.last_run_status IS DISTINCT FROM 'failed' AND j.companies_failing = 0
-           AND j.alerts_undelivered = 0 AND j.last_run_id IS NOT NULL AS healthy,
+           AND j.alerts_undelivered = 0 AND j.alerts_refused = 0 AND j.last_run_id IS NOT NULL
+           AS healthy,
        j.*
   FROM judged j;
 COMMENT ON VIEW dex_collector.health IS
@@ -156,6 +166,8 @@ SELECT 'dex_collector_last_run_succeeded', '', (h.last_run_status = 'succeeded')
   FROM dex_collector.health h WHERE h.last_run_status IS NOT NULL
 UNION ALL
 SELECT 'dex_collector_alerts_undelivered', '', h.alerts_undelivered::float8 FROM dex_collector.health h
+UNION ALL
+SELECT 'dex_collector_alerts_refused', '', h.alerts_refused::float8 FROM dex_collector.health h
 UNION ALL
 SELECT 'dex_collector_companies', s.state, count(c.company_id)::float8
   FROM unnest(ARRAY['ok', 'failing', 'skipped', 'never_collected']) AS s(state)

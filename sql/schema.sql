@@ -98,12 +98,16 @@ CREATE TABLE dex_collector.events (
     delivered_at          timestamptz,
     delivery_attempts     integer NOT NULL DEFAULT 0,
     delivery_error        text,        -- the latest failed attempt's (kept once delivered)
-    next_delivery_at      timestamptz  -- not before this (the backoff)
+    next_delivery_at      timestamptz, -- not before this (the backoff)
+    -- The receiver refused it for good (a 4xx other than 408 and 429): not offered again, and no
+    -- longer holding back the events after it.
+    abandoned_at          timestamptz
 );
-CREATE INDEX events_undelivered_idx ON dex_collector.events (id) WHERE delivered_at IS NULL;
+CREATE INDEX events_undelivered_idx ON dex_collector.events (id)
+    WHERE delivered_at IS NULL AND abandoned_at IS NULL;
 -- What health counts as undelivered alerts: offered to the webhook, not taken yet.
 CREATE INDEX events_offered_idx ON dex_collector.events (id)
-    WHERE delivered_at IS NULL AND delivery_attempts > 0;
+    WHERE delivered_at IS NULL AND abandoned_at IS NULL AND delivery_attempts > 0;
 COMMENT ON TABLE dex_collector.events IS 'dex_collector: changes of a company''s health, and runs that failed or were cut short';
 
 -- One row per company per day (UTC), kept with each result in the statement that records it

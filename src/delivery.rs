@@ -13,7 +13,7 @@ use dex_collector_core::alert::{
 };
 use dex_collector_core::fan_out::Http;
 
-use crate::outbox;
+use crate::outbox::{self, Attempt};
 use crate::pg;
 use crate::settings::DeliveryTargets;
 
@@ -24,11 +24,13 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 /// plus one request. What is left goes in the next turns.
 const TURN_BUDGET: Duration = Duration::from_secs(5);
 
-/// The worker's sender: its HTTP client, and the last run it pinged the heartbeat for.
-#[derive(Default)]
+/// The worker's sender: its HTTP client, and where its heartbeat pings have got to.
 pub struct Deliveries {
     http: Option<(Http, ClientFor)>,
     last_pinged_run: Option<i64>,
+    /// Runs that finish after this are pinged: the worker's start, or when a heartbeat URL was
+    /// last found unset.
+    pinging_since: SystemTime,
 }
 
 /// What a kept client was built for.
@@ -39,29 +41,48 @@ struct ClientFor {
 }
 
 impl Deliveries {
-    /// One turn: the due events to the webhook, then a ping for each run finished since the last
-    /// turn. Returns the problems met (each is retried on a later turn).
-    pub fn turn(&mut self) -> Result<(), String> {
-        let until = Instant::now() + TURN_BUDGET;
-        let targets = in_transaction(DeliveryTargets::load)?;
-        if targets.alert_url.is_none() && targets.heartbeat_url.is_none() {
-            self.last_pinged_run = None;
-            return Ok(());
-        }
-        let http = self.http_for(&targets)?;
-        if let Some(url) = &targets.alert_url {
-            send_events(http, url, targets.alert_secret.as_deref(), until)?;
-        }
-        match &targets.heartbeat_url {
-            Some(url) => self.ping_finished_runs(url, until),
-            None => {
-                self.last_pinged_run = None;
-                Ok(())
-            }
+    /// A sender that pings the runs finishing from now on, not the past.
+    pub fn new() -> Deliveries {
+        Deliveries {
+            http: None,
+            last_pinged_run: None,
+            pinging_since: SystemTime::now(),
         }
     }
 
-    fn http_for(&mut self, targets: &DeliveryTargets) -> Result<&Http, String> {
+    /// One turn: a ping for each run finished since the last turn, then the due events to the
+    /// webhook. Pings go first: they are few, and a backlog of events at a slow receiver must not
+    /// hold back the sign that runs go on. Returns the problems met (each is retried on a later
+    /// turn, but for a ping, which the next run's replaces).
+    pub fn turn(&mut self) -> Result<(), String> {
+        let until = Instant::now() + TURN_BUDGET;
+        let targets = in_transaction(DeliveryTargets::load)?;
+        if targets.heartbeat_url.is_none() {
+            self.last_pinged_run = None;
+            self.pinging_since = SystemTime::now();
+        }
+        if targets.alert_url.is_none() && targets.heartbeat_url.is_none() {
+            return Ok(());
+        }
+        self.http_for(&targets)?;
+        let pinged = match &targets.heartbeat_url {
+            Some(url) => self.ping_finished_runs(url, until),
+            None => Ok(()),
+        };
+        let sent = match (&targets.alert_url, &self.http) {
+            (Some(url), Some((http, _))) => {
+                send_events(http, url, targets.alert_secret.as_deref(), until)
+            }
+            _ => Ok(()),
+        };
+        match (pinged, sent) {
+            (Err(ping), Err(events)) => Err(format!("{ping}; {events}")),
+            (Err(problem), Ok(())) | (Ok(()), Err(problem)) => Err(problem),
+            (Ok(()), Ok(())) => Ok(()),
+        }
+    }
+
+    fn http_for(&mut self, targets: &DeliveryTargets) -> Result<(), String> {
         let wanted = ClientFor {
             connect_timeout: targets.connect_timeout,
             ca_file: targets.ca_file.clone(),
@@ -69,39 +90,43 @@ impl Deliveries {
         if self
             .http
             .as_ref()
-            .is_none_or(|(_, built_for)| *built_for != wanted)
+            .is_some_and(|(_, built_for)| *built_for == wanted)
         {
-            if let Some((old, _)) = self.http.take() {
-                old.shut_down();
-            }
-            let ca_pem = match &wanted.ca_file {
+            return Ok(());
+        }
+        if let Some((old, _)) = self.http.take() {
+            old.shut_down();
+        }
+        let ca_pem =
+            match &wanted.ca_file {
                 Some(path) => Some(std::fs::read(path).map_err(|e| {
                     format!("unusable dex_collector.ca_file: cannot read {path}: {e}")
                 })?),
                 None => None,
             };
-            let http = Http::new(
-                wanted.connect_timeout,
-                2,
-                ca_pem.as_deref(),
-                pg::block_all_signals,
-            )
-            .map_err(|e| format!("could not start the HTTP client for alerts: {e:?}"))?;
-            self.http = Some((http, wanted));
-        }
-        match &self.http {
-            Some((http, _)) => Ok(http),
-            None => Err("the HTTP client for alerts was not kept".into()),
-        }
+        let http = Http::new(
+            wanted.connect_timeout,
+            2,
+            ca_pem.as_deref(),
+            pg::block_all_signals,
+        )
+        .map_err(|e| format!("could not start the HTTP client for alerts: {e:?}"))?;
+        self.http = Some((http, wanted));
+        Ok(())
     }
 
-    /// Pings for the runs finished since the last ping; the first turn starts from the latest
-    /// finished run, so that a (re)started worker does not ping the past. A ping that fails is
-    /// not repeated: the next run's ping says the same.
+    /// Pings for the runs finished since the last ping; the first turn starts after the latest
+    /// run finished before [`Deliveries::pinging_since`], so that a (re)started worker pings its
+    /// own first run but not the past. A ping that fails is not repeated: the next run's ping says
+    /// the same.
     fn ping_finished_runs(&mut self, url: &str, until: Instant) -> Result<(), String> {
-        let Some(after) = self.last_pinged_run else {
-            self.last_pinged_run = Some(in_transaction(outbox::latest_finished_run)?.unwrap_or(0));
-            return Ok(());
+        let after = match self.last_pinged_run {
+            Some(after) => after,
+            None => {
+                let since = self.pinging_since;
+                let after = in_transaction(|| outbox::latest_run_finished_before(since))?;
+                *self.last_pinged_run.insert(after.unwrap_or(0))
+            }
         };
         let runs = in_transaction(|| outbox::finished_runs_after(after))?;
         let Some((http, _)) = &self.http else {
@@ -122,14 +147,19 @@ impl Deliveries {
     }
 }
 
-/// The due events, oldest first, until one is not taken (the order is kept: none overtakes it).
+/// The due events, oldest first, until one is not taken (the order is kept: none overtakes it)
+/// but for one the receiver refuses for good, which is abandoned so that the next can go.
 fn send_events(http: &Http, url: &str, secret: Option<&str>, until: Instant) -> Result<(), String> {
-    while Instant::now() < until {
+    let mut refused = Vec::new();
+    let problem = loop {
+        if Instant::now() >= until {
+            break None;
+        }
         let Some(pending) = in_transaction(outbox::oldest_undelivered)? else {
-            return Ok(());
+            break None;
         };
         if !pending.due {
-            return Ok(());
+            break None;
         }
         let body = webhook_body(&pending.event);
         let mut headers = vec![("Idempotency-Key", pending.idempotency_key.clone())];
@@ -140,20 +170,40 @@ fn send_events(http: &Http, url: &str, secret: Option<&str>, until: Instant) -> 
             headers.push((TIMESTAMP_HEADER, now.to_string()));
             headers.push((SIGNATURE_HEADER, signature(secret.as_bytes(), now, &body)));
         }
-        let sent = post(http, url, &headers, body);
-        if sent == Err(DeliveryError::Interrupted) {
-            return Ok(());
+        let failure = match post(http, url, &headers, body) {
+            Ok(()) => None,
+            Err(DeliveryError::Interrupted) => break None,
+            Err(error) => Some(error),
+        };
+        let text = failure.as_ref().map(ToString::to_string);
+        let attempt = match (&failure, &text) {
+            (Some(error), Some(text)) if error.is_refusal() => Attempt::Refused(text),
+            (Some(_), Some(text)) => Attempt::Failed(text),
+            _ => Attempt::Delivered,
+        };
+        in_transaction(|| outbox::record_attempt(pending.id, &attempt))?;
+        match attempt {
+            Attempt::Delivered => {}
+            Attempt::Refused(text) => refused.push(format!("event {} ({text})", pending.id)),
+            Attempt::Failed(text) => {
+                break Some(format!(
+                    "event {} could not be delivered to dex_collector.alert_url: {text}",
+                    pending.id
+                ))
+            }
         }
-        let failure = sent.as_ref().err().map(ToString::to_string);
-        in_transaction(|| outbox::record_attempt(pending.id, failure.as_deref()))?;
-        if let Some(failure) = failure {
-            return Err(format!(
-                "event {} could not be delivered to dex_collector.alert_url: {failure}",
-                pending.id
-            ));
-        }
+    };
+    let refused = (!refused.is_empty()).then(|| {
+        format!(
+            "dex_collector.alert_url refused {}; abandoned, not offered again",
+            refused.join(", ")
+        )
+    });
+    match (refused, problem) {
+        (Some(refused), Some(problem)) => Err(format!("{refused}; {problem}")),
+        (Some(problem), None) | (None, Some(problem)) => Err(problem),
+        (None, None) => Ok(()),
     }
-    Ok(())
 }
 
 fn post(

@@ -2,6 +2,8 @@
 //! the webhook (in order, each with its attempts and backoff), and the finished runs the
 //! heartbeat pings.
 
+use std::time::{SystemTime, UNIX_EPOCH};
+
 use pgrx::prelude::*;
 use pgrx::JsonB;
 use serde_json::Value;
@@ -26,7 +28,7 @@ pub fn oldest_undelivered() -> Result<Option<PendingEvent>, pgrx::spi::Error> {
                            (extract(epoch FROM e.created_at) * 1000000)::bigint),
                     coalesce(e.next_delivery_at <= clock_timestamp(), true)
                FROM dex_collector.events e
-              WHERE e.delivered_at IS NULL
+              WHERE e.delivered_at IS NULL AND e.abandoned_at IS NULL
               ORDER BY e.id LIMIT 1",
             None,
             &[],
@@ -43,29 +45,51 @@ pub fn oldest_undelivered() -> Result<Option<PendingEvent>, pgrx::spi::Error> {
     })
 }
 
-/// Records one attempt: delivered, or why not and when to try again (10 s, doubling up to an
-/// hour, with a fifth of jitter either way so that many databases do not retry together).
-pub fn record_attempt(id: i64, failure: Option<&str>) -> Result<(), pgrx::spi::Error> {
+/// How one attempt to deliver an event ended.
+pub enum Attempt<'a> {
+    Delivered,
+    /// Tried again after a backoff (10 s, doubling up to an hour, with a fifth of jitter either
+    /// way so that many databases do not retry together).
+    Failed(&'a str),
+    /// Refused for good: abandoned, so that the events after it go out.
+    Refused(&'a str),
+}
+
+/// Records one attempt.
+pub fn record_attempt(id: i64, attempt: &Attempt) -> Result<(), pgrx::spi::Error> {
+    let (failure, refused) = match attempt {
+        Attempt::Delivered => (None, false),
+        Attempt::Failed(failure) => (Some(*failure), false),
+        Attempt::Refused(failure) => (Some(*failure), true),
+    };
     Spi::connect_mut(|client| {
         client.update(
             "UPDATE dex_collector.events
                 SET delivery_attempts = delivery_attempts + 1,
                     delivered_at = CASE WHEN $2::text IS NULL THEN clock_timestamp() END,
+                    abandoned_at = CASE WHEN $3 THEN clock_timestamp() END,
                     delivery_error = coalesce(left($2, 1000), delivery_error),
-                    next_delivery_at = CASE WHEN $2::text IS NOT NULL THEN clock_timestamp()
+                    next_delivery_at = CASE WHEN $2::text IS NOT NULL AND NOT $3 THEN clock_timestamp()
                         + least(interval '1 hour', interval '10 seconds' * 2 ^ least(delivery_attempts, 9))
                           * (0.8 + random() * 0.4) END
               WHERE id = $1",
             None,
-            &[id.into(), failure.into()],
+            &[id.into(), failure.into(), refused.into()],
         )?;
         Ok(())
     })
 }
 
-/// The latest run that has finished (succeeded or failed), if any.
-pub fn latest_finished_run() -> Result<Option<i64>, pgrx::spi::Error> {
-    Spi::get_one("SELECT max(id) FROM dex_collector.runs WHERE status IN ('succeeded', 'failed')")
+/// The latest run that finished (succeeded or failed) before `moment`, if any.
+pub fn latest_run_finished_before(moment: SystemTime) -> Result<Option<i64>, pgrx::spi::Error> {
+    let seconds = moment
+        .duration_since(UNIX_EPOCH)
+        .map_or(0.0, |since| since.as_secs_f64());
+    Spi::get_one_with_args(
+        "SELECT max(id) FROM dex_collector.runs
+          WHERE status IN ('succeeded', 'failed') AND finished_at < to_timestamp($1)",
+        &[seconds.into()],
+    )
 }
 
 /// Runs finished after run `after`, oldest first, each with whether it succeeded.

@@ -157,7 +157,7 @@ fn serve(database: &str) {
     let mut next_retention = Instant::now();
     let mut failures: u32 = 0;
     let mut problems = Problems::default();
-    let mut deliveries = Deliveries::default();
+    let mut deliveries = Deliveries::new();
     // Those it connected with: the first read, at once after connecting (or, if that failed, the
     // first that did not).
     let mut connected_with = None;

@@ -47,17 +47,37 @@ pub fn alert_text(event: &Value) -> String {
     }
 }
 
-/// The webhook's body: `{"text": ...}` first, then the event's own fields, as one JSON object.
+/// The most Discord shows of a message's `content`; a longer one is refused with a 400.
+const DISCORD_CONTENT_CHARS: usize = 2000;
+
+/// The webhook's body, one JSON object: `text` first (Slack's message, in its markup: `&`, `<` and
+/// `>` escaped, so that a company's name cannot mention `<!channel>` or disguise a link), then
+/// `content` and `allowed_mentions` (Discord's message, which mentions no one: Discord refuses a
+/// body without `content`), then the event's own fields. Each receiver ignores the others' fields.
 pub fn webhook_body(event: &Value) -> String {
-    let text = Value::String(alert_text(event)).to_string();
-    match event.as_object() {
-        Some(fields) if !fields.is_empty() => {
-            let rest = Value::Object(fields.clone()).to_string();
-            // `rest` is `{...}`: splice the text in as the first member.
-            format!("{{\"text\":{text},{}", &rest[1..])
-        }
-        _ => format!("{{\"text\":{text}}}"),
+    let line = alert_text(event);
+    let content: String = line.chars().take(DISCORD_CONTENT_CHARS).collect();
+    let mut body = format!(
+        "{{\"text\":{},\"content\":{},\"allowed_mentions\":{{\"parse\":[]}}",
+        Value::String(slack_escaped(&line)),
+        Value::String(content)
+    );
+    if let Some(fields) = event.as_object().filter(|fields| !fields.is_empty()) {
+        let rest = Value::Object(fields.clone()).to_string();
+        // `rest` is `{...}`: its members follow the messages'.
+        body.push(',');
+        body.push_str(&rest[1..]);
+    } else {
+        body.push('}');
     }
+    body
+}
+
+/// Text as Slack's markup reads it literally.
+fn slack_escaped(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
 }
 
 /// `v1=` and the hex HMAC-SHA256, under `secret`, of `timestamp`, a dot, and `body`.
@@ -98,13 +118,20 @@ pub fn validate_delivery_url(url: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// The heartbeat's URL for a run: as set for one that succeeded, with `/fail` for one that did not.
+/// The heartbeat's URL for a run: as set for one that succeeded; for one that did not, with a
+/// path segment `fail` added (before the query, which healthchecks.io's slug URLs may carry).
 pub fn heartbeat_url(base: &str, succeeded: bool) -> String {
     if succeeded {
-        base.to_string()
-    } else {
-        format!("{}/fail", base.trim_end_matches('/'))
+        return base.to_string();
     }
+    let Ok(mut url) = reqwest::Url::parse(base) else {
+        // Delivery URLs are checked when set; one that is not a URL cannot be sent to anyway.
+        return format!("{}/fail", base.trim_end_matches('/'));
+    };
+    if let Ok(mut segments) = url.path_segments_mut() {
+        segments.pop_if_empty().push("fail");
+    }
+    url.to_string()
 }
 
 /// Why a delivery did not arrive.
@@ -125,6 +152,17 @@ impl std::fmt::Display for DeliveryError {
             DeliveryError::Transport(reason) => f.write_str(reason),
             DeliveryError::Interrupted => f.write_str("interrupted"),
         }
+    }
+}
+
+impl DeliveryError {
+    /// The receiver refused this request for good: a 4xx other than 408 (timeout) and 429 (too
+    /// many requests). Sent again, it would be refused again (a payload it cannot read, a
+    /// webhook deleted, a signature it rejects), and kept in order it would hold back every event
+    /// after it.
+    pub fn is_refusal(&self) -> bool {
+        matches!(self, DeliveryError::Status(status)
+            if (400..500).contains(status) && *status != 408 && *status != 429)
     }
 }
 
@@ -242,6 +280,55 @@ mod tests {
         for (key, value) in event.as_object().unwrap() {
             assert_eq!(&parsed[key], value);
         }
+        assert_eq!(parsed["content"], parsed["text"]);
+        assert_eq!(parsed["allowed_mentions"], serde_json::json!({"parse": []}));
+    }
+
+    #[test]
+    fn a_company_name_mentions_no_one_and_links_nowhere() {
+        let event = serde_json::json!({
+            "id": 1, "kind": "recovered", "company_name": "<!channel> & <https://x.test|Login>"
+        });
+        let parsed: Value = serde_json::from_str(&webhook_body(&event)).unwrap();
+        assert_eq!(
+            parsed["text"],
+            "dex_collector: &lt;!channel&gt; &amp; &lt;https://x.test|Login&gt; recovered: collected again"
+        );
+        // Discord does not read Slack's markup: its text is as written, and it mentions no one.
+        assert_eq!(
+            parsed["content"],
+            "dex_collector: <!channel> & <https://x.test|Login> recovered: collected again"
+        );
+        assert_eq!(parsed["allowed_mentions"]["parse"], serde_json::json!([]));
+        assert_eq!(parsed["company_name"], event["company_name"]);
+    }
+
+    #[test]
+    fn discord_gets_at_most_its_2000_characters() {
+        let event = serde_json::json!({
+            "kind": "run_failed", "run_id": 3, "details": {"error": "é".repeat(3000)}
+        });
+        let parsed: Value = serde_json::from_str(&webhook_body(&event)).unwrap();
+        assert_eq!(parsed["content"].as_str().unwrap().chars().count(), 2000);
+        assert!(parsed["text"].as_str().unwrap().chars().count() > 3000);
+    }
+
+    #[test]
+    fn an_event_without_fields_is_still_a_message() {
+        let parsed: Value = serde_json::from_str(&webhook_body(&serde_json::json!({}))).unwrap();
+        assert_eq!(parsed.as_object().unwrap().len(), 3, "{parsed}");
+    }
+
+    #[test]
+    fn only_a_client_error_other_than_408_and_429_is_a_refusal() {
+        for status in [400, 401, 403, 404, 410, 413, 422] {
+            assert!(DeliveryError::Status(status).is_refusal(), "{status}");
+        }
+        for status in [301, 408, 429, 500, 502, 503] {
+            assert!(!DeliveryError::Status(status).is_refusal(), "{status}");
+        }
+        assert!(!DeliveryError::Transport("timed out".into()).is_refusal());
+        assert!(!DeliveryError::Interrupted.is_refusal());
     }
 
     #[test]
@@ -294,6 +381,15 @@ mod tests {
         assert_eq!(
             heartbeat_url("https://hc-ping.com/abc/", false),
             "https://hc-ping.com/abc/fail"
+        );
+        // healthchecks.io's slug URLs: `fail` goes in the path, not after the query.
+        assert_eq!(
+            heartbeat_url("https://hc-ping.com/key/nightly?create=1", false),
+            "https://hc-ping.com/key/nightly/fail?create=1"
+        );
+        assert_eq!(
+            heartbeat_url("https://hc-ping.com/key/nightly?create=1", true),
+            "https://hc-ping.com/key/nightly?create=1"
         );
     }
 }

@@ -1,6 +1,7 @@
 //! What the background worker sends out, against receivers on loopback: each event to the
 //! webhook, signed, in order, once each, however long the receiver is down and across a server
-//! restart; a heartbeat ping per finished run, `/fail` after a failed one.
+//! restart, and past an event the receiver refuses for good; a heartbeat ping per finished run,
+//! `/fail` after a failed one.
 
 use std::time::{Duration, Instant};
 
@@ -14,6 +15,8 @@ use sha2::Sha256;
 const SECRET: &str = "whsec-dex-test-4b1d";
 const HOOK_PATH: &str = "/services/T0/B0/hook";
 const PING_PATH: &str = "/ping/5f0e";
+/// healthchecks.io's slug URLs carry a query: `/fail` goes in the path before it.
+const PING_QUERY: (&str, &str) = ("create", "1");
 
 fn receiver() -> StandIn {
     StandIn::start(StandInConfig {
@@ -36,7 +39,12 @@ fn deployment(webhook: &StandIn, heartbeat: &StandIn) -> Deployment {
             ),
             (
                 "dex_collector.heartbeat_url".into(),
-                format!("{}{PING_PATH}", heartbeat.url()),
+                format!(
+                    "{}{PING_PATH}?{}={}",
+                    heartbeat.url(),
+                    PING_QUERY.0,
+                    PING_QUERY.1
+                ),
             ),
         ],
         ..DeploymentOptions::default()
@@ -51,12 +59,10 @@ fn deployment(webhook: &StandIn, heartbeat: &StandIn) -> Deployment {
              INSERT INTO vault.secrets VALUES ('dex_collector_alert_secret', '{SECRET}');"
         ))
         .unwrap();
-    // The worker's first turn takes the latest finished run as where its pings start.
     assert!(wait_until(Duration::from_secs(30), || deployment
         .cluster
         .log_contents()
         .contains("dex_collector worker started in database")));
-    std::thread::sleep(Duration::from_secs(2));
     deployment
 }
 
@@ -117,6 +123,9 @@ fn events_reach_the_webhook_signed_once_each_and_runs_ping_the_heartbeat() {
     );
     let event: Value = serde_json::from_str(&body).unwrap();
     let id = event["id"].as_i64().unwrap();
+    // Discord's message beside Slack's: Discord refuses a body without `content`.
+    assert_eq!(event["content"], event["text"]);
+    assert_eq!(event["allowed_mentions"], serde_json::json!({"parse": []}));
     assert_eq!(event["company_id"], sample::ACME);
     assert_eq!(event["details"]["http_status"], 500);
     assert!(request
@@ -184,10 +193,13 @@ fn events_reach_the_webhook_signed_once_each_and_runs_ping_the_heartbeat() {
         heartbeat.requests().len()
     );
     std::thread::sleep(Duration::from_secs(1));
-    let paths: Vec<String> = heartbeat.requests().into_iter().map(|r| r.path).collect();
+    let pings = heartbeat.requests();
+    let paths: Vec<String> = pings.iter().map(|r| r.path.clone()).collect();
     let mut expected = vec![PING_PATH.to_string(); 14];
     expected.push(format!("{PING_PATH}/fail"));
     assert_eq!(paths, expected);
+    let query = vec![(PING_QUERY.0.to_string(), PING_QUERY.1.to_string())];
+    assert!(pings.iter().all(|ping| ping.query == query));
     assert!(!deployment.cluster.log_contents().contains(SECRET));
 }
 
@@ -281,6 +293,119 @@ fn a_receiver_down_for_twenty_runs_gets_every_event_afterwards_in_order_once_eac
         "SELECT healthy FROM dex_collector.health",
     );
     assert!(healthy);
+}
+
+#[test]
+fn an_event_the_receiver_refuses_for_good_is_abandoned_and_holds_back_no_other() {
+    let (webhook, heartbeat) = (receiver(), receiver());
+    webhook.set_receiver_status(400);
+    let deployment = deployment(&webhook, &heartbeat)
+        .expect_warnings(&["dex_collector.alert_url refused event"]);
+    let mut client = deployment.client();
+    // The first run's two skips (companies without DEX credentials): each refused once, and
+    // abandoned, the second offered after the first was refused.
+    collect(&deployment, 1);
+    let abandoned = |client: &mut postgres::Client| -> i64 {
+        one(
+            client,
+            "SELECT count(*) FROM dex_collector.events WHERE abandoned_at IS NOT NULL",
+        )
+    };
+    assert!(
+        wait_until(Duration::from_secs(30), || abandoned(&mut client) == 2),
+        "{}",
+        deployment.cluster.log_contents()
+    );
+    let rows = client
+        .query(
+            "SELECT delivery_attempts, delivery_error, next_delivery_at IS NULL, delivered_at IS NULL
+               FROM dex_collector.events ORDER BY id",
+            &[],
+        )
+        .unwrap();
+    for row in &rows {
+        let attempt: (i32, String, bool, bool) = (row.get(0), row.get(1), row.get(2), row.get(3));
+        assert_eq!(attempt, (1, "HTTP 400".to_string(), true, true));
+    }
+    let health = |client: &mut postgres::Client| -> (i64, i64, bool) {
+        let row = client
+            .query_one(
+                "SELECT alerts_refused, alerts_undelivered, healthy FROM dex_collector.health",
+                &[],
+            )
+            .unwrap();
+        (row.get(0), row.get(1), row.get(2))
+    };
+    assert_eq!(health(&mut client), (2, 0, false));
+    let refused: f64 = one(
+        &mut client,
+        "SELECT value FROM dex_collector.metrics WHERE metric = 'dex_collector_alerts_refused'",
+    );
+    assert_eq!(refused, 2.0);
+
+    // A later event the receiver takes: the refusals before it no longer count against health.
+    webhook.set_receiver_status(200);
+    deployment
+        .stand_in
+        .set_behavior(sample::ACME, Behavior::ServerError);
+    collect(&deployment, 3);
+    assert!(wait_until(Duration::from_secs(30), || {
+        received_events(&webhook.requests())
+            .last()
+            .map(|(_, kind)| kind.clone())
+            == Some("failing".to_string())
+    }));
+    assert!(wait_until(Duration::from_secs(30), || health(&mut client)
+        .0
+        == 0));
+    assert_eq!(abandoned(&mut client), 2);
+
+    // As monitoring.md says: offered again, the abandoned ones go out.
+    client
+        .batch_execute(
+            "UPDATE dex_collector.events SET abandoned_at = NULL, next_delivery_at = NULL
+              WHERE abandoned_at IS NOT NULL",
+        )
+        .unwrap();
+    assert!(wait_until(Duration::from_secs(30), || one::<i64>(
+        &mut client,
+        "SELECT count(*) FROM dex_collector.events WHERE delivered_at IS NULL"
+    ) == 0));
+    let kinds: Vec<String> = received_events(&webhook.requests())
+        .into_iter()
+        .map(|(_, kind)| kind)
+        .collect();
+    assert_eq!(
+        kinds,
+        ["skipped", "skipped", "failing", "skipped", "skipped"]
+    );
+}
+
+#[test]
+fn a_restarted_worker_pings_the_queued_run_it_finds_first() {
+    let (webhook, heartbeat) = (receiver(), receiver());
+    let deployment = deployment(&webhook, &heartbeat);
+    let mut client = deployment.client();
+    // A changed database setting restarts the worker (5 s later); a run queued meanwhile is the
+    // first thing it does, before its first turn of deliveries.
+    client
+        .batch_execute("ALTER DATABASE dex SET dex_collector.run_deadline = '4min'")
+        .unwrap();
+    assert!(wait_until(Duration::from_secs(30), || deployment
+        .cluster
+        .log_contents()
+        .contains("dex_collector worker stopping")));
+    let run_id: i64 = one(&mut client, "SELECT dex_collect_all_async()");
+    let pinged = |requests: &[RecordedRequest]| {
+        requests.iter().any(|request| {
+            serde_json::from_slice::<Value>(&request.body).unwrap()["run_id"] == run_id
+        })
+    };
+    assert!(
+        wait_until(Duration::from_secs(60), || pinged(&heartbeat.requests())),
+        "run {run_id} was not pinged\n{}",
+        deployment.cluster.log_contents()
+    );
 }
 
 #[test]

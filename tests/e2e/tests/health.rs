@@ -416,6 +416,25 @@ fn health_is_one_row_that_turns_stale_when_runs_stop() {
         (row.get(0), row.get(1))
     };
     assert!(!healthy && stale);
+    // A run skipped because another held the lock (as every call is while a stuck session holds
+    // it) is no run at all.
+    client
+        .batch_execute(
+            "INSERT INTO dex_collector.runs (finished_at, status, trigger, error)
+             VALUES (now(), 'skipped', 'pg_cron', 'a collection run is already in progress')",
+        )
+        .unwrap();
+    let (healthy, stale, last_run_status): (bool, bool, String) = {
+        let row = client
+            .query_one(
+                "SELECT healthy, stale, last_run_status FROM dex_collector.health",
+                &[],
+            )
+            .unwrap();
+        (row.get(0), row.get(1), row.get(2))
+    };
+    assert!(!healthy && stale);
+    assert_eq!(last_run_status, "succeeded");
 
     // Other schedules pg_cron runs regularly; irregular ones say nothing.
     for (schedule, every) in [

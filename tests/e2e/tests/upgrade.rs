@@ -161,6 +161,59 @@ fn an_upgrade_from_0_1_0_keeps_history_and_jobs_and_matches_a_fresh_install() {
     assert_matches_a_fresh_install(&deployment, &mut client);
 }
 
+/// pg_cron's job names are unique per user: where the owner of 0.2.0's job already has one named
+/// `dex_collect_all`, the old job keeps its name, with a WARNING, and the upgrade goes on. A day of
+/// counts past bigint's range goes into its rollup clamped, as the collector adds them.
+#[test]
+fn an_upgrade_from_0_2_0_survives_a_job_of_the_new_name_and_counts_past_bigint() {
+    let deployment = Deployment::start(DeploymentOptions::with_pg_cron_unconfigured())
+        .unwrap()
+        .expect_warnings(&["the pg_cron job dex-collection-every-5-minutes keeps its name"]);
+    let mut client = deployment.client();
+    client
+        .batch_execute(
+            "CREATE EXTENSION pg_cron; CREATE EXTENSION dex_collector VERSION '0.2.0';
+             SELECT cron.schedule('dex-collection-every-5-minutes', '*/5 * * * *', 'SELECT dex_collect_all()');
+             SELECT cron.schedule('dex_collect_all', '0 3 * * *', 'SELECT dex_collect_all()');
+             INSERT INTO dex_collector.runs (finished_at, status, trigger, companies_total,
+                    companies_processed, companies_succeeded)
+             SELECT now(), 'succeeded', 'pg_cron', 1, 1, 1 FROM generate_series(1, 2);
+             INSERT INTO dex_collector.run_results (run_id, company_id, company_name, status,
+                    http_status, pages, attempts, records_collected, machines_updated)
+             SELECT id, 'a0000000-0000-4000-8000-000000000001', 'Acme Vending', 'succeeded', 200, 1,
+                    1, 9223372036854775807, 9223372036854775807
+               FROM dex_collector.runs;",
+        )
+        .unwrap();
+    client
+        .batch_execute("ALTER EXTENSION dex_collector UPDATE")
+        .unwrap();
+    assert_eq!(
+        installed_version(&mut client),
+        available_version(&mut client)
+    );
+    let jobs: Vec<String> = client
+        .query("SELECT jobname FROM cron.job ORDER BY jobid", &[])
+        .unwrap()
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    assert_eq!(jobs, ["dex-collection-every-5-minutes", "dex_collect_all"]);
+    assert!(deployment.cluster.log_contents().contains(
+        "the pg_cron job dex-collection-every-5-minutes keeps its name: its owner has a job named dex_collect_all already"
+    ));
+    let rollup: (i64, i64, i32) = {
+        let row = client
+            .query_one(
+                "SELECT records_collected, machines_updated, succeeded FROM dex_collector.daily_rollups",
+                &[],
+            )
+            .unwrap();
+        (row.get(0), row.get(1), row.get(2))
+    };
+    assert_eq!(rollup, (i64::MAX, i64::MAX, 2));
+}
+
 #[test]
 fn an_upgrade_from_0_2_0_takes_the_dex_functions_from_supabases_api_roles() {
     let deployment = Deployment::start(DeploymentOptions::with_pg_cron_unconfigured()).unwrap();
