@@ -4,7 +4,8 @@
 # `SELECT dex_collect_all()` timed against the sequential baseline. Without arguments it runs the
 # whole suite (a few minutes); arguments go to dex-bench (`./scripts/bench.sh --help`).
 # `./scripts/bench.sh --dex-parse` times dex_parse() over a table of 100,000 stored DEX files instead;
-# `./scripts/bench.sh --dex-memory` measures a backend's peak memory for one dex_parse() call;
+# `./scripts/bench.sh --dex-memory` measures a backend's peak memory for one dex_parse() call, then
+# one dex_products() and one dex_sales() call;
 # `./scripts/bench.sh --run-memory [--shared-buffers SIZE]` a backend's memory through one run of
 # 2,000, 20,000 and 50,000 companies, and what the shared buffers hold after them, by schema;
 # `./scripts/bench.sh --fairness` runs 1,000 companies with heavy-tailed endpoint times under the

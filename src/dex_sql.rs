@@ -176,24 +176,22 @@ type ProductRow = (
 );
 
 fn product_rows(raw: &[u8]) -> Result<TableIterator<'static, ProductRow>, DexSqlError> {
-    let rows: Vec<_> = parse_checked(raw)?
-        .products()
-        .into_iter()
-        .map(|p| {
-            (
-                p.selection,
-                p.name,
-                numeric(p.price),
-                bigint(p.paid.count_since_init),
-                numeric(p.paid.value_since_init),
-                bigint(p.paid.count_since_reset),
-                numeric(p.paid.value_since_reset),
-                bigint(p.test.count_since_init),
-                bigint(p.free.count_since_init),
-            )
-        })
-        .collect();
-    Ok(TableIterator::new(rows))
+    // The parsed text goes before the rows are made, and each row is made as it is returned:
+    // the products are all that is held.
+    let products = parse_checked(raw)?.products();
+    Ok(TableIterator::new(products.into_iter().map(|p| {
+        (
+            p.selection,
+            p.name,
+            numeric(p.price),
+            bigint(p.paid.count_since_init),
+            numeric(p.paid.value_since_init),
+            bigint(p.paid.count_since_reset),
+            numeric(p.paid.value_since_reset),
+            bigint(p.test.count_since_init),
+            bigint(p.free.count_since_init),
+        )
+    })))
 }
 
 for_text_and_bytea! {
@@ -224,22 +222,21 @@ fn sale_rows(
     newer: &[u8],
     ignore_mismatch: bool,
 ) -> Result<TableIterator<'static, SaleRow>, DexSqlError> {
-    let (older, newer) = (parse_checked(older)?, parse_checked(newer)?);
+    // One parsed text at a time, each gone once its audit is taken; the audits go before the
+    // rows are returned, each made as it is.
+    let older = parse_checked(older)?.audit();
+    let newer = parse_checked(newer)?.audit();
     let sales = dex_parse::sales(&older, &newer, !ignore_mismatch)?;
-    Ok(TableIterator::new(
-        sales
-            .into_iter()
-            .map(|sale| {
-                (
-                    sale.selection,
-                    sale.name,
-                    bigint(sale.units),
-                    numeric(sale.value),
-                    sale.status.as_str().to_string(),
-                )
-            })
-            .collect::<Vec<_>>(),
-    ))
+    drop((older, newer));
+    Ok(TableIterator::new(sales.into_iter().map(|sale| {
+        (
+            sale.selection,
+            sale.name,
+            bigint(sale.units),
+            numeric(sale.value),
+            sale.status.as_str().to_string(),
+        )
+    })))
 }
 
 #[cfg(any(test, feature = "pg_test"))]

@@ -15,7 +15,7 @@ use std::fmt;
 use serde_json::Value;
 
 pub use elements::decode_text;
-pub use sales::{sales, Counters, Money, Product, Sale, SaleStatus, SalesError};
+pub use sales::{sales, Audit, Counters, Money, Product, Sale, SaleStatus, SalesError};
 pub use segment::{segments, Segment, Segments};
 
 /// Why a text could not be read as DEX at all. Anything that looks like DEX,

@@ -127,7 +127,9 @@ impl std::error::Error for SalesError {}
 impl Dex<'_> {
     /// The products of the text's first file, in the order of their first PA1.
     pub fn products(&self) -> Vec<Product> {
-        self.first_file().map(products_of).unwrap_or_default()
+        self.first_file()
+            .map(|file| products_of(file).collect())
+            .unwrap_or_default()
     }
 
     /// ID101 of the text's first file.
@@ -154,32 +156,65 @@ impl Dex<'_> {
     }
 }
 
+/// What [`sales`] compares of one audit: the machine, when it was read, and the products that
+/// have a selection (a PA2 without its PA1 has nothing to be compared by). The parsed text it was
+/// taken from can go once it is taken: two audits' parsed texts at once would take twice the
+/// memory of one.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Audit {
+    pub serial: Option<String>,
+    pub read_at: Option<String>,
+    pub products: Vec<Product>,
+}
+
+impl Dex<'_> {
+    pub fn audit(&self) -> Audit {
+        Audit {
+            serial: self.serial(),
+            read_at: self.read_at(),
+            products: self
+                .first_file()
+                .map(|file| {
+                    products_of(file)
+                        .filter(|product| product.selection.is_some())
+                        .collect()
+                })
+                .unwrap_or_default(),
+        }
+    }
+}
+
 /// What sold of each selection between the `older` and the `newer` audit of one machine: the
 /// newer's selections in their order, then those only the older has. With `check`, two audits
 /// of different machines (ID101) or in the wrong order (EA302/EA303) are an error; where either
 /// lacks the serial or the read time, that check is skipped.
-pub fn sales(older: &Dex<'_>, newer: &Dex<'_>, check: bool) -> Result<Vec<Sale>, SalesError> {
+pub fn sales(older: &Audit, newer: &Audit, check: bool) -> Result<Vec<Sale>, SalesError> {
     if check {
-        if let (Some(older), Some(newer)) = (older.serial(), newer.serial()) {
+        if let (Some(older), Some(newer)) = (&older.serial, &newer.serial) {
             if older != newer {
-                return Err(SalesError::DifferentMachines { older, newer });
+                return Err(SalesError::DifferentMachines {
+                    older: older.clone(),
+                    newer: newer.clone(),
+                });
             }
         }
-        if let (Some(older), Some(newer)) = (older.read_at(), newer.read_at()) {
+        if let (Some(older), Some(newer)) = (&older.read_at, &newer.read_at) {
             // ISO text sorts as time does.
             if older > newer {
-                return Err(SalesError::WrongOrder { older, newer });
+                return Err(SalesError::WrongOrder {
+                    older: older.clone(),
+                    newer: newer.clone(),
+                });
             }
         }
     }
-    let before: Vec<Product> = older.products();
-    let after: Vec<Product> = newer.products();
+    let (before, after) = (&older.products, &newer.products);
     let before_by_selection: HashMap<&str, &Product> = before
         .iter()
         .filter_map(|p| Some((p.selection.as_deref()?, p)))
         .collect();
     let mut rows = Vec::with_capacity(after.len());
-    for product in &after {
+    for product in after {
         let Some(selection) = product.selection.as_deref() else {
             continue;
         };
@@ -198,7 +233,7 @@ pub fn sales(older: &Dex<'_>, newer: &Dex<'_>, check: bool) -> Result<Vec<Sale>,
         .iter()
         .filter_map(|p| p.selection.as_deref())
         .collect();
-    for product in &before {
+    for product in before {
         let Some(selection) = product.selection.as_deref() else {
             continue;
         };
@@ -256,18 +291,15 @@ fn compare(selection: &str, older: &Product, newer: &Product) -> Sale {
     }
 }
 
-fn products_of(file: &DexFile<'_>) -> Vec<Product> {
-    file.products
-        .iter()
-        .map(|product| Product {
-            selection: text(file, product.pa1.as_ref(), "selection"),
-            name: text(file, product.pa1.as_ref(), "name"),
-            price: money(file, product.pa1.as_ref(), "price"),
-            paid: counters(file, product.pa2.as_ref()),
-            test: counters(file, product.pa3.as_ref()),
-            free: counters(file, product.pa4.as_ref()),
-        })
-        .collect()
+fn products_of<'f>(file: &'f DexFile<'_>) -> impl Iterator<Item = Product> + 'f {
+    file.products.iter().map(|product| Product {
+        selection: text(file, product.pa1.as_ref(), "selection"),
+        name: text(file, product.pa1.as_ref(), "name"),
+        price: money(file, product.pa1.as_ref(), "price"),
+        paid: counters(file, product.pa2.as_ref()),
+        test: counters(file, product.pa3.as_ref()),
+        free: counters(file, product.pa4.as_ref()),
+    })
 }
 
 fn counters(file: &DexFile<'_>, record: Option<&Record>) -> Counters {

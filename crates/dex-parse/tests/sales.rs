@@ -43,7 +43,7 @@ fn products_are_rows_with_counters_in_currency_units() {
 #[test]
 fn the_same_audit_twice_sold_nothing() {
     let dex = parse(AUDIT).unwrap();
-    let rows = sales(&dex, &dex, true).unwrap();
+    let rows = sales(&dex.audit(), &dex.audit(), true).unwrap();
     assert_eq!(rows.len(), dex.products().len());
     assert!(rows
         .iter()
@@ -55,7 +55,7 @@ fn sales_are_the_difference_of_the_counters_since_initialisation() {
     let older = parse(AUDIT).unwrap();
     let newer_text = edited("PA2*602*29790*600*29790", "PA2*610*30190*608*30190");
     let newer = parse(&newer_text).unwrap();
-    let rows = sales(&older, &newer, true).unwrap();
+    let rows = sales(&older.audit(), &newer.audit(), true).unwrap();
     let first = &rows[0];
     assert_eq!(first.selection, "1");
     assert_eq!(
@@ -70,7 +70,7 @@ fn a_lower_counter_is_a_reset_reported_as_what_sold_since() {
     let older = parse(AUDIT).unwrap();
     let newer_text = edited("PA2*602*29790*600*29790", "PA2*5*250*5*250");
     let newer = parse(&newer_text).unwrap();
-    let first = &sales(&older, &newer, true).unwrap()[0];
+    let first = &sales(&older.audit(), &newer.audit(), true).unwrap()[0];
     assert_eq!(
         (first.units, first.value, first.status),
         (Some(5), money(250), SaleStatus::CounterReset)
@@ -85,7 +85,7 @@ fn added_and_removed_selections_say_so() {
         "PA1*99*120*HOT CHOCOLATE\nPA2*3*360*3*360\n",
     );
     let newer = parse(&newer_text).unwrap();
-    let rows = sales(&older, &newer, true).unwrap();
+    let rows = sales(&older.audit(), &newer.audit(), true).unwrap();
     let added = rows.iter().find(|r| r.selection == "99").unwrap();
     assert_eq!(
         (added.units, added.value, added.status),
@@ -107,23 +107,23 @@ fn audits_of_two_machines_or_in_the_wrong_order_are_refused_unless_told() {
     let other_text = edited("ID1*RHV0000000000*", "ID1*RHV0000000042*");
     let other_machine = parse(&other_text).unwrap();
     assert_eq!(
-        sales(&older, &other_machine, true),
+        sales(&older.audit(), &other_machine.audit(), true),
         Err(SalesError::DifferentMachines {
             older: "RHV0000000000".into(),
             newer: "RHV0000000042".into()
         })
     );
-    assert!(sales(&older, &other_machine, false).is_ok());
+    assert!(sales(&older.audit(), &other_machine.audit(), false).is_ok());
 
     let earlier_text = edited("EA3*2*231127*1011*", "EA3*2*231020*0900*");
     let earlier = parse(&earlier_text).unwrap();
-    let error = sales(&older, &earlier, true).unwrap_err();
+    let error = sales(&older.audit(), &earlier.audit(), true).unwrap_err();
     assert_eq!(
         error.to_string(),
         "the audits are in the wrong order: the older one was read at 2023-11-27 10:11, the newer one at 2023-10-20 09:00"
     );
-    assert!(sales(&earlier, &older, true).is_ok());
-    assert!(sales(&older, &earlier, false).is_ok());
+    assert!(sales(&earlier.audit(), &older.audit(), true).is_ok());
+    assert!(sales(&older.audit(), &earlier.audit(), false).is_ok());
 }
 
 #[test]
@@ -134,7 +134,7 @@ fn every_sample_compares_with_itself() {
         include_str!("fixtures/tmdroid-dex3.dex"),
     ] {
         let dex = parse(sample).unwrap();
-        for row in sales(&dex, &dex, true).unwrap() {
+        for row in sales(&dex.audit(), &dex.audit(), true).unwrap() {
             assert_eq!(row.status, SaleStatus::Ok, "{row:?}");
             assert!(row.units.is_none_or(|units| units == 0), "{row:?}");
         }

@@ -4,7 +4,8 @@
 //! of docs/dex-sql.md, each timed by the client. Run it through `scripts/bench.sh --dex-parse`.
 //!
 //! With `--memory` (`scripts/bench.sh --dex-memory`): the backend's peak resident memory for one
-//! `dex_parse()` call, against the input's size and shape, each call in a new session.
+//! `dex_parse()` call, against the input's size and shape, each call in a new session; then the
+//! same for `dex_products()` and `dex_sales()`.
 
 #![forbid(unsafe_code)]
 
@@ -165,6 +166,7 @@ fn memory() -> Result<(), Box<dyn Error>> {
         sample_schema: false,
         ..DeploymentOptions::default()
     })?;
+    let mb = |bytes: f64| bytes / 1e6;
     println!("One dex_parse() call per new session; peak = the backend's VmHWM after the call minus before it.\n");
     println!("| input | DEX | jsonb | jsonb / DEX | peak growth | peak / DEX |\n|---|---:|---:|---:|---:|---:|");
     for shape in DexShape::ALL {
@@ -173,17 +175,11 @@ fn memory() -> Result<(), Box<dyn Error>> {
                 continue;
             }
             let text = dex_text(shape, len);
-            let mut client = deployment.client();
-            client.batch_execute(
-                "SET dex_collector.dex_max_bytes = '4MB'; SELECT dex_parse('ST*001*0001'::text)",
+            let (jsonb, growth): (i32, f64) = in_a_new_session(
+                &deployment,
+                "SELECT pg_column_size(dex_parse($1::text))",
+                &text,
             )?;
-            let before = BackendMemory::of_session(&mut client)?;
-            let jsonb: i32 = client
-                .query_one("SELECT pg_column_size(dex_parse($1::text))", &[&text])?
-                .get(0);
-            let after = BackendMemory::of_session(&mut client)?;
-            let growth = (after.peak_kb.saturating_sub(before.peak_kb) * 1024) as f64;
-            let mb = |bytes: f64| bytes / 1e6;
             println!(
                 "| {} | {:.3} MB | {:.1} MB | {:.1} | {:.1} MB | {:.1} |",
                 shape.name(),
@@ -195,6 +191,56 @@ fn memory() -> Result<(), Box<dyn Error>> {
             );
         }
     }
+    println!("\nThe row functions, one call per new session, on the shapes that make the most products:\n");
+    println!("| function | input | DEX | rows | peak growth | peak / DEX |\n|---|---|---:|---:|---:|---:|");
+    for (function, query) in ROW_FUNCTIONS {
+        for shape in [DexShape::Products, DexShape::BareProducts] {
+            for len in [1 << 20, 4 << 20] {
+                let text = dex_text(shape, len);
+                let (rows, growth): (i64, f64) = in_a_new_session(&deployment, query, &text)?;
+                println!(
+                    "| `{function}` | {} | {:.3} MB | {rows} | {:.1} MB | {:.1} |",
+                    shape.name(),
+                    mb(text.len() as f64),
+                    mb(growth),
+                    growth / text.len() as f64
+                );
+            }
+        }
+    }
     deployment.check_log()?;
     Ok(())
 }
+
+/// `query`'s one value for `text`, in a new session whose limit is the highest, and how much the
+/// backend's peak memory grew for it, in bytes.
+fn in_a_new_session<T: postgres::types::FromSqlOwned>(
+    deployment: &Deployment,
+    query: &str,
+    text: &str,
+) -> Result<(T, f64), Box<dyn Error>> {
+    let mut client = deployment.client();
+    client.batch_execute(
+        "SET dex_collector.dex_max_bytes = '4MB'; SELECT dex_parse('ST*001*0001'::text)",
+    )?;
+    let before = BackendMemory::of_session(&mut client)?;
+    let value: T = client.query_one(query, &[&text])?.get(0);
+    let after = BackendMemory::of_session(&mut client)?;
+    Ok((
+        value,
+        (after.peak_kb.saturating_sub(before.peak_kb) * 1024) as f64,
+    ))
+}
+
+/// `dex_products()` of the text, and `dex_sales()` of the text against itself (an audit compared
+/// with itself: every selection in both).
+const ROW_FUNCTIONS: [(&str, &str); 2] = [
+    (
+        "dex_products",
+        "SELECT count(*) FROM dex_products($1::text)",
+    ),
+    (
+        "dex_sales",
+        "SELECT count(*) FROM dex_sales($1::text, $1::text)",
+    ),
+];
