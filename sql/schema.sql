@@ -108,6 +108,10 @@ CREATE INDEX events_undelivered_idx ON dex_collector.events (id)
 -- What health counts as undelivered alerts: offered to the webhook, not taken yet.
 CREATE INDEX events_offered_idx ON dex_collector.events (id)
     WHERE delivered_at IS NULL AND abandoned_at IS NULL AND delivery_attempts > 0;
+-- What health counts as refused alerts: those abandoned after the last one the webhook took.
+CREATE INDEX events_abandoned_idx ON dex_collector.events (id)
+    WHERE abandoned_at IS NOT NULL AND delivered_at IS NULL;
+CREATE INDEX events_delivered_idx ON dex_collector.events (id) WHERE delivered_at IS NOT NULL;
 COMMENT ON TABLE dex_collector.events IS 'dex_collector: changes of a company''s health, and runs that failed or were cut short';
 
 -- One row per company per day (UTC), kept with each result in the statement that records it

@@ -13,7 +13,7 @@ use dex_collector_core::alert::{
 };
 use dex_collector_core::fan_out::Http;
 
-use crate::outbox::{self, Attempt};
+use crate::outbox::{self, Attempt, ATTEMPTS_BEFORE_ABANDONING};
 use crate::pg;
 use crate::settings::DeliveryTargets;
 
@@ -137,11 +137,16 @@ impl Deliveries {
             if Instant::now() >= until {
                 break;
             }
-            self.last_pinged_run = Some(run_id);
             let body = serde_json::json!({"run_id": run_id, "succeeded": succeeded}).to_string();
-            if let Err(error) = post(http, &heartbeat_url(url, succeeded), &[], body) {
-                failed = Some(format!("the heartbeat for run {run_id} failed: {error}"));
+            match post(http, &heartbeat_url(url, succeeded), &[], body) {
+                // Not sent: the next turn pings it.
+                Err(DeliveryError::Interrupted) => break,
+                Err(error) => {
+                    failed = Some(format!("the heartbeat for run {run_id} failed: {error}"));
+                }
+                Ok(()) => {}
             }
+            self.last_pinged_run = Some(run_id);
         }
         failed.map_or(Ok(()), Err)
     }
@@ -155,42 +160,11 @@ fn send_events(http: &Http, url: &str, secret: Option<&str>, until: Instant) -> 
         if Instant::now() >= until {
             break None;
         }
-        let Some(pending) = in_transaction(outbox::oldest_undelivered)? else {
-            break None;
-        };
-        if !pending.due {
-            break None;
-        }
-        let body = webhook_body(&pending.event);
-        let mut headers = vec![("Idempotency-Key", pending.idempotency_key.clone())];
-        if let Some(secret) = secret {
-            let now = SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map_or(0, |since| since.as_secs());
-            headers.push((TIMESTAMP_HEADER, now.to_string()));
-            headers.push((SIGNATURE_HEADER, signature(secret.as_bytes(), now, &body)));
-        }
-        let failure = match post(http, url, &headers, body) {
-            Ok(()) => None,
-            Err(DeliveryError::Interrupted) => break None,
-            Err(error) => Some(error),
-        };
-        let text = failure.as_ref().map(ToString::to_string);
-        let attempt = match (&failure, &text) {
-            (Some(error), Some(text)) if error.is_refusal() => Attempt::Refused(text),
-            (Some(_), Some(text)) => Attempt::Failed(text),
-            _ => Attempt::Delivered,
-        };
-        in_transaction(|| outbox::record_attempt(pending.id, &attempt))?;
-        match attempt {
-            Attempt::Delivered => {}
-            Attempt::Refused(text) => refused.push(format!("event {} ({text})", pending.id)),
-            Attempt::Failed(text) => {
-                break Some(format!(
-                    "event {} could not be delivered to dex_collector.alert_url: {text}",
-                    pending.id
-                ))
-            }
+        match send_oldest(http, url, secret) {
+            Ok(Sent::Nothing) => break None,
+            Ok(Sent::Delivered) => {}
+            Ok(Sent::Abandoned(event)) => refused.push(event),
+            Err(problem) => break Some(problem),
         }
     };
     let refused = (!refused.is_empty()).then(|| {
@@ -203,6 +177,58 @@ fn send_events(http: &Http, url: &str, secret: Option<&str>, until: Instant) -> 
         (Some(refused), Some(problem)) => Err(format!("{refused}; {problem}")),
         (Some(problem), None) | (None, Some(problem)) => Err(problem),
         (None, None) => Ok(()),
+    }
+}
+
+/// What one turn of [`send_events`] did.
+enum Sent {
+    /// No event was due, or the worker was interrupted while it sent one.
+    Nothing,
+    Delivered,
+    /// The receiver refused this event for good (its id and why).
+    Abandoned(String),
+}
+
+/// The oldest due event, once.
+fn send_oldest(http: &Http, url: &str, secret: Option<&str>) -> Result<Sent, String> {
+    let Some(pending) = in_transaction(outbox::oldest_undelivered)? else {
+        return Ok(Sent::Nothing);
+    };
+    if !pending.due {
+        return Ok(Sent::Nothing);
+    }
+    let body = webhook_body(&pending.event);
+    let mut headers = vec![("Idempotency-Key", pending.idempotency_key.clone())];
+    if let Some(secret) = secret {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |since| since.as_secs());
+        headers.push((TIMESTAMP_HEADER, now.to_string()));
+        headers.push((SIGNATURE_HEADER, signature(secret.as_bytes(), now, &body)));
+    }
+    let failure = match post(http, url, &headers, body) {
+        Ok(()) => None,
+        Err(DeliveryError::Interrupted) => return Ok(Sent::Nothing),
+        Err(error) => Some(error),
+    };
+    let text = failure.as_ref().map(ToString::to_string);
+    let attempt = match (&failure, &text) {
+        (Some(error), Some(text))
+            if error.is_refusal() && pending.attempts + 1 >= ATTEMPTS_BEFORE_ABANDONING =>
+        {
+            Attempt::Refused(text)
+        }
+        (Some(_), Some(text)) => Attempt::Failed(text),
+        _ => Attempt::Delivered,
+    };
+    in_transaction(|| outbox::record_attempt(pending.id, &attempt))?;
+    match attempt {
+        Attempt::Delivered => Ok(Sent::Delivered),
+        Attempt::Refused(text) => Ok(Sent::Abandoned(format!("event {} ({text})", pending.id))),
+        Attempt::Failed(text) => Err(format!(
+            "event {} could not be delivered to dex_collector.alert_url: {text}",
+            pending.id
+        )),
     }
 }
 

@@ -114,7 +114,7 @@ pub fn start_run(trigger: Trigger, companies_total: usize) -> Result<RunIdentity
 /// When each target was last called and last collected, as run ids, in the targets' order: one
 /// probe of `companies` per company.
 pub fn last_calls(targets: &[Target]) -> Result<Vec<LastCalls>, HistoryError> {
-    let ids: Vec<String> = targets.iter().map(|t| t.company_id.clone()).collect();
+    let ids = ids_of(targets);
     Spi::connect(|client| {
         let rows = client.select(
             "SELECT c.last_called_run_id, c.last_success_run_id
@@ -134,6 +134,27 @@ pub fn last_calls(targets: &[Target]) -> Result<Vec<LastCalls>, HistoryError> {
             .collect::<Result<Vec<_>, pgrx::spi::Error>>()
     })
     .map_err(HistoryError::Spi)
+}
+
+/// Forgets the state (`dex_collector.companies`) of the companies that are no longer targets: a
+/// company whose machines were all deactivated, or that `targets_query` now leaves out. Failing
+/// when it left, it would keep `health` unhealthy for good, with nothing to end its episode; its
+/// history stays, and if it comes back it starts as never collected. Nothing is forgotten when
+/// there are no targets at all: a query that finds no company is likelier broken than right.
+pub fn forget_companies_not_among(targets: &[Target]) -> Result<(), HistoryError> {
+    if targets.is_empty() {
+        return Ok(());
+    }
+    update(
+        "DELETE FROM dex_collector.companies c
+          WHERE NOT EXISTS (SELECT 1 FROM unnest($1::text[]::uuid[]) AS t(id)
+                             WHERE t.id = c.company_id)",
+        &[ids_of(targets).into()],
+    )
+}
+
+fn ids_of(targets: &[Target]) -> Vec<String> {
+    targets.iter().map(|t| t.company_id.clone()).collect()
 }
 
 /// When a company's failures become an episode worth a `failing` event.

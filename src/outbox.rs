@@ -17,6 +17,8 @@ pub struct PendingEvent {
     pub idempotency_key: String,
     /// Its backoff has passed.
     pub due: bool,
+    /// Attempts made so far.
+    pub attempts: i32,
 }
 
 /// The oldest undelivered event, if any.
@@ -26,7 +28,7 @@ pub fn oldest_undelivered() -> Result<Option<PendingEvent>, pgrx::spi::Error> {
             "SELECT e.id, dex_collector.event_payload(e)::jsonb,
                     format('dex-collector-event-%s-%s', e.id,
                            (extract(epoch FROM e.created_at) * 1000000)::bigint),
-                    coalesce(e.next_delivery_at <= clock_timestamp(), true)
+                    coalesce(e.next_delivery_at <= clock_timestamp(), true), e.delivery_attempts
                FROM dex_collector.events e
               WHERE e.delivered_at IS NULL AND e.abandoned_at IS NULL
               ORDER BY e.id LIMIT 1",
@@ -41,9 +43,16 @@ pub fn oldest_undelivered() -> Result<Option<PendingEvent>, pgrx::spi::Error> {
             event: row.get::<JsonB>(2)?.map(|json| json.0).unwrap_or_default(),
             idempotency_key: row.get::<String>(3)?.unwrap_or_default(),
             due: row.get::<bool>(4)?.unwrap_or(true),
+            attempts: row.get::<i32>(5)?.unwrap_or_default(),
         }))
     })
 }
+
+/// An event the receiver refuses is abandoned at this attempt if it refused this one too: about
+/// half a minute of refusals with the backoff (10 s, then 20 s), so that a receiver mended within
+/// that time (a URL mistyped, a key rotated on one side first) loses nothing, and one that
+/// refuses an event for good holds back the events after it for that long only.
+pub const ATTEMPTS_BEFORE_ABANDONING: i32 = 3;
 
 /// How one attempt to deliver an event ended.
 pub enum Attempt<'a> {
@@ -51,7 +60,8 @@ pub enum Attempt<'a> {
     /// Tried again after a backoff (10 s, doubling up to an hour, with a fifth of jitter either
     /// way so that many databases do not retry together).
     Failed(&'a str),
-    /// Refused for good: abandoned, so that the events after it go out.
+    /// Refused for good (see [`ATTEMPTS_BEFORE_ABANDONING`]): abandoned, so that the events after
+    /// it go out.
     Refused(&'a str),
 }
 

@@ -37,14 +37,17 @@ pub struct Plan {
     pub concurrency: Concurrency,
 }
 
-/// Reads the settings and the targets, in fair order (see [`fair_order`]). Raises nothing
-/// itself: configuration errors are returned.
+/// Reads the settings and the targets, in fair order (see [`fair_order`]); for a run of all
+/// companies, first forgets the state of companies no longer among them
+/// ([`history::forget_companies_not_among`]). Raises nothing itself: configuration errors are
+/// returned.
 pub fn plan(scope: Scope) -> Result<Plan, CollectError> {
     version::check_installed_version()?;
     let settings = Settings::load()?;
     let targets = targets::load(settings.targets_query.as_deref(), settings.run_deadline)?;
     let targets = match scope {
         Scope::All => {
+            history::forget_companies_not_among(&targets)?;
             let last_calls = history::last_calls(&targets)?;
             fair_order(targets, &last_calls)
         }

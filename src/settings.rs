@@ -213,7 +213,7 @@ pub fn define() {
     );
     pg::define_checked_string::<DeliveryUrlCheck>(
         c"dex_collector.heartbeat_url",
-        c"The background worker pings this after each finished run; with /fail appended after a failed one.",
+        c"The background worker pings this after each finished run; with a path segment fail (before any query) after a failed one.",
         c"Empty: the Vault secret dex_collector_heartbeat_url, or none (healthchecks.io and its peers).",
         &HEARTBEAT_URL,
         GucContext::Sighup,

@@ -52,11 +52,15 @@ const DISCORD_CONTENT_CHARS: usize = 2000;
 
 /// The webhook's body, one JSON object: `text` first (Slack's message, in its markup: `&`, `<` and
 /// `>` escaped, so that a company's name cannot mention `<!channel>` or disguise a link), then
-/// `content` and `allowed_mentions` (Discord's message, which mentions no one: Discord refuses a
-/// body without `content`), then the event's own fields. Each receiver ignores the others' fields.
+/// `content` and `allowed_mentions` (Discord's message, its markdown escaped for the same reason,
+/// and mentioning no one: Discord refuses a body without `content`), then the event's own fields.
+/// Each receiver ignores the others' fields.
 pub fn webhook_body(event: &Value) -> String {
     let line = alert_text(event);
-    let content: String = line.chars().take(DISCORD_CONTENT_CHARS).collect();
+    let content: String = discord_escaped(&line)
+        .chars()
+        .take(DISCORD_CONTENT_CHARS)
+        .collect();
     let mut body = format!(
         "{{\"text\":{},\"content\":{},\"allowed_mentions\":{{\"parse\":[]}}",
         Value::String(slack_escaped(&line)),
@@ -71,6 +75,19 @@ pub fn webhook_body(event: &Value) -> String {
         body.push('}');
     }
     body
+}
+
+/// Text as Discord's markdown reads it literally: a backslash before each character that could
+/// start a link (`[text](url)`), emphasis, code, a quote, a heading or a list.
+fn discord_escaped(text: &str) -> String {
+    let mut escaped = String::with_capacity(text.len());
+    for character in text.chars() {
+        if "\\*_~`|<>[]()#-".contains(character) {
+            escaped.push('\\');
+        }
+        escaped.push(character);
+    }
+    escaped
 }
 
 /// Text as Slack's markup reads it literally.
@@ -280,7 +297,10 @@ mod tests {
         for (key, value) in event.as_object().unwrap() {
             assert_eq!(&parsed[key], value);
         }
-        assert_eq!(parsed["content"], parsed["text"]);
+        assert_eq!(
+            parsed["content"],
+            r"dex\_collector: Acme Vending is failing \(3 failures in a row\): HTTP 500: boom"
+        );
         assert_eq!(parsed["allowed_mentions"], serde_json::json!({"parse": []}));
     }
 
@@ -294,10 +314,18 @@ mod tests {
             parsed["text"],
             "dex_collector: &lt;!channel&gt; &amp; &lt;https://x.test|Login&gt; recovered: collected again"
         );
-        // Discord does not read Slack's markup: its text is as written, and it mentions no one.
+        // Discord reads markdown, not Slack's markup: a link in it is escaped, and it mentions
+        // no one.
         assert_eq!(
             parsed["content"],
-            "dex_collector: <!channel> & <https://x.test|Login> recovered: collected again"
+            r"dex\_collector: \<!channel\> & \<https://x.test\|Login\> recovered: collected again"
+        );
+        let masked =
+            serde_json::json!({"kind": "recovered", "company_name": "[Log in](https://x.test)"});
+        let masked: Value = serde_json::from_str(&webhook_body(&masked)).unwrap();
+        assert_eq!(
+            masked["content"],
+            r"dex\_collector: \[Log in\]\(https://x.test\) recovered: collected again"
         );
         assert_eq!(parsed["allowed_mentions"]["parse"], serde_json::json!([]));
         assert_eq!(parsed["company_name"], event["company_name"]);

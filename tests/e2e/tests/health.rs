@@ -463,3 +463,71 @@ fn health_is_one_row_that_turns_stale_when_runs_stop() {
         assert_eq!(expected.as_deref(), every, "{schedule}");
     }
 }
+
+/// A company that stops being a target (its machines deactivated) is forgotten by the next run
+/// of all companies: failing when it left, it would keep `health` unhealthy for good. Its history
+/// stays. A targets query that finds no company at all forgets nothing.
+#[test]
+fn a_company_that_is_no_longer_a_target_is_forgotten_by_the_next_run() {
+    let deployment = deployment(DeploymentOptions::default());
+    let mut client = deployment.client();
+    deployment
+        .stand_in
+        .set_behavior(sample::ACME, Behavior::ServerError);
+    for _ in 0..3 {
+        deployment.collect_all();
+    }
+    let failing = |client: &mut postgres::Client| -> (i64, i64) {
+        let row = client
+            .query_one(
+                "SELECT companies_failing, companies_ok + companies_failing + companies_skipped
+                   FROM dex_collector.health",
+                &[],
+            )
+            .unwrap();
+        (row.get(0), row.get(1))
+    };
+    assert_eq!(failing(&mut client), (1, 10));
+
+    // A targets query that finds nothing is likelier broken than right: nothing is forgotten.
+    client
+        .batch_execute(
+            "ALTER DATABASE dex SET dex_collector.targets_query =
+                 'SELECT id AS company_id, company_name FROM public.companies WHERE false'",
+        )
+        .unwrap();
+    let mut client = deployment.client();
+    deployment.collect_all();
+    assert_eq!(failing(&mut client), (1, 10));
+    client
+        .batch_execute("ALTER DATABASE dex RESET dex_collector.targets_query")
+        .unwrap();
+
+    let mut client = deployment.client();
+    client
+        .batch_execute(&format!(
+            "UPDATE public.machines SET status = 'inactive' WHERE company_id = '{}'",
+            sample::ACME
+        ))
+        .unwrap();
+    deployment.collect_all();
+    assert_eq!(failing(&mut client), (0, 9));
+    let forgotten: i64 = one(
+        &mut client,
+        &format!(
+            "SELECT count(*) FROM dex_collector.company_status WHERE company_id = '{}'",
+            sample::ACME
+        ),
+    );
+    assert_eq!(forgotten, 0);
+    let kept: i64 = one(
+        &mut client,
+        &format!(
+            "SELECT count(*) FROM dex_collector.run_results WHERE company_id = '{}'",
+            sample::ACME
+        ),
+    );
+    assert!(kept >= 3, "its history stays: {kept}");
+    let healthy: bool = one(&mut client, "SELECT healthy FROM dex_collector.health");
+    assert!(healthy);
+}
