@@ -376,17 +376,18 @@ REVOKE EXECUTE ON FUNCTION dex_collector.schedule(text), dex_collector.unschedul
 
 -- Who may use what, whatever the database's default privileges. The extension's owner may have
 -- default privileges that grant every new function or table to other roles (on Supabase,
--- supabase_admin's give anon, authenticated and service_role EXECUTE on functions in public, so
--- any API caller could start a collection): those grants are revoked here. The pure DEX functions
--- are PUBLIC's, except where Supabase's API roles exist: PostgREST serves every function in an
--- exposed schema to them, and dex_parse() of a 4 MB argument costs a backend a hundred MB or more,
--- so there PUBLIC loses EXECUTE on them as well and the privileged role gets it to pass on. And
--- when supautils names a privileged role (`postgres` on Supabase), that role gets, with grant
--- option, what it needs to collect, schedule, monitor and dump: USAGE on schema dex_collector,
--- EXECUTE on the collection, pg_cron and DEX functions, SELECT on the history, its views and the
--- run id sequence. Nothing else: no write on the history, no setting, no key. Run at CREATE
--- EXTENSION, by every upgrade script (supautils has no hook after ALTER EXTENSION UPDATE), and by
--- supabase/extension-custom-scripts/dex_collector/after-create.sql.
+-- supabase_admin's give anon, authenticated and service_role EXECUTE on functions in public, so any
+-- API caller could start a collection): those grants are revoked here. The pure DEX functions are
+-- PUBLIC's, except where Supabase's API roles exist: PostgREST serves every function in an exposed
+-- schema to them, and dex_parse() of a 4 MB argument costs a backend a hundred MB or more, so there
+-- PUBLIC loses EXECUTE on them as well and the privileged role gets it to pass on. And when
+-- supautils names a privileged role (`postgres` on Supabase), that role gets, with grant option,
+-- what it needs to collect, schedule, monitor and dump: USAGE on schema dex_collector, EXECUTE on
+-- the collection, pg_cron and DEX functions, SELECT on the history, its views and the run id
+-- sequence, and UPDATE of the webhook outbox's delivery columns of events (to offer abandoned
+-- events again, or mark events sent). Nothing else: no other write on the history, no setting, no
+-- key. Run at CREATE EXTENSION, by every upgrade script (supautils has no hook after ALTER
+-- EXTENSION UPDATE), and by supabase/extension-custom-scripts/dex_collector/after-create.sql.
 CREATE FUNCTION dex_collector.settle_privileges() RETURNS void
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
@@ -489,7 +490,8 @@ BEGIN
         UNION ALL
         -- What monitoring.md has the owner do with the webhook's outbox: offer abandoned events
         -- again, or mark events sent.
-        SELECT 'UPDATE (delivered_at, abandoned_at, next_delivery_at) ON TABLE dex_collector.events'
+        SELECT 'UPDATE (delivered_at, abandoned_at, next_delivery_at, refusals, delivery_attempts)'
+               || ' ON TABLE dex_collector.events'
     LOOP
         EXECUTE format('GRANT %s TO %I WITH GRANT OPTION', obj.target, privileged);
     END LOOP;

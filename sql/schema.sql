@@ -99,8 +99,9 @@ CREATE TABLE dex_collector.events (
     delivery_attempts     integer NOT NULL DEFAULT 0,
     delivery_error        text,        -- the latest failed attempt's (kept once delivered)
     next_delivery_at      timestamptz, -- not before this (the backoff)
-    -- The receiver refused it for good (a 4xx other than 408 and 429): not offered again, and no
-    -- longer holding back the events after it.
+    -- The receiver's refusals of it in a row (a 4xx other than 408 and 429); at the third it is
+    -- abandoned: not offered again, and no longer holding back the events after it.
+    refusals              integer NOT NULL DEFAULT 0,
     abandoned_at          timestamptz
 );
 CREATE INDEX events_undelivered_idx ON dex_collector.events (id)

@@ -13,7 +13,7 @@ use dex_collector_core::alert::{
 };
 use dex_collector_core::fan_out::Http;
 
-use crate::outbox::{self, Attempt, ATTEMPTS_BEFORE_ABANDONING};
+use crate::outbox::{self, Attempt, REFUSALS_BEFORE_ABANDONING};
 use crate::pg;
 use crate::settings::DeliveryTargets;
 
@@ -214,18 +214,19 @@ fn send_oldest(http: &Http, url: &str, secret: Option<&str>) -> Result<Sent, Str
     let text = failure.as_ref().map(ToString::to_string);
     let attempt = match (&failure, &text) {
         (Some(error), Some(text))
-            if error.is_refusal() && pending.attempts + 1 >= ATTEMPTS_BEFORE_ABANDONING =>
+            if error.is_refusal() && pending.refusals + 1 >= REFUSALS_BEFORE_ABANDONING =>
         {
-            Attempt::Refused(text)
+            Attempt::Abandoned(text)
         }
+        (Some(error), Some(text)) if error.is_refusal() => Attempt::Refused(text),
         (Some(_), Some(text)) => Attempt::Failed(text),
         _ => Attempt::Delivered,
     };
     in_transaction(|| outbox::record_attempt(pending.id, &attempt))?;
     match attempt {
         Attempt::Delivered => Ok(Sent::Delivered),
-        Attempt::Refused(text) => Ok(Sent::Abandoned(format!("event {} ({text})", pending.id))),
-        Attempt::Failed(text) => Err(format!(
+        Attempt::Abandoned(text) => Ok(Sent::Abandoned(format!("event {} ({text})", pending.id))),
+        Attempt::Refused(text) | Attempt::Failed(text) => Err(format!(
             "event {} could not be delivered to dex_collector.alert_url: {text}",
             pending.id
         )),

@@ -136,22 +136,30 @@ pub fn last_calls(targets: &[Target]) -> Result<Vec<LastCalls>, HistoryError> {
     .map_err(HistoryError::Spi)
 }
 
-/// Forgets the state (`dex_collector.companies`) of the companies that are no longer targets: a
-/// company whose machines were all deactivated, or that `targets_query` now leaves out. Failing
-/// when it left, it would keep `health` unhealthy for good, with nothing to end its episode; its
-/// history stays, and if it comes back it starts as never collected. Nothing is forgotten when
-/// there are no targets at all: a query that finds no company is likelier broken than right.
+/// Forgets the state (`dex_collector.companies`) of the companies that are no longer targets and
+/// have had no result for [`FORGET_AFTER`]: a company whose machines were all deactivated, or that
+/// `targets_query` now leaves out. Failing when it left, it would keep `health` unhealthy for good,
+/// with nothing to end its episode; its history stays, and if it comes back it starts as never
+/// collected. The wait keeps the state of a company that callers with different targets (another
+/// role's settings, a hosted database's row security) still collect, and of one whose machines are
+/// off for an hour. Nothing is forgotten when there are no targets at all: a query that finds no
+/// company is likelier broken than right.
 pub fn forget_companies_not_among(targets: &[Target]) -> Result<(), HistoryError> {
     if targets.is_empty() {
         return Ok(());
     }
     update(
         "DELETE FROM dex_collector.companies c
-          WHERE NOT EXISTS (SELECT 1 FROM unnest($1::text[]::uuid[]) AS t(id)
+          WHERE c.last_attempt_at < clock_timestamp() - make_interval(secs => $2)
+            AND NOT EXISTS (SELECT 1 FROM unnest($1::text[]::uuid[]) AS t(id)
                              WHERE t.id = c.company_id)",
-        &[ids_of(targets).into()],
+        &[ids_of(targets).into(), FORGET_AFTER.as_secs_f64().into()],
     )
 }
+
+/// How long a company that is no longer a target keeps its state: see
+/// [`forget_companies_not_among`].
+pub const FORGET_AFTER: Duration = Duration::from_secs(24 * 60 * 60);
 
 fn ids_of(targets: &[Target]) -> Vec<String> {
     targets.iter().map(|t| t.company_id.clone()).collect()

@@ -17,8 +17,8 @@ pub struct PendingEvent {
     pub idempotency_key: String,
     /// Its backoff has passed.
     pub due: bool,
-    /// Attempts made so far.
-    pub attempts: i32,
+    /// The receiver's refusals of it in a row so far.
+    pub refusals: i32,
 }
 
 /// The oldest undelivered event, if any.
@@ -28,7 +28,7 @@ pub fn oldest_undelivered() -> Result<Option<PendingEvent>, pgrx::spi::Error> {
             "SELECT e.id, dex_collector.event_payload(e)::jsonb,
                     format('dex-collector-event-%s-%s', e.id,
                            (extract(epoch FROM e.created_at) * 1000000)::bigint),
-                    coalesce(e.next_delivery_at <= clock_timestamp(), true), e.delivery_attempts
+                    coalesce(e.next_delivery_at <= clock_timestamp(), true), e.refusals
                FROM dex_collector.events e
               WHERE e.delivered_at IS NULL AND e.abandoned_at IS NULL
               ORDER BY e.id LIMIT 1",
@@ -43,16 +43,16 @@ pub fn oldest_undelivered() -> Result<Option<PendingEvent>, pgrx::spi::Error> {
             event: row.get::<JsonB>(2)?.map(|json| json.0).unwrap_or_default(),
             idempotency_key: row.get::<String>(3)?.unwrap_or_default(),
             due: row.get::<bool>(4)?.unwrap_or(true),
-            attempts: row.get::<i32>(5)?.unwrap_or_default(),
+            refusals: row.get::<i32>(5)?.unwrap_or_default(),
         }))
     })
 }
 
-/// An event the receiver refuses is abandoned at this attempt if it refused this one too: about
-/// half a minute of refusals with the backoff (10 s, then 20 s), so that a receiver mended within
-/// that time (a URL mistyped, a key rotated on one side first) loses nothing, and one that
-/// refuses an event for good holds back the events after it for that long only.
-pub const ATTEMPTS_BEFORE_ABANDONING: i32 = 3;
+/// An event the receiver refuses this many times in a row is abandoned: about half a minute of
+/// refusals for an event offered for the first time (the backoff waits 10 s, then 20 s), so that a
+/// receiver mended within that time (a URL mistyped, a key rotated on one side first) loses
+/// nothing, and one that refuses an event for good holds back the events after it that long only.
+pub const REFUSALS_BEFORE_ABANDONING: i32 = 3;
 
 /// How one attempt to deliver an event ended.
 pub enum Attempt<'a> {
@@ -60,31 +60,35 @@ pub enum Attempt<'a> {
     /// Tried again after a backoff (10 s, doubling up to an hour, with a fifth of jitter either
     /// way so that many databases do not retry together).
     Failed(&'a str),
-    /// Refused for good (see [`ATTEMPTS_BEFORE_ABANDONING`]): abandoned, so that the events after
-    /// it go out.
+    /// Refused by the receiver: tried again after the backoff, but for the last of
+    /// [`REFUSALS_BEFORE_ABANDONING`], which is [`Attempt::Abandoned`].
     Refused(&'a str),
+    /// Refused for good: abandoned, so that the events after it go out.
+    Abandoned(&'a str),
 }
 
 /// Records one attempt.
 pub fn record_attempt(id: i64, attempt: &Attempt) -> Result<(), pgrx::spi::Error> {
-    let (failure, refused) = match attempt {
-        Attempt::Delivered => (None, false),
-        Attempt::Failed(failure) => (Some(*failure), false),
-        Attempt::Refused(failure) => (Some(*failure), true),
+    let (failure, refused, abandoned) = match attempt {
+        Attempt::Delivered => (None, false, false),
+        Attempt::Failed(failure) => (Some(*failure), false, false),
+        Attempt::Refused(failure) => (Some(*failure), true, false),
+        Attempt::Abandoned(failure) => (Some(*failure), true, true),
     };
     Spi::connect_mut(|client| {
         client.update(
             "UPDATE dex_collector.events
                 SET delivery_attempts = delivery_attempts + 1,
                     delivered_at = CASE WHEN $2::text IS NULL THEN clock_timestamp() END,
-                    abandoned_at = CASE WHEN $3 THEN clock_timestamp() END,
+                    refusals = CASE WHEN $3 THEN refusals + 1 ELSE 0 END,
+                    abandoned_at = CASE WHEN $4 THEN clock_timestamp() END,
                     delivery_error = coalesce(left($2, 1000), delivery_error),
-                    next_delivery_at = CASE WHEN $2::text IS NOT NULL AND NOT $3 THEN clock_timestamp()
+                    next_delivery_at = CASE WHEN $2::text IS NOT NULL AND NOT $4 THEN clock_timestamp()
                         + least(interval '1 hour', interval '10 seconds' * 2 ^ least(delivery_attempts, 9))
                           * (0.8 + random() * 0.4) END
               WHERE id = $1",
             None,
-            &[id.into(), failure.into(), refused.into()],
+            &[id.into(), failure.into(), refused.into(), abandoned.into()],
         )?;
         Ok(())
     })

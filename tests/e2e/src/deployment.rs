@@ -13,6 +13,11 @@ use crate::cluster::{ClusterOptions, TestCluster};
 use crate::stand_in::{StandIn, StandInConfig};
 
 /// The design's three tables with row level security and a dozen companies.
+/// docs/monitoring.md's statement that offers the webhook's abandoned events again, afresh.
+pub const OFFER_ABANDONED_EVENTS_AGAIN: &str = "UPDATE dex_collector.events
+   SET abandoned_at = NULL, next_delivery_at = NULL, refusals = 0, delivery_attempts = 0
+ WHERE abandoned_at IS NOT NULL";
+
 pub const SAMPLE_SCHEMA: &str = include_str!("../../fixtures/sample_schema.sql");
 
 /// The sample companies (see `tests/fixtures/sample_schema.sql`).

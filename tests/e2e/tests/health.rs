@@ -464,11 +464,11 @@ fn health_is_one_row_that_turns_stale_when_runs_stop() {
     }
 }
 
-/// A company that stops being a target (its machines deactivated) is forgotten by the next run
-/// of all companies: failing when it left, it would keep `health` unhealthy for good. Its history
-/// stays. A targets query that finds no company at all forgets nothing.
+/// A company that stops being a target (its machines deactivated) is forgotten by the first run of
+/// all companies a day after its last result: failing when it left, it would keep `health`
+/// unhealthy for good. Its history stays. A targets query that finds no company forgets nothing.
 #[test]
-fn a_company_that_is_no_longer_a_target_is_forgotten_by_the_next_run() {
+fn a_company_that_is_no_longer_a_target_is_forgotten_a_day_after_its_last_result() {
     let deployment = deployment(DeploymentOptions::default());
     let mut client = deployment.client();
     deployment
@@ -489,7 +489,13 @@ fn a_company_that_is_no_longer_a_target_is_forgotten_by_the_next_run() {
     };
     assert_eq!(failing(&mut client), (1, 10));
 
-    // A targets query that finds nothing is likelier broken than right: nothing is forgotten.
+    // A targets query that finds nothing is likelier broken than right: nothing is forgotten, even
+    // a day after the companies' last results.
+    client
+        .batch_execute(
+            "UPDATE dex_collector.companies SET last_attempt_at = last_attempt_at - interval '25 hours'",
+        )
+        .unwrap();
     client
         .batch_execute(
             "ALTER DATABASE dex SET dex_collector.targets_query =
@@ -502,11 +508,27 @@ fn a_company_that_is_no_longer_a_target_is_forgotten_by_the_next_run() {
     client
         .batch_execute("ALTER DATABASE dex RESET dex_collector.targets_query")
         .unwrap();
+    // A run of the usual targets: every company has a result again.
+    deployment.collect_all();
+    assert_eq!(failing(&mut client), (1, 10));
 
     let mut client = deployment.client();
     client
         .batch_execute(&format!(
             "UPDATE public.machines SET status = 'inactive' WHERE company_id = '{}'",
+            sample::ACME
+        ))
+        .unwrap();
+    deployment.collect_all();
+    assert_eq!(
+        failing(&mut client),
+        (1, 10),
+        "kept for a day after its last result"
+    );
+    client
+        .batch_execute(&format!(
+            "UPDATE dex_collector.companies SET last_attempt_at = last_attempt_at - interval '25 hours'
+              WHERE company_id = '{}'",
             sample::ACME
         ))
         .unwrap();

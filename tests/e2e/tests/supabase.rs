@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use dex_collector_e2e::cluster::{ClusterOptions, ServerFiles, TestCluster};
 use dex_collector_e2e::deployment::{
-    one, sample, server_major, sql_error, wait_until, SAMPLE_SCHEMA,
+    one, sample, server_major, sql_error, wait_until, OFFER_ABANDONED_EVENTS_AGAIN, SAMPLE_SCHEMA,
 };
 use dex_collector_e2e::readme;
 use dex_collector_e2e::stand_in::{Behavior, StandIn, StandInConfig, DEFAULT_SERVICE_KEY};
@@ -215,6 +215,8 @@ fn postgres_creates_collects_schedules_monitors_and_grants_and_the_api_roles_get
         one::<bool>(&mut client, may_collect),
         "postgres may use and pass on the collection"
     );
+    // monitoring.md's statement that offers abandoned events again runs as postgres.
+    client.batch_execute(OFFER_ABANDONED_EVENTS_AGAIN).unwrap();
     // supautils runs the after-create script after every CREATE EXTENSION, even one that finds
     // the extension there: it settles grants lost since.
     cluster
