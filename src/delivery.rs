@@ -4,7 +4,7 @@
 //! takes it — an outbox in `dex_collector.events`, so a restart or a failover loses nothing and
 //! a receiver down for a day gets every event afterwards, in order, at least once (the same
 //! `Idempotency-Key` each time) — and a heartbeat ping per finished run
-//! (`dex_collector.heartbeat_url`; `/fail` appended after a failed run).
+//! (`dex_collector.heartbeat_url`; a path segment `fail` added after a failed run).
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -27,10 +27,7 @@ const TURN_BUDGET: Duration = Duration::from_secs(5);
 /// The worker's sender: its HTTP client, and where its heartbeat pings have got to.
 pub struct Deliveries {
     http: Option<(Http, ClientFor)>,
-    last_pinged_run: Option<i64>,
-    /// Runs that finish after this are pinged: the worker's start, or when a heartbeat URL was
-    /// last found unset.
-    pinging_since: SystemTime,
+    pings: Pings,
 }
 
 /// What a kept client was built for.
@@ -40,13 +37,20 @@ struct ClientFor {
     ca_file: Option<String>,
 }
 
+/// Where the heartbeat pings have got to.
+struct Pings {
+    last_pinged_run: Option<i64>,
+    /// Runs that finish after this are pinged: the worker's start, or when a heartbeat URL was
+    /// last found unset.
+    since: SystemTime,
+}
+
 impl Deliveries {
     /// A sender that pings the runs finishing from now on, not the past.
     pub fn new() -> Deliveries {
         Deliveries {
             http: None,
-            last_pinged_run: None,
-            pinging_since: SystemTime::now(),
+            pings: Pings::from_now(),
         }
     }
 
@@ -58,22 +62,19 @@ impl Deliveries {
         let until = Instant::now() + TURN_BUDGET;
         let targets = in_transaction(DeliveryTargets::load)?;
         if targets.heartbeat_url.is_none() {
-            self.last_pinged_run = None;
-            self.pinging_since = SystemTime::now();
+            self.pings = Pings::from_now();
         }
         if targets.alert_url.is_none() && targets.heartbeat_url.is_none() {
             return Ok(());
         }
-        self.http_for(&targets)?;
+        let http = client_for(&mut self.http, &targets)?;
         let pinged = match &targets.heartbeat_url {
-            Some(url) => self.ping_finished_runs(url, until),
+            Some(url) => self.pings.ping_finished_runs(http, url, until),
             None => Ok(()),
         };
-        let sent = match (&targets.alert_url, &self.http) {
-            (Some(url), Some((http, _))) => {
-                send_events(http, url, targets.alert_secret.as_deref(), until)
-            }
-            _ => Ok(()),
+        let sent = match &targets.alert_url {
+            Some(url) => send_events(http, url, targets.alert_secret.as_deref(), until),
+            None => Ok(()),
         };
         match (pinged, sent) {
             (Err(ping), Err(events)) => Err(format!("{ping}; {events}")),
@@ -81,20 +82,22 @@ impl Deliveries {
             (Ok(()), Ok(())) => Ok(()),
         }
     }
+}
 
-    fn http_for(&mut self, targets: &DeliveryTargets) -> Result<(), String> {
-        let wanted = ClientFor {
-            connect_timeout: targets.connect_timeout,
-            ca_file: targets.ca_file.clone(),
-        };
-        if self
-            .http
-            .as_ref()
-            .is_some_and(|(_, built_for)| *built_for == wanted)
-        {
-            return Ok(());
-        }
-        if let Some((old, _)) = self.http.take() {
+/// The client `kept`, or a new one in its place when the settings it was built for changed.
+fn client_for<'k>(
+    kept: &'k mut Option<(Http, ClientFor)>,
+    targets: &DeliveryTargets,
+) -> Result<&'k Http, String> {
+    let wanted = ClientFor {
+        connect_timeout: targets.connect_timeout,
+        ca_file: targets.ca_file.clone(),
+    };
+    if kept
+        .as_ref()
+        .is_none_or(|(_, built_for)| *built_for != wanted)
+    {
+        if let Some((old, _)) = kept.take() {
             old.shut_down();
         }
         let ca_pem =
@@ -111,27 +114,35 @@ impl Deliveries {
             pg::block_all_signals,
         )
         .map_err(|e| format!("could not start the HTTP client for alerts: {e:?}"))?;
-        self.http = Some((http, wanted));
-        Ok(())
+        *kept = Some((http, wanted));
+    }
+    match kept {
+        Some((http, _)) => Ok(http),
+        None => Err("the HTTP client for alerts was not kept".into()),
+    }
+}
+
+impl Pings {
+    fn from_now() -> Pings {
+        Pings {
+            last_pinged_run: None,
+            since: SystemTime::now(),
+        }
     }
 
     /// Pings for the runs finished since the last ping; the first turn starts after the latest
-    /// run finished before [`Deliveries::pinging_since`], so that a (re)started worker pings its
-    /// own first run but not the past. A ping that fails is not repeated: the next run's ping says
-    /// the same.
-    fn ping_finished_runs(&mut self, url: &str, until: Instant) -> Result<(), String> {
+    /// run finished before [`Pings::since`], so that a (re)started worker pings its own first run
+    /// but not the past. A ping that fails is not repeated: the next run's ping says the same.
+    fn ping_finished_runs(&mut self, http: &Http, url: &str, until: Instant) -> Result<(), String> {
         let after = match self.last_pinged_run {
             Some(after) => after,
             None => {
-                let since = self.pinging_since;
+                let since = self.since;
                 let after = in_transaction(|| outbox::latest_run_finished_before(since))?;
                 *self.last_pinged_run.insert(after.unwrap_or(0))
             }
         };
         let runs = in_transaction(|| outbox::finished_runs_after(after))?;
-        let Some((http, _)) = &self.http else {
-            return Ok(());
-        };
         let mut failed = None;
         for (run_id, succeeded) in runs {
             if Instant::now() >= until {
@@ -211,16 +222,15 @@ fn send_oldest(http: &Http, url: &str, secret: Option<&str>) -> Result<Sent, Str
         Err(DeliveryError::Interrupted) => return Ok(Sent::Nothing),
         Err(error) => Some(error),
     };
-    let text = failure.as_ref().map(ToString::to_string);
-    let attempt = match (&failure, &text) {
-        (Some(error), Some(text))
-            if error.is_refusal() && pending.refusals + 1 >= REFUSALS_BEFORE_ABANDONING =>
-        {
-            Attempt::Abandoned(text)
-        }
-        (Some(error), Some(text)) if error.is_refusal() => Attempt::Refused(text),
-        (Some(_), Some(text)) => Attempt::Failed(text),
-        _ => Attempt::Delivered,
+    let text = failure
+        .as_ref()
+        .map(ToString::to_string)
+        .unwrap_or_default();
+    let attempt = match &failure {
+        None => Attempt::Delivered,
+        Some(error) if !error.is_refusal() => Attempt::Failed(&text),
+        Some(_) if pending.refusals + 1 >= REFUSALS_BEFORE_ABANDONING => Attempt::Abandoned(&text),
+        Some(_) => Attempt::Refused(&text),
     };
     in_transaction(|| outbox::record_attempt(pending.id, &attempt))?;
     match attempt {
