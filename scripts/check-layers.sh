@@ -27,7 +27,7 @@ fi
 # boundary; a run; its entry points (SQL functions, the worker); the crate root.
 declare -A layer=(
     [pg]=0
-    [readonly]=1 [service_key]=1 [version]=1 [history]=1 [lock]=1 [outbox]=1
+    [readonly]=1 [service_key]=1 [version]=1 [history]=1 [lock]=1 [outbox]=1 [staleness]=1
     [settings]=2 [targets]=2
     [error]=3
     [run]=4

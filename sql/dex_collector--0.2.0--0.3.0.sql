@@ -3,7 +3,8 @@
 -- callers); schedule()'s pg_cron job is named dex_collect_all (it was
 -- dex-collection-every-5-minutes whatever its schedule), and it goes with the extension also when
 -- DROP SCHEMA ... CASCADE or DROP OWNED BY takes the extension; each company's health is state,
--- its changes events sent with NOTIFY; run_results keeps what changed, daily_rollups counts all;
+-- its changes events sent with NOTIFY, as are runs that stop arriving on schedule; run_results
+-- keeps what changed, daily_rollups counts all;
 -- runs say how many companies they collected at once, and what the endpoint's load did to it.
 -- The result must be the schema a fresh 0.3.0 install makes: the upgrade test compares them.
 \echo Use "ALTER EXTENSION dex_collector UPDATE TO '0.3.0'" to load this file. \quit
@@ -140,7 +141,8 @@ SELECT id AS run_id, started_at, finished_at, status, trigger,
  ORDER BY id DESC;
 
 -- Health as state: dex_collector.companies, one row per company kept with each result, and
--- dex_collector.events, its changes (and failed or cut-short runs), each sent with NOTIFY;
+-- dex_collector.events, its changes (and failed or cut-short runs, and runs that stop or start
+-- again), each sent with NOTIFY;
 -- company_status answers from companies, dex_collector.health says in one row whether collection
 -- is healthy.
 -- One row per company the collector has targeted: its health as of its latest result, kept in
@@ -172,12 +174,13 @@ COMMENT ON TABLE dex_collector.companies IS 'dex_collector: one row per company,
 
 -- Append-only: a company starting to fail (after alert_after_failures failures or alert_after
 -- without a success), recovering, becoming skipped or collectable again; a run failing as a whole
--- or cut short by the deadline. Each is also sent with NOTIFY on channel dex_collector.
+-- or cut short by the deadline; runs no longer starting on schedule, and starting again (noted by
+-- the background worker). Each is also sent with NOTIFY on channel dex_collector.
 CREATE TABLE dex_collector.events (
     id                    bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     created_at            timestamptz NOT NULL DEFAULT clock_timestamp(),
     kind                  text NOT NULL CHECK (kind IN ('failing', 'recovered', 'skipped', 'collectable',
-                                                        'run_failed', 'run_cut_short')),
+                                                        'run_failed', 'run_cut_short', 'stale', 'fresh')),
     company_id            uuid,
     company_name          text,
     run_id                bigint,
@@ -202,7 +205,9 @@ CREATE INDEX events_offered_idx ON dex_collector.events (id)
 CREATE INDEX events_abandoned_idx ON dex_collector.events (id)
     WHERE abandoned_at IS NOT NULL AND delivered_at IS NULL;
 CREATE INDEX events_delivered_idx ON dex_collector.events (id) WHERE delivered_at IS NOT NULL;
-COMMENT ON TABLE dex_collector.events IS 'dex_collector: changes of a company''s health, and runs that failed or were cut short';
+-- The worker's look at whether it last said runs stopped or started again, every cycle.
+CREATE INDEX events_staleness_idx ON dex_collector.events (id) WHERE kind IN ('stale', 'fresh');
+COMMENT ON TABLE dex_collector.events IS 'dex_collector: changes of a company''s health, runs that failed or were cut short, and runs stopping or starting again';
 
 SELECT pg_catalog.pg_extension_config_dump('dex_collector.companies', '');
 SELECT pg_catalog.pg_extension_config_dump('dex_collector.events', '');
@@ -333,7 +338,8 @@ CREATE TRIGGER run_events AFTER UPDATE OF status ON dex_collector.runs
     EXECUTE FUNCTION dex_collector.run_events();
 
 -- How often runs are meant to start: the pg_cron job schedule() made in this database, where its
--- schedule is regular (every N seconds, minutes or hours, hourly, daily, ...), else the worker's
+-- schedule is regular (every N seconds, minutes or hours, hourly, daily, ...) and it is not paused
+-- (cron.alter_job(..., active := false) means no run is meant to start), else the worker's
 -- dex_collector.interval; NULL when neither says. SECURITY DEFINER because pg_cron shows a role
 -- only its own jobs; it returns nothing but the interval.
 CREATE FUNCTION dex_collector.expected_interval() RETURNS interval
@@ -345,7 +351,7 @@ DECLARE
 BEGIN
     IF to_regclass('cron.job') IS NOT NULL THEN
         EXECUTE 'SELECT schedule FROM cron.job WHERE jobname = $1 AND database = current_database()
-                  ORDER BY jobid DESC LIMIT 1'
+                    AND active ORDER BY jobid DESC LIMIT 1'
            INTO schedule USING 'dex_collect_all';
     END IF;
     IF schedule IS NOT NULL THEN
@@ -444,7 +450,8 @@ SELECT 'dex_collector_companies', s.state, count(c.company_id)::float8
  GROUP BY s.state
 UNION ALL
 SELECT 'dex_collector_events_last_day', k.kind, count(e.id)::float8
-  FROM unnest(ARRAY['failing', 'recovered', 'skipped', 'collectable', 'run_failed', 'run_cut_short']) AS k(kind)
+  FROM unnest(ARRAY['failing', 'recovered', 'skipped', 'collectable', 'run_failed', 'run_cut_short',
+                'stale', 'fresh']) AS k(kind)
   LEFT JOIN dex_collector.events e ON e.kind = k.kind AND e.created_at > now() - interval '1 day'
  GROUP BY k.kind;
 COMMENT ON VIEW dex_collector.metrics IS

@@ -64,7 +64,8 @@ CREATE TRIGGER run_events AFTER UPDATE OF status ON dex_collector.runs
     EXECUTE FUNCTION dex_collector.run_events();
 
 -- How often runs are meant to start: the pg_cron job schedule() made in this database, where its
--- schedule is regular (every N seconds, minutes or hours, hourly, daily, ...), else the worker's
+-- schedule is regular (every N seconds, minutes or hours, hourly, daily, ...) and it is not paused
+-- (cron.alter_job(..., active := false) means no run is meant to start), else the worker's
 -- dex_collector.interval; NULL when neither says. SECURITY DEFINER because pg_cron shows a role
 -- only its own jobs; it returns nothing but the interval.
 CREATE FUNCTION dex_collector.expected_interval() RETURNS interval
@@ -76,7 +77,7 @@ DECLARE
 BEGIN
     IF to_regclass('cron.job') IS NOT NULL THEN
         EXECUTE 'SELECT schedule FROM cron.job WHERE jobname = $1 AND database = current_database()
-                  ORDER BY jobid DESC LIMIT 1'
+                    AND active ORDER BY jobid DESC LIMIT 1'
            INTO schedule USING 'dex_collect_all';
     END IF;
     IF schedule IS NOT NULL THEN
@@ -175,7 +176,8 @@ SELECT 'dex_collector_companies', s.state, count(c.company_id)::float8
  GROUP BY s.state
 UNION ALL
 SELECT 'dex_collector_events_last_day', k.kind, count(e.id)::float8
-  FROM unnest(ARRAY['failing', 'recovered', 'skipped', 'collectable', 'run_failed', 'run_cut_short']) AS k(kind)
+  FROM unnest(ARRAY['failing', 'recovered', 'skipped', 'collectable', 'run_failed', 'run_cut_short',
+                'stale', 'fresh']) AS k(kind)
   LEFT JOIN dex_collector.events e ON e.kind = k.kind AND e.created_at > now() - interval '1 day'
  GROUP BY k.kind;
 COMMENT ON VIEW dex_collector.metrics IS

@@ -83,12 +83,13 @@ COMMENT ON TABLE dex_collector.companies IS 'dex_collector: one row per company,
 
 -- Append-only: a company starting to fail (after alert_after_failures failures or alert_after
 -- without a success), recovering, becoming skipped or collectable again; a run failing as a whole
--- or cut short by the deadline. Each is also sent with NOTIFY on channel dex_collector.
+-- or cut short by the deadline; runs no longer starting on schedule, and starting again (noted by
+-- the background worker). Each is also sent with NOTIFY on channel dex_collector.
 CREATE TABLE dex_collector.events (
     id                    bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     created_at            timestamptz NOT NULL DEFAULT clock_timestamp(),
     kind                  text NOT NULL CHECK (kind IN ('failing', 'recovered', 'skipped', 'collectable',
-                                                        'run_failed', 'run_cut_short')),
+                                                        'run_failed', 'run_cut_short', 'stale', 'fresh')),
     company_id            uuid,
     company_name          text,
     run_id                bigint,
@@ -113,7 +114,9 @@ CREATE INDEX events_offered_idx ON dex_collector.events (id)
 CREATE INDEX events_abandoned_idx ON dex_collector.events (id)
     WHERE abandoned_at IS NOT NULL AND delivered_at IS NULL;
 CREATE INDEX events_delivered_idx ON dex_collector.events (id) WHERE delivered_at IS NOT NULL;
-COMMENT ON TABLE dex_collector.events IS 'dex_collector: changes of a company''s health, and runs that failed or were cut short';
+-- The worker's look at whether it last said runs stopped or started again, every cycle.
+CREATE INDEX events_staleness_idx ON dex_collector.events (id) WHERE kind IN ('stale', 'fresh');
+COMMENT ON TABLE dex_collector.events IS 'dex_collector: changes of a company''s health, runs that failed or were cut short, and runs stopping or starting again';
 
 -- One row per company per day (UTC), kept with each result in the statement that records it
 -- (history_sql.rs): every result counts here whatever dex_collector.history_detail keeps in

@@ -47,10 +47,15 @@ impl Trigger {
     }
 }
 
-/// The `trigger` column's value: a manual call made by pg_cron's connection is `pg_cron`.
+/// The `trigger` column's value: a manual call made by pg_cron is `pg_cron`, whether pg_cron ran
+/// it over a connection of its own (its `application_name`) or in a background worker
+/// (`cron.use_background_workers`: its `backend_type`, with no `application_name`).
 const TRIGGER_SQL: &str =
-    "CASE WHEN $1 = 'manual' AND current_setting('application_name') = 'pg_cron'
-                               THEN 'pg_cron' ELSE $1 END";
+    "CASE WHEN $1 = 'manual'
+               AND (current_setting('application_name') = 'pg_cron'
+                    OR (SELECT a.backend_type FROM pg_catalog.pg_stat_get_activity(pg_backend_pid()) a)
+                       = 'pg_cron')
+          THEN 'pg_cron' ELSE $1 END";
 
 /// The history could not be read or written.
 #[derive(Debug, thiserror::Error)]

@@ -10,10 +10,11 @@
 //! - a run: `lifecycle` (from lock to finish, for SQL calls and the worker alike) and `run` (one
 //!   run's plan, and the core's fan-out driven on the backend's thread);
 //! - its parts: `history` (how a run is recorded), `lock` (one run at a time per database),
-//!   `outbox` (what is left to send), `targets` (which companies a run collects for), `version`
-//!   (the database's extension against the library), `settings` (every `dex_collector.*`
-//!   setting, and the Vault fallback), `service_key` (where the key comes from: Vault or a
-//!   private file, never a setting), `readonly` (SQL the extension does not own, contained);
+//!   `outbox` (what is left to send), `staleness` (runs that stop arriving, as events), `targets`
+//!   (which companies a run collects for), `version` (the database's extension against the
+//!   library), `settings` (every `dex_collector.*` setting, and the Vault fallback), `service_key`
+//!   (where the key comes from: Vault or a private file, never a setting), `readonly` (SQL the
+//!   extension does not own, contained);
 //! - `pg`: every raw call into PostgreSQL, and the only `unsafe` code.
 
 // Unsafe code lives in `pg` alone; scripts/check-layers.sh also keeps it out of every other file.
@@ -35,6 +36,7 @@ mod readonly;
 mod run;
 mod service_key;
 mod settings;
+mod staleness;
 mod targets;
 mod version;
 mod worker;

@@ -1,8 +1,9 @@
 //! What the background worker does: runs queued collections (`dex_collect_all_async()`) as soon
 //! as a committing caller sets its latch, runs one every `dex_collector.interval` when that is
-//! set, sends events to the webhook and pings the heartbeat (`delivery.rs`), deletes runs, events
-//! and daily rollups past their retention (`history_retention`, `event_retention`,
-//! `rollup_retention`), and marks runs a crash left `running` as `interrupted`.
+//! set, notes runs that stop arriving as events (`staleness.rs`), sends events to the webhook and
+//! pings the heartbeat (`delivery.rs`), deletes runs, events and daily rollups past their
+//! retention (`history_retention`, `event_retention`, `rollup_retention`), and marks runs a crash
+//! left `running` as `interrupted`.
 //!
 //! The loop survives every error: each unit of work runs in its own transaction, an error aborts
 //! it, is logged (the same problem at most every ten minutes) and backs the loop off. While there
@@ -20,7 +21,9 @@ use crate::history::{self, Retention, RETENTION_ROWS_BATCH, RETENTION_RUNS_BATCH
 use crate::lifecycle::{self, in_own_transaction, WorkerRun};
 use crate::pg;
 use crate::settings::{self, worker_database, WorkerSettings};
+use crate::staleness::ScheduleWatch;
 use crate::version;
+use dex_collector_core::alert::alert_text;
 
 /// `backend_type` in `pg_stat_activity`.
 pub const WORKER_TYPE: &str = "dex_collector";
@@ -158,6 +161,7 @@ fn serve(database: &str) {
     let mut failures: u32 = 0;
     let mut problems = Problems::default();
     let mut deliveries = Deliveries::new();
+    let mut schedule_watch = ScheduleWatch::new();
     // Those it connected with: the first read, at once after connecting (or, if that failed, the
     // first that did not).
     let mut connected_with = None;
@@ -219,6 +223,11 @@ fn serve(database: &str) {
                     let now = Instant::now();
                     next_interval_run = Some(if next > now { next } else { now + interval });
                 }
+            }
+            // After a failure the extension may be gone (a run that lost its history): the next
+            // cycle checks first, and the schedule waits for it.
+            if ok {
+                ok &= note_staleness(&mut schedule_watch, &mut problems);
             }
             if let Err(problem) = deliveries.turn() {
                 // Each event keeps its own backoff: the loop's does not apply.
@@ -295,6 +304,23 @@ fn run_queued(problems: &mut Problems) -> bool {
         }
     }
     true
+}
+
+/// Notes runs stopping or starting again as an event, and logs it. True when it went without error.
+fn note_staleness(watch: &mut ScheduleWatch, problems: &mut Problems) -> bool {
+    match watch.note_change() {
+        Ok(Some(event)) => {
+            log!("dex_collector worker: {}", alert_text(&event));
+            true
+        }
+        Ok(None) => true,
+        Err(error) => {
+            problems.report(format!(
+                "could not check whether runs arrive on schedule: {error}"
+            ));
+            false
+        }
+    }
 }
 
 /// Runs a crash or restart left `running` can never finish: marks them `interrupted`.

@@ -43,8 +43,36 @@ pub fn alert_text(event: &Value) -> String {
             detail("companies_not_reached").as_i64().unwrap_or_default(),
             detail("companies_total").as_i64().unwrap_or_default()
         ),
+        "stale" => format!(
+            "dex_collector: no run has started since {} (run {run}), and runs are meant to start every {}",
+            text_of(detail("last_run_started_at")),
+            every(detail("expected_every_seconds"))
+        ),
+        "fresh" => format!(
+            "dex_collector: runs start on schedule again (run {run} started at {})",
+            text_of(detail("last_run_started_at"))
+        ),
         other => format!("dex_collector: {other} ({company})"),
     }
+}
+
+fn text_of(value: &Value) -> &str {
+    value.as_str().unwrap_or("?")
+}
+
+/// An interval in seconds as a person writes it: `5 minutes`, `90 seconds`, `1 day`.
+fn every(seconds: &Value) -> String {
+    let Some(seconds) = seconds.as_f64().filter(|s| s.is_finite() && *s >= 1.0) else {
+        return "?".into();
+    };
+    let seconds = seconds.round() as u64;
+    let (count, unit) = [(86_400, "day"), (3_600, "hour"), (60, "minute")]
+        .into_iter()
+        .find(|(length, _)| seconds % length == 0)
+        .map_or((seconds, "second"), |(length, unit)| {
+            (seconds / length, unit)
+        });
+    format!("{count} {unit}{}", if count == 1 { "" } else { "s" })
 }
 
 /// The most Discord shows of a message's `content`; a longer one is refused with a 400.
@@ -384,6 +412,16 @@ mod tests {
                                "details": {"error": "the endpoint rejected the service key"}}),
             serde_json::json!({"kind": "run_cut_short", "run_id": 9,
                                "details": {"companies_not_reached": 12, "companies_total": 1000}}),
+            serde_json::json!({"kind": "stale", "run_id": 9,
+                               "details": {"last_run_started_at": "2026-12-02T09:20:04.12+00:00",
+                                           "expected_every": "00:05:00",
+                                           "expected_every_seconds": 300}}),
+            serde_json::json!({"kind": "stale", "run_id": 9,
+                               "details": {"last_run_started_at": "2026-12-02T09:20:04.12+00:00",
+                                           "expected_every": "00:01:30",
+                                           "expected_every_seconds": 90.0}}),
+            serde_json::json!({"kind": "fresh", "run_id": 10,
+                               "details": {"last_run_started_at": "2026-12-02T10:00:00+00:00"}}),
         ]
         .iter()
         .map(alert_text)
@@ -396,6 +434,9 @@ mod tests {
                 "dex_collector: a4 is collectable again",
                 "dex_collector: run 9 failed: the endpoint rejected the service key",
                 "dex_collector: run 9 was cut short by dex_collector.run_deadline: 12 of 1000 companies not reached",
+                "dex_collector: no run has started since 2026-12-02T09:20:04.12+00:00 (run 9), and runs are meant to start every 5 minutes",
+                "dex_collector: no run has started since 2026-12-02T09:20:04.12+00:00 (run 9), and runs are meant to start every 90 seconds",
+                "dex_collector: runs start on schedule again (run 10 started at 2026-12-02T10:00:00+00:00)",
             ]
         );
     }

@@ -1,7 +1,7 @@
 //! What the background worker sends out, against receivers on loopback: each event to the
 //! webhook, signed, in order, once each, however long the receiver is down and across a server
 //! restart, and past an event the receiver refuses for good; a heartbeat ping per finished run,
-//! `/fail` after a failed one.
+//! `/fail` after a failed one; runs that stop arriving under pg_cron, and their return.
 
 use std::time::{Duration, Instant};
 
@@ -11,6 +11,7 @@ use dex_collector_e2e::deployment::{
 };
 use dex_collector_e2e::stand_in::{Behavior, RecordedRequest, StandIn, StandInConfig};
 use hmac::{Hmac, KeyInit, Mac};
+use postgres::fallible_iterator::FallibleIterator;
 use serde_json::Value;
 use sha2::Sha256;
 
@@ -31,25 +32,34 @@ fn receiver() -> StandIn {
 /// A deployment whose worker sends events to `webhook` and pings `heartbeat`, with the signing
 /// key in (an imitation of) Supabase Vault.
 fn deployment(webhook: &StandIn, heartbeat: &StandIn) -> Deployment {
+    deployment_with(webhook, heartbeat, DeploymentOptions::default())
+}
+
+/// [`deployment`], from `options` (their own libraries and settings kept).
+fn deployment_with(
+    webhook: &StandIn,
+    heartbeat: &StandIn,
+    mut options: DeploymentOptions,
+) -> Deployment {
+    options.settings.extend([
+        ("dex_collector.database".into(), "dex".into()),
+        (
+            "dex_collector.alert_url".into(),
+            format!("{}{HOOK_PATH}", webhook.url()),
+        ),
+        (
+            "dex_collector.heartbeat_url".into(),
+            format!(
+                "{}{PING_PATH}?{}={}",
+                heartbeat.url(),
+                PING_QUERY.0,
+                PING_QUERY.1
+            ),
+        ),
+    ]);
     let deployment = Deployment::start(DeploymentOptions {
         preload: true,
-        settings: vec![
-            ("dex_collector.database".into(), "dex".into()),
-            (
-                "dex_collector.alert_url".into(),
-                format!("{}{HOOK_PATH}", webhook.url()),
-            ),
-            (
-                "dex_collector.heartbeat_url".into(),
-                format!(
-                    "{}{PING_PATH}?{}={}",
-                    heartbeat.url(),
-                    PING_QUERY.0,
-                    PING_QUERY.1
-                ),
-            ),
-        ],
-        ..DeploymentOptions::default()
+        ..options
     })
     .unwrap();
     deployment
@@ -410,6 +420,165 @@ fn a_restarted_worker_pings_the_queued_run_it_finds_first() {
         "run {run_id} was not pinged\n{}",
         deployment.cluster.log_contents()
     );
+}
+
+/// The bodies of the events of `kind` a receiver got, in the order they arrived.
+fn received_of_kind(requests: &[RecordedRequest], kind: &str) -> Vec<Value> {
+    requests
+        .iter()
+        .filter(|request| request.path == HOOK_PATH)
+        .map(|request| serde_json::from_slice::<Value>(&request.body).unwrap())
+        .filter(|body| body["kind"] == kind)
+        .collect()
+}
+
+#[test]
+fn runs_that_stop_arriving_are_an_event_and_so_is_their_return() {
+    let (webhook, heartbeat) = (receiver(), receiver());
+    let deployment = deployment_with(
+        &webhook,
+        &heartbeat,
+        DeploymentOptions {
+            also_preload: vec!["pg_cron".into()],
+            settings: vec![
+                ("cron.database_name".into(), "dex".into()),
+                ("cron.use_background_workers".into(), "on".into()),
+            ],
+            ..DeploymentOptions::default()
+        },
+    );
+    let mut client = deployment.client();
+    let mut listener = deployment.client();
+    listener.batch_execute("LISTEN dex_collector").unwrap();
+    deployment.collect_all();
+    // The web app's migration renames a table the targets query reads: every scheduled call
+    // raises, and rolls back with its run's row, so only the runs' absence says so. The last run
+    // is moved three minutes back, as if the calls had been failing that long.
+    client
+        .batch_execute(
+            "ALTER TABLE public.machines RENAME TO machines_renamed;
+             CREATE EXTENSION pg_cron;
+             UPDATE dex_collector.runs SET started_at = started_at - interval '3 minutes',
+                                           finished_at = finished_at - interval '3 minutes';",
+        )
+        .unwrap();
+    // Every 2 seconds where pg_cron can (1.5 and later); Debian 12 packages 1.4, every minute.
+    let mut schedule = |every: &str| {
+        client.execute(
+            "SELECT cron.schedule('dex_collect_all', $1, 'SELECT dex_collect_all()')",
+            &[&every],
+        )
+    };
+    let (every, seconds) = match schedule("2 seconds") {
+        Ok(_) => ("2 seconds", 2.0),
+        Err(_) => {
+            schedule("* * * * *").unwrap();
+            ("1 minute", 60.0)
+        }
+    };
+    let scheduled_at = Instant::now();
+    let received = |kind: &str| received_of_kind(&webhook.requests(), kind);
+    assert!(
+        wait_until(Duration::from_secs(200), || !received("stale").is_empty()),
+        "no stale event\n{}",
+        deployment.cluster.log_contents()
+    );
+    // The worker gives a schedule it finds two of its intervals before it calls runs stale.
+    assert!(scheduled_at.elapsed() >= Duration::from_secs_f64(2.0 * seconds));
+    let stale = received("stale").remove(0);
+    let text = stale["text"].as_str().unwrap();
+    assert!(
+        text.starts_with("dex_collector: no run has started since ")
+            && text.ends_with(&format!("runs are meant to start every {every}")),
+        "{text}"
+    );
+    assert_eq!(stale["details"]["expected_every_seconds"], seconds);
+    assert!(deployment
+        .cluster
+        .log_contents()
+        .contains("dex_collector worker: dex_collector: no run has started since"));
+    // The scheduled calls do fail; the event is said once while it lasts (the worker looks again
+    // at least every 10 s).
+    assert!(wait_until(Duration::from_secs(90), || one::<i64>(
+        &mut client,
+        "SELECT count(*) FROM cron.job_run_details WHERE status = 'failed'"
+    ) > 0));
+    std::thread::sleep(Duration::from_secs(12));
+    let stale_events: i64 = one(
+        &mut client,
+        "SELECT count(*) FROM dex_collector.events WHERE kind = 'stale'",
+    );
+    assert_eq!(stale_events, 1);
+
+    // A schedule made longer ends `stale` in `health`, but no run came: not `fresh`.
+    let reschedule = |client: &mut postgres::Client, to: &str| {
+        client
+            .execute(
+                "SELECT cron.alter_job(jobid, schedule := $1) FROM cron.job
+                  WHERE jobname = 'dex_collect_all'",
+                &[&to],
+            )
+            .unwrap();
+    };
+    reschedule(&mut client, "0 3 * * *");
+    assert!(!one::<bool>(
+        &mut client,
+        "SELECT stale FROM dex_collector.health"
+    ));
+    std::thread::sleep(Duration::from_secs(12));
+    assert!(received("fresh").is_empty());
+    reschedule(
+        &mut client,
+        if seconds < 60.0 {
+            "2 seconds"
+        } else {
+            "* * * * *"
+        },
+    );
+
+    client
+        .batch_execute("ALTER TABLE public.machines_renamed RENAME TO machines")
+        .unwrap();
+    assert!(
+        wait_until(Duration::from_secs(90), || !received("fresh").is_empty()),
+        "no fresh event\n{}",
+        deployment.cluster.log_contents()
+    );
+    client
+        .batch_execute("SELECT cron.unschedule('dex_collect_all')")
+        .unwrap();
+    let fresh = received("fresh").remove(0);
+    assert!(
+        fresh["text"]
+            .as_str()
+            .unwrap()
+            .starts_with("dex_collector: runs start on schedule again (run "),
+        "{fresh}"
+    );
+    let (status, trigger): (String, String) = {
+        let row = client
+            .query_one(
+                "SELECT status, trigger FROM dex_collector.runs WHERE id = $1",
+                &[&fresh["run_id"].as_i64().unwrap()],
+            )
+            .unwrap();
+        (row.get(0), row.get(1))
+    };
+    assert_eq!(
+        (status.as_str(), trigger.as_str()),
+        ("succeeded", "pg_cron")
+    );
+    // Both went out with NOTIFY too, as every event does.
+    let mut notified = Vec::new();
+    let mut notifications = listener.notifications();
+    let mut pending = notifications.timeout_iter(Duration::from_secs(1));
+    while let Ok(Some(notification)) = pending.next() {
+        let event: Value = serde_json::from_str(notification.payload()).unwrap();
+        if event["kind"] == "stale" || event["kind"] == "fresh" {
+            notified.push(event["kind"].as_str().unwrap().to_string());
+        }
+    }
+    assert_eq!(notified, ["stale", "fresh"]);
 }
 
 #[test]

@@ -392,10 +392,12 @@ fn health_is_one_row_that_turns_stale_when_runs_stop() {
         ("dex_collector_companies", "skipped", 2.0),
         ("dex_collector_events_last_day", "collectable", 0.0),
         ("dex_collector_events_last_day", "failing", 0.0),
+        ("dex_collector_events_last_day", "fresh", 0.0),
         ("dex_collector_events_last_day", "recovered", 0.0),
         ("dex_collector_events_last_day", "run_cut_short", 0.0),
         ("dex_collector_events_last_day", "run_failed", 0.0),
         ("dex_collector_events_last_day", "skipped", 2.0),
+        ("dex_collector_events_last_day", "stale", 0.0),
         ("dex_collector_healthy", "", 1.0),
     ]
     .into_iter()
@@ -462,6 +464,26 @@ fn health_is_one_row_that_turns_stale_when_runs_stop() {
         );
         assert_eq!(expected.as_deref(), every, "{schedule}");
     }
+
+    // A job paused on purpose means no run is meant to start.
+    let expected_while = |client: &mut postgres::Client, active: bool| -> Option<String> {
+        client
+            .execute(
+                "SELECT cron.alter_job(jobid, active := $1) FROM cron.job
+                  WHERE jobname = 'dex_collect_all'",
+                &[&active],
+            )
+            .unwrap();
+        one(client, "SELECT dex_collector.expected_interval()::text")
+    };
+    client
+        .execute("SELECT dex_collector.schedule('*/5 * * * *')", &[])
+        .unwrap();
+    assert_eq!(expected_while(&mut client, false), None);
+    assert_eq!(
+        expected_while(&mut client, true).as_deref(),
+        Some("00:05:00")
+    );
 }
 
 /// A company that stops being a target (its machines deactivated) is forgotten by the first run of
