@@ -43,11 +43,20 @@ pub fn alert_text(event: &Value) -> String {
             detail("companies_not_reached").as_i64().unwrap_or_default(),
             detail("companies_total").as_i64().unwrap_or_default()
         ),
-        "stale" => format!(
-            "dex_collector: no run has started since {} (run {run}), and runs are meant to start every {}",
-            text_of(detail("last_run_started_at")),
-            every(detail("expected_every_seconds"))
-        ),
+        "stale" => {
+            // No run at all: an installation whose scheduled calls have failed from the first.
+            let since = match event["run_id"].as_i64() {
+                Some(run) => format!(
+                    "since {} (run {run})",
+                    text_of(detail("last_run_started_at"))
+                ),
+                None => "yet".to_string(),
+            };
+            format!(
+                "dex_collector: no run has started {since}, and runs are meant to start every {}",
+                every(detail("expected_every_seconds"))
+            )
+        }
         "fresh" => format!(
             "dex_collector: runs start on schedule again (run {run} started at {})",
             text_of(detail("last_run_started_at"))
@@ -420,6 +429,10 @@ mod tests {
                                "details": {"last_run_started_at": "2026-12-02T09:20:04.12+00:00",
                                            "expected_every": "00:01:30",
                                            "expected_every_seconds": 90.0}}),
+            serde_json::json!({"kind": "stale", "run_id": null,
+                               "details": {"last_run_started_at": null,
+                                           "expected_every": "1 day",
+                                           "expected_every_seconds": 86400.0}}),
             serde_json::json!({"kind": "fresh", "run_id": 10,
                                "details": {"last_run_started_at": "2026-12-02T10:00:00+00:00"}}),
         ]
@@ -436,6 +449,7 @@ mod tests {
                 "dex_collector: run 9 was cut short by dex_collector.run_deadline: 12 of 1000 companies not reached",
                 "dex_collector: no run has started since 2026-12-02T09:20:04.12+00:00 (run 9), and runs are meant to start every 5 minutes",
                 "dex_collector: no run has started since 2026-12-02T09:20:04.12+00:00 (run 9), and runs are meant to start every 90 seconds",
+                "dex_collector: no run has started yet, and runs are meant to start every 1 day",
                 "dex_collector: runs start on schedule again (run 10 started at 2026-12-02T10:00:00+00:00)",
             ]
         );
