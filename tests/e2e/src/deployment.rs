@@ -6,7 +6,9 @@
 
 use std::collections::BTreeMap;
 use std::error::Error;
+use std::time::Duration;
 
+use postgres::fallible_iterator::FallibleIterator;
 use serde_json::Value;
 
 use crate::cluster::{ClusterOptions, TestCluster};
@@ -239,6 +241,15 @@ impl Deployment {
             .unwrap_or_else(|e| panic!("cannot connect: {e}"))
     }
 
+    /// A new session listening on channel dex_collector, where every event goes out with NOTIFY.
+    pub fn listener(&self) -> postgres::Client {
+        let mut client = self.client();
+        client
+            .batch_execute("LISTEN dex_collector")
+            .unwrap_or_else(|e| panic!("LISTEN dex_collector: {e}"));
+        client
+    }
+
     /// Adds WARNINGs the test means to cause (see [`DeploymentOptions::expected_warnings`]).
     pub fn expect_warnings(mut self, warnings: &[&str]) -> Deployment {
         self.expected_warnings
@@ -311,6 +322,22 @@ pub fn sql_error(
     )
 }
 
+/// The payloads that arrived on a [`Deployment::listener`], waiting `wait` for the first and as
+/// long again after each for more.
+pub fn notifications(listener: &mut postgres::Client, wait: Duration) -> Vec<Value> {
+    let mut received = Vec::new();
+    let mut notifications = listener.notifications();
+    let mut pending = notifications.timeout_iter(wait);
+    while let Ok(Some(notification)) = pending.next() {
+        assert_eq!(notification.channel(), "dex_collector");
+        received.push(
+            serde_json::from_str(notification.payload())
+                .unwrap_or_else(|e| panic!("{}: {e}", notification.payload())),
+        );
+    }
+    received
+}
+
 /// The one value `sql` returns; panics with the statement and error otherwise.
 pub fn one<T: for<'a> postgres::types::FromSql<'a>>(client: &mut postgres::Client, sql: &str) -> T {
     client
@@ -345,13 +372,13 @@ pub fn server_major(client: &mut postgres::Client) -> i32 {
 }
 
 /// Polls `done` every 100 ms until it says so or `limit` passes; its last answer.
-pub fn wait_until(limit: std::time::Duration, mut done: impl FnMut() -> bool) -> bool {
+pub fn wait_until(limit: Duration, mut done: impl FnMut() -> bool) -> bool {
     let started = std::time::Instant::now();
     while started.elapsed() < limit {
         if done() {
             return true;
         }
-        std::thread::sleep(std::time::Duration::from_millis(100));
+        std::thread::sleep(Duration::from_millis(100));
     }
     done()
 }

@@ -7,11 +7,11 @@ use std::time::{Duration, Instant};
 
 use dex_collector_e2e::cluster::{ClusterOptions, TestCluster};
 use dex_collector_e2e::deployment::{
-    one, sample, wait_until, Deployment, DeploymentOptions, OFFER_ABANDONED_EVENTS_AGAIN,
+    notifications, one, sample, wait_until, Deployment, DeploymentOptions,
+    OFFER_ABANDONED_EVENTS_AGAIN,
 };
 use dex_collector_e2e::stand_in::{Behavior, RecordedRequest, StandIn, StandInConfig};
 use hmac::{Hmac, KeyInit, Mac};
-use postgres::fallible_iterator::FallibleIterator;
 use serde_json::Value;
 use sha2::Sha256;
 
@@ -78,13 +78,20 @@ fn deployment_with(
     deployment
 }
 
-/// The events a receiver got, as (event id, kind), in the order they arrived.
-fn received_events(requests: &[RecordedRequest]) -> Vec<(i64, String)> {
+/// The events a receiver got, their bodies in the order they arrived.
+fn received_bodies(requests: &[RecordedRequest]) -> Vec<Value> {
     requests
         .iter()
         .filter(|request| request.path == HOOK_PATH)
-        .map(|request| {
-            let body: Value = serde_json::from_slice(&request.body).unwrap();
+        .map(|request| serde_json::from_slice(&request.body).unwrap())
+        .collect()
+}
+
+/// The events a receiver got, as (event id, kind), in the order they arrived.
+fn received_events(requests: &[RecordedRequest]) -> Vec<(i64, String)> {
+    received_bodies(requests)
+        .iter()
+        .map(|body| {
             (
                 body["id"].as_i64().unwrap(),
                 body["kind"].as_str().unwrap().to_string(),
@@ -423,15 +430,6 @@ fn a_restarted_worker_pings_the_queued_run_it_finds_first() {
 }
 
 /// The bodies of the events of `kind` a receiver got, in the order they arrived.
-fn received_of_kind(requests: &[RecordedRequest], kind: &str) -> Vec<Value> {
-    requests
-        .iter()
-        .filter(|request| request.path == HOOK_PATH)
-        .map(|request| serde_json::from_slice::<Value>(&request.body).unwrap())
-        .filter(|body| body["kind"] == kind)
-        .collect()
-}
-
 #[test]
 fn runs_that_stop_arriving_are_an_event_and_so_is_their_return() {
     let (webhook, heartbeat) = (receiver(), receiver());
@@ -448,8 +446,7 @@ fn runs_that_stop_arriving_are_an_event_and_so_is_their_return() {
         },
     );
     let mut client = deployment.client();
-    let mut listener = deployment.client();
-    listener.batch_execute("LISTEN dex_collector").unwrap();
+    let mut listener = deployment.listener();
     deployment.collect_all();
     // The web app's migration renames a table the targets query reads: every scheduled call
     // raises, and rolls back with its run's row, so only the runs' absence says so. The last run
@@ -477,7 +474,12 @@ fn runs_that_stop_arriving_are_an_event_and_so_is_their_return() {
         }
     };
     let scheduled_at = Instant::now();
-    let received = |kind: &str| received_of_kind(&webhook.requests(), kind);
+    let received = |kind: &str| -> Vec<Value> {
+        received_bodies(&webhook.requests())
+            .into_iter()
+            .filter(|body| body["kind"] == kind)
+            .collect()
+    };
     assert!(
         wait_until(Duration::from_secs(200), || !received("stale").is_empty()),
         "no stale event\n{}",
@@ -569,15 +571,11 @@ fn runs_that_stop_arriving_are_an_event_and_so_is_their_return() {
         ("succeeded", "pg_cron")
     );
     // Both went out with NOTIFY too, as every event does.
-    let mut notified = Vec::new();
-    let mut notifications = listener.notifications();
-    let mut pending = notifications.timeout_iter(Duration::from_secs(1));
-    while let Ok(Some(notification)) = pending.next() {
-        let event: Value = serde_json::from_str(notification.payload()).unwrap();
-        if event["kind"] == "stale" || event["kind"] == "fresh" {
-            notified.push(event["kind"].as_str().unwrap().to_string());
-        }
-    }
+    let notified: Vec<Value> = notifications(&mut listener, Duration::from_secs(1))
+        .into_iter()
+        .map(|event| event["kind"].clone())
+        .filter(|kind| kind == "stale" || kind == "fresh")
+        .collect();
     assert_eq!(notified, ["stale", "fresh"]);
 }
 

@@ -4,32 +4,12 @@
 
 use std::time::Duration;
 
-use dex_collector_e2e::deployment::{one, sample, Deployment, DeploymentOptions};
+use dex_collector_e2e::deployment::{notifications, one, sample, Deployment, DeploymentOptions};
 use dex_collector_e2e::stand_in::Behavior;
-use postgres::fallible_iterator::FallibleIterator;
 use serde_json::Value;
 
 fn deployment(options: DeploymentOptions) -> Deployment {
     Deployment::start(options).unwrap()
-}
-
-/// A connection listening on channel dex_collector.
-fn listener(deployment: &Deployment) -> postgres::Client {
-    let mut client = deployment.client();
-    client.batch_execute("LISTEN dex_collector").unwrap();
-    client
-}
-
-/// The payloads that arrived on the listener, waiting `wait` for the first and a little for more.
-fn notifications(listener: &mut postgres::Client, wait: Duration) -> Vec<Value> {
-    let mut received = Vec::new();
-    let mut notifications = listener.notifications();
-    let mut pending = notifications.timeout_iter(wait);
-    while let Ok(Some(notification)) = pending.next() {
-        assert_eq!(notification.channel(), "dex_collector");
-        received.push(serde_json::from_str(notification.payload()).unwrap());
-    }
-    received
 }
 
 /// The events of one company, oldest first, as (kind, consecutive failures).
@@ -61,7 +41,7 @@ fn state_of(client: &mut postgres::Client, company: &str) -> (String, i32, bool)
 fn a_failing_company_is_one_event_and_one_notify_until_it_recovers() {
     let deployment = deployment(DeploymentOptions::default());
     let mut client = deployment.client();
-    let mut listener = listener(&deployment);
+    let mut listener = deployment.listener();
 
     deployment.collect_all();
     assert_eq!(state_of(&mut client, sample::ACME), ("ok".into(), 0, false));
@@ -222,7 +202,7 @@ fn a_run_cut_short_by_the_deadline_is_an_event() {
     let deployment = deployment(DeploymentOptions::default())
         .expect_warnings(&["reached dex_collector.run_deadline"]);
     let mut client = deployment.client();
-    let mut listener = listener(&deployment);
+    let mut listener = deployment.listener();
     deployment.stand_in.set_latency(Duration::from_millis(400));
     client
         .batch_execute("SET dex_collector.concurrency = 1; SET dex_collector.run_deadline = '1s'")
@@ -326,7 +306,7 @@ fn a_notify_payload_stays_under_postgres_limit_whatever_the_event_holds() {
     let short: Value = serde_json::from_str(&payloads[1]).unwrap();
     assert_eq!(short["details"]["error"], "short");
     // Rows that arrive without the collector making them (a restored dump) send nothing.
-    let mut listener = listener(&deployment);
+    let mut listener = deployment.listener();
     client
         .batch_execute(
             "INSERT INTO dex_collector.companies (company_id, company_name, state, state_since,
