@@ -24,10 +24,15 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 /// plus one request. What is left goes in the next turns.
 const TURN_BUDGET: Duration = Duration::from_secs(5);
 
-/// The worker's sender: its HTTP client, and where its heartbeat pings have got to.
+/// The worker's sender: its HTTP client, where its heartbeat pings have got to, and an attempt
+/// still to be recorded.
 pub struct Deliveries {
     http: Option<(Http, ClientFor)>,
     pings: Pings,
+    /// An event's attempt that could not be recorded (the database read-only, its disk full):
+    /// recorded before any event is sent again. Otherwise the event, its delivery or its backoff
+    /// unrecorded, would be due again, and go to the receiver once a turn while it lasts.
+    unrecorded: Option<(i64, Attempt)>,
 }
 
 /// What a kept client was built for.
@@ -51,6 +56,7 @@ impl Deliveries {
         Deliveries {
             http: None,
             pings: Pings::from_now(),
+            unrecorded: None,
         }
     }
 
@@ -73,7 +79,13 @@ impl Deliveries {
             None => Ok(()),
         };
         let sent = match &targets.alert_url {
-            Some(url) => send_events(http, url, targets.alert_secret.as_deref(), until),
+            Some(url) => send_events(
+                http,
+                url,
+                targets.alert_secret.as_deref(),
+                &mut self.unrecorded,
+                until,
+            ),
             None => Ok(()),
         };
         match (pinged, sent) {
@@ -164,14 +176,24 @@ impl Pings {
 }
 
 /// The due events, oldest first, until one is not taken (the order is kept: none overtakes it)
-/// but for one the receiver refuses for good, which is abandoned so that the next can go.
-fn send_events(http: &Http, url: &str, secret: Option<&str>, until: Instant) -> Result<(), String> {
+/// but for one the receiver refuses for good, which is abandoned so that the next can go. An
+/// attempt left `unrecorded` is recorded first; while it cannot be, nothing is sent.
+fn send_events(
+    http: &Http,
+    url: &str,
+    secret: Option<&str>,
+    unrecorded: &mut Option<(i64, Attempt)>,
+    until: Instant,
+) -> Result<(), String> {
+    if let Some((id, attempt)) = unrecorded.take() {
+        record(id, attempt, unrecorded)?;
+    }
     let mut refused = Vec::new();
     let problem = loop {
         if Instant::now() >= until {
             break None;
         }
-        match send_oldest(http, url, secret) {
+        match send_oldest(http, url, secret, unrecorded) {
             Ok(Sent::Nothing) => break None,
             Ok(Sent::Delivered) => {}
             Ok(Sent::Abandoned(event)) => refused.push(event),
@@ -201,7 +223,12 @@ enum Sent {
 }
 
 /// The oldest due event, once.
-fn send_oldest(http: &Http, url: &str, secret: Option<&str>) -> Result<Sent, String> {
+fn send_oldest(
+    http: &Http,
+    url: &str,
+    secret: Option<&str>,
+    unrecorded: &mut Option<(i64, Attempt)>,
+) -> Result<Sent, String> {
     let Some(pending) = in_transaction(outbox::oldest_undelivered)? else {
         return Ok(Sent::Nothing);
     };
@@ -217,29 +244,39 @@ fn send_oldest(http: &Http, url: &str, secret: Option<&str>) -> Result<Sent, Str
         headers.push((TIMESTAMP_HEADER, now.to_string()));
         headers.push((SIGNATURE_HEADER, signature(secret.as_bytes(), now, &body)));
     }
-    let failure = match post(http, url, &headers, body) {
-        Ok(()) => None,
+    let attempt = match post(http, url, &headers, body) {
+        Ok(()) => Attempt::Delivered,
         Err(DeliveryError::Interrupted) => return Ok(Sent::Nothing),
-        Err(error) => Some(error),
+        Err(error) if !error.is_refusal() => Attempt::Failed(error.to_string()),
+        Err(error) if pending.refusals + 1 >= REFUSALS_BEFORE_ABANDONING => {
+            Attempt::Abandoned(error.to_string())
+        }
+        Err(error) => Attempt::Refused(error.to_string()),
     };
-    let text = failure
-        .as_ref()
-        .map(ToString::to_string)
-        .unwrap_or_default();
-    let attempt = match &failure {
-        None => Attempt::Delivered,
-        Some(error) if !error.is_refusal() => Attempt::Failed(&text),
-        Some(_) if pending.refusals + 1 >= REFUSALS_BEFORE_ABANDONING => Attempt::Abandoned(&text),
-        Some(_) => Attempt::Refused(&text),
-    };
-    in_transaction(|| outbox::record_attempt(pending.id, &attempt))?;
-    match attempt {
+    match record(pending.id, attempt, unrecorded)? {
         Attempt::Delivered => Ok(Sent::Delivered),
         Attempt::Abandoned(text) => Ok(Sent::Abandoned(format!("event {} ({text})", pending.id))),
         Attempt::Refused(text) | Attempt::Failed(text) => Err(format!(
             "event {} could not be delivered to dex_collector.alert_url: {text}",
             pending.id
         )),
+    }
+}
+
+/// Records event `id`'s attempt and hands it back; when it cannot, keeps it in `unrecorded`.
+fn record(
+    id: i64,
+    attempt: Attempt,
+    unrecorded: &mut Option<(i64, Attempt)>,
+) -> Result<Attempt, String> {
+    match in_transaction(|| outbox::record_attempt(id, &attempt)) {
+        Ok(()) => Ok(attempt),
+        Err(error) => {
+            *unrecorded = Some((id, attempt));
+            Err(format!(
+                "could not record an attempt to deliver event {id}, which waits for it: {error}"
+            ))
+        }
     }
 }
 

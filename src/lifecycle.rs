@@ -270,8 +270,13 @@ fn start_in_worker(
     Ok(Some(Started { locks, run, plan }))
 }
 
-/// Best effort: the run's row says why it failed. Returns the problem if even that fails.
+/// Best effort: the run's row says why it failed. Returns the problem if even that fails. At a
+/// shutdown, whose cancel is likely what failed, the row is left `running`: the worker's next
+/// start marks it `interrupted`.
 fn fail_in_worker(run: Option<&RunIdentity>, error: &str) -> Option<String> {
+    if pg::shutdown_requested() {
+        return None;
+    }
     let run_id = run?.id;
     in_own_transaction(|| history::fail_run(run_id, error))
         .err()

@@ -55,25 +55,25 @@ pub fn oldest_undelivered() -> Result<Option<PendingEvent>, pgrx::spi::Error> {
 pub const REFUSALS_BEFORE_ABANDONING: i32 = 3;
 
 /// How one attempt to deliver an event ended.
-pub enum Attempt<'a> {
+pub enum Attempt {
     Delivered,
     /// Tried again after a backoff (10 s, doubling up to an hour, with a fifth of jitter either
     /// way so that many databases do not retry together).
-    Failed(&'a str),
+    Failed(String),
     /// Refused by the receiver: tried again after the backoff, but for the last of
     /// [`REFUSALS_BEFORE_ABANDONING`], which is [`Attempt::Abandoned`].
-    Refused(&'a str),
+    Refused(String),
     /// Refused for good: abandoned, so that the events after it go out.
-    Abandoned(&'a str),
+    Abandoned(String),
 }
 
 /// Records one attempt.
 pub fn record_attempt(id: i64, attempt: &Attempt) -> Result<(), pgrx::spi::Error> {
     let (failure, refused, abandoned) = match attempt {
         Attempt::Delivered => (None, false, false),
-        Attempt::Failed(failure) => (Some(*failure), false, false),
-        Attempt::Refused(failure) => (Some(*failure), true, false),
-        Attempt::Abandoned(failure) => (Some(*failure), true, true),
+        Attempt::Failed(failure) => (Some(failure.as_str()), false, false),
+        Attempt::Refused(failure) => (Some(failure.as_str()), true, false),
+        Attempt::Abandoned(failure) => (Some(failure.as_str()), true, true),
     };
     Spi::connect_mut(|client| {
         client.update(

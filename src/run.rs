@@ -122,7 +122,10 @@ impl fan_out::Host for Backend<'_, '_> {
 
     fn interrupt(&mut self) -> bool {
         if let Interrupts::StopRun = self.interrupts {
-            if pg::shutdown_requested() || pg::take_query_cancel() {
+            // A shutdown comes with a query cancel (for a statement the worker would otherwise
+            // finish first): taken here, where none runs, so that the run can record its end.
+            let cancelled = pg::take_query_cancel();
+            if pg::shutdown_requested() || cancelled {
                 return true;
             }
         }

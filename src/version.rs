@@ -27,6 +27,32 @@ pub fn installed_version() -> Result<Option<String>, VersionError> {
     )?)
 }
 
+/// This database's dex_collector, `None` when the extension is not installed here.
+pub struct Installed {
+    pub version: String,
+    /// Its row's oid in `pg_extension`: a `DROP EXTENSION` and `CREATE EXTENSION` make a new one,
+    /// with a new history.
+    pub oid: i64,
+}
+
+/// This database's dex_collector, if it has one.
+pub fn installed_extension() -> Result<Option<Installed>, VersionError> {
+    Spi::connect(|client| {
+        let rows = client.select(
+            "SELECT extversion, oid::int8 FROM pg_catalog.pg_extension WHERE extname = 'dex_collector'",
+            None,
+            &[],
+        )?;
+        let Some(row) = rows.into_iter().next() else {
+            return Ok(None);
+        };
+        Ok(Some(Installed {
+            version: row.get::<String>(1)?.unwrap_or_default(),
+            oid: row.get::<i64>(2)?.unwrap_or_default(),
+        }))
+    })
+}
+
 /// Refuses to run when this database's extension objects are older than the library: the run
 /// would write columns that do not exist until `ALTER EXTENSION dex_collector UPDATE`.
 pub fn check_installed_version() -> Result<(), VersionError> {

@@ -24,6 +24,7 @@ use crate::settings::{self, worker_database, WorkerSettings};
 use crate::staleness::ScheduleWatch;
 use crate::version;
 use dex_collector_core::alert::alert_text;
+use dex_collector_core::problems::ProblemLog;
 
 /// `backend_type` in `pg_stat_activity`.
 pub const WORKER_TYPE: &str = "dex_collector";
@@ -50,7 +51,8 @@ pub fn register() {
 
 /// The worker process, from its start to its exit.
 pub fn main() -> ! {
-    BackgroundWorker::attach_signal_handlers(SignalWakeFlags::SIGHUP | SignalWakeFlags::SIGTERM);
+    pg::handle_worker_sigterm();
+    BackgroundWorker::attach_signal_handlers(SignalWakeFlags::SIGHUP);
     let database = worker_database();
     if pg::worker_database_missing() {
         wait_for_database(&database);
@@ -121,33 +123,40 @@ impl Waiting {
     }
 }
 
-/// What stops the worker from working now, if anything (in a transaction of its own).
-fn waiting_for() -> Result<Option<Waiting>, String> {
-    let installed = in_own_transaction(version::installed_version).map_err(|e| e.to_string())?;
+/// What stops the worker from working now, if anything, and the oid of the extension it found (in
+/// a transaction of its own).
+fn waiting_for() -> Result<(Option<Waiting>, Option<i64>), String> {
+    let installed = in_own_transaction(version::installed_extension).map_err(|e| e.to_string())?;
     Ok(match installed {
-        None => Some(Waiting::NoExtension),
-        Some(installed) if installed != version::LIBRARY_VERSION => {
-            Some(Waiting::Outdated { installed })
-        }
-        Some(_) => None,
+        None => (Some(Waiting::NoExtension), None),
+        Some(installed) if installed.version != version::LIBRARY_VERSION => (
+            Some(Waiting::Outdated {
+                installed: installed.version,
+            }),
+            Some(installed.oid),
+        ),
+        Some(installed) => (None, Some(installed.oid)),
     })
 }
 
-/// Real problems as WARNINGs, each at most every [`REPEAT_PROBLEM_AFTER`].
-#[derive(Default)]
-struct Problems {
-    last: Option<(String, Instant)>,
+/// Real problems as WARNINGs, each at most every [`REPEAT_PROBLEM_AFTER`] (told apart as
+/// [`ProblemLog`] says).
+struct Problems(ProblemLog);
+
+impl Default for Problems {
+    fn default() -> Problems {
+        Problems(ProblemLog::new(REPEAT_PROBLEM_AFTER))
+    }
 }
 
 impl Problems {
     fn report(&mut self, problem: String) {
-        let repeated = self
-            .last
-            .as_ref()
-            .is_some_and(|(last, at)| *last == problem && at.elapsed() < REPEAT_PROBLEM_AFTER);
-        if !repeated {
+        // At a shutdown, the statement it cancelled (handle_worker_sigterm) fails: not a problem.
+        if pg::shutdown_requested() {
+            return;
+        }
+        if self.0.tell(&problem, Instant::now()) {
             warning!("dex_collector worker: {problem}");
-            self.last = Some((problem, Instant::now()));
         }
     }
 }
@@ -162,6 +171,7 @@ fn serve(database: &str) {
     let mut problems = Problems::default();
     let mut deliveries = Deliveries::new();
     let mut schedule_watch = ScheduleWatch::new();
+    let mut extension_found: Option<i64> = None;
     // Those it connected with: the first read, at once after connecting (or, if that failed, the
     // first that did not).
     let mut connected_with = None;
@@ -190,7 +200,17 @@ fn serve(database: &str) {
                 problems.report(format!("could not check the extension: {problem}"));
                 ok = false;
             }
-            Ok(now_waiting) => {
+            Ok((now_waiting, extension)) => {
+                // A DROP EXTENSION and CREATE EXTENSION, in one cycle or across several: the new
+                // history starts afresh (run ids from 1), and what the worker knew of the old one
+                // (the last run pinged, the schedule and since when) goes with it.
+                if extension.is_some() {
+                    if extension_found.is_some_and(|found| Some(found) != extension) {
+                        deliveries = Deliveries::new();
+                        schedule_watch = ScheduleWatch::new();
+                    }
+                    extension_found = extension;
+                }
                 if now_waiting != waiting {
                     match &now_waiting {
                         Some(reason) => reason.announce(database),

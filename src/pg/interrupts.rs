@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use pgrx::pg_sys;
 
 /// True when the backend has been asked to cancel the query or to exit, or the worker to shut
-/// down (its SIGTERM handler sets `ShutdownRequestPending`).
+/// down.
 pub fn cancel_or_terminate_pending() -> bool {
     // SAFETY: reads of sig_atomic_t flags that signal handlers set; volatile as in C.
     unsafe {
@@ -37,10 +37,39 @@ pub fn take_query_cancel() -> bool {
     }
 }
 
-/// The worker's SIGTERM.
+/// The worker's SIGTERM ([`handle_worker_sigterm`]).
 pub fn shutdown_requested() -> bool {
     // SAFETY: a sig_atomic_t flag set by the SIGTERM handler.
     unsafe { std::ptr::read_volatile(&raw const pg_sys::ShutdownRequestPending) != 0 }
+}
+
+/// The worker's SIGTERM (a shutdown, `pg_terminate_backend()`, `DROP DATABASE ... WITH (FORCE)`):
+/// the shutdown flag its loop reads, and a query cancel, so that a statement it is running (a
+/// targets query reading a foreign server that hangs, a wait for a lock) ends at its next
+/// interrupt check instead of holding the worker until it finishes. Where no statement runs, the
+/// worker takes that cancel back ([`take_query_cancel`]).
+unsafe extern "C-unwind" fn worker_sigterm(_signal: c_int) {
+    // SAFETY: what PostgreSQL's own handlers do: sig_atomic_t flags and the process latch, all
+    // async-signal-safe, with errno kept for the code the signal interrupted.
+    unsafe {
+        let errno = *libc::__errno_location();
+        std::ptr::write_volatile(&raw mut pg_sys::ShutdownRequestPending, 1);
+        std::ptr::write_volatile(&raw mut pg_sys::QueryCancelPending, 1);
+        std::ptr::write_volatile(&raw mut pg_sys::InterruptPending, 1);
+        set_latch_in_signal_handler(pg_sys::MyLatch);
+        *libc::__errno_location() = errno;
+    }
+}
+
+/// Installs the worker's SIGTERM handler; before the worker unblocks signals.
+pub fn handle_worker_sigterm() {
+    // SAFETY: replaces the background worker's default SIGTERM handler, on its own thread.
+    unsafe {
+        #[cfg(not(feature = "pg18"))]
+        pg_sys::pqsignal(libc::SIGTERM, Some(worker_sigterm));
+        #[cfg(feature = "pg18")]
+        pg_sys::pqsignal_be(libc::SIGTERM, Some(worker_sigterm));
+    }
 }
 
 /// For helper threads (DNS lookups): every signal stays with the backend's own thread.

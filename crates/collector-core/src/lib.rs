@@ -10,7 +10,8 @@
 //! - [`summary`]: a run's results, their counts and the summary's JSON;
 //! - [`batch`]: results on their way to the history, a batch at a time;
 //! - [`history_sql`]: the statements that record results and delete old history;
-//! - [`alert`]: an event to a webhook (signed) and a heartbeat ping, over the same client.
+//! - [`alert`]: an event to a webhook (signed) and a heartbeat ping, over the same client;
+//! - [`problems`]: the background worker's problems, each told at most every so often.
 //!
 //! The extension supplies the PostgreSQL side: settings, the targets query, the history, locks,
 //! and a `Host` that polls the backend's interrupt flags and records results through SPI.
@@ -23,5 +24,6 @@ pub mod endpoint;
 pub mod fan_out;
 pub mod flow;
 pub mod history_sql;
+pub mod problems;
 pub mod summary;
 pub mod target;

@@ -429,7 +429,116 @@ fn a_restarted_worker_pings_the_queued_run_it_finds_first() {
     );
 }
 
-/// The bodies of the events of `kind` a receiver got, in the order they arrived.
+#[test]
+fn a_new_extension_is_pinged_from_its_first_run() {
+    let (webhook, heartbeat) = (receiver(), receiver());
+    let deployment = deployment(&webhook, &heartbeat);
+    let mut client = deployment.client();
+    collect(&deployment, 3);
+    assert!(wait_until(Duration::from_secs(30), || heartbeat
+        .requests()
+        .len()
+        == 3));
+    // Its history starts afresh, run ids from 1: the worker forgets that it pinged run 3.
+    client
+        .batch_execute("DROP EXTENSION dex_collector; CREATE EXTENSION dex_collector")
+        .unwrap();
+    collect(&deployment, 1);
+    let run_id: i64 = one(&mut client, "SELECT max(id) FROM dex_collector.runs");
+    assert_eq!(run_id, 1);
+    assert!(
+        wait_until(Duration::from_secs(30), || heartbeat.requests().len() == 4),
+        "run 1 of the new extension was not pinged\n{}",
+        deployment.cluster.log_contents()
+    );
+    let ping: Value = serde_json::from_slice(&heartbeat.requests()[3].body).unwrap();
+    assert_eq!(ping["run_id"], 1);
+}
+
+#[test]
+fn an_event_taken_while_the_database_is_read_only_is_sent_once_and_told_once() {
+    let (webhook, heartbeat) = (receiver(), receiver());
+    webhook.set_receiver_status(503);
+    let deployment = deployment(&webhook, &heartbeat).expect_warnings(&[
+        "could not be delivered to dex_collector.alert_url: HTTP 503",
+        "read-only transaction",
+    ]);
+    let mut client = deployment.client();
+    // The first run's two skips (companies without DEX credentials), offered once and refused.
+    collect(&deployment, 1);
+    let attempts = |client: &mut postgres::Client| -> i32 {
+        one(
+            client,
+            "SELECT delivery_attempts FROM dex_collector.events ORDER BY id LIMIT 1",
+        )
+    };
+    assert!(wait_until(Duration::from_secs(30), || attempts(
+        &mut client
+    ) == 1));
+    // An incident: the database is made read-only. The worker takes it at its reload; the
+    // receiver comes back and takes the event, whose delivery cannot be recorded.
+    for statement in [
+        "ALTER SYSTEM SET default_transaction_read_only = on",
+        "SELECT pg_reload_conf()",
+    ] {
+        client.batch_execute(statement).unwrap();
+    }
+    std::thread::sleep(Duration::from_secs(2));
+    let refused = webhook.requests().len();
+    webhook.set_receiver_status(200);
+    let first: i64 = one(&mut client, "SELECT min(id) FROM dex_collector.events");
+    let sent_first = |webhook: &StandIn| {
+        received_events(&webhook.requests()[refused..])
+            .iter()
+            .filter(|(id, _)| *id == first)
+            .count()
+    };
+    assert!(
+        wait_until(Duration::from_secs(60), || sent_first(&webhook) == 1),
+        "{}",
+        deployment.cluster.log_contents()
+    );
+    // The worker's loop goes on (backing off to a minute between cycles): it tries to record the
+    // delivery each cycle, and sends nothing while it cannot.
+    std::thread::sleep(Duration::from_secs(40));
+    assert_eq!(sent_first(&webhook), 1);
+    assert_eq!(webhook.requests().len(), refused + 1);
+    let log = deployment.cluster.log_contents();
+    assert_eq!(
+        log.matches("could not record an attempt to deliver event")
+            .count(),
+        1,
+        "{log}"
+    );
+    assert_eq!(
+        log.matches("could not look for queued runs").count(),
+        1,
+        "{log}"
+    );
+
+    // Writable again: the delivery is recorded, and the second event goes, each once.
+    for statement in [
+        "SET default_transaction_read_only = off",
+        "ALTER SYSTEM RESET default_transaction_read_only",
+        "SELECT pg_reload_conf()",
+    ] {
+        client.batch_execute(statement).unwrap();
+    }
+    assert!(
+        wait_until(Duration::from_secs(120), || one::<i64>(
+            &mut deployment.client(),
+            "SELECT count(*) FROM dex_collector.events WHERE delivered_at IS NULL"
+        ) == 0),
+        "{}",
+        deployment.cluster.log_contents()
+    );
+    let kinds: Vec<String> = received_events(&webhook.requests()[refused..])
+        .into_iter()
+        .map(|(_, kind)| kind)
+        .collect();
+    assert_eq!(kinds, ["skipped", "skipped"]);
+}
+
 #[test]
 fn runs_that_stop_arriving_are_an_event_and_so_is_their_return() {
     let (webhook, heartbeat) = (receiver(), receiver());

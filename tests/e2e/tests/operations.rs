@@ -611,6 +611,22 @@ fn a_missing_worker_database_and_a_missing_extension_are_each_said_once_and_wait
         one::<i64>(&mut client, "SELECT count(*) FROM dex_collector.runs"),
         0
     );
+
+    // The worker is a session of its database: a plain DROP DATABASE meets it, WITH (FORCE) ends
+    // it with the others, and it waits for the database again.
+    drop(later);
+    let (state, _, _) = sql_error(client.batch_execute("DROP DATABASE later"));
+    assert_eq!(state, "55006");
+    client
+        .batch_execute("DROP DATABASE later WITH (FORCE)")
+        .unwrap();
+    assert!(wait_until(Duration::from_secs(30), || {
+        cluster
+            .log_contents()
+            .matches("does not exist or does not accept connections; waiting for it")
+            .count()
+            == 2
+    }));
     cluster.check_log(&[]).unwrap();
 }
 

@@ -241,6 +241,57 @@ fn a_fast_restart_during_a_slow_run_is_quick_and_leaves_the_run_interrupted() {
 }
 
 #[test]
+fn a_terminated_worker_stops_in_the_middle_of_a_statement() {
+    let deployment = with_worker(&[]);
+    let cluster = &deployment.cluster;
+    let worker = wait_for::<Option<i32>>(
+        cluster,
+        "SELECT (SELECT pid FROM pg_stat_activity
+                  WHERE backend_type = 'dex_collector' AND datname = 'dex')",
+        Duration::from_secs(20),
+        Option::is_some,
+    )
+    .expect("the worker runs");
+    // A migration holds a lock on a table the targets query reads: the worker's run waits for it
+    // (up to its run deadline, 4 minutes).
+    let mut migration = deployment.client();
+    migration
+        .batch_execute("BEGIN; LOCK TABLE public.machines IN ACCESS EXCLUSIVE MODE")
+        .unwrap();
+    let mut client = deployment.client();
+    let run_id: i64 = client
+        .query_one("SELECT dex_collect_all_async()", &[])
+        .unwrap()
+        .get(0);
+    let waiting = wait_for::<Option<String>>(
+        cluster,
+        &format!("SELECT (SELECT wait_event_type FROM pg_stat_activity WHERE pid = {worker})"),
+        Duration::from_secs(20),
+        |wait| wait.as_deref() == Some("Lock"),
+    );
+    assert_eq!(waiting.as_deref(), Some("Lock"));
+    client
+        .batch_execute(&format!("SELECT pg_terminate_backend({worker})"))
+        .unwrap();
+    let gone = wait_for::<i64>(
+        cluster,
+        &format!("SELECT count(*) FROM pg_stat_activity WHERE pid = {worker}"),
+        Duration::from_secs(20),
+        |n| *n == 0,
+    );
+    assert_eq!(gone, 0, "the worker still waits for the lock");
+    // Started again by the postmaster, it marks the run it left.
+    let status = wait_for_run(cluster, run_id, Duration::from_secs(30), |s| {
+        s == "interrupted"
+    });
+    assert_eq!(status, "interrupted");
+    migration.batch_execute("ROLLBACK").unwrap();
+    let log = cluster.log_contents();
+    assert!(log.contains("dex_collector worker stopping"), "{log}");
+    assert!(!log.contains("canceling statement"), "{log}");
+}
+
+#[test]
 fn two_calls_at_once_run_once_and_the_other_is_skipped() {
     let deployment = answering_after(Duration::from_millis(800));
     let mut first = deployment.client();
