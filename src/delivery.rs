@@ -60,6 +60,18 @@ impl Deliveries {
         }
     }
 
+    /// A sender for an extension created anew (a DROP and CREATE EXTENSION): its history is new, so
+    /// each of its runs is pinged, also those that finished before the worker noticed.
+    pub fn for_new_history() -> Deliveries {
+        Deliveries {
+            pings: Pings {
+                last_pinged_run: Some(0),
+                since: SystemTime::now(),
+            },
+            ..Deliveries::new()
+        }
+    }
+
     /// One turn: a ping for each run finished since the last turn, then the due events to the
     /// webhook. Pings go first: they are few, and a backlog of events at a slow receiver must not
     /// hold back the sign that runs go on. Returns the problems met (each is retried on a later

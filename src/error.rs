@@ -114,6 +114,10 @@ fn config_hint(error: &ConfigError) -> Option<String> {
             }
             Some(hint.join(" "))
         }
+        ConfigError::CallTimeoutTooShort { setting, .. } => Some(format!(
+            "Raise {setting} for the call (SET {setting} = '5min'; or ALTER ROLE ... SET for the role that \
+             calls it), or call dex_collect_all_async(), which the background worker runs outside any statement."
+        )),
         ConfigError::KeyFile { .. } => Some(
             "The file must be a regular file holding only the key, owned by the database server's user \
              with mode 0600 (or by root with 0640). It is read at the start of every run."

@@ -49,7 +49,8 @@ pub fn collect_in_transaction(scope: Scope, trigger: Trigger) -> Result<Vec<u8>,
             "recorded_as": recorded_as,
         }));
     }
-    let plan = run::plan(scope)?;
+    let mut plan = run::plan(scope)?;
+    plan.stop_before_call_timeout(started)?;
     let run = history::start_run(trigger, plan.targets.len())?;
     lock::publish_for_transaction(run.id)?;
     let recording = plan.settings.recording;

@@ -19,7 +19,7 @@ use dex_collector_core::target::{fair_order, Target};
 use crate::error::{warn_with_hint, CollectError};
 use crate::history;
 use crate::pg;
-use crate::settings::{ConfigError, Settings};
+use crate::settings::{self, CallTimeout, ConfigError, Settings};
 use crate::targets;
 use crate::version;
 
@@ -35,6 +35,50 @@ pub struct Plan {
     pub targets: Vec<Target>,
     /// Fixed, or adaptive from near where the latest adaptive runs settled.
     pub concurrency: Concurrency,
+    pub deadline: Deadline,
+}
+
+/// When a run stops calling the endpoint, from its start: after `dex_collector.run_deadline`, or
+/// earlier, for a SQL call, to finish before a timeout of PostgreSQL's would cancel it.
+pub struct Deadline {
+    pub after: Duration,
+    /// The timeout it stops for; `None`: `run_deadline`.
+    pub timeout: Option<CallTimeout>,
+}
+
+/// What a run keeps of a call's timeout to record its end (the last results, the run's row, the
+/// summary): a tenth of what is left, within these bounds.
+const RECORDING_TIME: (Duration, Duration) = (Duration::from_secs(1), Duration::from_secs(30));
+/// A call that would have less than this to collect is refused instead.
+const SHORTEST_CALL: Duration = Duration::from_secs(1);
+
+impl Plan {
+    /// For a SQL call begun at `started`: stops its calls early enough that `statement_timeout` or
+    /// `transaction_timeout` does not cancel it, since a cancelled call loses its history, the
+    /// fair order's with it, and so calls the same companies first each time. Refuses a call that
+    /// would have no time to collect.
+    pub fn stop_before_call_timeout(&mut self, started: Instant) -> Result<(), CollectError> {
+        let Some(timeout) = settings::call_timeout()? else {
+            return Ok(());
+        };
+        let recording = (timeout.left / 10).clamp(RECORDING_TIME.0, RECORDING_TIME.1);
+        let collecting = timeout.left.saturating_sub(recording);
+        if collecting < SHORTEST_CALL {
+            return Err(ConfigError::CallTimeoutTooShort {
+                setting: timeout.setting,
+                value: timeout.value,
+            }
+            .into());
+        }
+        let after = started.elapsed() + collecting;
+        if after < self.deadline.after {
+            self.deadline = Deadline {
+                after,
+                timeout: Some(timeout),
+            };
+        }
+        Ok(())
+    }
 }
 
 /// Reads the settings and the targets, in fair order (see [`fair_order`]); for a run of all
@@ -78,6 +122,10 @@ pub fn plan(scope: Scope) -> Result<Plan, CollectError> {
         }
     };
     Ok(Plan {
+        deadline: Deadline {
+            after: settings.run_deadline,
+            timeout: None,
+        },
         settings,
         targets,
         concurrency,
@@ -162,7 +210,7 @@ pub fn execute(
             run,
             targets: &plan.targets,
             flow: Arc::new(Flow::new(plan.concurrency)),
-            deadline: started + plan.settings.run_deadline,
+            deadline: started + plan.deadline.after,
             list_results,
         };
         let call = fan_out_plan.contract_call(http, &plan.settings.endpoint);
@@ -175,7 +223,7 @@ pub fn execute(
         )
     })?;
     if executed.summary.deadline_reached {
-        warn_deadline_reached(&executed.summary, &plan.settings);
+        warn_deadline_reached(&executed.summary, plan);
     }
     Ok(executed)
 }
@@ -190,15 +238,27 @@ fn was_or_were(count: usize) -> &'static str {
 
 /// One WARNING per run that the deadline cut short: how many companies it left out, and what
 /// to change. It reaches the server log from the worker and pg_cron, and the caller too.
-fn warn_deadline_reached(summary: &RunSummary, settings: &Settings) {
+fn warn_deadline_reached(summary: &RunSummary, plan: &Plan) {
+    let settings = &plan.settings;
     let not_reached = summary.companies_not_reached();
     let stopped = summary.companies_stopped_at_deadline();
     let called = summary.companies_processed();
+    let reached = match &plan.deadline.timeout {
+        None => format!(
+            "reached dex_collector.run_deadline ({})",
+            human_duration(settings.run_deadline)
+        ),
+        Some(timeout) => format!(
+            "stopped calling after {:.1} s, to finish before {} ({}) cancels the call",
+            plan.deadline.after.as_secs_f64(),
+            timeout.setting,
+            timeout.value
+        ),
+    };
     let message = format!(
-        "dex_collector run {} reached dex_collector.run_deadline ({}): {not_reached} of {} companies \
-         {} not called, {stopped} of the {called} called {} cut short",
+        "dex_collector run {} {reached}: {not_reached} of {} companies {} not called, {stopped} of \
+         the {called} called {} cut short",
         summary.run_id,
-        human_duration(settings.run_deadline),
         not_reached + called,
         was_or_were(not_reached),
         was_or_were(stopped),
@@ -210,10 +270,17 @@ fn warn_deadline_reached(summary: &RunSummary, settings: &Settings) {
             summary.flow.end_limit
         ),
     };
+    let longer = match &plan.deadline.timeout {
+        None => "dex_collector.run_deadline (keep it under the schedule's interval)".to_string(),
+        Some(timeout) => format!(
+            "{} for this call (or call dex_collect_all_async(), which no statement timeout cuts)",
+            timeout.setting
+        ),
+    };
     let hint = format!(
         "The next run calls the companies left out first. To reach every company in one run, raise \
-         {concurrency} or dex_collector.run_deadline (keep it under the schedule's interval): a \
-         run reaches about concurrency × run_deadline ÷ the endpoint's mean time per company."
+         {concurrency} or {longer}: a run reaches about concurrency × its time ÷ the endpoint's \
+         mean time per company."
     );
     warn_with_hint(message, hint);
 }

@@ -114,6 +114,11 @@ pub enum ConfigError {
     CaFile { reason: String },
     #[error("could not read the dex_collector settings stored for this database: {reason}")]
     Stored { reason: String },
+    #[error("could not read statement_timeout: {reason}")]
+    Timeouts { reason: String },
+    /// A statement or transaction timeout that would cancel a SQL call before it could collect.
+    #[error("{setting} ({value}) leaves this call too little time to collect: it would be cancelled, and its history lost")]
+    CallTimeoutTooShort { setting: String, value: String },
     /// A delivery URL from Vault (`secret`, or the setting of that name) that cannot be used.
     #[error("invalid {secret}: {reason}")]
     InvalidDeliveryUrl {
@@ -532,6 +537,46 @@ pub fn stored_for_session() -> Result<String, ConfigError> {
     .map_err(|error| ConfigError::Stored {
         reason: error.to_string(),
     })
+}
+
+/// A time limit PostgreSQL puts on a SQL call: `statement_timeout`, from the statement's start, or
+/// (PostgreSQL 17 on) `transaction_timeout`, from the transaction's.
+pub struct CallTimeout {
+    /// The setting's name.
+    pub setting: String,
+    /// Its value as PostgreSQL shows it (`30s`).
+    pub value: String,
+    /// What is left of it now.
+    pub left: Duration,
+}
+
+/// The call's timeout that runs out first, if one is set.
+pub fn call_timeout() -> Result<Option<CallTimeout>, ConfigError> {
+    let unreadable = |error: pgrx::spi::Error| ConfigError::Timeouts {
+        reason: error.to_string(),
+    };
+    Spi::connect(|client| {
+        let rows = client.select(
+            "SELECT setting, value,
+                    greatest(extract(epoch FROM value::interval - (clock_timestamp() - since)), 0)::float8
+               FROM (VALUES ('statement_timeout', current_setting('statement_timeout'), statement_timestamp()),
+                            ('transaction_timeout', current_setting('transaction_timeout', true),
+                             transaction_timestamp())) AS t(setting, value, since)
+              WHERE value::interval > interval '0'
+              ORDER BY 3 LIMIT 1",
+            None,
+            &[],
+        )?;
+        let Some(row) = rows.into_iter().next() else {
+            return Ok(None);
+        };
+        Ok(Some(CallTimeout {
+            setting: row.get::<String>(1)?.unwrap_or_default(),
+            value: row.get::<String>(2)?.unwrap_or_default(),
+            left: Duration::from_secs_f64(row.get::<f64>(3)?.unwrap_or_default()),
+        }))
+    })
+    .map_err(unreadable)
 }
 
 /// Where a value of the retired `dex_collector.service_key` is still stored (never the value):

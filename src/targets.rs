@@ -11,7 +11,7 @@ use std::time::Duration;
 use pgrx::pg_sys;
 use pgrx::prelude::*;
 
-use dex_collector_core::target::Target;
+use dex_collector_core::target::{each_company_once, Target};
 
 use crate::readonly;
 
@@ -86,11 +86,7 @@ pub fn load(custom_query: Option<&str>, limit: Duration) -> Result<Vec<Target>, 
         },
         readonly::Failed::TimedOut => TargetsError::TimedOut { custom, limit },
     })??;
-    let mut seen = std::collections::HashSet::with_capacity(rows.len());
-    Ok(rows
-        .into_iter()
-        .filter(|target| seen.insert(target.company_id.clone()))
-        .collect())
+    Ok(each_company_once(rows))
 }
 
 fn read_targets(
@@ -135,17 +131,14 @@ impl Columns {
         for ordinal in 1..=count {
             let name = table.column_name(ordinal)?;
             let type_oid = table.column_type_oid(ordinal)?.value();
-            let (slot, expected, accepted): (&mut Option<usize>, &str, &[pg_sys::Oid]) =
-                match name.as_str() {
-                    "company_id" => (&mut found.0, "uuid", &[pg_sys::UUIDOID]),
-                    "company_name" => (
-                        &mut found.1,
-                        "text",
-                        &[pg_sys::TEXTOID, pg_sys::VARCHAROID, pg_sys::NAMEOID],
-                    ),
-                    "has_credentials" => (&mut found.2, "boolean", &[pg_sys::BOOLOID]),
-                    _ => continue,
-                };
+            let (slot, expected, accepted): (&mut Option<usize>, &str, &[pg_sys::Oid]) = match name
+                .as_str()
+            {
+                "company_id" => (&mut found.0, "uuid", &[pg_sys::UUIDOID]),
+                "company_name" => (&mut found.1, "text", &[pg_sys::TEXTOID, pg_sys::VARCHAROID]),
+                "has_credentials" => (&mut found.2, "boolean", &[pg_sys::BOOLOID]),
+                _ => continue,
+            };
             if !accepted.contains(&type_oid) {
                 return Err(TargetsError::WrongColumnType {
                     column: name,

@@ -206,7 +206,7 @@ fn serve(database: &str) {
                 // (the last run pinged, the schedule and since when) goes with it.
                 if extension.is_some() {
                     if extension_found.is_some_and(|found| Some(found) != extension) {
-                        deliveries = Deliveries::new();
+                        deliveries = Deliveries::for_new_history();
                         schedule_watch = ScheduleWatch::new();
                     }
                     extension_found = extension;

@@ -21,7 +21,7 @@ use tokio::task::{Id, JoinError, JoinSet};
 use crate::endpoint::{build_client, collect_company, CompanyOutcome, EndpointConfig, RunIdentity};
 use crate::flow::Flow;
 use crate::summary::{
-    CompanyResult, RunCounts, RunSummary, SKIP_AUTH_REJECTED, SKIP_BOOKKEEPING_FAILED,
+    CompanyResult, RunCounts, RunSummary, NO_TARGETS, SKIP_AUTH_REJECTED, SKIP_BOOKKEEPING_FAILED,
     SKIP_CANCELLED, SKIP_DEADLINE, SKIP_NO_CREDENTIALS, STOPPED_AT_DEADLINE,
 };
 use crate::target::Target;
@@ -306,6 +306,11 @@ pub fn fan_out(
     };
     let mut stop = None;
     loop {
+        // A deadline already past (the targets query took the run's time) calls no one more: the
+        // rest are not reached, rather than started and cut short before their first request.
+        if stop.is_none() && Instant::now() >= plan.deadline {
+            stop = Some(Stop::Deadline);
+        }
         while stop.is_none() && next < targets.len() && in_flight.tasks.len() < plan.flow.limit() {
             let index = next;
             next += 1;
@@ -399,6 +404,7 @@ pub fn fan_out(
         (Some(Stop::AuthRejected), None) => Some(SKIP_AUTH_REJECTED.to_string()),
         (Some(Stop::Cancelled), None) => Some("the run was cancelled".to_string()),
         (Some(Stop::BookkeepingFailed), None) => Some(SKIP_BOOKKEEPING_FAILED.to_string()),
+        (None, None) if targets.is_empty() => Some(NO_TARGETS.to_string()),
         (Some(Stop::Deadline) | None, None) => None,
     };
     Executed {

@@ -24,6 +24,10 @@ pub const STOPPED_AT_DEADLINE: &str =
     "stopped at the run deadline (dex_collector.run_deadline) while collecting";
 /// Why a whole run was skipped.
 pub const ALREADY_RUNNING: &str = "a collection run is already in progress";
+/// Why a run with no targets failed: a targets query that finds no company (a table or a status
+/// renamed by a migration, a foreign server's rows gone) is likelier broken than right, and a run
+/// that succeeded would keep `health` healthy while nothing is collected.
+pub const NO_TARGETS: &str = "the targets query found no company to collect";
 
 /// The status of a whole run, as `dex_collector.runs.status` (its CHECK lists the same six).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

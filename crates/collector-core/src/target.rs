@@ -33,6 +33,29 @@ pub fn fair_order(targets: Vec<Target>, last_calls: &[LastCalls]) -> Vec<Target>
     keyed.into_iter().map(|(_, target)| target).collect()
 }
 
+/// The targets query's rows with each company once, where its first row put it: a company joined
+/// to several rows (a LEFT JOIN of its users) has credentials if any of them has, so that it does
+/// not turn from collectable to skipped and back with the order the rows come in.
+pub fn each_company_once(rows: Vec<Target>) -> Vec<Target> {
+    let mut position: std::collections::HashMap<String, usize> =
+        std::collections::HashMap::with_capacity(rows.len());
+    let mut targets: Vec<Target> = Vec::with_capacity(rows.len());
+    for row in rows {
+        match position.get(&row.company_id) {
+            Some(&index) => {
+                if let Some(first) = targets.get_mut(index) {
+                    first.has_credentials |= row.has_credentials;
+                }
+            }
+            None => {
+                position.insert(row.company_id.clone(), targets.len());
+                targets.push(row);
+            }
+        }
+    }
+    targets
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -98,6 +121,30 @@ mod tests {
             fair_order(original.clone(), &[]),
             original,
             "lengths differ"
+        );
+    }
+
+    #[test]
+    fn a_company_in_several_rows_is_one_target_with_credentials_if_any_row_has_them() {
+        let row = |n: u32, name: &str, has_credentials: bool| Target {
+            company_id: format!("00000000-0000-4000-8000-{n:012}"),
+            company_name: name.to_string(),
+            has_credentials,
+        };
+        let rows = vec![
+            row(1, "Acme", false),
+            row(2, "Beta", false),
+            row(1, "Acme (second user)", true),
+            row(3, "Gamma", true),
+            row(2, "Beta", false),
+        ];
+        assert_eq!(
+            each_company_once(rows),
+            vec![
+                row(1, "Acme", true),
+                row(2, "Beta", false),
+                row(3, "Gamma", true)
+            ]
         );
     }
 }

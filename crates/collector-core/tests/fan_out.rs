@@ -13,8 +13,8 @@ use dex_collector_core::endpoint::{
 use dex_collector_core::fan_out::{fan_out, CompanyTask, Executed, Host, Http, Plan};
 use dex_collector_core::flow::{Concurrency, Flow, RETRY_BUDGET_BASE, RETRY_BUDGET_RATIO};
 use dex_collector_core::summary::{
-    CompanyResult, ResultStatus, SKIP_AUTH_REJECTED, SKIP_BOOKKEEPING_FAILED, SKIP_CANCELLED,
-    SKIP_DEADLINE, SKIP_NO_CREDENTIALS,
+    CompanyResult, ResultStatus, RunStatus, NO_TARGETS, SKIP_AUTH_REJECTED,
+    SKIP_BOOKKEEPING_FAILED, SKIP_CANCELLED, SKIP_DEADLINE, SKIP_NO_CREDENTIALS,
 };
 use dex_collector_core::target::Target;
 use dex_stand_in::{Behavior, Capacity, StandIn, StandInConfig, DEFAULT_SERVICE_KEY};
@@ -256,6 +256,23 @@ fn a_run_that_does_not_list_its_results_keeps_only_their_counts() {
 }
 
 #[test]
+fn a_run_with_no_targets_fails_and_one_of_skipped_targets_does_not() {
+    let stand_in = StandIn::start(StandInConfig::default()).unwrap();
+    let mut host = TestHost::recording_now();
+    let executed = collect(&stand_in, &[], 8, Duration::from_secs(30), &mut host);
+    assert_eq!(executed.summary.run_error.as_deref(), Some(NO_TARGETS));
+    assert_eq!(executed.summary.final_status(), RunStatus::Failed);
+
+    let mut skipped = targets(2);
+    for target in &mut skipped {
+        target.has_credentials = false;
+    }
+    let executed = collect(&stand_in, &skipped, 8, Duration::from_secs(30), &mut host);
+    assert_eq!(executed.summary.final_status(), RunStatus::Succeeded);
+    assert_eq!(stand_in.request_count(), 0);
+}
+
+#[test]
 fn the_deadline_cuts_requests_in_flight_and_skips_the_rest() {
     let stand_in = answering(Behavior::Hang);
     let mut host = TestHost::recording_now();
@@ -286,6 +303,18 @@ fn the_deadline_cuts_requests_in_flight_and_skips_the_rest() {
         (2, 4),
         "the cut-short companies and the ones not reached"
     );
+}
+
+#[test]
+fn a_deadline_past_before_the_first_call_reaches_no_one() {
+    let stand_in = answering(Behavior::Hang);
+    let mut host = TestHost::recording_now();
+    let executed = collect(&stand_in, &targets(4), 2, Duration::ZERO, &mut host);
+    assert!(executed.summary.deadline_reached);
+    assert_eq!(executed.summary.companies_not_reached(), 4);
+    assert_eq!(executed.summary.companies_stopped_at_deadline(), 0);
+    assert_eq!(host.recorded_with(ResultStatus::Skipped), 4);
+    assert_eq!(stand_in.request_count(), 0);
 }
 
 #[test]

@@ -505,8 +505,31 @@ fn a_company_that_is_no_longer_a_target_is_forgotten_a_day_after_its_last_result
         )
         .unwrap();
     let mut client = deployment.client();
-    deployment.collect_all();
+    let summary = deployment.collect_all();
     assert_eq!(failing(&mut client), (1, 10));
+    // And the run that found nothing failed: health, the metrics and the event say so.
+    assert_eq!(summary["success"], false, "{summary}");
+    assert_eq!(
+        summary["error"],
+        "the targets query found no company to collect"
+    );
+    let (healthy, last_run_status): (bool, String) = {
+        let row = client
+            .query_one(
+                "SELECT healthy, last_run_status FROM dex_collector.health",
+                &[],
+            )
+            .unwrap();
+        (row.get(0), row.get(1))
+    };
+    assert_eq!((healthy, last_run_status.as_str()), (false, "failed"));
+    assert_eq!(
+        one::<i64>(
+            &mut client,
+            "SELECT count(*) FROM dex_collector.events WHERE kind = 'run_failed'"
+        ),
+        1
+    );
     client
         .batch_execute("ALTER DATABASE dex RESET dex_collector.targets_query")
         .unwrap();

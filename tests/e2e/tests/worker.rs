@@ -383,6 +383,51 @@ fn the_run_deadline_cancels_requests_in_flight_and_skips_the_rest() {
 }
 
 #[test]
+fn a_call_stops_in_time_for_its_statement_timeout_and_keeps_its_history() {
+    let deployment = answering_after(Duration::from_secs(5))
+        .expect_warnings(&["to finish before statement_timeout (3s) cancels the call"]);
+    let mut client = deployment.client();
+    client
+        .batch_execute("SET dex_collector.concurrency = 2; SET statement_timeout = '3s'")
+        .unwrap();
+    // A tenth of what is left, at least a second, is kept to record the end: the calls stop at
+    // about 2 s, and the call returns where it would have been cancelled with its history.
+    let summary: Value = client
+        .query_one("SELECT dex_collect_all()", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(summary["companiesProcessed"], 2, "{summary}");
+    assert_eq!(summary["companiesNotReached"], 6, "{summary}");
+    let runs: i64 = client
+        .query_one("SELECT count(*) FROM dex_collector.runs", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(runs, 1);
+    assert!(deployment
+        .cluster
+        .log_contents()
+        .contains("HINT:  The next run calls the companies left out first. To reach every company in one run, raise dex_collector.concurrency (now 2) or statement_timeout for this call"));
+
+    // Too little left to collect: refused before any request or history.
+    client
+        .batch_execute("SET statement_timeout = '1500ms'")
+        .unwrap();
+    let (state, message, hint) = sql_error(client.query_one("SELECT dex_collect_all()", &[]));
+    assert_eq!(state, "22023");
+    assert_eq!(
+        message,
+        "statement_timeout (1500ms) leaves this call too little time to collect: it would be cancelled, and its history lost"
+    );
+    assert!(hint.unwrap().contains("dex_collect_all_async()"));
+    assert_eq!(deployment.stand_in.requests().len(), 2);
+    let runs: i64 = client
+        .query_one("SELECT count(*) FROM dex_collector.runs", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(runs, 1);
+}
+
+#[test]
 fn retention_deletes_only_old_history() {
     let deployment = with_worker(&[]);
     let mut client = deployment.client();
