@@ -45,8 +45,8 @@ struct ClientFor {
 /// Where the heartbeat pings have got to.
 struct Pings {
     last_pinged_run: Option<i64>,
-    /// Runs that finish after this are pinged: the worker's start, or when a heartbeat URL was
-    /// last found unset.
+    /// Runs that finish after this are pinged: the worker's start, when a heartbeat URL was last
+    /// found unset, or when the worker last found the extension before one created anew.
     since: SystemTime,
 }
 
@@ -60,16 +60,16 @@ impl Deliveries {
         }
     }
 
-    /// A sender for an extension created anew (a DROP and CREATE EXTENSION): its history is new, so
-    /// each of its runs is pinged, also those that finished before the worker noticed.
-    pub fn for_new_history() -> Deliveries {
-        Deliveries {
-            pings: Pings {
-                last_pinged_run: Some(0),
-                since: SystemTime::now(),
-            },
-            ..Deliveries::new()
-        }
+    /// For an extension created anew (a DROP and CREATE EXTENSION) after `old_seen_at`, when the
+    /// worker last found the one before, or none: the runs that finish from then on are pinged,
+    /// also those that finished before the worker noticed, and not those a restore brought back;
+    /// an attempt kept for an event of the old history is forgotten. The HTTP client is kept.
+    pub fn start_new_history(&mut self, old_seen_at: SystemTime) {
+        self.pings = Pings {
+            last_pinged_run: None,
+            since: old_seen_at,
+        };
+        self.unrecorded = None;
     }
 
     /// One turn: a ping for each run finished since the last turn, then the due events to the

@@ -182,7 +182,16 @@ pub fn collect_in_worker(request: WorkerRun) -> Result<(), Vec<String>> {
     // the run's end: the run stops calling the endpoint, but loses nothing that can be written.
     let mut unwritten = Vec::new();
     let mut write = |due: Vec<_>| {
-        let written = in_own_transaction(|| history::record_results(run_id, &due, recording));
+        let written = in_own_transaction(|| history::record_results(run_id, &due, recording))
+            .or_else(|error| {
+                // A shutdown's cancel (handle_worker_sigterm) meant for a statement that waits,
+                // met here instead: taken, the batch is written again.
+                if pg::shutdown_requested() && pg::take_query_cancel() {
+                    in_own_transaction(|| history::record_results(run_id, &due, recording))
+                } else {
+                    Err(error)
+                }
+            });
         if let Err(error) = &written {
             problems.push(format!(
                 "run {run_id} stopped calling the endpoint: its results could not be recorded: \
@@ -205,6 +214,11 @@ pub fn collect_in_worker(request: WorkerRun) -> Result<(), Vec<String>> {
         &mut sink,
     );
     let rest = sink.batch.take();
+    // What the run stopped for (a shutdown) may have set a query cancel again since it was taken:
+    // its end is no statement to cancel.
+    if pg::shutdown_requested() {
+        pg::take_query_cancel();
+    }
     // In a transaction of its own: one that fails again (a row the history refuses) does not
     // take the run's end with it.
     if !unwritten.is_empty() {

@@ -170,12 +170,13 @@ impl fan_out::Host for Backend<'_, '_> {
 
     fn interrupt(&mut self) -> bool {
         if let Interrupts::StopRun = self.interrupts {
-            // A shutdown comes with a query cancel (for a statement the worker would otherwise
-            // finish first): taken here, where none runs, so that the run can record its end.
+            // The worker: a shutdown or a cancel stops the run. A shutdown comes with a query
+            // cancel (for a statement the worker would otherwise finish first): other interrupts
+            // are served with cancels held off, and the cancel taken here, where no statement
+            // runs, so that the run can record its end.
+            pg::serve_interrupts_but_cancel();
             let cancelled = pg::take_query_cancel();
-            if pg::shutdown_requested() || cancelled {
-                return true;
-            }
+            return cancelled || pg::shutdown_requested();
         }
         // Raises a cancel or terminate (unwinding drops the requests in flight); otherwise serves
         // what else was pending (a signal barrier, say) and the run goes on, unless Postgres holds

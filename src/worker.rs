@@ -11,7 +11,7 @@
 //! it says so once and waits; an idle cycle logs nothing. On a standby it starts at promotion.
 
 use std::ffi::CString;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use pgrx::bgworkers::{BackgroundWorker, BackgroundWorkerBuilder, SignalWakeFlags};
 use pgrx::prelude::*;
@@ -172,6 +172,8 @@ fn serve(database: &str) {
     let mut deliveries = Deliveries::new();
     let mut schedule_watch = ScheduleWatch::new();
     let mut extension_found: Option<i64> = None;
+    // When the worker last looked for the extension and found it, or found none.
+    let mut extension_seen_at = SystemTime::now();
     // Those it connected with: the first read, at once after connecting (or, if that failed, the
     // first that did not).
     let mut connected_with = None;
@@ -195,6 +197,7 @@ fn serve(database: &str) {
         };
 
         let mut ok = true;
+        let checked_at = SystemTime::now();
         match waiting_for() {
             Err(problem) => {
                 problems.report(format!("could not check the extension: {problem}"));
@@ -206,11 +209,12 @@ fn serve(database: &str) {
                 // (the last run pinged, the schedule and since when) goes with it.
                 if extension.is_some() {
                     if extension_found.is_some_and(|found| Some(found) != extension) {
-                        deliveries = Deliveries::for_new_history();
+                        deliveries.start_new_history(extension_seen_at);
                         schedule_watch = ScheduleWatch::new();
                     }
                     extension_found = extension;
                 }
+                extension_seen_at = checked_at;
                 if now_waiting != waiting {
                     match &now_waiting {
                         Some(reason) => reason.announce(database),

@@ -26,8 +26,8 @@ pub fn interrupt_pending() -> bool {
     }
 }
 
-/// In the worker: forgets a query cancel (`pg_cancel_backend`), which has no query to cancel
-/// there; true when there was one.
+/// In the worker: forgets a query cancel (`pg_cancel_backend()`, or the one its SIGTERM handler
+/// sets), which has no query to cancel where it is taken; true when there was one.
 pub fn take_query_cancel() -> bool {
     // SAFETY: a sig_atomic_t flag set by the SIGINT handler, read and cleared on this thread.
     unsafe {
@@ -70,6 +70,17 @@ pub fn handle_worker_sigterm() {
         #[cfg(feature = "pg18")]
         pg_sys::pqsignal_be(libc::SIGTERM, Some(worker_sigterm));
     }
+}
+
+/// In the worker, where no statement runs: serves pending interrupts (a signal barrier, say) but a
+/// query cancel, which it leaves pending for [`take_query_cancel`]; a SIGTERM arriving meanwhile
+/// sets one, and raising it here would end the worker with an ERROR outside any transaction.
+pub fn serve_interrupts_but_cancel() {
+    // SAFETY: HOLD_CANCEL_INTERRUPTS and RESUME_CANCEL_INTERRUPTS as in C, on the backend's thread.
+    unsafe { pg_sys::QueryCancelHoldoffCount += 1 };
+    pgrx::check_for_interrupts!();
+    // SAFETY: as above; check_for_interrupts raises only a FATAL here, which never returns.
+    unsafe { pg_sys::QueryCancelHoldoffCount -= 1 };
 }
 
 /// For helper threads (DNS lookups): every signal stays with the backend's own thread.

@@ -19,7 +19,7 @@ use pgrx::pg_sys::panic::{CaughtError, ErrorReportWithLevel};
 pub use guc::{define_checked_string, reserve_prefix, Rejection, StringCheck};
 pub use interrupts::{
     block_all_signals, cancel_or_terminate_pending, handle_worker_sigterm, interrupt_pending,
-    shutdown_requested, take_query_cancel,
+    serve_interrupts_but_cancel, shutdown_requested, take_query_cancel,
 };
 #[cfg(any(test, feature = "pg_test"))]
 pub use jsonb::jsonb_in_bytes;

@@ -7,12 +7,12 @@ use std::sync::OnceLock;
 use pgrx::pg_sys;
 use pgrx::prelude::*;
 
-use super::interrupts::{shutdown_requested, take_query_cancel};
+use super::interrupts::{serve_interrupts_but_cancel, shutdown_requested, take_query_cancel};
 use super::shmem::withdraw_worker_latch;
 
 /// The worker's wait: until its latch is set, `timeout` passes or the postmaster dies (false
-/// then, or on shutdown). A query cancel is forgotten rather than raised outside any query, and
-/// other interrupts (signal barriers) are served.
+/// then, or on shutdown). Other interrupts (signal barriers) are served, and a query cancel is
+/// forgotten rather than raised outside any query.
 pub fn wait_worker_latch(timeout: std::time::Duration) -> bool {
     let millis = i64::try_from(timeout.as_millis()).unwrap_or(i64::MAX);
     // SAFETY: the standard latch wait of a worker, on its own latch and thread.
@@ -26,8 +26,8 @@ pub fn wait_worker_latch(timeout: std::time::Duration) -> bool {
         pg_sys::ResetLatch(pg_sys::MyLatch);
         events
     };
+    serve_interrupts_but_cancel();
     take_query_cancel();
-    pgrx::check_for_interrupts!();
     events & pg_sys::WL_POSTMASTER_DEATH as i32 == 0 && !shutdown_requested()
 }
 

@@ -308,7 +308,7 @@ pub fn fan_out(
     loop {
         // A deadline already past (the targets query took the run's time) calls no one more: the
         // rest are not reached, rather than started and cut short before their first request.
-        if stop.is_none() && Instant::now() >= plan.deadline {
+        if stop.is_none() && next < targets.len() && Instant::now() >= plan.deadline {
             stop = Some(Stop::Deadline);
         }
         while stop.is_none() && next < targets.len() && in_flight.tasks.len() < plan.flow.limit() {
@@ -404,7 +404,7 @@ pub fn fan_out(
         (Some(Stop::AuthRejected), None) => Some(SKIP_AUTH_REJECTED.to_string()),
         (Some(Stop::Cancelled), None) => Some("the run was cancelled".to_string()),
         (Some(Stop::BookkeepingFailed), None) => Some(SKIP_BOOKKEEPING_FAILED.to_string()),
-        (None, None) if targets.is_empty() => Some(NO_TARGETS.to_string()),
+        (Some(Stop::Deadline) | None, None) if targets.is_empty() => Some(NO_TARGETS.to_string()),
         (Some(Stop::Deadline) | None, None) => None,
     };
     Executed {

@@ -259,9 +259,12 @@ fn a_run_that_does_not_list_its_results_keeps_only_their_counts() {
 fn a_run_with_no_targets_fails_and_one_of_skipped_targets_does_not() {
     let stand_in = StandIn::start(StandInConfig::default()).unwrap();
     let mut host = TestHost::recording_now();
-    let executed = collect(&stand_in, &[], 8, Duration::from_secs(30), &mut host);
-    assert_eq!(executed.summary.run_error.as_deref(), Some(NO_TARGETS));
-    assert_eq!(executed.summary.final_status(), RunStatus::Failed);
+    for deadline in [Duration::from_secs(30), Duration::ZERO] {
+        let executed = collect(&stand_in, &[], 8, deadline, &mut host);
+        assert_eq!(executed.summary.run_error.as_deref(), Some(NO_TARGETS));
+        assert_eq!(executed.summary.final_status(), RunStatus::Failed);
+        assert!(!executed.summary.deadline_reached);
+    }
 
     let mut skipped = targets(2);
     for target in &mut skipped {

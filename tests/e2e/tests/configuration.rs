@@ -440,7 +440,7 @@ fn a_granted_role_collects_every_company_despite_row_level_security_and_cannot_r
 }
 
 #[test]
-fn cancel_and_statement_timeout_stop_a_waiting_run_at_once() {
+fn a_statement_timeout_ends_a_waiting_run_in_time_and_a_cancel_at_once() {
     let deployment =
         deployment().expect_warnings(&["to finish before statement_timeout (3s) cancels the call"]);
     deployment.stand_in.set_default_behavior(Behavior::Hang);
