@@ -184,9 +184,11 @@ pub fn collect_in_worker(request: WorkerRun) -> Result<(), Vec<String>> {
     let mut write = |due: Vec<_>| {
         let written = in_own_transaction(|| history::record_results(run_id, &due, recording))
             .or_else(|error| {
-                // A shutdown's cancel (handle_worker_sigterm) meant for a statement that waits,
-                // met here instead: taken, the batch is written again.
-                if pg::shutdown_requested() && pg::take_query_cancel() {
+                // At a shutdown, what failed is likely its query cancel (handle_worker_sigterm),
+                // meant for a statement that waits and met here instead; the ERROR served it (a
+                // second one is taken), and the batch is written again.
+                if pg::shutdown_requested() {
+                    pg::take_query_cancel();
                     in_own_transaction(|| history::record_results(run_id, &due, recording))
                 } else {
                     Err(error)

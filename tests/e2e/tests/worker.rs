@@ -241,6 +241,63 @@ fn a_fast_restart_during_a_slow_run_is_quick_and_leaves_the_run_interrupted() {
 }
 
 #[test]
+fn a_shutdown_that_meets_a_batch_write_still_records_the_run_as_interrupted() {
+    let deployment = with_worker(&[
+        ("dex_collector.history_detail", "all"),
+        ("dex_collector.concurrency", "2"),
+    ]);
+    // Answers 2 s apart, two at a time: the run writes its results in batches while it calls.
+    deployment.stand_in.set_default_behavior(Behavior::Delay {
+        delay: Duration::from_secs(2),
+        then: Box::new(Behavior::Synthetic),
+    });
+    let cluster = &deployment.cluster;
+    let worker = wait_for::<Option<i32>>(
+        cluster,
+        "SELECT (SELECT pid FROM pg_stat_activity
+                  WHERE backend_type = 'dex_collector' AND datname = 'dex')",
+        Duration::from_secs(20),
+        Option::is_some,
+    )
+    .expect("the worker runs");
+    // Each batch of results takes 3 s to write: the shutdown's query cancel, meant for a
+    // statement that waits, meets a write made while the run calls.
+    let mut client = deployment.client();
+    client
+        .batch_execute(
+            "CREATE FUNCTION public.slow_write() RETURNS trigger LANGUAGE plpgsql AS
+               $$ BEGIN PERFORM pg_sleep(3); RETURN NULL; END $$;
+             CREATE TRIGGER slow_write AFTER INSERT ON dex_collector.run_results
+               FOR EACH STATEMENT EXECUTE FUNCTION public.slow_write();",
+        )
+        .unwrap();
+    let run_id: i64 = client
+        .query_one("SELECT dex_collect_all_async()", &[])
+        .unwrap()
+        .get(0);
+    let sleeping = wait_for::<Option<String>>(
+        cluster,
+        &format!("SELECT (SELECT wait_event FROM pg_stat_activity WHERE pid = {worker})"),
+        Duration::from_secs(20),
+        |wait| wait.as_deref() == Some("PgSleep"),
+    );
+    assert_eq!(sleeping.as_deref(), Some("PgSleep"));
+    client
+        .batch_execute(&format!("SELECT pg_terminate_backend({worker})"))
+        .unwrap();
+    let status = wait_for_run(cluster, run_id, Duration::from_secs(30), |s| s != "running");
+    assert_eq!(status, "interrupted", "{}", cluster.log_contents());
+    let failed_events: i64 = client
+        .query_one(
+            "SELECT count(*) FROM dex_collector.events WHERE kind = 'run_failed'",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(failed_events, 0);
+}
+
+#[test]
 fn a_terminated_worker_stops_in_the_middle_of_a_statement() {
     let deployment = with_worker(&[]);
     let cluster = &deployment.cluster;
