@@ -71,6 +71,44 @@ fn answering_after(delay: Duration) -> Deployment {
     .unwrap()
 }
 
+/// The worker's process id, once it runs.
+fn running_worker(cluster: &TestCluster) -> i32 {
+    wait_for::<Option<i32>>(
+        cluster,
+        "SELECT (SELECT pid FROM pg_stat_activity
+                  WHERE backend_type = 'dex_collector' AND datname = 'dex')",
+        Duration::from_secs(20),
+        Option::is_some,
+    )
+    .expect("the worker runs")
+}
+
+/// Queues a run, waits until the worker `pid` shows `wait` (a column of `pg_stat_activity` and
+/// its value), and terminates it there; returns the run's id.
+fn queue_and_terminate_worker_waiting(
+    cluster: &TestCluster,
+    client: &mut postgres::Client,
+    pid: i32,
+    wait: (&str, &str),
+) -> i64 {
+    let run_id: i64 = client
+        .query_one("SELECT dex_collect_all_async()", &[])
+        .unwrap()
+        .get(0);
+    let (column, value) = wait;
+    let seen = wait_for::<Option<String>>(
+        cluster,
+        &format!("SELECT (SELECT {column} FROM pg_stat_activity WHERE pid = {pid})"),
+        Duration::from_secs(20),
+        |seen| seen.as_deref() == Some(value),
+    );
+    assert_eq!(seen.as_deref(), Some(value));
+    client
+        .batch_execute(&format!("SELECT pg_terminate_backend({pid})"))
+        .unwrap();
+    run_id
+}
+
 fn worker_pid(cluster: &TestCluster) -> Option<i32> {
     cluster
         .connect()
@@ -252,14 +290,7 @@ fn a_shutdown_that_meets_a_batch_write_still_records_the_run_as_interrupted() {
         then: Box::new(Behavior::Synthetic),
     });
     let cluster = &deployment.cluster;
-    let worker = wait_for::<Option<i32>>(
-        cluster,
-        "SELECT (SELECT pid FROM pg_stat_activity
-                  WHERE backend_type = 'dex_collector' AND datname = 'dex')",
-        Duration::from_secs(20),
-        Option::is_some,
-    )
-    .expect("the worker runs");
+    let worker = running_worker(cluster);
     // Each batch of results takes 3 s to write: the shutdown's query cancel, meant for a
     // statement that waits, meets a write made while the run calls.
     let mut client = deployment.client();
@@ -271,20 +302,8 @@ fn a_shutdown_that_meets_a_batch_write_still_records_the_run_as_interrupted() {
                FOR EACH STATEMENT EXECUTE FUNCTION public.slow_write();",
         )
         .unwrap();
-    let run_id: i64 = client
-        .query_one("SELECT dex_collect_all_async()", &[])
-        .unwrap()
-        .get(0);
-    let sleeping = wait_for::<Option<String>>(
-        cluster,
-        &format!("SELECT (SELECT wait_event FROM pg_stat_activity WHERE pid = {worker})"),
-        Duration::from_secs(20),
-        |wait| wait.as_deref() == Some("PgSleep"),
-    );
-    assert_eq!(sleeping.as_deref(), Some("PgSleep"));
-    client
-        .batch_execute(&format!("SELECT pg_terminate_backend({worker})"))
-        .unwrap();
+    let run_id =
+        queue_and_terminate_worker_waiting(cluster, &mut client, worker, ("wait_event", "PgSleep"));
     let status = wait_for_run(cluster, run_id, Duration::from_secs(30), |s| s != "running");
     assert_eq!(status, "interrupted", "{}", cluster.log_contents());
     let failed_events: i64 = client
@@ -301,14 +320,7 @@ fn a_shutdown_that_meets_a_batch_write_still_records_the_run_as_interrupted() {
 fn a_terminated_worker_stops_in_the_middle_of_a_statement() {
     let deployment = with_worker(&[]);
     let cluster = &deployment.cluster;
-    let worker = wait_for::<Option<i32>>(
-        cluster,
-        "SELECT (SELECT pid FROM pg_stat_activity
-                  WHERE backend_type = 'dex_collector' AND datname = 'dex')",
-        Duration::from_secs(20),
-        Option::is_some,
-    )
-    .expect("the worker runs");
+    let worker = running_worker(cluster);
     // A migration holds a lock on a table the targets query reads: the worker's run waits for it
     // (up to its run deadline, 4 minutes).
     let mut migration = deployment.client();
@@ -316,20 +328,12 @@ fn a_terminated_worker_stops_in_the_middle_of_a_statement() {
         .batch_execute("BEGIN; LOCK TABLE public.machines IN ACCESS EXCLUSIVE MODE")
         .unwrap();
     let mut client = deployment.client();
-    let run_id: i64 = client
-        .query_one("SELECT dex_collect_all_async()", &[])
-        .unwrap()
-        .get(0);
-    let waiting = wait_for::<Option<String>>(
+    let run_id = queue_and_terminate_worker_waiting(
         cluster,
-        &format!("SELECT (SELECT wait_event_type FROM pg_stat_activity WHERE pid = {worker})"),
-        Duration::from_secs(20),
-        |wait| wait.as_deref() == Some("Lock"),
+        &mut client,
+        worker,
+        ("wait_event_type", "Lock"),
     );
-    assert_eq!(waiting.as_deref(), Some("Lock"));
-    client
-        .batch_execute(&format!("SELECT pg_terminate_backend({worker})"))
-        .unwrap();
     let gone = wait_for::<i64>(
         cluster,
         &format!("SELECT count(*) FROM pg_stat_activity WHERE pid = {worker}"),
