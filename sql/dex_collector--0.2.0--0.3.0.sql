@@ -5,9 +5,13 @@
 -- DROP SCHEMA ... CASCADE or DROP OWNED BY takes the extension; each company's health is state,
 -- its changes events sent with NOTIFY, as are runs that stop arriving on schedule; run_results
 -- keeps what changed, daily_rollups counts all;
--- runs say how many companies they collected at once, and what the endpoint's load did to it.
+-- runs say how many companies they collected at once, and what the endpoint's load did to it;
+-- dex_collect_company(NULL) raises instead of returning NULL.
 -- The result must be the schema a fresh 0.3.0 install makes: the upgrade test compares them.
 \echo Use "ALTER EXTENSION dex_collector UPDATE TO '0.3.0'" to load this file. \quit
+
+-- Called on NULL input, to raise (a NULL result read as a call that did something).
+ALTER FUNCTION @extschema@.dex_collect_company(uuid) CALLED ON NULL INPUT;
 
 -- OR REPLACE keeps each function's grants.
 CREATE OR REPLACE FUNCTION dex_collector.schedule(schedule text DEFAULT '*/5 * * * *') RETURNS bigint

@@ -11,6 +11,7 @@
 use pgrx::pg_sys::panic::ErrorReport;
 use pgrx::prelude::*;
 
+use crate::error::CollectError;
 use crate::history::Trigger;
 use crate::lifecycle;
 use crate::pg::Jsonb;
@@ -26,10 +27,13 @@ fn dex_collect_all() -> Result<Jsonb, ErrorReport> {
     )?))
 }
 
-/// Collects DEX data for one company, recorded as a run of its own.
+/// Collects DEX data for one company, recorded as a run of its own. Called on a NULL id too (not
+/// STRICT), to raise: a NULL is mostly a lookup that found no company, and a NULL result would
+/// look like a call that did something.
 #[pg_extern(volatile, parallel_unsafe, security_definer)]
 #[search_path(pg_catalog, pg_temp)]
-fn dex_collect_company(company_id: pgrx::Uuid) -> Result<Jsonb, ErrorReport> {
+fn dex_collect_company(company_id: Option<pgrx::Uuid>) -> Result<Jsonb, ErrorReport> {
+    let company_id = company_id.ok_or(CollectError::NullCompanyId)?;
     Ok(Jsonb(lifecycle::collect_in_transaction(
         Scope::Company(company_id.to_string()),
         Trigger::Manual,

@@ -27,6 +27,8 @@ pub enum CollectError {
     Lock(#[from] LockError),
     #[error(transparent)]
     Version(#[from] VersionError),
+    #[error("dex_collect_company() needs a company id, not NULL")]
+    NullCompanyId,
     #[error("company {company_id} is not a collection target (no such company, or it has no active machine)")]
     UnknownCompany { company_id: String },
     #[error("dex_collector could not start its HTTP client: {message}")]
@@ -59,6 +61,7 @@ impl From<CollectError> for ErrorReport {
             CollectError::Targets(TargetsError::TimedOut { .. }) => ERRCODE_QUERY_CANCELED,
             CollectError::Targets(_) => ERRCODE_DATATYPE_MISMATCH,
             CollectError::UnknownCompany { .. } => ERRCODE_NO_DATA_FOUND,
+            CollectError::NullCompanyId => ERRCODE_NULL_VALUE_NOT_ALLOWED,
             CollectError::Version(VersionError::Outdated { .. })
             | CollectError::NoWorkerForDatabase { .. } => ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
             CollectError::StandbyServer => ERRCODE_READ_ONLY_SQL_TRANSACTION,
@@ -75,6 +78,9 @@ impl From<CollectError> for ErrorReport {
             }
             CollectError::Version(VersionError::Outdated { library_older: true, .. }) => Some(
                 "Restart PostgreSQL: it still runs the dex_collector library it loaded before the upgrade.".into(),
+            ),
+            CollectError::NullCompanyId => Some(
+                "A NULL id is mostly a lookup that found no company: check the query that gave it.".into(),
             ),
             CollectError::StandbyServer => Some(
                 "Call it on the primary. A preloaded worker starts collecting here after promotion.".into(),
@@ -115,8 +121,14 @@ fn config_hint(error: &ConfigError) -> Option<String> {
             Some(hint.join(" "))
         }
         ConfigError::CallTimeoutTooShort { setting, .. } => Some(format!(
-            "Raise {setting} for the call (SET {setting} = '5min'; or ALTER ROLE ... SET for the role that \
-             calls it), or call dex_collect_all_async(), which the background worker runs outside any statement."
+            "Raise {setting} for the call (SET {setting} = '5min' before the call{}; or ALTER ROLE ... SET for \
+             the role that calls it), or call dex_collect_all_async(), which the background worker runs outside \
+             any statement.",
+            if setting == "transaction_timeout" {
+                " and before BEGIN: a change inside a transaction leaves its timer as it started"
+            } else {
+                ""
+            }
         )),
         ConfigError::KeyFile { .. } => Some(
             "The file must be a regular file holding only the key, owned by the database server's user \

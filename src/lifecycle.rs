@@ -182,18 +182,18 @@ pub fn collect_in_worker(request: WorkerRun) -> Result<(), Vec<String>> {
     // the run's end: the run stops calling the endpoint, but loses nothing that can be written.
     let mut unwritten = Vec::new();
     let mut write = |due: Vec<_>| {
-        let written = in_own_transaction(|| history::record_results(run_id, &due, recording))
-            .or_else(|error| {
-                // At a shutdown, what failed is likely its query cancel (handle_worker_sigterm),
-                // meant for a statement that waits and met here instead; the ERROR served it (a
-                // second one is taken), and the batch is written again.
-                if pg::shutdown_requested() {
-                    pg::take_query_cancel();
-                    in_own_transaction(|| history::record_results(run_id, &due, recording))
-                } else {
-                    Err(error)
-                }
-            });
+        let record = || in_own_transaction(|| history::record_results(run_id, &due, recording));
+        let written = record().or_else(|error| {
+            // At a shutdown, what failed is likely its query cancel (handle_worker_sigterm), meant
+            // for a statement that waits and met here instead; the ERROR served it (a second one
+            // is taken), and the batch is written again.
+            if pg::shutdown_requested() {
+                pg::take_shutdown_cancel();
+                record()
+            } else {
+                Err(error)
+            }
+        });
         if let Err(error) = &written {
             problems.push(format!(
                 "run {run_id} stopped calling the endpoint: its results could not be recorded: \
@@ -218,9 +218,7 @@ pub fn collect_in_worker(request: WorkerRun) -> Result<(), Vec<String>> {
     let rest = sink.batch.take();
     // What the run stopped for (a shutdown) may have set a query cancel again since it was taken:
     // its end is no statement to cancel.
-    if pg::shutdown_requested() {
-        pg::take_query_cancel();
-    }
+    pg::take_shutdown_cancel();
     // In a transaction of its own: one that fails again (a row the history refuses) does not
     // take the run's end with it.
     if !unwritten.is_empty() {

@@ -114,7 +114,7 @@ pub enum ConfigError {
     CaFile { reason: String },
     #[error("could not read the dex_collector settings stored for this database: {reason}")]
     Stored { reason: String },
-    #[error("could not read statement_timeout: {reason}")]
+    #[error("could not read the call's timeouts: {reason}")]
     Timeouts { reason: String },
     /// A statement or transaction timeout that would cancel a SQL call before it could collect.
     #[error("{setting} ({value}) leaves this call too little time to collect: it would be cancelled, and its history lost")]
@@ -544,39 +544,42 @@ pub fn stored_for_session() -> Result<String, ConfigError> {
 pub struct CallTimeout {
     /// The setting's name.
     pub setting: String,
-    /// Its value as PostgreSQL shows it (`30s`).
+    /// Its value as PostgreSQL shows it (`30s`); the timer's own length when the setting has
+    /// changed since the timer started.
     pub value: String,
     /// What is left of it now.
     pub left: Duration,
 }
 
-/// The call's timeout that runs out first, if one is set.
+/// The call's timeout that runs out first, if one runs.
 pub fn call_timeout() -> Result<Option<CallTimeout>, ConfigError> {
-    let unreadable = |error: pgrx::spi::Error| ConfigError::Timeouts {
-        reason: error.to_string(),
+    let first = [
+        ("statement_timeout", pg::CallTimer::Statement),
+        ("transaction_timeout", pg::CallTimer::Transaction),
+    ]
+    .into_iter()
+    .filter_map(|(setting, timer)| Some((setting, pg::running_timer(timer)?)))
+    .min_by_key(|(_, timer)| timer.left);
+    let Some((setting, timer)) = first else {
+        return Ok(None);
     };
-    Spi::connect(|client| {
-        let rows = client.select(
-            "SELECT setting, value,
-                    greatest(extract(epoch FROM value::interval - (clock_timestamp() - since)), 0)::float8
-               FROM (VALUES ('statement_timeout', current_setting('statement_timeout'), statement_timestamp()),
-                            ('transaction_timeout', current_setting('transaction_timeout', true),
-                             transaction_timestamp())) AS t(setting, value, since)
-              WHERE value::interval > interval '0'
-              ORDER BY 3 LIMIT 1",
-            None,
-            &[],
-        )?;
-        let Some(row) = rows.into_iter().next() else {
-            return Ok(None);
-        };
-        Ok(Some(CallTimeout {
-            setting: row.get::<String>(1)?.unwrap_or_default(),
-            value: row.get::<String>(2)?.unwrap_or_default(),
-            left: Duration::from_secs_f64(row.get::<f64>(3)?.unwrap_or_default()),
-        }))
-    })
-    .map_err(unreadable)
+    let (value, seconds) = Spi::get_two_with_args::<String, f64>(
+        "SELECT v, extract(epoch FROM v::interval)::float8 FROM current_setting($1) AS v",
+        &[setting.into()],
+    )
+    .map_err(|error| ConfigError::Timeouts {
+        reason: error.to_string(),
+    })?;
+    let value = match (value, seconds) {
+        (Some(value), Some(seconds)) if (seconds - timer.length.as_secs_f64()).abs() < 1.0 => value,
+        // Changed since the timer started (inside the transaction): the timer is what counts.
+        _ => format!("{}s", timer.length.as_secs_f64().round()),
+    };
+    Ok(Some(CallTimeout {
+        setting: setting.to_string(),
+        value,
+        left: timer.left,
+    }))
 }
 
 /// Where a value of the retired `dex_collector.service_key` is still stored (never the value):

@@ -22,12 +22,10 @@ pub enum VersionError {
 
 /// This database's dex_collector version, `None` when the extension is not installed here.
 pub fn installed_version() -> Result<Option<String>, VersionError> {
-    Ok(Spi::get_one::<String>(
-        "SELECT (SELECT extversion FROM pg_catalog.pg_extension WHERE extname = 'dex_collector')",
-    )?)
+    Ok(installed_extension()?.map(|installed| installed.version))
 }
 
-/// This database's dex_collector, `None` when the extension is not installed here.
+/// This database's dex_collector: its version and its row.
 pub struct Installed {
     pub version: String,
     /// Its row's oid in `pg_extension`: a `DROP EXTENSION` and `CREATE EXTENSION` make a new one,

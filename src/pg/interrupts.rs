@@ -37,6 +37,14 @@ pub fn take_query_cancel() -> bool {
     }
 }
 
+/// In the worker, at a shutdown: forgets the query cancel its SIGTERM handler set, which has no
+/// statement to cancel where it is taken (the worker's own writes, a run's end).
+pub fn take_shutdown_cancel() {
+    if shutdown_requested() {
+        take_query_cancel();
+    }
+}
+
 /// The worker's SIGTERM ([`handle_worker_sigterm`]).
 pub fn shutdown_requested() -> bool {
     // SAFETY: a sig_atomic_t flag set by the SIGTERM handler.
@@ -109,6 +117,69 @@ unsafe extern "C" {
     fn disable_timeout(id: c_int, keep_indicator: bool);
     #[link_name = "SetLatch"]
     fn set_latch_in_signal_handler(latch: *mut pg_sys::Latch);
+}
+
+// utils/timeout.h's TimeoutId: the same values from PostgreSQL 15 to 18; TRANSACTION_TIMEOUT is
+// new in 17.
+const STATEMENT_TIMEOUT: c_int = 3;
+#[cfg(any(feature = "pg17", feature = "pg18"))]
+const TRANSACTION_TIMEOUT: c_int = 8;
+
+unsafe extern "C" {
+    fn get_timeout_active(id: c_int) -> bool;
+    fn get_timeout_finish_time(id: c_int) -> pg_sys::TimestampTz;
+}
+
+/// A timer of PostgreSQL's own that cancels a statement or ends a transaction.
+#[derive(Clone, Copy)]
+pub enum CallTimer {
+    /// `statement_timeout`, from the statement's start.
+    Statement,
+    /// `transaction_timeout` (PostgreSQL 17 on), from the transaction's.
+    Transaction,
+}
+
+/// A [`CallTimer`] as it runs.
+pub struct RunningTimer {
+    /// How long it was set for when it started.
+    pub length: std::time::Duration,
+    /// What is left of it.
+    pub left: std::time::Duration,
+}
+
+/// The timer, if it runs. Read from the timer, not its setting: PostgreSQL starts it with the
+/// statement or transaction, and a `SET` since (inside the transaction, say) does not change it.
+pub fn running_timer(timer: CallTimer) -> Option<RunningTimer> {
+    let id = match timer {
+        CallTimer::Statement => STATEMENT_TIMEOUT,
+        #[cfg(any(feature = "pg17", feature = "pg18"))]
+        CallTimer::Transaction => TRANSACTION_TIMEOUT,
+        #[cfg(not(any(feature = "pg17", feature = "pg18")))]
+        CallTimer::Transaction => return None,
+    };
+    // SAFETY: reads of this backend's timeout table and of its statement and transaction start;
+    // none raises.
+    let (finish, since, now) = unsafe {
+        if !get_timeout_active(id) {
+            return None;
+        }
+        let since = match timer {
+            CallTimer::Statement => pg_sys::GetCurrentStatementStartTimestamp(),
+            CallTimer::Transaction => pg_sys::GetCurrentTransactionStartTimestamp(),
+        };
+        (
+            get_timeout_finish_time(id),
+            since,
+            pg_sys::GetCurrentTimestamp(),
+        )
+    };
+    let micros = |span: pg_sys::TimestampTz| {
+        std::time::Duration::from_micros(u64::try_from(span).unwrap_or_default())
+    };
+    Some(RunningTimer {
+        length: micros(finish - since),
+        left: micros(finish - now),
+    })
 }
 
 /// Any id from `USER_TIMEOUT` on makes `RegisterTimeout` pick a free user slot; the enum's

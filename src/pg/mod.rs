@@ -19,7 +19,8 @@ use pgrx::pg_sys::panic::{CaughtError, ErrorReportWithLevel};
 pub use guc::{define_checked_string, reserve_prefix, Rejection, StringCheck};
 pub use interrupts::{
     block_all_signals, cancel_or_terminate_pending, handle_worker_sigterm, interrupt_pending,
-    serve_interrupts_but_cancel, shutdown_requested, take_query_cancel,
+    running_timer, serve_interrupts_but_cancel, shutdown_requested, take_query_cancel,
+    take_shutdown_cancel, CallTimer,
 };
 #[cfg(any(test, feature = "pg_test"))]
 pub use jsonb::jsonb_in_bytes;

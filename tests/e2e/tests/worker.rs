@@ -4,7 +4,9 @@
 use std::time::{Duration, Instant};
 
 use dex_collector_e2e::cluster::TestCluster;
-use dex_collector_e2e::deployment::{sample, sql_error, Deployment, DeploymentOptions};
+use dex_collector_e2e::deployment::{
+    sample, server_major, sql_error, Deployment, DeploymentOptions,
+};
 use dex_collector_e2e::stand_in::{Behavior, StandInConfig};
 use serde_json::Value;
 
@@ -443,6 +445,18 @@ fn the_run_deadline_cancels_requests_in_flight_and_skips_the_rest() {
     );
 }
 
+/// A call of 8 companies, 2 at a time, to an endpoint answering after 5 s, stopped for a timeout
+/// of a few seconds: the 2 called were cut short, the others not reached, and the run recorded.
+fn assert_stopped_in_time_and_recorded(summary: &Value, client: &mut postgres::Client) {
+    assert_eq!(summary["companiesProcessed"], 2, "{summary}");
+    assert_eq!(summary["companiesNotReached"], 6, "{summary}");
+    let runs: i64 = client
+        .query_one("SELECT count(*) FROM dex_collector.runs", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(runs, 1);
+}
+
 #[test]
 fn a_call_stops_in_time_for_its_statement_timeout_and_keeps_its_history() {
     let deployment = answering_after(Duration::from_secs(5))
@@ -457,13 +471,7 @@ fn a_call_stops_in_time_for_its_statement_timeout_and_keeps_its_history() {
         .query_one("SELECT dex_collect_all()", &[])
         .unwrap()
         .get(0);
-    assert_eq!(summary["companiesProcessed"], 2, "{summary}");
-    assert_eq!(summary["companiesNotReached"], 6, "{summary}");
-    let runs: i64 = client
-        .query_one("SELECT count(*) FROM dex_collector.runs", &[])
-        .unwrap()
-        .get(0);
-    assert_eq!(runs, 1);
+    assert_stopped_in_time_and_recorded(&summary, &mut client);
     assert!(deployment
         .cluster
         .log_contents()
@@ -486,6 +494,32 @@ fn a_call_stops_in_time_for_its_statement_timeout_and_keeps_its_history() {
         .unwrap()
         .get(0);
     assert_eq!(runs, 1);
+}
+
+/// PostgreSQL 17's transaction timer starts with the transaction and keeps its length: a
+/// `SET transaction_timeout` inside the transaction does not move it, so the call stops for the
+/// timer, not for the setting.
+#[test]
+fn a_call_stops_in_time_for_the_transaction_timer_a_later_set_does_not_move() {
+    let deployment = answering_after(Duration::from_secs(5))
+        .expect_warnings(&["to finish before transaction_timeout (4s) cancels the call"]);
+    let mut client = deployment.client();
+    if server_major(&mut client) < 17 {
+        return;
+    }
+    client
+        .batch_execute("SET dex_collector.concurrency = 2; SET transaction_timeout = '4s'")
+        .unwrap();
+    let mut transaction = client.transaction().unwrap();
+    transaction
+        .batch_execute("SET LOCAL transaction_timeout = '5min'")
+        .unwrap();
+    let summary: Value = transaction
+        .query_one("SELECT dex_collect_all()", &[])
+        .unwrap()
+        .get(0);
+    transaction.commit().unwrap();
+    assert_stopped_in_time_and_recorded(&summary, &mut client);
 }
 
 #[test]

@@ -54,6 +54,9 @@ SELECT dex_collect_all();
 \echo :SQLSTATE
 SELECT dex_collect_company('00000000-0000-0000-0000-000000000001');
 \echo :SQLSTATE
+-- A NULL id (a lookup that found no company) raises, before the configuration is read.
+SELECT dex_collect_company(NULL);
+\echo :SQLSTATE
 
 -- A site URL, but no service key: no Vault here, no key file set.
 SET dex_collector.site_url = 'http://127.0.0.1:9';
