@@ -161,6 +161,27 @@ fn a_lock_held_for_a_run_that_ended_is_cleared_with_a_log_line() {
     );
 }
 
+/// operations.md: under REPEATABLE READ, a call whose snapshot predates another run's end fails
+/// with 40001 and records nothing; the next call runs.
+#[test]
+fn a_repeatable_read_call_that_missed_another_runs_end_fails_with_40001() {
+    let deployment = Deployment::start(DeploymentOptions::default()).unwrap();
+    deployment.collect_all();
+    let mut caller = deployment.client();
+    caller
+        .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ; SELECT 1")
+        .unwrap();
+    let ended_since = deployment.collect_all();
+    assert_eq!(ended_since["success"], true, "{ended_since}");
+    let (state, message, _) = sql_error(caller.query_one("SELECT dex_collect_all()", &[]));
+    assert_eq!(state, "40001", "{message}");
+    caller.batch_execute("ROLLBACK").unwrap();
+    let mut client = deployment.client();
+    let runs: i64 = one(&mut client, "SELECT count(*) FROM dex_collector.runs");
+    assert_eq!(runs, 2);
+    assert_eq!(deployment.collect_all()["success"], true);
+}
+
 /// The Idempotency-Keys the stand-in has received.
 fn idempotency_keys(deployment: &Deployment) -> HashSet<String> {
     deployment
