@@ -197,10 +197,13 @@ fn send_events(
     unrecorded: &mut Option<(i64, Attempt)>,
     until: Instant,
 ) -> Result<(), String> {
-    if let Some((id, attempt)) = unrecorded.take() {
-        record(id, attempt, unrecorded)?;
-    }
     let mut refused = Vec::new();
+    if let Some((id, attempt)) = unrecorded.take() {
+        // Abandoned when it was taken, and only now recorded so: said like any other.
+        if let Attempt::Abandoned(text) = record(id, attempt, unrecorded)? {
+            refused.push(abandoned_event(id, &text));
+        }
+    }
     let problem = loop {
         if Instant::now() >= until {
             break None;
@@ -267,12 +270,17 @@ fn send_oldest(
     };
     match record(pending.id, attempt, unrecorded)? {
         Attempt::Delivered => Ok(Sent::Delivered),
-        Attempt::Abandoned(text) => Ok(Sent::Abandoned(format!("event {} ({text})", pending.id))),
+        Attempt::Abandoned(text) => Ok(Sent::Abandoned(abandoned_event(pending.id, &text))),
         Attempt::Refused(text) | Attempt::Failed(text) => Err(format!(
             "event {} could not be delivered to dex_collector.alert_url: {text}",
             pending.id
         )),
     }
+}
+
+/// An abandoned event as the log line lists it.
+fn abandoned_event(id: i64, refusal: &str) -> String {
+    format!("event {id} ({refusal})")
 }
 
 /// Records event `id`'s attempt and hands it back; when it cannot, keeps it in `unrecorded`.

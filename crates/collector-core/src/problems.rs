@@ -4,9 +4,10 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-/// When each problem was last told. Problems are told apart by their text with its numbers left
-/// out, so that a heartbeat failing for every run ("... for run 41 ...", then "... for run 42
-/// ...") is one problem, and two problems that last together are each told once, not in turns.
+/// When each problem was last told. Problems are told apart by their text with its numbers (but
+/// HTTP statuses) left out, so that a heartbeat failing for every run ("... for run 41 ...", then
+/// "... for run 42 ...") is one problem, and two problems that last together are each told once,
+/// not in turns.
 pub struct ProblemLog {
     repeat_after: Duration,
     told: HashMap<String, Instant>,
@@ -36,19 +37,24 @@ impl ProblemLog {
     }
 }
 
-/// The text with each run of digits written as one `#`.
+/// The text with each run of digits written as one `#`, but an HTTP status: a receiver that turns
+/// from refusing (`HTTP 401`) to failing (`HTTP 503`) has a new problem.
 fn shape(problem: &str) -> String {
     let mut shape = String::with_capacity(problem.len());
-    let mut in_number = false;
-    for character in problem.chars() {
-        if character.is_ascii_digit() {
-            if !in_number {
-                shape.push('#');
-            }
-            in_number = true;
-        } else {
+    let mut characters = problem.char_indices().peekable();
+    while let Some((start, character)) = characters.next() {
+        if !character.is_ascii_digit() {
             shape.push(character);
-            in_number = false;
+            continue;
+        }
+        let mut end = start + 1;
+        while let Some((at, _)) = characters.next_if(|(_, next)| next.is_ascii_digit()) {
+            end = at + 1;
+        }
+        if problem[..start].ends_with("HTTP ") {
+            shape.push_str(&problem[start..end]);
+        } else {
+            shape.push('#');
         }
     }
     shape
@@ -106,9 +112,22 @@ mod tests {
     }
 
     #[test]
+    fn a_receiver_that_answers_otherwise_is_a_new_problem() {
+        let mut log = ProblemLog::new(TEN_MINUTES);
+        let start = Instant::now();
+        assert!(log.tell("event 7 could not be delivered: HTTP 401", start));
+        assert!(!log.tell("event 8 could not be delivered: HTTP 401", start));
+        assert!(log.tell("event 8 could not be delivered: HTTP 503", start));
+    }
+
+    #[test]
     fn shapes_keep_the_words() {
         assert_eq!(shape("run 12 of 345, http 503"), "run # of #, http #");
         assert_eq!(shape("no numbers"), "no numbers");
         assert_eq!(shape("a1b22"), "a#b#");
+        assert_eq!(
+            shape("the heartbeat for run 41 failed: HTTP 503"),
+            "the heartbeat for run # failed: HTTP 503"
+        );
     }
 }
