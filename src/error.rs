@@ -121,13 +121,13 @@ fn config_hint(error: &ConfigError) -> Option<String> {
             Some(hint.join(" "))
         }
         ConfigError::CallTimeoutTooShort { setting, .. } => Some(format!(
-            "Raise {setting} for the call (SET {setting} = '5min' before the call{}; or ALTER ROLE ... SET for \
-             the role that calls it), or call dex_collect_all_async(), which the background worker runs outside \
-             any statement.",
+            "Raise {setting} for the role that calls it (ALTER ROLE ... SET {setting} = '5min'), or SET it \
+             before the call's {}: a SET after its timer started does not extend it. Or call \
+             dex_collect_all_async(), which the background worker runs outside any statement.",
             if setting == "transaction_timeout" {
-                " and before BEGIN: a change inside a transaction leaves its timer as it started"
+                "transaction begins (a string of several statements, such as a pg_cron job's, is one transaction)"
             } else {
-                ""
+                "statement"
             }
         )),
         ConfigError::KeyFile { .. } => Some(

@@ -274,7 +274,8 @@ fn warn_deadline_reached(summary: &RunSummary, plan: &Plan) {
     let longer = match &plan.deadline.timeout {
         None => "dex_collector.run_deadline (keep it under the schedule's interval)".to_string(),
         Some(timeout) => format!(
-            "{} for this call (or call dex_collect_all_async(), which no statement timeout cuts)",
+            "{} for the role that calls it (or call dex_collect_all_async(), which no statement \
+             timeout cuts)",
             timeout.setting
         ),
     };

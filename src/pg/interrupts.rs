@@ -128,6 +128,7 @@ const TRANSACTION_TIMEOUT: c_int = 8;
 unsafe extern "C" {
     fn get_timeout_active(id: c_int) -> bool;
     fn get_timeout_finish_time(id: c_int) -> pg_sys::TimestampTz;
+    fn get_timeout_start_time(id: c_int) -> pg_sys::TimestampTz;
 }
 
 /// A timer of PostgreSQL's own that cancels a statement or ends a transaction.
@@ -148,7 +149,7 @@ pub struct RunningTimer {
 }
 
 /// The timer, if it runs. Read from the timer, not its setting: PostgreSQL starts it with the
-/// statement or transaction, and a `SET` since (inside the transaction, say) does not change it.
+/// statement or transaction, and raising the setting after that does not move it.
 pub fn running_timer(timer: CallTimer) -> Option<RunningTimer> {
     let id = match timer {
         CallTimer::Statement => STATEMENT_TIMEOUT,
@@ -157,19 +158,14 @@ pub fn running_timer(timer: CallTimer) -> Option<RunningTimer> {
         #[cfg(not(any(feature = "pg17", feature = "pg18")))]
         CallTimer::Transaction => return None,
     };
-    // SAFETY: reads of this backend's timeout table and of its statement and transaction start;
-    // none raises.
-    let (finish, since, now) = unsafe {
+    // SAFETY: reads of this backend's timeout table; none raises.
+    let (start, finish, now) = unsafe {
         if !get_timeout_active(id) {
             return None;
         }
-        let since = match timer {
-            CallTimer::Statement => pg_sys::GetCurrentStatementStartTimestamp(),
-            CallTimer::Transaction => pg_sys::GetCurrentTransactionStartTimestamp(),
-        };
         (
+            get_timeout_start_time(id),
             get_timeout_finish_time(id),
-            since,
             pg_sys::GetCurrentTimestamp(),
         )
     };
@@ -177,7 +173,7 @@ pub fn running_timer(timer: CallTimer) -> Option<RunningTimer> {
         std::time::Duration::from_micros(u64::try_from(span).unwrap_or_default())
     };
     Some(RunningTimer {
-        length: micros(finish - since),
+        length: micros(finish - start),
         left: micros(finish - now),
     })
 }

@@ -475,13 +475,15 @@ fn a_call_stops_in_time_for_its_statement_timeout_and_keeps_its_history() {
     assert!(deployment
         .cluster
         .log_contents()
-        .contains("HINT:  The next run calls the companies left out first. To reach every company in one run, raise dex_collector.concurrency (now 2) or statement_timeout for this call"));
+        .contains("HINT:  The next run calls the companies left out first. To reach every company in one run, raise dex_collector.concurrency (now 2) or statement_timeout for the role that calls it"));
 
-    // Too little left to collect: refused before any request or history.
+    // Too little left to collect: refused before any request or history. The call is the second
+    // statement of its string: its timer, and the timeout its message names, start with it.
     client
         .batch_execute("SET statement_timeout = '1500ms'")
         .unwrap();
-    let (state, message, hint) = sql_error(client.query_one("SELECT dex_collect_all()", &[]));
+    let (state, message, hint) =
+        sql_error(client.batch_execute("SELECT pg_sleep(1); SELECT dex_collect_all()"));
     assert_eq!(state, "22023");
     assert_eq!(
         message,
