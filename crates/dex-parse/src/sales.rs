@@ -72,6 +72,10 @@ pub enum SaleStatus {
     /// The newer count or value is lower (the machine was re-initialised, or a counter rolled
     /// over): the newer counters since initialisation, which is what sold at least.
     CounterReset,
+    /// One of the audits was cut off (no SE, or a DXS without its DXE): its last line may be cut
+    /// mid-number, and the selections after it are missing, so no difference is trusted; units
+    /// and value are `None`.
+    Truncated,
 }
 
 impl SaleStatus {
@@ -81,6 +85,7 @@ impl SaleStatus {
             SaleStatus::NewSelection => "new_selection",
             SaleStatus::RemovedSelection => "removed_selection",
             SaleStatus::CounterReset => "counter_reset",
+            SaleStatus::Truncated => "truncated",
         }
     }
 }
@@ -165,6 +170,8 @@ pub struct Audit {
     pub serial: Option<String>,
     pub read_at: Option<String>,
     pub products: Vec<Product>,
+    /// The file was cut off (see [`SaleStatus::Truncated`]).
+    pub truncated: bool,
 }
 
 impl Dex<'_> {
@@ -180,6 +187,9 @@ impl Dex<'_> {
                         .collect()
                 })
                 .unwrap_or_default(),
+            truncated: self
+                .first_file()
+                .is_some_and(|file| file.validation.truncated),
         }
     }
 }
@@ -187,7 +197,8 @@ impl Dex<'_> {
 /// What sold of each selection between the `older` and the `newer` audit of one machine: the
 /// newer's selections in their order, then those only the older has. With `check`, two audits
 /// of different machines (ID101) or in the wrong order (EA302/EA303) are an error; where either
-/// lacks the serial or the read time, that check is skipped.
+/// lacks the serial or the read date, that check is skipped, and the read times are compared only
+/// where both have one. Where either audit was cut off, every row is [`SaleStatus::Truncated`].
 pub fn sales(older: &Audit, newer: &Audit, check: bool) -> Result<Vec<Sale>, SalesError> {
     if check {
         if let (Some(older), Some(newer)) = (&older.serial, &newer.serial) {
@@ -199,8 +210,7 @@ pub fn sales(older: &Audit, newer: &Audit, check: bool) -> Result<Vec<Sale>, Sal
             }
         }
         if let (Some(older), Some(newer)) = (&older.read_at, &newer.read_at) {
-            // ISO text sorts as time does.
-            if older > newer {
+            if read_later(older, newer) {
                 return Err(SalesError::WrongOrder {
                     older: older.clone(),
                     newer: newer.clone(),
@@ -208,6 +218,7 @@ pub fn sales(older: &Audit, newer: &Audit, check: bool) -> Result<Vec<Sale>, Sal
             }
         }
     }
+    let cut_off = older.truncated || newer.truncated;
     let (before, after) = (&older.products, &newer.products);
     let before_by_selection: HashMap<&str, &Product> = before
         .iter()
@@ -219,6 +230,7 @@ pub fn sales(older: &Audit, newer: &Audit, check: bool) -> Result<Vec<Sale>, Sal
             continue;
         };
         rows.push(match before_by_selection.get(selection) {
+            _ if cut_off => untrusted(selection, product),
             Some(previous) => compare(selection, previous, product),
             None => Sale {
                 selection: selection.to_string(),
@@ -238,16 +250,46 @@ pub fn sales(older: &Audit, newer: &Audit, check: bool) -> Result<Vec<Sale>, Sal
             continue;
         };
         if !in_newer.contains(selection) {
-            rows.push(Sale {
-                selection: selection.to_string(),
-                name: product.name.clone(),
-                units: None,
-                value: None,
-                status: SaleStatus::RemovedSelection,
+            let unknown = untrusted(selection, product);
+            rows.push(if cut_off {
+                unknown
+            } else {
+                Sale {
+                    status: SaleStatus::RemovedSelection,
+                    ..unknown
+                }
             });
         }
     }
     Ok(rows)
+}
+
+/// Whether `older` (`YYYY-MM-DD[ HH:MM[:SS]]`) was read after `newer`: by date, then by time
+/// where both have one (a date alone says nothing of the hour).
+fn read_later(older: &str, newer: &str) -> bool {
+    fn date_and_time(at: &str) -> (&str, Option<&str>) {
+        match at.split_once(' ') {
+            Some((date, time)) => (date, Some(time)),
+            None => (at, None),
+        }
+    }
+    let ((older_date, older_time), (newer_date, newer_time)) =
+        (date_and_time(older), date_and_time(newer));
+    // ISO text sorts as time does.
+    older_date > newer_date
+        || (older_date == newer_date
+            && matches!((older_time, newer_time), (Some(o), Some(n)) if o > n))
+}
+
+/// A selection whose sales cannot be told: no units, no value.
+fn untrusted(selection: &str, product: &Product) -> Sale {
+    Sale {
+        selection: selection.to_string(),
+        name: product.name.clone(),
+        units: None,
+        value: None,
+        status: SaleStatus::Truncated,
+    }
 }
 
 fn compare(selection: &str, older: &Product, newer: &Product) -> Sale {

@@ -124,6 +124,33 @@ fn audits_of_two_machines_or_in_the_wrong_order_are_refused_unless_told() {
     );
     assert!(sales(&earlier.audit(), &older.audit(), true).is_ok());
     assert!(sales(&older.audit(), &earlier.audit(), false).is_ok());
+
+    // A read date without its time says nothing of the hour: the same day is no wrong order.
+    let same_day_text = edited("EA3*2*231127*1011*", "EA3*2*231127**");
+    let same_day = parse(&same_day_text).unwrap();
+    assert_eq!(same_day.read_at().as_deref(), Some("2023-11-27"));
+    assert!(sales(&older.audit(), &same_day.audit(), true).is_ok());
+    assert!(sales(&same_day.audit(), &older.audit(), true).is_ok());
+    let later_text = edited("EA3*2*231127*1011*", "EA3*2*231127*1012*");
+    let later_same_day = parse(&later_text).unwrap();
+    assert!(sales(&later_same_day.audit(), &older.audit(), true).is_err());
+}
+
+/// A file cut off mid-line: its last PA2 may be cut mid-number, and what follows it is missing.
+#[test]
+fn an_audit_cut_off_gives_no_numbers() {
+    let complete = parse(AUDIT).unwrap();
+    let cut_at = AUDIT.find("PA2*602*29790").unwrap() + "PA2*602*297".len();
+    let cut = parse(&AUDIT[..cut_at]).unwrap();
+    assert!(cut.audit().truncated);
+    for (older, newer) in [(&cut, &complete), (&complete, &cut)] {
+        let rows = sales(&older.audit(), &newer.audit(), true).unwrap();
+        assert_eq!(rows.len(), complete.products().len());
+        for row in rows {
+            assert_eq!(row.status, SaleStatus::Truncated, "{row:?}");
+            assert_eq!((row.units, row.value), (None, None), "{row:?}");
+        }
+    }
 }
 
 #[test]
