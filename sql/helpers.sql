@@ -29,20 +29,32 @@ LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
                        'run_id', event.run_id, 'details', event.details)::text AS full_event) f
 $$;
 
--- A run that failed as a whole, or that the deadline cut short, is an event, sent at commit.
+-- A run that failed as a whole, or that the deadline cut short, is an event, sent at commit: once
+-- per episode, as a company's failing is. A run that fails as the ended run before it did (the
+-- same error, its numbers but HTTP statuses aside), or is cut short after one cut short, says
+-- nothing new: a key the endpoint refuses is one event, not one every run.
 CREATE FUNCTION dex_collector.run_events() RETURNS trigger
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     event dex_collector.events;
+    previous dex_collector.runs;
 BEGIN
-    IF NEW.status = 'failed' THEN
+    SELECT * INTO previous FROM dex_collector.runs
+     WHERE id < NEW.id AND status IN ('failed', 'succeeded') ORDER BY id DESC LIMIT 1;
+    IF NEW.status = 'failed'
+       AND NOT coalesce(previous.status = 'failed'
+                        AND regexp_replace(previous.error, '(?<![0-9]|HTTP )[0-9]+', '#', 'g')
+                            = regexp_replace(NEW.error, '(?<![0-9]|HTTP )[0-9]+', '#', 'g'),
+                        false) THEN
         INSERT INTO dex_collector.events (kind, run_id, details)
         VALUES ('run_failed', NEW.id,
                 jsonb_build_object('trigger', NEW.trigger, 'error', left(NEW.error, 1000),
                                    'companies_total', NEW.companies_total,
                                    'companies_processed', NEW.companies_processed))
         RETURNING * INTO event;
-    ELSIF NEW.status = 'succeeded' AND NEW.companies_not_reached > 0 THEN
+    ELSIF NEW.status = 'succeeded' AND NEW.companies_not_reached > 0
+          AND NOT coalesce(previous.status = 'succeeded' AND previous.companies_not_reached > 0,
+                           false) THEN
         INSERT INTO dex_collector.events (kind, run_id, details)
         VALUES ('run_cut_short', NEW.id,
                 jsonb_build_object('trigger', NEW.trigger,

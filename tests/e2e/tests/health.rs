@@ -255,6 +255,30 @@ fn a_run_cut_short_by_the_deadline_is_an_event() {
             .any(|e| e["kind"] == "run_cut_short" && e["run_id"] == run_id),
         "{received:#?}"
     );
+    let run_events = |client: &mut postgres::Client| -> Vec<(String, i64)> {
+        client
+            .query(
+                "SELECT kind, run_id FROM dex_collector.events WHERE company_id IS NULL ORDER BY id",
+                &[],
+            )
+            .unwrap()
+            .iter()
+            .map(|row| (row.get(0), row.get(1)))
+            .collect()
+    };
+    // Cut short again: the same episode, no new event.
+    let again: Value = client
+        .query_one("SELECT dex_collect_all()", &[])
+        .unwrap()
+        .get(0);
+    assert!(
+        again["companiesNotReached"].as_i64().unwrap() > 0,
+        "{again}"
+    );
+    assert_eq!(
+        run_events(&mut client),
+        [("run_cut_short".to_string(), run_id)]
+    );
 
     // The endpoint refuses the key: the run stops as a whole.
     deployment.stand_in.set_latency(Duration::ZERO);
@@ -277,6 +301,44 @@ fn a_run_cut_short_by_the_deadline_is_an_event() {
         .unwrap()
         .get(0);
     assert_eq!(kind, "run_failed");
+
+    // Failing again the same way is the same episode; another error, or a failure after a run
+    // that succeeded, is news.
+    let collect = |client: &mut postgres::Client| -> i64 {
+        let summary: Value = client
+            .query_one("SELECT dex_collect_all()", &[])
+            .unwrap()
+            .get(0);
+        summary["run_id"].as_i64().unwrap()
+    };
+    collect(&mut client);
+    client
+        .batch_execute(
+            "SET dex_collector.targets_query =
+                 'SELECT id AS company_id, company_name FROM public.companies WHERE false'",
+        )
+        .unwrap();
+    let nothing_found = collect(&mut client);
+    client
+        .batch_execute("RESET dex_collector.targets_query")
+        .unwrap();
+    deployment
+        .stand_in
+        .set_default_behavior(Behavior::Synthetic);
+    collect(&mut client);
+    deployment.stand_in.set_default_behavior(Behavior::Status {
+        status: 401,
+        content_type: "application/json".into(),
+        body: r#"{"error":"Unauthorized"}"#.into(),
+        headers: Vec::new(),
+    });
+    let refused_again = collect(&mut client);
+    let failed: Vec<i64> = run_events(&mut client)
+        .into_iter()
+        .filter(|(kind, _)| kind == "run_failed")
+        .map(|(_, run)| run)
+        .collect();
+    assert_eq!(failed, [run_id, nothing_found, refused_again]);
 }
 
 #[test]
