@@ -589,22 +589,26 @@ COMMENT ON VIEW dex_collector.daily_totals IS
 CREATE VIEW dex_collector.history_size AS
 WITH kept AS (
     SELECT t.n, t.name, t.relation, t.rows_last_day,
-           -- 0 keeps all: no retention.
-           nullif(nullif(current_setting(t.retention, true), '')::interval, interval '0') AS retention
+           -- 0 keeps all: no retention. A session that has not loaded the library, and has no
+           -- value set, knows no such setting: the library's default (history_sql.rs) applies.
+           nullif(coalesce(nullif(current_setting(t.retention, true), ''), t.default_retention)::interval,
+                  interval '0') AS retention
       FROM (VALUES
-        (1, 'runs', 'dex_collector.runs'::regclass, 'dex_collector.history_retention',
+        (1, 'runs', 'dex_collector.runs'::regclass, 'dex_collector.history_retention', '14 days',
          (SELECT count(*) FROM dex_collector.runs WHERE started_at > now() - interval '1 day')),
         (2, 'run_results', 'dex_collector.run_results'::regclass, 'dex_collector.history_retention',
+         '14 days',
          (SELECT count(*) FROM dex_collector.run_results
            WHERE run_id >= (SELECT min(id) FROM dex_collector.runs
                              WHERE started_at > now() - interval '1 day'))),
-        (3, 'events', 'dex_collector.events'::regclass, 'dex_collector.event_retention',
+        (3, 'events', 'dex_collector.events'::regclass, 'dex_collector.event_retention', '90 days',
          (SELECT count(*) FROM dex_collector.events WHERE created_at > now() - interval '1 day')),
         (4, 'daily_rollups', 'dex_collector.daily_rollups'::regclass, 'dex_collector.rollup_retention',
+         '400 days',
          (SELECT count(*) FROM dex_collector.daily_rollups
            WHERE day = (now() AT TIME ZONE 'UTC')::date - 1)),
-        (5, 'companies', 'dex_collector.companies'::regclass, NULL, NULL)
-      ) AS t(n, name, relation, retention, rows_last_day)
+        (5, 'companies', 'dex_collector.companies'::regclass, NULL, NULL, NULL)
+      ) AS t(n, name, relation, retention, default_retention, rows_last_day)
 )
 SELECT k.name AS table_name, s.n_live_tup AS rows,
        pg_total_relation_size(k.relation) AS bytes, k.rows_last_day,

@@ -201,7 +201,8 @@ WITH incoming AS (
 SELECT pg_notify('dex_collector', dex_collector.event_payload(e)) FROM events e ORDER BY e.id";
 
 /// The default retentions, in days: runs with their results (`dex_collector.history_retention`),
-/// events (`event_retention`) and daily rollups (`rollup_retention`).
+/// events (`event_retention`) and daily rollups (`rollup_retention`). The `history_size` view
+/// (sql/helpers.sql) repeats them, for sessions that have not loaded the library.
 pub const DEFAULT_HISTORY_RETENTION_DAYS: u32 = 14;
 pub const DEFAULT_EVENT_RETENTION_DAYS: u32 = 90;
 pub const DEFAULT_ROLLUP_RETENTION_DAYS: u32 = 400;

@@ -640,3 +640,41 @@ fn a_company_that_is_no_longer_a_target_is_forgotten_a_day_after_its_last_result
     let healthy: bool = one(&mut client, "SELECT healthy FROM dex_collector.health");
     assert!(healthy);
 }
+
+/// monitoring.md's history_size query, from a session that has not loaded the library (none is
+/// preloaded here, and it calls no function of it): the retentions are the settings, or the
+/// library's defaults where none is set.
+#[test]
+fn history_size_names_each_tables_retention_without_the_library() {
+    let deployment = deployment(DeploymentOptions::default());
+    let retentions = || -> Vec<(String, Option<String>)> {
+        deployment
+            .client()
+            .query(
+                "SELECT table_name, retention::text FROM dex_collector.history_size",
+                &[],
+            )
+            .unwrap()
+            .iter()
+            .map(|row| (row.get(0), row.get(1)))
+            .collect()
+    };
+    let named = |runs: &str| -> Vec<(String, Option<String>)> {
+        [
+            ("runs", Some(runs)),
+            ("run_results", Some(runs)),
+            ("events", Some("90 days")),
+            ("daily_rollups", Some("400 days")),
+            ("companies", None),
+        ]
+        .into_iter()
+        .map(|(table, kept)| (table.to_string(), kept.map(str::to_string)))
+        .collect()
+    };
+    assert_eq!(retentions(), named("14 days"));
+    deployment
+        .client()
+        .batch_execute("ALTER DATABASE dex SET dex_collector.history_retention = '7d'")
+        .unwrap();
+    assert_eq!(retentions(), named("7 days"));
+}
