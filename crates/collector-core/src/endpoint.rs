@@ -51,6 +51,10 @@ pub struct CompanyOutcome {
     pub more_pending: bool,
     /// The endpoint rejected the service key: every other company would fail the same way.
     pub auth_rejected: bool,
+    /// Its requests were dropped by a stop of the whole run (its deadline, a cancel, a key the
+    /// endpoint refused for another company): a failure of the run's, not of the company's, so
+    /// its state and its failures in a row stay as they were.
+    pub cut_short: bool,
     pub duration: Duration,
 }
 

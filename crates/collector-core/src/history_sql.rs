@@ -41,7 +41,7 @@ pub const DURATION_BUCKETS: usize = 60;
 /// result: failures count up (skips leave them be) until a success; an episode opens when they
 /// reach `$3`, or `$4` has passed since the first of them, and only a success closes it. A
 /// company is `skipped` for want of credentials only: one the run did not reach (its deadline, a
-/// cancel, a refused key) keeps its state.
+/// cancel, a refused key), or whose requests such a stop dropped (`cut_short`), keeps its state.
 pub const RECORD_RESULTS: &str = "
 WITH incoming AS (
     SELECT r.*, coalesce($7::timestamptz, clock_timestamp()) AS recorded_at,
@@ -52,10 +52,15 @@ WITH incoming AS (
            p.last_http_status AS was_http_status, coalesce(p.alerted, false) AS was_alerted,
            p.consecutive_failures AS was_failures, p.failing_since AS was_failing_since,
            p.last_success_at AS was_last_success_at, p.last_error AS was_last_error,
-           p.last_called_run_id AS was_called_run_id, p.last_success_run_id AS was_success_run_id
+           p.last_called_run_id AS was_called_run_id, p.last_success_run_id AS was_success_run_id,
+           -- A company whose requests a stop of the whole run dropped failed for the run's sake:
+           -- for its state, as one the run did not reach.
+           CASE WHEN r.status = 'failed' AND r.cut_short THEN 'skipped' ELSE r.status END
+               AS status_for_state
       FROM jsonb_to_recordset($2) AS r(company_id uuid, company_name text, status text,
            http_status integer, pages integer, attempts integer, records_collected bigint,
-           machines_updated bigint, duration_ms bigint, more_pending boolean, error text)
+           machines_updated bigint, duration_ms bigint, more_pending boolean, cut_short boolean,
+           error text)
       LEFT JOIN dex_collector.companies p ON p.company_id = r.company_id
 ), stored AS (
     INSERT INTO dex_collector.run_results
@@ -125,21 +130,21 @@ WITH incoming AS (
                     || d.duration_histogram[array_position(excluded.duration_histogram, 1::smallint) + 1:] END
 ), counted AS (
     SELECT i.*,
-           CASE i.status WHEN 'succeeded' THEN 0
+           CASE i.status_for_state WHEN 'succeeded' THEN 0
                          WHEN 'failed' THEN coalesce(i.was_failures, 0) + 1
                          ELSE coalesce(i.was_failures, 0) END AS failures,
-           CASE i.status WHEN 'succeeded' THEN NULL
+           CASE i.status_for_state WHEN 'succeeded' THEN NULL
                          WHEN 'failed' THEN coalesce(i.was_failing_since, i.recorded_at)
                          ELSE i.was_failing_since END AS failing_since,
            CASE WHEN i.status = 'succeeded' THEN i.recorded_at ELSE i.was_last_success_at END AS last_success_at,
-           CASE WHEN i.status = 'failed' THEN i.error ELSE i.was_last_error END AS last_error,
+           CASE WHEN i.status_for_state = 'failed' THEN i.error ELSE i.was_last_error END AS last_error,
            CASE WHEN i.status <> 'skipped' THEN $1 ELSE i.was_called_run_id END AS last_called_run_id,
            CASE WHEN i.status = 'succeeded' THEN $1 ELSE i.was_success_run_id END AS last_success_run_id
       FROM incoming i
 ), judged AS (
     SELECT c.*,
            (c.was_alerted AND c.status <> 'succeeded')
-           OR (c.status = 'failed'
+           OR (c.status_for_state = 'failed'
                AND (c.failures >= $3
                     OR coalesce(c.recorded_at - c.failing_since
                                     >= make_interval(secs => $4::bigint / 1000.0), false)))
@@ -148,8 +153,9 @@ WITH incoming AS (
 ), stated AS (
     SELECT j.*,
            CASE WHEN j.status = 'skipped' AND j.error = $5 THEN 'skipped'
-                -- Skipped for the run's sake (deadline, cancel, a refused key): unchanged.
-                WHEN j.status = 'skipped' AND j.was_state IS NOT NULL THEN j.was_state
+                -- Skipped or cut short for the run's sake (deadline, cancel, a refused key):
+                -- unchanged.
+                WHEN j.status_for_state = 'skipped' AND j.was_state IS NOT NULL THEN j.was_state
                 WHEN j.alerted THEN 'failing'
                 WHEN j.last_success_at IS NOT NULL THEN 'ok'
                 ELSE 'never_collected' END AS state

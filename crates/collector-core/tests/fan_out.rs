@@ -298,6 +298,12 @@ fn the_deadline_cuts_requests_in_flight_and_skips_the_rest() {
     assert!(statuses(&executed)[2..]
         .iter()
         .all(|s| s.1.as_deref() == Some(SKIP_DEADLINE)));
+    // Failed in the run, but for the run's sake: the history leaves their state as it was.
+    assert!(executed.summary.results[..2]
+        .iter()
+        .all(|result| result.status == ResultStatus::Failed
+            && result.outcome.cut_short
+            && result.history_row()["cut_short"] == true));
     assert_eq!(
         (
             host.recorded_with(ResultStatus::Failed),

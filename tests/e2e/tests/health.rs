@@ -233,6 +233,20 @@ fn a_run_cut_short_by_the_deadline_is_an_event() {
                 && line.ends_with(" called was cut short")),
         "{log}"
     );
+    // The one in flight is recorded failed in the run, but the stop was the run's: its state, and
+    // its failures in a row, stay as they were.
+    let (cut, counted): (i64, i64) = {
+        let row = client
+            .query_one(
+                "SELECT (SELECT count(*) FROM dex_collector.run_results
+                          WHERE run_id = $1 AND status = 'failed' AND error LIKE 'stopped at the run deadline%'),
+                        (SELECT count(*) FROM dex_collector.companies WHERE consecutive_failures > 0)",
+                &[&run_id],
+            )
+            .unwrap();
+        (row.get(0), row.get(1))
+    };
+    assert_eq!((cut, counted), (1, 0));
     // The companies the deadline left out keep their state: no storm of per-company events.
     let company_events: Vec<String> = client
         .query(
