@@ -483,10 +483,13 @@ mod tests {
             empty,
             Ok(Some("22P02: not a DEX file: the input is empty".to_owned()))
         );
-        // Damaged DEX and Latin-1 bytes: a selection added between two partial audits.
-        let older: Vec<u8> = b"ST*001*0001\nPA1*1*150*CAF\xC9\nPA2*3*450".to_vec();
-        let newer: Vec<u8> =
-            b"ST*001*0001\nPA1*1*150*CAF\xC9\nPA2*5*750\nPA1*2*90*TH\xC9\nPA2*1*90".to_vec();
+        // Damaged DEX and Latin-1 bytes: two audits cut off (no SE) after selection 3. Selection 1
+        // is whole in both; 3 is where they end, 2 may be among the older one's missing lines.
+        let older: Vec<u8> =
+            b"ST*001*0001\nPA1*1*150*CAF\xC9\nPA2*3*450\nPA1*3*100*X\nPA2*1*100".to_vec();
+        let newer: Vec<u8> = b"ST*001*0001\nPA1*1*150*CAF\xC9\nPA2*5*750\n\
+                                PA1*2*90*TH\xC9\nPA2*1*90\nPA1*3*100*X\nPA2*2*200"
+            .to_vec();
         let rows = Spi::get_one_with_args::<String>(
             "SELECT string_agg(concat_ws(' ', selection, name, units, value, status), '; ' ORDER BY selection)
                FROM dex_sales($1, $2)",
@@ -495,7 +498,7 @@ mod tests {
         assert_eq!(
             rows,
             Ok(Some(
-                "1 CAFÉ 2 3.00 ok; 2 THÉ 1 0.90 new_selection".to_owned()
+                "1 CAFÉ 2 3.00 ok; 2 THÉ truncated; 3 X truncated".to_owned()
             ))
         );
     }

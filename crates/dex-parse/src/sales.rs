@@ -72,9 +72,9 @@ pub enum SaleStatus {
     /// The newer count or value is lower (the machine was re-initialised, or a counter rolled
     /// over): the newer counters since initialisation, which is what sold at least.
     CounterReset,
-    /// One of the audits was cut off (no SE, or a DXS without its DXE): its last line may be cut
-    /// mid-number, and the selections after it are missing, so no difference is trusted; units
-    /// and value are `None`.
+    /// An audit was cut off (no SE, or a DXS without its DXE) in this selection's lines, whose last
+    /// may end mid-number; or the selection is in one audit only and the other was cut off, so
+    /// that it may be among the lines missing. Units and value are `None`.
     Truncated,
 }
 
@@ -172,6 +172,8 @@ pub struct Audit {
     pub products: Vec<Product>,
     /// The file was cut off (see [`SaleStatus::Truncated`]).
     pub truncated: bool,
+    /// The selection a cut-off file ends in, if it ends in one.
+    pub cut_selection: Option<String>,
 }
 
 impl Dex<'_> {
@@ -190,15 +192,39 @@ impl Dex<'_> {
             truncated: self
                 .first_file()
                 .is_some_and(|file| file.validation.truncated),
+            cut_selection: self.first_file().and_then(cut_selection),
         }
     }
+}
+
+/// The selection of the product a cut-off file ends in: its last line may be cut mid-number, and
+/// its later lines (PA3, PA4) missing. None where the file is whole, or ends after its products.
+fn cut_selection(file: &DexFile<'_>) -> Option<String> {
+    if !file.validation.truncated {
+        return None;
+    }
+    let last = file.products.last()?;
+    let records = [&last.pa1, &last.pa2, &last.pa3, &last.pa4, &last.pa5]
+        .into_iter()
+        .flatten()
+        .chain(&last.by_payment_device)
+        .map(|record| record.line as usize);
+    let last_line = records
+        .chain(last.other.iter().map(|segment| segment.line))
+        .chain([last.line])
+        .max()?;
+    if last_line < file.last_line {
+        return None;
+    }
+    text(file, last.pa1.as_ref(), "selection")
 }
 
 /// What sold of each selection between the `older` and the `newer` audit of one machine: the
 /// newer's selections in their order, then those only the older has. With `check`, two audits
 /// of different machines (ID101) or in the wrong order (EA302/EA303) are an error; where either
 /// lacks the serial or the read date, that check is skipped, and the read times are compared only
-/// where both have one. Where either audit was cut off, every row is [`SaleStatus::Truncated`].
+/// where both have one. Where an audit was cut off, the selection it ends in, and those only the
+/// other audit has, are [`SaleStatus::Truncated`].
 pub fn sales(older: &Audit, newer: &Audit, check: bool) -> Result<Vec<Sale>, SalesError> {
     if check {
         if let (Some(older), Some(newer)) = (&older.serial, &newer.serial) {
@@ -218,7 +244,11 @@ pub fn sales(older: &Audit, newer: &Audit, check: bool) -> Result<Vec<Sale>, Sal
             }
         }
     }
-    let cut_off = older.truncated || newer.truncated;
+    let cut = |selection: &str| {
+        [&older.cut_selection, &newer.cut_selection]
+            .into_iter()
+            .any(|cut| cut.as_deref() == Some(selection))
+    };
     let (before, after) = (&older.products, &newer.products);
     let before_by_selection: HashMap<&str, &Product> = before
         .iter()
@@ -230,8 +260,9 @@ pub fn sales(older: &Audit, newer: &Audit, check: bool) -> Result<Vec<Sale>, Sal
             continue;
         };
         rows.push(match before_by_selection.get(selection) {
-            _ if cut_off => untrusted(selection, product),
+            _ if cut(selection) => untrusted(selection, product),
             Some(previous) => compare(selection, previous, product),
+            None if older.truncated => untrusted(selection, product),
             None => Sale {
                 selection: selection.to_string(),
                 name: product.name.clone(),
@@ -251,7 +282,7 @@ pub fn sales(older: &Audit, newer: &Audit, check: bool) -> Result<Vec<Sale>, Sal
         };
         if !in_newer.contains(selection) {
             let unknown = untrusted(selection, product);
-            rows.push(if cut_off {
+            rows.push(if newer.truncated || cut(selection) {
                 unknown
             } else {
                 Sale {
@@ -265,7 +296,8 @@ pub fn sales(older: &Audit, newer: &Audit, check: bool) -> Result<Vec<Sale>, Sal
 }
 
 /// Whether `older` (`YYYY-MM-DD[ HH:MM[:SS]]`) was read after `newer`: by date, then by time
-/// where both have one (a date alone says nothing of the hour).
+/// where both have one, to the precision both have (a date alone says nothing of the hour, a
+/// minute nothing of its seconds).
 fn read_later(older: &str, newer: &str) -> bool {
     fn date_and_time(at: &str) -> (&str, Option<&str>) {
         match at.split_once(' ') {
@@ -276,9 +308,14 @@ fn read_later(older: &str, newer: &str) -> bool {
     let ((older_date, older_time), (newer_date, newer_time)) =
         (date_and_time(older), date_and_time(newer));
     // ISO text sorts as time does.
-    older_date > newer_date
-        || (older_date == newer_date
-            && matches!((older_time, newer_time), (Some(o), Some(n)) if o > n))
+    let time_later = match (older_time, newer_time) {
+        (Some(older), Some(newer)) => {
+            let precision = older.len().min(newer.len());
+            older.get(..precision) > newer.get(..precision)
+        }
+        _ => false,
+    };
+    older_date > newer_date || (older_date == newer_date && time_later)
 }
 
 /// A selection whose sales cannot be told: no units, no value.

@@ -134,6 +134,38 @@ fn audits_of_two_machines_or_in_the_wrong_order_are_refused_unless_told() {
     let later_text = edited("EA3*2*231127*1011*", "EA3*2*231127*1012*");
     let later_same_day = parse(&later_text).unwrap();
     assert!(sales(&later_same_day.audit(), &older.audit(), true).is_err());
+    // A minute says nothing of its seconds.
+    let with_seconds_text = edited("EA3*2*231127*1011*", "EA3*2*231127*101105*");
+    let with_seconds = parse(&with_seconds_text).unwrap();
+    assert_eq!(
+        with_seconds.read_at().as_deref(),
+        Some("2023-11-27 10:11:05")
+    );
+    assert!(sales(&with_seconds.audit(), &older.audit(), true).is_ok());
+    assert!(sales(&older.audit(), &with_seconds.audit(), true).is_ok());
+}
+
+/// A file cut off after the third selection's PA2: the two before it are whole and compared; the
+/// third may lack its later lines, and those after it are missing.
+#[test]
+fn an_audit_cut_off_gives_numbers_only_for_its_whole_selections() {
+    let complete = parse(AUDIT).unwrap();
+    let third = "PA2*359*24990*358*24990";
+    let cut_at = AUDIT.find(third).unwrap() + third.len();
+    let cut = parse(&AUDIT[..cut_at]).unwrap();
+    assert_eq!(cut.audit().cut_selection.as_deref(), Some("3"));
+    for (older, newer) in [(&cut, &complete), (&complete, &cut)] {
+        let rows = sales(&older.audit(), &newer.audit(), true).unwrap();
+        assert_eq!(rows.len(), complete.products().len());
+        for row in rows {
+            let expected = if row.selection == "1" || row.selection == "2" {
+                (SaleStatus::Ok, Some(0))
+            } else {
+                (SaleStatus::Truncated, None)
+            };
+            assert_eq!((row.status, row.units), expected, "{row:?}");
+        }
+    }
 }
 
 /// A file cut off mid-line: its last PA2 may be cut mid-number, and what follows it is missing.
