@@ -236,9 +236,12 @@ WITH latest AS (
       FROM dex_collector.run_results r WHERE r.status = 'failed'
      ORDER BY r.company_id, r.run_id DESC
 ), streak AS (
+    -- Failures of the run's (the key refused, requests a cancel or a refused key dropped, as the
+    -- collector wrote them) are not the company's, as the collector now counts them.
     SELECT f.company_id, count(*) AS failures, min(f.recorded_at) AS since
       FROM dex_collector.run_results f LEFT JOIN success s ON s.company_id = f.company_id
      WHERE f.status = 'failed' AND f.run_id > coalesce(s.run_id, 0)
+       AND f.http_status IS DISTINCT FROM 401 AND NOT coalesce(f.error LIKE 'stopped: %', false)
      GROUP BY f.company_id
 ), policy AS (
     SELECT coalesce(nullif(current_setting('dex_collector.alert_after_failures', true), '')::integer, 3)

@@ -51,11 +51,20 @@ pub struct CompanyOutcome {
     pub more_pending: bool,
     /// The endpoint rejected the service key: every other company would fail the same way.
     pub auth_rejected: bool,
-    /// Its requests were dropped by a stop of the whole run (its deadline, a cancel, a key the
-    /// endpoint refused for another company): a failure of the run's, not of the company's, so
-    /// its state and its failures in a row stay as they were.
-    pub cut_short: bool,
+    /// Its requests were dropped by a stop of the whole run that is none of the company's doing (a
+    /// cancel or shutdown, a key the endpoint refused for another company, a history that cannot
+    /// be written). Not the deadline's: a company always slower than the run's deadline would
+    /// otherwise never be counted failing.
+    pub dropped_by_run: bool,
     pub duration: Duration,
+}
+
+impl CompanyOutcome {
+    /// A failure of the run's, not of the company's (a refused key, or requests the run dropped):
+    /// the history leaves the company's state, and its failures in a row, as they were.
+    pub fn is_run_failure(&self) -> bool {
+        self.auth_rejected || self.dropped_by_run
+    }
 }
 
 /// Checks a site URL: http or https, a host, no credentials, no query or fragment.

@@ -377,7 +377,7 @@ pub fn fan_out(
             for (index, outcome) in in_flight.abort_all() {
                 let outcome = outcome.unwrap_or_else(|| CompanyOutcome {
                     error: Some(reason.cut_short().into()),
-                    cut_short: true,
+                    dropped_by_run: !matches!(reason, Stop::Deadline),
                     ..Default::default()
                 });
                 results.called(host, index, outcome);

@@ -41,7 +41,8 @@ pub const DURATION_BUCKETS: usize = 60;
 /// result: failures count up (skips leave them be) until a success; an episode opens when they
 /// reach `$3`, or `$4` has passed since the first of them, and only a success closes it. A
 /// company is `skipped` for want of credentials only: one the run did not reach (its deadline, a
-/// cancel, a refused key), or whose requests such a stop dropped (`cut_short`), keeps its state.
+/// cancel, a refused key), or whose failure was the run's (`run_failure`: the key refused, or its
+/// requests dropped by such a stop), keeps its state.
 pub const RECORD_RESULTS: &str = "
 WITH incoming AS (
     SELECT r.*, coalesce($7::timestamptz, clock_timestamp()) AS recorded_at,
@@ -53,13 +54,13 @@ WITH incoming AS (
            p.consecutive_failures AS was_failures, p.failing_since AS was_failing_since,
            p.last_success_at AS was_last_success_at, p.last_error AS was_last_error,
            p.last_called_run_id AS was_called_run_id, p.last_success_run_id AS was_success_run_id,
-           -- A company whose requests a stop of the whole run dropped failed for the run's sake:
-           -- for its state, as one the run did not reach.
-           CASE WHEN r.status = 'failed' AND r.cut_short THEN 'skipped' ELSE r.status END
+           -- A company that failed for the run's sake (the key refused, its requests dropped by a
+           -- stop of the whole run): for its state, as one the run did not reach.
+           CASE WHEN r.status = 'failed' AND r.run_failure THEN 'skipped' ELSE r.status END
                AS status_for_state
       FROM jsonb_to_recordset($2) AS r(company_id uuid, company_name text, status text,
            http_status integer, pages integer, attempts integer, records_collected bigint,
-           machines_updated bigint, duration_ms bigint, more_pending boolean, cut_short boolean,
+           machines_updated bigint, duration_ms bigint, more_pending boolean, run_failure boolean,
            error text)
       LEFT JOIN dex_collector.companies p ON p.company_id = r.company_id
 ), stored AS (
@@ -137,7 +138,7 @@ WITH incoming AS (
                          WHEN 'failed' THEN coalesce(i.was_failing_since, i.recorded_at)
                          ELSE i.was_failing_since END AS failing_since,
            CASE WHEN i.status = 'succeeded' THEN i.recorded_at ELSE i.was_last_success_at END AS last_success_at,
-           CASE WHEN i.status_for_state = 'failed' THEN i.error ELSE i.was_last_error END AS last_error,
+           CASE WHEN i.status = 'failed' THEN i.error ELSE i.was_last_error END AS last_error,
            CASE WHEN i.status <> 'skipped' THEN $1 ELSE i.was_called_run_id END AS last_called_run_id,
            CASE WHEN i.status = 'succeeded' THEN $1 ELSE i.was_success_run_id END AS last_success_run_id
       FROM incoming i

@@ -141,7 +141,7 @@ impl CompanyResult {
             "machines_updated": self.outcome.machines,
             "duration_ms": duration_ms(self.outcome.duration),
             "more_pending": self.outcome.more_pending,
-            "cut_short": self.outcome.cut_short,
+            "run_failure": self.outcome.is_run_failure(),
             "error": self.reason,
         })
     }

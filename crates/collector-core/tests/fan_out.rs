@@ -298,12 +298,12 @@ fn the_deadline_cuts_requests_in_flight_and_skips_the_rest() {
     assert!(statuses(&executed)[2..]
         .iter()
         .all(|s| s.1.as_deref() == Some(SKIP_DEADLINE)));
-    // Failed in the run, but for the run's sake: the history leaves their state as it was.
+    // The deadline's cut is the company's failure: one always slower than the deadline is
+    // counted failing like any other.
     assert!(executed.summary.results[..2]
         .iter()
         .all(|result| result.status == ResultStatus::Failed
-            && result.outcome.cut_short
-            && result.history_row()["cut_short"] == true));
+            && result.history_row()["run_failure"] == false));
     assert_eq!(
         (
             host.recorded_with(ResultStatus::Failed),
@@ -356,6 +356,11 @@ fn an_interrupt_is_handed_to_the_host_and_stops_the_run() {
             (ResultStatus::Skipped, Some(SKIP_CANCELLED.into()))
         ]
     );
+    // The two in flight failed for the run's sake: the history leaves their state as it was.
+    assert!(executed.summary.results[..2]
+        .iter()
+        .all(|result| result.status == ResultStatus::Failed
+            && result.history_row()["run_failure"] == true));
     assert!(
         wait_until_idle(&stand_in),
         "no request carries on after the stop"
@@ -443,6 +448,11 @@ fn a_rejected_key_stops_the_run() {
         Some(SKIP_AUTH_REJECTED)
     );
     assert_eq!(executed.summary.companies_skipped(), 9);
+    // The company the key was refused for failed for the run's sake: a key refused for hours is
+    // one `run_failed`, not a `failing` event for each company the fair order brings into flight.
+    let refused = &executed.summary.results[0];
+    assert_eq!(refused.status, ResultStatus::Failed);
+    assert_eq!(refused.history_row()["run_failure"], true);
 }
 
 #[test]

@@ -233,8 +233,8 @@ fn a_run_cut_short_by_the_deadline_is_an_event() {
                 && line.ends_with(" called was cut short")),
         "{log}"
     );
-    // The one in flight is recorded failed in the run, but the stop was the run's: its state, and
-    // its failures in a row, stay as they were.
+    // The one in flight is recorded failed, and counted among its failures in a row: a company
+    // always slower than the deadline would otherwise never be failing.
     let (cut, counted): (i64, i64) = {
         let row = client
             .query_one(
@@ -246,7 +246,7 @@ fn a_run_cut_short_by_the_deadline_is_an_event() {
             .unwrap();
         (row.get(0), row.get(1))
     };
-    assert_eq!((cut, counted), (1, 0));
+    assert_eq!((cut, counted), (1, 1));
     // The companies the deadline left out keep their state: no storm of per-company events.
     let company_events: Vec<String> = client
         .query(
@@ -353,6 +353,20 @@ fn a_run_cut_short_by_the_deadline_is_an_event() {
         .map(|(_, run)| run)
         .collect();
     assert_eq!(failed, [run_id, nothing_found, refused_again]);
+    // The company the key was refused for failed for the run's sake: the run that succeeded before
+    // left every company without failures, and so does this one.
+    let (refused, counted): (i64, i64) = {
+        let row = client
+            .query_one(
+                "SELECT (SELECT count(*) FROM dex_collector.run_results
+                          WHERE run_id = $1 AND status = 'failed' AND http_status = 401),
+                        (SELECT count(*) FROM dex_collector.companies WHERE consecutive_failures > 0)",
+                &[&refused_again],
+            )
+            .unwrap();
+        (row.get(0), row.get(1))
+    };
+    assert_eq!((refused, counted), (1, 0));
 }
 
 #[test]

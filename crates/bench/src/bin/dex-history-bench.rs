@@ -346,7 +346,7 @@ impl SimResult {
                 error: failure.map(|failure| failure.error().to_string()),
                 more_pending: self.more_pending,
                 auth_rejected: false,
-                cut_short: false,
+                dropped_by_run: false,
                 duration: Duration::from_millis(self.duration_ms.unsigned_abs()),
             },
         )
