@@ -72,9 +72,9 @@ pub enum SaleStatus {
     /// The newer count or value is lower (the machine was re-initialised, or a counter rolled
     /// over): the newer counters since initialisation, which is what sold at least.
     CounterReset,
-    /// An audit was cut off (no SE, or a DXS without its DXE) in this selection's lines, whose last
-    /// may end mid-number; or the selection is in one audit only and the other was cut off, so
-    /// that it may be among the lines missing. Units and value are `None`.
+    /// An audit was cut off (no SE, or a DXS without its DXE) and wrote this selection last, its
+    /// last line perhaps cut mid-number; or the selection is in one audit only and the other was
+    /// cut off, so that it may be among the lines missing. Units and value are `None`.
     Truncated,
 }
 
@@ -172,7 +172,7 @@ pub struct Audit {
     pub products: Vec<Product>,
     /// The file was cut off (see [`SaleStatus::Truncated`]).
     pub truncated: bool,
-    /// The selection a cut-off file ends in, if it ends in one.
+    /// The selection a cut-off file wrote last.
     pub cut_selection: Option<String>,
 }
 
@@ -184,8 +184,16 @@ impl Dex<'_> {
             products: self
                 .first_file()
                 .map(|file| {
+                    // A selection once, as read: two spellings that read the same (UTF-8 and
+                    // Latin-1 bytes of one letter) would otherwise be compared crosswise.
+                    let mut seen = std::collections::HashSet::new();
                     products_of(file)
-                        .filter(|product| product.selection.is_some())
+                        .filter(|product| {
+                            product
+                                .selection
+                                .as_ref()
+                                .is_some_and(|selection| seen.insert(selection.clone()))
+                        })
                         .collect()
                 })
                 .unwrap_or_default(),
@@ -197,34 +205,40 @@ impl Dex<'_> {
     }
 }
 
-/// The selection of the product a cut-off file ends in: its last line may be cut mid-number, and
-/// its later lines (PA3, PA4) missing. None where the file is whole, or ends after its products.
+/// The selection of the product a cut-off file wrote last: its last line may be cut mid-number,
+/// and its later lines (PA3, PA4) missing. Whatever follows it (a DXE, a G85, a gateway's footer,
+/// event lines) does not make it whole: what was lost may be inside it. None where the file is
+/// whole.
 fn cut_selection(file: &DexFile<'_>) -> Option<String> {
     if !file.validation.truncated {
         return None;
     }
-    let last = file.products.last()?;
-    let records = [&last.pa1, &last.pa2, &last.pa3, &last.pa4, &last.pa5]
+    // The product written last, by its latest line: a repeated PA1 goes on with an earlier one.
+    let last_written = file.products.iter().max_by_key(|product| {
+        [
+            &product.pa1,
+            &product.pa2,
+            &product.pa3,
+            &product.pa4,
+            &product.pa5,
+        ]
         .into_iter()
         .flatten()
-        .chain(&last.by_payment_device)
-        .map(|record| record.line as usize);
-    let last_line = records
-        .chain(last.other.iter().map(|segment| segment.line))
-        .chain([last.line])
-        .max()?;
-    if last_line < file.last_line {
-        return None;
-    }
-    text(file, last.pa1.as_ref(), "selection")
+        .chain(&product.by_payment_device)
+        .map(|record| record.line as usize)
+        .chain(product.other.iter().map(|segment| segment.line))
+        .chain([product.line])
+        .max()
+    })?;
+    text(file, last_written.pa1.as_ref(), "selection")
 }
 
 /// What sold of each selection between the `older` and the `newer` audit of one machine: the
 /// newer's selections in their order, then those only the older has. With `check`, two audits
 /// of different machines (ID101) or in the wrong order (EA302/EA303) are an error; where either
 /// lacks the serial or the read date, that check is skipped, and the read times are compared only
-/// where both have one. Where an audit was cut off, the selection it ends in, and those only the
-/// other audit has, are [`SaleStatus::Truncated`].
+/// where both have one. Where an audit was cut off, the selection it wrote last, and those only
+/// the other audit has, are [`SaleStatus::Truncated`].
 pub fn sales(older: &Audit, newer: &Audit, check: bool) -> Result<Vec<Sale>, SalesError> {
     if check {
         if let (Some(older), Some(newer)) = (&older.serial, &newer.serial) {
