@@ -249,7 +249,7 @@ fn serve(database: &str) {
                 }
             }
             // After a failure the extension may be gone (a run that lost its history): the next
-            // cycle checks first, and the schedule waits for it.
+            // cycle checks first, and the schedule and the retention wait for it.
             if ok {
                 ok &= note_staleness(&mut schedule_watch, &mut problems);
             }
@@ -257,7 +257,8 @@ fn serve(database: &str) {
                 // Each event keeps its own backoff: the loop's does not apply.
                 problems.report(problem);
             }
-            if !settings.retention.keeps_everything()
+            if ok
+                && !settings.retention.keeps_everything()
                 && Instant::now() >= next_retention
                 && !pg::shutdown_requested()
             {
