@@ -197,8 +197,8 @@ fn product_rows(raw: &[u8]) -> Result<TableIterator<'static, ProductRow>, DexSql
 for_text_and_bytea! {
     /// What sold of each selection between two audits of one machine, from the counters since
     /// initialisation, with a status per row: `ok`, `new_selection`, `removed_selection`,
-    /// `counter_reset`, `truncated`. Audits of different machines (ID101) or in the wrong order (EA3) are an
-    /// error unless `ignore_mismatch`.
+    /// `counter_reset`, `truncated`. Audits of different machines (ID101) or in the wrong order
+    /// (EA3) are an error unless `ignore_mismatch`.
     "dex_sales" as dex_sales_text and dex_sales_bytea (older, newer; ignore_mismatch: bool = false) -> (
         name!(selection, String),
         name!(name, Option<String>),

@@ -154,8 +154,8 @@ WITH incoming AS (
 ), stated AS (
     SELECT j.*,
            CASE WHEN j.status = 'skipped' AND j.error = $5 THEN 'skipped'
-                -- Skipped or cut short for the run's sake (deadline, cancel, a refused key):
-                -- unchanged.
+                -- Skipped for the run's sake (deadline, cancel, a refused key), or failed for it
+                -- (`run_failure`): unchanged.
                 WHEN j.status_for_state = 'skipped' AND j.was_state IS NOT NULL THEN j.was_state
                 WHEN j.alerted THEN 'failing'
                 WHEN j.last_success_at IS NOT NULL THEN 'ok'
