@@ -10,6 +10,12 @@
 -- The result must be the schema a fresh 0.3.0 install makes: the upgrade test compares them.
 \echo Use "ALTER EXTENSION dex_collector UPDATE TO '0.3.0'" to load this file. \quit
 
+-- Every object below names its schema: with only PostgreSQL's own in the path, no function or
+-- operator another role made in the extension's schema can be bound into a view or default here
+-- (a view keeps what it was bound to, and the worker reads them as a superuser). LOCAL: the
+-- script's end restores the path (a plain SET would outlive it, in the caller's session).
+SET LOCAL search_path = pg_catalog, pg_temp;
+
 -- Called on NULL input, to raise (a NULL result read as a call that did something).
 ALTER FUNCTION @extschema@.dex_collect_company(uuid) CALLED ON NULL INPUT;
 
@@ -368,7 +374,10 @@ DECLARE
     fields text[];
     worker text := nullif(current_setting('dex_collector.interval', true), '');
 BEGIN
-    IF to_regclass('cron.job') IS NOT NULL THEN
+    -- pg_cron's table, which a superuser made, not one of that name made by another role
+    -- where pg_cron is absent: this function runs with its owner's rights.
+    IF EXISTS (SELECT FROM pg_class c JOIN pg_roles r ON r.oid = c.relowner
+                WHERE c.oid = to_regclass('cron.job') AND r.rolsuper) THEN
         EXECUTE 'SELECT schedule FROM cron.job WHERE jobname = $1 AND database = current_database()
                     AND active ORDER BY jobid DESC LIMIT 1'
            INTO schedule USING 'dex_collect_all';

@@ -1,5 +1,11 @@
 -- Monitoring views, pg_cron helpers, and the event trigger that takes the pg_cron job at DROP.
 
+-- Every object below names its schema: with only PostgreSQL's own in the path, no function or
+-- operator another role made in the extension's schema can be bound into a view or default here
+-- (a view keeps what it was bound to, and the worker reads them as a superuser). LOCAL: the
+-- script's end restores the path (a plain SET would outlive it, in the caller's session).
+SET LOCAL search_path = pg_catalog, pg_temp;
+
 -- Per company: the latest attempt, the latest success, the latest error, how many attempts have
 -- failed since the last success, how long ago that success was (NULL: never), and its state.
 -- One row of dex_collector.companies each: no scan of the history.
@@ -87,7 +93,10 @@ DECLARE
     fields text[];
     worker text := nullif(current_setting('dex_collector.interval', true), '');
 BEGIN
-    IF to_regclass('cron.job') IS NOT NULL THEN
+    -- pg_cron's table, which a superuser made, not one of that name made by another role
+    -- where pg_cron is absent: this function runs with its owner's rights.
+    IF EXISTS (SELECT FROM pg_class c JOIN pg_roles r ON r.oid = c.relowner
+                WHERE c.oid = to_regclass('cron.job') AND r.rolsuper) THEN
         EXECUTE 'SELECT schedule FROM cron.job WHERE jobname = $1 AND database = current_database()
                     AND active ORDER BY jobid DESC LIMIT 1'
            INTO schedule USING 'dex_collect_all';

@@ -56,7 +56,9 @@ impl From<CollectError> for ErrorReport {
         let sqlstate = match &error {
             CollectError::Config(_) => ERRCODE_INVALID_PARAMETER_VALUE,
             CollectError::Targets(
-                TargetsError::QueryFailed { .. } | TargetsError::Unreadable(_),
+                TargetsError::QueryFailed { .. }
+                | TargetsError::Unreadable(_)
+                | TargetsError::UnknownRole { .. },
             ) => ERRCODE_INVALID_PARAMETER_VALUE,
             CollectError::Targets(TargetsError::TimedOut { .. }) => ERRCODE_QUERY_CANCELED,
             CollectError::Targets(_) => ERRCODE_DATATYPE_MISMATCH,

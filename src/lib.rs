@@ -73,7 +73,7 @@ mod tests {
     #[pg_test]
     fn the_default_rule_selects_companies_with_an_active_machine() {
         Spi::run(SAMPLE_SCHEMA).unwrap();
-        let targets = targets::load(None, std::time::Duration::from_secs(60)).unwrap();
+        let targets = targets::load(None, None, std::time::Duration::from_secs(60)).unwrap();
         let names: Vec<&str> = targets.iter().map(|t| t.company_name.as_str()).collect();
         assert_eq!(names.len(), 10);
         assert!(!names.contains(&"Fresh Bites"), "inactive machines only");
@@ -92,7 +92,7 @@ mod tests {
     #[pg_test]
     fn the_targets_query_leaves_the_transaction_writable() {
         Spi::run(SAMPLE_SCHEMA).unwrap();
-        targets::load(None, std::time::Duration::from_secs(60)).unwrap();
+        targets::load(None, None, std::time::Duration::from_secs(60)).unwrap();
         Spi::run("INSERT INTO dex_collector.runs (status, trigger) VALUES ('skipped', 'manual')")
             .unwrap();
         assert_eq!(

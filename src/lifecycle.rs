@@ -65,15 +65,47 @@ pub fn collect_in_transaction(scope: Scope, trigger: Trigger) -> Result<Vec<u8>,
     // Where no worker deletes old history, each call deletes a batch of it: more than one run
     // adds, so the history stays within its retention whatever the schedule.
     if !worker_serves_this_database()? {
-        history::delete_old_history(
-            settings::retention(),
-            history::RETENTION_RUNS_BATCH,
-            history::RETENTION_ROWS_BATCH,
-        )?;
+        delete_old_history_after_the_run()?;
     }
     // The worker sends what the run leaves to send (events, the heartbeat) once it commits.
     pg::wake_worker_at_commit();
     to_jsonb(&executed.summary)
+}
+
+/// A SQL call's batch of old history, once its run is recorded: in a subtransaction, so that a
+/// batch that fails (a row lock waited for past `lock_timeout`, say) takes only itself, not the
+/// run's history with it; and within half of what the call's timeout leaves, so that the call
+/// still ends in time. Either is a WARNING, and the next call tries again. A cancel is the
+/// caller's: raised on.
+fn delete_old_history_after_the_run() -> Result<(), CollectError> {
+    let limit = settings::call_timeout()?.map(|timeout| (timeout.left / 2, timeout.setting));
+    let pg::RolledBack { outcome, timed_out } =
+        pg::in_subtransaction_kept_if_done(limit.as_ref().map(|(left, _)| *left), || {
+            history::delete_old_history(
+                settings::retention(),
+                history::RETENTION_RUNS_BATCH,
+                history::RETENTION_ROWS_BATCH,
+            )
+        });
+    let failure = match (outcome, limit) {
+        (_, Some((left, setting))) if timed_out => format!(
+            "it did not finish within {} ms, half of what {setting} left the call",
+            left.as_millis()
+        ),
+        (Ok(Ok(_)), _) => return Ok(()),
+        (Ok(Err(error)), _) => error.to_string(),
+        (Err(caught), _) => {
+            let report = pg::caught_report(&caught);
+            if report.sql_error_code() == PgSqlErrorCode::ERRCODE_QUERY_CANCELED {
+                caught.rethrow()
+            }
+            report.message().to_string()
+        }
+    };
+    warning!(
+        "dex_collector: old history was not deleted after this run ({failure}); the run is recorded, and the next call tries again"
+    );
+    Ok(())
 }
 
 fn to_jsonb(value: &impl Serialize) -> Result<Vec<u8>, CollectError> {

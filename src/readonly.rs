@@ -32,16 +32,25 @@ impl std::fmt::Display for Failed {
     }
 }
 
-/// Runs `work` read-only in a throw-away subtransaction. Values `work` returns must be owned by
-/// Rust (not pointers into Postgres memory): the subtransaction's memory is gone afterwards.
-/// A query cancel raised inside is re-raised: the user asked to stop, not to continue; one that
-/// `limit` raised is [`Failed::TimedOut`].
-pub fn run<T>(limit: Option<Duration>, work: impl FnOnce() -> T + UnwindSafe) -> Result<T, Failed> {
+/// Runs `work` read-only in a throw-away subtransaction, with the rights of `role` if given (and
+/// then with row level security off: a query that a policy would filter fails instead of
+/// silently missing rows). Values `work` returns must be owned by Rust (not pointers into
+/// Postgres memory): the subtransaction's memory is gone afterwards. A query cancel raised
+/// inside is re-raised: the user asked to stop, not to continue; one that `limit` raised is
+/// [`Failed::TimedOut`].
+pub fn run<T>(
+    limit: Option<Duration>,
+    role: Option<pg_sys::Oid>,
+    work: impl FnOnce() -> T + UnwindSafe,
+) -> Result<T, Failed> {
     // JIT off too: a targets query written with EXISTS in its select list is costed
     // quadratically and would be JIT-compiled (hundreds of ms) past a few thousand companies.
-    let settings = [(c"transaction_read_only", c"on"), (c"jit", c"off")];
+    let mut settings = vec![(c"transaction_read_only", c"on"), (c"jit", c"off")];
+    if role.is_some() {
+        settings.push((c"row_security", c"off"));
+    }
     let RolledBack { outcome, timed_out } =
-        pg::in_rolled_back_subtransaction(&settings, limit, work);
+        pg::in_rolled_back_subtransaction(&settings, limit, role, work);
     match outcome {
         _ if timed_out => Err(Failed::TimedOut),
         Ok(value) => Ok(value),

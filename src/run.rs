@@ -88,7 +88,11 @@ impl Plan {
 pub fn plan(scope: Scope) -> Result<Plan, CollectError> {
     version::check_installed_version()?;
     let settings = Settings::load()?;
-    let targets = targets::load(settings.targets_query.as_deref(), settings.run_deadline)?;
+    let targets = targets::load(
+        settings.targets_query.as_deref(),
+        settings.targets_role.as_deref(),
+        settings.run_deadline,
+    )?;
     let targets = match scope {
         Scope::All => {
             history::forget_companies_not_among(&targets)?;

@@ -31,6 +31,7 @@ static SERVICE_KEY_FILE: GucSetting<Option<CString>> = GucSetting::<Option<CStri
 /// `dex_collector.service_key` of 0.1.0: defined only to refuse values with a useful message.
 static RETIRED_SERVICE_KEY: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 static TARGETS_QUERY: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
+static TARGETS_ROLE: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 static CA_FILE: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 static CONCURRENCY: GucSetting<i32> = GucSetting::<i32>::new(8);
 static ADAPTIVE_CONCURRENCY: GucSetting<bool> = GucSetting::<bool>::new(false);
@@ -191,6 +192,15 @@ pub fn define() {
         c"Replaces the built-in rule (companies with an active machine; skipped without DEX credentials). \
           Runs read-only with search_path = pg_catalog, pg_temp: qualify table names.",
         &TARGETS_QUERY,
+        GucContext::Suset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_string_guc(
+        c"dex_collector.targets_role",
+        c"The role whose rights the targets query runs with.",
+        c"Empty: the owner of public.companies for the built-in rule, the database's owner for targets_query. \
+          Views and functions the query reads run as this role, which must see every company.",
+        &TARGETS_ROLE,
         GucContext::Suset,
         GucFlags::default(),
     );
@@ -454,6 +464,8 @@ pub struct Settings {
     pub run_deadline: Duration,
     pub ca_file: Option<String>,
     pub targets_query: Option<String>,
+    /// `dex_collector.targets_role`, if set.
+    pub targets_role: Option<String>,
     pub recording: Recording,
 }
 
@@ -506,6 +518,7 @@ impl Settings {
             run_deadline: millis(RUN_DEADLINE_MS.get()),
             ca_file: string_setting(&CA_FILE),
             targets_query: string_setting(&TARGETS_QUERY),
+            targets_role: string_setting(&TARGETS_ROLE),
             recording: Recording {
                 alerts: AlertPolicy {
                     after_failures: ALERT_AFTER_FAILURES.get().max(1),
@@ -585,7 +598,7 @@ pub fn call_timeout() -> Result<Option<CallTimeout>, ConfigError> {
 /// Where a value of the retired `dex_collector.service_key` is still stored (never the value):
 /// `ALTER DATABASE/ROLE ... SET` entries and configuration files. Each is readable or logged.
 fn retired_key_settings() -> Result<Vec<String>, ConfigError> {
-    let lookup = readonly::run(None, || {
+    let lookup = readonly::run(None, None, || {
         Spi::connect(|client| -> Result<Vec<String>, pgrx::spi::Error> {
             let rows = client.select(
                 "SELECT CASE WHEN s.setdatabase = 0 AND s.setrole = 0 THEN 'ALTER DATABASE/ROLE settings'
@@ -644,11 +657,18 @@ type VaultSecrets = std::collections::HashMap<String, String>;
 /// Reads the secrets `names` from Supabase Vault when its view exists; nothing when it does not.
 fn read_vault_secrets(names: &[&str]) -> Result<VaultSecrets, ConfigError> {
     let names: Vec<String> = names.iter().map(|name| name.to_string()).collect();
-    let lookup = readonly::run(None, || {
+    let lookup = readonly::run(None, None, || {
         Spi::connect(|client| -> Result<VaultSecrets, pgrx::spi::Error> {
+            // This runs as a superuser: Vault's view (a superuser made it, with the extension
+            // or, in Vault 0.2, through pgsodium), not one of that name that another role made
+            // where Vault is absent, calling a function of theirs.
             let vault_exists = client
                 .select(
-                    "SELECT to_regclass('vault.decrypted_secrets') IS NOT NULL",
+                    "SELECT EXISTS (
+                         SELECT FROM pg_catalog.pg_class c
+                           JOIN pg_catalog.pg_roles r ON r.oid = c.relowner
+                          WHERE c.oid = pg_catalog.to_regclass('vault.decrypted_secrets')
+                            AND r.rolsuper)",
                     None,
                     &[],
                 )?
@@ -719,8 +739,10 @@ struct DeliveryUrlCheck;
 
 impl StringCheck for DeliveryUrlCheck {
     fn check(value: &str) -> Result<(), Rejection> {
+        // Not the value: a webhook's URL often holds its token, and every session that loads
+        // the library later would get this WARNING for a stored value.
         validate_delivery_url(value).map_err(|reason| Rejection {
-            message: format!("invalid URL {value:?}: {reason}"),
+            message: format!("invalid URL: {reason}"),
             hint: None,
         })
     }

@@ -39,6 +39,8 @@ pub enum TargetsError {
     MissingColumn { column: &'static str },
     #[error("dex_collector.targets_query: column {column} must be of type {expected}")]
     WrongColumnType { column: String, expected: String },
+    #[error("dex_collector.targets_role: role {role:?} does not exist")]
+    UnknownRole { role: String },
     #[error("dex_collector.targets_query returned a NULL company_id")]
     NullCompanyId,
     #[error("dex_collector.targets_query: {0}")]
@@ -63,19 +65,29 @@ SELECT c.id AS company_id,
                WHERE m.company_id = c.id AND m.status = 'active')
  ORDER BY c.company_name, c.id";
 
-/// Runs the targets query (read-only, in a subtransaction) and returns the targets in its order,
-/// each company once. The query is cancelled after `limit` (the run's deadline): it may read
-/// foreign tables, and a remote server that hangs must not hang the run.
-pub fn load(custom_query: Option<&str>, limit: Duration) -> Result<Vec<Target>, TargetsError> {
+/// Runs the targets query (read-only, in a subtransaction, with the rights of its role: see
+/// [`role`]) and returns the targets in its order, each company once. The query is cancelled
+/// after `limit` (the run's deadline): it may read foreign tables, and a remote server that hangs
+/// must not hang the run.
+pub fn load(
+    custom_query: Option<&str>,
+    role_setting: Option<&str>,
+    limit: Duration,
+) -> Result<Vec<Target>, TargetsError> {
     let custom = custom_query.is_some();
     let query = custom_query.unwrap_or(DEFAULT_TARGETS_QUERY);
-    let rows = readonly::run(Some(limit), || {
+    let (role, role_name) = role(role_setting, custom)?;
+    let rows = readonly::run(Some(limit), Some(role), || {
         Spi::connect(|client| read_targets(client, query))
     })
     .map_err(|failed| match failed {
         readonly::Failed::Error { message, sqlstate } => TargetsError::QueryFailed {
             custom,
-            message,
+            message: if sqlstate == PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE {
+                format!("{message} (it runs as role {role_name:?}: see dex_collector.targets_role)")
+            } else {
+                message
+            },
             schema_mismatch: matches!(
                 sqlstate,
                 PgSqlErrorCode::ERRCODE_UNDEFINED_TABLE
@@ -87,6 +99,32 @@ pub fn load(custom_query: Option<&str>, limit: Duration) -> Result<Vec<Target>, 
         readonly::Failed::TimedOut => TargetsError::TimedOut { custom, limit },
     })??;
     Ok(each_company_once(rows))
+}
+
+/// The role the targets query runs as, and its name: `dex_collector.targets_role`, or else the
+/// owner of the table the built-in rule starts from, or of the database for a custom query. Not
+/// the superuser who owns the extension: whoever owns a table the query reads could replace it
+/// with a view calling a function of theirs, which would then run with a superuser's rights.
+fn role(setting: Option<&str>, custom: bool) -> Result<(pg_sys::Oid, String), TargetsError> {
+    let found = Spi::get_two_with_args::<pg_sys::Oid, String>(
+        "SELECT r.oid, r.rolname::text FROM pg_catalog.pg_roles r
+          WHERE r.oid = CASE
+                WHEN $1 IS NOT NULL THEN (SELECT oid FROM pg_catalog.pg_roles WHERE rolname = $1)
+                ELSE coalesce(
+                    (SELECT relowner FROM pg_catalog.pg_class
+                      WHERE NOT $2 AND oid = pg_catalog.to_regclass('public.companies')),
+                    (SELECT datdba FROM pg_catalog.pg_database
+                      WHERE datname = pg_catalog.current_database()))
+                END",
+        &[setting.into(), custom.into()],
+    );
+    match found {
+        Ok((Some(oid), Some(name))) => Ok((oid, name)),
+        Ok(_) | Err(pgrx::spi::Error::InvalidPosition) => Err(TargetsError::UnknownRole {
+            role: setting.unwrap_or_default().to_string(),
+        }),
+        Err(error) => Err(error.into()),
+    }
 }
 
 fn read_targets(

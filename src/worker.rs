@@ -63,11 +63,25 @@ pub fn main() -> ! {
     BackgroundWorker::connect_worker_to_spi(Some(&database), None);
     pg::set_worker_database_missing(false);
     pg::report_application_name(c"dex_collector worker");
+    if let Err(message) = pin_search_path() {
+        warning!("dex_collector worker: could not set its search_path: {message}");
+        pg::exit_worker_for_restart();
+    }
     pg::publish_worker_latch();
     log!("dex_collector worker started in database {database}");
     serve(&database);
     log!("dex_collector worker stopping");
     pg::exit_worker_for_restart()
+}
+
+/// The worker runs as a superuser: a search_path the database's settings give it (or a schema
+/// named after that superuser) must not put another role's function or operator ahead of
+/// PostgreSQL's own in the worker's queries.
+fn pin_search_path() -> Result<(), String> {
+    pg::in_transaction(|| {
+        Spi::run("SELECT pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', false)")
+    })?
+    .map_err(|error| error.to_string())
 }
 
 /// Connected to no database, waits until `database` exists and accepts connections, then exits to

@@ -34,8 +34,8 @@ pub use shmem::{
     set_worker_database_missing, wake_worker_at_commit, worker_database_missing,
 };
 pub use transaction::{
-    database_accepts_connections, in_rolled_back_subtransaction, in_transaction,
-    release_session_advisory_locks, RolledBack,
+    database_accepts_connections, in_rolled_back_subtransaction, in_subtransaction_kept_if_done,
+    in_transaction, release_session_advisory_locks, RolledBack,
 };
 
 /// The report inside any caught error: a Postgres ERROR, a Rust `ereport!`, or a panic.

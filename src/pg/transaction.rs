@@ -87,19 +87,50 @@ pub struct RolledBack<T> {
 
 /// Runs `work` in a subtransaction that is always rolled back, with `settings` (name, value) set
 /// for its duration, a fresh snapshot (so it sees what this transaction did before, as any
-/// statement of a volatile function would) and, given a `limit`, a [`QueryTimer`]. An error
-/// inside is caught and returned; the caller's memory context and resource owner are restored
-/// either way. Values `work` returns must be owned by Rust (not pointers into PostgreSQL
-/// memory): the subtransaction's memory is gone afterwards.
+/// statement of a volatile function would), given a `limit`, a [`QueryTimer`], and given a role,
+/// with that role's rights in a security-restricted operation (as VACUUM runs an index's
+/// functions as the table's owner: no `SET ROLE` or `SET SESSION AUTHORIZATION` back). An error
+/// inside is caught and returned; the caller's memory context, resource owner and user are
+/// restored either way. Values `work` returns must be owned by Rust (not pointers into
+/// PostgreSQL memory): the subtransaction's memory is gone afterwards.
 pub fn in_rolled_back_subtransaction<T>(
     settings: &[(&CStr, &CStr)],
     limit: Option<Duration>,
+    role: Option<pg_sys::Oid>,
     work: impl FnOnce() -> T + UnwindSafe,
 ) -> RolledBack<T> {
-    // SAFETY: the same sequence PL/pgSQL uses around an exception block; we are on the backend's
-    // thread inside a transaction (every caller runs within a SQL function or a worker transaction).
-    let (old_context, old_owner) = unsafe {
-        let saved = (pg_sys::CurrentMemoryContext, pg_sys::CurrentResourceOwner);
+    in_subtransaction(settings, limit, role, false, work)
+}
+
+/// Runs `work` in a subtransaction, given a `limit`, with a [`QueryTimer`]: what it did is kept
+/// when it returns, undone when it raises an error (caught and returned) or runs out of time, as
+/// a PL/pgSQL exception block does; the caller's transaction goes on either way.
+pub fn in_subtransaction_kept_if_done<T>(
+    limit: Option<Duration>,
+    work: impl FnOnce() -> T + UnwindSafe,
+) -> RolledBack<T> {
+    in_subtransaction(&[], limit, None, true, work)
+}
+
+fn in_subtransaction<T>(
+    settings: &[(&CStr, &CStr)],
+    limit: Option<Duration>,
+    role: Option<pg_sys::Oid>,
+    keep_if_done: bool,
+    work: impl FnOnce() -> T + UnwindSafe,
+) -> RolledBack<T> {
+    // SAFETY: the same sequence PL/pgSQL uses around an exception block, and the user switch
+    // VACUUM makes; we are on the backend's thread inside a transaction (every caller runs within
+    // a SQL function or a worker transaction).
+    let (old_context, old_owner, old_user, old_security) = unsafe {
+        let (mut user, mut security) = (pg_sys::InvalidOid, 0);
+        pg_sys::GetUserIdAndSecContext(&mut user, &mut security);
+        let saved = (
+            pg_sys::CurrentMemoryContext,
+            pg_sys::CurrentResourceOwner,
+            user,
+            security,
+        );
         pg_sys::BeginInternalSubTransaction(std::ptr::null());
         for (name, value) in settings {
             pg_sys::set_config_option(
@@ -113,6 +144,11 @@ pub fn in_rolled_back_subtransaction<T>(
                 false,
             );
         }
+        if let Some(role) = role {
+            let restricted = (pg_sys::SECURITY_LOCAL_USERID_CHANGE
+                | pg_sys::SECURITY_RESTRICTED_OPERATION) as i32;
+            pg_sys::SetUserIdAndSecContext(role, security | restricted);
+        }
         pg_sys::PushActiveSnapshot(pg_sys::GetTransactionSnapshot());
         saved
     };
@@ -120,15 +156,20 @@ pub fn in_rolled_back_subtransaction<T>(
     let outcome: Result<T, Box<CaughtError>> = PgTryBuilder::new(|| Ok(work()))
         .catch_others(|caught| Err(Box::new(caught)))
         .execute();
-    // Disarmed before the rollback, so that it cannot cancel that.
+    // Disarmed before the subtransaction ends, so that it cannot cancel that.
     let timed_out = timer.is_some_and(QueryTimer::stop);
-    // SAFETY: undoes the subtransaction begun above, restoring the caller's context and owner;
-    // an error inside already lost the snapshot with the aborted subtransaction's state.
+    // SAFETY: ends the subtransaction begun above, restoring the caller's context, owner and
+    // user; an error inside already lost the snapshot with the aborted subtransaction's state.
     unsafe {
         if outcome.is_ok() {
             pg_sys::PopActiveSnapshot();
         }
-        pg_sys::RollbackAndReleaseCurrentSubTransaction();
+        if keep_if_done && outcome.is_ok() && !timed_out {
+            pg_sys::ReleaseCurrentSubTransaction();
+        } else {
+            pg_sys::RollbackAndReleaseCurrentSubTransaction();
+        }
+        pg_sys::SetUserIdAndSecContext(old_user, old_security);
         pg_sys::MemoryContextSwitchTo(old_context);
         pg_sys::CurrentResourceOwner = old_owner;
     }

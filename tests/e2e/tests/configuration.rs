@@ -326,6 +326,165 @@ fn the_targets_query_cannot_modify_data() {
 }
 
 #[test]
+fn the_targets_query_runs_with_the_rights_of_the_tables_owner_not_a_superuser() {
+    let deployment = deployment();
+    let mut admin = deployment.client();
+    // The application's role owns its tables, as `postgres` does on Supabase, and swaps one for a
+    // view that calls a function of its own: that function must not get a superuser's rights.
+    admin
+        .batch_execute(
+            "CREATE ROLE app LOGIN;
+             GRANT CREATE ON SCHEMA public TO app;
+             ALTER TABLE public.companies OWNER TO app;
+             ALTER TABLE public.machines OWNER TO app;
+             ALTER TABLE public.user_credentials OWNER TO app;
+             CREATE ROLE outsider;",
+        )
+        .unwrap();
+    assert_eq!(deployment.collect_all()["successfulCollections"], 8);
+
+    let mut app = deployment.cluster.connect_as("app", "dex").unwrap();
+    app.batch_execute(
+        "ALTER TABLE public.companies RENAME TO companies_data;
+         CREATE FUNCTION public.whoever() RETURNS boolean LANGUAGE plpgsql AS
+           $f$ BEGIN RAISE EXCEPTION 'ran as %', current_user; END $f$;
+         CREATE VIEW public.companies AS SELECT * FROM public.companies_data WHERE public.whoever();",
+    )
+    .unwrap();
+    refused(
+        &mut admin,
+        &["the built-in target selection failed: ran as app"],
+    );
+    app.batch_execute(
+        "DROP VIEW public.companies;
+         ALTER TABLE public.companies_data RENAME TO companies;",
+    )
+    .unwrap();
+    // Nor is a Vault look-alike read where Vault is absent: only a view a superuser made.
+    admin
+        .batch_execute("GRANT CREATE ON DATABASE dex TO app")
+        .unwrap();
+    app.batch_execute(
+        "CREATE SCHEMA vault;
+         CREATE VIEW vault.decrypted_secrets AS
+         SELECT 'dex_collector_service_key'::text AS name, 'x'::text AS decrypted_secret
+          WHERE public.whoever();",
+    )
+    .unwrap();
+    assert_eq!(deployment.collect_all()["successfulCollections"], 8);
+
+    // Rows a policy would hide from the role are an error, not companies silently left out.
+    app.batch_execute("ALTER TABLE public.companies FORCE ROW LEVEL SECURITY")
+        .unwrap();
+    refused(
+        &mut admin,
+        &[
+            "row-level security",
+            "it runs as role \"app\": see dex_collector.targets_role",
+        ],
+    );
+    app.batch_execute("ALTER TABLE public.companies NO FORCE ROW LEVEL SECURITY")
+        .unwrap();
+
+    // dex_collector.targets_role names another role: its rights, or a clear error.
+    admin
+        .batch_execute("SET dex_collector.targets_role = 'outsider'")
+        .unwrap();
+    refused(
+        &mut admin,
+        &["(it runs as role \"outsider\": see dex_collector.targets_role)"],
+    );
+    admin
+        .batch_execute("SET dex_collector.targets_role = 'no_such_role'")
+        .unwrap();
+    refused(
+        &mut admin,
+        &["dex_collector.targets_role: role \"no_such_role\" does not exist"],
+    );
+    admin
+        .batch_execute(
+            "GRANT SELECT ON public.companies, public.machines, public.user_credentials TO outsider;
+             ALTER ROLE outsider BYPASSRLS;
+             SET dex_collector.targets_role = 'outsider'",
+        )
+        .unwrap();
+    let summary: Value = admin
+        .query_one("SELECT dex_collect_all()", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(summary["successfulCollections"], 8, "{summary}");
+}
+
+/// A collection refused with 22023 and a message holding each of `expected`.
+fn refused(client: &mut postgres::Client, expected: &[&str]) {
+    let (code, message, _) = sql_error(client.query_one("SELECT dex_collect_all()", &[]));
+    assert_eq!(code, "22023", "{message}");
+    for part in expected {
+        assert!(message.contains(part), "{message}");
+    }
+}
+
+/// Without a worker, each call deletes a batch of old history after recording its run; a batch
+/// that fails or runs long is given up, not the run.
+#[test]
+fn old_history_that_cannot_be_deleted_does_not_take_the_calls_run_with_it() {
+    let deployment = deployment().expect_warnings(&[
+        "dex_collector: old history was not deleted after this run (canceling statement due to lock timeout)",
+        "dex_collector: old history was not deleted after this run (it did not finish within",
+    ]);
+    let mut client = deployment.client();
+    let old_run: i64 = one(
+        &mut client,
+        "INSERT INTO dex_collector.runs (started_at, finished_at, status, trigger)
+         VALUES (now() - interval '1 year', now() - interval '1 year', 'succeeded', 'manual')
+         RETURNING id",
+    );
+    let mut holder = deployment.client();
+    let mut holding = holder.transaction().unwrap();
+    holding
+        .execute(
+            "SELECT 1 FROM dex_collector.runs WHERE id = $1 FOR UPDATE",
+            &[&old_run],
+        )
+        .unwrap();
+    let runs = |client: &mut postgres::Client| -> i64 {
+        one(client, "SELECT count(*) FROM dex_collector.runs")
+    };
+
+    // The row lock is waited for until lock_timeout: the batch fails, the run stays.
+    client.batch_execute("SET lock_timeout = '300ms'").unwrap();
+    let summary: Value = client
+        .query_one("SELECT dex_collect_all()", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(summary["successfulCollections"], 8, "{summary}");
+    assert_eq!(runs(&mut client), 2);
+
+    // Without lock_timeout, the wait ends at half of what statement_timeout leaves the call.
+    client
+        .batch_execute("RESET lock_timeout; SET statement_timeout = '4s'")
+        .unwrap();
+    let started = Instant::now();
+    let summary: Value = client
+        .query_one("SELECT dex_collect_all()", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(summary["successfulCollections"], 8, "{summary}");
+    assert!(started.elapsed() < Duration::from_secs(4));
+    assert_eq!(runs(&mut client), 3);
+
+    holding.rollback().unwrap();
+    client.batch_execute("RESET statement_timeout").unwrap();
+    deployment.collect_all();
+    let remaining: i64 = one(
+        &mut client,
+        &format!("SELECT count(*) FROM dex_collector.runs WHERE id = {old_run}"),
+    );
+    assert_eq!(remaining, 0, "deleted once nothing holds it");
+    assert_eq!(runs(&mut client), 3);
+}
+
+#[test]
 fn settings_fall_back_to_supabase_vault() {
     let deployment = deployment();
     let mut client = deployment.client();
