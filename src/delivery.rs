@@ -189,7 +189,9 @@ impl Pings {
 
 /// The due events, oldest first, until one is not taken (the order is kept: none overtakes it)
 /// but for one the receiver refuses for good, which is abandoned so that the next can go. An
-/// attempt left `unrecorded` is recorded first; while it cannot be, nothing is sent.
+/// attempt left `unrecorded` is recorded first; while it cannot be, nothing is sent. Each event
+/// abandoned is logged at once, outside the worker's rate-limited problems (which would tell only
+/// the first of a series of refusals, their ids aside): refusals pace them to a few a minute.
 fn send_events(
     http: &Http,
     url: &str,
@@ -197,35 +199,26 @@ fn send_events(
     unrecorded: &mut Option<(i64, Attempt)>,
     until: Instant,
 ) -> Result<(), String> {
-    let mut refused = Vec::new();
     if let Some((id, attempt)) = unrecorded.take() {
         // Abandoned when it was taken, and only now recorded so: said like any other.
         if let Attempt::Abandoned(text) = record(id, attempt, unrecorded)? {
-            refused.push(abandoned_event(id, &text));
+            warn_abandoned(id, &text);
         }
     }
-    let problem = loop {
-        if Instant::now() >= until {
-            break None;
+    while Instant::now() < until {
+        match send_oldest(http, url, secret, unrecorded)? {
+            Sent::Nothing => break,
+            Sent::Delivered => {}
+            Sent::Abandoned { id, refusal } => warn_abandoned(id, &refusal),
         }
-        match send_oldest(http, url, secret, unrecorded) {
-            Ok(Sent::Nothing) => break None,
-            Ok(Sent::Delivered) => {}
-            Ok(Sent::Abandoned(event)) => refused.push(event),
-            Err(problem) => break Some(problem),
-        }
-    };
-    let refused = (!refused.is_empty()).then(|| {
-        format!(
-            "dex_collector.alert_url refused {}; abandoned, not offered again",
-            refused.join(", ")
-        )
-    });
-    match (refused, problem) {
-        (Some(refused), Some(problem)) => Err(format!("{refused}; {problem}")),
-        (Some(problem), None) | (None, Some(problem)) => Err(problem),
-        (None, None) => Ok(()),
     }
+    Ok(())
+}
+
+fn warn_abandoned(id: i64, refusal: &str) {
+    pgrx::warning!(
+        "dex_collector worker: dex_collector.alert_url refused event {id} ({refusal}); abandoned, not offered again"
+    );
 }
 
 /// What one turn of [`send_events`] did.
@@ -233,8 +226,11 @@ enum Sent {
     /// No event was due, or the worker was interrupted while it sent one.
     Nothing,
     Delivered,
-    /// The receiver refused this event for good (its id and why).
-    Abandoned(String),
+    /// The receiver refused this event for good.
+    Abandoned {
+        id: i64,
+        refusal: String,
+    },
 }
 
 /// The oldest due event, once.
@@ -270,7 +266,10 @@ fn send_oldest(
     };
     match record(pending.id, attempt, unrecorded)? {
         Attempt::Delivered => Ok(Sent::Delivered),
-        Attempt::Abandoned(text) => Ok(Sent::Abandoned(abandoned_event(pending.id, &text))),
+        Attempt::Abandoned(refusal) => Ok(Sent::Abandoned {
+            id: pending.id,
+            refusal,
+        }),
         Attempt::Refused(text) | Attempt::Failed(text) => Err(format!(
             "event {} could not be delivered to dex_collector.alert_url: {text}",
             pending.id
@@ -279,10 +278,6 @@ fn send_oldest(
 }
 
 /// An abandoned event as the log line lists it.
-fn abandoned_event(id: i64, refusal: &str) -> String {
-    format!("event {id} ({refusal})")
-}
-
 /// Records event `id`'s attempt and hands it back; when it cannot, keeps it in `unrecorded`.
 fn record(
     id: i64,

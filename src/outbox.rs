@@ -67,7 +67,8 @@ pub enum Attempt {
     Abandoned(String),
 }
 
-/// Records one attempt.
+/// Records one attempt. An event marked sent or abandoned meanwhile (by hand, while the attempt
+/// was under way) stays so.
 pub fn record_attempt(id: i64, attempt: &Attempt) -> Result<(), pgrx::spi::Error> {
     let (failure, refused, abandoned) = match attempt {
         Attempt::Delivered => (None, false, false),
@@ -79,9 +80,10 @@ pub fn record_attempt(id: i64, attempt: &Attempt) -> Result<(), pgrx::spi::Error
         client.update(
             "UPDATE dex_collector.events
                 SET delivery_attempts = delivery_attempts + 1,
-                    delivered_at = CASE WHEN $2::text IS NULL THEN clock_timestamp() END,
+                    delivered_at = coalesce(delivered_at,
+                        CASE WHEN $2::text IS NULL THEN clock_timestamp() END),
                     refusals = CASE WHEN $3 THEN refusals + 1 ELSE 0 END,
-                    abandoned_at = CASE WHEN $4 THEN clock_timestamp() END,
+                    abandoned_at = coalesce(abandoned_at, CASE WHEN $4 THEN clock_timestamp() END),
                     delivery_error = coalesce(left($2, 1000), delivery_error),
                     next_delivery_at = CASE WHEN $2::text IS NOT NULL AND NOT $4 THEN clock_timestamp()
                         + least(interval '1 hour', interval '10 seconds' * 2 ^ least(delivery_attempts, 9))

@@ -212,13 +212,14 @@ impl std::fmt::Display for DeliveryError {
 }
 
 impl DeliveryError {
-    /// The receiver refused this request for good: a 4xx other than 408 (timeout) and 429 (too
-    /// many requests). Sent again, it would be refused again (a payload it cannot read, a
-    /// webhook deleted, a signature it rejects), and kept in order it would hold back every event
+    /// The receiver refused this request for good: a 3xx (redirects are not followed, so it
+    /// would answer the same) or a 4xx other than 408 (timeout) and 429 (too many requests).
+    /// Sent again, it would be refused again (a payload it cannot read, a webhook deleted, a
+    /// signature it rejects, a URL that moved), and kept in order it would hold back every event
     /// after it.
     pub fn is_refusal(&self) -> bool {
         matches!(self, DeliveryError::Status(status)
-            if (400..500).contains(status) && *status != 408 && *status != 429)
+            if (300..500).contains(status) && *status != 408 && *status != 429)
     }
 }
 
@@ -399,11 +400,11 @@ mod tests {
     }
 
     #[test]
-    fn only_a_client_error_other_than_408_and_429_is_a_refusal() {
-        for status in [400, 401, 403, 404, 410, 413, 422] {
+    fn a_redirect_or_a_client_error_other_than_408_and_429_is_a_refusal() {
+        for status in [301, 302, 307, 400, 401, 403, 404, 410, 413, 422] {
             assert!(DeliveryError::Status(status).is_refusal(), "{status}");
         }
-        for status in [301, 408, 429, 500, 502, 503] {
+        for status in [204, 408, 429, 500, 502, 503] {
             assert!(!DeliveryError::Status(status).is_refusal(), "{status}");
         }
         assert!(!DeliveryError::Transport("timed out".into()).is_refusal());

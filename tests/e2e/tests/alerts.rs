@@ -338,6 +338,20 @@ fn an_event_the_receiver_refuses_for_good_is_abandoned_and_holds_back_no_other()
         "{}",
         deployment.cluster.log_contents()
     );
+    // Each one said, though the second follows the first within the worker's ten minutes of
+    // telling a problem once.
+    let told = || {
+        deployment
+            .cluster
+            .log_contents()
+            .matches("dex_collector.alert_url refused event")
+            .count()
+    };
+    assert!(
+        wait_until(Duration::from_secs(5), || told() == 2),
+        "{}",
+        deployment.cluster.log_contents()
+    );
     let rows = client
         .query(
             "SELECT delivery_attempts, refusals, delivery_error, next_delivery_at IS NULL,
