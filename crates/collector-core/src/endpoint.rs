@@ -409,7 +409,10 @@ async fn read_body(
     if declared.is_some_and(|length| length > max_bytes as u64) {
         return Err(too_large());
     }
-    let mut body = Vec::with_capacity(declared.map_or(1024, |length| length as usize));
+    // What is declared is reserved up to 64 kB only: a Content-Length near max_response_bytes
+    // from a proxy that then sends slowly would otherwise take that much memory per request in
+    // flight before a byte came.
+    let mut body = Vec::with_capacity(declared.map_or(1024, |length| length as usize).min(65_536));
     while let Some(chunk) = response.chunk().await.map_err(|e| transport_failure(&e))? {
         if body.len() + chunk.len() > max_bytes {
             return Err(too_large());
