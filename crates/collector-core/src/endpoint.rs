@@ -20,6 +20,8 @@ pub const MAX_ERROR_CHARS: usize = 300;
 const FIRST_BACKOFF: Duration = Duration::from_millis(500);
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 const MAX_RETRY_AFTER_JITTER: Duration = Duration::from_secs(2);
+/// How long an idle connection is kept for reuse (see `build_client`).
+const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(4);
 /// Why a retryable failure was not retried.
 pub const RETRY_BUDGET_SPENT: &str = "the run's retry budget is spent";
 
@@ -109,7 +111,10 @@ pub fn build_client(
     let mut builder = Client::builder()
         .connect_timeout(connect_timeout)
         .pool_max_idle_per_host(pool_size)
-        .pool_idle_timeout(Duration::from_secs(60))
+        // Under the shortest keep-alive timeout servers commonly use (Node's and Apache's 5 s):
+        // a connection the server may be closing as a request is written on it is not taken.
+        // hyper-util checks the age as it takes a connection, so this holds also between runs.
+        .pool_idle_timeout(POOL_IDLE_TIMEOUT)
         .tcp_nodelay(true)
         // The key must never reach another origin, and a redirect is a misconfiguration anyway.
         .redirect(reqwest::redirect::Policy::none())

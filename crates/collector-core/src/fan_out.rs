@@ -30,6 +30,9 @@ use crate::target::Target;
 const INTERRUPT_POLL: Duration = Duration::from_millis(20);
 /// After this long without a finished company the host is told it is idle.
 const IDLE_AFTER: Duration = Duration::from_millis(250);
+/// How long a run's start drives the runtime before its first request (see
+/// [`Http::drop_closed_connections`]).
+const READ_IDLE_CONNECTIONS: Duration = Duration::from_millis(1);
 
 /// A runtime and an HTTP client, kept across runs so connections are reused.
 pub struct Http {
@@ -63,6 +66,19 @@ impl Http {
 
     pub(crate) fn runtime(&self) -> &Runtime {
         &self.runtime
+    }
+
+    /// Nothing drives the runtime between runs: a kept connection that the server closed
+    /// meanwhile (Node closes one idle for 5 s) still looks open to the pool, and a request
+    /// written on it fails ("connection closed before message completed"), costing a retry.
+    /// Parking on the sleep polls the sockets and wakes the tasks of those with an EOF to read;
+    /// the yield runs those tasks before any company's, so hyper ends the connections and the
+    /// pool discards them.
+    fn drop_closed_connections(&self) {
+        self.runtime.block_on(async {
+            tokio::time::sleep(READ_IDLE_CONNECTIONS).await;
+            tokio::task::yield_now().await;
+        });
     }
 
     /// Stops the runtime without waiting for its helper threads (a blocked DNS lookup).
@@ -290,6 +306,7 @@ pub fn fan_out(
     host: &mut dyn Host,
     started: Instant,
 ) -> Executed {
+    http.drop_closed_connections();
     let targets = plan.targets;
     let mut results = Results {
         targets,

@@ -1,7 +1,7 @@
 //! The fan-out against the stand-in endpoint on loopback, without PostgreSQL: the concurrency
 //! bound, the deadline, an interrupt, retries, paging, a rejected key, a host that cannot record,
-//! a company whose task dies, and the run's flow: a Retry-After that holds back every request,
-//! the retry budget, an adaptive limit.
+//! a company whose task dies, connections the endpoint closed between runs, and the run's flow: a
+//! Retry-After that holds back every request, the retry budget, an adaptive limit.
 
 use std::cell::Cell;
 use std::sync::Arc;
@@ -425,6 +425,65 @@ fn transient_failures_are_retried_and_pages_followed() {
         assert_eq!(result.outcome.pages, 3, "40 records, 15 a page");
         assert_eq!(result.outcome.attempts, 5, "two 503s, then three pages");
     }
+}
+
+#[test]
+fn a_run_after_the_endpoint_closed_its_idle_connections_loses_no_request() {
+    // Node closes a connection idle for 5 s; here sooner. Each run's requests go out at once, on
+    // the connections the run before left in the pool.
+    let idle = Duration::from_millis(200);
+    let stand_in = StandIn::start(StandInConfig {
+        keep_alive_timeout: Some(idle),
+        ..StandInConfig::default()
+    })
+    .unwrap();
+    let targets = targets(8);
+    let endpoint = endpoint(&stand_in);
+    let http = http();
+    let run = run();
+    let collect_again = || {
+        let started = Instant::now();
+        let plan = Plan {
+            run: &run,
+            targets: &targets,
+            flow: Arc::new(Flow::new(Concurrency::Fixed(targets.len()))),
+            deadline: started + Duration::from_secs(30),
+            list_results: true,
+        };
+        let call = plan.contract_call(&http, &endpoint);
+        let executed = fan_out(
+            &http,
+            &plan,
+            &*call,
+            &mut TestHost::recording_now(),
+            started,
+        );
+        let connections: Vec<u64> = stand_in
+            .requests()
+            .iter()
+            .map(|request| request.connection_id)
+            .collect();
+        stand_in.reset();
+        (executed, connections)
+    };
+    let (first, first_connections) = collect_again();
+    all_succeeded(&first);
+    std::thread::sleep(idle * 3);
+    let (second, second_connections) = collect_again();
+    assert!(
+        second_connections
+            .iter()
+            .all(|id| !first_connections.contains(id)),
+        "the endpoint closed the first run's connections: {first_connections:?}, then \
+         {second_connections:?}"
+    );
+    let attempts: Vec<u32> = all_succeeded(&second)
+        .iter()
+        .map(|result| result.outcome.attempts)
+        .collect();
+    assert_eq!(attempts, [1; 8], "one request a company: none dropped");
+    assert_eq!(second.summary.flow.retries, 0);
+    http.shut_down();
 }
 
 #[test]

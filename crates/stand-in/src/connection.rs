@@ -11,7 +11,7 @@ use super::behavior::{
     Answer, PaddedJson, Response, CLOSE_MID_ANSWER_DECLARED, CLOSE_MID_ANSWER_SENT,
     TRICKLE_BODY_LEN,
 };
-use super::http::{read_request, write_head, write_response, Incoming, Refusal};
+use super::http::{read_more, read_request, write_head, write_response, Incoming, Refusal};
 use super::State;
 
 /// Chunk size when streaming `HugeBody`.
@@ -23,7 +23,18 @@ where
 {
     let mut buffer = Vec::with_capacity(8192);
     let mut out = Vec::with_capacity(1024);
+    // Only from the first answer on, as in Node (other timeouts bound the wait for the first
+    // request there).
+    let mut keep_alive_timeout = None;
     loop {
+        if let Some(idle) = keep_alive_timeout.filter(|_| buffer.is_empty()) {
+            match tokio::time::timeout(idle, read_more(&mut stream, &mut buffer)).await {
+                Ok(Ok(read)) if read > 0 => {}
+                // Idle too long, or the client left: dropping the stream closes it (a FIN, no
+                // answer), as Node does.
+                _ => return,
+            }
+        }
         let (request, keep_alive) =
             match read_request(&mut stream, &mut buffer, connection_id).await {
                 Ok(Incoming::Request {
@@ -41,6 +52,7 @@ where
                 }
                 Ok(Incoming::Closed) | Err(_) => return,
             };
+        keep_alive_timeout = state.keep_alive_timeout();
         let _answering = state.begin_answer();
         let arrived = Instant::now();
         let planned = state.plan(&request);

@@ -143,7 +143,8 @@ fn refused(status: u16, message: &'static str) -> Incoming {
     Incoming::Refused(Refusal { status, message })
 }
 
-async fn read_more<S: AsyncRead + Unpin>(
+/// Reads what is there into `buffer`; 0 when the client closed the connection.
+pub(crate) async fn read_more<S: AsyncRead + Unpin>(
     stream: &mut S,
     buffer: &mut Vec<u8>,
 ) -> io::Result<usize> {

@@ -76,6 +76,10 @@ pub struct StandInConfig {
     /// An endpoint that serves so many requests at once, queues a few more and refuses the rest
     /// (see `Capacity`); `None`: every request is served at once.
     pub capacity: Option<Capacity>,
+    /// Closes a connection that waits this long for its next request after an answer, as Node's
+    /// `server.keepAliveTimeout` does (5 s there by default); `None`: it stays open until the
+    /// client closes it.
+    pub keep_alive_timeout: Option<Duration>,
 }
 
 impl Default for StandInConfig {
@@ -89,6 +93,7 @@ impl Default for StandInConfig {
             tls: false,
             receiver_status: None,
             capacity: None,
+            keep_alive_timeout: None,
         }
     }
 }
@@ -343,6 +348,7 @@ pub(crate) struct State {
     /// 0: the collect-bulk endpoint; otherwise a receiver answering every request with it.
     receiver_status: AtomicU16,
     capacity: Option<capacity::Gate>,
+    keep_alive_timeout: Option<Duration>,
 }
 
 impl State {
@@ -364,6 +370,7 @@ impl State {
             peak_answering: AtomicUsize::new(0),
             next_connection_id: AtomicU64::new(1),
             capacity: config.capacity.as_ref().map(capacity::Gate::new),
+            keep_alive_timeout: config.keep_alive_timeout,
         }
     }
 
@@ -381,6 +388,10 @@ impl State {
 
     pub(crate) fn capacity(&self) -> Option<&capacity::Gate> {
         self.capacity.as_ref()
+    }
+
+    pub(crate) fn keep_alive_timeout(&self) -> Option<Duration> {
+        self.keep_alive_timeout
     }
 
     fn set_latency(&self, latency: Duration) {

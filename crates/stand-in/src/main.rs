@@ -11,7 +11,7 @@ use dex_stand_in::{Behavior, StandIn, StandInConfig, SPEC_FORMS};
 use tokio::signal::unix::{signal, SignalKind};
 
 const USAGE: &str = "usage: dex-stand-in --service-key KEY [--port PORT] [--latency-ms N] \
-[--default SPEC] [--behavior COMPANY_ID=SPEC]... [--no-record]";
+[--keep-alive-timeout-ms N] [--default SPEC] [--behavior COMPANY_ID=SPEC]... [--no-record]";
 
 struct Options {
     config: StandInConfig,
@@ -77,6 +77,10 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Option<Options>,
             "--service-key" => service_key = Some(value()?),
             "--latency-ms" => {
                 config.latency = Duration::from_millis(parse_number(&arg, &value()?)?)
+            }
+            "--keep-alive-timeout-ms" => {
+                config.keep_alive_timeout =
+                    Some(Duration::from_millis(parse_number(&arg, &value()?)?))
             }
             "--default" => config.default_behavior = parse_spec(&value()?)?,
             "--behavior" => {

@@ -279,6 +279,34 @@ fn connection_close_is_honoured() {
 }
 
 #[test]
+fn a_connection_idle_past_the_keep_alive_timeout_is_closed() {
+    let idle = Duration::from_millis(200);
+    let stand_in = StandIn::start(StandInConfig {
+        default_behavior: Behavior::NothingNew,
+        keep_alive_timeout: Some(idle),
+        ..StandInConfig::default()
+    })
+    .unwrap();
+    let mut connection = RawConnection::open(&stand_in);
+    // Not before the first request, as in Node.
+    thread::sleep(idle * 2);
+    connection.send(&raw_request(COMPANY, ""));
+    connection.read_response();
+    connection.send(&raw_request(OTHER_COMPANY, ""));
+    connection.read_response();
+    let answered = Instant::now();
+    assert!(connection.closed_by_server());
+    // The server's clock started a moment before this one's.
+    assert!(answered.elapsed() >= idle - Duration::from_millis(50));
+    let ids: Vec<u64> = stand_in
+        .requests()
+        .iter()
+        .map(|r| r.connection_id)
+        .collect();
+    assert_eq!(ids, [ids[0], ids[0]], "both on the one connection");
+}
+
+#[test]
 fn method_path_key_and_company_are_checked_in_order() {
     let stand_in = start(Behavior::NothingNew);
     let client = client();
@@ -835,6 +863,8 @@ fn binary_serves_until_terminated() {
             &format!("{COMPANY}=fail-times:1:429:collect:7:2"),
             "--latency-ms",
             "1",
+            "--keep-alive-timeout-ms",
+            "5000",
         ])
         .stdout(Stdio::piped())
         .spawn()
