@@ -15,7 +15,7 @@ use dex_collector_core::fan_out::Http;
 
 use crate::outbox::{self, Attempt, REFUSALS_BEFORE_ABANDONING};
 use crate::pg;
-use crate::settings::DeliveryTargets;
+use crate::settings::{CaFile, DeliveryTargets};
 
 /// One request's limit.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
@@ -39,7 +39,7 @@ pub struct Deliveries {
 #[derive(PartialEq)]
 struct ClientFor {
     connect_timeout: Duration,
-    ca_file: Option<String>,
+    ca_file: Option<CaFile>,
 }
 
 /// Where the heartbeat pings have got to.
@@ -115,7 +115,7 @@ fn client_for<'k>(
 ) -> Result<&'k Http, String> {
     let wanted = ClientFor {
         connect_timeout: targets.connect_timeout,
-        ca_file: targets.ca_file.clone(),
+        ca_file: targets.ca_file.as_deref().map(CaFile::read),
     };
     if kept
         .as_ref()
@@ -124,20 +124,14 @@ fn client_for<'k>(
         if let Some((old, _)) = kept.take() {
             old.shut_down();
         }
-        let ca_pem =
-            match &wanted.ca_file {
-                Some(path) => Some(std::fs::read(path).map_err(|e| {
-                    format!("unusable dex_collector.ca_file: cannot read {path}: {e}")
-                })?),
-                None => None,
-            };
-        let http = Http::new(
-            wanted.connect_timeout,
-            2,
-            ca_pem.as_deref(),
-            pg::block_all_signals,
-        )
-        .map_err(|e| format!("could not start the HTTP client for alerts: {e:?}"))?;
+        let ca_pem = wanted
+            .ca_file
+            .as_ref()
+            .map(CaFile::contents)
+            .transpose()
+            .map_err(|reason| format!("unusable dex_collector.ca_file: {reason}"))?;
+        let http = Http::new(wanted.connect_timeout, 2, ca_pem, pg::block_all_signals)
+            .map_err(|e| format!("could not start the HTTP client for alerts: {e:?}"))?;
         *kept = Some((http, wanted));
     }
     match kept {
@@ -277,7 +271,6 @@ fn send_oldest(
     }
 }
 
-/// An abandoned event as the log line lists it.
 /// Records event `id`'s attempt and hands it back; when it cannot, keeps it in `unrecorded`.
 fn record(
     id: i64,

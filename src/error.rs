@@ -58,7 +58,8 @@ impl From<CollectError> for ErrorReport {
             CollectError::Targets(
                 TargetsError::QueryFailed { .. }
                 | TargetsError::Unreadable(_)
-                | TargetsError::UnknownRole { .. },
+                | TargetsError::UnknownRole { .. }
+                | TargetsError::OwnersDiffer { .. },
             ) => ERRCODE_INVALID_PARAMETER_VALUE,
             CollectError::Targets(TargetsError::TimedOut { .. }) => ERRCODE_QUERY_CANCELED,
             CollectError::Targets(_) => ERRCODE_DATATYPE_MISMATCH,

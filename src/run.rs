@@ -19,7 +19,7 @@ use dex_collector_core::target::{fair_order, Target};
 use crate::error::{warn_with_hint, CollectError};
 use crate::history;
 use crate::pg;
-use crate::settings::{self, CallTimeout, ConfigError, Settings};
+use crate::settings::{self, CaFile, CallTimeout, ConfigError, Settings};
 use crate::targets;
 use crate::version;
 
@@ -314,7 +314,7 @@ struct KeptHttp {
 struct ClientSettings {
     connect_timeout: Duration,
     pool_size: usize,
-    ca_file: Option<String>,
+    ca_file: Option<CaFile>,
 }
 
 thread_local! {
@@ -326,7 +326,7 @@ fn with_http<R>(settings: &Settings, work: impl FnOnce(&Http) -> R) -> Result<R,
     let wanted = ClientSettings {
         connect_timeout: settings.connect_timeout,
         pool_size: settings.adaptive_max.unwrap_or(settings.concurrency),
-        ca_file: settings.ca_file.clone(),
+        ca_file: settings.ca_file.as_deref().map(CaFile::read),
     };
     HTTP.with(|cell| {
         let mut slot = cell.borrow_mut();
@@ -346,18 +346,16 @@ fn with_http<R>(settings: &Settings, work: impl FnOnce(&Http) -> R) -> Result<R,
 }
 
 fn new_http(settings: ClientSettings) -> Result<KeptHttp, CollectError> {
-    let ca_pem = match &settings.ca_file {
-        Some(path) => Some(std::fs::read(path).map_err(|e| {
-            CollectError::Config(ConfigError::CaFile {
-                reason: format!("cannot read {path}: {e}"),
-            })
-        })?),
-        None => None,
-    };
+    let ca_pem = settings
+        .ca_file
+        .as_ref()
+        .map(CaFile::contents)
+        .transpose()
+        .map_err(|reason| CollectError::Config(ConfigError::CaFile { reason }))?;
     let http = Http::new(
         settings.connect_timeout,
         settings.pool_size,
-        ca_pem.as_deref(),
+        ca_pem,
         // DNS lookups run on helper threads; keep every signal for the backend's own thread.
         pg::block_all_signals,
     )

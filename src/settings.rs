@@ -734,6 +734,31 @@ impl DeliveryTargets {
     }
 }
 
+/// `dex_collector.ca_file` as read for a run: its path and what it holds (or why it could not be
+/// read). A client kept across runs is built again when this changes, so that a certificate
+/// renewed in place is taken without a new session.
+#[derive(Clone, PartialEq)]
+pub struct CaFile {
+    path: String,
+    pem: Result<Vec<u8>, String>,
+}
+
+impl CaFile {
+    pub fn read(path: &str) -> CaFile {
+        CaFile {
+            path: path.to_string(),
+            pem: std::fs::read(path).map_err(|error| error.to_string()),
+        }
+    }
+
+    /// What it holds, or why it could not be read.
+    pub fn contents(&self) -> Result<&[u8], String> {
+        self.pem
+            .as_deref()
+            .map_err(|error| format!("cannot read {}: {error}", self.path))
+    }
+}
+
 /// `dex_collector.alert_url` and `heartbeat_url`: http or https, a host, no credentials.
 struct DeliveryUrlCheck;
 

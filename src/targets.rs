@@ -41,6 +41,8 @@ pub enum TargetsError {
     WrongColumnType { column: String, expected: String },
     #[error("dex_collector.targets_role: role {role:?} does not exist")]
     UnknownRole { role: String },
+    #[error("the built-in target selection reads public.companies, public.machines and public.user_credentials, which different roles own ({}): set dex_collector.targets_role to the role whose rights it runs with", owners.join(", "))]
+    OwnersDiffer { owners: Vec<String> },
     #[error("dex_collector.targets_query returned a NULL company_id")]
     NullCompanyId,
     #[error("dex_collector.targets_query: {0}")]
@@ -83,7 +85,15 @@ pub fn load(
     .map_err(|failed| match failed {
         readonly::Failed::Error { message, sqlstate } => TargetsError::QueryFailed {
             custom,
-            message: if sqlstate == PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE {
+            // Failures the role can cause: privileges, row level security, a foreign server's
+            // user mapping or password (the mapping is looked up for this role).
+            message: if matches!(
+                sqlstate,
+                PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE
+                    | PgSqlErrorCode::ERRCODE_UNDEFINED_OBJECT
+                    | PgSqlErrorCode::ERRCODE_S_R_E_PROHIBITED_SQL_STATEMENT_ATTEMPTED
+                    | PgSqlErrorCode::ERRCODE_INVALID_AUTHORIZATION_SPECIFICATION
+            ) {
                 format!("{message} (it runs as role {role_name:?}: see dex_collector.targets_role)")
             } else {
                 message
@@ -101,29 +111,49 @@ pub fn load(
     Ok(each_company_once(rows))
 }
 
-/// The role the targets query runs as, and its name: `dex_collector.targets_role`, or else the
-/// owner of the table the built-in rule starts from, or of the database for a custom query. Not
-/// the superuser who owns the extension: whoever owns a table the query reads could replace it
-/// with a view calling a function of theirs, which would then run with a superuser's rights.
+/// The role the targets query runs as, and its name: `dex_collector.targets_role`; or else, for
+/// the built-in rule, the owner of the tables it reads (one role for all three, or an error that
+/// asks for `targets_role`); for a custom query, the database's owner. Not the superuser who owns
+/// the extension: whoever owns a table the query reads could replace it with a view calling a
+/// function of theirs, which would then run with a superuser's rights.
 fn role(setting: Option<&str>, custom: bool) -> Result<(pg_sys::Oid, String), TargetsError> {
-    let found = Spi::get_two_with_args::<pg_sys::Oid, String>(
-        "SELECT r.oid, r.rolname::text FROM pg_catalog.pg_roles r
-          WHERE r.oid = CASE
-                WHEN $1 IS NOT NULL THEN (SELECT oid FROM pg_catalog.pg_roles WHERE rolname = $1)
-                ELSE coalesce(
-                    (SELECT relowner FROM pg_catalog.pg_class
-                      WHERE NOT $2 AND oid = pg_catalog.to_regclass('public.companies')),
-                    (SELECT datdba FROM pg_catalog.pg_database
-                      WHERE datname = pg_catalog.current_database()))
-                END",
-        &[setting.into(), custom.into()],
-    );
-    match found {
-        Ok((Some(oid), Some(name))) => Ok((oid, name)),
-        Ok(_) | Err(pgrx::spi::Error::InvalidPosition) => Err(TargetsError::UnknownRole {
+    let roles: Vec<(pg_sys::Oid, String)> = Spi::connect(|client| {
+        client
+            .select(
+                "SELECT r.oid, r.rolname::text FROM pg_catalog.pg_roles r
+                  WHERE CASE
+                        WHEN $1 IS NOT NULL THEN r.rolname = $1
+                        WHEN NOT $2 AND pg_catalog.to_regclass('public.companies') IS NOT NULL
+                        THEN r.oid IN (SELECT relowner FROM pg_catalog.pg_class
+                                        WHERE oid IN (pg_catalog.to_regclass('public.companies'),
+                                                      pg_catalog.to_regclass('public.machines'),
+                                                      pg_catalog.to_regclass('public.user_credentials')))
+                        ELSE r.oid = (SELECT datdba FROM pg_catalog.pg_database
+                                       WHERE datname = pg_catalog.current_database())
+                        END
+                  ORDER BY r.rolname",
+                None,
+                &[setting.into(), custom.into()],
+            )?
+            .map(|row| Ok((row.get::<pg_sys::Oid>(1)?, row.get::<String>(2)?)))
+            .filter_map(|found| match found {
+                Ok((Some(oid), Some(name))) => Some(Ok((oid, name))),
+                Ok(_) => None,
+                Err(error) => Some(Err(error)),
+            })
+            .collect::<Result<_, pgrx::spi::Error>>()
+    })?;
+    match roles.as_slice() {
+        [only] => Ok(only.clone()),
+        [] => Err(TargetsError::UnknownRole {
             role: setting.unwrap_or_default().to_string(),
         }),
-        Err(error) => Err(error.into()),
+        several => Err(TargetsError::OwnersDiffer {
+            owners: several
+                .iter()
+                .map(|(_, name)| format!("{name:?}"))
+                .collect(),
+        }),
     }
 }
 

@@ -99,24 +99,25 @@ pub fn in_rolled_back_subtransaction<T>(
     role: Option<pg_sys::Oid>,
     work: impl FnOnce() -> T + UnwindSafe,
 ) -> RolledBack<T> {
-    in_subtransaction(settings, limit, role, false, work)
+    in_subtransaction(settings, limit, role, |_| false, work)
 }
 
 /// Runs `work` in a subtransaction, given a `limit`, with a [`QueryTimer`]: what it did is kept
-/// when it returns, undone when it raises an error (caught and returned) or runs out of time, as
-/// a PL/pgSQL exception block does; the caller's transaction goes on either way.
-pub fn in_subtransaction_kept_if_done<T>(
+/// when it returns `Ok`, undone when it returns an `Err`, raises an error (caught and returned)
+/// or runs out of time, as a PL/pgSQL exception block does; the caller's transaction goes on
+/// either way.
+pub fn in_subtransaction_kept_if_done<T, E>(
     limit: Option<Duration>,
-    work: impl FnOnce() -> T + UnwindSafe,
-) -> RolledBack<T> {
-    in_subtransaction(&[], limit, None, true, work)
+    work: impl FnOnce() -> Result<T, E> + UnwindSafe,
+) -> RolledBack<Result<T, E>> {
+    in_subtransaction(&[], limit, None, Result::is_ok, work)
 }
 
 fn in_subtransaction<T>(
     settings: &[(&CStr, &CStr)],
     limit: Option<Duration>,
     role: Option<pg_sys::Oid>,
-    keep_if_done: bool,
+    keep: impl FnOnce(&T) -> bool,
     work: impl FnOnce() -> T + UnwindSafe,
 ) -> RolledBack<T> {
     // SAFETY: the same sequence PL/pgSQL uses around an exception block, and the user switch
@@ -164,7 +165,7 @@ fn in_subtransaction<T>(
         if outcome.is_ok() {
             pg_sys::PopActiveSnapshot();
         }
-        if keep_if_done && outcome.is_ok() && !timed_out {
+        if !timed_out && outcome.as_ref().is_ok_and(keep) {
             pg_sys::ReleaseCurrentSubTransaction();
         } else {
             pg_sys::RollbackAndReleaseCurrentSubTransaction();

@@ -336,9 +336,21 @@ fn the_targets_query_runs_with_the_rights_of_the_tables_owner_not_a_superuser() 
             "CREATE ROLE app LOGIN;
              GRANT CREATE ON SCHEMA public TO app;
              ALTER TABLE public.companies OWNER TO app;
-             ALTER TABLE public.machines OWNER TO app;
-             ALTER TABLE public.user_credentials OWNER TO app;
              CREATE ROLE outsider;",
+        )
+        .unwrap();
+    // Not the rights of one owner over another's tables: which, is for the setting to say.
+    refused(
+        &mut admin,
+        &[
+            "public.user_credentials, which different roles own (\"app\", ",
+            "set dex_collector.targets_role",
+        ],
+    );
+    admin
+        .batch_execute(
+            "ALTER TABLE public.machines OWNER TO app;
+             ALTER TABLE public.user_credentials OWNER TO app;",
         )
         .unwrap();
     assert_eq!(deployment.collect_all()["successfulCollections"], 8);
@@ -372,6 +384,19 @@ fn the_targets_query_runs_with_the_rights_of_the_tables_owner_not_a_superuser() 
     )
     .unwrap();
     assert_eq!(deployment.collect_all()["successfulCollections"], 8);
+    // Nor a pg_cron look-alike, which would tell health how often runs are due.
+    app.batch_execute(
+        "CREATE SCHEMA cron;
+         CREATE TABLE cron.job AS
+         SELECT 1::bigint AS jobid, 'dex_collect_all'::text AS jobname, '@weekly'::text AS schedule,
+                current_database()::text AS database, true AS active;",
+    )
+    .unwrap();
+    let weekly: bool = one(
+        &mut admin,
+        "SELECT dex_collector.expected_interval() IS NOT DISTINCT FROM interval '7 days'",
+    );
+    assert!(!weekly, "the look-alike's schedule was read");
 
     // Rows a policy would hide from the role are an error, not companies silently left out.
     app.batch_execute("ALTER TABLE public.companies FORCE ROW LEVEL SECURITY")

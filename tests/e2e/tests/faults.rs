@@ -271,6 +271,34 @@ fn an_unresolvable_host_and_an_untrusted_certificate_fail_until_ca_file_trusts_i
         ),
     );
     assert_eq!(summary["successfulCollections"], 8, "{summary}");
+
+    // A session keeps its client, which read the file once: a certificate renewed in place
+    // (here, another server's first) is read again by the session's next run.
+    let other = StandIn::start(StandInConfig {
+        tls: true,
+        ..StandInConfig::default()
+    })
+    .unwrap();
+    std::fs::write(&ca_path, other.cert_pem().unwrap()).unwrap();
+    let mut session = deployment.client();
+    session
+        .batch_execute(&format!(
+            "SET dex_collector.site_url = '{}'; SET dex_collector.ca_file = '{}';
+             SET dex_collector.max_retries = 0",
+            https.url(),
+            ca_path.display()
+        ))
+        .unwrap();
+    let mut collect = || -> Value {
+        session
+            .query_one("SELECT dex_collect_all()", &[])
+            .unwrap()
+            .get(0)
+    };
+    assert_eq!(collect()["successfulCollections"], 0);
+    std::fs::write(&ca_path, https.cert_pem().unwrap()).unwrap();
+    let summary = collect();
+    assert_eq!(summary["successfulCollections"], 8, "{summary}");
     std::fs::remove_file(&ca_path).unwrap();
     assert_key_nowhere_and_no_crash(&deployment);
 }
