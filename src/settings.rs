@@ -198,7 +198,7 @@ pub fn define() {
     GucRegistry::define_string_guc(
         c"dex_collector.targets_role",
         c"The role whose rights the targets query runs with.",
-        c"Empty: the owner of public.companies for the built-in rule, the database's owner for targets_query. \
+        c"Empty: the one owner of the built-in rule's three tables, the database's owner for targets_query. \
           Views and functions the query reads run as this role, which must see every company.",
         &TARGETS_ROLE,
         GucContext::Suset,

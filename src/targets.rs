@@ -123,7 +123,10 @@ fn role(setting: Option<&str>, custom: bool) -> Result<(pg_sys::Oid, String), Ta
                 "SELECT r.oid, r.rolname::text FROM pg_catalog.pg_roles r
                   WHERE CASE
                         WHEN $1 IS NOT NULL THEN r.rolname = $1
+                        -- All three there (else the query's own error says which is missing).
                         WHEN NOT $2 AND pg_catalog.to_regclass('public.companies') IS NOT NULL
+                             AND pg_catalog.to_regclass('public.machines') IS NOT NULL
+                             AND pg_catalog.to_regclass('public.user_credentials') IS NOT NULL
                         THEN r.oid IN (SELECT relowner FROM pg_catalog.pg_class
                                         WHERE oid IN (pg_catalog.to_regclass('public.companies'),
                                                       pg_catalog.to_regclass('public.machines'),

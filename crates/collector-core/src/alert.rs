@@ -39,7 +39,12 @@ pub fn alert_text(event: &Value) -> String {
         "collectable" => format!("dex_collector: {company} is collectable again"),
         "run_failed" => format!("dex_collector: run {run} failed{error}"),
         "run_cut_short" => format!(
-            "dex_collector: run {run} was cut short by dex_collector.run_deadline: {} of {} companies not reached",
+            "dex_collector: run {run} was cut short by {}: {} of {} companies not reached",
+            // A SQL call also stops early for its statement or transaction timeout.
+            match detail("trigger").as_str() {
+                Some("worker" | "async") => "dex_collector.run_deadline",
+                _ => "its deadline (dex_collector.run_deadline, or the call's statement or transaction timeout)",
+            },
             detail("companies_not_reached").as_i64().unwrap_or_default(),
             detail("companies_total").as_i64().unwrap_or_default()
         ),
@@ -421,7 +426,11 @@ mod tests {
             serde_json::json!({"kind": "run_failed", "run_id": 9,
                                "details": {"error": "the endpoint rejected the service key"}}),
             serde_json::json!({"kind": "run_cut_short", "run_id": 9,
-                               "details": {"companies_not_reached": 12, "companies_total": 1000}}),
+                               "details": {"companies_not_reached": 12, "companies_total": 1000,
+                                           "trigger": "worker"}}),
+            serde_json::json!({"kind": "run_cut_short", "run_id": 9,
+                               "details": {"companies_not_reached": 12, "companies_total": 1000,
+                                           "trigger": "pg_cron"}}),
             serde_json::json!({"kind": "stale", "run_id": 9,
                                "details": {"last_run_started_at": "2026-12-02T09:20:04.12+00:00",
                                            "expected_every": "00:05:00",
@@ -448,6 +457,7 @@ mod tests {
                 "dex_collector: a4 is collectable again",
                 "dex_collector: run 9 failed: the endpoint rejected the service key",
                 "dex_collector: run 9 was cut short by dex_collector.run_deadline: 12 of 1000 companies not reached",
+                "dex_collector: run 9 was cut short by its deadline (dex_collector.run_deadline, or the call's statement or transaction timeout): 12 of 1000 companies not reached",
                 "dex_collector: no run has started since 2026-12-02T09:20:04.12+00:00 (run 9), and runs are meant to start every 5 minutes",
                 "dex_collector: no run has started since 2026-12-02T09:20:04.12+00:00 (run 9), and runs are meant to start every 90 seconds",
                 "dex_collector: no run has started yet, and runs are meant to start every 1 day",

@@ -123,6 +123,11 @@ pub fn build_client(
     if let Some(pem) = extra_ca_pem {
         let certificates = reqwest::Certificate::from_pem_bundle(pem)
             .map_err(|e| format!("dex_collector.ca_file holds no usable PEM certificate ({e})"))?;
+        // An empty file (one being rewritten, say) would leave the system's roots alone trusted:
+        // every request would fail on its certificate instead of the run on its setting.
+        if certificates.is_empty() {
+            return Err("dex_collector.ca_file holds no PEM certificate".into());
+        }
         for certificate in certificates {
             builder = builder.add_root_certificate(certificate);
         }
@@ -689,6 +694,17 @@ mod tests {
     use super::*;
 
     const SITE: &str = "https://app.example.test";
+
+    #[test]
+    fn a_ca_file_without_a_certificate_is_refused_not_ignored() {
+        for pem in [&b""[..], b"\n", b"not a certificate\n"] {
+            let refused = build_client(Duration::from_secs(1), 1, Some(pem)).err();
+            assert!(
+                refused.is_some_and(|reason| reason.contains("dex_collector.ca_file holds no")),
+                "{pem:?}"
+            );
+        }
+    }
 
     fn answer<'a>(content_type: Option<&'a str>, body: &'a str) -> Answer<'a> {
         Answer {

@@ -343,7 +343,8 @@ fn the_targets_query_runs_with_the_rights_of_the_tables_owner_not_a_superuser() 
     refused(
         &mut admin,
         &[
-            "public.user_credentials, which different roles own (\"app\", ",
+            "public.user_credentials, which different roles own (",
+            "\"app\"",
             "set dex_collector.targets_role",
         ],
     );
@@ -438,6 +439,20 @@ fn the_targets_query_runs_with_the_rights_of_the_tables_owner_not_a_superuser() 
         .unwrap()
         .get(0);
     assert_eq!(summary["successfulCollections"], 8, "{summary}");
+
+    // A targets_query runs as the database's owner.
+    admin
+        .batch_execute(
+            "RESET dex_collector.targets_role;
+             ALTER DATABASE dex OWNER TO app;
+             SET dex_collector.targets_query = 'SELECT c.id AS company_id, c.company_name::text AS company_name
+                                                  FROM public.companies c WHERE public.whoever()'",
+        )
+        .unwrap();
+    refused(
+        &mut admin,
+        &["dex_collector.targets_query failed: ran as app"],
+    );
 }
 
 /// A collection refused with 22023 and a message holding each of `expected`.
