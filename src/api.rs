@@ -2,8 +2,8 @@
 //! PostgreSQL ERRORs through `error.rs`.
 //!
 //! They are SECURITY DEFINER (owned by the superuser who created the extension) so that a role
-//! granted EXECUTE needs no other right (the targets query itself runs as the tables' owner:
-//! `targets.rs`), and they pin `search_path` so that nothing a caller puts on the path can take
+//! granted EXECUTE needs no other right (the targets query itself runs as a role of its own, not
+//! this superuser: `targets.rs`), and they pin `search_path` so that nothing a caller puts on the path can take
 //! part in the run.
 
 // A `#[pg_extern]` raises the `ErrorReport` it returns; it is large, and only ever returned once.

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use dex_collector_core::alert::{
     heartbeat_url, signature, webhook_body, DeliveryError, SIGNATURE_HEADER, TIMESTAMP_HEADER,
 };
-use dex_collector_core::fan_out::Http;
+use dex_collector_core::fan_out::{Http, HttpError};
 
 use crate::outbox::{self, Attempt, REFUSALS_BEFORE_ABANDONING};
 use crate::pg;
@@ -130,8 +130,19 @@ fn client_for<'k>(
             .map(CaFile::contents)
             .transpose()
             .map_err(|reason| format!("unusable dex_collector.ca_file: {reason}"))?;
-        let http = Http::new(wanted.connect_timeout, 2, ca_pem, pg::block_all_signals)
-            .map_err(|e| format!("could not start the HTTP client for alerts: {e:?}"))?;
+        let http = Http::new(wanted.connect_timeout, 2, ca_pem, pg::block_all_signals).map_err(
+            |error| match (error, &wanted.ca_file) {
+                (HttpError::Client(reason), Some(ca_file)) => {
+                    format!(
+                        "unusable dex_collector.ca_file: {}: {reason}",
+                        ca_file.path()
+                    )
+                }
+                (HttpError::Client(message) | HttpError::Runtime(message), _) => {
+                    format!("could not start the HTTP client for alerts and heartbeats: {message}")
+                }
+            },
+        )?;
         *kept = Some((http, wanted));
     }
     match kept {

@@ -65,7 +65,7 @@ pub fn collect_in_transaction(scope: Scope, trigger: Trigger) -> Result<Vec<u8>,
     // Where no worker deletes old history, each call deletes a batch of it: more than one run
     // adds, so the history stays within its retention whatever the schedule.
     if !worker_serves_this_database()? {
-        delete_old_history_after_the_run()?;
+        delete_old_history_after_the_run();
     }
     // The worker sends what the run leaves to send (events, the heartbeat) once it commits.
     pg::wake_worker_at_commit();
@@ -77,8 +77,11 @@ pub fn collect_in_transaction(scope: Scope, trigger: Trigger) -> Result<Vec<u8>,
 /// run's history with it; and within half of what the call's timeout leaves, so that the call
 /// still ends in time. Either is a WARNING, and the next call tries again. A cancel is the
 /// caller's: raised on.
-fn delete_old_history_after_the_run() -> Result<(), CollectError> {
-    let limit = settings::call_timeout()?.map(|timeout| (timeout.left / 2, timeout.setting));
+fn delete_old_history_after_the_run() {
+    let limit = match settings::call_timeout() {
+        Ok(timeout) => timeout.map(|timeout| (timeout.left / 2, timeout.setting)),
+        Err(error) => return warn_old_history_kept(&error.to_string()),
+    };
     let pg::RolledBack { outcome, timed_out } =
         pg::in_subtransaction_kept_if_done(limit.as_ref().map(|(left, _)| *left), || {
             history::delete_old_history(
@@ -92,7 +95,7 @@ fn delete_old_history_after_the_run() -> Result<(), CollectError> {
             "it did not finish within {} ms, half of what {setting} left the call",
             left.as_millis()
         ),
-        (Ok(Ok(_)), _) => return Ok(()),
+        (Ok(Ok(_)), _) => return,
         (Ok(Err(error)), _) => error.to_string(),
         (Err(caught), _) => {
             let report = pg::caught_report(&caught);
@@ -102,10 +105,13 @@ fn delete_old_history_after_the_run() -> Result<(), CollectError> {
             report.message().to_string()
         }
     };
+    warn_old_history_kept(&failure);
+}
+
+fn warn_old_history_kept(failure: &str) {
     warning!(
         "dex_collector: old history was not deleted after this run ({failure}); the run is recorded, and the next call tries again"
     );
-    Ok(())
 }
 
 fn to_jsonb(value: &impl Serialize) -> Result<Vec<u8>, CollectError> {

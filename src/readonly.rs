@@ -1,7 +1,8 @@
 //! Runs SQL that the collector does not own (the targets query, the Vault lookup) so that it can
 //! neither change data nor abort the caller's transaction: inside a subtransaction that is made
-//! read-only (and without JIT) and always rolled back, with any error it raises returned as text,
-//! and, given a limit, cancelled when it takes longer.
+//! read-only (and without JIT) and always rolled back, as the role given (in a security-restricted
+//! operation), with any error it raises returned as text, and, given a limit, cancelled when it
+//! takes longer.
 
 use std::panic::UnwindSafe;
 use std::time::Duration;

@@ -359,9 +359,11 @@ fn new_http(settings: ClientSettings) -> Result<KeptHttp, CollectError> {
         // DNS lookups run on helper threads; keep every signal for the backend's own thread.
         pg::block_all_signals,
     )
-    .map_err(|error| match (error, ca_pem.is_some()) {
+    .map_err(|error| match (error, &settings.ca_file) {
         // With an extra CA file, that is what the client could not take.
-        (HttpError::Client(reason), true) => CollectError::Config(ConfigError::CaFile { reason }),
+        (HttpError::Client(reason), Some(ca_file)) => CollectError::Config(ConfigError::CaFile {
+            reason: format!("{}: {reason}", ca_file.path()),
+        }),
         (HttpError::Client(message) | HttpError::Runtime(message), _) => {
             CollectError::Runtime { message }
         }

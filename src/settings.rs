@@ -199,7 +199,7 @@ pub fn define() {
         c"dex_collector.targets_role",
         c"The role whose rights the targets query runs with.",
         c"Empty: the one owner of the built-in rule's three tables, the database's owner for targets_query. \
-          Views and functions the query reads run as this role, which must see every company.",
+          Functions the query calls, directly or through views, run as this role, which must see every company.",
         &TARGETS_ROLE,
         GucContext::Suset,
         GucFlags::default(),
@@ -749,6 +749,10 @@ impl CaFile {
             path: path.to_string(),
             pem: std::fs::read(path).map_err(|error| error.to_string()),
         }
+    }
+
+    pub fn path(&self) -> &str {
+        &self.path
     }
 
     /// What it holds, or why it could not be read.

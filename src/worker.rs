@@ -74,9 +74,10 @@ pub fn main() -> ! {
     pg::exit_worker_for_restart()
 }
 
-/// The worker runs as a superuser: a search_path the database's settings give it (or a schema
-/// named after that superuser) must not put another role's function or operator ahead of
-/// PostgreSQL's own in the worker's queries.
+/// The worker runs as a superuser: a search_path from the database's settings must not let another
+/// role's function or operator be chosen over PostgreSQL's own (named ahead of pg_catalog, or a
+/// closer match for the argument types in any schema on the path, one named after that superuser
+/// included).
 fn pin_search_path() -> Result<(), String> {
     pg::in_transaction(|| {
         Spi::run("SELECT pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', false)")

@@ -77,7 +77,8 @@ pub fn release_session_advisory_locks() {
     unsafe { pg_sys::LockReleaseSession(pg_sys::USER_LOCKMETHOD as pg_sys::LOCKMETHODID) };
 }
 
-/// What [`in_rolled_back_subtransaction`] gives back.
+/// What a subtransaction of this module gives back: what `work` returned or raised, and whether
+/// its time limit ran out (rolled back then, whichever function ran it).
 pub struct RolledBack<T> {
     /// What `work` returned, or the error it raised.
     pub outcome: Result<T, Box<CaughtError>>,

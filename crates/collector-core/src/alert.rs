@@ -242,6 +242,8 @@ impl Http {
         timeout: Duration,
         interrupted: &dyn Fn() -> bool,
     ) -> Result<(), DeliveryError> {
+        // The client is kept between the worker's turns, as between runs.
+        self.drop_closed_connections();
         // reqwest arms the request's timer as it is built: inside the runtime.
         let _runtime = self.runtime().enter();
         let mut request = self

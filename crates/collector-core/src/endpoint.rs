@@ -122,11 +122,11 @@ pub fn build_client(
         .user_agent(concat!("dex_collector/", env!("CARGO_PKG_VERSION")));
     if let Some(pem) = extra_ca_pem {
         let certificates = reqwest::Certificate::from_pem_bundle(pem)
-            .map_err(|e| format!("dex_collector.ca_file holds no usable PEM certificate ({e})"))?;
+            .map_err(|e| format!("no usable PEM certificate in it ({e})"))?;
         // An empty file (one being rewritten, say) would leave the system's roots alone trusted:
         // every request would fail on its certificate instead of the run on its setting.
         if certificates.is_empty() {
-            return Err("dex_collector.ca_file holds no PEM certificate".into());
+            return Err("no PEM certificate in it (empty, or read while being rewritten?)".into());
         }
         for certificate in certificates {
             builder = builder.add_root_certificate(certificate);
@@ -700,7 +700,7 @@ mod tests {
         for pem in [&b""[..], b"\n", b"not a certificate\n"] {
             let refused = build_client(Duration::from_secs(1), 1, Some(pem)).err();
             assert!(
-                refused.is_some_and(|reason| reason.contains("dex_collector.ca_file holds no")),
+                refused.is_some_and(|reason| reason.contains("PEM certificate in it")),
                 "{pem:?}"
             );
         }

@@ -30,7 +30,7 @@ use crate::target::Target;
 const INTERRUPT_POLL: Duration = Duration::from_millis(20);
 /// After this long without a finished company the host is told it is idle.
 const IDLE_AFTER: Duration = Duration::from_millis(250);
-/// How long a run's start drives the runtime before its first request (see
+/// How long the runtime is driven before a run's first request or a webhook's POST (see
 /// [`Http::drop_closed_connections`]).
 const READ_IDLE_CONNECTIONS: Duration = Duration::from_millis(1);
 
@@ -74,7 +74,7 @@ impl Http {
     /// Parking on the sleep polls the sockets and wakes the tasks of those with an EOF to read;
     /// the yield runs those tasks before any company's, so hyper ends the connections and the
     /// pool discards them.
-    fn drop_closed_connections(&self) {
+    pub(crate) fn drop_closed_connections(&self) {
         self.runtime.block_on(async {
             tokio::time::sleep(READ_IDLE_CONNECTIONS).await;
             tokio::task::yield_now().await;
