@@ -11,10 +11,12 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use dex_collector_core::alert::{
     heartbeat_url, signature, webhook_body, DeliveryError, SIGNATURE_HEADER, TIMESTAMP_HEADER,
 };
-use dex_collector_core::fan_out::{Http, HttpError};
+use dex_collector_core::fan_out::Http;
 
+use crate::error::CollectError;
 use crate::outbox::{self, Attempt, REFUSALS_BEFORE_ABANDONING};
 use crate::pg;
+use crate::run;
 use crate::settings::{CaFile, DeliveryTargets};
 
 /// One request's limit.
@@ -124,23 +126,12 @@ fn client_for<'k>(
         if let Some((old, _)) = kept.take() {
             old.shut_down();
         }
-        let ca_pem = wanted
-            .ca_file
-            .as_ref()
-            .map(CaFile::contents)
-            .transpose()
-            .map_err(|reason| format!("unusable dex_collector.ca_file: {reason}"))?;
-        let http = Http::new(wanted.connect_timeout, 2, ca_pem, pg::block_all_signals).map_err(
-            |error| match (error, &wanted.ca_file) {
-                (HttpError::Client(reason), Some(ca_file)) => {
-                    format!(
-                        "unusable dex_collector.ca_file: {}: {reason}",
-                        ca_file.path()
-                    )
-                }
-                (HttpError::Client(message) | HttpError::Runtime(message), _) => {
+        let http = run::build_http(wanted.connect_timeout, 2, wanted.ca_file.as_ref()).map_err(
+            |error| match error {
+                CollectError::Runtime { message } => {
                     format!("could not start the HTTP client for alerts and heartbeats: {message}")
                 }
+                other => other.to_string(),
             },
         )?;
         *kept = Some((http, wanted));

@@ -345,29 +345,40 @@ fn with_http<R>(settings: &Settings, work: impl FnOnce(&Http) -> R) -> Result<R,
     })
 }
 
-fn new_http(settings: ClientSettings) -> Result<KeptHttp, CollectError> {
-    let ca_pem = settings
-        .ca_file
-        .as_ref()
+/// An HTTP runtime and client trusting `ca_file`'s certificates besides the system's: the
+/// collection's, and the worker's for its deliveries. A CA file that cannot be read or used is a
+/// configuration error naming it.
+pub fn build_http(
+    connect_timeout: Duration,
+    pool_size: usize,
+    ca_file: Option<&CaFile>,
+) -> Result<Http, CollectError> {
+    let ca_pem = ca_file
         .map(CaFile::contents)
         .transpose()
         .map_err(|reason| CollectError::Config(ConfigError::CaFile { reason }))?;
-    let http = Http::new(
+    // DNS lookups run on helper threads; keep every signal for the backend's own thread.
+    Http::new(connect_timeout, pool_size, ca_pem, pg::block_all_signals).map_err(|error| {
+        match (error, ca_file) {
+            // With an extra CA file, that is what the client could not take.
+            (HttpError::Client(reason), Some(ca_file)) => {
+                CollectError::Config(ConfigError::CaFile {
+                    reason: format!("{}: {reason}", ca_file.path()),
+                })
+            }
+            (HttpError::Client(message) | HttpError::Runtime(message), _) => {
+                CollectError::Runtime { message }
+            }
+        }
+    })
+}
+
+fn new_http(settings: ClientSettings) -> Result<KeptHttp, CollectError> {
+    let http = build_http(
         settings.connect_timeout,
         settings.pool_size,
-        ca_pem,
-        // DNS lookups run on helper threads; keep every signal for the backend's own thread.
-        pg::block_all_signals,
-    )
-    .map_err(|error| match (error, &settings.ca_file) {
-        // With an extra CA file, that is what the client could not take.
-        (HttpError::Client(reason), Some(ca_file)) => CollectError::Config(ConfigError::CaFile {
-            reason: format!("{}: {reason}", ca_file.path()),
-        }),
-        (HttpError::Client(message) | HttpError::Runtime(message), _) => {
-            CollectError::Runtime { message }
-        }
-    })?;
+        settings.ca_file.as_ref(),
+    )?;
     Ok(KeptHttp {
         http,
         built_for: settings,
