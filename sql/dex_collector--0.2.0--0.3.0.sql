@@ -375,12 +375,20 @@ DECLARE
     worker text := nullif(current_setting('dex_collector.interval', true), '');
 BEGIN
     -- pg_cron's table, which a superuser made, not one of that name made by another role
-    -- where pg_cron is absent: this function runs with its owner's rights.
+    -- where pg_cron is absent: this function runs with its owner's rights. Only a job whose role
+    -- may call dex_collect_all() says when runs come: another role allowed pg_cron could name a
+    -- job of its own so, and quiet `stale` with a weekly schedule.
     IF EXISTS (SELECT FROM pg_class c JOIN pg_roles r ON r.oid = c.relowner
                 WHERE c.oid = to_regclass('cron.job') AND r.rolsuper) THEN
-        EXECUTE 'SELECT schedule FROM cron.job WHERE jobname = $1 AND database = current_database()
-                    AND active ORDER BY jobid DESC LIMIT 1'
-           INTO schedule USING 'dex_collect_all';
+        EXECUTE 'SELECT j.schedule FROM cron.job j JOIN pg_roles r ON r.rolname = j.username
+                  WHERE j.jobname = $1 AND j.database = current_database() AND j.active
+                    AND has_function_privilege(r.oid, $2, ''EXECUTE'')
+                  ORDER BY j.jobid DESC LIMIT 1'
+           INTO schedule
+          USING 'dex_collect_all',
+                (SELECT to_regprocedure(format('%I.dex_collect_all()', n.nspname))
+                   FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace
+                  WHERE e.extname = 'dex_collector');
     END IF;
     IF schedule IS NOT NULL THEN
         schedule := lower(btrim(schedule));
@@ -410,6 +418,40 @@ $$;
 COMMENT ON FUNCTION dex_collector.expected_interval() IS
     'dex_collector: how often runs are meant to start (the pg_cron job''s schedule, or the worker''s interval); NULL when unknown';
 
+-- How long the worker may take to offer a new event to the webhook: 15 minutes, or twice
+-- dex_collector.run_deadline where that is longer (it offers events between its runs); NULL where
+-- the webhook has no URL (the setting dex_collector.alert_url, or Vault's secret of that name, as
+-- the worker reads them). SECURITY DEFINER to read Vault's names; it returns nothing else.
+CREATE FUNCTION dex_collector.alerts_due_within() RETURNS interval
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    deadline text := btrim(current_setting('dex_collector.run_deadline', true));
+    run_takes interval;
+    url_set boolean := btrim(coalesce(current_setting('dex_collector.alert_url', true), '')) <> '';
+BEGIN
+    -- Vault's table, which a superuser made (as for expected_interval() and pg_cron's).
+    IF NOT url_set AND EXISTS (SELECT FROM pg_class c JOIN pg_roles r ON r.oid = c.relowner
+                                WHERE c.oid = to_regclass('vault.secrets') AND r.rolsuper) THEN
+        EXECUTE 'SELECT EXISTS (SELECT FROM vault.secrets WHERE name = $1)'
+           INTO url_set USING 'dex_collector_alert_url';
+    END IF;
+    IF NOT url_set THEN
+        RETURN NULL;
+    END IF;
+    -- The setting as the library shows it ('4min'), or as written where the library is not loaded
+    -- in this session, where a number alone is milliseconds.
+    BEGIN
+        run_takes := CASE WHEN deadline ~ '^\d+$' THEN make_interval(secs => deadline::numeric / 1000)
+                          ELSE deadline::interval END;
+    EXCEPTION WHEN OTHERS THEN
+        run_takes := NULL;
+    END;
+    RETURN greatest(interval '15 minutes', 2 * coalesce(run_takes, interval '4 minutes'));
+END
+$$;
+COMMENT ON FUNCTION dex_collector.alerts_due_within() IS
+    'dex_collector: how long the worker may take to offer a new event to the webhook; NULL when it has no URL';
+
 -- One row: is collection healthy? Runs arriving on schedule (stale: none started within two of
 -- the expected intervals), the latest one's status, and the companies by state.
 CREATE VIEW dex_collector.health AS
@@ -436,17 +478,27 @@ WITH latest AS (
            (SELECT count(*) FROM dex_collector.events e
              WHERE e.abandoned_at IS NOT NULL AND e.delivered_at IS NULL
                AND e.id > coalesce((SELECT max(d.id) FROM dex_collector.events d
-                                     WHERE d.delivered_at IS NOT NULL), 0)) AS alerts_refused
+                                     WHERE d.delivered_at IS NOT NULL), 0)) AS alerts_refused,
+           -- Events a webhook with a URL has not been offered in the time the worker takes at
+           -- most: behind one it has not taken, or offered by no one (no worker running, or a URL
+           -- it cannot use). Counted only where there is a URL: without one, every event waits.
+           CASE WHEN w.due_within IS NULL THEN 0
+                ELSE (SELECT count(*) FROM dex_collector.events e
+                       WHERE e.delivered_at IS NULL AND e.abandoned_at IS NULL
+                         AND e.delivery_attempts = 0 AND e.created_at < now() - w.due_within)
+           END AS alerts_unsent
+      FROM (SELECT dex_collector.alerts_due_within() AS due_within) w
 ), judged AS (
     SELECT l.id AS last_run_id, l.status AS last_run_status, l.started_at AS last_run_started_at,
            l.finished_at AS last_run_finished_at, k.expected_every,
            k.expected_every IS NOT NULL
                AND coalesce(l.started_at < now() - 2 * k.expected_every, true) AS stale,
-           s.*, o.alerts_undelivered, o.alerts_refused
+           s.*, o.alerts_undelivered, o.alerts_refused, o.alerts_unsent
       FROM cadence k CROSS JOIN states s CROSS JOIN outbox o LEFT JOIN latest l ON true
 )
 SELECT NOT j.stale AND j.last_run_status IS DISTINCT FROM 'failed' AND j.companies_failing = 0
-           AND j.alerts_undelivered = 0 AND j.alerts_refused = 0 AND j.last_run_id IS NOT NULL
+           AND j.alerts_undelivered = 0 AND j.alerts_refused = 0 AND j.alerts_unsent = 0
+           AND j.last_run_id IS NOT NULL
            AS healthy,
        j.*
   FROM judged j;
@@ -471,6 +523,8 @@ UNION ALL
 SELECT 'dex_collector_alerts_undelivered', '', h.alerts_undelivered::float8 FROM dex_collector.health h
 UNION ALL
 SELECT 'dex_collector_alerts_refused', '', h.alerts_refused::float8 FROM dex_collector.health h
+UNION ALL
+SELECT 'dex_collector_alerts_unsent', '', h.alerts_unsent::float8 FROM dex_collector.health h
 UNION ALL
 SELECT 'dex_collector_companies', s.state, count(c.company_id)::float8
   FROM unnest(ARRAY['ok', 'failing', 'skipped', 'never_collected']) AS s(state)
@@ -638,8 +692,8 @@ COMMENT ON VIEW dex_collector.history_size IS
 REVOKE ALL ON dex_collector.companies, dex_collector.events, dex_collector.health,
     dex_collector.metrics, dex_collector.daily_rollups, dex_collector.company_days,
     dex_collector.daily_totals, dex_collector.history_size FROM PUBLIC;
-REVOKE ALL ON FUNCTION dex_collector.expected_interval(), dex_collector.run_events(),
-    dex_collector.event_payload(dex_collector.events) FROM PUBLIC;
+REVOKE ALL ON FUNCTION dex_collector.expected_interval(), dex_collector.alerts_due_within(),
+    dex_collector.run_events(), dex_collector.event_payload(dex_collector.events) FROM PUBLIC;
 
 CREATE OR REPLACE FUNCTION dex_collector.settle_privileges() RETURNS void
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
@@ -723,7 +777,8 @@ BEGIN
                             format('%I.dex_collect_company(uuid)', ext_schema),
                             format('%I.dex_collect_all_async()', ext_schema),
                             'dex_collector.schedule(text)', 'dex_collector.unschedule()',
-                            'dex_collector.expected_interval()']) AS f(signature)
+                            'dex_collector.expected_interval()',
+                            'dex_collector.alerts_due_within()']) AS f(signature)
           JOIN pg_proc p ON p.oid = to_regprocedure(f.signature)
         UNION ALL
         SELECT 'EXECUTE ON FUNCTION ' || p.oid::regprocedure::text

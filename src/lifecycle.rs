@@ -38,7 +38,7 @@ const WORKER_BATCH_WAIT: Duration = Duration::from_secs(1);
 pub fn collect_in_transaction(scope: Scope, trigger: Trigger) -> Result<Vec<u8>, CollectError> {
     refuse_during_recovery()?;
     let started = Instant::now();
-    if !lock::try_acquire_for_transaction()? {
+    if !lock::try_acquire_for_transaction() {
         let running = lock::running_run_id()?;
         let recorded_as = history::record_skipped_run(trigger, running)?;
         return to_jsonb(&serde_json::json!({
@@ -52,7 +52,7 @@ pub fn collect_in_transaction(scope: Scope, trigger: Trigger) -> Result<Vec<u8>,
     let mut plan = run::plan(scope)?;
     plan.stop_before_call_timeout(started)?;
     let run = history::start_run(trigger, plan.targets.len())?;
-    lock::publish_for_transaction(run.id)?;
+    lock::publish_for_transaction(run.id);
     let recording = plan.settings.recording;
     let mut write = |due: Vec<_>| Ok(history::record_results(run.id, &due, recording)?);
     let mut sink = ResultSink {
@@ -303,7 +303,7 @@ fn start_in_worker(
 ) -> Result<Option<Started>, (Option<RunIdentity>, CollectError)> {
     let queued = request.queued();
     let before_run = |error: CollectError| (queued.clone(), error);
-    let Some(locks) = SessionLocks::try_acquire().map_err(|e| before_run(e.into()))? else {
+    let Some(locks) = SessionLocks::try_acquire() else {
         let running = lock::running_run_id().map_err(|e| before_run(e.into()))?;
         match &queued {
             Some(run) => history::skip_queued_run(run.id, running),
@@ -317,7 +317,7 @@ fn start_in_worker(
         None => history::start_run(Trigger::Worker, 0).map_err(|e| (None, e.into()))?,
     };
     let failed = |error: CollectError| (Some(run.clone()), error);
-    locks.publish(run.id).map_err(|e| failed(e.into()))?;
+    locks.publish(run.id);
     let plan = run::plan(Scope::All).map_err(failed)?;
     history::set_companies_total(run.id, plan.targets.len()).map_err(|e| failed(e.into()))?;
     Ok(Some(Started { locks, run, plan }))

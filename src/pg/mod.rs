@@ -10,6 +10,7 @@ mod event_trigger;
 mod guc;
 mod interrupts;
 mod jsonb;
+mod locks;
 mod process;
 mod shmem;
 mod transaction;
@@ -25,6 +26,7 @@ pub use interrupts::{
 #[cfg(any(test, feature = "pg_test"))]
 pub use jsonb::jsonb_in_bytes;
 pub use jsonb::Jsonb;
+pub use locks::{lock, release_session_locks, try_lock, LockScope, LOCK_SPACE};
 pub use process::{
     effective_uid, exit_worker_for_restart, recovery_in_progress, reload_configuration,
     report_application_name, set_worker_main, wait_worker_latch, WORKER_ENTRY,
@@ -35,7 +37,7 @@ pub use shmem::{
 };
 pub use transaction::{
     database_accepts_connections, in_rolled_back_subtransaction, in_subtransaction_kept_if_done,
-    in_transaction, release_session_advisory_locks, RolledBack,
+    in_transaction, RolledBack,
 };
 
 /// The report inside any caught error: a Postgres ERROR, a Rust `ereport!`, or a panic.

@@ -70,13 +70,6 @@ pub fn in_transaction<R>(work: impl FnOnce() -> R + std::panic::UnwindSafe) -> R
     .execute()
 }
 
-/// Releases every session-level advisory lock this backend holds. Needs no transaction, so it
-/// works after any failure, including one that aborted the transaction meant to release them.
-pub fn release_session_advisory_locks() {
-    // SAFETY: what pg_advisory_unlock_all() does; lock manager calls valid in any state.
-    unsafe { pg_sys::LockReleaseSession(pg_sys::USER_LOCKMETHOD as pg_sys::LOCKMETHODID) };
-}
-
 /// What a subtransaction of this module gives back: what `work` returned or raised, and whether
 /// its time limit ran out (rolled back then, whichever function ran it).
 pub struct RolledBack<T> {

@@ -4,7 +4,9 @@
 
 use std::time::Duration;
 
-use dex_collector_e2e::deployment::{notifications, one, sample, Deployment, DeploymentOptions};
+use dex_collector_e2e::deployment::{
+    notifications, one, sample, wait_until, Deployment, DeploymentOptions,
+};
 use dex_collector_e2e::stand_in::Behavior;
 use serde_json::Value;
 
@@ -554,6 +556,32 @@ fn health_is_one_row_that_turns_stale_when_runs_stop() {
         expected_while(&mut client, true).as_deref(),
         Some("00:05:00")
     );
+
+    // A job of that name made later by a role that may not call dex_collect_all() is not the
+    // schedule: with it, `stale` would wait a week. Once the role may call it, it is.
+    client
+        .batch_execute("CREATE ROLE scheduler LOGIN; GRANT USAGE ON SCHEMA cron TO scheduler")
+        .unwrap();
+    let mut scheduler = deployment.cluster.connect_as("scheduler", "dex").unwrap();
+    scheduler
+        .execute(
+            "SELECT cron.schedule('dex_collect_all', '@weekly', 'SELECT 1')",
+            &[],
+        )
+        .unwrap();
+    let expected: Option<String> = one(
+        &mut client,
+        "SELECT dex_collector.expected_interval()::text",
+    );
+    assert_eq!(expected.as_deref(), Some("00:05:00"));
+    client
+        .batch_execute("GRANT EXECUTE ON FUNCTION dex_collect_all() TO scheduler")
+        .unwrap();
+    let expected: Option<String> = one(
+        &mut client,
+        "SELECT dex_collector.expected_interval()::text",
+    );
+    assert_eq!(expected.as_deref(), Some("7 days"));
 }
 
 /// A company that stops being a target (its machines deactivated) is forgotten by the first run of
@@ -705,4 +733,76 @@ fn history_size_names_each_tables_retention_without_the_library() {
         .batch_execute("ALTER DATABASE dex SET dex_collector.history_retention = '7d'")
         .unwrap();
     assert_eq!(retentions(), named("7 days"));
+}
+
+/// monitoring.md: events that a webhook with a URL has not been offered within 15 minutes (or
+/// twice the run deadline) turn `health` unhealthy. Here no worker runs to offer them.
+#[test]
+fn events_no_one_offers_to_a_webhook_with_a_url_turn_health_unhealthy() {
+    let deployment = deployment(DeploymentOptions::default());
+    deployment.collect_all();
+    let unsent = |client: &mut postgres::Client| -> (bool, i64, f64) {
+        let row = client
+            .query_one(
+                "SELECT h.healthy, h.alerts_unsent, m.value
+                   FROM dex_collector.health h, dex_collector.metrics m
+                  WHERE m.metric = 'dex_collector_alerts_unsent'",
+                &[],
+            )
+            .unwrap();
+        (row.get(0), row.get(1), row.get(2))
+    };
+    let mut client = deployment.client();
+    let events: i64 = one(&mut client, "SELECT count(*) FROM dex_collector.events");
+    assert_eq!(events, 2, "the two companies without credentials, skipped");
+    client
+        .batch_execute(
+            "UPDATE dex_collector.events SET created_at = created_at - interval '16 minutes'",
+        )
+        .unwrap();
+    assert_eq!(
+        unsent(&mut client),
+        (true, 0, 0.0),
+        "without a URL they wait"
+    );
+
+    // A URL in (an imitation of) Vault: nothing offered them.
+    client
+        .batch_execute(
+            "CREATE SCHEMA vault;
+             CREATE TABLE vault.secrets (name text PRIMARY KEY, secret text);
+             INSERT INTO vault.secrets VALUES ('dex_collector_alert_url', 'https://hooks.example.com/a');",
+        )
+        .unwrap();
+    assert_eq!(unsent(&mut client), (false, 2, 2.0));
+    // The worker may take twice the run deadline; a number alone is milliseconds. As written
+    // where the library is not loaded in the session, as the library shows it where it is.
+    let deadlines = |client: &mut postgres::Client| {
+        for (deadline, expected) in [("10min", 0), ("600000", 0), ("300000", 2), ("4min", 2)] {
+            client
+                .batch_execute(&format!("SET dex_collector.run_deadline = '{deadline}'"))
+                .unwrap();
+            assert_eq!(unsent(client).1, expected, "{deadline}");
+        }
+    };
+    deadlines(&mut client);
+
+    // The setting instead, in every session once the configuration is reloaded.
+    for statement in [
+        "DELETE FROM vault.secrets",
+        // ALTER SYSTEM checks the setting (on 15 and 16 it must know it), with the library.
+        "LOAD 'dex_collector'",
+        "ALTER SYSTEM SET dex_collector.alert_url = 'https://hooks.example.com/b'",
+        "SELECT pg_reload_conf()",
+    ] {
+        client.batch_execute(statement).unwrap();
+    }
+    deadlines(&mut client);
+    assert!(wait_until(Duration::from_secs(10), || {
+        unsent(&mut deployment.client()) == (false, 2, 2.0)
+    }));
+    client
+        .batch_execute("UPDATE dex_collector.events SET delivered_at = now()")
+        .unwrap();
+    assert_eq!(unsent(&mut client), (true, 0, 0.0));
 }
