@@ -91,47 +91,58 @@ LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp A
 DECLARE
     schedule text;
     fields text[];
+    every interval;
+    privileged boolean;
     worker text := nullif(current_setting('dex_collector.interval', true), '');
+    worker_every interval;
 BEGIN
+    IF worker IS NOT NULL AND worker::interval > interval '0' THEN
+        worker_every := worker::interval;
+    END IF;
     -- pg_cron's table, which a superuser made, not one of that name made by another role
-    -- where pg_cron is absent: this function runs with its owner's rights. Only a job whose role
-    -- may call dex_collect_all() says when runs come: another role allowed pg_cron could name a
-    -- job of its own so, and quiet `stale` with a weekly schedule.
+    -- where pg_cron is absent: this function runs with its owner's rights. A job whose role may
+    -- call dex_collect_all() comes first. One whose role may not (another role allowed pg_cron
+    -- can name a job so) says runs come no less often than the worker's interval: a weekly
+    -- schedule would quiet `stale`. Alone, it is still the schedule: its calls fail, and `stale`
+    -- says so.
     IF EXISTS (SELECT FROM pg_class c JOIN pg_roles r ON r.oid = c.relowner
                 WHERE c.oid = to_regclass('cron.job') AND r.rolsuper) THEN
-        EXECUTE 'SELECT j.schedule FROM cron.job j JOIN pg_roles r ON r.rolname = j.username
+        EXECUTE 'SELECT j.schedule, has_function_privilege(r.oid, $2, ''EXECUTE'')
+                   FROM cron.job j LEFT JOIN pg_roles r ON r.rolname = j.username
                   WHERE j.jobname = $1 AND j.database = current_database() AND j.active
-                    AND has_function_privilege(r.oid, $2, ''EXECUTE'')
-                  ORDER BY j.jobid DESC LIMIT 1'
-           INTO schedule
+                  ORDER BY 2 DESC NULLS LAST, j.jobid DESC LIMIT 1'
+           INTO schedule, privileged
           USING 'dex_collect_all',
                 (SELECT to_regprocedure(format('%I.dex_collect_all()', n.nspname))
                    FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace
                   WHERE e.extname = 'dex_collector');
     END IF;
-    IF schedule IS NOT NULL THEN
-        schedule := lower(btrim(schedule));
-        fields := regexp_split_to_array(schedule, '\s+');
-        RETURN CASE
-            WHEN schedule ~ '^\d+ seconds?$' THEN schedule::interval
-            WHEN schedule = '@hourly' THEN interval '1 hour'
-            WHEN schedule IN ('@daily', '@midnight') THEN interval '1 day'
-            WHEN schedule = '@weekly' THEN interval '7 days'
-            WHEN cardinality(fields) <> 5 OR fields[3:5] <> ARRAY['*', '*', '*'] THEN NULL
-            WHEN fields[1] = '*' AND fields[2] = '*' THEN interval '1 minute'
-            WHEN fields[1] ~ '^\*/\d+$' AND fields[2] = '*'
-                THEN make_interval(mins => split_part(fields[1], '/', 2)::int)
-            WHEN fields[1] ~ '^\d+(,\d+)*$' AND fields[2] = '*'
-                THEN interval '1 hour' / cardinality(string_to_array(fields[1], ','))
-            WHEN fields[1] ~ '^\d+$' AND fields[2] ~ '^\*/\d+$'
-                THEN make_interval(hours => split_part(fields[2], '/', 2)::int)
-            WHEN fields[1] ~ '^\d+$' AND fields[2] ~ '^\d+$' THEN interval '1 day'
-        END;
+    IF schedule IS NULL THEN
+        RETURN worker_every;
     END IF;
-    IF worker IS NOT NULL AND worker::interval > interval '0' THEN
-        RETURN worker::interval;
+    schedule := lower(btrim(schedule));
+    fields := regexp_split_to_array(schedule, '[[:space:]]+');
+    -- Character classes in brackets: a backslash would mean something else where
+    -- standard_conforming_strings is off.
+    every := CASE
+        WHEN schedule ~ '^[0-9]+ seconds?$' THEN schedule::interval
+        WHEN schedule = '@hourly' THEN interval '1 hour'
+        WHEN schedule IN ('@daily', '@midnight') THEN interval '1 day'
+        WHEN schedule = '@weekly' THEN interval '7 days'
+        WHEN cardinality(fields) <> 5 OR fields[3:5] <> ARRAY['*', '*', '*'] THEN NULL
+        WHEN fields[1] = '*' AND fields[2] = '*' THEN interval '1 minute'
+        WHEN fields[1] ~ '^[*]/[0-9]+$' AND fields[2] = '*'
+            THEN make_interval(mins => split_part(fields[1], '/', 2)::int)
+        WHEN fields[1] ~ '^[0-9]+(,[0-9]+)*$' AND fields[2] = '*'
+            THEN interval '1 hour' / cardinality(string_to_array(fields[1], ','))
+        WHEN fields[1] ~ '^[0-9]+$' AND fields[2] ~ '^[*]/[0-9]+$'
+            THEN make_interval(hours => split_part(fields[2], '/', 2)::int)
+        WHEN fields[1] ~ '^[0-9]+$' AND fields[2] ~ '^[0-9]+$' THEN interval '1 day'
+    END;
+    IF privileged THEN
+        RETURN every;
     END IF;
-    RETURN NULL;
+    RETURN least(every, worker_every);
 END
 $$;
 COMMENT ON FUNCTION dex_collector.expected_interval() IS
@@ -148,11 +159,18 @@ DECLARE
     run_takes interval;
     url_set boolean := btrim(coalesce(current_setting('dex_collector.alert_url', true), '')) <> '';
 BEGIN
-    -- Vault's table, which a superuser made (as for expected_interval() and pg_cron's).
+    -- Vault's view, which a superuser made, read as the worker reads it (a blank secret is none).
+    -- One it cannot decrypt is a URL the worker cannot read either.
     IF NOT url_set AND EXISTS (SELECT FROM pg_class c JOIN pg_roles r ON r.oid = c.relowner
-                                WHERE c.oid = to_regclass('vault.secrets') AND r.rolsuper) THEN
-        EXECUTE 'SELECT EXISTS (SELECT FROM vault.secrets WHERE name = $1)'
-           INTO url_set USING 'dex_collector_alert_url';
+                                WHERE c.oid = to_regclass('vault.decrypted_secrets')
+                                  AND r.rolsuper) THEN
+        BEGIN
+            EXECUTE 'SELECT EXISTS (SELECT FROM vault.decrypted_secrets
+                                     WHERE name = $1 AND btrim(decrypted_secret, E'' \t\r\n'') <> '''')'
+               INTO url_set USING 'dex_collector_alert_url';
+        EXCEPTION WHEN OTHERS THEN
+            url_set := true;
+        END;
     END IF;
     IF NOT url_set THEN
         RETURN NULL;
@@ -160,7 +178,8 @@ BEGIN
     -- The setting as the library shows it ('4min'), or as written where the library is not loaded
     -- in this session, where a number alone is milliseconds.
     BEGIN
-        run_takes := CASE WHEN deadline ~ '^\d+$' THEN make_interval(secs => deadline::numeric / 1000)
+        run_takes := CASE WHEN deadline ~ '^[0-9]+$'
+                          THEN make_interval(secs => deadline::numeric / 1000)
                           ELSE deadline::interval END;
     EXCEPTION WHEN OTHERS THEN
         run_takes := NULL;
@@ -199,9 +218,17 @@ WITH latest AS (
                AND e.id > coalesce((SELECT max(d.id) FROM dex_collector.events d
                                      WHERE d.delivered_at IS NOT NULL), 0)) AS alerts_refused,
            -- Events a webhook with a URL has not been offered in the time the worker takes at
-           -- most: behind one it has not taken, or offered by no one (no worker running, or a URL
-           -- it cannot use). Counted only where there is a URL: without one, every event waits.
-           CASE WHEN w.due_within IS NULL THEN 0
+           -- most, while nothing was delivered or abandoned in that time either: offered by no
+           -- one (no worker running, or a URL it cannot use). A backlog the worker works through
+           -- does not count; without a URL, every event waits.
+           CASE WHEN w.due_within IS NULL
+                  OR (SELECT d.delivered_at FROM dex_collector.events d
+                       WHERE d.delivered_at IS NOT NULL ORDER BY d.id DESC LIMIT 1)
+                     > now() - w.due_within
+                  OR (SELECT a.abandoned_at FROM dex_collector.events a
+                       WHERE a.abandoned_at IS NOT NULL AND a.delivered_at IS NULL
+                       ORDER BY a.id DESC LIMIT 1) > now() - w.due_within
+                THEN 0
                 ELSE (SELECT count(*) FROM dex_collector.events e
                        WHERE e.delivered_at IS NULL AND e.abandoned_at IS NULL
                          AND e.delivery_attempts = 0 AND e.created_at < now() - w.due_within)

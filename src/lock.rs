@@ -57,17 +57,19 @@ pub fn publish_for_transaction(run_id: i64) {
     pg::lock(RUN_ID_LOCK, published_key(run_id), LockScope::Transaction);
 }
 
-/// The run holding the lock in this database, if it has published itself.
+/// The run holding the lock in this database, if it has published itself (a holder has not
+/// while it plans its run, nor once it has let the lock go).
 pub fn running_run_id() -> Result<Option<i64>, LockError> {
+    // One row whatever holds the lock: a query that finds none is an error to get_one.
     Spi::get_one_with_args::<i64>(
-        "SELECT p.objid::bigint
+        "SELECT (SELECT p.objid::bigint
            FROM pg_catalog.pg_locks p
            JOIN pg_catalog.pg_locks l
              ON l.pid = p.pid AND l.locktype = 'advisory' AND l.classid = $1::oid
             AND l.objid = 0 AND l.objsubid = $3 AND l.granted AND l.database = p.database
           WHERE p.locktype = 'advisory' AND p.classid = $2::oid AND p.objsubid = $3 AND p.granted
             AND p.database = (SELECT oid FROM pg_catalog.pg_database WHERE datname = current_database())
-          LIMIT 1",
+          LIMIT 1)",
         &[
             i64::from(RUN_LOCK).into(),
             i64::from(RUN_ID_LOCK).into(),

@@ -212,6 +212,7 @@ fn serve(database: &str) {
         };
 
         let mut ok = true;
+        let mut more_queued = false;
         let checked_at = SystemTime::now();
         match waiting_for() {
             Err(problem) => {
@@ -250,7 +251,11 @@ fn serve(database: &str) {
                 interrupted_runs_marked = mark_interrupted_runs(&mut problems);
                 ok &= interrupted_runs_marked;
             }
-            ok &= run_queued(&mut problems);
+            match run_queued(&mut problems) {
+                Queue::Empty => {}
+                Queue::Ran => more_queued = true,
+                Queue::Failed => ok = false,
+            }
             if let (Some(interval), Some(due)) = (settings.interval, next_interval_run) {
                 if Instant::now() >= due && !pg::shutdown_requested() {
                     ok &= report(
@@ -284,7 +289,11 @@ fn serve(database: &str) {
 
         failures = if ok { 0 } else { failures.saturating_add(1) };
         let backoff = Duration::from_secs(1u64 << failures.min(6)).min(MAX_BACKOFF);
-        let mut wait = if failures > 0 { backoff } else { IDLE_WAIT };
+        let mut wait = match (failures, more_queued) {
+            (0, true) => Duration::ZERO,
+            (0, false) => IDLE_WAIT,
+            _ => backoff,
+        };
         if let Some(due) = next_interval_run {
             wait = wait.min(due.saturating_duration_since(Instant::now()));
         }
@@ -323,27 +332,39 @@ fn report(outcome: Result<(), Vec<String>>, problems: &mut Problems) -> bool {
     }
 }
 
-/// Runs every queued run, oldest first. True when it went without error.
-fn run_queued(problems: &mut Problems) -> bool {
-    while !pg::shutdown_requested() {
-        match in_own_transaction(history::claim_queued_run) {
-            Ok(Some(run)) => {
-                if !report(
-                    lifecycle::collect_in_worker(WorkerRun::Queued(run)),
-                    problems,
-                ) {
-                    // The next cycle first checks the extension is still there.
-                    return false;
-                }
-            }
-            Ok(None) => break,
-            Err(error) => {
-                problems.report(format!("could not look for queued runs: {error}"));
-                return false;
+/// What a look at the queue came to.
+enum Queue {
+    /// Nothing was queued.
+    Empty,
+    /// One queued run ran; more may be waiting.
+    Ran,
+    /// The queue could not be read, or the run failed: the next cycle checks the extension first.
+    Failed,
+}
+
+/// Runs the oldest queued run, if there is one. One a cycle: between two, the worker sends what
+/// the first left to send (its events, its heartbeat) and notes staleness, as after any run.
+fn run_queued(problems: &mut Problems) -> Queue {
+    if pg::shutdown_requested() {
+        return Queue::Empty;
+    }
+    match in_own_transaction(history::claim_queued_run) {
+        Ok(Some(run)) => {
+            if report(
+                lifecycle::collect_in_worker(WorkerRun::Queued(run)),
+                problems,
+            ) {
+                Queue::Ran
+            } else {
+                Queue::Failed
             }
         }
+        Ok(None) => Queue::Empty,
+        Err(error) => {
+            problems.report(format!("could not look for queued runs: {error}"));
+            Queue::Failed
+        }
     }
-    true
 }
 
 /// Notes runs stopping or starting again as an event, and logs it. True when it went without error.

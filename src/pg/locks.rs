@@ -36,6 +36,14 @@ fn acquire(
     scope: LockScope,
     dont_wait: bool,
 ) -> pg_sys::LockAcquireResult::Type {
+    // Outside a transaction there is no resource owner to release a transaction's lock: it would
+    // be held until the process ends.
+    debug_assert!(
+        matches!(scope, LockScope::Session) || {
+            // SAFETY: reads the transaction state; valid in any state.
+            unsafe { pg_sys::IsTransactionState() }
+        }
+    );
     // SAFETY: a backend connected to a database (MyDatabaseId set) reads its own global; the tag
     // is built as SET_LOCKTAG_ADVISORY builds it, and LockAcquire takes it by pointer for the
     // call's duration only. A transaction-scoped lock is taken, as pg_advisory_xact_lock takes

@@ -280,7 +280,11 @@ async fn fetch_page(
         }
         outcome.attempts += 1;
         let sent_at = Instant::now();
-        let (status, answer) = send_once(client, config, request).await;
+        let Attempt {
+            status,
+            answer,
+            cut_off,
+        } = send_once(client, config, request).await;
         if status.is_some() {
             outcome.http_status = status;
         }
@@ -291,9 +295,9 @@ async fn fetch_page(
             } => Some(*after),
             _ => None,
         };
-        let signal = match (status, retry_after) {
-            (Some(429 | 503), _) => Signal::Overloaded,
-            (None, Some(_)) => Signal::Dropped,
+        let signal = match status {
+            Some(429 | 503) => Signal::Overloaded,
+            _ if cut_off => Signal::Dropped,
             _ => Signal::Answered,
         };
         // A pause past the deadline would hold back every company for nothing: that company
@@ -341,17 +345,12 @@ fn not_retried(answer: PageAnswer) -> PageAnswer {
 }
 
 /// One HTTP exchange, bounded by the request timeout; returns the status seen and its meaning.
-async fn send_once(
-    client: &Client,
-    config: &EndpointConfig,
-    request: &PageRequest<'_>,
-) -> (Option<u16>, PageAnswer) {
+async fn send_once(client: &Client, config: &EndpointConfig, request: &PageRequest<'_>) -> Attempt {
     let exchange = async {
-        let mut key = HeaderValue::from_str(&config.service_key).map_err(|_| {
-            (
-                None,
-                failed("the service key is not a valid header value", Retry::No),
-            )
+        let mut key = HeaderValue::from_str(&config.service_key).map_err(|_| Attempt {
+            status: None,
+            answer: failed("the service key is not a valid header value", Retry::No),
+            cut_off: false,
         })?;
         key.set_sensitive(true);
         let response = client
@@ -364,12 +363,20 @@ async fn send_once(
             .body("{}")
             .send()
             .await
-            .map_err(|e| (None, transport_failure(&e)))?;
+            .map_err(|e| Attempt {
+                status: None,
+                answer: transport_failure(&e),
+                cut_off: true,
+            })?;
         let status = response.status().as_u16();
         let headers = response.headers().clone();
         let body = read_body(response, config.max_response_bytes)
             .await
-            .map_err(|answer| (Some(status), answer))?;
+            .map_err(|(answer, cut_off)| Attempt {
+                status: Some(status),
+                answer,
+                cut_off,
+            })?;
         let header_text = |name| {
             headers
                 .get(name)
@@ -386,30 +393,47 @@ async fn send_once(
             &config.site_url,
             SystemTime::now(),
         );
-        Ok((Some(status), answer))
+        Ok(Attempt {
+            status: Some(status),
+            answer,
+            cut_off: false,
+        })
     };
     match tokio::time::timeout(config.request_timeout, exchange).await {
-        Ok(Ok(result)) | Ok(Err(result)) => result,
-        Err(_) => (
-            None,
-            failed(
+        Ok(Ok(attempt)) | Ok(Err(attempt)) => attempt,
+        Err(_) => Attempt {
+            status: None,
+            answer: failed(
                 format!(
                     "timed out after {}",
                     describe_duration(config.request_timeout)
                 ),
                 Retry::Later(None),
             ),
-        ),
+            cut_off: true,
+        },
     }
 }
 
-/// Reads the body chunk by chunk, abandoning it past `max_bytes`.
+/// One request and what came of it.
+struct Attempt {
+    /// The answer's status, if its status line came.
+    status: Option<u16>,
+    answer: PageAnswer,
+    /// Sent, and no whole answer came: the connection failed or was closed before the end of the
+    /// body, or the time ran out. For an adaptive limit that is a dropped request, whatever the
+    /// status line said: an answer's latency is only what a whole answer took.
+    cut_off: bool,
+}
+
+/// Reads the body chunk by chunk, abandoning it past `max_bytes`. An error says whether the
+/// connection cut the body off (rather than the body being too large).
 async fn read_body(
     mut response: reqwest::Response,
     max_bytes: usize,
-) -> Result<Vec<u8>, PageAnswer> {
+) -> Result<Vec<u8>, (PageAnswer, bool)> {
     let too_large = || {
-        failed(format!("the answer is larger than dex_collector.max_response_bytes ({max_bytes} bytes); abandoned"), Retry::No)
+        (failed(format!("the answer is larger than dex_collector.max_response_bytes ({max_bytes} bytes); abandoned"), Retry::No), false)
     };
     let declared = response
         .headers()
@@ -423,7 +447,11 @@ async fn read_body(
     // from a proxy that then sends slowly would otherwise take that much memory per request in
     // flight before a byte came.
     let mut body = Vec::with_capacity(declared.map_or(1024, |length| length as usize).min(65_536));
-    while let Some(chunk) = response.chunk().await.map_err(|e| transport_failure(&e))? {
+    while let Some(chunk) = response
+        .chunk()
+        .await
+        .map_err(|e| (transport_failure(&e), true))?
+    {
         if body.len() + chunk.len() > max_bytes {
             return Err(too_large());
         }

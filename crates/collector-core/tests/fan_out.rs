@@ -755,6 +755,39 @@ fn an_adaptive_limit_rises_on_an_idle_endpoint_and_never_passes_its_maximum() {
     assert!(flow.spread.is_some_and(f64::is_finite), "{:?}", flow.spread);
 }
 
+/// A request the connection ends before the whole answer came is a dropped request for an
+/// adaptive limit, as one with no answer at all: a status line that came first is no answer.
+#[test]
+fn an_adaptive_limit_falls_when_connections_close_before_the_answer_ends() {
+    for behavior in [Behavior::CloseWithoutAnswer, Behavior::CloseMidAnswer] {
+        let stand_in = answering(behavior.clone());
+        let executed = collect_with(
+            &stand_in,
+            &targets(16),
+            Concurrency::Adaptive {
+                start: 16,
+                max: 64,
+                settled: false,
+                ceiling: None,
+                spread: None,
+            },
+            Duration::from_secs(30),
+            &mut TestHost::recording_now(),
+        );
+        assert!(
+            executed
+                .summary
+                .results
+                .iter()
+                .all(|r| r.status == ResultStatus::Failed),
+            "{behavior:?}"
+        );
+        let flow = &executed.summary.flow;
+        assert_eq!(flow.highest_limit, 16, "{behavior:?}: {flow:?}");
+        assert!(flow.lowest_limit < 16, "{behavior:?}: {flow:?}");
+    }
+}
+
 #[test]
 fn a_retry_after_past_the_deadline_holds_back_nothing() {
     let stand_in = answering(Behavior::Synthetic);

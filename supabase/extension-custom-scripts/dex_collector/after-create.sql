@@ -10,7 +10,9 @@
 -- EXECUTE on the pure DEX functions wherever those API roles exist, so PostgREST serves nothing of
 -- it to API callers; and it gives supautils.privileged_role, with grant option, USAGE on schema
 -- dex_collector, EXECUTE on dex_collect_all(), dex_collect_company(uuid),
--- dex_collect_all_async(), dex_collector.schedule(text), dex_collector.unschedule() and the DEX
--- functions, and SELECT on the history, its views and the run id sequence (pg_dump reads it).
+-- dex_collect_all_async(), dex_collector.schedule(text), dex_collector.unschedule(), the two
+-- functions dex_collector.health calls (expected_interval(), alerts_due_within()) and the DEX
+-- functions, SELECT on the history, its views and the run id sequence (pg_dump reads it), and
+-- UPDATE of the webhook outbox's delivery columns.
 -- Running it here again settles an extension created before supautils.privileged_role was set.
 SELECT dex_collector.settle_privileges();

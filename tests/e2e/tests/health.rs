@@ -530,11 +530,11 @@ fn health_is_one_row_that_turns_stale_when_runs_stop() {
             );
             continue;
         }
-        let expected: Option<String> = one(
-            &mut client,
-            "SELECT dex_collector.expected_interval()::text",
+        assert_eq!(
+            expected_interval(&mut client).as_deref(),
+            every,
+            "{schedule}"
         );
-        assert_eq!(expected.as_deref(), every, "{schedule}");
     }
 
     // A job paused on purpose means no run is meant to start.
@@ -546,7 +546,7 @@ fn health_is_one_row_that_turns_stale_when_runs_stop() {
                 &[&active],
             )
             .unwrap();
-        one(client, "SELECT dex_collector.expected_interval()::text")
+        expected_interval(client)
     };
     client
         .execute("SELECT dex_collector.schedule('*/5 * * * *')", &[])
@@ -569,19 +569,25 @@ fn health_is_one_row_that_turns_stale_when_runs_stop() {
             &[],
         )
         .unwrap();
-    let expected: Option<String> = one(
-        &mut client,
-        "SELECT dex_collector.expected_interval()::text",
-    );
-    assert_eq!(expected.as_deref(), Some("00:05:00"));
+    assert_eq!(expected_interval(&mut client).as_deref(), Some("00:05:00"));
     client
         .batch_execute("GRANT EXECUTE ON FUNCTION dex_collect_all() TO scheduler")
         .unwrap();
-    let expected: Option<String> = one(
-        &mut client,
-        "SELECT dex_collector.expected_interval()::text",
-    );
-    assert_eq!(expected.as_deref(), Some("7 days"));
+    assert_eq!(expected_interval(&mut client).as_deref(), Some("7 days"));
+    // Alone, such a job is still the schedule (its calls fail, and `stale` says so in time).
+    client
+        .batch_execute(
+            "REVOKE EXECUTE ON FUNCTION dex_collect_all() FROM scheduler;
+             SELECT dex_collector.unschedule();",
+        )
+        .unwrap();
+    scheduler
+        .execute(
+            "SELECT cron.schedule('dex_collect_all', '*/10 * * * *', 'SELECT 1')",
+            &[],
+        )
+        .unwrap();
+    assert_eq!(expected_interval(&mut client).as_deref(), Some("00:10:00"));
 }
 
 /// A company that stops being a target (its machines deactivated) is forgotten by the first run of
@@ -766,13 +772,19 @@ fn events_no_one_offers_to_a_webhook_with_a_url_turn_health_unhealthy() {
         "without a URL they wait"
     );
 
-    // A URL in (an imitation of) Vault: nothing offered them.
+    // A URL in (an imitation of) Vault: nothing offered them. A blank secret is no URL, as
+    // for the worker.
     client
         .batch_execute(
             "CREATE SCHEMA vault;
              CREATE TABLE vault.secrets (name text PRIMARY KEY, secret text);
-             INSERT INTO vault.secrets VALUES ('dex_collector_alert_url', 'https://hooks.example.com/a');",
+             CREATE VIEW vault.decrypted_secrets AS SELECT name, secret AS decrypted_secret FROM vault.secrets;
+             INSERT INTO vault.secrets VALUES ('dex_collector_alert_url', ' ');",
         )
+        .unwrap();
+    assert_eq!(unsent(&mut client), (true, 0, 0.0));
+    client
+        .batch_execute("UPDATE vault.secrets SET secret = 'https://hooks.example.com/a'")
         .unwrap();
     assert_eq!(unsent(&mut client), (false, 2, 2.0));
     // The worker may take twice the run deadline; a number alone is milliseconds. As written
@@ -786,8 +798,34 @@ fn events_no_one_offers_to_a_webhook_with_a_url_turn_health_unhealthy() {
         }
     };
     deadlines(&mut client);
+    // A worker that delivered or gave up on an event in that time is working through a backlog.
+    let first = "(SELECT min(id) FROM dex_collector.events)";
+    for (change, expected) in [
+        ("delivered_at = now() - interval '1 minute'", (true, 0, 0.0)),
+        (
+            "delivered_at = now() - interval '16 minutes'",
+            (false, 1, 1.0),
+        ),
+        ("delivered_at = NULL, abandoned_at = now()", (false, 0, 0.0)),
+        (
+            "abandoned_at = now() - interval '16 minutes'",
+            (false, 1, 1.0),
+        ),
+    ] {
+        client
+            .batch_execute(&format!(
+                "UPDATE dex_collector.events SET {change} WHERE id = {first}"
+            ))
+            .unwrap();
+        assert_eq!(unsent(&mut client), expected, "{change}");
+    }
+    client
+        .batch_execute(&format!(
+            "UPDATE dex_collector.events SET abandoned_at = NULL WHERE id = {first}"
+        ))
+        .unwrap();
 
-    // The setting instead, in every session once the configuration is reloaded.
+    // The setting instead, in every session once it has taken the reload.
     for statement in [
         "DELETE FROM vault.secrets",
         // ALTER SYSTEM checks the setting (on 15 and 16 it must know it), with the library.
@@ -797,12 +835,16 @@ fn events_no_one_offers_to_a_webhook_with_a_url_turn_health_unhealthy() {
     ] {
         client.batch_execute(statement).unwrap();
     }
-    deadlines(&mut client);
     assert!(wait_until(Duration::from_secs(10), || {
-        unsent(&mut deployment.client()) == (false, 2, 2.0)
+        unsent(&mut client) == (false, 2, 2.0)
     }));
+    deadlines(&mut client);
     client
-        .batch_execute("UPDATE dex_collector.events SET delivered_at = now()")
+        .batch_execute("UPDATE dex_collector.events SET delivered_at = now() - interval '1 hour'")
         .unwrap();
     assert_eq!(unsent(&mut client), (true, 0, 0.0));
+}
+
+fn expected_interval(client: &mut postgres::Client) -> Option<String> {
+    one(client, "SELECT dex_collector.expected_interval()::text")
 }

@@ -9,6 +9,7 @@ use dex_collector_e2e::cluster::{ClusterOptions, TestCluster};
 use dex_collector_e2e::deployment::{
     one, sample, sql_error, wait_until, Deployment, DeploymentOptions,
 };
+use dex_collector_e2e::readme;
 use dex_collector_e2e::stand_in::{Behavior, StandInConfig};
 use serde_json::Value;
 
@@ -108,8 +109,8 @@ fn a_worker_run_that_loses_its_history_stops_calling_and_leaves_no_lock_behind()
 }
 
 /// src/lock.rs: the run lock is in a space of its own, which no SQL function can take. A role
-/// holding advisory locks on the same keys, in both of SQL's forms, holds no run back, and a run's
-/// lock is where operations.md says to look for it.
+/// holding advisory locks on the same keys, in both of SQL's forms, holds no run back; a run's
+/// lock is where operations.md says to look for it, before and after it names its run.
 #[test]
 fn advisory_locks_taken_in_sql_never_hold_runs_back() {
     let deployment = Deployment::start(DeploymentOptions::default()).unwrap();
@@ -143,29 +144,63 @@ fn advisory_locks_taken_in_sql_never_hold_runs_back() {
         "the session is left alone"
     );
 
-    // A run in progress holds its lock where operations.md looks for it, naming its run.
+    // A call still reading its targets holds the lock and has published no run yet: a call
+    // meanwhile is skipped, naming none, and operations.md's query shows the holder.
+    let mut planning = deployment.client();
+    let planning_pid: i32 = one(&mut planning, "SELECT pg_backend_pid()");
+    planning
+        .batch_execute(
+            "SET dex_collector.targets_query = 'SELECT c.id AS company_id, c.company_name
+               FROM public.companies c, pg_catalog.pg_sleep(3) s'",
+        )
+        .unwrap();
+    let planned = std::thread::spawn(move || {
+        planning
+            .query_one("SELECT dex_collect_all()", &[])
+            .map(|row| row.get::<_, Value>(0))
+    });
+    assert!(wait_until(Duration::from_secs(10), || {
+        lock_holders(&mut client) == [(planning_pid, None)]
+    }));
+    let skipped = deployment.collect_all();
+    assert_eq!(skipped["skipped"], true, "{skipped}");
+    assert_eq!(skipped["run_id"], Value::Null, "{skipped}");
+    let planned = planned.join().unwrap().unwrap();
+    assert_eq!(planned["success"], true, "{planned}");
+
+    // A run in progress holds its lock and names its run.
     let mut caller = deployment.client();
     caller
         .batch_execute("BEGIN; SELECT dex_collect_all()")
         .unwrap();
-    let held: Vec<(i32, i64)> = client
-        .query(
-            "SELECT l.pid, l.objid::bigint FROM pg_locks l
-              WHERE l.locktype = 'advisory' AND l.classid = 1145395268 AND l.objsubid = 17475
-                AND l.granted",
-            &[],
-        )
-        .unwrap()
-        .iter()
-        .map(|row| (row.get(0), row.get(1)))
-        .collect();
+    let running = planned["run_id"].as_i64().unwrap() + 1;
     let caller_pid: i32 = one(&mut caller, "SELECT pg_backend_pid()");
-    assert_eq!(held, [(caller_pid, first_run + 2)]);
+    assert_eq!(lock_holders(&mut client), [(caller_pid, Some(running))]);
     let skipped = deployment.collect_all();
     assert_eq!(skipped["skipped"], true, "{skipped}");
-    assert_eq!(skipped["run_id"], first_run + 2, "{skipped}");
+    assert_eq!(skipped["run_id"], running, "{skipped}");
     caller.batch_execute("COMMIT").unwrap();
     assert_eq!(deployment.collect_all()["success"], true);
+}
+
+/// The session holding the run lock and the run it published, by docs/operations.md's query.
+fn lock_holders(client: &mut postgres::Client) -> Vec<(i32, Option<i64>)> {
+    let page = readme::page("operations.md");
+    let query = readme::sql_blocks(&page)
+        .into_iter()
+        .find(|block| block.contains("1145395267"))
+        .expect("operations.md shows who holds the run lock");
+    client
+        .query(&query, &[])
+        .unwrap()
+        .iter()
+        .map(|row| {
+            (
+                row.get("pid"),
+                row.get::<_, Option<u32>>("run_id").map(i64::from),
+            )
+        })
+        .collect()
 }
 
 /// operations.md: under REPEATABLE READ, a call whose snapshot predates another run's end fails
