@@ -377,9 +377,15 @@ DECLARE
     worker text := nullif(current_setting('dex_collector.interval', true), '');
     worker_every interval;
 BEGIN
-    IF worker IS NOT NULL AND worker::interval > interval '0' THEN
-        worker_every := worker::interval;
-    END IF;
+    -- As written where the library is not loaded in this session: one that is no interval says
+    -- nothing, rather than failing health.
+    BEGIN
+        IF worker::interval > interval '0' THEN
+            worker_every := worker::interval;
+        END IF;
+    EXCEPTION WHEN OTHERS THEN
+        worker_every := NULL;
+    END;
     -- pg_cron's table, which a superuser made, not one of that name made by another role
     -- where pg_cron is absent: this function runs with its owner's rights. A job whose role may
     -- call dex_collect_all() comes first. One whose role may not (another role allowed pg_cron
@@ -421,7 +427,7 @@ BEGIN
         WHEN fields[1] ~ '^[0-9]+$' AND fields[2] ~ '^[0-9]+$' THEN interval '1 day'
     END;
     IF privileged THEN
-        RETURN every;
+        RETURN coalesce(every, worker_every);
     END IF;
     RETURN least(every, worker_every);
 END
@@ -441,7 +447,8 @@ DECLARE
     url_set boolean := btrim(coalesce(current_setting('dex_collector.alert_url', true), '')) <> '';
 BEGIN
     -- Vault's view, which a superuser made, read as the worker reads it (a blank secret is none).
-    -- One it cannot decrypt is a URL the worker cannot read either.
+    -- One it cannot decrypt is a URL the worker cannot read either; one this function's owner may
+    -- not read says nothing.
     IF NOT url_set AND EXISTS (SELECT FROM pg_class c JOIN pg_roles r ON r.oid = c.relowner
                                 WHERE c.oid = to_regclass('vault.decrypted_secrets')
                                   AND r.rolsuper) THEN
@@ -449,8 +456,11 @@ BEGIN
             EXECUTE 'SELECT EXISTS (SELECT FROM vault.decrypted_secrets
                                      WHERE name = $1 AND btrim(decrypted_secret, E'' \t\r\n'') <> '''')'
                INTO url_set USING 'dex_collector_alert_url';
-        EXCEPTION WHEN OTHERS THEN
-            url_set := true;
+        EXCEPTION
+            WHEN insufficient_privilege THEN
+                url_set := false;
+            WHEN OTHERS THEN
+                url_set := true;
         END;
     END IF;
     IF NOT url_set THEN
@@ -499,10 +509,14 @@ WITH latest AS (
                AND e.id > coalesce((SELECT max(d.id) FROM dex_collector.events d
                                      WHERE d.delivered_at IS NOT NULL), 0)) AS alerts_refused,
            -- Events a webhook with a URL has not been offered in the time the worker takes at
-           -- most, while nothing was delivered or abandoned in that time either: offered by no
-           -- one (no worker running, or a URL it cannot use). A backlog the worker works through
-           -- does not count; without a URL, every event waits.
+           -- most, while nothing was delivered or abandoned in that time either, and none is
+           -- being offered: offered by no one (no worker running, or a URL it cannot use). A
+           -- backlog the worker works through does not count, nor do events behind one the
+           -- receiver has not taken (alerts_undelivered); without a URL, every event waits.
            CASE WHEN w.due_within IS NULL
+                  OR EXISTS (SELECT FROM dex_collector.events o
+                              WHERE o.delivered_at IS NULL AND o.abandoned_at IS NULL
+                                AND o.delivery_attempts > 0)
                   OR (SELECT d.delivered_at FROM dex_collector.events d
                        WHERE d.delivered_at IS NOT NULL ORDER BY d.id DESC LIMIT 1)
                      > now() - w.due_within

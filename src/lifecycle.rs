@@ -319,6 +319,7 @@ fn start_in_worker(
     let failed = |error: CollectError| (Some(run.clone()), error);
     locks.publish(run.id);
     let plan = run::plan(Scope::All).map_err(failed)?;
+    locks.confirm(run.id).map_err(|e| failed(e.into()))?;
     history::set_companies_total(run.id, plan.targets.len()).map_err(|e| failed(e.into()))?;
     Ok(Some(Started { locks, run, plan }))
 }

@@ -8,7 +8,9 @@
 //!
 //! A SQL call takes transaction-level locks (released at commit, abort or cancel). The worker,
 //! which commits after each company, takes session-level locks held by a [`SessionLocks`] guard,
-//! which releases them however the run ends, without needing a transaction.
+//! which releases them however the run ends, without needing a transaction. Its own session can
+//! release those (`pg_advisory_unlock_all()` releases every session-level advisory lock): the
+//! worker confirms them after the targets query, the one SQL it runs that it does not control.
 
 use pgrx::prelude::*;
 
@@ -18,10 +20,16 @@ use crate::pg::{self, LockScope};
 const RUN_LOCK: u32 = 0x4445_5843;
 const RUN_ID_LOCK: u32 = 0x4445_5844;
 
-/// The advisory locks that keep runs apart could not be read or taken.
+/// The advisory locks that keep runs apart could not be read, or were lost.
 #[derive(Debug, thiserror::Error)]
-#[error("dex_collector could not check for a run in progress: {0}")]
-pub struct LockError(#[from] pgrx::spi::Error);
+pub enum LockError {
+    #[error("dex_collector could not check for a run in progress: {0}")]
+    Unreadable(#[from] pgrx::spi::Error),
+    /// SQL the worker ran while holding its session lock (the targets query) released it, with
+    /// `pg_advisory_unlock_all()`, and another run took it.
+    #[error("dex_collector's run lock was released while the targets query ran (pg_advisory_unlock_all() in it?), and another run holds it now")]
+    Lost,
+}
 
 /// Takes the run lock for the calling transaction if it is free; false when another collection
 /// holds it.
@@ -43,6 +51,17 @@ impl SessionLocks {
     /// Announces which run holds the run lock.
     pub fn publish(&self, run_id: i64) {
         pg::lock(RUN_ID_LOCK, published_key(run_id), LockScope::Session);
+    }
+
+    /// After SQL the worker does not control (the targets query), which could have released
+    /// every session-level advisory lock of this session: the locks again, unless another run
+    /// took the run lock meanwhile. Taking a lock this session holds only counts it again.
+    pub fn confirm(&self, run_id: i64) -> Result<(), LockError> {
+        if !pg::try_lock(RUN_LOCK, 0, LockScope::Session) {
+            return Err(LockError::Lost);
+        }
+        self.publish(run_id);
+        Ok(())
     }
 }
 
@@ -76,7 +95,7 @@ pub fn running_run_id() -> Result<Option<i64>, LockError> {
             i32::from(pg::LOCK_SPACE).into(),
         ],
     )
-    .map_err(LockError)
+    .map_err(LockError::Unreadable)
 }
 
 /// Run ids are positive and stay far below 2^32 (one run a minute for 8,000 years).

@@ -283,7 +283,7 @@ async fn fetch_page(
         let Attempt {
             status,
             answer,
-            cut_off,
+            exchange,
         } = send_once(client, config, request).await;
         if status.is_some() {
             outcome.http_status = status;
@@ -295,10 +295,11 @@ async fn fetch_page(
             } => Some(*after),
             _ => None,
         };
-        let signal = match status {
-            Some(429 | 503) => Signal::Overloaded,
-            _ if cut_off => Signal::Dropped,
-            _ => Signal::Answered,
+        let signal = match (status, exchange) {
+            (_, Exchange::NotSent) => None,
+            (Some(429 | 503), _) => Some(Signal::Overloaded),
+            (_, Exchange::CutOff) => Some(Signal::Dropped),
+            (_, Exchange::Whole) => Some(Signal::Answered),
         };
         // A pause past the deadline would hold back every company for nothing: that company
         // gives up its retry (below), the others go on.
@@ -307,7 +308,9 @@ async fn fetch_page(
                 .checked_add(*after)
                 .is_some_and(|at| at < deadline)
         });
-        flow.answered(sent_at, signal, run_pause);
+        if let Some(signal) = signal {
+            flow.answered(sent_at, signal, run_pause);
+        }
         let Some(after) = retry_after else {
             return answer;
         };
@@ -350,7 +353,7 @@ async fn send_once(client: &Client, config: &EndpointConfig, request: &PageReque
         let mut key = HeaderValue::from_str(&config.service_key).map_err(|_| Attempt {
             status: None,
             answer: failed("the service key is not a valid header value", Retry::No),
-            cut_off: false,
+            exchange: Exchange::NotSent,
         })?;
         key.set_sensitive(true);
         let response = client
@@ -366,16 +369,16 @@ async fn send_once(client: &Client, config: &EndpointConfig, request: &PageReque
             .map_err(|e| Attempt {
                 status: None,
                 answer: transport_failure(&e),
-                cut_off: true,
+                exchange: Exchange::CutOff,
             })?;
         let status = response.status().as_u16();
         let headers = response.headers().clone();
         let body = read_body(response, config.max_response_bytes)
             .await
-            .map_err(|(answer, cut_off)| Attempt {
+            .map_err(|(answer, exchange)| Attempt {
                 status: Some(status),
                 answer,
-                cut_off,
+                exchange,
             })?;
         let header_text = |name| {
             headers
@@ -396,7 +399,7 @@ async fn send_once(client: &Client, config: &EndpointConfig, request: &PageReque
         Ok(Attempt {
             status: Some(status),
             answer,
-            cut_off: false,
+            exchange: Exchange::Whole,
         })
     };
     match tokio::time::timeout(config.request_timeout, exchange).await {
@@ -410,7 +413,7 @@ async fn send_once(client: &Client, config: &EndpointConfig, request: &PageReque
                 ),
                 Retry::Later(None),
             ),
-            cut_off: true,
+            exchange: Exchange::CutOff,
         },
     }
 }
@@ -420,20 +423,31 @@ struct Attempt {
     /// The answer's status, if its status line came.
     status: Option<u16>,
     answer: PageAnswer,
-    /// Sent, and no whole answer came: the connection failed or was closed before the end of the
-    /// body, or the time ran out. For an adaptive limit that is a dropped request, whatever the
-    /// status line said: an answer's latency is only what a whole answer took.
-    cut_off: bool,
+    exchange: Exchange,
 }
 
-/// Reads the body chunk by chunk, abandoning it past `max_bytes`. An error says whether the
-/// connection cut the body off (rather than the body being too large).
+/// How far one request went: what it tells an adaptive limit.
+#[derive(Clone, Copy)]
+enum Exchange {
+    /// Never sent (the request could not be built): it says nothing of the endpoint.
+    NotSent,
+    /// The whole answer came (or as much of it as `max_response_bytes` lets the run read): its
+    /// latency is a sample, unless it is a 429 or 503.
+    Whole,
+    /// Sent, and no whole answer came: the connection failed or was closed before the end of the
+    /// body, or the time ran out. A dropped request, unless its status line said 429 or 503: a
+    /// latency is only what a whole answer took.
+    CutOff,
+}
+
+/// Reads the body chunk by chunk, abandoning it past `max_bytes`. An error says how far the
+/// exchange went: the connection cut the body off, or the body was too large.
 async fn read_body(
     mut response: reqwest::Response,
     max_bytes: usize,
-) -> Result<Vec<u8>, (PageAnswer, bool)> {
+) -> Result<Vec<u8>, (PageAnswer, Exchange)> {
     let too_large = || {
-        (failed(format!("the answer is larger than dex_collector.max_response_bytes ({max_bytes} bytes); abandoned"), Retry::No), false)
+        (failed(format!("the answer is larger than dex_collector.max_response_bytes ({max_bytes} bytes); abandoned"), Retry::No), Exchange::Whole)
     };
     let declared = response
         .headers()
@@ -450,7 +464,7 @@ async fn read_body(
     while let Some(chunk) = response
         .chunk()
         .await
-        .map_err(|e| (transport_failure(&e), true))?
+        .map_err(|e| (transport_failure(&e), Exchange::CutOff))?
     {
         if body.len() + chunk.len() > max_bytes {
             return Err(too_large());

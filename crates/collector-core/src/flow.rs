@@ -71,7 +71,8 @@ pub enum Signal {
     Answered,
     /// 429 or 503: the endpoint says it is overloaded.
     Overloaded,
-    /// No answer: the request timed out, or the connection was refused or reset.
+    /// No whole answer: the request timed out, or the connection was refused, reset or closed
+    /// before the answer's end.
     Dropped,
 }
 

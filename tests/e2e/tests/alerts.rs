@@ -443,6 +443,55 @@ fn a_restarted_worker_pings_the_queued_run_it_finds_first() {
     );
 }
 
+/// worker.rs: what a queued run leaves to send goes before the next queued run starts, not after
+/// the last of them.
+#[test]
+fn the_worker_sends_a_queued_runs_events_before_the_next_queued_run() {
+    let (webhook, heartbeat) = (receiver(), receiver());
+    let deployment = deployment_with(
+        &webhook,
+        &heartbeat,
+        DeploymentOptions {
+            settings: vec![("dex_collector.concurrency".into(), "1".into())],
+            stand_in: StandInConfig {
+                default_behavior: Behavior::Delay {
+                    delay: Duration::from_millis(300),
+                    then: Box::new(Behavior::Synthetic),
+                },
+                ..StandInConfig::default()
+            },
+            ..DeploymentOptions::default()
+        },
+    );
+    let mut client = deployment.client();
+    let row = client
+        .query_one(
+            "SELECT dex_collect_all_async(), dex_collect_all_async()",
+            &[],
+        )
+        .unwrap();
+    let (first, second): (i64, i64) = (row.get(0), row.get(1));
+    assert!(wait_until(Duration::from_secs(60), || {
+        one::<i64>(
+            &mut client,
+            &format!("SELECT count(*) FROM dex_collector.runs WHERE id = {second} AND status = 'succeeded'"),
+        ) == 1
+    }));
+    // The first run's events: the two companies without credentials, skipped.
+    let sent_before_the_next: Vec<bool> = client
+        .query(
+            "SELECT coalesce(e.delivered_at < r.started_at, false)
+               FROM dex_collector.events e, dex_collector.runs r
+              WHERE e.run_id = $1 AND r.id = $2 ORDER BY e.id",
+            &[&first, &second],
+        )
+        .unwrap()
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    assert_eq!(sent_before_the_next, [true, true]);
+}
+
 #[test]
 fn a_new_extension_is_pinged_from_its_first_run() {
     let (webhook, heartbeat) = (receiver(), receiver());

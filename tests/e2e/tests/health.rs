@@ -588,6 +588,22 @@ fn health_is_one_row_that_turns_stale_when_runs_stop() {
         )
         .unwrap();
     assert_eq!(expected_interval(&mut client).as_deref(), Some("00:10:00"));
+    // But never less often than the worker's interval; and where a job whose role may call it
+    // has a schedule that says nothing (not regular), the worker's interval says.
+    for statement in [
+        "LOAD 'dex_collector'",
+        "ALTER SYSTEM SET dex_collector.interval = '1min'",
+        "SELECT pg_reload_conf()",
+    ] {
+        client.batch_execute(statement).unwrap();
+    }
+    assert!(wait_until(Duration::from_secs(10), || {
+        expected_interval(&mut client).as_deref() == Some("00:01:00")
+    }));
+    client
+        .execute("SELECT dex_collector.schedule('0 3 * * 1')", &[])
+        .unwrap();
+    assert_eq!(expected_interval(&mut client).as_deref(), Some("00:01:00"));
 }
 
 /// A company that stops being a target (its machines deactivated) is forgotten by the first run of
@@ -811,6 +827,11 @@ fn events_no_one_offers_to_a_webhook_with_a_url_turn_health_unhealthy() {
             "abandoned_at = now() - interval '16 minutes'",
             (false, 1, 1.0),
         ),
+        // Behind one the receiver has not taken: alerts_undelivered counts that one.
+        (
+            "abandoned_at = NULL, delivery_attempts = 1",
+            (false, 0, 0.0),
+        ),
     ] {
         client
             .batch_execute(&format!(
@@ -821,7 +842,7 @@ fn events_no_one_offers_to_a_webhook_with_a_url_turn_health_unhealthy() {
     }
     client
         .batch_execute(&format!(
-            "UPDATE dex_collector.events SET abandoned_at = NULL WHERE id = {first}"
+            "UPDATE dex_collector.events SET delivery_attempts = 0 WHERE id = {first}"
         ))
         .unwrap();
 

@@ -146,12 +146,15 @@ fn advisory_locks_taken_in_sql_never_hold_runs_back() {
 
     // A call still reading its targets holds the lock and has published no run yet: a call
     // meanwhile is skipped, naming none, and operations.md's query shows the holder.
+    // Its targets query waits for an SQL advisory lock the test holds (one that no longer
+    // touches the run lock) until the skipped call is through.
+    client.execute("SELECT pg_advisory_lock(42)", &[]).unwrap();
     let mut planning = deployment.client();
     let planning_pid: i32 = one(&mut planning, "SELECT pg_backend_pid()");
     planning
         .batch_execute(
             "SET dex_collector.targets_query = 'SELECT c.id AS company_id, c.company_name
-               FROM public.companies c, pg_catalog.pg_sleep(3) s'",
+               FROM pg_catalog.pg_advisory_xact_lock_shared(42) l, public.companies c'",
         )
         .unwrap();
     let planned = std::thread::spawn(move || {
@@ -165,6 +168,9 @@ fn advisory_locks_taken_in_sql_never_hold_runs_back() {
     let skipped = deployment.collect_all();
     assert_eq!(skipped["skipped"], true, "{skipped}");
     assert_eq!(skipped["run_id"], Value::Null, "{skipped}");
+    client
+        .execute("SELECT pg_advisory_unlock(42)", &[])
+        .unwrap();
     let planned = planned.join().unwrap().unwrap();
     assert_eq!(planned["success"], true, "{planned}");
 
@@ -181,6 +187,79 @@ fn advisory_locks_taken_in_sql_never_hold_runs_back() {
     assert_eq!(skipped["run_id"], running, "{skipped}");
     caller.batch_execute("COMMIT").unwrap();
     assert_eq!(deployment.collect_all()["success"], true);
+}
+
+/// src/lock.rs: SQL in the worker's own session can release its session-level run lock
+/// (`pg_advisory_unlock_all()` in the targets query); the worker confirms the lock after the
+/// query, and a run that lost it to another fails, naming why, instead of running beside it.
+#[test]
+fn a_worker_run_whose_targets_query_released_the_run_lock_fails_if_another_took_it() {
+    let targets = "SELECT company_id, company_name FROM public.release_and_wait()";
+    let deployment = with_worker(
+        &[("dex_collector.targets_query", targets)],
+        Behavior::Synthetic,
+    )
+    .expect_warnings(&["the run could not start: dex_collector's run lock was released"]);
+    assert!(worker_ready(&deployment.cluster));
+    let mut client = deployment.client();
+    client
+        .batch_execute(
+            "CREATE FUNCTION public.release_and_wait()
+                 RETURNS TABLE (company_id uuid, company_name text) LANGUAGE plpgsql AS $$
+             BEGIN
+                 PERFORM pg_catalog.pg_advisory_unlock_all();
+                 PERFORM pg_catalog.pg_advisory_xact_lock_shared(42);
+                 RETURN QUERY SELECT c.id, c.company_name FROM public.companies c;
+             END $$;
+             SELECT pg_advisory_lock(42);",
+        )
+        .unwrap();
+    let queued: i64 = one(&mut client, "SELECT dex_collect_all_async()");
+    // The worker waits in its targets query, its run lock released.
+    assert!(wait_until(Duration::from_secs(30), || {
+        one::<i64>(
+            &mut client,
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objid = 42 AND NOT granted",
+        ) == 1
+    }));
+    assert!(lock_holders(&mut client).is_empty());
+    // A SQL call takes the run lock meanwhile and keeps it while the worker goes on.
+    let mut caller = deployment.client();
+    caller
+        .batch_execute(
+            "SET dex_collector.targets_query = 'SELECT id AS company_id, company_name FROM public.companies';
+             BEGIN; SELECT dex_collect_all();",
+        )
+        .unwrap();
+    client
+        .execute("SELECT pg_advisory_unlock(42)", &[])
+        .unwrap();
+    assert!(wait_until(Duration::from_secs(30), || {
+        let status: String = one(
+            &mut client,
+            &format!("SELECT status FROM dex_collector.runs WHERE id = {queued}"),
+        );
+        status == "failed"
+    }));
+    let error: String = one(
+        &mut client,
+        &format!("SELECT error FROM dex_collector.runs WHERE id = {queued}"),
+    );
+    assert!(
+        error.contains("run lock was released while the targets query ran"),
+        "{error}"
+    );
+    caller.batch_execute("COMMIT").unwrap();
+    let runs: Vec<(i64, String)> = client
+        .query("SELECT id, status FROM dex_collector.runs ORDER BY id", &[])
+        .unwrap()
+        .iter()
+        .map(|row| (row.get(0), row.get(1)))
+        .collect();
+    assert_eq!(
+        runs,
+        [(queued, "failed".into()), (queued + 1, "succeeded".into())]
+    );
 }
 
 /// The session holding the run lock and the run it published, by docs/operations.md's query.
