@@ -49,7 +49,7 @@ pub fn collect_in_transaction(scope: Scope, trigger: Trigger) -> Result<Vec<u8>,
             "recorded_as": recorded_as,
         }));
     }
-    let mut plan = run::plan(scope)?;
+    let mut plan = run::plan(scope, || Ok(()))?;
     plan.stop_before_call_timeout(started)?;
     let run = history::start_run(trigger, plan.targets.len())?;
     lock::publish_for_transaction(run.id);
@@ -318,8 +318,8 @@ fn start_in_worker(
     };
     let failed = |error: CollectError| (Some(run.clone()), error);
     locks.publish(run.id);
-    let plan = run::plan(Scope::All).map_err(failed)?;
-    locks.confirm(run.id).map_err(|e| failed(e.into()))?;
+    // The targets query could have released the session's locks (pg_advisory_unlock_all()).
+    let plan = run::plan(Scope::All, || Ok(locks.confirm(run.id)?)).map_err(failed)?;
     history::set_companies_total(run.id, plan.targets.len()).map_err(|e| failed(e.into()))?;
     Ok(Some(Started { locks, run, plan }))
 }

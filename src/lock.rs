@@ -14,7 +14,12 @@
 
 use pgrx::prelude::*;
 
-use crate::pg::{self, LockScope};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use crate::pg::{self, LockScope, TryLock};
+
+/// This worker process has warned that its targets query released the run lock.
+static RELEASE_TOLD: AtomicBool = AtomicBool::new(false);
 
 /// 'DEXC' and 'DEXD': the first key of our two-key advisory locks.
 const RUN_LOCK: u32 = 0x4445_5843;
@@ -27,14 +32,14 @@ pub enum LockError {
     Unreadable(#[from] pgrx::spi::Error),
     /// SQL the worker ran while holding its session lock (the targets query) released it, with
     /// `pg_advisory_unlock_all()`, and another run took it.
-    #[error("dex_collector's run lock was released while the targets query ran (pg_advisory_unlock_all() in it?), and another run holds it now")]
+    #[error("the targets query (dex_collector.targets_query, or a function or view it reads) released the run lock with pg_advisory_unlock_all(), and another run took it meanwhile; this run called no company: take pg_advisory_unlock_all() out of what the targets query runs")]
     Lost,
 }
 
 /// Takes the run lock for the calling transaction if it is free; false when another collection
 /// holds it.
 pub fn try_acquire_for_transaction() -> bool {
-    pg::try_lock(RUN_LOCK, 0, LockScope::Transaction)
+    pg::try_lock(RUN_LOCK, 0, LockScope::Transaction) != TryLock::Busy
 }
 
 /// The worker's run lock, held across its transactions until the guard drops.
@@ -45,7 +50,7 @@ impl SessionLocks {
     pub fn try_acquire() -> Option<SessionLocks> {
         // The guard exists before the lock is taken, so an ERROR in between cannot leak it.
         let guard = SessionLocks(());
-        pg::try_lock(RUN_LOCK, 0, LockScope::Session).then_some(guard)
+        (pg::try_lock(RUN_LOCK, 0, LockScope::Session) != TryLock::Busy).then_some(guard)
     }
 
     /// Announces which run holds the run lock.
@@ -57,8 +62,15 @@ impl SessionLocks {
     /// every session-level advisory lock of this session: the locks again, unless another run
     /// took the run lock meanwhile. Taking a lock this session holds only counts it again.
     pub fn confirm(&self, run_id: i64) -> Result<(), LockError> {
-        if !pg::try_lock(RUN_LOCK, 0, LockScope::Session) {
-            return Err(LockError::Lost);
+        match pg::try_lock(RUN_LOCK, 0, LockScope::Session) {
+            TryLock::AlreadyHeld => {}
+            TryLock::Busy => return Err(LockError::Lost),
+            TryLock::Taken => {
+                // No other run got in this time: said once a worker process, not every run.
+                if !RELEASE_TOLD.swap(true, Ordering::Relaxed) {
+                    warning!("dex_collector worker: the targets query (dex_collector.targets_query, or a function or view it reads) released the run lock with pg_advisory_unlock_all(); taken again, but a run that starts meanwhile would be refused");
+                }
+            }
         }
         self.publish(run_id);
         Ok(())

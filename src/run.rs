@@ -83,9 +83,13 @@ impl Plan {
 
 /// Reads the settings and the targets, in fair order (see [`fair_order`]); for a run of all
 /// companies, first forgets the state of companies no longer among them
-/// ([`history::forget_companies_not_among`]). Raises nothing itself: configuration errors are
-/// returned.
-pub fn plan(scope: Scope) -> Result<Plan, CollectError> {
+/// ([`history::forget_companies_not_among`]). `after_targets` runs right after the targets query,
+/// the one SQL of the run that the extension does not control, before anything is written. Raises
+/// nothing itself: configuration errors are returned.
+pub fn plan(
+    scope: Scope,
+    after_targets: impl FnOnce() -> Result<(), CollectError>,
+) -> Result<Plan, CollectError> {
     version::check_installed_version()?;
     let settings = Settings::load()?;
     let targets = targets::load(
@@ -93,6 +97,7 @@ pub fn plan(scope: Scope) -> Result<Plan, CollectError> {
         settings.targets_role.as_deref(),
         settings.run_deadline,
     )?;
+    after_targets()?;
     let targets = match scope {
         Scope::All => {
             history::forget_companies_not_among(&targets)?;

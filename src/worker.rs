@@ -256,7 +256,11 @@ fn serve(database: &str) {
                 Queue::Ran => more_queued = true,
                 Queue::Failed => ok = false,
             }
-            if let (Some(interval), Some(due)) = (settings.interval, next_interval_run) {
+            // One run a cycle, so that what it leaves to send goes before the next: an interval
+            // run that is due waits for the next cycle after a queued one.
+            if let (Some(interval), Some(due), false) =
+                (settings.interval, next_interval_run, more_queued)
+            {
                 if Instant::now() >= due && !pg::shutdown_requested() {
                     ok &= report(
                         lifecycle::collect_in_worker(WorkerRun::Interval),

@@ -1,8 +1,9 @@
 //! Advisory locks in a space of their own: the lock manager's advisory tags, with a fourth field
 //! that no SQL function sets (`pg_advisory_lock(bigint)` sets 1, the two-key forms 2), so no
-//! session can take, hold or release one of these by calling a function, and no application's
-//! advisory locks can collide with them. `pg_locks` shows them as `advisory` locks whose `objsubid`
-//! is [`LOCK_SPACE`].
+//! other session can take, hold or release one of these by calling a function, and no
+//! application's advisory locks can collide with them. The holding session itself can release
+//! its session-level ones: `pg_advisory_unlock_all()` releases every session-level advisory
+//! lock. `pg_locks` shows them as `advisory` locks whose `objsubid` is [`LOCK_SPACE`].
 
 use pgrx::pg_sys;
 
@@ -18,10 +19,26 @@ pub enum LockScope {
     Session,
 }
 
-/// Takes the exclusive lock on (`first`, `second`) in this database if no one holds it; false
-/// if another process does. Within a transaction when `scope` is the transaction's.
-pub fn try_lock(first: u32, second: u32, scope: LockScope) -> bool {
-    acquire(first, second, scope, true) != pg_sys::LockAcquireResult::LOCKACQUIRE_NOT_AVAIL
+/// What a try for a lock found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TryLock {
+    /// Taken now.
+    Taken,
+    /// This session held it already (taking it again only counts it again).
+    AlreadyHeld,
+    /// Another process holds it.
+    Busy,
+}
+
+/// Takes the exclusive lock on (`first`, `second`) in this database if no other process holds
+/// it. Within a transaction when `scope` is the transaction's.
+pub fn try_lock(first: u32, second: u32, scope: LockScope) -> TryLock {
+    match acquire(first, second, scope, true) {
+        pg_sys::LockAcquireResult::LOCKACQUIRE_NOT_AVAIL => TryLock::Busy,
+        pg_sys::LockAcquireResult::LOCKACQUIRE_ALREADY_HELD
+        | pg_sys::LockAcquireResult::LOCKACQUIRE_ALREADY_CLEAR => TryLock::AlreadyHeld,
+        _ => TryLock::Taken,
+    }
 }
 
 /// Takes the exclusive lock on (`first`, `second`) in this database, waiting for it if another

@@ -26,7 +26,7 @@ pub use interrupts::{
 #[cfg(any(test, feature = "pg_test"))]
 pub use jsonb::jsonb_in_bytes;
 pub use jsonb::Jsonb;
-pub use locks::{lock, release_session_locks, try_lock, LockScope, LOCK_SPACE};
+pub use locks::{lock, release_session_locks, try_lock, LockScope, TryLock, LOCK_SPACE};
 pub use process::{
     effective_uid, exit_worker_for_restart, recovery_in_progress, reload_configuration,
     report_application_name, set_worker_main, wait_worker_latch, WORKER_ENTRY,
