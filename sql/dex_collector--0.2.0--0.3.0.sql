@@ -497,7 +497,10 @@ WITH latest AS (
            count(*) FILTER (WHERE c.state = 'skipped') AS companies_skipped,
            count(*) FILTER (WHERE c.state = 'never_collected') AS companies_never_collected
       FROM dex_collector.companies c
-), outbox AS (
+), due AS MATERIALIZED (
+    -- Read once per read of health, not once per event it is held against.
+    SELECT dex_collector.alerts_due_within() AS within
+), outbox AS MATERIALIZED (
     -- Events the webhook was offered and has not taken yet, and those it refused for good since
     -- it last took one (a webhook that refuses everything stays unhealthy until one arrives); each
     -- counted through its partial index, whatever the size of the table.
@@ -513,22 +516,22 @@ WITH latest AS (
            -- being offered: offered by no one (no worker running, or a URL it cannot use). A
            -- backlog the worker works through does not count, nor do events behind one the
            -- receiver has not taken (alerts_undelivered); without a URL, every event waits.
-           CASE WHEN w.due_within IS NULL
+           CASE WHEN w.within IS NULL
                   OR EXISTS (SELECT FROM dex_collector.events o
                               WHERE o.delivered_at IS NULL AND o.abandoned_at IS NULL
                                 AND o.delivery_attempts > 0)
                   OR (SELECT d.delivered_at FROM dex_collector.events d
                        WHERE d.delivered_at IS NOT NULL ORDER BY d.id DESC LIMIT 1)
-                     > now() - w.due_within
+                     > now() - w.within
                   OR (SELECT a.abandoned_at FROM dex_collector.events a
                        WHERE a.abandoned_at IS NOT NULL AND a.delivered_at IS NULL
-                       ORDER BY a.id DESC LIMIT 1) > now() - w.due_within
+                       ORDER BY a.id DESC LIMIT 1) > now() - w.within
                 THEN 0
                 ELSE (SELECT count(*) FROM dex_collector.events e
                        WHERE e.delivered_at IS NULL AND e.abandoned_at IS NULL
-                         AND e.delivery_attempts = 0 AND e.created_at < now() - w.due_within)
+                         AND e.delivery_attempts = 0 AND e.created_at < now() - w.within)
            END AS alerts_unsent
-      FROM (SELECT dex_collector.alerts_due_within() AS due_within) w
+      FROM due w
 ), judged AS (
     SELECT l.id AS last_run_id, l.status AS last_run_status, l.started_at AS last_run_started_at,
            l.finished_at AS last_run_finished_at, k.expected_every,

@@ -68,7 +68,7 @@ impl SessionLocks {
             TryLock::Taken => {
                 // No other run got in this time: said once a worker process, not every run.
                 if !RELEASE_TOLD.swap(true, Ordering::Relaxed) {
-                    warning!("dex_collector worker: the targets query (dex_collector.targets_query, or a function or view it reads) released the run lock with pg_advisory_unlock_all(); taken again, but a run that starts meanwhile would be refused");
+                    warning!("dex_collector worker: the targets query (dex_collector.targets_query, or a function or view it reads) released the run lock with pg_advisory_unlock_all(); taken again, as no other run had taken it meanwhile (one that had would have failed this run): take pg_advisory_unlock_all() out of what the targets query runs");
                 }
             }
         }
