@@ -348,73 +348,100 @@ fn not_retried(answer: PageAnswer) -> PageAnswer {
 }
 
 /// One HTTP exchange, bounded by the request timeout; returns the status seen and its meaning.
+/// A status line other than 2xx means what it says even when the body after it was cut off or
+/// did not finish in time (a 429's `Retry-After` still holds the run back); a 2xx answer needs its
+/// whole body.
 async fn send_once(client: &Client, config: &EndpointConfig, request: &PageRequest<'_>) -> Attempt {
-    let exchange = async {
-        let mut key = HeaderValue::from_str(&config.service_key).map_err(|_| Attempt {
+    let Ok(mut key) = HeaderValue::from_str(&config.service_key) else {
+        return Attempt {
             status: None,
             answer: failed("the service key is not a valid header value", Retry::No),
             exchange: Exchange::NotSent,
-        })?;
-        key.set_sensitive(true);
-        let response = client
-            .post(collect_url(&config.site_url, request.page))
-            .header(CONTENT_TYPE, "application/json")
-            .header("X-Service-Key", key)
-            .header("X-Company-ID", request.company_id)
-            .header("X-Dex-Run-Id", request.run.id.to_string())
-            .header("Idempotency-Key", idempotency_key(request))
-            .body("{}")
-            .send()
-            .await
-            .map_err(|e| Attempt {
-                status: None,
-                answer: transport_failure(&e),
-                exchange: Exchange::CutOff,
-            })?;
-        let status = response.status().as_u16();
-        let headers = response.headers().clone();
-        let body = read_body(response, config.max_response_bytes)
-            .await
-            .map_err(|(answer, exchange)| Attempt {
-                status: Some(status),
-                answer,
-                exchange,
-            })?;
-        let header_text = |name| {
-            headers
-                .get(name)
-                .and_then(|v: &HeaderValue| v.to_str().ok())
         };
-        let answer = classify(
-            status,
-            &Answer {
-                content_type: header_text(CONTENT_TYPE),
-                retry_after: header_text(RETRY_AFTER),
-                location: header_text(LOCATION),
-                body: &body,
-            },
-            &config.site_url,
-            SystemTime::now(),
-        );
-        Ok(Attempt {
+    };
+    key.set_sensitive(true);
+    let timed_out = || {
+        format!(
+            "timed out after {}",
+            describe_duration(config.request_timeout)
+        )
+    };
+    let cut_off = |status, error| Attempt {
+        status,
+        answer: failed(error, Retry::Later(None)),
+        exchange: Exchange::CutOff,
+    };
+    let deadline = tokio::time::Instant::now() + config.request_timeout;
+    let sent = client
+        .post(collect_url(&config.site_url, request.page))
+        .header(CONTENT_TYPE, "application/json")
+        .header("X-Service-Key", key)
+        .header("X-Company-ID", request.company_id)
+        .header("X-Dex-Run-Id", request.run.id.to_string())
+        .header("Idempotency-Key", idempotency_key(request))
+        .body("{}")
+        .send();
+    let response = match tokio::time::timeout_at(deadline, sent).await {
+        Ok(Ok(response)) => response,
+        Ok(Err(error)) => return cut_off(None, transport_error(&error)),
+        Err(_) => return cut_off(None, timed_out()),
+    };
+    let status = response.status().as_u16();
+    let headers = response.headers().clone();
+    let mut body = Vec::new();
+    let read = read_body(response, config.max_response_bytes, &mut body);
+    let unfinished = match tokio::time::timeout_at(deadline, read).await {
+        Ok(Ok(())) => None,
+        Ok(Err(BodyError::TooLarge)) => {
+            return Attempt {
+                status: Some(status),
+                answer: failed(
+                    format!(
+                        "the answer is larger than dex_collector.max_response_bytes ({} bytes); abandoned",
+                        config.max_response_bytes
+                    ),
+                    Retry::No,
+                ),
+                exchange: Exchange::Whole,
+            }
+        }
+        Ok(Err(BodyError::Cut(error))) => Some(transport_error(&error)),
+        Err(_) => Some(timed_out()),
+    };
+    let header_text = |name| {
+        headers
+            .get(name)
+            .and_then(|v: &HeaderValue| v.to_str().ok())
+    };
+    let answer = classify(
+        status,
+        &Answer {
+            content_type: header_text(CONTENT_TYPE),
+            retry_after: header_text(RETRY_AFTER),
+            location: header_text(LOCATION),
+            body: &body,
+        },
+        &config.site_url,
+        SystemTime::now(),
+    );
+    let Some(cause) = unfinished else {
+        return Attempt {
             status: Some(status),
             answer,
             exchange: Exchange::Whole,
-        })
+        };
     };
-    match tokio::time::timeout(config.request_timeout, exchange).await {
-        Ok(Ok(attempt)) | Ok(Err(attempt)) => attempt,
-        Err(_) => Attempt {
-            status: None,
-            answer: failed(
-                format!(
-                    "timed out after {}",
-                    describe_duration(config.request_timeout)
-                ),
-                Retry::Later(None),
-            ),
-            exchange: Exchange::CutOff,
-        },
+    match answer {
+        PageAnswer::Failed { error, retry }
+            if !StatusCode::from_u16(status).is_ok_and(|code| code.is_success()) =>
+        {
+            Attempt {
+                status: Some(status),
+                answer: failed(format!("{error} (its body cut off: {cause})"), retry),
+                exchange: Exchange::CutOff,
+            }
+        }
+        _ => cut_off(Some(status), cause),
     }
 }
 
@@ -440,38 +467,40 @@ enum Exchange {
     CutOff,
 }
 
-/// Reads the body chunk by chunk, abandoning it past `max_bytes`. An error says how far the
-/// exchange went: the connection cut the body off, or the body was too large.
+/// Why a body was not read to its end.
+enum BodyError {
+    /// Past `max_response_bytes`, declared or counted.
+    TooLarge,
+    /// The connection failed or closed before the body's end.
+    Cut(reqwest::Error),
+}
+
+/// Reads the body chunk by chunk into `body`, abandoning it past `max_bytes`; what came before a
+/// failure stays in `body`.
 async fn read_body(
     mut response: reqwest::Response,
     max_bytes: usize,
-) -> Result<Vec<u8>, (PageAnswer, Exchange)> {
-    let too_large = || {
-        (failed(format!("the answer is larger than dex_collector.max_response_bytes ({max_bytes} bytes); abandoned"), Retry::No), Exchange::Whole)
-    };
+    body: &mut Vec<u8>,
+) -> Result<(), BodyError> {
     let declared = response
         .headers()
         .get(CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|length| length > max_bytes as u64) {
-        return Err(too_large());
+        return Err(BodyError::TooLarge);
     }
     // What is declared is reserved up to 64 kB only: a Content-Length near max_response_bytes
     // from a proxy that then sends slowly would otherwise take that much memory per request in
     // flight before a byte came.
-    let mut body = Vec::with_capacity(declared.map_or(1024, |length| length as usize).min(65_536));
-    while let Some(chunk) = response
-        .chunk()
-        .await
-        .map_err(|e| (transport_failure(&e), Exchange::CutOff))?
-    {
+    body.reserve(declared.map_or(1024, |length| length as usize).min(65_536));
+    while let Some(chunk) = response.chunk().await.map_err(BodyError::Cut)? {
         if body.len() + chunk.len() > max_bytes {
-            return Err(too_large());
+            return Err(BodyError::TooLarge);
         }
         body.extend_from_slice(&chunk);
     }
-    Ok(body)
+    Ok(())
 }
 
 /// The parts of an HTTP answer that decide its meaning.
@@ -703,16 +732,16 @@ pub fn backoff(retries_done: u32, company_id: &str) -> Duration {
 }
 
 /// Names the failure without the URL (reqwest's own text embeds it) and without the request.
-fn transport_failure(error: &reqwest::Error) -> PageAnswer {
+/// What a failed connection, or a body cut off, says in a company's error.
+fn transport_error(error: &reqwest::Error) -> String {
     let cause = clean_text(&root_cause(error));
-    let error = if error.is_timeout() {
+    if error.is_timeout() {
         "timed out".to_string()
     } else if error.is_connect() {
         format!("could not connect: {cause}")
     } else {
         format!("connection failed: {cause}")
-    };
-    failed(error, Retry::Later(None))
+    }
 }
 
 fn root_cause(error: &(dyn std::error::Error + 'static)) -> String {

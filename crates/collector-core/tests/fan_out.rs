@@ -174,6 +174,18 @@ fn collect_listing(
     list_results: bool,
     host: &mut TestHost,
 ) -> Executed {
+    let config = endpoint(stand_in);
+    collect_configured(&config, targets, concurrency, deadline, list_results, host)
+}
+
+fn collect_configured(
+    config: &EndpointConfig,
+    targets: &[Target],
+    concurrency: Concurrency,
+    deadline: Duration,
+    list_results: bool,
+    host: &mut TestHost,
+) -> Executed {
     let http = http();
     let run = run();
     let started = Instant::now();
@@ -184,7 +196,7 @@ fn collect_listing(
         deadline: started + deadline,
         list_results,
     };
-    let call = plan.contract_call(&http, &endpoint(stand_in));
+    let call = plan.contract_call(&http, config);
     let executed = fan_out(&http, &plan, &*call, host, started);
     http.shut_down();
     executed
@@ -637,6 +649,134 @@ fn a_retry_after_holds_back_every_request_of_the_run() {
     assert_eq!(flow.retries, 1);
     assert!(
         flow.paused >= Duration::from_millis(900) && flow.paused <= Duration::from_millis(1100)
+    );
+}
+
+/// `then`'s status line and headers, and its body cut off by the connection's end.
+fn cut_off(then: Behavior) -> Behavior {
+    Behavior::CutOff {
+        then: Box::new(then),
+    }
+}
+
+/// `then`'s status line and headers, and its body never finished.
+fn stalled(then: Behavior) -> Behavior {
+    Behavior::Stall {
+        then: Box::new(then),
+    }
+}
+
+fn too_many_requests(retry_after: &str) -> Behavior {
+    Behavior::Status {
+        status: 429,
+        content_type: "application/json".into(),
+        body: r#"{"success":false,"error":"Too many requests"}"#.into(),
+        headers: vec![("Retry-After".into(), retry_after.into())],
+    }
+}
+
+#[test]
+fn a_429_whose_body_is_cut_off_still_holds_back_every_request_of_the_run() {
+    let stand_in = answering_after(Duration::from_millis(100));
+    let targets = targets(4);
+    let limited = &targets[0].company_id;
+    stand_in.set_behavior(limited, cut_off(too_many_requests("1")));
+    let mut host = TestHost::recording_now();
+    let executed = collect(&stand_in, &targets, 2, Duration::from_secs(30), &mut host);
+    let results = &executed.summary.results;
+    // As a_retry_after_holds_back_every_request_of_the_run: the third company, called 100 ms in,
+    // waited out the rest of the 429's second.
+    assert!(
+        results[2].outcome.duration >= Duration::from_millis(800),
+        "{results:?}"
+    );
+    let refused = &results[0];
+    assert_eq!(refused.status, ResultStatus::Failed);
+    assert_eq!(
+        refused.outcome.attempts, 3,
+        "retried after its Retry-After: {refused:?}"
+    );
+    assert!(
+        refused.outcome.duration >= Duration::from_secs(2),
+        "{refused:?}"
+    );
+    assert_eq!(refused.outcome.http_status, Some(429));
+    let error = refused.outcome.error.as_deref().unwrap_or_default();
+    assert!(
+        error.starts_with("HTTP 429: ")
+            && error.contains(" (its body cut off: connection failed: "),
+        "{error}"
+    );
+    let flow = &executed.summary.flow;
+    assert_eq!(flow.overloaded_answers, 3);
+    assert!(
+        flow.paused >= Duration::from_millis(2700),
+        "{:?}",
+        flow.paused
+    );
+}
+
+#[test]
+fn a_status_line_other_than_2xx_decides_an_answer_whose_body_did_not_come() {
+    let stand_in = answering(Behavior::Synthetic);
+    let targets = targets(5);
+    let with = |n: usize, behavior| stand_in.set_behavior(&targets[n].company_id, behavior);
+    with(0, cut_off(Behavior::ServerError));
+    with(1, stalled(Behavior::status_page(500)));
+    with(2, stalled(too_many_requests("0")));
+    with(3, cut_off(Behavior::Synthetic));
+    with(4, stalled(Behavior::Synthetic));
+    let config = EndpointConfig {
+        request_timeout: Duration::from_millis(300),
+        ..endpoint(&stand_in)
+    };
+    let mut host = TestHost::recording_now();
+    let executed = collect_configured(
+        &config,
+        &targets,
+        Concurrency::Fixed(5),
+        Duration::from_secs(30),
+        true,
+        &mut host,
+    );
+    let outcomes: Vec<(Option<u16>, u32, String)> = executed
+        .summary
+        .results
+        .iter()
+        .map(|result| {
+            assert_eq!(result.status, ResultStatus::Failed, "{result:?}");
+            let outcome = &result.outcome;
+            let error = outcome.error.clone().unwrap_or_default();
+            // The start of the error, and how its body ended.
+            let ending = error.find(" (its body").map_or(String::new(), |at| {
+                error[at..].chars().take_while(|c| *c != ':').collect()
+            });
+            let start: String = error.chars().take_while(|c| *c != ':').collect();
+            (
+                outcome.http_status,
+                outcome.attempts,
+                format!("{start}{ending}"),
+            )
+        })
+        .collect();
+    assert_eq!(
+        outcomes,
+        [
+            // Not retried, as a 500 whose body came whole.
+            (Some(500), 1, "HTTP 500 (its body cut off".into()),
+            (Some(500), 1, "HTTP 500 (its body cut off".into()),
+            // Retried, as a 429.
+            (Some(429), 3, "HTTP 429 (its body cut off".into()),
+            // A 2xx needs its body: what the connection or the timeout says, and retried.
+            (Some(200), 3, "connection failed".into()),
+            (Some(200), 3, "timed out after 300 ms".into()),
+        ]
+    );
+    let stalled_500 = executed.summary.results[1].outcome.error.as_deref();
+    assert!(
+        stalled_500
+            .is_some_and(|error| error.ends_with("(its body cut off: timed out after 300 ms)")),
+        "{stalled_500:?}"
     );
 }
 

@@ -18,6 +18,9 @@ pub(crate) const TRICKLE_BODY_LEN: u64 = 1_000_000;
 pub(crate) const CLOSE_MID_ANSWER_DECLARED: u64 = 1000;
 pub(crate) const CLOSE_MID_ANSWER_SENT: usize = 10;
 
+/// `Behavior::CutOff` and `Behavior::Stall` promise this many body bytes more than they send.
+pub(crate) const UNFINISHED_MISSING: u64 = 1000;
+
 /// How the stand-in answers a request that got past method, path and authentication checks.
 /// See docs/contract.md for the real endpoint's answers these imitate.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -69,6 +72,11 @@ pub enum Behavior {
     HugeBody { bytes: u64 },
     /// A redirect (e.g. 307) to `location`.
     Redirect { status: u16, location: String },
+    /// `then`'s status line, headers and body, its `Content-Length` promising
+    /// `UNFINISHED_MISSING` bytes more; then close the connection.
+    CutOff { then: Box<Behavior> },
+    /// The same, but keep the connection open and silent until the client leaves.
+    Stall { then: Box<Behavior> },
     /// Wait `delay`, then behave as `then`.
     Delay {
         delay: Duration,
@@ -124,12 +132,21 @@ impl Behavior {
         paging: Paging,
     ) -> PlannedAnswer {
         let mut delay = Duration::ZERO;
+        let mut unfinished = None;
         let mut behavior = Cow::Borrowed(self);
         // Peel the wrappers off: a wrapper's `then` sees the attempts left after it.
         loop {
             match behavior {
                 Cow::Borrowed(Behavior::Delay { delay: extra, then }) => {
                     delay += *extra;
+                    behavior = Cow::Borrowed(then);
+                }
+                Cow::Borrowed(Behavior::CutOff { then }) => {
+                    unfinished = Some(Ending::Close);
+                    behavior = Cow::Borrowed(then);
+                }
+                Cow::Borrowed(Behavior::Stall { then }) => {
+                    unfinished = Some(Ending::Hang);
                     behavior = Cow::Borrowed(then);
                 }
                 Cow::Borrowed(Behavior::FailTimes {
@@ -154,13 +171,14 @@ impl Behavior {
                 _ => break,
             }
         }
-        PlannedAnswer {
-            delay,
-            answer: behavior.leaf_answer(company_id, paging),
-        }
+        let answer = match (unfinished, behavior.leaf_answer(company_id, paging)) {
+            (Some(ending), Answer::Respond(response)) => Answer::Unfinished { response, ending },
+            (_, answer) => answer,
+        };
+        PlannedAnswer { delay, answer }
     }
 
-    /// The answer of a behavior that is not a wrapper (`Delay`, `FailTimes`).
+    /// The answer of a behavior that is not a wrapper (`Delay`, `FailTimes`, `CutOff`, `Stall`).
     fn leaf_answer(&self, company_id: &str, paging: Paging) -> Answer {
         let response = match self {
             Behavior::Collect { records, machines } => collected(*records, *machines),
@@ -222,7 +240,10 @@ impl Behavior {
             Behavior::CloseWithoutAnswer => return Answer::Close,
             Behavior::CloseMidAnswer => return Answer::CloseMidway,
             Behavior::HugeBody { bytes } => return Answer::HugeBody { bytes: *bytes },
-            Behavior::Delay { .. } | Behavior::FailTimes { .. } => {
+            Behavior::Delay { .. }
+            | Behavior::FailTimes { .. }
+            | Behavior::CutOff { .. }
+            | Behavior::Stall { .. } => {
                 unreachable!("wrappers are peeled off by Behavior::answer")
             }
         };
@@ -315,9 +336,21 @@ pub(crate) enum Answer {
     Close,
     /// Part of an answer, then close.
     CloseMidway,
+    /// A response's head and body, short of its declared length, then `ending`.
+    Unfinished {
+        response: Response,
+        ending: Ending,
+    },
     HugeBody {
         bytes: u64,
     },
+}
+
+/// What follows an unfinished answer.
+#[derive(Clone, Copy)]
+pub(crate) enum Ending {
+    Close,
+    Hang,
 }
 
 /// A complete, well-formed HTTP response.
@@ -434,7 +467,7 @@ impl std::error::Error for SpecError {}
 pub const SPEC_FORMS: &str = "synthetic, collect:RECORDS:MACHINES, nothing-new, \
 paged:TOTAL:MACHINES_PER_PAGE, failed:MESSAGE, no-credentials, server-error, status:CODE, hang, \
 trickle:INTERVAL_MS, html, invalid-json, close, close-mid-answer, huge:BYTES, redirect:URL, \
-delay:MS:SPEC, fail-times:N:CODE:SPEC";
+delay:MS:SPEC, fail-times:N:CODE:SPEC, cut-off:SPEC, stall:SPEC";
 
 impl FromStr for Behavior {
     type Err = SpecError;
@@ -525,6 +558,12 @@ impl FromStr for Behavior {
                     then: Box::new(then.parse()?),
                 })
             }
+            "cut-off" => Ok(Behavior::CutOff {
+                then: Box::new(one(argument, "cut-off:SPEC")?.parse()?),
+            }),
+            "stall" => Ok(Behavior::Stall {
+                then: Box::new(one(argument, "stall:SPEC")?.parse()?),
+            }),
             "fail-times" => {
                 let (failures, rest) = two(argument, "fail-times:N:CODE:SPEC")?;
                 let (code, then) = two(Some(&rest), "fail-times:N:CODE:SPEC")?;
@@ -680,8 +719,22 @@ mod tests {
                 }),
             })
         );
+        assert_eq!(
+            "cut-off:status:503".parse(),
+            Ok(Behavior::CutOff {
+                then: Box::new(Behavior::status_page(503))
+            })
+        );
+        assert_eq!(
+            "stall:synthetic".parse(),
+            Ok(Behavior::Stall {
+                then: Box::new(Behavior::Synthetic)
+            })
+        );
         for bad in [
             "",
+            "cut-off",
+            "stall:",
             "collect:1",
             "collect:a:b",
             "status:abc",

@@ -8,8 +8,8 @@ use std::time::Instant;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use super::behavior::{
-    Answer, PaddedJson, Response, CLOSE_MID_ANSWER_DECLARED, CLOSE_MID_ANSWER_SENT,
-    TRICKLE_BODY_LEN,
+    Answer, Ending, PaddedJson, Response, CLOSE_MID_ANSWER_DECLARED, CLOSE_MID_ANSWER_SENT,
+    TRICKLE_BODY_LEN, UNFINISHED_MISSING,
 };
 use super::http::{read_more, read_request, write_head, write_response, Incoming, Refusal};
 use super::State;
@@ -137,6 +137,22 @@ where
             let body = PaddedJson::new(CLOSE_MID_ANSWER_DECLARED);
             out.extend((0..CLOSE_MID_ANSWER_SENT as u64).map(|position| body.byte_at(position)));
             send(stream, out).await?;
+            Ok(Connection::Close)
+        }
+        Answer::Unfinished { response, ending } => {
+            write_head(
+                out,
+                response.status,
+                &response.content_type,
+                response.body.len() as u64 + UNFINISHED_MISSING,
+                &response.headers,
+                true,
+            );
+            out.extend_from_slice(&response.body);
+            send(stream, out).await?;
+            if let Ending::Hang = ending {
+                hold_until_client_leaves(stream).await;
+            }
             Ok(Connection::Close)
         }
         Answer::Trickle { interval } => {

@@ -711,6 +711,44 @@ fn close_mid_answer_leaves_the_body_short() {
 }
 
 #[test]
+fn cut_off_and_stall_send_a_whole_head_and_a_short_body() {
+    let refusal = Behavior::Status {
+        status: 429,
+        content_type: "application/json".into(),
+        body: r#"{"success":false}"#.into(),
+        headers: vec![("Retry-After".into(), "7".into())],
+    };
+    let stand_in = start(Behavior::CutOff {
+        then: Box::new(refusal.clone()),
+    });
+    let mut connection = RawConnection::open(&stand_in);
+    connection.send(&raw_request(COMPANY, ""));
+    let (status_line, headers) = connection.read_head();
+    assert_eq!(status_line, "HTTP/1.1 429 Too Many Requests");
+    assert_eq!(header(&headers, "retry-after"), Some("7"));
+    assert_eq!(header(&headers, "content-length"), Some("1017"));
+    assert_eq!(connection.read_to_end(), br#"{"success":false}"#);
+
+    stand_in.set_behavior(
+        COMPANY,
+        Behavior::Stall {
+            then: Box::new(refusal),
+        },
+    );
+    let mut connection = RawConnection::open(&stand_in);
+    connection
+        .stream
+        .set_read_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
+    connection.send(&raw_request(COMPANY, ""));
+    let (status_line, _) = connection.read_head();
+    assert_eq!(status_line, "HTTP/1.1 429 Too Many Requests");
+    let mut body = [0; 1017];
+    let error = connection.reader.read_exact(&mut body).unwrap_err();
+    assert_eq!(error.kind(), std::io::ErrorKind::WouldBlock, "{error:?}");
+}
+
+#[test]
 fn invalid_json_and_html_with_200() {
     let stand_in = start(Behavior::InvalidJson);
     stand_in.set_behavior(COMPANY, Behavior::Html200);

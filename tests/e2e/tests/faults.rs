@@ -95,11 +95,22 @@ fn slow_hanging_broken_and_huge_answers_fail_within_their_bounds() {
     stand_in.set_behavior(sample::COASTAL, Behavior::CloseMidAnswer);
     stand_in.set_behavior(sample::HARBOR, Behavior::HugeBody { bytes: 64 << 20 });
     stand_in.set_behavior(sample::ISLAND, Behavior::ServerError);
+    // A status line other than 2xx means what it says, its body whole or not.
+    stand_in.set_behavior(
+        sample::JUPITER,
+        Behavior::Stall {
+            then: Box::new(Behavior::ServerError),
+        },
+    );
     let started = Instant::now();
     let summary = collect_with(&deployment, quick);
     assert!(started.elapsed() < Duration::from_secs(10));
     assert_eq!(summary["companiesProcessed"], 8);
     assert_eq!(error_of(&summary, sample::ACME), "timed out after 1 s");
+    assert_eq!(
+        results_by_company(&summary)[sample::ACME]["httpStatus"],
+        200
+    );
     assert_eq!(error_of(&summary, sample::BETA), "timed out after 1 s");
     assert!(
         error_of(&summary, sample::COASTAL).starts_with("connection failed"),
@@ -113,7 +124,15 @@ fn slow_hanging_broken_and_huge_answers_fail_within_their_bounds() {
         error_of(&summary, sample::ISLAND),
         "HTTP 500: Internal error: db timeout"
     );
-    assert_eq!(summary["successfulCollections"], 3);
+    assert_eq!(
+        error_of(&summary, sample::JUPITER),
+        "HTTP 500: Internal error: db timeout (its body cut off: timed out after 1 s)"
+    );
+    assert_eq!(
+        results_by_company(&summary)[sample::JUPITER]["httpStatus"],
+        500
+    );
+    assert_eq!(summary["successfulCollections"], 2);
     assert_key_nowhere_and_no_crash(&deployment);
 }
 
