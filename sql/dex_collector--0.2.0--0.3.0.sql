@@ -389,9 +389,9 @@ BEGIN
     -- pg_cron's table, which a superuser made, not one of that name made by another role
     -- where pg_cron is absent: this function runs with its owner's rights. A job whose role may
     -- call dex_collect_all() comes first. One whose role may not (another role allowed pg_cron
-    -- can name a job so) says runs come no less often than the worker's interval: a weekly
-    -- schedule would quiet `stale`. Alone, it is still the schedule: its calls fail, and `stale`
-    -- says so.
+    -- can name a job so) gives way to the worker's interval: a weekly schedule would quiet
+    -- `stale`, one every second would keep it on. Alone, it is still the schedule: its calls
+    -- fail, and `stale` says so.
     IF EXISTS (SELECT FROM pg_class c JOIN pg_roles r ON r.oid = c.relowner
                 WHERE c.oid = to_regclass('cron.job') AND r.rolsuper) THEN
         EXECUTE 'SELECT j.schedule, has_function_privilege(r.oid, $2, ''EXECUTE'')
@@ -410,26 +410,32 @@ BEGIN
     schedule := lower(btrim(schedule));
     fields := regexp_split_to_array(schedule, '[[:space:]]+');
     -- Character classes in brackets: a backslash would mean something else where
-    -- standard_conforming_strings is off.
+    -- standard_conforming_strings is off. Numbers of two digits at most, steps within their
+    -- field: pg_cron takes a step such as */4294967297 (as 1), which no cast here may fail on.
     every := CASE
-        WHEN schedule ~ '^[0-9]+ seconds?$' THEN schedule::interval
+        WHEN schedule ~ '^[0-9]{1,2} seconds?$' THEN schedule::interval
         WHEN schedule = '@hourly' THEN interval '1 hour'
         WHEN schedule IN ('@daily', '@midnight') THEN interval '1 day'
         WHEN schedule = '@weekly' THEN interval '7 days'
         WHEN cardinality(fields) <> 5 OR fields[3:5] <> ARRAY['*', '*', '*'] THEN NULL
         WHEN fields[1] = '*' AND fields[2] = '*' THEN interval '1 minute'
-        WHEN fields[1] ~ '^[*]/[0-9]+$' AND fields[2] = '*'
+        WHEN fields[1] ~ '^[*]/([1-9]|[1-5][0-9])$' AND fields[2] = '*'
             THEN make_interval(mins => split_part(fields[1], '/', 2)::int)
-        WHEN fields[1] ~ '^[0-9]+(,[0-9]+)*$' AND fields[2] = '*'
-            THEN interval '1 hour' / cardinality(string_to_array(fields[1], ','))
-        WHEN fields[1] ~ '^[0-9]+$' AND fields[2] ~ '^[*]/[0-9]+$'
+        -- Minutes of the hour: the longest gap between two runs, the one across the hour
+        -- included (0,5,10 waits 50 minutes from :10).
+        WHEN fields[1] ~ '^[0-9]{1,2}(,[0-9]{1,2})*$' AND fields[2] = '*'
+            THEN (SELECT make_interval(mins => max(coalesce(next_minute, first_minute + 60) - minute))
+                    FROM (SELECT minute, lead(minute) OVER (ORDER BY minute) AS next_minute,
+                                 min(minute) OVER () AS first_minute
+                            FROM unnest(string_to_array(fields[1], ',')::int[]) AS minute) gaps)
+        WHEN fields[1] ~ '^[0-9]{1,2}$' AND fields[2] ~ '^[*]/([1-9]|1[0-9]|2[0-3])$'
             THEN make_interval(hours => split_part(fields[2], '/', 2)::int)
-        WHEN fields[1] ~ '^[0-9]+$' AND fields[2] ~ '^[0-9]+$' THEN interval '1 day'
+        WHEN fields[1] ~ '^[0-9]{1,2}$' AND fields[2] ~ '^[0-9]{1,2}$' THEN interval '1 day'
     END;
     IF privileged THEN
         RETURN coalesce(every, worker_every);
     END IF;
-    RETURN least(every, worker_every);
+    RETURN coalesce(worker_every, every);
 END
 $$;
 COMMENT ON FUNCTION dex_collector.expected_interval() IS

@@ -110,6 +110,16 @@ impl Deliveries {
     }
 }
 
+impl Drop for Deliveries {
+    /// Without waiting for the runtime's helper threads: a DNS lookup blocked there would hold
+    /// the worker's exit (a SIGTERM, a restart for new settings) for the resolver's timeout.
+    fn drop(&mut self) {
+        if let Some((http, _)) = self.http.take() {
+            http.shut_down();
+        }
+    }
+}
+
 /// The client `kept`, or a new one in its place when the settings it was built for changed.
 fn client_for<'k>(
     kept: &'k mut Option<(Http, ClientFor)>,

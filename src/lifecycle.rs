@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use pgrx::prelude::*;
 use serde::Serialize;
 
-use crate::error::CollectError;
+use crate::error::{warn_with_hint, CollectError};
 use crate::history::{self, Trigger};
 use crate::lock::{self, SessionLocks};
 use crate::pg;
@@ -60,6 +60,10 @@ pub fn collect_in_transaction(scope: Scope, trigger: Trigger) -> Result<Vec<u8>,
         write: &mut write,
     };
     let executed = run::execute(&plan, &run, started, Interrupts::Raise, true, &mut sink)?;
+    // From pg_cron too, it reaches the server log with each call, as the call's other messages.
+    if let Some((message, hint)) = run::deadline_reached(&executed.summary, &plan) {
+        warn_with_hint(message, hint);
+    }
     history::record_results(run.id, &sink.batch.take(), recording)?;
     history::finish_run(&executed.summary, executed.summary.final_status())?;
     // Where no worker deletes old history, each call deletes a batch of it: more than one run
@@ -197,15 +201,16 @@ struct Started {
 }
 
 /// A worker run, each step in a transaction of its own (the worker is between transactions).
-/// `Err` carries the problems the worker should log; the run's row says what happened either way.
-pub fn collect_in_worker(request: WorkerRun) -> Result<(), Vec<String>> {
+/// `Err` carries the problems the worker should log, and `Ok` those of a run that went as it
+/// should (one the deadline cut short); the run's row says what happened either way.
+pub fn collect_in_worker(request: WorkerRun) -> Result<Vec<String>, Vec<String>> {
     let started_at = Instant::now();
     let queued = request.queued();
     let start = pg::in_transaction(|| start_in_worker(request))
         .unwrap_or_else(|message| Err((None, CollectError::Transaction { message })));
     let Started { locks, run, plan } = match start {
         Ok(Some(started)) => started,
-        Ok(None) => return Ok(()),
+        Ok(None) => return Ok(Vec::new()),
         Err((run, error)) => {
             let mut problems = vec![format!("the run could not start: {error}")];
             problems.extend(fail_in_worker(run.or(queued).as_ref(), &error.to_string()));
@@ -289,11 +294,17 @@ pub fn collect_in_worker(request: WorkerRun) -> Result<(), Vec<String>> {
         problems.push(format!("run {run_id} failed: {error}"));
     }
     drop(locks);
-    if problems.is_empty() {
-        Ok(())
-    } else {
-        Err(problems)
+    if !problems.is_empty() {
+        return Err(problems);
     }
+    // Said at most every ten minutes, as a problem is, not at every run while it lasts.
+    let deadline = executed
+        .ok()
+        .and_then(|executed| run::deadline_reached(&executed.summary, &plan));
+    Ok(deadline
+        .map(|(message, hint)| format!("{message}. {hint}"))
+        .into_iter()
+        .collect())
 }
 
 /// Takes the run lock (or records the run as skipped: `None`), creates or claims the run's row

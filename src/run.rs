@@ -16,7 +16,7 @@ use dex_collector_core::flow::{resume_level, Concurrency, Flow};
 use dex_collector_core::summary::{CompanyResult, RunSummary};
 use dex_collector_core::target::{fair_order, Target};
 
-use crate::error::{warn_with_hint, CollectError};
+use crate::error::CollectError;
 use crate::history;
 use crate::pg;
 use crate::settings::{self, CaFile, CallTimeout, ConfigError, Settings};
@@ -215,7 +215,7 @@ pub fn execute(
     list_results: bool,
     sink: &mut ResultSink<'_>,
 ) -> Result<Executed, CollectError> {
-    let executed = with_http(&plan.settings, |http| {
+    with_http(&plan.settings, |http| {
         let fan_out_plan = fan_out::Plan {
             run,
             targets: &plan.targets,
@@ -231,11 +231,7 @@ pub fn execute(
             &mut Backend { interrupts, sink },
             started,
         )
-    })?;
-    if executed.summary.deadline_reached {
-        warn_deadline_reached(&executed.summary, plan);
-    }
-    Ok(executed)
+    })
 }
 
 fn was_or_were(count: usize) -> &'static str {
@@ -246,9 +242,12 @@ fn was_or_were(count: usize) -> &'static str {
     }
 }
 
-/// One WARNING per run that the deadline cut short: how many companies it left out, and what
-/// to change. It reaches the server log from the worker and pg_cron, and the caller too.
-fn warn_deadline_reached(summary: &RunSummary, plan: &Plan) {
+/// For a run that the deadline cut short, what to say (a SQL call's WARNING, a worker's problem):
+/// how many companies it left out, and, as a hint, what to change.
+pub fn deadline_reached(summary: &RunSummary, plan: &Plan) -> Option<(String, String)> {
+    if !summary.deadline_reached {
+        return None;
+    }
     let settings = &plan.settings;
     let not_reached = summary.companies_not_reached();
     let stopped = summary.companies_stopped_at_deadline();
@@ -293,7 +292,7 @@ fn warn_deadline_reached(summary: &RunSummary, plan: &Plan) {
          {concurrency} or {longer}: a run reaches about concurrency × its time ÷ the endpoint's \
          mean time per company."
     );
-    warn_with_hint(message, hint);
+    Some((message, hint))
 }
 
 /// `4min`, `90s`, `1500ms`: as PostgreSQL writes a time setting.

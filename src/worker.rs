@@ -32,6 +32,10 @@ const WORKER_NAME: &str = "dex_collector worker";
 /// Longest sleep between looks at the queue when nothing wakes the worker.
 const IDLE_WAIT: Duration = Duration::from_secs(10);
 const RETENTION_EVERY: Duration = Duration::from_secs(3600);
+/// How long one cycle deletes old history: a backlog (a retention shortened on a large history,
+/// a worker off for weeks) goes on in the next cycles, between runs and deliveries, instead of
+/// holding them back until it is gone.
+const RETENTION_SLICE: Duration = Duration::from_secs(5);
 const MAX_BACKOFF: Duration = Duration::from_secs(60);
 /// The same problem is logged again after this long at the earliest.
 const REPEAT_PROBLEM_AFTER: Duration = Duration::from_secs(600);
@@ -213,6 +217,7 @@ fn serve(database: &str) {
 
         let mut ok = true;
         let mut more_queued = false;
+        let mut more_to_delete = false;
         let checked_at = SystemTime::now();
         match waiting_for() {
             Err(problem) => {
@@ -286,14 +291,20 @@ fn serve(database: &str) {
                 && Instant::now() >= next_retention
                 && !pg::shutdown_requested()
             {
-                ok &= delete_old_history(settings.retention, &mut problems);
-                next_retention = Instant::now() + RETENTION_EVERY;
+                match delete_old_history(settings.retention, &mut problems) {
+                    Deleted::All => next_retention = Instant::now() + RETENTION_EVERY,
+                    Deleted::Some => more_to_delete = true,
+                    Deleted::Failed => {
+                        ok = false;
+                        next_retention = Instant::now() + RETENTION_EVERY;
+                    }
+                }
             }
         }
 
         failures = if ok { 0 } else { failures.saturating_add(1) };
         let backoff = Duration::from_secs(1u64 << failures.min(6)).min(MAX_BACKOFF);
-        let mut wait = match (failures, more_queued) {
+        let mut wait = match (failures, more_queued || more_to_delete) {
             (0, true) => Duration::ZERO,
             (0, false) => IDLE_WAIT,
             _ => backoff,
@@ -323,17 +334,16 @@ fn stored_settings(problems: &mut Problems) -> Option<String> {
     }
 }
 
-/// Logs a worker run's problems; true when there were none.
-fn report(outcome: Result<(), Vec<String>>, problems: &mut Problems) -> bool {
-    match outcome {
-        Ok(()) => true,
-        Err(found) => {
-            for problem in found {
-                problems.report(problem);
-            }
-            false
-        }
+/// Logs a worker run's problems; true when it did not fail.
+fn report(outcome: Result<Vec<String>, Vec<String>>, problems: &mut Problems) -> bool {
+    let (found, ran) = match outcome {
+        Ok(found) => (found, true),
+        Err(found) => (found, false),
+    };
+    for problem in found {
+        problems.report(problem);
     }
+    ran
 }
 
 /// What a look at the queue came to.
@@ -403,24 +413,38 @@ fn mark_interrupted_runs(problems: &mut Problems) -> bool {
     }
 }
 
-/// Deletes old history in small transactions. True when it went without error.
-fn delete_old_history(retention: Retention, problems: &mut Problems) -> bool {
+/// How far a cycle's deletion of old history went.
+enum Deleted {
+    /// Nothing is left past its retention.
+    All,
+    /// The cycle's slice of time ran out, or a shutdown came, with more to delete.
+    Some,
+    /// A batch failed (logged).
+    Failed,
+}
+
+/// Deletes old history in small transactions, for at most [`RETENTION_SLICE`].
+fn delete_old_history(retention: Retention, problems: &mut Problems) -> Deleted {
+    let started = Instant::now();
     let mut deleted = 0;
-    while !pg::shutdown_requested() {
+    let outcome = loop {
+        if pg::shutdown_requested() || started.elapsed() >= RETENTION_SLICE {
+            break Deleted::Some;
+        }
         match in_own_transaction(|| {
             history::delete_old_history(retention, RETENTION_RUNS_BATCH, RETENTION_ROWS_BATCH)
         }) {
-            Ok(0) => break,
+            Ok(0) => break Deleted::All,
             Ok(count) => deleted += count,
             Err(error) => {
                 problems.report(format!("could not delete old history: {error}"));
-                return false;
+                break Deleted::Failed;
             }
         }
-    }
+    };
     // Routine, every hour once the history is full: at LOG it would be a line an hour forever.
     if deleted > 0 {
         debug1!("dex_collector worker: deleted {deleted} row(s) of history past their retention");
     }
-    true
+    outcome
 }

@@ -515,14 +515,19 @@ fn health_is_one_row_that_turns_stale_when_runs_stop() {
         ("30 seconds", Some("00:00:30")),
         ("0 * * * *", Some("01:00:00")),
         ("0,20,40 * * * *", Some("00:20:00")),
+        // The longest wait: from :10 to :00.
+        ("0,5,10 * * * *", Some("00:50:00")),
+        // pg_cron takes a step no field has (as 1): no interval is read from it, and no error.
+        ("*/4294967297 * * * *", None),
         ("15 */2 * * *", Some("02:00:00")),
         ("0 3 * * *", Some("1 day")),
         ("0 3 * * 1", None),
     ] {
         if let Err(error) = client.execute("SELECT dex_collector.schedule($1)", &[&schedule]) {
-            // Schedules in seconds came with pg_cron 1.5; an older one refuses them.
+            // Schedules in seconds came with pg_cron 1.5; an older one refuses them, and may
+            // refuse the step too long.
             assert!(
-                schedule.ends_with("seconds")
+                (schedule.ends_with("seconds") || schedule.starts_with("*/4294967297"))
                     && error
                         .as_db_error()
                         .is_some_and(|db| db.message().contains("invalid schedule")),
@@ -530,6 +535,8 @@ fn health_is_one_row_that_turns_stale_when_runs_stop() {
             );
             continue;
         }
+        let health = client.query_one("SELECT count(*) FROM dex_collector.health", &[]);
+        assert!(health.is_ok(), "{schedule}: {health:?}");
         assert_eq!(
             expected_interval(&mut client).as_deref(),
             every,
@@ -588,22 +595,23 @@ fn health_is_one_row_that_turns_stale_when_runs_stop() {
         )
         .unwrap();
     assert_eq!(expected_interval(&mut client).as_deref(), Some("00:10:00"));
-    // But never less often than the worker's interval; and where a job whose role may call it
-    // has a schedule that says nothing (not regular), the worker's interval says.
+    // But the worker's interval says more, whether such a job's schedule is shorter (`stale` for
+    // good) or longer (never `stale`); and where a job whose role may call it has a schedule that
+    // says nothing (not regular), the worker's interval says.
     for statement in [
         "LOAD 'dex_collector'",
-        "ALTER SYSTEM SET dex_collector.interval = '1min'",
+        "ALTER SYSTEM SET dex_collector.interval = '15min'",
         "SELECT pg_reload_conf()",
     ] {
         client.batch_execute(statement).unwrap();
     }
     assert!(wait_until(Duration::from_secs(10), || {
-        expected_interval(&mut client).as_deref() == Some("00:01:00")
+        expected_interval(&mut client).as_deref() == Some("00:15:00")
     }));
     client
         .execute("SELECT dex_collector.schedule('0 3 * * 1')", &[])
         .unwrap();
-    assert_eq!(expected_interval(&mut client).as_deref(), Some("00:01:00"));
+    assert_eq!(expected_interval(&mut client).as_deref(), Some("00:15:00"));
 }
 
 /// A company that stops being a target (its machines deactivated) is forgotten by the first run of

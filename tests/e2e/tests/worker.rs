@@ -579,6 +579,98 @@ fn retention_deletes_only_old_history() {
     assert_eq!(orphans, 0);
 }
 
+/// Runs that the deadline cuts short, one after another, are said as any problem of the worker's:
+/// once, not at every run while it lasts (each run's row says it, and the episode's event).
+#[test]
+fn the_worker_says_once_that_its_runs_reach_the_deadline() {
+    let deployment = with_worker(&[
+        ("dex_collector.run_deadline", "1s"),
+        ("dex_collector.concurrency", "1"),
+    ])
+    .expect_warnings(&["reached dex_collector.run_deadline"]);
+    deployment.stand_in.set_latency(Duration::from_millis(400));
+    let mut client = deployment.client();
+    for _ in 0..2 {
+        let run_id: i64 = client
+            .query_one("SELECT dex_collect_all_async()", &[])
+            .unwrap()
+            .get(0);
+        let status = wait_for_run(&deployment.cluster, run_id, Duration::from_secs(30), |s| {
+            s == "succeeded"
+        });
+        assert_eq!(status, "succeeded");
+    }
+    let cut_short: String = client
+        .query_one(
+            "SELECT format('%s runs, %s event',
+                           (SELECT count(*) FROM dex_collector.runs WHERE companies_not_reached > 0),
+                           (SELECT count(*) FROM dex_collector.events WHERE kind = 'run_cut_short'))",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(cut_short, "2 runs, 1 event");
+    let log = deployment.cluster.log_contents();
+    let said: Vec<&str> = log
+        .lines()
+        .filter(|line| line.contains("reached dex_collector.run_deadline"))
+        .collect();
+    assert_eq!(said.len(), 1, "{said:#?}");
+    assert!(
+        said[0].contains("dex_collector worker: dex_collector run ")
+            && said[0].contains("The next run calls the companies left out first."),
+        "{}",
+        said[0]
+    );
+}
+
+/// A backlog of old history (a retention shortened on a large history, a worker off for weeks)
+/// is deleted a few seconds a cycle, so that a queued run does not wait until it is gone.
+#[test]
+fn a_backlog_of_old_history_is_deleted_between_runs() {
+    let deployment = with_worker(&[]);
+    let mut client = deployment.client();
+    const OLD: &str = "SELECT count(*) FROM dex_collector.daily_rollups
+                        WHERE day < (now() AT TIME ZONE 'UTC')::date - 400";
+    client
+        .batch_execute(
+            "INSERT INTO dex_collector.daily_rollups (day, company_id, duration_histogram)
+             SELECT (now() AT TIME ZONE 'UTC')::date - 401 - i % 1000,
+                    ('a0000000-0000-4000-9000-' || lpad((i / 1000)::text, 12, '0'))::uuid,
+                    array_fill(0::smallint, ARRAY[60])
+               FROM generate_series(0, 1999999) AS i",
+        )
+        .unwrap();
+    // The worker's first sweep runs at its start; restart it to have one now. A million rows
+    // took it 12 s on a 2-core machine, in slices of 5 s: two million leave room for faster ones.
+    client
+        .batch_execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE backend_type = 'dex_collector'")
+        .unwrap();
+    let deleting = Instant::now();
+    let left = wait_for::<i64>(&deployment.cluster, OLD, Duration::from_secs(30), |n| {
+        *n < 2_000_000
+    });
+    assert!(left < 2_000_000, "the worker began deleting");
+    let run_id: i64 = client
+        .query_one("SELECT dex_collect_all_async()", &[])
+        .unwrap()
+        .get(0);
+    let status = wait_for_run(&deployment.cluster, run_id, Duration::from_secs(60), |s| {
+        s == "succeeded"
+    });
+    assert_eq!(status, "succeeded");
+    let left: i64 = client.query_one(OLD, &[]).unwrap().get(0);
+    assert!(
+        left > 0,
+        "the run waited for the whole backlog: it ended {:?} after the deletion began",
+        deleting.elapsed()
+    );
+    let left = wait_for::<i64>(&deployment.cluster, OLD, Duration::from_secs(180), |n| {
+        *n == 0
+    });
+    assert_eq!(left, 0, "the next cycles deleted the rest");
+}
+
 #[test]
 fn without_preloading_an_async_run_is_refused_with_how_to_turn_the_worker_on() {
     let deployment = Deployment::start(DeploymentOptions {
