@@ -124,7 +124,8 @@ test_nix_imitation() {
 }
 
 # supabase/image/setup.sh ($1 the archive) in the imitation (made by test_nix_imitation), with a
-# configuration shaped like the image's: it lists the libraries, and includes supautils.conf.
+# configuration shaped like the image's: it lists the libraries, includes supautils.conf and a
+# conf.d that is not there yet, and PGDATA names a directory the image makes only at start.
 test_image_setup() {
     local archive="$1" etc="$NIX/etc" data="$NIX/data" run="$NIX/run" name value before tries=0
     step "supabase/image/setup.sh in the Nix imitation"
@@ -139,15 +140,17 @@ listen_addresses = ''
 unix_socket_directories = '$run'
 shared_preload_libraries = 'pg_stat_statements, pg_cron'
 include = '$etc/postgresql-custom/supautils.conf'
+include_dir = '$etc/postgresql-custom/conf.d'
 CONF
     echo "local all all trust" >"$etc/postgresql/pg_hba.conf"
     : >"$etc/postgresql/pg_ident.conf"
     run_setup_sh() {
-        PG_CONFIG="$NIX/bin/pg_config" DEX_CONFIG_FILE="$etc/postgresql/postgresql.conf" \
+        PGDATA="$NIX/made-at-start" PG_CONFIG="$NIX/bin/pg_config" DEX_CONFIG_FILE="$etc/postgresql/postgresql.conf" \
             DEX_CONFIG_DIR="$etc/postgresql" DEX_CUSTOM_SCRIPTS_DIR="$etc/postgresql-custom/extension-custom-scripts" \
             sh /repo/supabase/image/setup.sh "$archive" /repo/supabase/extension-custom-scripts/dex_collector/after-create.sql
     }
     run_setup_sh
+    [ -d "$etc/postgresql-custom/conf.d" ] || fail "setup.sh did not make the missing include_dir"
     for name in shared_preload_libraries supautils.privileged_extensions dex_collector.database; do
         value="$(runuser -u postgres -- "$NIX/usr/bin/postgres" -C "$name" -c config_file="$etc/postgresql/postgresql.conf" 2>/dev/null)"
         echo "postgres -C $name: $value"

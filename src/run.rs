@@ -234,14 +234,6 @@ pub fn execute(
     })
 }
 
-fn was_or_were(count: usize) -> &'static str {
-    if count == 1 {
-        "was"
-    } else {
-        "were"
-    }
-}
-
 /// For a run that the deadline cut short, what to say (a SQL call's WARNING, a worker's problem):
 /// how many companies it left out, and, as a hint, what to change.
 pub fn deadline_reached(summary: &RunSummary, plan: &Plan) -> Option<(String, String)> {
@@ -264,13 +256,13 @@ pub fn deadline_reached(summary: &RunSummary, plan: &Plan) -> Option<(String, St
             timeout.value
         ),
     };
+    // Only its numbers differ from one run to the next: the worker tells a problem again only
+    // when more than its numbers changed.
     let message = format!(
-        "dex_collector run {} {reached}: {not_reached} of {} companies {} not called, {stopped} of \
-         the {called} called {} cut short",
+        "dex_collector run {} {reached}: not called: {not_reached} of {} companies; cut short: \
+         {stopped} of the {called} called",
         summary.run_id,
         not_reached + called,
-        was_or_were(not_reached),
-        was_or_were(stopped),
     );
     let concurrency = match summary.flow.adaptive_max {
         None => format!("dex_collector.concurrency (now {})", settings.concurrency),

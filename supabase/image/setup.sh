@@ -42,7 +42,10 @@ done
 
 # 3. The server itself says what its configuration sets (postgres -C reads every include, and
 # gives a custom parameter of a library not loaded, like supautils.*, as written). The server
-# refuses to run as root.
+# refuses to run as root. At build time the image has no data directory yet (its PGDATA is made
+# by the entrypoint at start), and may lack a directory its configuration includes (the 17
+# line's conf.d, made at start too): postgres -C needs an existing directory for -D, and every
+# include_dir, or it reads nothing.
 postgres="$("$pg_config" --bindir)/postgres"
 [ -x "$postgres" ] || postgres="$(command -v postgres)"
 as_postgres() {
@@ -61,8 +64,20 @@ as_postgres() {
         su -s /bin/sh -c "$line" postgres
     fi
 }
+probe_dir="$work/probe"
+mkdir "$probe_dir"
+chmod 0755 "$work"
+chown postgres "$probe_dir"
+sed -n "s/^[[:space:]]*include_dir[[:space:]=]*'\([^']*\)'.*/\1/p" "$config_file" | while read -r dir; do
+    case "$dir" in /*) ;; *) dir="$(dirname "$config_file")/$dir" ;; esac
+    if [ ! -d "$dir" ]; then
+        mkdir -p "$dir"
+        chown postgres "$dir"
+        echo "include_dir $dir: made (empty)"
+    fi
+done
 setting() {   # setting NAME: its value, empty where nothing sets it
-    if as_postgres "$postgres" -C "$1" -c config_file="$config_file" >"$work/value" 2>"$work/error"; then
+    if as_postgres "$postgres" -C "$1" -D "$probe_dir" -c config_file="$config_file" >"$work/value" 2>"$work/error"; then
         cat "$work/value"
     elif ! grep -q 'unrecognized configuration parameter' "$work/error"; then
         cat "$work/error" >&2

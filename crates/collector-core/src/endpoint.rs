@@ -388,6 +388,8 @@ async fn send_once(client: &Client, config: &EndpointConfig, request: &PageReque
     };
     let status = response.status().as_u16();
     let headers = response.headers().clone();
+    // A Retry-After counts from when it came, not from the end of a body that came slowly.
+    let (headers_came, headers_came_at) = (Instant::now(), SystemTime::now());
     let mut body = Vec::new();
     let read = read_body(response, config.max_response_bytes, &mut body);
     let unfinished = match tokio::time::timeout_at(deadline, read).await {
@@ -422,8 +424,18 @@ async fn send_once(client: &Client, config: &EndpointConfig, request: &PageReque
             body: &body,
         },
         &config.site_url,
-        SystemTime::now(),
+        headers_came_at,
     );
+    let answer = match answer {
+        PageAnswer::Failed {
+            error,
+            retry: Retry::Later(Some(after)),
+        } => failed(
+            error,
+            Retry::Later(Some(after.saturating_sub(headers_came.elapsed()))),
+        ),
+        answer => answer,
+    };
     let Some(cause) = unfinished else {
         return Attempt {
             status: Some(status),

@@ -717,6 +717,35 @@ fn a_429_whose_body_is_cut_off_still_holds_back_every_request_of_the_run() {
 }
 
 #[test]
+fn a_retry_after_counts_from_its_header_not_from_the_end_of_a_slow_body() {
+    let stand_in = answering(stalled(too_many_requests("2")));
+    let config = EndpointConfig {
+        request_timeout: Duration::from_secs(1),
+        ..endpoint(&stand_in)
+    };
+    let mut host = TestHost::recording_now();
+    let executed = collect_configured(
+        &config,
+        &targets(1),
+        Concurrency::Fixed(1),
+        Duration::from_secs(30),
+        true,
+        &mut host,
+    );
+    let refused = &executed.summary.results[0];
+    assert_eq!(refused.outcome.attempts, 3, "{refused:?}");
+    // Each of the three 429s came a second before the timeout ended its body: each holds the run
+    // back for the second left of its two, not for two more.
+    let flow = &executed.summary.flow;
+    assert_eq!(flow.overloaded_answers, 3);
+    assert!(
+        flow.paused >= Duration::from_millis(1500) && flow.paused < Duration::from_millis(4500),
+        "{:?}",
+        flow.paused
+    );
+}
+
+#[test]
 fn a_status_line_other_than_2xx_decides_an_answer_whose_body_did_not_come() {
     let stand_in = answering(Behavior::Synthetic);
     let targets = targets(5);

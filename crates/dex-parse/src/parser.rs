@@ -678,7 +678,9 @@ impl<'a> FileBuilder<'a> {
         let has_dxs = file.dxs.is_some();
         let has_se = file.se.is_some();
         let has_dxe = file.dxe.is_some();
-        let truncated = !has_se || (has_dxs && !has_dxe && !next_set_follows);
+        // Cut off where no SE closed the set: its last line may end mid-number. An SE says the set
+        // came whole, whatever came of the envelope's DXE after it.
+        let truncated = !has_se;
         if truncated {
             let mut missing: Vec<&str> = Vec::new();
             if self.g85.is_none() {
@@ -699,6 +701,11 @@ impl<'a> FileBuilder<'a> {
             findings.push("no DXS/DXE communication envelope".to_owned());
         } else if !has_dxs {
             findings.push("no DXS header".to_owned());
+        } else if !has_dxe && !next_set_follows {
+            findings.push(format!(
+                "the file ends at line {} without DXE: the transmission's trailer is missing, its set came whole (SE)",
+                file.last_line
+            ));
         }
         if file.st.is_none() {
             findings.push("no ST segment".to_owned());

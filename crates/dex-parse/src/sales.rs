@@ -343,44 +343,40 @@ fn untrusted(selection: &str, product: &Product) -> Sale {
     }
 }
 
+/// Each counter on its own: one that went down (a re-initialisation, or a rollover of that counter)
+/// gives what the newer audit counted since, the least that sold; one that did not, the difference.
+/// A 16-bit vend count that rolls over leaves the value's difference exact.
 fn compare(selection: &str, older: &Product, newer: &Product) -> Sale {
     let (before, after) = (&older.paid, &newer.paid);
-    let count_went_down = matches!(
-        (before.count_since_init, after.count_since_init),
-        (Some(b), Some(a)) if a < b
-    );
-    let value_went_down = matches!(
-        (before.value_since_init, after.value_since_init),
-        (Some(b), Some(a)) if a.decimal_places == b.decimal_places && a.minor_units < b.minor_units
-    );
-    let name = newer.name.clone().or_else(|| older.name.clone());
-    if count_went_down || value_went_down {
-        return Sale {
-            selection: selection.to_string(),
-            name,
-            units: after.count_since_init,
-            value: after.value_since_init,
-            status: SaleStatus::CounterReset,
-        };
-    }
-    let units = before
-        .count_since_init
-        .zip(after.count_since_init)
-        .map(|(b, a)| a - b);
-    let value = before
-        .value_since_init
-        .zip(after.value_since_init)
-        .filter(|(b, a)| a.decimal_places == b.decimal_places)
-        .map(|(b, a)| Money {
-            minor_units: a.minor_units - b.minor_units,
-            decimal_places: a.decimal_places,
-        });
+    let (units, count_went_down) = match (before.count_since_init, after.count_since_init) {
+        (Some(b), Some(a)) if a < b => (Some(a), true),
+        (Some(b), Some(a)) => (Some(a - b), false),
+        _ => (None, false),
+    };
+    let (value, value_went_down) = match (before.value_since_init, after.value_since_init) {
+        (Some(b), Some(a)) if a.decimal_places == b.decimal_places => {
+            if a.minor_units < b.minor_units {
+                (Some(a), true)
+            } else {
+                let sold = Money {
+                    minor_units: a.minor_units - b.minor_units,
+                    decimal_places: a.decimal_places,
+                };
+                (Some(sold), false)
+            }
+        }
+        _ => (None, false),
+    };
     Sale {
         selection: selection.to_string(),
-        name,
+        name: newer.name.clone().or_else(|| older.name.clone()),
         units,
         value,
-        status: SaleStatus::Ok,
+        status: if count_went_down || value_went_down {
+            SaleStatus::CounterReset
+        } else {
+            SaleStatus::Ok
+        },
     }
 }
 

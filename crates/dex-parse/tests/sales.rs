@@ -78,6 +78,20 @@ fn a_lower_counter_is_a_reset_reported_as_what_sold_since() {
 }
 
 #[test]
+fn a_count_that_rolled_over_leaves_the_value_sold_exact() {
+    // The vend count wrapped at 65,536 (a 16-bit counter); the value went on: 12 vends of 0.50.
+    let older_text = edited("PA2*602*29790*600*29790", "PA2*65530*3276500*600*29790");
+    let newer_text = edited("PA2*602*29790*600*29790", "PA2*6*3277100*612*30390");
+    let (older, newer) = (parse(&older_text).unwrap(), parse(&newer_text).unwrap());
+    let first = &sales(&older.audit(), &newer.audit(), true).unwrap()[0];
+    assert_eq!(
+        (first.units, first.value, first.status),
+        (Some(6), money(600), SaleStatus::CounterReset),
+        "the count since its rollover, at least; the value's difference"
+    );
+}
+
+#[test]
 fn added_and_removed_selections_say_so() {
     let older = parse(AUDIT).unwrap();
     let newer_text = edited(
@@ -169,6 +183,20 @@ fn an_audit_cut_off_gives_numbers_only_for_its_whole_selections() {
                 assert_eq!((row.status, row.units), expected, "{row:?}");
             }
         }
+    }
+}
+
+/// A file whose set ended with its SE, the envelope's DXE missing after it: every selection came
+/// whole, the last one too.
+#[test]
+fn an_audit_without_its_dxe_after_its_se_is_whole() {
+    let complete = parse(AUDIT).unwrap();
+    let without_dxe = &AUDIT[..AUDIT.find("DXE*").unwrap()];
+    let dex = parse(without_dxe).unwrap();
+    assert!(!dex.audit().truncated);
+    assert_eq!(dex.audit().cut_selection, None);
+    for row in sales(&complete.audit(), &dex.audit(), true).unwrap() {
+        assert_eq!(row.status, SaleStatus::Ok, "{row:?}");
     }
 }
 

@@ -118,7 +118,9 @@ impl Behavior {
     pub(crate) fn counts_attempts(&self) -> bool {
         match self {
             Behavior::FailTimes { .. } => true,
-            Behavior::Delay { then, .. } => then.counts_attempts(),
+            Behavior::Delay { then, .. } | Behavior::CutOff { then } | Behavior::Stall { then } => {
+                then.counts_attempts()
+            }
             _ => false,
         }
     }
@@ -725,6 +727,9 @@ mod tests {
                 then: Box::new(Behavior::status_page(503))
             })
         );
+        // Wrapped, a FailTimes still counts its company's attempts: it fails only N times.
+        let cut_failing: Behavior = "cut-off:fail-times:1:503:synthetic".parse().unwrap();
+        assert!(cut_failing.counts_attempts());
         assert_eq!(
             "stall:synthetic".parse(),
             Ok(Behavior::Stall {

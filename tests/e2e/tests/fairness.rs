@@ -54,7 +54,7 @@ fn warnings_in_log(deployment: &Deployment) -> usize {
     deployment.cluster.log_contents().matches(WARNING).count()
 }
 
-/// The latest run's WARNING, from "N of M companies ... not called" on.
+/// The latest run's WARNING, from "not called: N of M companies" on.
 fn latest_warning(deployment: &Deployment) -> String {
     let log = deployment.cluster.log_contents();
     let line = log.lines().rfind(|line| line.contains(WARNING)).unwrap();
@@ -95,7 +95,7 @@ fn consecutive_runs_cut_short_reach_every_company_and_each_says_so_once() {
             "one WARNING per run"
         );
         let counts = latest_warning(&deployment);
-        let said = format!("{not_reached} of {COMPANIES} companies were not called");
+        let said = format!("not called: {not_reached} of {COMPANIES} companies;");
         assert!(counts.starts_with(&said), "{counts}");
     }
     assert_eq!(

@@ -231,8 +231,8 @@ fn a_run_cut_short_by_the_deadline_is_an_event() {
     assert!(
         log.lines()
             .any(|line| line.contains("reached dex_collector.run_deadline")
-                && line.contains(" 1 of the ")
-                && line.ends_with(" called was cut short")),
+                && line.contains("; cut short: 1 of the ")
+                && line.ends_with(" called")),
         "{log}"
     );
     // The one in flight is recorded failed, and counted among its failures in a row: a company

@@ -210,6 +210,16 @@ fn postgres_creates_collects_schedules_monitors_and_grants_and_the_api_roles_get
         "SELECT extowner::regrole::text FROM pg_extension WHERE extname = 'dex_collector'",
     );
     assert_eq!(owner, "supabase_admin", "created through supautils");
+    // But not updated through it, as docs/privileges.md says: supautils 3.4 runs the statement as
+    // supabase_admin, then again as postgres, whom PostgreSQL refuses. A supautils that stops
+    // doing so fails this, and the page says otherwise then.
+    let update = client.batch_execute("ALTER EXTENSION dex_collector UPDATE");
+    let refused = update.as_ref().err().and_then(|error| error.as_db_error());
+    assert_eq!(
+        refused.map(|error| error.message()),
+        Some("must be owner of extension dex_collector"),
+        "{update:?}"
+    );
     let may_collect = "SELECT has_function_privilege('postgres', 'extensions.dex_collect_all()', 'EXECUTE WITH GRANT OPTION')";
     assert!(
         one::<bool>(&mut client, may_collect),
