@@ -68,7 +68,11 @@ probe_dir="$work/probe"
 mkdir "$probe_dir"
 chmod 0755 "$work"
 chown postgres "$probe_dir"
-sed -n "s/^[[:space:]]*include_dir[[:space:]=]*'\([^']*\)'.*/\1/p" "$config_file" | while read -r dir; do
+# The configuration file's own include_dir lines (the image's conf.d is named there), quoted or
+# not; a last line without its newline is read too.
+sed -n -e "s/^[[:space:]]*include_dir[[:space:]=]*'\([^']*\)'.*/\1/p" -e t \
+    -e "s/^[[:space:]]*include_dir[[:space:]=]*\([^'[:space:]#][^[:space:]#]*\).*/\1/p" "$config_file" |
+while IFS= read -r dir || [ -n "$dir" ]; do
     case "$dir" in /*) ;; *) dir="$(dirname "$config_file")/$dir" ;; esac
     if [ ! -d "$dir" ]; then
         mkdir -p "$dir"

@@ -426,6 +426,7 @@ async fn send_once(client: &Client, config: &EndpointConfig, request: &PageReque
         &config.site_url,
         headers_came_at,
     );
+    // One its body outlasted has passed, as a date in the past: retry at once.
     let answer = match answer {
         PageAnswer::Failed {
             error,

@@ -346,6 +346,9 @@ struct FileBuilder<'a> {
     g85: Option<(usize, &'a [u8])>,
     counted_segments: usize,
     after_se: bool,
+    /// EVA-DTS data (a PA2, say) after the SE, which the file takes in too: with no DXE after it,
+    /// its last line may be cut off as any set's without its SE.
+    data_after_se: bool,
     current_product: Option<usize>,
     product_by_selection: HashMap<&'a [u8], usize>,
     invalid_lines: usize,
@@ -371,6 +374,7 @@ impl<'a> FileBuilder<'a> {
             g85: None,
             counted_segments: 0,
             after_se: false,
+            data_after_se: false,
             current_product: None,
             product_by_selection: HashMap::new(),
             invalid_lines: 0,
@@ -404,6 +408,7 @@ impl<'a> FileBuilder<'a> {
         if !matches!(id, b"DXS" | b"DXE") {
             if self.after_se {
                 self.warn(format!("line {}: segment after SE", line.number));
+                self.data_after_se |= is_standard_data_segment(id);
             } else {
                 self.counted_segments += 1;
             }
@@ -679,8 +684,9 @@ impl<'a> FileBuilder<'a> {
         let has_se = file.se.is_some();
         let has_dxe = file.dxe.is_some();
         // Cut off where no SE closed the set: its last line may end mid-number. An SE says the set
-        // came whole, whatever came of the envelope's DXE after it.
-        let truncated = !has_se;
+        // came whole, whatever came of the envelope's DXE after it, unless data the file took in
+        // came after the SE, and no DXE or next set after that data.
+        let truncated = !has_se || (self.data_after_se && !has_dxe && !next_set_follows);
         if truncated {
             let mut missing: Vec<&str> = Vec::new();
             if self.g85.is_none() {

@@ -70,11 +70,12 @@ pub enum SaleStatus {
     /// Only in the older audit: nothing can be said; units and value are `None`.
     RemovedSelection,
     /// The newer count or value is lower (the machine was re-initialised, or a counter rolled
-    /// over): the newer counters since initialisation, which is what sold at least.
+    /// over): each counter that went down, the newer one since initialisation (what sold at
+    /// least); one that did not, the difference.
     CounterReset,
-    /// An audit was cut off (no SE, or a DXS without its DXE) and wrote this selection last, its
-    /// last line perhaps cut mid-number; or the selection is in one audit only and the other was
-    /// cut off, so that it may be among the lines missing. Units and value are `None`.
+    /// An audit was cut off (no SE, or data after its SE and no DXE) and wrote this selection
+    /// last, its last line perhaps cut mid-number; or the selection is in one audit only and the
+    /// other was cut off, so that it may be among the lines missing. Units and value are `None`.
     Truncated,
 }
 

@@ -198,6 +198,11 @@ fn an_audit_without_its_dxe_after_its_se_is_whole() {
     for row in sales(&complete.audit(), &dex.audit(), true).unwrap() {
         assert_eq!(row.status, SaleStatus::Ok, "{row:?}");
     }
+    // But data the file took in after its SE, and no DXE after that, may be cut off.
+    let data_after = format!("{without_dxe}PA1*99*50*TEA\r\nPA2*12");
+    let cut = parse(&data_after).unwrap();
+    assert!(cut.audit().truncated);
+    assert_eq!(cut.audit().cut_selection.as_deref(), Some("99"));
 }
 
 /// A selection written in UTF-8 and in Latin-1 reads the same: it is one selection, the first.
