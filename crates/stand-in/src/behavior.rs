@@ -15,11 +15,11 @@ pub const DEFAULT_PAGE_SIZE: u64 = 15;
 pub(crate) const TRICKLE_BODY_LEN: u64 = 1_000_000;
 
 /// `Behavior::CloseMidAnswer` promises this many body bytes and sends `CLOSE_MID_ANSWER_SENT`.
-pub(crate) const CLOSE_MID_ANSWER_DECLARED: u64 = 1000;
-pub(crate) const CLOSE_MID_ANSWER_SENT: usize = 10;
+const CLOSE_MID_ANSWER_DECLARED: u64 = 1000;
+const CLOSE_MID_ANSWER_SENT: usize = 10;
 
 /// `Behavior::CutOff` and `Behavior::Stall` promise this many body bytes more than they send.
-pub(crate) const UNFINISHED_MISSING: u64 = 1000;
+const UNFINISHED_MISSING: u64 = 1000;
 
 /// How the stand-in answers a request that got past method, path and authentication checks.
 /// See docs/contract.md for the real endpoint's answers these imitate.
@@ -174,7 +174,11 @@ impl Behavior {
             }
         }
         let answer = match (unfinished, behavior.leaf_answer(company_id, paging)) {
-            (Some(ending), Answer::Respond(response)) => Answer::Unfinished { response, ending },
+            (Some(ending), Answer::Respond(response)) => Answer::Unfinished {
+                declared: response.body.len() as u64 + UNFINISHED_MISSING,
+                response,
+                ending,
+            },
             (_, answer) => answer,
         };
         PlannedAnswer { delay, answer }
@@ -240,7 +244,21 @@ impl Behavior {
                 }
             }
             Behavior::CloseWithoutAnswer => return Answer::Close,
-            Behavior::CloseMidAnswer => return Answer::CloseMidway,
+            Behavior::CloseMidAnswer => {
+                let body = PaddedJson::new(CLOSE_MID_ANSWER_DECLARED);
+                return Answer::Unfinished {
+                    response: Response {
+                        status: 200,
+                        content_type: Cow::Borrowed("application/json"),
+                        headers: Vec::new(),
+                        body: (0..CLOSE_MID_ANSWER_SENT as u64)
+                            .map(|position| body.byte_at(position))
+                            .collect(),
+                    },
+                    declared: CLOSE_MID_ANSWER_DECLARED,
+                    ending: Ending::Close,
+                };
+            }
             Behavior::HugeBody { bytes } => return Answer::HugeBody { bytes: *bytes },
             Behavior::Delay { .. }
             | Behavior::FailTimes { .. }
@@ -336,11 +354,11 @@ pub(crate) enum Answer {
         interval: Duration,
     },
     Close,
-    /// Part of an answer, then close.
-    CloseMidway,
-    /// A response's head and body, short of its declared length, then `ending`.
+    /// A response's head, with a `Content-Length` of `declared`, and its body, shorter than
+    /// that; then `ending`.
     Unfinished {
         response: Response,
+        declared: u64,
         ending: Ending,
     },
     HugeBody {

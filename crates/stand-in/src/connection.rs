@@ -7,10 +7,7 @@ use std::time::Instant;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
-use super::behavior::{
-    Answer, Ending, PaddedJson, Response, CLOSE_MID_ANSWER_DECLARED, CLOSE_MID_ANSWER_SENT,
-    TRICKLE_BODY_LEN, UNFINISHED_MISSING,
-};
+use super::behavior::{Answer, Ending, PaddedJson, Response, TRICKLE_BODY_LEN};
 use super::http::{read_more, read_request, write_head, write_response, Incoming, Refusal};
 use super::State;
 
@@ -125,26 +122,16 @@ where
             Ok(Connection::Close)
         }
         Answer::Close => Ok(Connection::Close),
-        Answer::CloseMidway => {
-            write_head(
-                out,
-                200,
-                "application/json",
-                CLOSE_MID_ANSWER_DECLARED,
-                &[],
-                true,
-            );
-            let body = PaddedJson::new(CLOSE_MID_ANSWER_DECLARED);
-            out.extend((0..CLOSE_MID_ANSWER_SENT as u64).map(|position| body.byte_at(position)));
-            send(stream, out).await?;
-            Ok(Connection::Close)
-        }
-        Answer::Unfinished { response, ending } => {
+        Answer::Unfinished {
+            response,
+            declared,
+            ending,
+        } => {
             write_head(
                 out,
                 response.status,
                 &response.content_type,
-                response.body.len() as u64 + UNFINISHED_MISSING,
+                declared,
                 &response.headers,
                 true,
             );

@@ -58,6 +58,21 @@ fn wait_for_run(
     )
 }
 
+/// Queues a run for the worker and waits at most `limit` for it to succeed; returns its id.
+fn queue_run_until_succeeded(
+    cluster: &TestCluster,
+    client: &mut postgres::Client,
+    limit: Duration,
+) -> i64 {
+    let run_id: i64 = client
+        .query_one("SELECT dex_collect_all_async()", &[])
+        .unwrap()
+        .get(0);
+    let status = wait_for_run(cluster, run_id, limit, |s| s == "succeeded");
+    assert_eq!(status, "succeeded");
+    run_id
+}
+
 /// A deployment whose endpoint answers every company after `delay`.
 fn answering_after(delay: Duration) -> Deployment {
     Deployment::start(DeploymentOptions {
@@ -144,14 +159,7 @@ fn an_async_run_is_started_by_the_woken_worker() {
 
     let mut client = deployment.client();
     let queued_at = Instant::now();
-    let run_id: i64 = client
-        .query_one("SELECT dex_collect_all_async()", &[])
-        .unwrap()
-        .get(0);
-    let status = wait_for_run(cluster, run_id, Duration::from_secs(30), |s| {
-        s == "succeeded"
-    });
-    assert_eq!(status, "succeeded");
+    let run_id = queue_run_until_succeeded(cluster, &mut client, Duration::from_secs(30));
     // The worker idles 10 s between looks at the queue: starting sooner means it was woken.
     assert!(
         queued_at.elapsed() < Duration::from_secs(8),
@@ -591,14 +599,7 @@ fn the_worker_says_once_that_its_runs_reach_the_deadline() {
     deployment.stand_in.set_latency(Duration::from_millis(400));
     let mut client = deployment.client();
     for _ in 0..2 {
-        let run_id: i64 = client
-            .query_one("SELECT dex_collect_all_async()", &[])
-            .unwrap()
-            .get(0);
-        let status = wait_for_run(&deployment.cluster, run_id, Duration::from_secs(30), |s| {
-            s == "succeeded"
-        });
-        assert_eq!(status, "succeeded");
+        queue_run_until_succeeded(&deployment.cluster, &mut client, Duration::from_secs(30));
     }
     let cut_short: String = client
         .query_one(
@@ -656,14 +657,7 @@ fn a_backlog_of_old_history_is_deleted_between_runs() {
         *n < 20_000
     });
     assert!(left < 20_000, "the worker began deleting");
-    let run_id: i64 = client
-        .query_one("SELECT dex_collect_all_async()", &[])
-        .unwrap()
-        .get(0);
-    let status = wait_for_run(&deployment.cluster, run_id, Duration::from_secs(60), |s| {
-        s == "succeeded"
-    });
-    assert_eq!(status, "succeeded");
+    queue_run_until_succeeded(&deployment.cluster, &mut client, Duration::from_secs(60));
     let left: i64 = client.query_one(OLD, &[]).unwrap().get(0);
     assert!(
         left > 0,
