@@ -224,8 +224,12 @@ fn sale_rows(
 ) -> Result<TableIterator<'static, SaleRow>, DexSqlError> {
     // One parsed text at a time, each gone once its audit is taken; the audits go before the
     // rows are returned, each made as it is.
-    let older = parse_checked(older)?.audit();
-    let newer = parse_checked(newer)?.audit();
+    let older = parse_checked(older)
+        .map_err(|error| error.in_argument("older"))?
+        .audit();
+    let newer = parse_checked(newer)
+        .map_err(|error| error.in_argument("newer"))?
+        .audit();
     let sales = dex_parse::sales(&older, &newer, !ignore_mismatch)?;
     drop((older, newer));
     Ok(TableIterator::new(sales.into_iter().map(|sale| {
@@ -481,7 +485,16 @@ mod tests {
         let empty = Spi::get_one::<String>("SELECT dex_test_sales_error('', 'ST*001*0001')");
         assert_eq!(
             empty,
-            Ok(Some("22P02: not a DEX file: the input is empty".to_owned()))
+            Ok(Some(
+                "22P02: older: not a DEX file: the input is empty".to_owned()
+            ))
+        );
+        let empty = Spi::get_one::<String>("SELECT dex_test_sales_error('ST*001*0001', '')");
+        assert_eq!(
+            empty,
+            Ok(Some(
+                "22P02: newer: not a DEX file: the input is empty".to_owned()
+            ))
         );
         // Damaged DEX and Latin-1 bytes: two audits cut off (no SE) after selection 3. Selection 1
         // is whole in both; 3 is where they end, 2 may be among the older one's missing lines.

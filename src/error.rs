@@ -160,13 +160,27 @@ pub enum DexSqlError {
     /// `dex_sales()` of audits of different machines or in the wrong order.
     #[error(transparent)]
     Mismatch(#[from] dex_parse::SalesError),
+    /// One of two inputs (`dex_sales()`'s `older` or `newer`) could not be read: which one.
+    #[error("{argument}: {error}")]
+    Argument {
+        argument: &'static str,
+        error: Box<DexSqlError>,
+    },
 }
 
-impl From<DexSqlError> for ErrorReport {
-    #[track_caller]
-    fn from(error: DexSqlError) -> Self {
+impl DexSqlError {
+    /// This error as one of `argument`'s.
+    pub fn in_argument(self, argument: &'static str) -> Self {
+        DexSqlError::Argument {
+            argument,
+            error: Box::new(self),
+        }
+    }
+
+    /// Its SQLSTATE, detail and hint.
+    fn report_parts(&self) -> (PgSqlErrorCode, Option<&'static str>, Option<&'static str>) {
         use PgSqlErrorCode::*;
-        let (sqlstate, detail, hint) = match &error {
+        match self {
             DexSqlError::TooLarge { .. } => (
                 ERRCODE_PROGRAM_LIMIT_EXCEEDED,
                 None,
@@ -195,7 +209,15 @@ impl From<DexSqlError> for ErrorReport {
                 None,
                 Some("To compare them anyway: dex_sales(older, newer, ignore_mismatch => true)."),
             ),
-        };
+            DexSqlError::Argument { error, .. } => error.report_parts(),
+        }
+    }
+}
+
+impl From<DexSqlError> for ErrorReport {
+    #[track_caller]
+    fn from(error: DexSqlError) -> Self {
+        let (sqlstate, detail, hint) = error.report_parts();
         report(
             sqlstate,
             error.to_string(),

@@ -6,7 +6,7 @@ use serde::ser::{Serialize, SerializeMap, SerializeSeq, Serializer};
 use crate::elements::decode_text;
 use crate::layout::{self, Kind, Layout};
 use crate::parser::{
-    Cell, ChecksumStatus, DexFile, Parsed, Product, RawSegment, Record, Validation,
+    self, Cell, ChecksumStatus, DexFile, Parsed, Product, RawSegment, Record, Validation,
 };
 use crate::segment::split_into;
 
@@ -251,7 +251,7 @@ fn validation_entries<M: SerializeMap>(
         }
     });
     let declared_count = validation.declared_segment_count;
-    let actual_count = validation.actual_segment_count as u64;
+    let actual_count = validation.actual_segment_count;
     map.serialize_entry("ok", &validation.ok())?;
     map.serialize_entry("truncated", &validation.truncated)?;
     map.serialize_entry(
@@ -272,8 +272,18 @@ fn validation_entries<M: SerializeMap>(
             ("declared", declared_count.map(serde_json::Value::from)),
             ("actual", Some(serde_json::Value::from(actual_count))),
             (
+                "loop_markers",
+                Some(serde_json::Value::from(validation.loop_markers)),
+            ),
+            (
                 "matches",
-                declared_count.map(|declared| serde_json::Value::from(declared == actual_count)),
+                declared_count.map(|declared| {
+                    serde_json::Value::from(parser::segment_count_matches(
+                        declared,
+                        actual_count,
+                        validation.loop_markers,
+                    ))
+                }),
             ),
         ]),
     )?;

@@ -156,6 +156,8 @@ pub(crate) struct Validation {
     pub checksum: Checksum,
     pub declared_segment_count: Option<u64>,
     pub actual_segment_count: usize,
+    /// LS and LE lines among them: some machines leave the loop markers out of SE01.
+    pub loop_markers: usize,
     pub truncated: bool,
     pub has_dxs: bool,
     pub has_st: bool,
@@ -176,6 +178,14 @@ impl Validation {
                 ChecksumStatus::Valid | ChecksumStatus::ValidByteSwapped
             )
     }
+}
+
+/// Whether SE01 counts the segments from ST to SE as the standard does, LS and LE included, or as
+/// some machines do, without them (a real file's SE declares 54 of its 58 lines, its 4 loop markers
+/// left out).
+pub(crate) fn segment_count_matches(declared: u64, actual: usize, loop_markers: usize) -> bool {
+    declared == actual as u64
+        || (loop_markers > 0 && declared == actual.saturating_sub(loop_markers) as u64)
 }
 
 /// One DXS…DXE block (or what is left of one).
@@ -345,6 +355,7 @@ struct FileBuilder<'a> {
     /// Offset of the G85 line and its declared value.
     g85: Option<(usize, &'a [u8])>,
     counted_segments: usize,
+    counted_loop_markers: usize,
     after_se: bool,
     /// EVA-DTS data (a PA2, say) after the SE, which the file takes in too: with no DXE after it,
     /// its last line may be cut off as any set's without its SE.
@@ -373,6 +384,7 @@ impl<'a> FileBuilder<'a> {
             st_start: None,
             g85: None,
             counted_segments: 0,
+            counted_loop_markers: 0,
             after_se: false,
             data_after_se: false,
             current_product: None,
@@ -411,6 +423,9 @@ impl<'a> FileBuilder<'a> {
                 self.data_after_se |= is_standard_data_segment(id);
             } else {
                 self.counted_segments += 1;
+                if matches!(id, b"LS" | b"LE") {
+                    self.counted_loop_markers += 1;
+                }
             }
         }
         if !is_segment_id(id) {
@@ -758,8 +773,9 @@ impl<'a> FileBuilder<'a> {
             .as_ref()
             .and_then(|se| se.cell(&file.cells, "segment_count").number());
         let actual_segment_count = self.counted_segments;
+        let loop_markers = self.counted_loop_markers;
         if let Some(declared) = declared_segment_count {
-            if declared != actual_segment_count as u64 {
+            if !segment_count_matches(declared, actual_segment_count, loop_markers) {
                 findings.push(format!(
                     "SE01 declares {declared} segment(s), the file has {actual_segment_count} from ST to SE"
                 ));
@@ -818,6 +834,7 @@ impl<'a> FileBuilder<'a> {
             checksum,
             declared_segment_count,
             actual_segment_count,
+            loop_markers,
             truncated,
             has_dxs,
             has_st: file.st.is_some(),

@@ -90,12 +90,37 @@ fn checksum_case_byte_order_and_constants() {
 
 #[test]
 fn se_count_is_checked_against_the_real_count() {
+    // The file's SE declares 54 of its 58 lines from ST to SE: its 4 LS and LE left out.
     let json = parse_json(CRLF_FILE).expect("DEX");
     assert_eq!(json["validation"]["segment_count"]["declared"], 54);
-    assert_eq!(json["validation"]["segment_count"]["matches"], false);
-    let fixed = parse_json(replace(CRLF_FILE, b"SE*54*", b"SE*58*")).expect("DEX");
-    assert_eq!(fixed["validation"]["segment_count"]["matches"], true);
-    assert!(!has_warning(&fixed, "SE01"));
+    assert_eq!(json["validation"]["segment_count"]["actual"], 58);
+    assert_eq!(json["validation"]["segment_count"]["loop_markers"], 4);
+    assert_eq!(json["validation"]["segment_count"]["matches"], true);
+    assert!(!has_warning(&json, "SE01"));
+    let standard = parse_json(replace(CRLF_FILE, b"SE*54*", b"SE*58*")).expect("DEX");
+    assert_eq!(standard["validation"]["segment_count"]["matches"], true);
+    assert!(!has_warning(&standard, "SE01"));
+    let wrong = parse_json(replace(CRLF_FILE, b"SE*54*", b"SE*55*")).expect("DEX");
+    assert_eq!(wrong["validation"]["segment_count"]["matches"], false);
+    assert!(has_warning(
+        &wrong,
+        "SE01 declares 55 segment(s), the file has 58 from ST to SE"
+    ));
+    let without_loops = [b"LS*", b"LE*"]
+        .iter()
+        .fold(CRLF_FILE.to_vec(), |text, marker| {
+            text.split_inclusive(|&b| b == b'\n')
+                .filter(|line| !line.starts_with(*marker))
+                .flatten()
+                .copied()
+                .collect()
+        });
+    let json = parse_json(&without_loops).expect("DEX");
+    assert_eq!(json["validation"]["segment_count"]["actual"], 54);
+    assert_eq!(json["validation"]["segment_count"]["loop_markers"], 0);
+    assert_eq!(json["validation"]["segment_count"]["matches"], true);
+    let short = parse_json(replace(&without_loops, b"SE*54*", b"SE*50*")).expect("DEX");
+    assert_eq!(short["validation"]["segment_count"]["matches"], false);
 }
 
 #[test]

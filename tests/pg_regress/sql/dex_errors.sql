@@ -16,6 +16,9 @@ SELECT * FROM dex_products('DXS*1*VA*V0/6*1' || chr(10));
 \echo :SQLSTATE
 SELECT * FROM dex_sales('garbage', 'garbage');
 \echo :SQLSTATE
+-- dex_sales() names which of its two audits it could not read.
+SELECT * FROM dex_sales('ST*001*0001' || chr(10), 'garbage');
+\echo :SQLSTATE
 -- NULL in, NULL out (the functions are strict).
 SELECT dex_parse(NULL::text) IS NULL AS parse_null, dex_validate(NULL) IS NULL AS validate_null;
 
