@@ -29,6 +29,11 @@ as_root() {
 packaged_here() {
     local policy
     policy="$(apt-cache policy "postgresql-$1" 2>/dev/null)"
+    # Package lists removed (as container images do) know no package: fetch them first.
+    if [[ "$policy" != *"Candidate: "[0-9]* ]] && ! compgen -G "/var/lib/apt/lists/*_Packages*" >/dev/null; then
+        as_root apt-get update -qq
+        policy="$(apt-cache policy "postgresql-$1" 2>/dev/null)"
+    fi
     [[ "$policy" == *"Candidate: "[0-9]* ]]
 }
 
@@ -112,14 +117,22 @@ ensure_packages() {
     fi
 }
 
+# Rust $1 or newer (1.89 unless given: what the extension's locked dependencies need; the tests'
+# pgrx-tests need 1.95). Debian's own cargo is older than either.
 ensure_rust() {
+    local needed="${1:-1.89}" found
     if ! command -v cargo >/dev/null; then
         [ -x "$HOME/.cargo/bin/cargo" ] && export PATH="$HOME/.cargo/bin:$PATH"
     fi
     command -v cargo >/dev/null || {
-        echo "cargo not found: install Rust 1.85 or newer (https://rustup.rs) and run this again" >&2
+        echo "cargo not found: install Rust $needed or newer (https://rustup.rs) and run this again" >&2
         exit 1
     }
+    found="$(rustc --version | awk '{print $2}')"
+    if [ "$(printf '%s\n%s\n' "$needed" "$found" | sort -V | head -n 1)" != "$needed" ]; then
+        echo "Rust $found is too old: $needed or newer is needed (rustup update stable)" >&2
+        exit 1
+    fi
 }
 
 ensure_cargo_pgrx() {

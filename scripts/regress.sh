@@ -9,7 +9,8 @@
 #   ./scripts/regress.sh --accept   # and make this run's output the expected one (review: git diff)
 #
 # The instance lives in a PGRX_HOME of its own, in the build directory (target/regress-pgrx, or
-# under $CARGO_TARGET_DIR), initialized anew for every run, on a port nothing listens on: a
+# under $CARGO_TARGET_DIR; as root, in /var/cache/dex_collector/regress-pgrx where the postgres user
+# cannot reach the build directory), initialized anew for every run, on a port nothing listens on: a
 # developer's ~/.pgrx and its instances are left alone. The directory stays, with a config.toml
 # that changes only when the port must: pgrx's build script rebuilds everything that depends on
 # it when the config.toml it last read changes.
@@ -38,18 +39,27 @@ fi
 
 suite="$REPO_ROOT/tests/pg_regress"
 pgrx_home="${CARGO_TARGET_DIR:-$REPO_ROOT/target}/regress-pgrx/pg${PG_MAJOR}"
-datadir="$pgrx_home/data-${PG_MAJOR}"
-server_log="$pgrx_home/${PG_MAJOR}.log"
-mkdir -p "$pgrx_home"
-rm -rf "$datadir" "$server_log" "$suite/results"
-pg_config="$PG_CONFIG"
-if [ "$(id -u)" -eq 0 ]; then
+# As root, the instance runs as the postgres user, which must reach its directory: a checkout in
+# a home directory of mode 0700 (root's own) keeps it out, and the instance goes to /var/cache.
+prepare_pgrx_home() {
+    mkdir -p "$pgrx_home"
+    [ "$(id -u)" -eq 0 ] || return 0
     chmod 0755 "$(dirname "$pgrx_home")"
     chown postgres "$pgrx_home"
-    if ! runuser -u postgres -- test -w "$pgrx_home"; then
+    runuser -u postgres -- test -w "$pgrx_home"
+}
+if ! prepare_pgrx_home; then
+    pgrx_home="/var/cache/dex_collector/regress-pgrx/pg${PG_MAJOR}"
+    if ! prepare_pgrx_home; then
         echo "the postgres user cannot reach $pgrx_home: set CARGO_TARGET_DIR to a directory it can" >&2
         exit 1
     fi
+fi
+datadir="$pgrx_home/data-${PG_MAJOR}"
+server_log="$pgrx_home/${PG_MAJOR}.log"
+rm -rf "$datadir" "$server_log" "$suite/results"
+pg_config="$PG_CONFIG"
+if [ "$(id -u)" -eq 0 ]; then
     bindir="$pgrx_home/bin"
     real_bindir="$("$PG_CONFIG" --bindir)"
     rm -rf "$bindir"

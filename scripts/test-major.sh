@@ -36,6 +36,9 @@ run_e2e_suites() {
 
     logs="$(mktemp -d -t dex_collector_e2e.XXXXXX)"
     local -A suite_of_pid=() started_at=()
+    # Interrupted, the suites stop too: each tears down its clusters on SIGTERM (tests/e2e's
+    # cluster.rs), and their failures end this script.
+    trap 'kill -TERM "${!suite_of_pid[@]}" 2>/dev/null || true' INT TERM
     finish_one() {
         status=0
         wait -n -p pid || status=$?
@@ -54,6 +57,7 @@ run_e2e_suites() {
         suite_of_pid[$!]="$name"
     done
     while [ "${#suite_of_pid[@]}" -gt 0 ]; do finish_one; done
+    trap - INT TERM
     rm -rf "$logs"
     if [ "${#failed[@]}" -gt 0 ]; then
         echo "end-to-end suites failed on PostgreSQL ${PG_MAJOR}: ${failed[*]}" >&2
@@ -67,7 +71,13 @@ cargo clippy -p dex_collector --all-targets "${PG_FEATURES[@]}" -- -D warnings
 
 step "#[pg_test] tests and the extension's unit tests in a pgrx-managed PostgreSQL ${PG_MAJOR}"
 pgdata="$(mktemp -d -t dex_collector_pgrx.XXXXXX)"
-trap 'as_root rm -rf "$pgdata"' EXIT
+# cargo-pgrx stops its instance when it exits normally; interrupted (Ctrl-C), it leaves it running.
+stop_pgrx_instance() {
+    [ -f "$pgdata/data/postmaster.pid" ] || return 0
+    as_root runuser -u postgres -- "$("$PG_CONFIG" --bindir)/pg_ctl" -D "$pgdata/data" -m immediate \
+        stop >/dev/null 2>&1 || true
+}
+trap 'stop_pgrx_instance; as_root rm -rf "$pgdata"' EXIT
 runas=()
 if [ "$(id -u)" -eq 0 ]; then
     chown postgres "$pgdata"

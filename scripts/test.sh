@@ -21,7 +21,7 @@ done
 
 # The checks before the majors need Rust and a C toolchain (ring, libFuzzer), no PostgreSQL.
 ensure_apt_packages build-essential pkg-config ca-certificates
-ensure_rust
+ensure_rust 1.95
 cd "$REPO_ROOT"
 started=$SECONDS
 # In CI every run starts from a clean clone: the builds of this machine's own majors go to a

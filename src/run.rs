@@ -290,9 +290,9 @@ pub fn deadline_reached(summary: &RunSummary, plan: &Plan) -> Option<(String, St
 /// `4min`, `90s`, `1500ms`: as PostgreSQL writes a time setting.
 fn human_duration(duration: Duration) -> String {
     let millis = duration.as_millis();
-    if millis % 60_000 == 0 {
+    if millis.is_multiple_of(60_000) {
         format!("{}min", millis / 60_000)
-    } else if millis % 1000 == 0 {
+    } else if millis.is_multiple_of(1000) {
         format!("{}s", millis / 1000)
     } else {
         format!("{millis}ms")

@@ -82,7 +82,7 @@ fn every(seconds: &Value) -> String {
     let seconds = seconds.round() as u64;
     let (count, unit) = [(86_400, "day"), (3_600, "hour"), (60, "minute")]
         .into_iter()
-        .find(|(length, _)| seconds % length == 0)
+        .find(|(length, _)| seconds.is_multiple_of(*length))
         .map_or((seconds, "second"), |(length, unit)| {
             (seconds / length, unit)
         });

@@ -431,6 +431,7 @@ fn transient_failures_are_retried_and_pages_followed() {
         Duration::from_secs(30),
         &mut host,
     );
+    assert_eq!(executed.summary.results.len(), 2);
     for result in &executed.summary.results {
         assert_eq!(result.status, ResultStatus::Succeeded, "{result:?}");
         assert_eq!(result.outcome.records, 40);
@@ -995,6 +996,7 @@ fn the_largest_retry_after_fails_the_company_with_its_answer() {
     );
     // Too far away to wait for, and to add the jitter to: each company fails with the 429, not
     // with its task's panic (before, each had an even chance of overflowing).
+    assert_eq!(executed.summary.results.len(), 8);
     for result in &executed.summary.results {
         assert_eq!(result.status, ResultStatus::Failed);
         assert_eq!(result.outcome.http_status, Some(429), "{result:?}");

@@ -13,10 +13,13 @@ use std::net::{Ipv4Addr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Mutex, MutexGuard, Once, PoisonError};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// The OS user PostgreSQL runs as when this process is root.
 const POSTGRES_OS_USER: &str = "postgres";
+/// The extension's worker's backend type (`pg_stat_activity.backend_type`, `%b` in the log).
+pub const WORKER_BACKEND_TYPE: &str = "dex_collector";
 /// The bootstrap superuser of a cluster unless its options name another.
 const DEFAULT_SUPERUSER: &str = "postgres";
 /// Seconds `pg_ctl` waits for start, restart and stop.
@@ -143,6 +146,7 @@ impl TestCluster {
         } else {
             None
         };
+        let mut live = live_clusters();
         let root = create_temp_dir(postgres_os_user)?;
         // From here on, dropping `cluster` cleans up whatever a failing step leaves behind.
         let mut cluster = TestCluster {
@@ -155,6 +159,8 @@ impl TestCluster {
             database: options.database.clone(),
             superuser: options.superuser.clone(),
         };
+        live.push(cluster.teardown());
+        drop(live);
         cluster.init_data_dir()?;
         cluster.start_server(&options)?;
         cluster.create_database()?;
@@ -167,6 +173,7 @@ impl TestCluster {
         primary: &TestCluster,
         options: ClusterOptions,
     ) -> Result<TestCluster, ClusterError> {
+        let mut live = live_clusters();
         let root = create_temp_dir(primary.postgres_os_user)?;
         let mut standby = TestCluster {
             bin_dir: primary.bin_dir.clone(),
@@ -178,6 +185,8 @@ impl TestCluster {
             database: primary.database.clone(),
             superuser: primary.superuser.clone(),
         };
+        live.push(standby.teardown());
+        drop(live);
         let mut basebackup = standby.pg_command("pg_basebackup");
         basebackup
             .arg("-D")
@@ -406,6 +415,9 @@ impl TestCluster {
             ("port", self.port.to_string()),
             ("unix_socket_directories", socket_dir),
             ("logging_collector", "off".to_owned()),
+            // The backend type after the process id: an ERROR or FATAL of the extension's worker
+            // is told from a test's own failing statements (see `unexpected_log_lines`).
+            ("log_line_prefix", LOG_LINE_PREFIX.to_owned()),
             ("fsync", "off".to_owned()),
             (
                 "shared_preload_libraries",
@@ -470,21 +482,16 @@ impl TestCluster {
 
     /// A PostgreSQL program, run as the `postgres` OS user when we are root.
     fn pg_command(&self, program: &str) -> Command {
-        let program = self.bin_dir.join(program);
-        let mut command = if self.postgres_os_user.is_some() {
-            let mut runuser = Command::new("runuser");
-            runuser.args(["-u", POSTGRES_OS_USER, "--"]).arg(program);
-            runuser
-        } else {
-            Command::new(program)
-        };
-        // The postgres user may not be allowed into our working directory.
-        command.current_dir(&self.root);
-        // A server behaves as in production: no Rust backtraces in error details.
-        command
-            .env_remove("RUST_BACKTRACE")
-            .env_remove("RUST_LIB_BACKTRACE");
-        command
+        pg_command(&self.bin_dir, self.postgres_os_user, &self.root, program)
+    }
+
+    fn teardown(&self) -> Teardown {
+        Teardown {
+            bin_dir: self.bin_dir.clone(),
+            postgres_os_user: self.postgres_os_user,
+            root: self.root.clone(),
+            data_dir: self.data_dir.clone(),
+        }
     }
 
     fn log_tail(&self) -> String {
@@ -516,8 +523,12 @@ impl TestCluster {
     }
 }
 
-/// The lines of a server log nobody expects: panics, backtraces, crashes, and WARNINGs other than
-/// those containing one of `expected_warnings`.
+/// The server log's line prefix in test clusters: PostgreSQL's default with the backend type.
+const LOG_LINE_PREFIX: &str = "%m [%p] %b ";
+
+/// The lines of a server log nobody expects: panics, backtraces, crashes, and WARNINGs, and ERRORs
+/// and FATALs of the extension's worker (which a test's statements do not make), other than those
+/// containing one of `expected_warnings`.
 fn unexpected_log_lines(log: &str, expected_warnings: &[&str]) -> Vec<String> {
     log.lines()
         .filter(|line| {
@@ -529,11 +540,17 @@ fn unexpected_log_lines(log: &str, expected_warnings: &[&str]) -> Vec<String> {
             ]
             .iter()
             .any(|needle| line.contains(needle));
-            let unexpected_warning = line.contains("WARNING:")
+            // The worker's first connection to a database not created yet fails once (the test
+            // creates it after the server starts); its next start waits for it quietly.
+            let worker_failed = ["ERROR:", "FATAL:"]
+                .iter()
+                .any(|level| line.contains(&format!("] {WORKER_BACKEND_TYPE} {level}")))
+                && !(line.contains("FATAL:  database") && line.ends_with("does not exist"));
+            let unexpected = (line.contains("WARNING:") || worker_failed)
                 && !expected_warnings
                     .iter()
                     .any(|expected| line.contains(expected));
-            alarming || unexpected_warning
+            alarming || unexpected
         })
         .map(str::to_string)
         .collect()
@@ -541,8 +558,48 @@ fn unexpected_log_lines(log: &str, expected_warnings: &[&str]) -> Vec<String> {
 
 impl Drop for TestCluster {
     fn drop(&mut self) {
+        live_clusters().retain(|live| live.root != self.root);
+        self.teardown().run();
+    }
+}
+
+/// A PostgreSQL program in `bin_dir`, run from `root` as the `postgres` OS user when we are root.
+fn pg_command(
+    bin_dir: &Path,
+    postgres_os_user: Option<(u32, u32)>,
+    root: &Path,
+    program: &str,
+) -> Command {
+    let program = bin_dir.join(program);
+    let mut command = if postgres_os_user.is_some() {
+        let mut runuser = Command::new("runuser");
+        runuser.args(["-u", POSTGRES_OS_USER, "--"]).arg(program);
+        runuser
+    } else {
+        Command::new(program)
+    };
+    // The postgres user may not be allowed into our working directory.
+    command.current_dir(root);
+    // A server behaves as in production: no Rust backtraces in error details.
+    command
+        .env_remove("RUST_BACKTRACE")
+        .env_remove("RUST_LIB_BACKTRACE");
+    command
+}
+
+/// What stops a cluster's server at once and deletes its directory: when the cluster is dropped,
+/// or when the process is interrupted while the cluster runs.
+struct Teardown {
+    bin_dir: PathBuf,
+    postgres_os_user: Option<(u32, u32)>,
+    root: PathBuf,
+    data_dir: PathBuf,
+}
+
+impl Teardown {
+    fn run(&self) {
         if self.data_dir.join("postmaster.pid").exists() {
-            let mut pg_ctl = self.pg_command("pg_ctl");
+            let mut pg_ctl = pg_command(&self.bin_dir, self.postgres_os_user, &self.root, "pg_ctl");
             pg_ctl
                 .arg("-D")
                 .arg(&self.data_dir)
@@ -552,6 +609,33 @@ impl Drop for TestCluster {
         }
         let _ = fs::remove_dir_all(&self.root);
     }
+}
+
+/// The clusters of this process not dropped yet. A program stopped by Ctrl-C, SIGTERM or SIGHUP
+/// (a test run interrupted, the demo) runs no destructor, and its servers, started by `pg_ctl` in
+/// a session of their own, would outlive it: the first cluster sets a handler that tears them all
+/// down, then exits. A cluster's directory is made under this lock, so none escapes the list.
+fn live_clusters() -> MutexGuard<'static, Vec<Teardown>> {
+    static LIVE: Mutex<Vec<Teardown>> = Mutex::new(Vec::new());
+    static HANDLER: Once = Once::new();
+    HANDLER.call_once(|| {
+        // A program that set a handler of its own (none does) keeps it.
+        let _ = ctrlc::set_handler(|| {
+            // Held until the exit: no cluster is started meanwhile. A cluster being made may
+            // still have its initdb or pg_ctl running, which write into its directory after it
+            // is deleted: again until it is gone, for a few seconds.
+            let live = live_clusters();
+            for _ in 0..25 {
+                live.iter().for_each(Teardown::run);
+                if live.iter().all(|cluster| !cluster.root.exists()) {
+                    break;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(200));
+            }
+            std::process::exit(130);
+        });
+    });
+    LIVE.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// Runs `command`, feeding it `stdin`, and returns its stdout.
@@ -754,5 +838,35 @@ impl ServerFiles {
 impl Drop for ServerFiles {
     fn drop(&mut self) {
         let _ = fs::remove_dir_all(&self.dir);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::unexpected_log_lines;
+
+    #[test]
+    fn a_workers_error_is_unexpected_and_a_sessions_is_not() {
+        let log = "\
+2026-12-07 08:00:00.000 UTC [101] client backend ERROR:  relation \"x\" does not exist
+2026-12-07 08:00:01.000 UTC [102] dex_collector ERROR:  could not serialize access
+2026-12-07 08:00:02.000 UTC [102] dex_collector FATAL:  terminating background worker
+2026-12-07 08:00:03.000 UTC [102] dex_collector LOG:  dex_collector worker: started
+2026-12-07 08:00:03.500 UTC [105] dex_collector FATAL:  database \"dex\" does not exist
+2026-12-07 08:00:04.000 UTC [103] client backend WARNING:  expected here
+2026-12-07 08:00:05.000 UTC [104] client backend WARNING:  nobody expects this
+";
+        assert_eq!(
+            unexpected_log_lines(log, &["expected here"]),
+            [
+                "2026-12-07 08:00:01.000 UTC [102] dex_collector ERROR:  could not serialize access",
+                "2026-12-07 08:00:02.000 UTC [102] dex_collector FATAL:  terminating background worker",
+                "2026-12-07 08:00:05.000 UTC [104] client backend WARNING:  nobody expects this",
+            ]
+        );
+        assert_eq!(
+            unexpected_log_lines(log, &["expected here", "serialize", "terminating"]).len(),
+            1
+        );
     }
 }

@@ -6,6 +6,7 @@
 use dex_collector_e2e::deployment::{
     available_version, installed_version, one, Deployment, DeploymentOptions,
 };
+use dex_collector_e2e::readme;
 use serde_json::Value;
 
 /// Everything of the extension's that a user could notice, one line each, sorted: its member
@@ -215,14 +216,17 @@ fn an_upgrade_from_0_2_0_survives_a_job_of_the_new_name_and_counts_past_bigint()
 }
 
 #[test]
-fn an_upgrade_from_0_2_0_takes_the_dex_functions_from_supabases_api_roles() {
+fn an_upgrade_from_0_2_0_keeps_grants_and_takes_the_dex_functions_from_supabases_api_roles() {
     let deployment = Deployment::start(DeploymentOptions::with_pg_cron_unconfigured()).unwrap();
     let mut client = deployment.client();
     client
         .batch_execute(
             "CREATE ROLE anon NOLOGIN; CREATE ROLE authenticated NOLOGIN; CREATE ROLE dex_user NOLOGIN;
              CREATE EXTENSION pg_cron; CREATE EXTENSION dex_collector VERSION '0.2.0';
-             GRANT EXECUTE ON FUNCTION dex_sales(text, text, boolean) TO dex_user;",
+             GRANT EXECUTE ON FUNCTION dex_sales(text, text, boolean) TO dex_user;
+             CREATE ROLE dex_monitor NOLOGIN;
+             GRANT USAGE ON SCHEMA dex_collector TO dex_monitor;
+             GRANT SELECT ON ALL TABLES IN SCHEMA dex_collector TO dex_monitor;",
         )
         .unwrap();
     let may_parse = "SELECT has_function_privilege('anon', 'dex_parse(text)', 'EXECUTE')";
@@ -259,8 +263,32 @@ fn an_upgrade_from_0_2_0_takes_the_dex_functions_from_supabases_api_roles() {
         ),
         "a grant the user made stays"
     );
+    // A monitoring role granted 0.2.0's tables reads 0.3.0's views once granted them again, with
+    // operations.md's statements.
+    let may_read_health =
+        "SELECT has_table_privilege('dex_monitor', 'dex_collector.health', 'SELECT')";
+    assert!(!one::<bool>(&mut client, may_read_health));
+    let (upgrade, _) = readme::section(&readme::page("operations.md"), "## Upgrade");
+    let grants = readme::sql_blocks(&upgrade)
+        .into_iter()
+        .find(|block| block.contains("TO dex_monitor"))
+        .expect("operations.md's Upgrade grants the monitoring role");
+    client.batch_execute(&grants).unwrap();
+    client.batch_execute("SET ROLE dex_monitor").unwrap();
+    assert_eq!(
+        one::<i64>(
+            &mut client,
+            "SELECT (SELECT count(*) FROM dex_collector.health)
+                    + (SELECT count(*) FROM dex_collector.metrics WHERE metric = 'dex_collector_alerts_unsent')"
+        ),
+        2
+    );
     client
-        .batch_execute("REVOKE EXECUTE ON FUNCTION dex_sales(text, text, boolean) FROM dex_user")
+        .batch_execute(
+            "RESET ROLE;
+             REVOKE EXECUTE ON FUNCTION dex_sales(text, text, boolean) FROM dex_user;
+             DROP OWNED BY dex_monitor; DROP ROLE dex_monitor;",
+        )
         .unwrap();
     assert_matches_a_fresh_install(&deployment, &mut client);
 }

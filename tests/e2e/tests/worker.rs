@@ -178,6 +178,16 @@ fn an_async_run_is_started_by_the_woken_worker() {
     assert_eq!(row.get::<_, i32>(1), 8);
     assert_eq!(row.get::<_, i32>(2), 8);
     assert_eq!(row.get::<_, i64>(3), 10);
+
+    // Again right after that run, when the worker has just begun its 10 s wait: the first could
+    // have been queued near the end of one, where the worker's own look would start it as soon.
+    let queued_at = Instant::now();
+    queue_run_until_succeeded(cluster, &mut client, Duration::from_secs(30));
+    assert!(
+        queued_at.elapsed() < Duration::from_secs(5),
+        "the second queued run waited {:?}",
+        queued_at.elapsed()
+    );
 }
 
 #[test]
