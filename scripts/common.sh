@@ -75,6 +75,7 @@ in_chroot() {
     as_root env HOME="$HOME" ${CI:+CI="$CI"} ${DEX_PG_MAJOR:+DEX_PG_MAJOR="$DEX_PG_MAJOR"} \
         ${DEX_STARTED_AT:+DEX_STARTED_AT="$DEX_STARTED_AT"} ${DEX_E2E_JOBS:+DEX_E2E_JOBS="$DEX_E2E_JOBS"} \
         ${DEX_CHROOT_DIR:+DEX_CHROOT_DIR="$DEX_CHROOT_DIR"} ${DEBIAN_MIRROR:+DEBIAN_MIRROR="$DEBIAN_MIRROR"} \
+        ${CARGO_HOME:+CARGO_HOME="$CARGO_HOME"} ${RUSTUP_HOME:+RUSTUP_HOME="$RUSTUP_HOME"} \
         "$REPO_ROOT/scripts/in-chroot.sh" "$@" || status=$?
     if [ "$(id -u)" -ne 0 ]; then
         as_root chown -R "$(id -u):$(id -g)" "$REPO_ROOT/dist" "$REPO_ROOT/target" 2>/dev/null || true

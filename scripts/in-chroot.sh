@@ -8,7 +8,8 @@
 # SUITE is a Debian release (bookworm, trixie); NAME names the chroot, kept under
 # $DEX_CHROOT_DIR (default /var/cache/dex_collector/chroots) and reused by the next call:
 # debootstrap runs once. This repository is mounted at /repo. With --rust, the caller's Rust
-# toolchain ($HOME/.cargo/bin, $HOME/.rustup) is mounted too, read-only, and first on PATH;
+# toolchain (rustup's $CARGO_HOME/bin and $RUSTUP_HOME, by default $HOME/.cargo/bin and
+# $HOME/.rustup) is mounted too, read-only, and first on PATH;
 # cargo keeps its downloads in /cargo and builds into /target inside the chroot (never into the
 # caller's: files made as root there, and another release's glibc). Without --rust the chroot
 # has no compiler of any kind unless someone installs one.
@@ -33,8 +34,10 @@ CHROOT="${DEX_CHROOT_DIR:-/var/cache/dex_collector/chroots}/$NAME"
 DEBOOTSTRAPPED="$CHROOT/.debootstrapped"
 
 [ "$(id -u)" -eq 0 ] || { echo "$0 needs root (chroot, mount)" >&2; exit 1; }
-if $with_rust && ! [ -x "$HOME/.cargo/bin/cargo" ]; then
-    echo "--rust needs rustup's toolchain in $HOME/.cargo and $HOME/.rustup" >&2
+RUST_BIN="${CARGO_HOME:-$HOME/.cargo}/bin"
+RUST_TOOLCHAINS="${RUSTUP_HOME:-$HOME/.rustup}"
+if $with_rust && ! { [ -x "$RUST_BIN/cargo" ] && [ -d "$RUST_TOOLCHAINS" ]; }; then
+    echo "--rust needs rustup's toolchain in $RUST_BIN and $RUST_TOOLCHAINS (CARGO_HOME, RUSTUP_HOME)" >&2
     exit 1
 fi
 
@@ -178,10 +181,10 @@ mount_all() {
     mount_in /dev/shm -t tmpfs -o mode=1777 shm   # PostgreSQL's dynamic shared memory
     mount_in /repo --bind "$REPO_ROOT"
     if $with_rust; then
-        mount_in "$HOME/.cargo/bin" --bind "$HOME/.cargo/bin"
-        mount -o remount,bind,ro "$CHROOT$HOME/.cargo/bin"
-        mount_in "$HOME/.rustup" --bind "$HOME/.rustup"
-        mount -o remount,bind,ro "$CHROOT$HOME/.rustup"
+        mount_in "$RUST_BIN" --bind "$RUST_BIN"
+        mount -o remount,bind,ro "$CHROOT$RUST_BIN"
+        mount_in "$RUST_TOOLCHAINS" --bind "$RUST_TOOLCHAINS"
+        mount -o remount,bind,ro "$CHROOT$RUST_TOOLCHAINS"
     fi
 }
 
@@ -197,8 +200,8 @@ for passed in DEX_PG_MAJOR DEX_STARTED_AT DEX_E2E_JOBS; do
     if [ -n "${!passed:-}" ]; then environment+=("$passed=${!passed}"); fi
 done
 if $with_rust; then
-    path="$HOME/.cargo/bin:/cargo/bin:$path"
-    environment+=(RUSTUP_HOME="$HOME/.rustup" CARGO_HOME=/cargo CARGO_TARGET_DIR=/target)
+    path="$RUST_BIN:/cargo/bin:$path"
+    environment+=(RUSTUP_HOME="$RUST_TOOLCHAINS" CARGO_HOME=/cargo CARGO_TARGET_DIR=/target)
     # cargo downloads crates as the caller's does: trusting what this machine trusts (a proxy's
     # own CA, say), which the chroot's ca-certificates does not know.
     if [ -s /etc/ssl/certs/ca-certificates.crt ]; then

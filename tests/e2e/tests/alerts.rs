@@ -433,6 +433,35 @@ fn an_event_the_receiver_refuses_for_good_is_abandoned_and_holds_back_no_other()
 }
 
 #[test]
+fn a_ping_the_receiver_refuses_is_not_sent_again() {
+    let (webhook, heartbeat) = (receiver(), receiver());
+    heartbeat.set_receiver_status(503);
+    let deployment = deployment(&webhook, &heartbeat).expect_warnings(&["the heartbeat for run"]);
+    let pinged_runs = || -> Vec<i64> {
+        heartbeat
+            .requests()
+            .iter()
+            .map(|ping| {
+                serde_json::from_slice::<Value>(&ping.body).unwrap()["run_id"]
+                    .as_i64()
+                    .unwrap()
+            })
+            .collect()
+    };
+    collect(&deployment, 3);
+    assert!(wait_until(Duration::from_secs(30), || pinged_runs().len() >= 3));
+    // The worker's next turns (each run wakes it, and it looks at least every 10 s) send none of
+    // them again: the next run's ping says the same.
+    std::thread::sleep(Duration::from_secs(12));
+    assert_eq!(pinged_runs(), [1, 2, 3]);
+    heartbeat.set_receiver_status(200);
+    collect(&deployment, 1);
+    assert!(wait_until(Duration::from_secs(30), || pinged_runs().len() >= 4));
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(pinged_runs(), [1, 2, 3, 4]);
+}
+
+#[test]
 fn a_restarted_worker_pings_the_queued_run_it_finds_first() {
     let (webhook, heartbeat) = (receiver(), receiver());
     let deployment = deployment(&webhook, &heartbeat);
