@@ -9,6 +9,7 @@
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 where_packaged "$REPO_ROOT/scripts/test-major.sh"
 setup
+ensure_rust 1.95   # pgrx-tests, for the #[pg_test]s
 cd "$REPO_ROOT"
 
 # The end-to-end suites, one test program each, a few at a time: most of their time is spent
@@ -40,8 +41,10 @@ run_e2e_suites() {
     # cluster.rs), and their failures end this script.
     trap 'kill -TERM "${!suite_of_pid[@]}" 2>/dev/null || true' INT TERM
     finish_one() {
-        status=0
+        status=0 pid=
         wait -n -p pid || status=$?
+        # A wait a signal interrupted names no program: the next one waits for it.
+        [ -n "${pid:-}" ] || return 0
         name="${suite_of_pid[$pid]}"
         printf '\n--- %s (%s s, exit %s)\n' "$name" "$((SECONDS - started_at[$name]))" "$status"
         cat "$logs/$name.log"

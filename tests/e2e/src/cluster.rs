@@ -558,8 +558,9 @@ fn unexpected_log_lines(log: &str, expected_warnings: &[&str]) -> Vec<String> {
 
 impl Drop for TestCluster {
     fn drop(&mut self) {
-        live_clusters().retain(|live| live.root != self.root);
+        // Torn down before it leaves the list: interrupted meanwhile, the handler does it again.
         self.teardown().run();
+        live_clusters().retain(|live| live.root != self.root);
     }
 }
 
@@ -623,7 +624,8 @@ fn live_clusters() -> MutexGuard<'static, Vec<Teardown>> {
         let _ = ctrlc::set_handler(|| {
             // Held until the exit: no cluster is started meanwhile. A cluster being made may
             // still have its initdb or pg_ctl running, which write into its directory after it
-            // is deleted: again until it is gone, for a few seconds.
+            // is deleted: again until it is gone, for a few seconds. (A server that pg_ctl starts
+            // after its directory went stops by itself within a minute, missing its lock file.)
             let live = live_clusters();
             for _ in 0..25 {
                 live.iter().for_each(Teardown::run);

@@ -23,7 +23,6 @@ fn monitoring_queries() -> Vec<String> {
         .collect()
 }
 
-/// Every plan node as "Node Type on relation (index)".
 /// Every node of a plan, as "Node Type on relation (index)", with the rows it read: those it
 /// returned and those its filter or recheck removed, over all its loops.
 fn plan_nodes(plan: &Value, nodes: &mut Vec<(String, u64)>) {
