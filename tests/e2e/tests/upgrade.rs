@@ -10,8 +10,9 @@ use dex_collector_e2e::readme;
 use serde_json::Value;
 
 /// Everything of the extension's that a user could notice, one line each, sorted: its member
-/// objects, its tables' columns (in order), indexes, constraints, views, functions, grants, what
-/// pg_dump keeps (its configuration tables and their filters) and its event triggers.
+/// objects, its tables' columns (in order), indexes, constraints, triggers, storage options, views,
+/// functions, comments, grants (on the schema, its relations and their columns), what pg_dump
+/// keeps (its configuration tables and their filters) and its event triggers.
 const DESCRIBE_EXTENSION: &str = "
 WITH ext AS (SELECT oid FROM pg_extension WHERE extname = 'dex_collector'),
      rel AS (SELECT c.* FROM pg_class c WHERE c.relnamespace = 'dex_collector'::regnamespace)
@@ -33,6 +34,25 @@ SELECT line FROM (
     SELECT format('view %s %s', relname, pg_get_viewdef(oid)) FROM rel WHERE relkind = 'v'
     UNION ALL
     SELECT format('grants %s %s', relname, relacl) FROM rel WHERE relkind IN ('r', 'v', 'S')
+    UNION ALL
+    SELECT format('column grants %s.%s %s', rel.relname, a.attname, a.attacl)
+      FROM rel JOIN pg_attribute a ON a.attrelid = rel.oid WHERE a.attacl IS NOT NULL
+    UNION ALL
+    SELECT format('schema grants %s', coalesce(nspacl, acldefault('n', nspowner)))
+      FROM pg_namespace WHERE nspname = 'dex_collector'
+    UNION ALL
+    SELECT format('trigger %s enabled %s', pg_get_triggerdef(t.oid), t.tgenabled)
+      FROM pg_trigger t JOIN rel ON rel.oid = t.tgrelid WHERE NOT t.tgisinternal
+    UNION ALL
+    SELECT format('options %s %s', relname, reloptions) FROM rel WHERE reloptions IS NOT NULL
+    UNION ALL
+    SELECT format('comment %s: %s', pg_describe_object(ds.classoid, ds.objoid, ds.objsubid),
+                  ds.description)
+      FROM pg_description ds
+     WHERE (ds.classoid = 'pg_class'::regclass AND ds.objoid IN (SELECT oid FROM rel))
+        OR (ds.classoid = 'pg_namespace'::regclass AND ds.objoid = 'dex_collector'::regnamespace)
+        OR (ds.classoid, ds.objoid) IN (SELECT d.classid, d.objid FROM pg_depend d, ext
+                                          WHERE d.refobjid = ext.oid AND d.deptype = 'e')
     UNION ALL
     SELECT format('function %s %s %s', p.oid::regprocedure, p.proacl, pg_get_functiondef(p.oid))
       FROM pg_depend d JOIN pg_proc p ON p.oid = d.objid, ext
@@ -415,6 +435,13 @@ fn assert_matches_a_fresh_install(deployment: &Deployment, client: &mut postgres
         .unwrap();
     let fresh = describe(&mut fresh_client);
     assert!(upgraded.len() > 20, "{upgraded:#?}");
+    // Column grants are made only for supautils' privileged role, absent here: none to see.
+    for kind in ["trigger ", "options ", "schema grants ", "comment "] {
+        assert!(
+            fresh.iter().any(|line| line.starts_with(kind)),
+            "nothing described as {kind:?}: {fresh:#?}"
+        );
+    }
     let only_upgraded: Vec<&String> = upgraded.iter().filter(|l| !fresh.contains(l)).collect();
     let only_fresh: Vec<&String> = fresh.iter().filter(|l| !upgraded.contains(l)).collect();
     assert!(
