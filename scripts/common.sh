@@ -197,8 +197,9 @@ install_extension() {
     as_root install -m 0644 "${released[@]}" "$("${PG_CONFIG}" --sharedir)/extension/"
 }
 
+# $1: the Rust version needed, if more than building the extension needs.
 setup() {
     ensure_packages
-    ensure_rust
+    ensure_rust "${1:-}"
     ensure_cargo_pgrx
 }

@@ -8,8 +8,7 @@
 # dependencies once, besides the lints' check.
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 where_packaged "$REPO_ROOT/scripts/test-major.sh"
-setup
-ensure_rust 1.95   # pgrx-tests, for the #[pg_test]s
+setup 1.95   # pgrx-tests, for the #[pg_test]s
 cd "$REPO_ROOT"
 
 # The end-to-end suites, one test program each, a few at a time: most of their time is spent

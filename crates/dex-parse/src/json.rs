@@ -6,11 +6,11 @@ use serde::ser::{Serialize, SerializeMap, SerializeSeq, Serializer};
 use crate::elements::decode_text;
 use crate::layout::{self, Kind, Layout};
 use crate::parser::{
-    self, Cell, ChecksumStatus, DexFile, Parsed, Product, RawSegment, Record, Validation,
+    Cell, ChecksumStatus, DexFile, Parsed, Product, RawSegment, Record, Validation,
 };
 use crate::segment::split_into;
 
-/// Text decoded on output (UTF-8, else Latin-1).
+/// Text decoded on output (UTF-8, else Windows-1252).
 struct Text<'a>(&'a [u8]);
 
 impl Serialize for Text<'_> {
@@ -277,13 +277,9 @@ fn validation_entries<M: SerializeMap>(
             ),
             (
                 "matches",
-                declared_count.map(|declared| {
-                    serde_json::Value::from(parser::segment_count_matches(
-                        declared,
-                        actual_count,
-                        validation.loop_markers,
-                    ))
-                }),
+                validation
+                    .segment_count_matches
+                    .map(serde_json::Value::from),
             ),
         ]),
     )?;

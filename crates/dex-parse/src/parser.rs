@@ -158,6 +158,8 @@ pub(crate) struct Validation {
     pub actual_segment_count: usize,
     /// LS and LE lines among them: some machines leave the loop markers out of SE01.
     pub loop_markers: usize,
+    /// Whether SE01 matches either count; `None` without an SE01.
+    pub segment_count_matches: Option<bool>,
     pub truncated: bool,
     pub has_dxs: bool,
     pub has_st: bool,
@@ -183,7 +185,7 @@ impl Validation {
 /// Whether SE01 counts the segments from ST to SE as the standard does, LS and LE included, or as
 /// some machines do, without them (a real file's SE declares 54 of its 58 lines, its 4 loop markers
 /// left out).
-pub(crate) fn segment_count_matches(declared: u64, actual: usize, loop_markers: usize) -> bool {
+fn segment_count_matches(declared: u64, actual: usize, loop_markers: usize) -> bool {
     declared == actual as u64
         || (loop_markers > 0 && declared == actual.saturating_sub(loop_markers) as u64)
 }
@@ -774,12 +776,12 @@ impl<'a> FileBuilder<'a> {
             .and_then(|se| se.cell(&file.cells, "segment_count").number());
         let actual_segment_count = self.counted_segments;
         let loop_markers = self.counted_loop_markers;
-        if let Some(declared) = declared_segment_count {
-            if !segment_count_matches(declared, actual_segment_count, loop_markers) {
-                findings.push(format!(
-                    "SE01 declares {declared} segment(s), the file has {actual_segment_count} from ST to SE"
-                ));
-            }
+        let segment_count_matches = declared_segment_count
+            .map(|declared| segment_count_matches(declared, actual_segment_count, loop_markers));
+        if let (Some(declared), Some(false)) = (declared_segment_count, segment_count_matches) {
+            findings.push(format!(
+                "SE01 declares {declared} segment(s), the file has {actual_segment_count} from ST to SE"
+            ));
         }
 
         let id401 = file
@@ -826,7 +828,7 @@ impl<'a> FileBuilder<'a> {
         }
         let file_bytes = self.bytes.get(self.start..self.end).unwrap_or_default();
         if !self.all_utf8 && std::str::from_utf8(file_bytes).is_err() {
-            findings.push("text that is not UTF-8 was decoded as Latin-1".to_owned());
+            findings.push("text that is not UTF-8 was decoded as Windows-1252".to_owned());
         }
 
         findings.append(&mut self.line_warnings);
@@ -835,6 +837,7 @@ impl<'a> FileBuilder<'a> {
             declared_segment_count,
             actual_segment_count,
             loop_markers,
+            segment_count_matches,
             truncated,
             has_dxs,
             has_st: file.st.is_some(),

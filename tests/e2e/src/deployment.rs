@@ -346,6 +346,23 @@ pub fn one<T: for<'a> postgres::types::FromSql<'a>>(client: &mut postgres::Clien
         .get(0)
 }
 
+/// How many rows the monitoring role of privileges.md reads, as that role, from `health` (its one
+/// row) and `metrics` (the `dex_collector_alerts_unsent` metric's one): 2 once its grants are all
+/// there. A grant missing is returned as the error, with the role reset either way.
+pub fn rows_read_as_monitor(client: &mut postgres::Client) -> Result<i64, postgres::Error> {
+    client.batch_execute("SET ROLE dex_monitor")?;
+    let read = client
+        .query_one(
+            "SELECT (SELECT count(*) FROM dex_collector.health)
+                    + (SELECT count(*) FROM dex_collector.metrics
+                        WHERE metric = 'dex_collector_alerts_unsent')",
+            &[],
+        )
+        .map(|row| row.get(0));
+    client.batch_execute("RESET ROLE")?;
+    read
+}
+
 /// The version `CREATE EXTENSION dex_collector` makes: the installed control file's default.
 pub fn available_version(client: &mut postgres::Client) -> String {
     one(

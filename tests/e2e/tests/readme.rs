@@ -11,7 +11,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use dex_collector_e2e::cluster::{ClusterOptions, TestCluster};
-use dex_collector_e2e::deployment::{sample, wait_until, SAMPLE_SCHEMA};
+use dex_collector_e2e::deployment::{rows_read_as_monitor, sample, wait_until, SAMPLE_SCHEMA};
 use dex_collector_e2e::readme::{
     self, PAGES_IN_ORDER, PAGES_RUN_ELSEWHERE, PAGES_WITHOUT_SQL, SUPABASE_PAGE, SUPABASE_SECTION,
 };
@@ -251,16 +251,7 @@ fn every_sql_example_in_the_readme_and_docs_runs_as_written() {
         .get(0);
     assert_eq!(roles, 2);
     // privileges.md's grants are all the monitoring role needs to read health and the metrics.
-    client.batch_execute("SET ROLE dex_monitor").unwrap();
-    let monitored: i64 = client
-        .query_one(
-            "SELECT (SELECT count(*) FROM dex_collector.health)
-                    + (SELECT count(*) FROM dex_collector.metrics WHERE metric = 'dex_collector_alerts_unsent')",
-            &[],
-        )
-        .map(|row| row.get(0))
-        .unwrap_or_else(|error| panic!("{error:?}"));
-    client.batch_execute("RESET ROLE").unwrap();
+    let monitored = rows_read_as_monitor(&mut client).unwrap_or_else(|error| panic!("{error:?}"));
     assert_eq!(monitored, 2);
     // The sales report's one row, as docs/dex-sql.md says.
     let (units, value): (i64, String) = {

@@ -4,7 +4,7 @@
 //! upgrade script, and this test is what holds it to that.
 
 use dex_collector_e2e::deployment::{
-    available_version, installed_version, one, Deployment, DeploymentOptions,
+    available_version, installed_version, one, rows_read_as_monitor, Deployment, DeploymentOptions,
 };
 use dex_collector_e2e::readme;
 use serde_json::Value;
@@ -294,19 +294,10 @@ fn an_upgrade_from_0_2_0_keeps_grants_and_takes_the_dex_functions_from_supabases
         .find(|block| block.contains("TO dex_monitor"))
         .expect("operations.md's Upgrade grants the monitoring role");
     client.batch_execute(&grants).unwrap();
-    client.batch_execute("SET ROLE dex_monitor").unwrap();
-    assert_eq!(
-        one::<i64>(
-            &mut client,
-            "SELECT (SELECT count(*) FROM dex_collector.health)
-                    + (SELECT count(*) FROM dex_collector.metrics WHERE metric = 'dex_collector_alerts_unsent')"
-        ),
-        2
-    );
+    assert_eq!(rows_read_as_monitor(&mut client).unwrap(), 2);
     client
         .batch_execute(
-            "RESET ROLE;
-             REVOKE EXECUTE ON FUNCTION dex_sales(text, text, boolean) FROM dex_user;
+            "REVOKE EXECUTE ON FUNCTION dex_sales(text, text, boolean) FROM dex_user;
              DROP OWNED BY dex_monitor; DROP ROLE dex_monitor;",
         )
         .unwrap();
