@@ -55,7 +55,7 @@ fn dex_parse_text(raw: &str) -> Result<Jsonb, ErrorReport> {
 }
 
 /// As `dex_parse(text)`, for raw bytes in any encoding: text elements are
-/// read as UTF-8 when valid, otherwise as Latin-1.
+/// read as UTF-8 when valid, otherwise as Windows-1252.
 #[pg_extern(immutable, strict, parallel_safe, name = "dex_parse")]
 fn dex_parse_bytea(raw: &[u8]) -> Result<Jsonb, ErrorReport> {
     Ok(parse_to_jsonb(raw, |dex| jsonb_binary::to_jsonb(dex))?)

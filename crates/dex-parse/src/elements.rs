@@ -2,18 +2,35 @@
 
 use std::borrow::Cow;
 
-/// Decodes an element as text: UTF-8 when it is valid UTF-8, otherwise
-/// Latin-1 (ISO-8859-1, one byte per character). NUL bytes become U+FFFD,
-/// because PostgreSQL `text` and `jsonb` cannot hold them.
+/// Decodes an element as text: UTF-8 when it is valid UTF-8, otherwise Windows-1252 (one byte per
+/// character: Latin-1 with printable characters where Latin-1 has C1 controls, as the files of
+/// Windows tools that are not UTF-8 mean them). NUL bytes become U+FFFD, because PostgreSQL `text`
+/// and `jsonb` cannot hold them.
 pub fn decode_text(bytes: &[u8]) -> Cow<'_, str> {
     let text = match std::str::from_utf8(bytes) {
         Ok(text) => Cow::Borrowed(text),
-        Err(_) => Cow::Owned(bytes.iter().map(|&b| char::from(b)).collect()),
+        Err(_) => Cow::Owned(bytes.iter().map(|&b| windows_1252(b)).collect()),
     };
     if text.contains('\0') {
         Cow::Owned(text.replace('\0', "\u{FFFD}"))
     } else {
         text
+    }
+}
+
+/// Windows-1252's characters for 0x80 to 0x9F, as the WHATWG Encoding Standard maps them: its five
+/// unassigned bytes stay the C1 controls Latin-1 has there. Every other byte is Latin-1's.
+const WINDOWS_1252_80_TO_9F: [char; 32] = [
+    '\u{20AC}', '\u{0081}', '\u{201A}', '\u{0192}', '\u{201E}', '\u{2026}', '\u{2020}', '\u{2021}',
+    '\u{02C6}', '\u{2030}', '\u{0160}', '\u{2039}', '\u{0152}', '\u{008D}', '\u{017D}', '\u{008F}',
+    '\u{0090}', '\u{2018}', '\u{2019}', '\u{201C}', '\u{201D}', '\u{2022}', '\u{2013}', '\u{2014}',
+    '\u{02DC}', '\u{2122}', '\u{0161}', '\u{203A}', '\u{0153}', '\u{009D}', '\u{017E}', '\u{0178}',
+];
+
+fn windows_1252(byte: u8) -> char {
+    match byte {
+        0x80..=0x9F => WINDOWS_1252_80_TO_9F[usize::from(byte - 0x80)],
+        _ => char::from(byte),
     }
 }
 
@@ -153,10 +170,18 @@ mod tests {
     use super::*;
 
     #[test]
-    fn text_is_utf8_or_latin1_and_never_holds_nul() {
+    fn text_is_utf8_or_windows_1252_and_never_holds_nul() {
         assert_eq!(decode_text(b"CAF\xC3\xA9"), "CAFé");
         assert_eq!(decode_text(b"CAF\xE9"), "CAFé");
         assert_eq!(decode_text(b"A\0B"), "A\u{FFFD}B");
+        assert_eq!(
+            decode_text(b"\x80 1,50 \x96 JOE\x92S \x93BEST\x94 \xFF"),
+            "€ 1,50 – JOE’S “BEST” ÿ"
+        );
+        assert_eq!(
+            decode_text(b"\x81\x8D\x8F\x90\x9D"),
+            "\u{81}\u{8D}\u{8F}\u{90}\u{9D}"
+        );
     }
 
     #[test]

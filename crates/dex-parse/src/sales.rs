@@ -186,7 +186,7 @@ impl Dex<'_> {
                 .first_file()
                 .map(|file| {
                     // A selection once, as read: two spellings that read the same (UTF-8 and
-                    // Latin-1 bytes of one letter) would otherwise be compared crosswise.
+                    // Windows-1252 bytes of one letter) would otherwise be compared crosswise.
                     let mut seen = std::collections::HashSet::new();
                     products_of(file)
                         .filter(|product| {

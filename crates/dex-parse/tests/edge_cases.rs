@@ -251,16 +251,17 @@ fn text_that_is_not_dex_is_an_error() {
 }
 
 #[test]
-fn latin1_text_and_nul_bytes_are_decoded_safely() {
-    let json =
-        parse_json(b"ST*001*0001\r\nPA1*1*100*CAF\xC9 CR\xC8ME\r\nID1*A\0B\r\nSE*4*0001\r\n")
-            .expect("DEX");
+fn windows_1252_text_and_nul_bytes_are_decoded_safely() {
+    let json = parse_json(
+        b"ST*001*0001\r\nPA1*1*100*CAF\xC9 CR\xC8ME\r\nPA1*2*120*JOE\x92S \x80 DEAL\r\nID1*A\0B\r\nSE*5*0001\r\n",
+    )
+    .expect("DEX");
     assert_eq!(json["products"][0]["name"], "CAFÉ CRÈME");
-    assert_eq!(json["machine"]["serial"], "A\u{FFFD}B");
-    assert!(has_warning(&json, "decoded as Latin-1"));
+    assert_eq!(json["products"][1]["name"], "JOE’S € DEAL");
+    assert!(has_warning(&json, "decoded as Windows-1252"));
     let utf8 = parse_json("ST*001*0001\r\nPA1*1*100*CAFÉ\r\nSE*3*0001\r\n").expect("DEX");
     assert_eq!(utf8["products"][0]["name"], "CAFÉ");
-    assert!(!has_warning(&utf8, "Latin-1"));
+    assert!(!has_warning(&utf8, "Windows-1252"));
 }
 
 #[test]

@@ -16,6 +16,11 @@ SELECT jsonb_array_length(dex_parse(:'animo') -> 'products') AS products,
 SELECT jsonb_pretty(dex_parse(:'animo') -> 'totals') AS totals;
 -- text and bytea give the same document.
 SELECT dex_parse(:'animo') = dex_parse(convert_to(:'animo', 'UTF8')) AS text_equals_bytea;
+-- bytea that is not UTF-8 is read as Windows-1252, as PostgreSQL's own conversion writes it.
+SELECT p ->> 'name' AS name, d -> 'validation' -> 'warnings' ->> -1 AS last_warning
+  FROM dex_parse(convert_to(E'ST*001*0001\r\nPA1*1*100*JOE’S € – “BEST” DEAL\r\nSE*3*0001\r\n',
+                            'WIN1252')) AS d,
+       jsonb_array_elements(d -> 'products') AS p;
 
 -- dex_validate: the checksum and what is wrong or missing.
 SELECT jsonb_pretty(dex_validate(:'animo')) AS animo;

@@ -60,7 +60,7 @@ fn bench() -> Result<(), Box<dyn Error>> {
     let mut client = deployment.client();
     client.batch_execute("CREATE TABLE samples (k int, raw text)")?;
     for (k, sample) in SAMPLES.iter().enumerate() {
-        // The samples are ASCII apart from a few Latin-1 bytes, read as Latin-1 like dex_parse(bytea).
+        // The samples are all ASCII: one character a byte.
         let text: String = sample.iter().map(|&b| char::from(b)).collect();
         client.execute("INSERT INTO samples VALUES ($1, $2)", &[&(k as i32), &text])?;
     }
