@@ -6,7 +6,8 @@
 -- its changes events sent with NOTIFY, as are runs that stop arriving on schedule; run_results
 -- keeps what changed, daily_rollups counts all;
 -- runs say how many companies they collected at once, and what the endpoint's load did to it;
--- dex_collect_company(NULL) raises instead of returning NULL.
+-- dex_collect_company(NULL) raises instead of returning NULL; dex_validate() and dex_segments() take
+-- bytea too, as dex_parse() does.
 -- The result must be the schema a fresh 0.3.0 install makes: the upgrade test compares them.
 \echo Use "ALTER EXTENSION dex_collector UPDATE TO '0.3.0'" to load this file. \quit
 
@@ -18,6 +19,14 @@ SET LOCAL search_path = pg_catalog, pg_temp;
 
 -- Called on NULL input, to raise (a NULL result read as a call that did something).
 ALTER FUNCTION @extschema@.dex_collect_company(uuid) CALLED ON NULL INPUT;
+
+-- As pgrx writes them into a fresh install's script (settle_privileges(), at the end, gives them
+-- the grants the other DEX functions have).
+CREATE FUNCTION @extschema@.dex_validate(raw bytea) RETURNS jsonb
+IMMUTABLE STRICT PARALLEL SAFE LANGUAGE c AS 'MODULE_PATHNAME', 'dex_validate_bytea_wrapper';
+CREATE FUNCTION @extschema@.dex_segments(raw bytea)
+RETURNS TABLE (line integer, segment text, elements text[])
+IMMUTABLE STRICT PARALLEL SAFE LANGUAGE c AS 'MODULE_PATHNAME', 'dex_segments_bytea_wrapper';
 
 -- OR REPLACE keeps each function's grants.
 CREATE OR REPLACE FUNCTION dex_collector.schedule(schedule text DEFAULT '*/5 * * * *') RETURNS bigint

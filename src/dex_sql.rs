@@ -64,46 +64,17 @@ fn dex_parse_bytea(raw: &[u8]) -> Result<Jsonb, ErrorReport> {
 /// Only the `validation` part of `dex_parse()`.
 #[pg_extern(immutable, strict, parallel_safe)]
 fn dex_validate(raw: &str) -> Result<Jsonb, ErrorReport> {
-    Ok(parse_to_jsonb(raw.as_bytes(), |dex| {
-        jsonb_binary::to_jsonb(&dex.validation())
-    })?)
+    Ok(validation_to_jsonb(raw.as_bytes())?)
 }
 
-/// Every non-blank line of any text as (line number, segment id, elements),
-/// exactly as written; `elements[1]` is the segment's element 01. It reads
-/// text that is not DEX too, to show what is wrong with it. Rows are made one
-/// at a time as they are fetched.
-#[pg_extern(immutable, strict, parallel_safe)]
-fn dex_segments<'a>(
-    raw: &'a str,
-) -> Result<
-    TableIterator<
-        'a,
-        (
-            name!(line, i32),
-            name!(segment, String),
-            name!(elements, Vec<String>),
-        ),
-    >,
-    ErrorReport,
-> {
-    check_size(raw.len())?;
-    Ok(TableIterator::new(dex_parse::segments(raw.as_bytes()).map(
-        |segment| {
-            let elements = segment
-                .elements
-                .iter()
-                .map(|e| dex_parse::decode_text(e).into_owned())
-                .collect();
-            // A text value holds at most 1 GB, so fewer lines than i32::MAX.
-            let line = i32::try_from(segment.line).unwrap_or(i32::MAX);
-            (
-                line,
-                dex_parse::decode_text(segment.id).into_owned(),
-                elements,
-            )
-        },
-    )))
+/// As `dex_validate(text)`, for raw bytes in any encoding, as `dex_parse(bytea)` reads them.
+#[pg_extern(immutable, strict, parallel_safe, name = "dex_validate")]
+fn dex_validate_bytea(raw: &[u8]) -> Result<Jsonb, ErrorReport> {
+    Ok(validation_to_jsonb(raw)?)
+}
+
+fn validation_to_jsonb(raw: &[u8]) -> Result<Jsonb, DexSqlError> {
+    parse_to_jsonb(raw, |dex| jsonb_binary::to_jsonb(&dex.validation()))
 }
 
 /// Money as an exact SQL numeric in currency units.
@@ -128,22 +99,56 @@ macro_rules! for_text_and_bytea {
     ) => {
         $(#[doc = $doc])*
         #[pg_extern(immutable, strict, parallel_safe, name = $sql_name)]
-        fn $text_fn(
-            $($input: &str,)+
+        fn $text_fn<'a>(
+            $($input: &'a str,)+
             $($flag: default!($flag_type, $flag_default),)?
-        ) -> Result<TableIterator<'static, $columns>, ErrorReport> {
+        ) -> Result<TableIterator<'a, $columns>, ErrorReport> {
             Ok($rows($($input.as_bytes(),)+ $($flag,)?)?)
         }
 
         #[doc = concat!("As `", $sql_name, "()` on text, for raw bytes in any encoding.")]
         #[pg_extern(immutable, strict, parallel_safe, name = $sql_name)]
-        fn $bytea_fn(
-            $($input: &[u8],)+
+        fn $bytea_fn<'a>(
+            $($input: &'a [u8],)+
             $($flag: default!($flag_type, $flag_default),)?
-        ) -> Result<TableIterator<'static, $columns>, ErrorReport> {
+        ) -> Result<TableIterator<'a, $columns>, ErrorReport> {
             Ok($rows($($input,)+ $($flag,)?)?)
         }
     };
+}
+
+for_text_and_bytea! {
+    /// Every non-blank line of any text as (line number, segment id, elements), exactly as
+    /// written; `elements[1]` is the segment's element 01. It reads text that is not DEX too, to
+    /// show what is wrong with it. Rows are made one at a time as they are fetched.
+    "dex_segments" as dex_segments and dex_segments_bytea (raw) -> (
+        name!(line, i32),
+        name!(segment, String),
+        name!(elements, Vec<String>),
+    ) from segment_rows
+}
+
+/// A row of `dex_segments()`, as its columns above name it.
+type SegmentRow = (i32, String, Vec<String>);
+
+fn segment_rows(raw: &[u8]) -> Result<TableIterator<'_, SegmentRow>, DexSqlError> {
+    check_size(raw.len())?;
+    Ok(TableIterator::new(dex_parse::segments(raw).map(
+        |segment| {
+            let elements = segment
+                .elements
+                .iter()
+                .map(|e| dex_parse::decode_text(e).into_owned())
+                .collect();
+            // A text value holds at most 1 GB, so fewer lines than i32::MAX.
+            let line = i32::try_from(segment.line).unwrap_or(i32::MAX);
+            (
+                line,
+                dex_parse::decode_text(segment.id).into_owned(),
+                elements,
+            )
+        },
+    )))
 }
 
 for_text_and_bytea! {

@@ -30,6 +30,10 @@ SELECT dex_validate(repeat('x', 2000));
 \echo :SQLSTATE
 SELECT count(*) FROM dex_segments(repeat('x', 2000));
 \echo :SQLSTATE
+SELECT dex_validate(convert_to(repeat('x', 2000), 'UTF8'));
+\echo :SQLSTATE
+SELECT count(*) FROM dex_segments(convert_to(repeat('x', 2000), 'UTF8'));
+\echo :SQLSTATE
 SELECT count(*) FROM dex_products(repeat('x', 2000));
 \echo :SQLSTATE
 SELECT count(*) FROM dex_sales(repeat('x', 2000), 'x');

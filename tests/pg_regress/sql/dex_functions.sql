@@ -16,11 +16,15 @@ SELECT jsonb_array_length(dex_parse(:'animo') -> 'products') AS products,
 SELECT jsonb_pretty(dex_parse(:'animo') -> 'totals') AS totals;
 -- text and bytea give the same document.
 SELECT dex_parse(:'animo') = dex_parse(convert_to(:'animo', 'UTF8')) AS text_equals_bytea;
--- bytea that is not UTF-8 is read as Windows-1252, as PostgreSQL's own conversion writes it.
+-- bytea that is not UTF-8 is read as Windows-1252, as PostgreSQL's own conversion writes it, by
+-- each function that takes bytea.
+CREATE TEMP TABLE windows_1252 AS
+SELECT convert_to(E'ST*001*0001\r\nPA1*1*100*JOE’S € – “BEST” DEAL\r\nSE*3*0001\r\n', 'WIN1252') AS raw;
 SELECT p ->> 'name' AS name, d -> 'validation' -> 'warnings' ->> -1 AS last_warning
-  FROM dex_parse(convert_to(E'ST*001*0001\r\nPA1*1*100*JOE’S € – “BEST” DEAL\r\nSE*3*0001\r\n',
-                            'WIN1252')) AS d,
-       jsonb_array_elements(d -> 'products') AS p;
+  FROM windows_1252, dex_parse(raw) AS d, jsonb_array_elements(d -> 'products') AS p;
+SELECT dex_validate(raw) -> 'warnings' ->> -1 AS last_warning FROM windows_1252;
+SELECT s.elements FROM windows_1252, dex_segments(raw) AS s WHERE s.segment = 'PA1';
+SELECT p.name FROM windows_1252, dex_products(raw) AS p;
 
 -- dex_validate: the checksum and what is wrong or missing.
 SELECT jsonb_pretty(dex_validate(:'animo')) AS animo;
