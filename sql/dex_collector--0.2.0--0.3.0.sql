@@ -113,10 +113,23 @@ COMMENT ON FUNCTION dex_collector.unschedule_all() IS
     'dex_collector: remove the pg_cron jobs dex_collector.schedule() made in this database (run when the extension is dropped)';
 
 -- The trigger fires for the other statements that can drop the extension too; the new trigger
--- is a member of the extension like the old one.
-DROP EVENT TRIGGER dex_collector_before_drop;
-CREATE EVENT TRIGGER dex_collector_before_drop ON ddl_command_start
-    WHEN TAG IN ('DROP EXTENSION', 'DROP SCHEMA', 'DROP OWNED') EXECUTE FUNCTION dex_collector.before_drop();
+-- is a member of the extension like the old one, and disabled (or enabled for replicas only, or
+-- always) if the old one was: a DBA's ALTER EVENT TRIGGER outlives the update.
+DO $$
+DECLARE
+    was_enabled constant "char" :=
+        (SELECT evtenabled FROM pg_catalog.pg_event_trigger WHERE evtname = 'dex_collector_before_drop');
+BEGIN
+    DROP EVENT TRIGGER dex_collector_before_drop;
+    CREATE EVENT TRIGGER dex_collector_before_drop ON ddl_command_start
+        WHEN TAG IN ('DROP EXTENSION', 'DROP SCHEMA', 'DROP OWNED') EXECUTE FUNCTION dex_collector.before_drop();
+    IF was_enabled <> 'O' THEN
+        EXECUTE pg_catalog.format('ALTER EVENT TRIGGER dex_collector_before_drop %s',
+                                  CASE was_enabled WHEN 'D' THEN 'DISABLE' WHEN 'R' THEN 'ENABLE REPLICA'
+                                                   ELSE 'ENABLE ALWAYS' END);
+    END IF;
+END
+$$;
 
 -- Existing jobs get the new name (pg_cron's own trigger on cron.job tells its scheduler), unless
 -- their owner already has a job of that name (pg_cron's names are unique per user).

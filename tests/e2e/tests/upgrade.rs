@@ -246,7 +246,8 @@ fn an_upgrade_from_0_2_0_keeps_grants_and_takes_the_dex_functions_from_supabases
              GRANT EXECUTE ON FUNCTION dex_sales(text, text, boolean) TO dex_user;
              CREATE ROLE dex_monitor NOLOGIN;
              GRANT USAGE ON SCHEMA dex_collector TO dex_monitor;
-             GRANT SELECT ON ALL TABLES IN SCHEMA dex_collector TO dex_monitor;",
+             GRANT SELECT ON ALL TABLES IN SCHEMA dex_collector TO dex_monitor;
+             ALTER EVENT TRIGGER dex_collector_before_drop DISABLE;",
         )
         .unwrap();
     let may_parse = "SELECT has_function_privilege('anon', 'dex_parse(text)', 'EXECUTE')";
@@ -283,6 +284,14 @@ fn an_upgrade_from_0_2_0_keeps_grants_and_takes_the_dex_functions_from_supabases
         ),
         "a grant the user made stays"
     );
+    assert_eq!(
+        one::<String>(
+            &mut client,
+            "SELECT evtenabled::text FROM pg_event_trigger WHERE evtname = 'dex_collector_before_drop'"
+        ),
+        "D",
+        "the event trigger, made anew by the update, stays disabled as the DBA left it"
+    );
     // A monitoring role granted 0.2.0's tables reads 0.3.0's views once granted them again, with
     // operations.md's statements.
     let may_read_health =
@@ -297,7 +306,8 @@ fn an_upgrade_from_0_2_0_keeps_grants_and_takes_the_dex_functions_from_supabases
     assert_eq!(rows_read_as_monitor(&mut client).unwrap(), 2);
     client
         .batch_execute(
-            "REVOKE EXECUTE ON FUNCTION dex_sales(text, text, boolean) FROM dex_user;
+            "ALTER EVENT TRIGGER dex_collector_before_drop ENABLE;
+             REVOKE EXECUTE ON FUNCTION dex_sales(text, text, boolean) FROM dex_user;
              DROP OWNED BY dex_monitor; DROP ROLE dex_monitor;",
         )
         .unwrap();
