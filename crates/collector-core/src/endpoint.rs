@@ -278,6 +278,9 @@ async fn fetch_page(
                 .map_or(resume_at, |back_at| back_at.min(deadline.max(resume_at)));
             tokio::time::sleep_until(back_at.into()).await;
         }
+        if retries_done > 0 {
+            flow.retry_sent();
+        }
         outcome.attempts += 1;
         let sent_at = Instant::now();
         let Attempt {

@@ -708,10 +708,12 @@ pub struct FlowReport {
     pub spread: Option<f64>,
     /// 429 and 503 answers.
     pub overloaded_answers: u64,
+    /// Requests sent again (a retry the budget granted but the run's end left unsent is not one).
     pub retries: u64,
     /// Retries the budget refused.
     pub retries_refused: u64,
-    /// How long the run held back its requests for a `Retry-After`.
+    /// How long the run held back its requests for a `Retry-After`, up to the report: a pause
+    /// the run's end cut short (a 401, a cancel) counts until then.
     pub paused: Duration,
 }
 
@@ -726,6 +728,8 @@ struct FlowState {
     limit: Limit,
     paused_until: Option<Instant>,
     companies_called: u64,
+    /// Retries the budget granted, sent or not yet.
+    retries_granted: u64,
     report: FlowReport,
 }
 
@@ -774,6 +778,7 @@ impl Flow {
                 limit,
                 paused_until: None,
                 companies_called: 0,
+                retries_granted: 0,
                 report: FlowReport {
                     adaptive_max,
                     start_limit: start,
@@ -840,13 +845,18 @@ impl Flow {
         let mut state = self.state();
         let budget =
             RETRY_BUDGET_BASE + (state.companies_called as f64 * RETRY_BUDGET_RATIO) as u64;
-        if state.report.retries < budget {
-            state.report.retries += 1;
+        if state.retries_granted < budget {
+            state.retries_granted += 1;
             true
         } else {
             state.report.retries_refused += 1;
             false
         }
+    }
+
+    /// A retry [`Flow::may_retry`] granted is being sent.
+    pub fn retry_sent(&self) {
+        self.state().report.retries += 1;
     }
 
     pub fn report(&self) -> FlowReport {
@@ -855,8 +865,12 @@ impl Flow {
             Limit::Adaptive(adaptive) => adaptive.spread(),
             Limit::Fixed(_) => None,
         };
+        let pause_left = state.paused_until.map_or(Duration::ZERO, |until| {
+            until.saturating_duration_since(Instant::now())
+        });
         FlowReport {
             spread,
+            paused: state.report.paused.saturating_sub(pause_left),
             ..state.report.clone()
         }
     }
@@ -1556,8 +1570,14 @@ mod tests {
         assert!(later >= first + Duration::from_secs(2));
         assert_eq!(flow.paused_until(later), None, "over once it ends");
         let report = flow.report();
+        let whole_pause = report.paused + later.saturating_duration_since(Instant::now());
         assert_eq!(report.overloaded_answers, 3);
-        assert!(report.paused >= Duration::from_secs(4) && report.paused <= Duration::from_secs(6));
+        assert!(
+            report.paused < Duration::from_secs(1),
+            "the pause so far, not what a run ended now would not wait: {:?}",
+            report.paused
+        );
+        assert!(whole_pause >= Duration::from_secs(4) && whole_pause <= Duration::from_secs(6));
         assert_eq!(
             report.end_limit, 5,
             "the first 429 lowered it to 8 × 0.7; the others were sent before"
@@ -1577,7 +1597,9 @@ mod tests {
         let more = (0..50).filter(|_| flow.may_retry()).count() as u64;
         assert_eq!(more, (100.0 * RETRY_BUDGET_RATIO) as u64);
         let report = flow.report();
-        assert_eq!(report.retries, RETRY_BUDGET_BASE + more);
+        assert_eq!(report.retries, 0, "granted, none sent yet");
         assert_eq!(report.retries_refused, 50 + 50 - more);
+        flow.retry_sent();
+        assert_eq!(flow.report().retries, 1);
     }
 }
