@@ -528,6 +528,41 @@ fn a_rejected_key_stops_the_run() {
 }
 
 #[test]
+fn a_rejected_key_whose_body_does_not_come_stops_the_run_all_the_same() {
+    for unfinished in [
+        cut_off(Behavior::status_page(401)),
+        stalled(Behavior::status_page(401)),
+    ] {
+        let stand_in = answering(unfinished.clone());
+        let config = EndpointConfig {
+            request_timeout: Duration::from_millis(300),
+            ..endpoint(&stand_in)
+        };
+        let mut host = TestHost::recording_now();
+        let executed = collect_configured(
+            &config,
+            &targets(5),
+            Concurrency::Fixed(1),
+            Duration::from_secs(30),
+            true,
+            &mut host,
+        );
+        assert_eq!(stand_in.request_count(), 1, "{unfinished:?}");
+        assert_eq!(
+            executed.summary.run_error.as_deref(),
+            Some(SKIP_AUTH_REJECTED),
+            "{unfinished:?}"
+        );
+        assert_eq!(executed.summary.companies_skipped(), 4, "{unfinished:?}");
+        assert_eq!(
+            executed.summary.results[0].outcome.http_status,
+            Some(401),
+            "{unfinished:?}"
+        );
+    }
+}
+
+#[test]
 fn a_result_that_cannot_be_recorded_stops_calling_the_endpoint() {
     let stand_in = StandIn::start(StandInConfig {
         latency: Duration::from_millis(50),
