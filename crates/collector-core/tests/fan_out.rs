@@ -886,11 +886,19 @@ fn the_requests_a_pause_holds_back_come_back_spread_over_a_part_of_it() {
 
 #[test]
 fn a_retry_the_runs_end_leaves_unsent_is_not_counted() {
-    // The first company fails at once and waits its backoff (250 ms or more) to retry; the key is
-    // refused for the second 100 ms in, which stops the run before that retry is sent.
+    // The first company fails at once and is to retry 3 s later (a 502's Retry-After pauses no
+    // other request); the key is refused for the second 100 ms in, which stops the run first.
     let stand_in = answering(Behavior::Synthetic);
     let targets = targets(2);
-    stand_in.set_behavior(&targets[0].company_id, Behavior::status_page(502));
+    stand_in.set_behavior(
+        &targets[0].company_id,
+        Behavior::FailTimes {
+            failures: 1,
+            status: 502,
+            retry_after: Some("3".into()),
+            then: Box::new(Behavior::Synthetic),
+        },
+    );
     stand_in.set_behavior(
         &targets[1].company_id,
         Behavior::Delay {
