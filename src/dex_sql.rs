@@ -131,22 +131,21 @@ for_text_and_bytea! {
 /// A row of `dex_segments()`, as its columns above name it.
 type SegmentRow = (i32, String, Vec<String>);
 
+/// The rows of `dex_segments()`, their text read in one encoding for the whole input, as
+/// `dex_parse()` reads a file's.
 fn segment_rows(raw: &[u8]) -> Result<TableIterator<'_, SegmentRow>, DexSqlError> {
     check_size(raw.len())?;
+    let encoding = dex_parse::TextEncoding::of(raw);
     Ok(TableIterator::new(dex_parse::segments(raw).map(
-        |segment| {
+        move |segment| {
             let elements = segment
                 .elements
                 .iter()
-                .map(|e| dex_parse::decode_text(e).into_owned())
+                .map(|e| encoding.decode(e).into_owned())
                 .collect();
             // A text value holds at most 1 GB, so fewer lines than i32::MAX.
             let line = i32::try_from(segment.line).unwrap_or(i32::MAX);
-            (
-                line,
-                dex_parse::decode_text(segment.id).into_owned(),
-                elements,
-            )
+            (line, encoding.decode(segment.id).into_owned(), elements)
         },
     )))
 }

@@ -2,20 +2,51 @@
 
 use std::borrow::Cow;
 
-/// Decodes an element as text: UTF-8 when it is valid UTF-8, otherwise Windows-1252 (one byte per
-/// character: Latin-1 with printable characters where Latin-1 has C1 controls, as the files of
-/// Windows tools that are not UTF-8 mean them). NUL bytes become U+FFFD, because PostgreSQL `text`
-/// and `jsonb` cannot hold them.
-pub fn decode_text(bytes: &[u8]) -> Cow<'_, str> {
-    let text = match std::str::from_utf8(bytes) {
-        Ok(text) => Cow::Borrowed(text),
-        Err(_) => Cow::Owned(bytes.iter().map(|&b| windows_1252(b)).collect()),
-    };
-    if text.contains('\0') {
-        Cow::Owned(text.replace('\0', "\u{FFFD}"))
-    } else {
-        text
+/// How the text elements of one file are read, decided once for the whole file: UTF-8 when it is
+/// valid UTF-8, otherwise Windows-1252 (one byte per character: Latin-1 with printable characters
+/// where Latin-1 has C1 controls, as the files of Windows tools that are not UTF-8 mean them). Not
+/// element by element: in a Windows-1252 file, an element such as `JOSÉ’S` is valid UTF-8 by
+/// chance (`C9 92` is U+0252), and would be read as `JOSɒS`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum TextEncoding {
+    #[default]
+    Utf8,
+    Windows1252,
+}
+
+impl TextEncoding {
+    /// The encoding `bytes` are read in.
+    pub fn of(bytes: &[u8]) -> TextEncoding {
+        if std::str::from_utf8(bytes).is_ok() {
+            TextEncoding::Utf8
+        } else {
+            TextEncoding::Windows1252
+        }
     }
+
+    /// Decodes an element of text in this encoding (one that is not valid UTF-8 as Windows-1252
+    /// all the same). NUL bytes become U+FFFD, because PostgreSQL `text` and `jsonb` cannot hold
+    /// them.
+    pub fn decode(self, bytes: &[u8]) -> Cow<'_, str> {
+        let utf8 = match self {
+            TextEncoding::Utf8 => std::str::from_utf8(bytes).ok(),
+            TextEncoding::Windows1252 => None,
+        };
+        let text = match utf8 {
+            Some(text) => Cow::Borrowed(text),
+            None => Cow::Owned(bytes.iter().map(|&b| windows_1252(b)).collect()),
+        };
+        if text.contains('\0') {
+            Cow::Owned(text.replace('\0', "\u{FFFD}"))
+        } else {
+            text
+        }
+    }
+}
+
+/// Decodes `bytes` on their own: [`TextEncoding::of`] them, then [`TextEncoding::decode`].
+pub fn decode_text(bytes: &[u8]) -> Cow<'_, str> {
+    TextEncoding::of(bytes).decode(bytes)
 }
 
 /// Windows-1252's characters for 0x80 to 0x9F, as the WHATWG Encoding Standard maps them: its five
@@ -181,6 +212,16 @@ mod tests {
         assert_eq!(
             decode_text(b"\x81\x8D\x8F\x90\x9D"),
             "\u{81}\u{8D}\u{8F}\u{90}\u{9D}"
+        );
+        assert_eq!(
+            TextEncoding::Windows1252.decode(b"JOS\xC9\x92S"),
+            "JOSÉ’S",
+            "valid UTF-8 by chance"
+        );
+        assert_eq!(
+            decode_text(b"JOS\xC9\x92S"),
+            "JOSɒS",
+            "on its own, it is UTF-8"
         );
     }
 

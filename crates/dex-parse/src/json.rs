@@ -3,19 +3,19 @@
 
 use serde::ser::{Serialize, SerializeMap, SerializeSeq, Serializer};
 
-use crate::elements::decode_text;
+use crate::elements::TextEncoding;
 use crate::layout::{self, Kind, Layout};
 use crate::parser::{
     Cell, ChecksumStatus, DexFile, Parsed, Product, RawSegment, Record, Validation,
 };
 use crate::segment::split_into;
 
-/// Text decoded on output (UTF-8, else Windows-1252).
-struct Text<'a>(&'a [u8]);
+/// Text decoded on output, in its file's encoding.
+struct Text<'a>(&'a [u8], TextEncoding);
 
 impl Serialize for Text<'_> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.serialize_str(&decode_text(self.0))
+        serializer.serialize_str(&self.1.decode(self.0))
     }
 }
 
@@ -38,6 +38,7 @@ impl Serialize for Money {
 struct CellOut<'c> {
     cell: &'c Cell,
     input: &'c [u8],
+    encoding: TextEncoding,
     kind: Kind,
     decimal_places: u32,
 }
@@ -52,7 +53,7 @@ impl Serialize for CellOut<'_> {
             }
             .serialize(serializer),
             Cell::Number(n) => serializer.serialize_u64(n),
-            Cell::Text(text) => Text(text.get(self.input)).serialize(serializer),
+            Cell::Text(text) => Text(text.get(self.input), self.encoding).serialize(serializer),
             Cell::Date(date) => serializer.serialize_str(&date.iso()),
             Cell::Time(time) => serializer.serialize_str(&time.iso()),
         }
@@ -63,6 +64,7 @@ impl Serialize for CellOut<'_> {
 struct Elements<'a> {
     line: &'a [u8],
     skip: usize,
+    encoding: TextEncoding,
 }
 
 impl Serialize for Elements<'_> {
@@ -70,7 +72,7 @@ impl Serialize for Elements<'_> {
         let mut elements = Vec::new();
         split_into(self.line, &mut elements);
         let rest = elements.get(self.skip..).unwrap_or_default();
-        serializer.collect_seq(rest.iter().map(|e| Text(e)))
+        serializer.collect_seq(rest.iter().map(|e| Text(e, self.encoding)))
     }
 }
 
@@ -94,6 +96,7 @@ fn fields<M: SerializeMap>(
                 &CellOut {
                     cell,
                     input: file.input,
+                    encoding: file.encoding,
                     kind: *kind,
                     decimal_places,
                 },
@@ -106,6 +109,7 @@ fn fields<M: SerializeMap>(
             &Elements {
                 line: record.extra_line.get(file.input),
                 skip: layout.fields.len(),
+                encoding: file.encoding,
             },
         )?;
     }
@@ -162,7 +166,7 @@ fn records<'r>(records: &'r [Record], file: &'r DexFile<'r>) -> RecordsOut<'r> {
     RecordsOut { records, file }
 }
 
-struct RawSegmentOut<'r>(&'r RawSegment<'r>);
+struct RawSegmentOut<'r>(&'r RawSegment<'r>, TextEncoding);
 
 impl Serialize for RawSegmentOut<'_> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
@@ -170,23 +174,24 @@ impl Serialize for RawSegmentOut<'_> {
         let id = split_into(self.0.content, &mut elements);
         let mut map = serializer.serialize_map(Some(3))?;
         map.serialize_entry("line", &self.0.line)?;
-        map.serialize_entry("segment", &Text(id))?;
+        map.serialize_entry("segment", &Text(id, self.1))?;
         map.serialize_entry(
             "elements",
             &Elements {
                 line: self.0.content,
                 skip: 0,
+                encoding: self.1,
             },
         )?;
         map.end()
     }
 }
 
-struct RawSegmentsOut<'r>(&'r [RawSegment<'r>]);
+struct RawSegmentsOut<'r>(&'r [RawSegment<'r>], TextEncoding);
 
 impl Serialize for RawSegmentsOut<'_> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.collect_seq(self.0.iter().map(RawSegmentOut))
+        serializer.collect_seq(self.0.iter().map(|segment| RawSegmentOut(segment, self.1)))
     }
 }
 
@@ -213,7 +218,7 @@ impl Serialize for ProductOut<'_> {
         map.serialize_entry("free", &record(&p.pa4, file))?;
         map.serialize_entry("pa5", &record(&p.pa5, file))?;
         map.serialize_entry("by_payment_device", &records(&p.by_payment_device, file))?;
-        map.serialize_entry("other_segments", &RawSegmentsOut(&p.other))?;
+        map.serialize_entry("other_segments", &RawSegmentsOut(&p.other, file.encoding))?;
         map.end()
     }
 }
@@ -340,7 +345,10 @@ fn file_entries<M: SerializeMap>(map: &mut M, file: &DexFile<'_>) -> Result<(), 
         .collect();
     map.serialize_entry("products", &products)?;
     map.serialize_entry("events", &EventsOut(file))?;
-    map.serialize_entry("other_segments", &RawSegmentsOut(&file.other))?;
+    map.serialize_entry(
+        "other_segments",
+        &RawSegmentsOut(&file.other, file.encoding),
+    )?;
     map.serialize_entry("validation", &ValidationOut(&file.validation))
 }
 
@@ -432,7 +440,9 @@ impl Serialize for LineText<'_> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         let mut map = serializer.serialize_map(Some(2))?;
         map.serialize_entry("line", &self.0.line)?;
-        map.serialize_entry("text", &Text(self.0.content))?;
+        // A line outside every file, read on its own.
+        let content = self.0.content;
+        map.serialize_entry("text", &Text(content, TextEncoding::of(content)))?;
         map.end()
     }
 }

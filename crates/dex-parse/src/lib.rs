@@ -14,7 +14,7 @@ use std::fmt;
 
 use serde_json::Value;
 
-pub use elements::decode_text;
+pub use elements::{decode_text, TextEncoding};
 pub use sales::{sales, Audit, Counters, Money, Product, Sale, SaleStatus, SalesError};
 pub use segment::{segments, Segment, Segments};
 

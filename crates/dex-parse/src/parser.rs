@@ -3,7 +3,9 @@
 use std::collections::HashMap;
 
 use crate::crc::{crc16_arc, Crc16};
-use crate::elements::{decode_text, parse_date, parse_number, parse_time, Date, Number, Time};
+use crate::elements::{
+    decode_text, parse_date, parse_number, parse_time, Date, Number, TextEncoding, Time,
+};
 use crate::layout::{self, Kind, Layout};
 use crate::lines::{strip_bom, Line, Lines};
 use crate::segment::{is_segment_id, is_standard_data_segment, split_into};
@@ -195,6 +197,8 @@ fn segment_count_matches(declared: u64, actual: usize, loop_markers: usize) -> b
 pub(crate) struct DexFile<'a> {
     /// The text the file's spans point into (the input without its byte order mark).
     pub input: &'a [u8],
+    /// How its text elements are read: UTF-8 unless the file's lines are not valid UTF-8.
+    pub encoding: TextEncoding,
     /// The cells of all records, in the order read.
     pub cells: Vec<Cell>,
     pub first_line: usize,
@@ -826,8 +830,11 @@ impl<'a> FileBuilder<'a> {
                 self.invalid_lines
             ));
         }
-        let file_bytes = self.bytes.get(self.start..self.end).unwrap_or_default();
-        if !self.all_utf8 && std::str::from_utf8(file_bytes).is_err() {
+        if !self.all_utf8 {
+            let file_bytes = self.bytes.get(self.start..self.end).unwrap_or_default();
+            file.encoding = TextEncoding::of(file_bytes);
+        }
+        if file.encoding == TextEncoding::Windows1252 {
             findings.push("text that is not UTF-8 was decoded as Windows-1252".to_owned());
         }
 

@@ -9,7 +9,6 @@
 use std::collections::HashMap;
 use std::fmt;
 
-use crate::elements::decode_text;
 use crate::parser::{Cell, DexFile, Record};
 use crate::Dex;
 
@@ -185,8 +184,8 @@ impl Dex<'_> {
             products: self
                 .first_file()
                 .map(|file| {
-                    // A selection once, as read: two spellings that read the same (UTF-8 and
-                    // Windows-1252 bytes of one letter) would otherwise be compared crosswise.
+                    // A selection once, as read: two spellings that read the same (a NUL byte,
+                    // read as U+FFFD, and U+FFFD) would otherwise be compared crosswise.
                     let mut seen = std::collections::HashSet::new();
                     products_of(file)
                         .filter(|product| {
@@ -403,7 +402,7 @@ fn counters(file: &DexFile<'_>, record: Option<&Record>) -> Counters {
 
 fn text(file: &DexFile<'_>, record: Option<&Record>, field: &str) -> Option<String> {
     match record?.cell(&file.cells, field) {
-        Cell::Text(span) => Some(decode_text(span.get(file.input)).into_owned()),
+        Cell::Text(span) => Some(file.encoding.decode(span.get(file.input)).into_owned()),
         _ => None,
     }
 }

@@ -258,7 +258,13 @@ fn windows_1252_text_and_nul_bytes_are_decoded_safely() {
     .expect("DEX");
     assert_eq!(json["products"][0]["name"], "CAFÉ CRÈME");
     assert_eq!(json["products"][1]["name"], "JOE’S € DEAL");
+    assert_eq!(json["machine"]["serial"], "A\u{FFFD}B");
     assert!(has_warning(&json, "decoded as Windows-1252"));
+    // The file is Windows-1252, so is each of its elements, those valid UTF-8 by chance too.
+    let by_chance =
+        parse_json(b"ST*001*0001\r\nPA1*1*100*JOS\xC9\x92S\r\nPA1*2*100*\x80 2\r\nSE*4*0001\r\n")
+            .expect("DEX");
+    assert_eq!(by_chance["products"][0]["name"], "JOSÉ’S");
     let utf8 = parse_json("ST*001*0001\r\nPA1*1*100*CAFÉ\r\nSE*3*0001\r\n").expect("DEX");
     assert_eq!(utf8["products"][0]["name"], "CAFÉ");
     assert!(!has_warning(&utf8, "Windows-1252"));

@@ -205,15 +205,31 @@ fn an_audit_without_its_dxe_after_its_se_is_whole() {
     assert_eq!(cut.audit().cut_selection.as_deref(), Some("99"));
 }
 
-/// A selection written in UTF-8 and in Latin-1 reads the same: it is one selection, the first.
+/// A selection whose NUL byte reads as U+FFFD, and one written with U+FFFD, read the same: it is one
+/// selection, the first.
 #[test]
 fn a_selection_that_reads_the_same_twice_is_compared_once() {
-    let text: &[u8] = b"ST*001*0001\nPA1*\xC3\xA9*10\nPA2*5*50\nPA1*\xE9*10\nPA2*7*70\nSE*6*0001\n";
+    let text: &[u8] =
+        b"ST*001*0001\nPA1*A\0*10\nPA2*5*50\nPA1*A\xEF\xBF\xBD*10\nPA2*7*70\nSE*6*0001\n";
     let audit = parse(text).unwrap().audit();
     assert_eq!(audit.products.len(), 1);
     let rows = sales(&audit, &audit, true).unwrap();
     assert_eq!(rows.len(), 1);
     assert_eq!((rows[0].status, rows[0].units), (SaleStatus::Ok, Some(0)));
+}
+
+/// A file that is not UTF-8 is read as Windows-1252 throughout: a selection valid as UTF-8 on its
+/// own is not read as UTF-8, and two selections whose bytes differ stay two.
+#[test]
+fn a_file_that_is_not_utf8_is_read_as_windows_1252_throughout() {
+    let text: &[u8] = b"ST*001*0001\nPA1*\xC3\xA9*10\nPA2*5*50\nPA1*\xE9*10\nPA2*7*70\nSE*6*0001\n";
+    let audit = parse(text).unwrap().audit();
+    let selections: Vec<_> = audit
+        .products
+        .iter()
+        .map(|product| product.selection.as_deref().unwrap_or_default())
+        .collect();
+    assert_eq!(selections, ["Ã©", "é"]);
 }
 
 /// A file cut off mid-line: its last PA2 may be cut mid-number, and what follows it is missing.
