@@ -20,13 +20,39 @@ SET LOCAL search_path = pg_catalog, pg_temp;
 -- Called on NULL input, to raise (a NULL result read as a call that did something).
 ALTER FUNCTION @extschema@.dex_collect_company(uuid) CALLED ON NULL INPUT;
 
--- As pgrx writes them into a fresh install's script (settle_privileges(), at the end, gives them
--- the grants the other DEX functions have).
+-- As pgrx writes them into a fresh install's script.
 CREATE FUNCTION @extschema@.dex_validate(raw bytea) RETURNS jsonb
 IMMUTABLE STRICT PARALLEL SAFE LANGUAGE c AS 'MODULE_PATHNAME', 'dex_validate_bytea_wrapper';
 CREATE FUNCTION @extschema@.dex_segments(raw bytea)
 RETURNS TABLE (line integer, segment text, elements text[])
 IMMUTABLE STRICT PARALLEL SAFE LANGUAGE c AS 'MODULE_PATHNAME', 'dex_segments_bytea_wrapper';
+-- Each takes the grants its text form was given (a REVOKE FROM PUBLIC, a role's GRANT), as made
+-- anew by the extension's owner; settle_privileges(), at the end, does the rest, as at a fresh
+-- install.
+DO $$
+DECLARE
+    forms record;
+    granted record;
+BEGIN
+    FOR forms IN
+        SELECT pg_catalog.to_regprocedure(f.name || '(bytea)') AS bytea_form, t.proacl
+          FROM unnest(ARRAY['@extschema@.dex_validate', '@extschema@.dex_segments']) AS f(name)
+          JOIN pg_catalog.pg_proc t ON t.oid = pg_catalog.to_regprocedure(f.name || '(text)')
+         WHERE t.proacl IS NOT NULL
+    LOOP
+        EXECUTE pg_catalog.format('REVOKE ALL ON FUNCTION %s FROM PUBLIC', forms.bytea_form);
+        FOR granted IN
+            SELECT a.grantee, a.is_grantable FROM pg_catalog.aclexplode(forms.proacl) AS a
+             WHERE a.privilege_type = 'EXECUTE'
+        LOOP
+            EXECUTE pg_catalog.format('GRANT EXECUTE ON FUNCTION %s TO %s%s', forms.bytea_form,
+                CASE WHEN granted.grantee = 0 THEN 'PUBLIC'
+                     ELSE pg_catalog.quote_ident(pg_catalog.pg_get_userbyid(granted.grantee)) END,
+                CASE WHEN granted.is_grantable THEN ' WITH GRANT OPTION' ELSE '' END);
+        END LOOP;
+    END LOOP;
+END
+$$;
 
 -- OR REPLACE keeps each function's grants.
 CREATE OR REPLACE FUNCTION dex_collector.schedule(schedule text DEFAULT '*/5 * * * *') RETURNS bigint

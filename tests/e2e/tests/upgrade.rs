@@ -314,6 +314,48 @@ fn an_upgrade_from_0_2_0_keeps_grants_and_takes_the_dex_functions_from_supabases
     assert_matches_a_fresh_install(&deployment, &mut client);
 }
 
+/// dex_validate(bytea) and dex_segments(bytea), new in 0.3.0, take the grants their text forms
+/// were given: PUBLIC's taken away, a role's given.
+#[test]
+fn an_upgrade_from_0_2_0_gives_the_new_bytea_forms_the_grants_of_their_text_forms() {
+    let deployment = Deployment::start(DeploymentOptions::with_pg_cron_unconfigured()).unwrap();
+    let mut client = deployment.client();
+    client
+        .batch_execute(
+            "CREATE EXTENSION dex_collector VERSION '0.2.0';
+             CREATE ROLE dex_reader NOLOGIN;
+             REVOKE EXECUTE ON FUNCTION dex_segments(text) FROM PUBLIC;
+             GRANT EXECUTE ON FUNCTION dex_segments(text) TO dex_reader WITH GRANT OPTION;
+             ALTER EXTENSION dex_collector UPDATE;",
+        )
+        .unwrap();
+    let may = |client: &mut postgres::Client, role: &str, function: &str, privilege: &str| {
+        one::<bool>(
+            client,
+            &format!("SELECT has_function_privilege('{role}', '{function}', '{privilege}')"),
+        )
+    };
+    assert!(!may(
+        &mut client,
+        "public",
+        "dex_segments(bytea)",
+        "EXECUTE"
+    ));
+    assert!(may(
+        &mut client,
+        "dex_reader",
+        "dex_segments(bytea)",
+        "EXECUTE WITH GRANT OPTION"
+    ));
+    assert!(
+        may(&mut client, "public", "dex_validate(bytea)", "EXECUTE"),
+        "its text form kept PUBLIC's grant"
+    );
+    client
+        .batch_execute("DROP EXTENSION dex_collector; DROP ROLE dex_reader;")
+        .unwrap();
+}
+
 #[test]
 fn an_upgrade_from_0_2_0_builds_each_company_state_from_its_history() {
     let deployment = Deployment::start(DeploymentOptions::with_pg_cron_unconfigured()).unwrap();
