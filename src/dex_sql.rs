@@ -54,8 +54,8 @@ fn dex_parse_text(raw: &str) -> Result<Jsonb, ErrorReport> {
     })?)
 }
 
-/// As `dex_parse(text)`, for raw bytes in any encoding: text elements are
-/// read as UTF-8 when valid, otherwise as Windows-1252.
+/// As `dex_parse(text)`, for raw bytes in any encoding: a file's text elements are read as UTF-8
+/// when the file is valid UTF-8, otherwise as Windows-1252.
 #[pg_extern(immutable, strict, parallel_safe, name = "dex_parse")]
 fn dex_parse_bytea(raw: &[u8]) -> Result<Jsonb, ErrorReport> {
     Ok(parse_to_jsonb(raw, |dex| jsonb_binary::to_jsonb(dex))?)
@@ -131,8 +131,8 @@ for_text_and_bytea! {
 /// A row of `dex_segments()`, as its columns above name it.
 type SegmentRow = (i32, String, Vec<String>);
 
-/// The rows of `dex_segments()`, their text read in one encoding for the whole input, as
-/// `dex_parse()` reads a file's.
+/// The rows of `dex_segments()`, their text read in one encoding decided for the whole input (it
+/// knows no files: `dex_parse()` decides for each file of an input).
 fn segment_rows(raw: &[u8]) -> Result<TableIterator<'_, SegmentRow>, DexSqlError> {
     check_size(raw.len())?;
     let encoding = dex_parse::TextEncoding::of(raw);

@@ -15,12 +15,13 @@ pub enum TextEncoding {
 }
 
 impl TextEncoding {
-    /// The encoding `bytes` are read in.
+    /// The encoding `bytes` are read in: UTF-8 also when they end in the middle of a character, as
+    /// a file cut off does (its last element alone is then read as Windows-1252).
     pub fn of(bytes: &[u8]) -> TextEncoding {
-        if std::str::from_utf8(bytes).is_ok() {
-            TextEncoding::Utf8
-        } else {
-            TextEncoding::Windows1252
+        match std::str::from_utf8(bytes) {
+            Ok(_) => TextEncoding::Utf8,
+            Err(error) if error.error_len().is_none() => TextEncoding::Utf8,
+            Err(_) => TextEncoding::Windows1252,
         }
     }
 
@@ -222,6 +223,15 @@ mod tests {
             decode_text(b"JOS\xC9\x92S"),
             "JOSɒS",
             "on its own, it is UTF-8"
+        );
+        assert_eq!(
+            TextEncoding::of(b"CAF\xC3\x89*CR\xC3"),
+            TextEncoding::Utf8,
+            "cut off"
+        );
+        assert_eq!(
+            TextEncoding::of(b"CAF\xC9*CR\xC3"),
+            TextEncoding::Windows1252
         );
     }
 

@@ -197,7 +197,8 @@ fn segment_count_matches(declared: u64, actual: usize, loop_markers: usize) -> b
 pub(crate) struct DexFile<'a> {
     /// The text the file's spans point into (the input without its byte order mark).
     pub input: &'a [u8],
-    /// How its text elements are read: UTF-8 unless the file's lines are not valid UTF-8.
+    /// How its text elements are read: UTF-8 unless the file's lines are not valid UTF-8 (see
+    /// [`TextEncoding::of`]).
     pub encoding: TextEncoding,
     /// The cells of all records, in the order read.
     pub cells: Vec<Cell>,

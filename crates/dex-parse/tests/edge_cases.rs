@@ -265,6 +265,11 @@ fn windows_1252_text_and_nul_bytes_are_decoded_safely() {
         parse_json(b"ST*001*0001\r\nPA1*1*100*JOS\xC9\x92S\r\nPA1*2*100*\x80 2\r\nSE*4*0001\r\n")
             .expect("DEX");
     assert_eq!(by_chance["products"][0]["name"], "JOSÉ’S");
+    // A UTF-8 file cut off in the middle of a character stays UTF-8 but for that last element.
+    let cut = parse_json(b"ST*001*0001\r\nPA1*1*100*CAF\xC3\x89\r\nPA1*2*100*CR\xC3").expect("DEX");
+    assert_eq!(cut["products"][0]["name"], "CAFÉ");
+    assert_eq!(cut["products"][1]["name"], "CR\u{C3}");
+    assert!(!has_warning(&cut, "Windows-1252"));
     let utf8 = parse_json("ST*001*0001\r\nPA1*1*100*CAFÉ\r\nSE*3*0001\r\n").expect("DEX");
     assert_eq!(utf8["products"][0]["name"], "CAFÉ");
     assert!(!has_warning(&utf8, "Windows-1252"));
