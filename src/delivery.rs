@@ -12,6 +12,7 @@ use dex_collector_core::alert::{
     heartbeat_url, signature, webhook_body, DeliveryError, SIGNATURE_HEADER, TIMESTAMP_HEADER,
 };
 use dex_collector_core::fan_out::Http;
+use dex_collector_core::pings::PingProgress;
 
 use crate::error::CollectError;
 use crate::outbox::{self, Attempt, REFUSALS_BEFORE_ABANDONING};
@@ -46,7 +47,8 @@ struct ClientFor {
 
 /// Where the heartbeat pings have got to.
 struct Pings {
-    last_pinged_run: Option<i64>,
+    /// None until the first turn finds where to start.
+    progress: Option<PingProgress>,
     /// Runs that finish after this are pinged: the worker's start, when a heartbeat URL was last
     /// found unset, or when the worker last found the extension before one created anew.
     since: SystemTime,
@@ -67,10 +69,7 @@ impl Deliveries {
     /// also those that finished before the worker noticed, and not those a restore brought back;
     /// an attempt kept for an event of the old history is forgotten. The HTTP client is kept.
     pub fn start_new_history(&mut self, old_seen_at: SystemTime) {
-        self.pings = Pings {
-            last_pinged_run: None,
-            since: old_seen_at,
-        };
+        self.pings = Pings::from(old_seen_at);
         self.unrecorded = None;
     }
 
@@ -154,9 +153,13 @@ fn client_for<'k>(
 
 impl Pings {
     fn from_now() -> Pings {
+        Pings::from(SystemTime::now())
+    }
+
+    fn from(since: SystemTime) -> Pings {
         Pings {
-            last_pinged_run: None,
-            since: SystemTime::now(),
+            progress: None,
+            since,
         }
     }
 
@@ -164,17 +167,20 @@ impl Pings {
     /// run finished before [`Pings::since`], so that a (re)started worker pings its own first run
     /// but not the past. A ping that fails is not repeated: the next run's ping says the same.
     fn ping_finished_runs(&mut self, http: &Http, url: &str, until: Instant) -> Result<(), String> {
-        let after = match self.last_pinged_run {
-            Some(after) => after,
+        let progress = match &mut self.progress {
+            Some(progress) => progress,
             None => {
                 let since = self.since;
-                let after = in_transaction(|| outbox::latest_run_finished_before(since))?;
-                *self.last_pinged_run.insert(after.unwrap_or(0))
+                let start = in_transaction(|| outbox::latest_run_finished_before(since))?;
+                self.progress
+                    .insert(PingProgress::after(start.unwrap_or(0)))
             }
         };
-        let runs = in_transaction(|| outbox::finished_runs_after(after))?;
+        let (after, pinged_beyond) = (progress.done_through(), progress.pinged_beyond());
+        let found = in_transaction(|| outbox::runs_to_ping(after, &pinged_beyond))?;
+        let mut pinged = 0;
         let mut failed = None;
-        for (run_id, succeeded) in runs {
+        for &(run_id, succeeded) in &found.finished {
             if Instant::now() >= until {
                 break;
             }
@@ -187,8 +193,9 @@ impl Pings {
                 }
                 Ok(()) => {}
             }
-            self.last_pinged_run = Some(run_id);
+            pinged += 1;
         }
+        progress.turn_done(&found, pinged);
         failed.map_or(Ok(()), Err)
     }
 }

@@ -4,6 +4,7 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use dex_collector_core::pings::{Found, RUNS_AT_ONCE};
 use pgrx::prelude::*;
 use pgrx::JsonB;
 use serde_json::Value;
@@ -108,23 +109,40 @@ pub fn latest_run_finished_before(moment: SystemTime) -> Result<Option<i64>, pgr
     )
 }
 
-/// Runs finished after run `after`, oldest first, each with whether it succeeded.
-pub fn finished_runs_after(after: i64) -> Result<Vec<(i64, bool)>, pgrx::spi::Error> {
+/// Runs to ping after run `after`, but for those `pinged` already (see [`Found`]); the first run
+/// not finished yet is looked for only among those begun within a day: an older one is taken to
+/// be lost, and holds nothing back.
+pub fn runs_to_ping(after: i64, pinged: &[i64]) -> Result<Found, pgrx::spi::Error> {
     Spi::connect(|client| {
-        client
-            .select(
-                "SELECT id, status = 'succeeded' FROM dex_collector.runs
-                  WHERE id > $1 AND status IN ('succeeded', 'failed')
-                  ORDER BY id LIMIT 100",
-                None,
-                &[after.into()],
-            )?
-            .map(|row| {
-                Ok((
-                    row.get::<i64>(1)?.unwrap_or_default(),
-                    row.get::<bool>(2)?.unwrap_or(false),
-                ))
-            })
-            .collect()
+        let rows = client.select(
+            "WITH unfinished AS (
+                 SELECT min(id) AS first FROM dex_collector.runs
+                  WHERE id > $1 AND status IN ('queued', 'running')
+                    AND started_at > clock_timestamp() - interval '1 day'
+             )
+             SELECT r.id, r.status = 'succeeded', u.first
+               FROM unfinished u
+               LEFT JOIN LATERAL (SELECT id, status FROM dex_collector.runs
+                                   WHERE id > $1 AND status IN ('succeeded', 'failed')
+                                     AND id <> ALL ($2)
+                                   ORDER BY id LIMIT $3) r ON true
+              ORDER BY r.id",
+            None,
+            &[
+                after.into(),
+                pinged.to_vec().into(),
+                (RUNS_AT_ONCE as i64).into(),
+            ],
+        )?;
+        let mut found = Found::default();
+        for row in rows {
+            found.first_unfinished = row.get::<i64>(3)?;
+            if let Some(id) = row.get::<i64>(1)? {
+                found
+                    .finished
+                    .push((id, row.get::<bool>(2)?.unwrap_or(false)));
+            }
+        }
+        Ok(found)
     })
 }

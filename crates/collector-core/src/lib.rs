@@ -11,6 +11,7 @@
 //! - [`batch`]: results on their way to the history, a batch at a time;
 //! - [`history_sql`]: the statements that record results and delete old history;
 //! - [`alert`]: an event to a webhook (signed) and a heartbeat ping, over the same client;
+//! - [`pings`]: which finished runs the heartbeat has pinged;
 //! - [`problems`]: the background worker's problems, each told at most every so often.
 //!
 //! The extension supplies the PostgreSQL side: settings, the targets query, the history, locks,
@@ -24,6 +25,7 @@ pub mod endpoint;
 pub mod fan_out;
 pub mod flow;
 pub mod history_sql;
+pub mod pings;
 pub mod problems;
 pub mod summary;
 pub mod target;
