@@ -163,17 +163,17 @@ impl Pings {
         }
     }
 
-    /// Pings for the runs finished since the last ping; the first turn starts after the latest
-    /// run finished before [`Pings::since`], so that a (re)started worker pings its own first run
-    /// but not the past. A ping that fails is not repeated: the next run's ping says the same.
+    /// Pings for the runs finished and not pinged yet; the runs that finished before
+    /// [`Pings::since`] are the past, so that a (re)started worker pings its own first run (a
+    /// queued one too) but not what came before. A ping that fails is not repeated: the next run's
+    /// ping says the same.
     fn ping_finished_runs(&mut self, http: &Http, url: &str, until: Instant) -> Result<(), String> {
         let progress = match &mut self.progress {
             Some(progress) => progress,
             None => {
                 let since = self.since;
-                let start = in_transaction(|| outbox::latest_run_finished_before(since))?;
-                self.progress
-                    .insert(PingProgress::after(start.unwrap_or(0)))
+                let (after, past) = in_transaction(|| outbox::ping_start(since))?;
+                self.progress.insert(PingProgress::after(after, past))
             }
         };
         let (after, pinged_beyond) = (progress.done_through(), progress.pinged_beyond());

@@ -97,36 +97,68 @@ pub fn record_attempt(id: i64, attempt: &Attempt) -> Result<(), pgrx::spi::Error
     })
 }
 
-/// The latest run that finished (succeeded or failed) before `moment`, if any.
-pub fn latest_run_finished_before(moment: SystemTime) -> Result<Option<i64>, pgrx::spi::Error> {
+/// Where pinging starts for a worker that begins at `moment`: the runs that finished (succeeded or
+/// failed) before it are the past, not pinged; those that finished since are pinged, as the runs
+/// not finished yet will be, whatever their ids. Returns the run to start after (the last of the
+/// past, or the one before the first run to ping or to wait for, if that is lower), and the runs
+/// of the past after it.
+pub fn ping_start(moment: SystemTime) -> Result<(i64, Vec<i64>), pgrx::spi::Error> {
     let seconds = moment
         .duration_since(UNIX_EPOCH)
         .map_or(0.0, |since| since.as_secs_f64());
-    Spi::get_one_with_args(
-        "SELECT max(id) FROM dex_collector.runs
-          WHERE status IN ('succeeded', 'failed') AND finished_at < to_timestamp($1)",
-        &[seconds.into()],
-    )
+    Spi::connect(|client| {
+        let rows = client.select(
+            &format!(
+                "WITH start AS (
+                     SELECT least(max(r.id) FILTER (WHERE r.finished_at < to_timestamp($1)),
+                                  min(r.id) FILTER (WHERE r.finished_at >= to_timestamp($1)) - 1,
+                                  min(r.id) FILTER (WHERE r.status IN ('queued', 'running')) - 1)
+                            AS after
+                       FROM dex_collector.runs r
+                      WHERE r.status IN ('succeeded', 'failed') OR {UNFINISHED}
+                 )
+                 SELECT coalesce(s.after, 0), r.id FROM start s
+                   LEFT JOIN dex_collector.runs r
+                     ON r.id > s.after AND r.status IN ('succeeded', 'failed')
+                    AND r.finished_at < to_timestamp($1)
+                  ORDER BY r.id"
+            ),
+            None,
+            &[seconds.into()],
+        )?;
+        let mut start = (0, Vec::new());
+        for row in rows {
+            start.0 = row.get::<i64>(1)?.unwrap_or_default();
+            start.1.extend(row.get::<i64>(2)?);
+        }
+        Ok(start)
+    })
 }
 
-/// Runs to ping after run `after`, but for those `pinged` already (see [`Found`]); the first run
-/// not finished yet is looked for only among those begun within a day: an older one is taken to
-/// be lost, and holds nothing back.
+/// A run not finished yet: queued (it runs once the worker gets to it, however long that takes),
+/// or running and begun within a day (an older one is taken to be lost, a crash's, and holds
+/// nothing back).
+const UNFINISHED: &str = "(r.status = 'queued'
+      OR (r.status = 'running' AND r.started_at > clock_timestamp() - interval '1 day'))";
+
+/// Runs to ping after run `after`, but for those `pinged` already (see [`Found`]), and the first
+/// run after it not finished yet ([`UNFINISHED`]).
 pub fn runs_to_ping(after: i64, pinged: &[i64]) -> Result<Found, pgrx::spi::Error> {
     Spi::connect(|client| {
         let rows = client.select(
-            "WITH unfinished AS (
-                 SELECT min(id) AS first FROM dex_collector.runs
-                  WHERE id > $1 AND status IN ('queued', 'running')
-                    AND started_at > clock_timestamp() - interval '1 day'
-             )
-             SELECT r.id, r.status = 'succeeded', u.first
-               FROM unfinished u
-               LEFT JOIN LATERAL (SELECT id, status FROM dex_collector.runs
-                                   WHERE id > $1 AND status IN ('succeeded', 'failed')
-                                     AND id <> ALL ($2)
-                                   ORDER BY id LIMIT $3) r ON true
-              ORDER BY r.id",
+            &format!(
+                "WITH unfinished AS (
+                     SELECT min(r.id) AS first FROM dex_collector.runs r
+                      WHERE r.id > $1 AND {UNFINISHED}
+                 )
+                 SELECT f.id, f.status = 'succeeded', u.first
+                   FROM unfinished u
+                   LEFT JOIN (SELECT id, status FROM dex_collector.runs
+                               WHERE id > $1 AND status IN ('succeeded', 'failed')
+                                 AND id <> ALL ($2)
+                               ORDER BY id LIMIT $3) f ON true
+                  ORDER BY f.id"
+            ),
             None,
             &[
                 after.into(),

@@ -227,7 +227,7 @@ fn serve(database: &str) {
             Ok((now_waiting, extension)) => {
                 // A DROP EXTENSION and CREATE EXTENSION, in one cycle or across several: the new
                 // history starts afresh (run ids from 1), and what the worker knew of the old one
-                // (the last run pinged, the schedule and since when) goes with it.
+                // (the runs pinged, the schedule and since when) goes with it.
                 if extension.is_some() {
                     if extension_found.is_some_and(|found| Some(found) != extension) {
                         deliveries.start_new_history(extension_seen_at);

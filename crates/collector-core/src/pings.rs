@@ -27,11 +27,15 @@ pub struct Found {
 }
 
 impl PingProgress {
-    /// Starting after run `done_through`: the latest run finished before pinging began.
-    pub fn after(done_through: i64) -> PingProgress {
+    /// Starting after run `done_through`, the runs in `past` after it taken as pinged: those that
+    /// finished before pinging began, while a run before them had not.
+    pub fn after(done_through: i64, past: impl IntoIterator<Item = i64>) -> PingProgress {
         PingProgress {
             done_through,
-            pinged_beyond: BTreeSet::new(),
+            pinged_beyond: past
+                .into_iter()
+                .filter(|run_id| *run_id > done_through)
+                .collect(),
         }
     }
 
@@ -75,7 +79,9 @@ impl PingProgress {
             .into_iter()
             .fold(last_pinged, i64::min)
             .max(self.done_through);
-        self.pinged_beyond = self.pinged_beyond.split_off(&(self.done_through + 1));
+        self.pinged_beyond = self
+            .pinged_beyond
+            .split_off(&self.done_through.saturating_add(1));
     }
 }
 
@@ -92,7 +98,7 @@ mod tests {
 
     #[test]
     fn runs_finished_in_order_are_pinged_once_each() {
-        let mut progress = PingProgress::after(5);
+        let mut progress = PingProgress::after(5, []);
         progress.turn_done(&found(&[6, 7], None), 2);
         assert_eq!(
             (progress.done_through(), progress.pinged_beyond()),
@@ -105,7 +111,7 @@ mod tests {
     #[test]
     fn a_run_that_finishes_after_a_later_one_is_pinged_too() {
         // Run 6 was queued, run 7 took the lock first and finished: 7 is pinged, 6 waited for.
-        let mut progress = PingProgress::after(5);
+        let mut progress = PingProgress::after(5, []);
         progress.turn_done(&found(&[7], Some(6)), 1);
         assert_eq!(
             (progress.done_through(), progress.pinged_beyond()),
@@ -128,7 +134,7 @@ mod tests {
     #[test]
     fn a_run_left_for_the_next_turn_is_not_passed() {
         // Pinged 9 and 11 while 8 ran; then 8 and 10 finished, and the turn's time ran out after 8.
-        let mut progress = PingProgress::after(7);
+        let mut progress = PingProgress::after(7, []);
         progress.turn_done(&found(&[9, 11], Some(8)), 2);
         progress.turn_done(&found(&[8, 10], None), 1);
         assert_eq!(
@@ -145,9 +151,25 @@ mod tests {
     }
 
     #[test]
+    fn a_run_queued_before_the_start_is_pinged_and_the_past_is_not() {
+        // A restarted worker: 7 finished before it began, 6 is still queued.
+        let mut progress = PingProgress::after(5, [7]);
+        progress.turn_done(&found(&[], Some(6)), 0);
+        assert_eq!(
+            (progress.done_through(), progress.pinged_beyond()),
+            (5, vec![7])
+        );
+        progress.turn_done(&found(&[6], None), 1);
+        assert_eq!(
+            (progress.done_through(), progress.pinged_beyond()),
+            (7, vec![])
+        );
+    }
+
+    #[test]
     fn a_full_turn_moves_no_further_than_the_last_run_it_found() {
         // 500 was pinged while 100 ran; 100 to 199 are found, 200 to 499 are still to come.
-        let mut progress = PingProgress::after(99);
+        let mut progress = PingProgress::after(99, []);
         progress.turn_done(&found(&[500], Some(100)), 1);
         let first_hundred: Vec<i64> = (100..100 + RUNS_AT_ONCE as i64).collect();
         progress.turn_done(&found(&first_hundred, None), RUNS_AT_ONCE);

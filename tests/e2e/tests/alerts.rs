@@ -432,22 +432,25 @@ fn an_event_the_receiver_refuses_for_good_is_abandoned_and_holds_back_no_other()
     );
 }
 
+/// The runs the heartbeat receiver was pinged for, in the order it was.
+fn pinged_runs(heartbeat: &StandIn) -> Vec<i64> {
+    heartbeat
+        .requests()
+        .iter()
+        .map(|ping| {
+            serde_json::from_slice::<Value>(&ping.body).unwrap()["run_id"]
+                .as_i64()
+                .unwrap()
+        })
+        .collect()
+}
+
 #[test]
 fn a_ping_the_receiver_refuses_is_not_sent_again() {
     let (webhook, heartbeat) = (receiver(), receiver());
     heartbeat.set_receiver_status(503);
     let deployment = deployment(&webhook, &heartbeat).expect_warnings(&["the heartbeat for run"]);
-    let pinged_runs = || -> Vec<i64> {
-        heartbeat
-            .requests()
-            .iter()
-            .map(|ping| {
-                serde_json::from_slice::<Value>(&ping.body).unwrap()["run_id"]
-                    .as_i64()
-                    .unwrap()
-            })
-            .collect()
-    };
+    let pinged_runs = || pinged_runs(&heartbeat);
     collect(&deployment, 3);
     assert!(wait_until(Duration::from_secs(30), || pinged_runs().len() >= 3));
     // The worker's next turns (each run wakes it, and it looks at least every 10 s) send none of
@@ -461,13 +464,14 @@ fn a_ping_the_receiver_refuses_is_not_sent_again() {
     assert_eq!(pinged_runs(), [1, 2, 3, 4]);
 }
 
+/// A run queued while the worker restarts (a changed database setting restarts it 5 s later),
+/// then a SQL call that runs at once: the restarted worker runs the queued one first, before its
+/// first turn of deliveries, and pings it, though a later run finished before it started.
 #[test]
 fn a_restarted_worker_pings_the_queued_run_it_finds_first() {
     let (webhook, heartbeat) = (receiver(), receiver());
     let deployment = deployment(&webhook, &heartbeat);
     let mut client = deployment.client();
-    // A changed database setting restarts the worker (5 s later); a run queued meanwhile is the
-    // first thing it does, before its first turn of deliveries.
     client
         .batch_execute("ALTER DATABASE dex SET dex_collector.run_deadline = '4min'")
         .unwrap();
@@ -475,15 +479,27 @@ fn a_restarted_worker_pings_the_queued_run_it_finds_first() {
         .cluster
         .log_contents()
         .contains("dex_collector worker stopping")));
-    let run_id: i64 = one(&mut client, "SELECT dex_collect_all_async()");
-    let pinged = |requests: &[RecordedRequest]| {
-        requests.iter().any(|request| {
-            serde_json::from_slice::<Value>(&request.body).unwrap()["run_id"] == run_id
-        })
+    // Within the 5 s before the worker starts again.
+    let queued: i64 = one(&mut client, "SELECT dex_collect_all_async()");
+    client.execute("SELECT dex_collect_all()", &[]).unwrap();
+    let status_of_queued = |client: &mut postgres::Client| {
+        one::<String>(
+            client,
+            &format!("SELECT status FROM dex_collector.runs WHERE id = {queued}"),
+        )
     };
     assert!(
-        wait_until(Duration::from_secs(60), || pinged(&heartbeat.requests())),
-        "run {run_id} was not pinged\n{}",
+        wait_until(Duration::from_secs(60), || {
+            !["queued", "running"].contains(&status_of_queued(&mut client).as_str())
+        }),
+        "run {queued} was not run"
+    );
+    assert_eq!(status_of_queued(&mut client), "succeeded");
+    assert!(
+        wait_until(Duration::from_secs(30), || pinged_runs(&heartbeat)
+            .contains(&queued)),
+        "run {queued} was not pinged: {:?}\n{}",
+        pinged_runs(&heartbeat),
         deployment.cluster.log_contents()
     );
 }
