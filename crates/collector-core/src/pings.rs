@@ -89,6 +89,11 @@ impl PingProgress {
 mod tests {
     use super::*;
 
+    /// Where the progress is: the run it is done through, and those pinged beyond it.
+    fn state(progress: &PingProgress) -> (i64, Vec<i64>) {
+        (progress.done_through(), progress.pinged_beyond())
+    }
+
     fn found(finished: &[i64], first_unfinished: Option<i64>) -> Found {
         Found {
             finished: finished.iter().map(|run_id| (*run_id, true)).collect(),
@@ -100,10 +105,7 @@ mod tests {
     fn runs_finished_in_order_are_pinged_once_each() {
         let mut progress = PingProgress::after(5, []);
         progress.turn_done(&found(&[6, 7], None), 2);
-        assert_eq!(
-            (progress.done_through(), progress.pinged_beyond()),
-            (7, vec![])
-        );
+        assert_eq!(state(&progress), (7, vec![]));
         progress.turn_done(&found(&[], None), 0);
         assert_eq!(progress.done_through(), 7);
     }
@@ -113,22 +115,13 @@ mod tests {
         // Run 6 was queued, run 7 took the lock first and finished: 7 is pinged, 6 waited for.
         let mut progress = PingProgress::after(5, []);
         progress.turn_done(&found(&[7], Some(6)), 1);
-        assert_eq!(
-            (progress.done_through(), progress.pinged_beyond()),
-            (5, vec![7])
-        );
+        assert_eq!(state(&progress), (5, vec![7]));
         // Nothing new, 6 still running: nothing moves.
         progress.turn_done(&found(&[], Some(6)), 0);
-        assert_eq!(
-            (progress.done_through(), progress.pinged_beyond()),
-            (5, vec![7])
-        );
+        assert_eq!(state(&progress), (5, vec![7]));
         // 6 finished: the next turn finds it (7 left out of the search), and moves past both.
         progress.turn_done(&found(&[6, 8], None), 2);
-        assert_eq!(
-            (progress.done_through(), progress.pinged_beyond()),
-            (8, vec![])
-        );
+        assert_eq!(state(&progress), (8, vec![]));
     }
 
     #[test]
@@ -137,17 +130,11 @@ mod tests {
         let mut progress = PingProgress::after(7, []);
         progress.turn_done(&found(&[9, 11], Some(8)), 2);
         progress.turn_done(&found(&[8, 10], None), 1);
-        assert_eq!(
-            (progress.done_through(), progress.pinged_beyond()),
-            (9, vec![11])
-        );
+        assert_eq!(state(&progress), (9, vec![11]));
         progress.turn_done(&found(&[10], None), 0);
         assert_eq!(progress.done_through(), 9, "10 left again");
         progress.turn_done(&found(&[10], None), 1);
-        assert_eq!(
-            (progress.done_through(), progress.pinged_beyond()),
-            (11, vec![])
-        );
+        assert_eq!(state(&progress), (11, vec![]));
     }
 
     #[test]
@@ -155,15 +142,9 @@ mod tests {
         // A restarted worker: 7 finished before it began, 6 is still queued.
         let mut progress = PingProgress::after(5, [7]);
         progress.turn_done(&found(&[], Some(6)), 0);
-        assert_eq!(
-            (progress.done_through(), progress.pinged_beyond()),
-            (5, vec![7])
-        );
+        assert_eq!(state(&progress), (5, vec![7]));
         progress.turn_done(&found(&[6], None), 1);
-        assert_eq!(
-            (progress.done_through(), progress.pinged_beyond()),
-            (7, vec![])
-        );
+        assert_eq!(state(&progress), (7, vec![]));
     }
 
     #[test]
@@ -173,9 +154,6 @@ mod tests {
         progress.turn_done(&found(&[500], Some(100)), 1);
         let first_hundred: Vec<i64> = (100..100 + RUNS_AT_ONCE as i64).collect();
         progress.turn_done(&found(&first_hundred, None), RUNS_AT_ONCE);
-        assert_eq!(
-            (progress.done_through(), progress.pinged_beyond()),
-            (199, vec![500])
-        );
+        assert_eq!(state(&progress), (199, vec![500]));
     }
 }

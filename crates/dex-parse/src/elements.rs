@@ -45,9 +45,10 @@ impl TextEncoding {
     }
 }
 
-/// Decodes `bytes` on their own: [`TextEncoding::of`] them, then [`TextEncoding::decode`].
+/// Decodes `bytes` on their own: UTF-8 when they are valid UTF-8, otherwise Windows-1252 (what
+/// [`TextEncoding::of`] them would choose, checked once).
 pub fn decode_text(bytes: &[u8]) -> Cow<'_, str> {
-    TextEncoding::of(bytes).decode(bytes)
+    TextEncoding::Utf8.decode(bytes)
 }
 
 /// Windows-1252's characters for 0x80 to 0x9F, as the WHATWG Encoding Standard maps them: its five

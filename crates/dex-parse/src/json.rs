@@ -440,9 +440,8 @@ impl Serialize for LineText<'_> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         let mut map = serializer.serialize_map(Some(2))?;
         map.serialize_entry("line", &self.0.line)?;
-        // A line outside every file, read on its own.
-        let content = self.0.content;
-        map.serialize_entry("text", &Text(content, TextEncoding::of(content)))?;
+        // A line outside every file, read on its own: UTF-8 if it is, else Windows-1252.
+        map.serialize_entry("text", &Text(self.0.content, TextEncoding::Utf8))?;
         map.end()
     }
 }
