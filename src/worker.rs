@@ -8,7 +8,8 @@
 //! The loop survives every error: each unit of work runs in its own transaction, an error aborts
 //! it, is logged (the same problem at most every ten minutes) and backs the loop off. While there
 //! is nothing it can do (its database missing, the extension not created or not updated there)
-//! it says so once and waits; an idle cycle logs nothing. On a standby it starts at promotion.
+//! it says so once and waits; an idle cycle logs nothing. On a standby it starts at promotion; the
+//! servers pg_upgrade runs have none.
 
 use std::ffi::CString;
 use std::time::{Duration, Instant, SystemTime};
@@ -43,6 +44,12 @@ const RESTART_AFTER: Duration = Duration::from_secs(5);
 
 /// Registers the worker; only possible while `shared_preload_libraries` is being loaded.
 pub fn register() {
+    // pg_upgrade starts both clusters with the library preloaded. A worker there would hold a
+    // connection to the database pg_upgrade drops and makes anew (`postgres`: it fails), and
+    // could call the endpoint or write history in a cluster whose files are being copied.
+    if pg::binary_upgrade() {
+        return;
+    }
     pg::set_worker_main(main);
     BackgroundWorkerBuilder::new(WORKER_NAME)
         .set_type(WORKER_TYPE)

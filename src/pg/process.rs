@@ -31,6 +31,12 @@ pub fn wait_worker_latch(timeout: std::time::Duration) -> bool {
     events & pg_sys::WL_POSTMASTER_DEATH as i32 == 0 && !shutdown_requested()
 }
 
+/// True in a server pg_upgrade started (`-b`), the old cluster's and the new one's alike.
+pub fn binary_upgrade() -> bool {
+    // SAFETY: a flag the postmaster sets from its command line before it loads any library.
+    unsafe { pg_sys::IsBinaryUpgrade }
+}
+
 /// True on a hot standby (until promotion).
 pub fn recovery_in_progress() -> bool {
     // SAFETY: reads shared recovery state; callable in any backend.

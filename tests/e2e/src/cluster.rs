@@ -112,6 +112,31 @@ impl fmt::Display for ClusterError {
     }
 }
 
+impl ClusterError {
+    /// The same error quoting `log_tail` (an I/O error quotes none).
+    fn with_log_tail(self, log_tail: String) -> ClusterError {
+        match self {
+            ClusterError::Command {
+                command,
+                status,
+                output,
+                ..
+            } => ClusterError::Command {
+                command,
+                status,
+                output,
+                log_tail,
+            },
+            ClusterError::Sql { action, source, .. } => ClusterError::Sql {
+                action,
+                source,
+                log_tail,
+            },
+            io_error => io_error,
+        }
+    }
+}
+
 impl std::error::Error for ClusterError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
@@ -135,6 +160,8 @@ pub struct TestCluster {
     port: u16,
     database: String,
     superuser: String,
+    /// What it was started with: a cluster pg_upgrade makes of it gets the same.
+    options: ClusterOptions,
 }
 
 impl TestCluster {
@@ -158,6 +185,7 @@ impl TestCluster {
             port: 0,
             database: options.database.clone(),
             superuser: options.superuser.clone(),
+            options: options.clone(),
         };
         live.push(cluster.teardown());
         drop(live);
@@ -173,20 +201,7 @@ impl TestCluster {
         primary: &TestCluster,
         options: ClusterOptions,
     ) -> Result<TestCluster, ClusterError> {
-        let mut live = live_clusters();
-        let root = create_temp_dir(primary.postgres_os_user)?;
-        let mut standby = TestCluster {
-            bin_dir: primary.bin_dir.clone(),
-            postgres_os_user: primary.postgres_os_user,
-            data_dir: root.join("data"),
-            log_path: root.join("server.log"),
-            root,
-            port: 0,
-            database: primary.database.clone(),
-            superuser: primary.superuser.clone(),
-        };
-        live.push(standby.teardown());
-        drop(live);
+        let mut standby = primary.sibling(options.clone())?;
         let mut basebackup = standby.pg_command("pg_basebackup");
         basebackup
             .arg("-D")
@@ -206,6 +221,26 @@ impl TestCluster {
         run(basebackup, None).map_err(|error| primary.with_log_tail(error))?;
         standby.start_server(&options)?;
         Ok(standby)
+    }
+
+    /// A cluster of this one's binaries, superuser and database in a directory of its own, neither
+    /// made nor started; torn down with the others if the process is interrupted.
+    fn sibling(&self, options: ClusterOptions) -> Result<TestCluster, ClusterError> {
+        let mut live = live_clusters();
+        let root = create_temp_dir(self.postgres_os_user)?;
+        let sibling = TestCluster {
+            bin_dir: self.bin_dir.clone(),
+            postgres_os_user: self.postgres_os_user,
+            data_dir: root.join("data"),
+            log_path: root.join("server.log"),
+            root,
+            port: 0,
+            database: self.database.clone(),
+            superuser: self.superuser.clone(),
+            options,
+        };
+        live.push(sibling.teardown());
+        Ok(sibling)
     }
 
     /// `pg_ctl promote`, waiting until the standby is a primary.
@@ -231,8 +266,50 @@ impl TestCluster {
         run(command, None)
     }
 
+    /// pg_upgrade of this cluster into a new one, started after it with the same settings and
+    /// libraries, as an upgrade to the next major version runs (the binaries here are the same):
+    /// this server is stopped, pg_upgrade starts a server of its own on each data directory,
+    /// then the new cluster starts. Returns it, and what pg_upgrade and its servers logged (kept
+    /// with `--retain`). This cluster's directory stays until it is dropped.
+    pub fn pg_upgrade(&self) -> Result<(TestCluster, String), ClusterError> {
+        let mut upgraded = self.sibling(self.options.clone())?;
+        upgraded.port = free_port()?;
+        upgraded.init_data_dir()?;
+        // pg_upgrade's server reads the new cluster's settings as the cluster's own does.
+        upgraded.write_settings(&self.options)?;
+        self.stop_server()?;
+        let mut pg_upgrade = upgraded.pg_command("pg_upgrade");
+        pg_upgrade
+            .arg("--old-bindir")
+            .arg(&self.bin_dir)
+            .arg("--new-bindir")
+            .arg(&self.bin_dir)
+            .arg("--old-datadir")
+            .arg(&self.data_dir)
+            .arg("--new-datadir")
+            .arg(&upgraded.data_dir)
+            .arg("--old-port")
+            .arg(self.port.to_string())
+            .arg("--new-port")
+            .arg(upgraded.port.to_string())
+            .arg("--socketdir")
+            .arg(&upgraded.root)
+            .args(["--username", &self.superuser, "--retain"]);
+        let result = run(pg_upgrade, None);
+        let logs = read_logs_under(&upgraded.data_dir.join("pg_upgrade_output.d"));
+        result.map_err(|error| error.with_log_tail(logs.clone()))?;
+        let options = upgraded.options.clone();
+        upgraded.start_server(&options)?;
+        Ok((upgraded, logs))
+    }
+
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// The database `connect` and `psql` use.
+    pub fn database(&self) -> &str {
+        &self.database
     }
 
     /// A libpq-style connection string for `database` as the superuser.
@@ -501,25 +578,7 @@ impl TestCluster {
     }
 
     fn with_log_tail(&self, error: ClusterError) -> ClusterError {
-        match error {
-            ClusterError::Command {
-                command,
-                status,
-                output,
-                ..
-            } => ClusterError::Command {
-                command,
-                status,
-                output,
-                log_tail: self.log_tail(),
-            },
-            ClusterError::Sql { action, source, .. } => ClusterError::Sql {
-                action,
-                source,
-                log_tail: self.log_tail(),
-            },
-            io_error => io_error,
-        }
+        error.with_log_tail(self.log_tail())
     }
 }
 
@@ -700,6 +759,31 @@ fn postgres_bin_dir() -> Result<PathBuf, ClusterError> {
 fn running_as_root() -> bool {
     // SAFETY: geteuid has no preconditions and cannot fail.
     unsafe { libc::geteuid() == 0 }
+}
+
+/// The `.log` files under `dir`, at any depth, one after another, each under its path.
+fn read_logs_under(dir: &Path) -> String {
+    let mut logs = String::new();
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(path) = pending.pop() {
+        if path.is_dir() {
+            pending.extend(
+                fs::read_dir(&path)
+                    .into_iter()
+                    .flatten()
+                    .flatten()
+                    .map(|e| e.path()),
+            );
+        } else if path.extension().is_some_and(|extension| extension == "log") {
+            let text = fs::read(&path).unwrap_or_default();
+            logs += &format!(
+                "--- {} ---\n{}\n",
+                path.display(),
+                String::from_utf8_lossy(&text)
+            );
+        }
+    }
+    logs
 }
 
 /// A port on 127.0.0.1 that nobody listens on right now.

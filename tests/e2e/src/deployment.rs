@@ -57,6 +57,8 @@ pub struct DeploymentOptions {
     pub also_preload: Vec<String>,
     /// Extra `postgresql.conf` settings.
     pub settings: Vec<(String, String)>,
+    /// The database of the schema and the extension: `dex`, or `postgres` as on Supabase.
+    pub database: String,
     pub stand_in: StandInConfig,
     /// Load the sample schema (off for schemas a test builds itself).
     pub sample_schema: bool,
@@ -98,6 +100,7 @@ impl Default for DeploymentOptions {
             preload: false,
             also_preload: Vec::new(),
             settings: Vec::new(),
+            database: "dex".to_owned(),
             stand_in: StandInConfig::default(),
             sample_schema: true,
             configure: true,
@@ -195,6 +198,7 @@ impl Deployment {
         let cluster = TestCluster::start(ClusterOptions {
             shared_preload_libraries: preload,
             settings: options.settings,
+            database: options.database,
             ..ClusterOptions::default()
         })?;
         let key_file =
@@ -224,13 +228,14 @@ impl Deployment {
         Ok(deployment)
     }
 
-    /// Points the database `dex` at the stand-in: its URL, and the key file (new sessions).
+    /// Points the database at the stand-in: its URL, and the key file (new sessions).
     pub fn configure_sql(&self) -> String {
         format!(
-            "ALTER DATABASE dex SET dex_collector.site_url = '{}';
-             ALTER DATABASE dex SET dex_collector.service_key_file = '{}';",
+            "ALTER DATABASE {database} SET dex_collector.site_url = '{}';
+             ALTER DATABASE {database} SET dex_collector.service_key_file = '{}';",
             self.stand_in.url(),
-            self.key_file.display()
+            self.key_file.display(),
+            database = self.cluster.database(),
         )
     }
 

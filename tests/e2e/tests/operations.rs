@@ -1,6 +1,6 @@
 //! Production operations, end to end: locks that cannot outlive their run, history through
-//! pg_dump and restore, pg_cron jobs through DROP EXTENSION, a hot standby and its promotion, and
-//! a worker whose database or extension is missing.
+//! pg_dump and restore, pg_upgrade, pg_cron jobs through DROP EXTENSION, a hot standby and its
+//! promotion, and a worker whose database or extension is missing.
 
 use std::collections::HashSet;
 use std::time::Duration;
@@ -465,6 +465,66 @@ fn the_history_survives_pg_dump_and_restore_and_idempotency_keys_never_repeat() 
         requests,
         "no Idempotency-Key repeats across the original and its restores"
     );
+}
+
+/// As Supabase has it: the schema, the extension, pg_cron and the worker all in database `postgres`,
+/// which pg_upgrade drops and makes anew in the new cluster.
+#[test]
+fn pg_upgrade_keeps_the_history_and_the_job_and_the_worker_keeps_out_of_it() {
+    let settings = [
+        ("dex_collector.database", "postgres"),
+        ("cron.database_name", "postgres"),
+    ];
+    let deployment = Deployment::start(DeploymentOptions {
+        preload: true,
+        also_preload: vec!["pg_cron".into()],
+        settings: settings
+            .iter()
+            .map(|(name, value)| (name.to_string(), value.to_string()))
+            .collect(),
+        database: "postgres".into(),
+        ..DeploymentOptions::default()
+    })
+    .unwrap();
+    let worker_started = "dex_collector worker started in database postgres";
+    let cluster = &deployment.cluster;
+    assert!(wait_until(Duration::from_secs(30), || cluster
+        .log_contents()
+        .contains(worker_started)));
+    let mut client = deployment.client();
+    client
+        .batch_execute("CREATE EXTENSION pg_cron; SELECT dex_collector.schedule('*/7 * * * *')")
+        .unwrap();
+    assert_eq!(deployment.collect_all()["successfulCollections"], 8);
+    let kept = "SELECT concat_ws(' | ',
+                    (SELECT extversion FROM pg_extension WHERE extname = 'dex_collector'),
+                    (SELECT string_agg(format('%s %s %s', jobname, schedule, command), ', ')
+                       FROM cron.job),
+                    (SELECT string_agg(format('%s %s %s', id, status, companies_succeeded), ', '
+                                       ORDER BY id)
+                       FROM dex_collector.runs),
+                    (SELECT count(*) FROM dex_collector.run_results),
+                    (SELECT string_agg(format('%s %s', company_id, state), ', '
+                                       ORDER BY company_id)
+                       FROM dex_collector.companies))";
+    let before: String = one(&mut client, kept);
+    drop(client);
+
+    let (upgraded, upgrade_logs) = cluster.pg_upgrade().unwrap();
+    assert!(
+        !upgrade_logs.contains("dex_collector worker"),
+        "the worker ran in a server of pg_upgrade's:\n{upgrade_logs}"
+    );
+    assert!(wait_until(Duration::from_secs(30), || upgraded
+        .log_contents()
+        .contains(worker_started)));
+    let mut client = upgraded.connect().unwrap();
+    assert_eq!(one::<String>(&mut client, kept), before);
+    // The database's settings (the endpoint, the key file) came over with it.
+    let summary: Value = one(&mut client, "SELECT dex_collect_all()");
+    assert_eq!(summary["run_id"], 2, "{summary}");
+    assert_eq!(summary["successfulCollections"], 8, "{summary}");
+    upgraded.check_log(&[]).unwrap();
 }
 
 #[test]
