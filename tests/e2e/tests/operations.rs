@@ -470,7 +470,7 @@ fn the_history_survives_pg_dump_and_restore_and_idempotency_keys_never_repeat() 
 /// As Supabase has it: the schema, the extension, pg_cron and the worker all in database `postgres`,
 /// which pg_upgrade drops and makes anew in the new cluster.
 #[test]
-fn pg_upgrade_keeps_the_history_and_the_job_and_the_worker_keeps_out_of_it() {
+fn pg_upgrade_keeps_the_history_the_job_and_the_settings_and_the_worker_keeps_out_of_it() {
     let settings = [
         ("dex_collector.database", "postgres"),
         ("cron.database_name", "postgres"),
@@ -485,7 +485,8 @@ fn pg_upgrade_keeps_the_history_and_the_job_and_the_worker_keeps_out_of_it() {
         database: "postgres".into(),
         ..DeploymentOptions::default()
     })
-    .unwrap();
+    .unwrap()
+    .expect_warnings(&STORED_SETTINGS_REFUSED);
     let worker_started = "dex_collector worker started in database postgres";
     let cluster = &deployment.cluster;
     assert!(wait_until(Duration::from_secs(30), || cluster
@@ -496,6 +497,23 @@ fn pg_upgrade_keeps_the_history_and_the_job_and_the_worker_keeps_out_of_it() {
         .batch_execute("CREATE EXTENSION pg_cron; SELECT dex_collector.schedule('*/7 * * * *')")
         .unwrap();
     assert_eq!(deployment.collect_all()["successfulCollections"], 8);
+    assert_eq!(
+        refused_stored_settings(&mut client),
+        Vec::<[Option<String>; 3]>::new()
+    );
+    // What 0.1.0 left (its key as a setting, of the database and of a role) and a name no version
+    // knows, stored as a session without the library could store them: this one would refuse them.
+    client
+        .batch_execute(
+            "UPDATE pg_db_role_setting
+                SET setconfig = setconfig
+                                || '{dex_collector.service_key=sk-0.1.0,dex_collector.retired=1}'
+              WHERE setdatabase = (SELECT oid FROM pg_database WHERE datname = 'postgres')
+                AND setrole = 0;
+             INSERT INTO pg_db_role_setting
+             VALUES (0, 'postgres'::regrole, '{dex_collector.service_key=sk-0.1.0}')",
+        )
+        .unwrap();
     let kept = "SELECT concat_ws(' | ',
                     (SELECT extversion FROM pg_extension WHERE extname = 'dex_collector'),
                     (SELECT string_agg(format('%s %s %s', jobname, schedule, command), ', ')
@@ -506,11 +524,25 @@ fn pg_upgrade_keeps_the_history_and_the_job_and_the_worker_keeps_out_of_it() {
                     (SELECT count(*) FROM dex_collector.run_results),
                     (SELECT string_agg(format('%s %s', company_id, state), ', '
                                        ORDER BY company_id)
-                       FROM dex_collector.companies))";
+                       FROM dex_collector.companies),
+                    (SELECT string_agg(array_to_string(setconfig, ' '), ', '
+                                       ORDER BY setdatabase, setrole)
+                       FROM pg_db_role_setting))";
     let before: String = one(&mut client, kept);
+    let refused = [
+        [Some("postgres"), None, Some("dex_collector.retired")],
+        [Some("postgres"), None, Some("dex_collector.service_key")],
+        [None, Some("postgres"), Some("dex_collector.service_key")],
+    ]
+    .map(|row| row.map(|field| field.map(str::to_string)));
+    assert_eq!(refused_stored_settings(&mut client), refused);
     drop(client);
 
     let (upgraded, upgrade_logs) = cluster.pg_upgrade().unwrap();
+    assert!(
+        upgrade_logs.contains("database system is ready to accept connections"),
+        "no log of pg_upgrade's servers found:\n{upgrade_logs}"
+    );
     assert!(
         !upgrade_logs.contains("dex_collector worker"),
         "the worker ran in a server of pg_upgrade's:\n{upgrade_logs}"
@@ -520,12 +552,36 @@ fn pg_upgrade_keeps_the_history_and_the_job_and_the_worker_keeps_out_of_it() {
         .contains(worker_started)));
     let mut client = upgraded.connect().unwrap();
     assert_eq!(one::<String>(&mut client, kept), before);
+    assert_eq!(refused_stored_settings(&mut client), refused);
     // The database's settings (the endpoint, the key file) came over with it.
     let summary: Value = one(&mut client, "SELECT dex_collect_all()");
     assert_eq!(summary["run_id"], 2, "{summary}");
     assert_eq!(summary["successfulCollections"], 8, "{summary}");
-    upgraded.check_log(&[]).unwrap();
+    upgraded.check_log(&STORED_SETTINGS_REFUSED).unwrap();
 }
+
+/// The stored settings the library refuses, by docs/operations.md's query: database, role, name.
+fn refused_stored_settings(client: &mut postgres::Client) -> Vec<[Option<String>; 3]> {
+    let page = readme::page("operations.md");
+    let query = readme::sql_blocks(&page)
+        .into_iter()
+        .find(|block| block.contains("pg_db_role_setting"))
+        .expect("operations.md finds the stored settings the library refuses");
+    client
+        .simple_query(&query)
+        .unwrap()
+        .into_iter()
+        .filter_map(|message| match message {
+            postgres::SimpleQueryMessage::Row(row) => {
+                Some([0, 1, 2].map(|field| row.get(field).map(str::to_string)))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+/// The WARNINGs of a session that meets the stored settings the library refuses, and ignores them.
+const STORED_SETTINGS_REFUSED: [&str; 2] = ["dex_collector.service_key", "dex_collector.retired"];
 
 #[test]
 fn a_scheduled_job_names_the_schema_runs_in_pg_cron_and_goes_with_drop_extension() {
