@@ -1,4 +1,20 @@
 -- dex_collector's own objects: the run history.
+
+-- Text is read and written as UTF-8: in a database of another encoding, a company name that is
+-- not plain ASCII fails every run (and a DEX text its parse), and what is written is garbled.
+-- SQL_ASCII, which takes any bytes, is left to hold UTF-8.
+DO $$
+BEGIN
+    IF pg_catalog.getdatabaseencoding() NOT IN ('UTF8', 'SQL_ASCII') THEN
+        RAISE EXCEPTION 'dex_collector needs a UTF8 database; this one is %',
+                        pg_catalog.getdatabaseencoding()
+              USING ERRCODE = 'feature_not_supported',
+                    HINT = 'Make one with CREATE DATABASE ... ENCODING ''UTF8'' TEMPLATE template0, '
+                           'and move the data into it with pg_dump and pg_restore.';
+    END IF;
+END
+$$;
+
 -- The collection functions live in the extension's schema (public by default), so that
 -- `SELECT dex_collect_all()` works with the default search_path; everything else lives here.
 CREATE SCHEMA dex_collector;

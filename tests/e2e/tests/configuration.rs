@@ -1,9 +1,11 @@
-//! Settings, the targets query, the Vault fallback, privileges and cancellation, end to end.
+//! The database's encoding, settings, the targets query, the Vault fallback, privileges and
+//! cancellation, end to end.
 
 use std::time::{Duration, Instant};
 
 use dex_collector_e2e::deployment::{
     one, sample, server_major, skipped_ids, sql_error, wait_until, Deployment, DeploymentOptions,
+    SAMPLE_SCHEMA,
 };
 use dex_collector_e2e::stand_in::{Behavior, DEFAULT_SERVICE_KEY};
 use serde_json::Value;
@@ -57,6 +59,51 @@ fn missing_configuration_is_one_clear_error_before_any_request() {
             .get::<_, i64>(0),
         0
     );
+}
+
+/// A database in an encoding other than UTF-8 is refused at CREATE EXTENSION: its runs would fail
+/// at the first company name that is not ASCII. SQL_ASCII, which takes any bytes, is left to hold
+/// UTF-8, and collects.
+#[test]
+fn create_extension_refuses_a_database_not_in_utf8_and_sql_ascii_collects() {
+    let deployment = deployment();
+    let mut client = deployment.client();
+    for encoding in ["LATIN1", "SQL_ASCII"] {
+        client
+            .batch_execute(&format!(
+                "CREATE DATABASE {encoding} ENCODING '{encoding}' TEMPLATE template0"
+            ))
+            .unwrap();
+    }
+    let mut latin1 = deployment.cluster.connect_as("postgres", "latin1").unwrap();
+    let (code, message, hint) = sql_error(latin1.batch_execute("CREATE EXTENSION dex_collector"));
+    assert_eq!(code, "0A000");
+    assert_eq!(
+        message,
+        "dex_collector needs a UTF8 database; this one is LATIN1"
+    );
+    assert!(hint.unwrap_or_default().contains("ENCODING 'UTF8'"));
+
+    let mut ascii = deployment
+        .cluster
+        .connect_as("postgres", "sql_ascii")
+        .unwrap();
+    ascii.batch_execute(SAMPLE_SCHEMA).unwrap();
+    ascii
+        .batch_execute(&format!(
+            "CREATE EXTENSION dex_collector;
+             ALTER DATABASE sql_ascii SET dex_collector.site_url = '{}';
+             ALTER DATABASE sql_ascii SET dex_collector.service_key_file = '{}';",
+            deployment.stand_in.url(),
+            deployment.key_file.display()
+        ))
+        .unwrap();
+    let mut ascii = deployment
+        .cluster
+        .connect_as("postgres", "sql_ascii")
+        .unwrap();
+    let summary: Value = one(&mut ascii, "SELECT dex_collect_all()");
+    assert_eq!(summary["successfulCollections"], 8, "{summary}");
 }
 
 #[test]
