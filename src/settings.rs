@@ -408,11 +408,7 @@ pub fn define() {
         GucContext::Suset,
         GucFlags::UNIT_BYTE,
     );
-    // In pg_upgrade's servers a stored setting of a name this version does not know is restored
-    // too (see the check hooks in pg::guc).
-    if !pg::binary_upgrade() {
-        pg::reserve_prefix(c"dex_collector");
-    }
+    pg::reserve_prefix(c"dex_collector");
 }
 
 /// `dex_collector.dex_max_bytes`: the largest DEX input the DEX functions read.

@@ -44,12 +44,6 @@ const RESTART_AFTER: Duration = Duration::from_secs(5);
 
 /// Registers the worker; only possible while `shared_preload_libraries` is being loaded.
 pub fn register() {
-    // pg_upgrade starts both clusters with the library preloaded. A worker there would hold a
-    // connection to the database pg_upgrade drops and makes anew (`postgres`: it fails), and
-    // could call the endpoint or write history in a cluster whose files are being copied.
-    if pg::binary_upgrade() {
-        return;
-    }
     pg::set_worker_main(main);
     BackgroundWorkerBuilder::new(WORKER_NAME)
         .set_type(WORKER_TYPE)

@@ -63,10 +63,7 @@ unsafe extern "C-unwind" fn check_hook<C: StringCheck>(
             .to_string(),
         None => return true,
     };
-    // pg_upgrade restores each stored setting (`ALTER DATABASE ... SET`) as the old cluster had it,
-    // one this version would refuse too: refused, it fails the upgrade. A session that reads such
-    // a value is warned and ignores it, after the upgrade as before.
-    if value.is_empty() || super::process::binary_upgrade() {
+    if value.is_empty() {
         return true;
     }
     match C::check(&value) {

@@ -63,7 +63,7 @@ fn missing_configuration_is_one_clear_error_before_any_request() {
 
 /// A database in an encoding other than UTF-8 is refused at CREATE EXTENSION: its runs would fail
 /// at the first company name that is not ASCII. SQL_ASCII, which takes any bytes, is left to hold
-/// UTF-8, and collects.
+/// UTF-8, and collects a name in it.
 #[test]
 fn create_extension_refuses_a_database_not_in_utf8_and_sql_ascii_collects() {
     let deployment = deployment();
@@ -90,6 +90,12 @@ fn create_extension_refuses_a_database_not_in_utf8_and_sql_ascii_collects() {
         .unwrap();
     ascii.batch_execute(SAMPLE_SCHEMA).unwrap();
     ascii
+        .execute(
+            "UPDATE public.companies SET company_name = 'Café Acme' WHERE id = $1::text::uuid",
+            &[&sample::ACME],
+        )
+        .unwrap();
+    ascii
         .batch_execute(&format!(
             "CREATE EXTENSION dex_collector;
              ALTER DATABASE sql_ascii SET dex_collector.site_url = '{}';
@@ -104,6 +110,14 @@ fn create_extension_refuses_a_database_not_in_utf8_and_sql_ascii_collects() {
         .unwrap();
     let summary: Value = one(&mut ascii, "SELECT dex_collect_all()");
     assert_eq!(summary["successfulCollections"], 8, "{summary}");
+    let name: String = ascii
+        .query_one(
+            "SELECT company_name FROM dex_collector.companies WHERE company_id = $1::text::uuid",
+            &[&sample::ACME],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(name, "Café Acme");
 }
 
 #[test]
