@@ -48,10 +48,10 @@ extension_sql_file!("../sql/helpers.sql", name = "helpers", finalize);
 
 #[pg_guard]
 pub extern "C-unwind" fn _PG_init() {
-    // pg_upgrade starts both clusters with the library preloaded, and nothing of it may run there.
-    // A worker would hold a connection to the database pg_upgrade drops and makes anew
-    // (`postgres`: the upgrade fails), or call the endpoint and write history in a cluster whose
-    // files are being copied. And each stored `dex_collector.*` setting must be restored as it
+    // pg_upgrade starts a server on each cluster with its shared_preload_libraries, and nothing of
+    // the library may run there. A worker would hold a connection to the database pg_upgrade drops
+    // and makes anew (`postgres`: the upgrade fails), or call the endpoint and write history while
+    // the old cluster is dumped. And each stored `dex_collector.*` setting must be restored as it
     // was, as a placeholder: one this version's settings refuse (0.1.0's key, a value out of
     // range, a name it does not know) fails the upgrade.
     if pg::binary_upgrade() {
