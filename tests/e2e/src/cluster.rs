@@ -763,8 +763,25 @@ fn running_as_root() -> bool {
 
 /// The `.log` files under `dir`, at any depth, one after another, each under its path.
 fn read_logs_under(dir: &Path) -> String {
-    let mut logs = String::new();
-    let mut pending = vec![dir.to_path_buf()];
+    files_under([dir.to_path_buf()])
+        .into_iter()
+        .filter(|path| path.extension().is_some_and(|extension| extension == "log"))
+        .map(|path| {
+            let text = fs::read(&path).unwrap_or_default();
+            format!(
+                "--- {} ---\n{}\n",
+                path.display(),
+                String::from_utf8_lossy(&text)
+            )
+        })
+        .collect()
+}
+
+/// The files at `roots`, and under those that are directories, at any depth (none of what cannot
+/// be read).
+pub(crate) fn files_under(roots: impl IntoIterator<Item = PathBuf>) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    let mut pending: Vec<PathBuf> = roots.into_iter().collect();
     while let Some(path) = pending.pop() {
         if path.is_dir() {
             pending.extend(
@@ -772,18 +789,13 @@ fn read_logs_under(dir: &Path) -> String {
                     .into_iter()
                     .flatten()
                     .flatten()
-                    .map(|e| e.path()),
+                    .map(|entry| entry.path()),
             );
-        } else if path.extension().is_some_and(|extension| extension == "log") {
-            let text = fs::read(&path).unwrap_or_default();
-            logs += &format!(
-                "--- {} ---\n{}\n",
-                path.display(),
-                String::from_utf8_lossy(&text)
-            );
+        } else if path.exists() {
+            files.push(path);
         }
     }
-    logs
+    files
 }
 
 /// A port on 127.0.0.1 that nobody listens on right now.

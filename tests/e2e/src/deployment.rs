@@ -11,7 +11,7 @@ use std::time::Duration;
 use postgres::fallible_iterator::FallibleIterator;
 use serde_json::Value;
 
-use crate::cluster::{ClusterOptions, TestCluster};
+use crate::cluster::{files_under, ClusterOptions, TestCluster};
 use crate::stand_in::{StandIn, StandInConfig};
 
 /// The design's three tables with row level security and a dozen companies.
@@ -149,7 +149,7 @@ fn ensure_extension_installed() -> Result<(), Box<dyn Error>> {
 /// A source file of the extension changed after `installed_at`, if any.
 fn newer_source(installed_at: std::time::SystemTime) -> Option<std::path::PathBuf> {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let mut pending: Vec<std::path::PathBuf> = [
+    let sources = [
         "src",
         "sql",
         "crates/collector-core/src",
@@ -159,28 +159,12 @@ fn newer_source(installed_at: std::time::SystemTime) -> Option<std::path::PathBu
         "dex_collector.control",
     ]
     .iter()
-    .map(|path| root.join(path))
-    .collect();
-    while let Some(path) = pending.pop() {
-        let Ok(metadata) = std::fs::metadata(&path) else {
-            continue;
-        };
-        if metadata.is_dir() {
-            pending.extend(
-                std::fs::read_dir(&path)
-                    .into_iter()
-                    .flatten()
-                    .flatten()
-                    .map(|entry| entry.path()),
-            );
-        } else if metadata
-            .modified()
+    .map(|path| root.join(path));
+    files_under(sources).into_iter().find(|path| {
+        std::fs::metadata(path)
+            .and_then(|metadata| metadata.modified())
             .is_ok_and(|modified| modified > installed_at)
-        {
-            return Some(path);
-        }
-    }
-    None
+    })
 }
 
 impl Deployment {
@@ -228,14 +212,18 @@ impl Deployment {
         Ok(deployment)
     }
 
-    /// Points the database at the stand-in: its URL, and the key file (new sessions).
+    /// Points the deployment's database at the stand-in: its URL, and the key file (new sessions).
     pub fn configure_sql(&self) -> String {
+        self.configure_sql_in(self.cluster.database())
+    }
+
+    /// [`Deployment::configure_sql`] for another `database` of the cluster.
+    pub fn configure_sql_in(&self, database: &str) -> String {
         format!(
             "ALTER DATABASE {database} SET dex_collector.site_url = '{}';
              ALTER DATABASE {database} SET dex_collector.service_key_file = '{}';",
             self.stand_in.url(),
             self.key_file.display(),
-            database = self.cluster.database(),
         )
     }
 

@@ -97,11 +97,8 @@ fn create_extension_refuses_a_database_not_in_utf8_and_sql_ascii_collects() {
         .unwrap();
     ascii
         .batch_execute(&format!(
-            "CREATE EXTENSION dex_collector;
-             ALTER DATABASE sql_ascii SET dex_collector.site_url = '{}';
-             ALTER DATABASE sql_ascii SET dex_collector.service_key_file = '{}';",
-            deployment.stand_in.url(),
-            deployment.key_file.display()
+            "CREATE EXTENSION dex_collector; {}",
+            deployment.configure_sql_in("sql_ascii")
         ))
         .unwrap();
     let mut ascii = deployment
