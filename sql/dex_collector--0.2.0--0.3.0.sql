@@ -180,21 +180,23 @@ $$;
 
 -- How many companies each run collected at once (adaptive runs start near where the latest ones
 -- settled, their first windows from how widely the last one's answer times spread), and what the
--- endpoint's load did to it.
+-- endpoint's load did to it; and the company of a dex_collect_company() run, which health and the
+-- heartbeat leave out (0.2.0's such runs cannot be told apart, and stay NULL).
 ALTER TABLE dex_collector.runs
     ADD COLUMN concurrency_adaptive boolean NOT NULL DEFAULT false,
     ADD COLUMN concurrency_limit integer,
     ADD COLUMN overloaded_answers integer NOT NULL DEFAULT 0,
     ADD COLUMN retries integer NOT NULL DEFAULT 0,
     ADD COLUMN retries_refused integer NOT NULL DEFAULT 0,
-    ADD COLUMN answer_spread real;
+    ADD COLUMN answer_spread real,
+    ADD COLUMN company_id uuid;
 CREATE OR REPLACE VIEW dex_collector.run_summary AS
 SELECT id AS run_id, started_at, finished_at, status, trigger,
        companies_total, companies_processed, companies_succeeded, companies_failed, companies_skipped,
        records_collected, machines_updated, duration_ms,
        round(100.0 * companies_succeeded / nullif(companies_processed, 0), 1) AS success_pct,
        error, companies_not_reached, concurrency_adaptive, concurrency_limit, overloaded_answers,
-       retries, retries_refused, answer_spread
+       retries, retries_refused, answer_spread, company_id
   FROM dex_collector.runs
  ORDER BY id DESC;
 
@@ -540,9 +542,11 @@ COMMENT ON FUNCTION dex_collector.alerts_due_within() IS
 CREATE VIEW dex_collector.health AS
 WITH latest AS (
     -- A run skipped because another held the lock is no sign that runs go on: a session that
-    -- holds the lock for good makes every scheduled call one.
+    -- holds the lock for good makes every scheduled call one. Nor is a run of one company (an
+    -- app's refresh, say), which goes on with the schedule stopped.
     SELECT r.id, r.status, r.started_at, r.finished_at FROM dex_collector.runs r
-     WHERE r.status NOT IN ('queued', 'skipped') ORDER BY r.id DESC LIMIT 1
+     WHERE r.status NOT IN ('queued', 'skipped') AND r.company_id IS NULL
+     ORDER BY r.id DESC LIMIT 1
 ), cadence AS (
     SELECT dex_collector.expected_interval() AS expected_every
 ), states AS (

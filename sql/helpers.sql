@@ -211,9 +211,11 @@ COMMENT ON FUNCTION dex_collector.alerts_due_within() IS
 CREATE VIEW dex_collector.health AS
 WITH latest AS (
     -- A run skipped because another held the lock is no sign that runs go on: a session that
-    -- holds the lock for good makes every scheduled call one.
+    -- holds the lock for good makes every scheduled call one. Nor is a run of one company (an
+    -- app's refresh, say), which goes on with the schedule stopped.
     SELECT r.id, r.status, r.started_at, r.finished_at FROM dex_collector.runs r
-     WHERE r.status NOT IN ('queued', 'skipped') ORDER BY r.id DESC LIMIT 1
+     WHERE r.status NOT IN ('queued', 'skipped') AND r.company_id IS NULL
+     ORDER BY r.id DESC LIMIT 1
 ), cadence AS (
     SELECT dex_collector.expected_interval() AS expected_every
 ), states AS (
@@ -315,7 +317,7 @@ SELECT id AS run_id, started_at, finished_at, status, trigger,
        records_collected, machines_updated, duration_ms,
        round(100.0 * companies_succeeded / nullif(companies_processed, 0), 1) AS success_pct,
        error, companies_not_reached, concurrency_adaptive, concurrency_limit, overloaded_answers,
-       retries, retries_refused, answer_spread
+       retries, retries_refused, answer_spread, company_id
   FROM dex_collector.runs
  ORDER BY id DESC;
 COMMENT ON VIEW dex_collector.run_summary IS 'dex_collector: runs, newest first, with counts and durations';

@@ -45,7 +45,8 @@ CREATE TABLE dex_collector.runs (
     overloaded_answers    integer NOT NULL DEFAULT 0, -- 429 and 503 answers
     retries               integer NOT NULL DEFAULT 0, -- requests sent again
     retries_refused       integer NOT NULL DEFAULT 0, -- retries the run's retry budget did not allow
-    answer_spread         real      -- how widely an adaptive run's answer times spread
+    answer_spread         real,     -- how widely an adaptive run's answer times spread
+    company_id            uuid      -- dex_collect_company()'s company; NULL: a run of every company
 );
 CREATE INDEX runs_started_at_idx ON dex_collector.runs (started_at DESC);
 COMMENT ON TABLE dex_collector.runs IS 'dex_collector: one row per collection run';

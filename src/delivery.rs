@@ -18,7 +18,7 @@ use crate::error::CollectError;
 use crate::outbox::{self, Attempt, REFUSALS_BEFORE_ABANDONING};
 use crate::pg;
 use crate::run;
-use crate::settings::{CaFile, DeliveryTargets};
+use crate::settings::{CaFile, ConfigError, DeliveryTargets};
 
 /// One request's limit.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
@@ -75,36 +75,47 @@ impl Deliveries {
 
     /// One turn: a ping for each run finished since the last turn, then the due events to the
     /// webhook. Pings go first: they are few, and a backlog of events at a slow receiver must not
-    /// hold back the sign that runs go on. Returns the problems met (each is retried on a later
-    /// turn, but for a ping, which the next run's replaces).
+    /// hold back the sign that runs go on. A URL that cannot be used is a problem of its own
+    /// deliveries only. Returns the problems met (each is retried on a later turn, but for a
+    /// ping, which the next run's replaces).
     pub fn turn(&mut self) -> Result<(), String> {
         let until = Instant::now() + TURN_BUDGET;
         let targets = in_transaction(DeliveryTargets::load)?;
-        if targets.heartbeat_url.is_none() {
+        let mut problems = Vec::new();
+        let mut usable = |url: &Result<Option<String>, ConfigError>| match url {
+            Ok(url) => url.clone(),
+            Err(error) => {
+                problems.push(error.to_string());
+                None
+            }
+        };
+        let heartbeat_url = usable(&targets.heartbeat_url);
+        let alert_url = usable(&targets.alert_url);
+        if heartbeat_url.is_none() {
+            // Unset or unusable: the runs meanwhile are not pinged once it is set or mended, as
+            // a ping that fails is not sent again (the next run's says the same).
             self.pings = Pings::from_now();
         }
-        if targets.alert_url.is_none() && targets.heartbeat_url.is_none() {
-            return Ok(());
+        if heartbeat_url.is_some() || alert_url.is_some() {
+            match client_for(&mut self.http, &targets) {
+                Ok(http) => {
+                    if let Some(url) = &heartbeat_url {
+                        problems.extend(self.pings.ping_finished_runs(http, url, until).err());
+                    }
+                    if let Some(url) = &alert_url {
+                        let secret = targets.alert_secret.as_deref();
+                        problems.extend(
+                            send_events(http, url, secret, &mut self.unrecorded, until).err(),
+                        );
+                    }
+                }
+                Err(problem) => problems.push(problem),
+            }
         }
-        let http = client_for(&mut self.http, &targets)?;
-        let pinged = match &targets.heartbeat_url {
-            Some(url) => self.pings.ping_finished_runs(http, url, until),
-            None => Ok(()),
-        };
-        let sent = match &targets.alert_url {
-            Some(url) => send_events(
-                http,
-                url,
-                targets.alert_secret.as_deref(),
-                &mut self.unrecorded,
-                until,
-            ),
-            None => Ok(()),
-        };
-        match (pinged, sent) {
-            (Err(ping), Err(events)) => Err(format!("{ping}; {events}")),
-            (Err(problem), Ok(())) | (Ok(()), Err(problem)) => Err(problem),
-            (Ok(()), Ok(())) => Ok(()),
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(problems.join("; "))
         }
     }
 }

@@ -103,15 +103,19 @@ fn run_returning(
     .map_err(HistoryError::Spi)
 }
 
-/// Inserts the run's row as `running`.
-pub fn start_run(trigger: Trigger, companies_total: usize) -> Result<RunIdentity, HistoryError> {
+/// Inserts the run's row as `running`; `company` for a run of that one company.
+pub fn start_run(
+    trigger: Trigger,
+    company: Option<&str>,
+    companies_total: usize,
+) -> Result<RunIdentity, HistoryError> {
     let total = i32::try_from(companies_total).unwrap_or(i32::MAX);
     run_returning(
         &format!(
-            "INSERT INTO dex_collector.runs (status, trigger, companies_total)
-             VALUES ('{RUNNING}', {TRIGGER_SQL}, $2) RETURNING id, run_key::text"
+            "INSERT INTO dex_collector.runs (status, trigger, company_id, companies_total)
+             VALUES ('{RUNNING}', {TRIGGER_SQL}, $2::uuid, $3) RETURNING id, run_key::text"
         ),
-        &[trigger.as_str().into(), total.into()],
+        &[trigger.as_str().into(), company.into(), total.into()],
     )?
     .ok_or(HistoryError::NothingReturned("run"))
 }
@@ -313,18 +317,25 @@ fn update(sql: &str, args: &[pgrx::datum::DatumWithOid<'_>]) -> Result<(), Histo
     Spi::connect_mut(|client| client.update(sql, None, args).map(|_| ())).map_err(HistoryError::Spi)
 }
 
-/// Records a run that did not start because `running` (if known) was in progress.
-pub fn record_skipped_run(trigger: Trigger, running: Option<i64>) -> Result<i64, HistoryError> {
+/// Records a run (of `company` alone, if given) that did not start because `running` (if known)
+/// was in progress.
+pub fn record_skipped_run(
+    trigger: Trigger,
+    company: Option<&str>,
+    running: Option<i64>,
+) -> Result<i64, HistoryError> {
     let error = match running {
         Some(run_id) => format!("{ALREADY_RUNNING} (run {run_id})"),
         None => ALREADY_RUNNING.to_string(),
     };
     new_id(update_returning(
         &format!(
-            "INSERT INTO dex_collector.runs (status, trigger, finished_at, duration_ms, error)
-             VALUES ('{RUN_SKIPPED}', {TRIGGER_SQL}, clock_timestamp(), 0, $2) RETURNING id"
+            "INSERT INTO dex_collector.runs
+                    (status, trigger, company_id, finished_at, duration_ms, error)
+             VALUES ('{RUN_SKIPPED}', {TRIGGER_SQL}, $2::uuid, clock_timestamp(), 0, $3)
+             RETURNING id"
         ),
-        &[trigger.as_str().into(), error.into()],
+        &[trigger.as_str().into(), company.into(), error.into()],
     )?)
 }
 

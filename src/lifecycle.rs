@@ -38,9 +38,10 @@ const WORKER_BATCH_WAIT: Duration = Duration::from_secs(1);
 pub fn collect_in_transaction(scope: Scope, trigger: Trigger) -> Result<Vec<u8>, CollectError> {
     refuse_during_recovery()?;
     let started = Instant::now();
+    let company = scope.company_id().map(str::to_string);
     if !lock::try_acquire_for_transaction() {
         let running = lock::running_run_id()?;
-        let recorded_as = history::record_skipped_run(trigger, running)?;
+        let recorded_as = history::record_skipped_run(trigger, company.as_deref(), running)?;
         return to_jsonb(&serde_json::json!({
             "success": false,
             "skipped": true,
@@ -51,7 +52,7 @@ pub fn collect_in_transaction(scope: Scope, trigger: Trigger) -> Result<Vec<u8>,
     }
     let mut plan = run::plan(scope, || Ok(()))?;
     plan.stop_before_call_timeout(started)?;
-    let run = history::start_run(trigger, plan.targets.len())?;
+    let run = history::start_run(trigger, company.as_deref(), plan.targets.len())?;
     lock::publish_for_transaction(run.id);
     let recording = plan.settings.recording;
     let mut write = |due: Vec<_>| Ok(history::record_results(run.id, &due, recording)?);
@@ -318,14 +319,14 @@ fn start_in_worker(
         let running = lock::running_run_id().map_err(|e| before_run(e.into()))?;
         match &queued {
             Some(run) => history::skip_queued_run(run.id, running),
-            None => history::record_skipped_run(Trigger::Worker, running).map(|_| ()),
+            None => history::record_skipped_run(Trigger::Worker, None, running).map(|_| ()),
         }
         .map_err(|e| before_run(e.into()))?;
         return Ok(None);
     };
     let run = match queued.clone() {
         Some(run) => run,
-        None => history::start_run(Trigger::Worker, 0).map_err(|e| (None, e.into()))?,
+        None => history::start_run(Trigger::Worker, None, 0).map_err(|e| (None, e.into()))?,
     };
     let failed = |error: CollectError| (Some(run.clone()), error);
     locks.publish(run.id);

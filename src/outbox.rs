@@ -115,11 +115,11 @@ pub fn ping_start(moment: SystemTime) -> Result<(i64, Vec<i64>), pgrx::spi::Erro
                                   min(r.id) FILTER (WHERE r.status IN ('queued', 'running')) - 1)
                             AS after
                        FROM dex_collector.runs r
-                      WHERE r.status IN ('succeeded', 'failed') OR {UNFINISHED}
+                      WHERE {PINGED} AND (r.status IN ('succeeded', 'failed') OR {UNFINISHED})
                  )
                  SELECT coalesce(s.after, 0), r.id FROM start s
                    LEFT JOIN dex_collector.runs r
-                     ON r.id > s.after AND r.status IN ('succeeded', 'failed')
+                     ON r.id > s.after AND {PINGED} AND r.status IN ('succeeded', 'failed')
                     AND r.finished_at < to_timestamp($1)
                   ORDER BY r.id"
             ),
@@ -135,6 +135,11 @@ pub fn ping_start(moment: SystemTime) -> Result<(i64, Vec<i64>), pgrx::spi::Erro
     })
 }
 
+/// The runs the heartbeat vouches for: those of every company, as the schedule makes them. A
+/// `dex_collect_company()` call (an app's refresh of one company, say) is not the schedule: pinged,
+/// it would keep the heartbeat going with the schedule stopped.
+const PINGED: &str = "r.company_id IS NULL";
+
 /// A run not finished yet: queued (it runs once the worker gets to it, however long that takes),
 /// or running and begun within a day (an older one is taken to be lost, a crash's, and holds
 /// nothing back).
@@ -149,14 +154,14 @@ pub fn runs_to_ping(after: i64, pinged: &[i64]) -> Result<Found, pgrx::spi::Erro
             &format!(
                 "WITH unfinished AS (
                      SELECT min(r.id) AS first FROM dex_collector.runs r
-                      WHERE r.id > $1 AND {UNFINISHED}
+                      WHERE r.id > $1 AND {PINGED} AND {UNFINISHED}
                  )
                  SELECT f.id, f.status = 'succeeded', u.first
                    FROM unfinished u
-                   LEFT JOIN (SELECT id, status FROM dex_collector.runs
-                               WHERE id > $1 AND status IN ('succeeded', 'failed')
-                                 AND id <> ALL ($2)
-                               ORDER BY id LIMIT $3) f ON true
+                   LEFT JOIN (SELECT r.id, r.status FROM dex_collector.runs r
+                               WHERE r.id > $1 AND {PINGED} AND r.status IN ('succeeded', 'failed')
+                                 AND r.id <> ALL ($2)
+                               ORDER BY r.id LIMIT $3) f ON true
                   ORDER BY f.id"
             ),
             None,

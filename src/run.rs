@@ -29,6 +29,16 @@ pub enum Scope {
     Company(String),
 }
 
+impl Scope {
+    /// The one company of a `dex_collect_company()` call, recorded with its run.
+    pub fn company_id(&self) -> Option<&str> {
+        match self {
+            Scope::All => None,
+            Scope::Company(company_id) => Some(company_id),
+        }
+    }
+}
+
 /// What a run will do, resolved before its first request.
 pub struct Plan {
     pub settings: Settings,

@@ -699,12 +699,13 @@ fn read_vault_secrets(names: &[&str]) -> Result<VaultSecrets, ConfigError> {
 }
 
 /// Where the background worker sends what it has to say, resolved (settings, then Vault) at each
-/// turn of its loop.
+/// turn of its loop. Each URL is resolved on its own: one that cannot be used (a Vault secret is
+/// only checked here) holds back its own deliveries, not the other's.
 pub struct DeliveryTargets {
-    pub alert_url: Option<String>,
+    pub alert_url: Result<Option<String>, ConfigError>,
     /// The webhook's signing key (a Vault secret only); unsigned without one.
     pub alert_secret: Option<String>,
-    pub heartbeat_url: Option<String>,
+    pub heartbeat_url: Result<Option<String>, ConfigError>,
     pub connect_timeout: Duration,
     pub ca_file: Option<String>,
 }
@@ -722,8 +723,8 @@ impl DeliveryTargets {
                 None => Ok(None),
             }
         };
-        let alert_url = url(&ALERT_URL, VAULT_ALERT_URL)?;
-        let heartbeat_url = url(&HEARTBEAT_URL, VAULT_HEARTBEAT_URL)?;
+        let alert_url = url(&ALERT_URL, VAULT_ALERT_URL);
+        let heartbeat_url = url(&HEARTBEAT_URL, VAULT_HEARTBEAT_URL);
         Ok(DeliveryTargets {
             alert_url,
             alert_secret: vault.remove(VAULT_ALERT_SECRET),

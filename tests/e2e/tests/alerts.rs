@@ -464,6 +464,71 @@ fn a_ping_the_receiver_refuses_is_not_sent_again() {
     assert_eq!(pinged_runs(), [1, 2, 3, 4]);
 }
 
+/// A heartbeat URL the worker cannot use (a Vault secret is checked only when it is read) holds
+/// back the pings alone: the webhook still gets its events. The runs that finished meanwhile are
+/// not pinged once it is mended, nor is a run of one company, which an app may make with the
+/// schedule stopped; the next run of every company is.
+#[test]
+fn a_heartbeat_url_the_worker_cannot_use_holds_back_no_event_and_one_company_is_no_ping() {
+    let (webhook, heartbeat) = (receiver(), receiver());
+    let deployment = deployment(&webhook, &heartbeat)
+        .expect_warnings(&["invalid dex_collector_heartbeat_url: not a URL"]);
+    let mut client = deployment.client();
+    client
+        .batch_execute("ALTER SYSTEM SET dex_collector.heartbeat_url = ''")
+        .unwrap();
+    client
+        .batch_execute(
+            "SELECT pg_reload_conf();
+             INSERT INTO vault.secrets VALUES ('dex_collector_heartbeat_url', 'hc-ping.com/5f0e');",
+        )
+        .unwrap();
+    // Its two companies without credentials are an event each.
+    collect(&deployment, 1);
+    assert!(
+        wait_until(Duration::from_secs(30), || !received_events(
+            &webhook.requests()
+        )
+        .is_empty()),
+        "no event reached the webhook\n{}",
+        deployment.cluster.log_contents()
+    );
+    assert!(wait_until(Duration::from_secs(30), || deployment
+        .cluster
+        .log_contents()
+        .contains("invalid dex_collector_heartbeat_url: not a URL")));
+    assert_eq!(pinged_runs(&heartbeat), Vec::<i64>::new());
+
+    client
+        .execute(
+            "UPDATE vault.secrets SET secret = $1 WHERE name = 'dex_collector_heartbeat_url'",
+            &[&format!("{}{PING_PATH}", heartbeat.url())],
+        )
+        .unwrap();
+    let company: Value = one(
+        &mut client,
+        &format!("SELECT dex_collect_company('{}')", sample::ACME),
+    );
+    assert_eq!(company["run_id"], 2);
+    collect(&deployment, 1);
+    assert!(wait_until(Duration::from_secs(30), || !pinged_runs(
+        &heartbeat
+    )
+    .is_empty()));
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(pinged_runs(&heartbeat), [3]);
+    let recorded: Vec<Option<String>> = client
+        .query(
+            "SELECT company_id::text FROM dex_collector.runs ORDER BY id",
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    assert_eq!(recorded, [None, Some(sample::ACME.to_string()), None]);
+}
+
 /// A run queued while the worker restarts (a changed database setting restarts it 5 s later),
 /// then a SQL call that runs at once: the restarted worker runs the queued one first, before its
 /// first turn of deliveries, and pings it, though a later run finished before it started.

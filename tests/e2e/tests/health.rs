@@ -509,6 +509,22 @@ fn health_is_one_row_that_turns_stale_when_runs_stop() {
     };
     assert!(!healthy && stale);
     assert_eq!(last_run_status, "succeeded");
+    // Nor is a run of one company (an app's refresh, say), which goes on with the schedule
+    // stopped.
+    client
+        .query_one(
+            "SELECT dex_collect_company($1::text::uuid)",
+            &[&sample::ACME],
+        )
+        .unwrap();
+    let (stale, last_run_id): (bool, i64) = {
+        let row = client
+            .query_one("SELECT stale, last_run_id FROM dex_collector.health", &[])
+            .unwrap();
+        (row.get(0), row.get(1))
+    };
+    assert!(stale);
+    assert_eq!(last_run_id, 1);
 
     // Other schedules pg_cron runs regularly; irregular ones say nothing.
     for (schedule, every) in [

@@ -423,6 +423,55 @@ fn two_calls_at_once_run_once_and_the_other_is_skipped() {
     );
 }
 
+/// A queued run the worker takes up while a SQL call's transaction holds the run lock is skipped,
+/// as a second SQL call would be, naming the run in progress; it is not run later.
+#[test]
+fn a_queued_run_meeting_a_run_in_progress_is_skipped_for_good() {
+    let deployment = with_worker(&[]);
+    let mut holder = deployment.client();
+    holder.batch_execute("BEGIN").unwrap();
+    let held: Value = holder
+        .query_one("SELECT dex_collect_all()", &[])
+        .unwrap()
+        .get(0);
+    let mut client = deployment.client();
+    let queued: i64 = client
+        .query_one("SELECT dex_collect_all_async()", &[])
+        .unwrap()
+        .get(0);
+    let status = wait_for_run(&deployment.cluster, queued, Duration::from_secs(20), |s| {
+        s != "queued"
+    });
+    assert_eq!(status, "skipped");
+    holder.batch_execute("COMMIT").unwrap();
+    // Woken by the commit and looking again every 10 s, the worker runs nothing more.
+    std::thread::sleep(Duration::from_secs(11));
+    let runs: Vec<(i64, String, Option<String>)> = client
+        .query(
+            "SELECT id, status, error FROM dex_collector.runs ORDER BY id",
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|row| (row.get(0), row.get(1), row.get(2)))
+        .collect();
+    let held = held["run_id"].as_i64().unwrap();
+    assert_eq!(
+        runs,
+        [
+            (held, "succeeded".to_string(), None),
+            (
+                queued,
+                "skipped".to_string(),
+                Some(format!(
+                    "a collection run is already in progress (run {held})"
+                ))
+            ),
+        ]
+    );
+    assert_eq!(deployment.stand_in.requests().len(), 8);
+}
+
 #[test]
 fn the_run_deadline_cancels_requests_in_flight_and_skips_the_rest() {
     let deployment = answering_after(Duration::from_secs(5))
