@@ -558,7 +558,7 @@ pub fn classify(status: u16, answer: &Answer<'_>, site_url: &str, now: SystemTim
         };
         return failed(format!("HTTP {status}: {}", error_text(answer)), retry);
     }
-    let json = match serde_json::from_slice::<Value>(answer.body) {
+    let json = match answer_json(answer.body) {
         Ok(Value::Object(map)) => Value::Object(map),
         Ok(_) | Err(_) if looks_like_html(answer) => {
             return failed(
@@ -606,6 +606,46 @@ pub fn classify(status: u16, answer: &Answer<'_>, site_url: &str, now: SystemTim
     }
 }
 
+/// An answer's JSON. A string cut in the middle of a character outside the Basic Multilingual
+/// Plane (an emoji in an `errors` text the web app shortened) can hold a lone UTF-16 surrogate
+/// escape, which JavaScript's `JSON.stringify` writes as such since ES2019 and serde_json refuses:
+/// such an escape reads as U+FFFD, so that an answer is not failed for a text it need not read.
+fn answer_json(body: &[u8]) -> Result<Value, serde_json::Error> {
+    serde_json::from_slice(body).or_else(|error| match replace_lone_surrogates(body) {
+        Some(mended) => serde_json::from_slice(&mended),
+        None => Err(error),
+    })
+}
+
+/// `body` with each `\u` escape of a lone surrogate written as `\uFFFD`; None when it has none.
+/// Outside strings JSON has no backslash, and within them each escape starts with one: every
+/// backslash pair is stepped over, so an escaped backslash followed by `u` is not taken for one.
+fn replace_lone_surrogates(body: &[u8]) -> Option<Vec<u8>> {
+    let escape_at = |at: usize| -> Option<u32> {
+        let hex = body.get(at..at + 6)?.strip_prefix(b"\\u")?;
+        u32::from_str_radix(std::str::from_utf8(hex).ok()?, 16).ok()
+    };
+    let mut mended = body.to_vec();
+    let mut replaced = false;
+    let mut at = 0;
+    while at < body.len() {
+        if body[at] != b'\\' {
+            at += 1;
+            continue;
+        }
+        match escape_at(at) {
+            Some(0xD800..=0xDBFF) if matches!(escape_at(at + 6), Some(0xDC00..=0xDFFF)) => at += 12,
+            Some(0xD800..=0xDFFF) => {
+                mended[at..at + 6].copy_from_slice(b"\\uFFFD");
+                replaced = true;
+                at += 6;
+            }
+            _ => at += 2,
+        }
+    }
+    replaced.then_some(mended)
+}
+
 fn failed(error: impl Into<String>, retry: Retry) -> PageAnswer {
     PageAnswer::Failed {
         error: error.into(),
@@ -645,7 +685,7 @@ fn json_error_text(json: &Value) -> Option<String> {
 
 /// A short, printable account of a failed answer's body.
 fn error_text(answer: &Answer<'_>) -> String {
-    if let Ok(json) = serde_json::from_slice::<Value>(answer.body) {
+    if let Ok(json) = answer_json(answer.body) {
         return json_error_text(&json).unwrap_or_else(|| "no error message".into());
     }
     let text = String::from_utf8_lossy(answer.body);
@@ -1003,6 +1043,44 @@ mod tests {
         assert_eq!(retry, Retry::No);
         let no_success = classify_json(200, r#"{"recordsCount":3}"#);
         assert!(matches!(no_success, PageAnswer::Failed { .. }));
+    }
+
+    /// JavaScript's `JSON.stringify` writes a string cut in the middle of an emoji with a lone
+    /// surrogate escape: the answer is read, that character as U+FFFD.
+    #[test]
+    fn a_lone_surrogate_escape_fails_no_answer() {
+        let collected = classify_json(
+            200,
+            concat!(
+                r#"{"success":true,"recordsCount":15,"machinesUpdated":2,"#,
+                r#""errors":["machine 7 \ud83d"],"message":"\udE00 done \uD83D\uDE00"}"#
+            ),
+        );
+        assert_eq!(
+            collected,
+            PageAnswer::Collected {
+                records: 15,
+                machines: 2,
+                next: None
+            }
+        );
+        assert_eq!(
+            classify_json(200, r#"{"success":false,"error":"Cantaloupe said \uD83D"}"#),
+            failed("Cantaloupe said \u{FFFD}", Retry::No)
+        );
+        assert_eq!(
+            classify_json(500, r#"{"error":"\ud83d\u0041 and \\ud83d"}"#),
+            failed("HTTP 500: \u{FFFD}A and \\ud83d", Retry::No)
+        );
+        assert_eq!(
+            replace_lone_surrogates(br#"{"a":"\\ud83d \uD83D\uDE00"}"#),
+            None
+        );
+        let PageAnswer::Failed { error, .. } = classify_json(200, r#"{"success":true,"x":"\ud83d"#)
+        else {
+            panic!("truncated JSON must fail")
+        };
+        assert!(error.starts_with("HTTP 200 with invalid JSON"), "{error}");
     }
 
     #[test]

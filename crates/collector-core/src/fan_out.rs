@@ -168,12 +168,14 @@ pub struct Executed {
 /// the runtime until they are gone, so no request carries on in the background.
 struct InFlight<'rt> {
     tasks: JoinSet<CompanyOutcome>,
-    index_of: HashMap<Id, usize>,
+    /// Each task's target, and when it was called.
+    index_of: HashMap<Id, (usize, Instant)>,
     runtime: &'rt Runtime,
 }
 
 impl InFlight<'_> {
-    fn abort_all(&mut self) -> Vec<(usize, Option<CompanyOutcome>)> {
+    /// Aborts every task: each target's outcome if it had one, or how long it had been called.
+    fn abort_all(&mut self) -> Vec<(usize, Result<CompanyOutcome, Duration>)> {
         self.tasks.abort_all();
         let tasks = &mut self.tasks;
         let ended = self.runtime.block_on(async {
@@ -191,8 +193,11 @@ impl InFlight<'_> {
                 Ok((id, outcome)) => self
                     .index_of
                     .remove(&id)
-                    .map(|index| (index, Some(outcome))),
-                Err(error) => self.index_of.remove(&error.id()).map(|index| (index, None)),
+                    .map(|(index, _)| (index, Ok(outcome))),
+                Err(error) => self
+                    .index_of
+                    .remove(&error.id())
+                    .map(|(index, called)| (index, Err(called.elapsed()))),
             })
             .collect()
     }
@@ -342,7 +347,9 @@ pub fn fan_out(
             let handle = in_flight
                 .tasks
                 .spawn_on(call(target), http.runtime.handle());
-            in_flight.index_of.insert(handle.id(), index);
+            in_flight
+                .index_of
+                .insert(handle.id(), (index, Instant::now()));
         }
         if in_flight.tasks.is_empty() {
             break;
@@ -362,7 +369,7 @@ pub fn fan_out(
             Step::Finished(Ok((id, outcome))) => {
                 let auth_rejected = outcome.auth_rejected;
                 let kept = match in_flight.index_of.remove(&id) {
-                    Some(index) => results.called(host, index, outcome),
+                    Some((index, _)) => results.called(host, index, outcome),
                     None => true,
                 };
                 if !kept {
@@ -374,11 +381,12 @@ pub fn fan_out(
             // A company task cannot panic by design; if one did, its company gets a failed
             // result rather than taking the run down.
             Step::Finished(Err(error)) => match in_flight.index_of.remove(&error.id()) {
-                Some(index) => {
+                Some((index, called)) => {
                     let outcome = CompanyOutcome {
                         error: Some(
                             "internal error: the company's task ended without a result".into(),
                         ),
+                        duration: called.elapsed(),
                         ..Default::default()
                     };
                     (!results.called(host, index, outcome)).then_some(Stop::BookkeepingFailed)
@@ -392,9 +400,12 @@ pub fn fan_out(
         if let Some(reason) = ended_early {
             stop = Some(reason);
             for (index, outcome) in in_flight.abort_all() {
-                let outcome = outcome.unwrap_or_else(|| CompanyOutcome {
+                // Its time so far, for its result and the day's durations: a company the deadline
+                // always cuts short is among the slowest, not a 0 ms one.
+                let outcome = outcome.unwrap_or_else(|called_for| CompanyOutcome {
                     error: Some(reason.cut_short().into()),
                     dropped_by_run: !matches!(reason, Stop::Deadline),
+                    duration: called_for,
                     ..Default::default()
                 });
                 results.called(host, index, outcome);

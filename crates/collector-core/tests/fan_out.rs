@@ -338,6 +338,12 @@ fn the_deadline_cuts_requests_in_flight_and_skips_the_rest() {
         .iter()
         .all(|result| result.status == ResultStatus::Failed
             && result.history_row()["run_failure"] == false));
+    // Each took the time until the deadline, as its result and the day's durations say: one the
+    // deadline always cuts short is among the slowest.
+    for result in &executed.summary.results[..2] {
+        let duration = result.history_row()["duration_ms"].as_i64().unwrap();
+        assert!((250..5_000).contains(&duration), "{duration} ms");
+    }
     assert_eq!(
         (
             host.recorded_with(ResultStatus::Failed),
@@ -663,6 +669,8 @@ fn a_company_whose_task_dies_is_failed_and_recorded() {
         dead.outcome,
         CompanyOutcome {
             error: Some("internal error: the company's task ended without a result".into()),
+            // Its time from its call to its end, as any result's.
+            duration: dead.outcome.duration,
             ..Default::default()
         }
     );
