@@ -625,8 +625,9 @@ fn replace_lone_surrogates(body: &[u8]) -> Option<Vec<u8>> {
         let hex = body.get(at..at + 6)?.strip_prefix(b"\\u")?;
         u32::from_str_radix(std::str::from_utf8(hex).ok()?, 16).ok()
     };
-    let mut mended = body.to_vec();
-    let mut replaced = false;
+    // Copied at the first replacement: a body that fails to parse for another reason (an HTML
+    // page, a cut-off answer) is not copied.
+    let mut mended: Option<Vec<u8>> = None;
     let mut at = 0;
     while at < body.len() {
         if body[at] != b'\\' {
@@ -636,14 +637,13 @@ fn replace_lone_surrogates(body: &[u8]) -> Option<Vec<u8>> {
         match escape_at(at) {
             Some(0xD800..=0xDBFF) if matches!(escape_at(at + 6), Some(0xDC00..=0xDFFF)) => at += 12,
             Some(0xD800..=0xDFFF) => {
-                mended[at..at + 6].copy_from_slice(b"\\uFFFD");
-                replaced = true;
+                mended.get_or_insert_with(|| body.to_vec())[at..at + 6].copy_from_slice(b"\\uFFFD");
                 at += 6;
             }
             _ => at += 2,
         }
     }
-    replaced.then_some(mended)
+    mended
 }
 
 fn failed(error: impl Into<String>, retry: Retry) -> PageAnswer {

@@ -35,13 +35,14 @@ fn deployment(webhook: &StandIn, heartbeat: &StandIn) -> Deployment {
     deployment_with(webhook, heartbeat, DeploymentOptions::default())
 }
 
-/// [`deployment`], from `options` (their own libraries and settings kept).
+/// [`deployment`], from `options` (their own libraries and settings kept: a delivery URL set there
+/// is not replaced).
 fn deployment_with(
     webhook: &StandIn,
     heartbeat: &StandIn,
     mut options: DeploymentOptions,
 ) -> Deployment {
-    options.settings.extend([
+    let defaults = [
         ("dex_collector.database".into(), "dex".into()),
         (
             "dex_collector.alert_url".into(),
@@ -56,7 +57,12 @@ fn deployment_with(
                 PING_QUERY.1
             ),
         ),
-    ]);
+    ];
+    for (name, value) in defaults {
+        if !options.settings.iter().any(|(set, _)| *set == name) {
+            options.settings.push((name, value));
+        }
+    }
     let deployment = Deployment::start(DeploymentOptions {
         preload: true,
         ..options
@@ -471,16 +477,16 @@ fn a_ping_the_receiver_refuses_is_not_sent_again() {
 #[test]
 fn a_heartbeat_url_the_worker_cannot_use_holds_back_no_event_and_one_company_is_no_ping() {
     let (webhook, heartbeat) = (receiver(), receiver());
-    let deployment = deployment(&webhook, &heartbeat)
+    let options = DeploymentOptions {
+        settings: vec![("dex_collector.heartbeat_url".into(), String::new())],
+        ..DeploymentOptions::default()
+    };
+    let deployment = deployment_with(&webhook, &heartbeat, options)
         .expect_warnings(&["invalid dex_collector_heartbeat_url: not a URL"]);
     let mut client = deployment.client();
     client
-        .batch_execute("ALTER SYSTEM SET dex_collector.heartbeat_url = ''")
-        .unwrap();
-    client
         .batch_execute(
-            "SELECT pg_reload_conf();
-             INSERT INTO vault.secrets VALUES ('dex_collector_heartbeat_url', 'hc-ping.com/5f0e');",
+            "INSERT INTO vault.secrets VALUES ('dex_collector_heartbeat_url', 'hc-ping.com/5f0e')",
         )
         .unwrap();
     // Its two companies without credentials are an event each.

@@ -439,8 +439,9 @@ fn a_queued_run_meeting_a_run_in_progress_is_skipped_for_good() {
         .query_one("SELECT dex_collect_all_async()", &[])
         .unwrap()
         .get(0);
+    // Claimed (`running`, committed) before the worker tries the run lock.
     let status = wait_for_run(&deployment.cluster, queued, Duration::from_secs(20), |s| {
-        s != "queued"
+        s != "queued" && s != "running"
     });
     assert_eq!(status, "skipped");
     holder.batch_execute("COMMIT").unwrap();
