@@ -331,6 +331,14 @@ pub fn notifications(listener: &mut postgres::Client, wait: Duration) -> Vec<Val
     received
 }
 
+/// `SELECT dex_collect_company(company_id)` in `client`'s session: the run's summary.
+pub fn collect_company(client: &mut postgres::Client, company_id: &str) -> Value {
+    client
+        .query_one("SELECT dex_collect_company($1::text::uuid)", &[&company_id])
+        .unwrap_or_else(|e| panic!("dex_collect_company({company_id}) failed: {e}"))
+        .get(0)
+}
+
 /// The one value `sql` returns; panics with the statement and error otherwise.
 pub fn one<T: for<'a> postgres::types::FromSql<'a>>(client: &mut postgres::Client, sql: &str) -> T {
     client

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use dex_collector_e2e::cluster::{ClusterOptions, TestCluster};
 use dex_collector_e2e::deployment::{
-    notifications, one, sample, wait_until, Deployment, DeploymentOptions,
+    collect_company, notifications, one, sample, wait_until, Deployment, DeploymentOptions,
     OFFER_ABANDONED_EVENTS_AGAIN,
 };
 use dex_collector_e2e::stand_in::{Behavior, RecordedRequest, StandIn, StandInConfig};
@@ -511,10 +511,7 @@ fn a_heartbeat_url_the_worker_cannot_use_holds_back_no_event_and_one_company_is_
             &[&format!("{}{PING_PATH}", heartbeat.url())],
         )
         .unwrap();
-    let company: Value = one(
-        &mut client,
-        &format!("SELECT dex_collect_company('{}')", sample::ACME),
-    );
+    let company = collect_company(&mut client, sample::ACME);
     assert_eq!(company["run_id"], 2);
     collect(&deployment, 1);
     assert!(wait_until(Duration::from_secs(30), || !pinged_runs(

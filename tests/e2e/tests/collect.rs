@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
 
 use dex_collector_e2e::deployment::{
-    results_by_company, sample, skipped_ids, Deployment, DeploymentOptions,
+    collect_company, results_by_company, sample, skipped_ids, Deployment, DeploymentOptions,
 };
 use dex_collector_e2e::stand_in::{
     synthetic_counts, Behavior, RecordedRequest, DEFAULT_SERVICE_KEY,
@@ -160,13 +160,7 @@ fn follows_batching_pages_and_stops_at_the_page_cap() {
     client
         .batch_execute("SET dex_collector.max_pages = 2")
         .unwrap();
-    let capped: Value = client
-        .query_one(
-            "SELECT dex_collect_company($1::text::uuid)",
-            &[&sample::COASTAL],
-        )
-        .unwrap()
-        .get(0);
+    let capped: Value = collect_company(&mut client, sample::COASTAL);
     let coastal = &capped["results"][0];
     assert_eq!(coastal["success"], true);
     assert_eq!(coastal["pages"], 2);
@@ -391,13 +385,7 @@ fn counts_as_high_as_bigint_goes_add_up_to_its_maximum() {
 fn collects_one_company_and_rejects_an_unknown_one() {
     let deployment = deployment();
     let mut client = deployment.client();
-    let summary: Value = client
-        .query_one(
-            "SELECT dex_collect_company($1::text::uuid)",
-            &[&sample::HARBOR],
-        )
-        .unwrap()
-        .get(0);
+    let summary: Value = collect_company(&mut client, sample::HARBOR);
     assert_eq!(summary["companiesProcessed"], 1);
     assert_eq!(summary["results"][0]["company"], "Harbor Vending");
     assert_eq!(
@@ -425,13 +413,7 @@ fn collects_one_company_and_rejects_an_unknown_one() {
         );
     }
     // A company without credentials is a target, recorded as skipped, and not called.
-    let skipped: Value = client
-        .query_one(
-            "SELECT dex_collect_company($1::text::uuid)",
-            &[&sample::DELTA],
-        )
-        .unwrap()
-        .get(0);
+    let skipped: Value = collect_company(&mut client, sample::DELTA);
     assert_eq!(skipped["companiesSkipped"], 1);
     assert_eq!(deployment.stand_in.requests().len(), 1);
 }
@@ -503,13 +485,7 @@ fn runs_of_one_company_and_failed_runs_leave_the_adaptive_level_as_it_was() {
     // hands on 20, not 17, and the run after it begins at 17 again (before, 17, 17, 14, 14, 11).
     let mut company_runs = Vec::new();
     for _ in 0..5 {
-        let summary: Value = client
-            .query_one(
-                "SELECT dex_collect_company($1::text::uuid)",
-                &[&sample::ACME],
-            )
-            .unwrap()
-            .get(0);
+        let summary: Value = collect_company(&mut client, sample::ACME);
         assert_eq!(summary["successfulCollections"], 1, "{summary}");
         assert_eq!(
             (

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use dex_collector_e2e::deployment::{
-    notifications, one, sample, wait_until, Deployment, DeploymentOptions,
+    collect_company, notifications, one, sample, wait_until, Deployment, DeploymentOptions,
 };
 use dex_collector_e2e::stand_in::Behavior;
 use serde_json::Value;
@@ -511,13 +511,7 @@ fn health_is_one_row_that_turns_stale_when_runs_stop() {
     assert_eq!(last_run_status, "succeeded");
     // Nor is a run of one company (an app's refresh, say), which goes on with the schedule
     // stopped.
-    let company: Value = client
-        .query_one(
-            "SELECT dex_collect_company($1::text::uuid)",
-            &[&sample::ACME],
-        )
-        .unwrap()
-        .get(0);
+    let company = collect_company(&mut client, sample::ACME);
     let (stale, last_run_id): (bool, i64) = {
         let row = client
             .query_one("SELECT stale, last_run_id FROM dex_collector.health", &[])
