@@ -249,7 +249,7 @@ pub fn finish_run(summary: &RunSummary, status: RunStatus) -> Result<(), History
                 summary.run_error.clone().into(),
                 count(summary.companies_not_reached()).into(),
                 flow.adaptive_max.is_some().into(),
-                count(flow.end_limit).into(),
+                flow.end_limit.map(count).into(),
                 count_u64(flow.overloaded_answers).into(),
                 count_u64(flow.retries).into(),
                 count_u64(flow.retries_refused).into(),

@@ -276,10 +276,12 @@ pub fn deadline_reached(summary: &RunSummary, plan: &Plan) -> Option<(String, St
     );
     let concurrency = match summary.flow.adaptive_max {
         None => format!("dex_collector.concurrency (now {})", settings.concurrency),
-        Some(max) => format!(
-            "dex_collector.max_concurrency (now {max}; the adaptive limit settled at {})",
-            summary.flow.end_limit
-        ),
+        Some(max) => match summary.flow.end_limit {
+            Some(settled) => format!(
+                "dex_collector.max_concurrency (now {max}; the adaptive limit settled at {settled})"
+            ),
+            None => format!("dex_collector.max_concurrency (now {max})"),
+        },
     };
     let longer = match &plan.deadline.timeout {
         None => "dex_collector.run_deadline (keep it under the schedule's interval)".to_string(),

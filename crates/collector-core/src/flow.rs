@@ -245,6 +245,13 @@ pub struct AdaptiveLimit {
     settled_at: Option<f64>,
     /// This run has lowered its limit: a queue or a refusal.
     lowered: bool,
+    /// This run has found something of the endpoint's capacity: a window ended, or a request was
+    /// refused or dropped while the endpoint answered others. A first run that found nothing (too
+    /// few companies to end a window, or the endpoint down throughout) hands on no level.
+    learned: bool,
+    /// Since the endpoint last answered, only refusals and dropped requests: where the run stood
+    /// before the first of them.
+    unanswered: Option<Unanswered>,
     window: Vec<Duration>,
     /// The recent windows' medians, each with how many answers it was taken of (the bottom of a
     /// fall that found the endpoint slower, as many as the noise asks for).
@@ -283,6 +290,26 @@ pub struct AdaptiveLimit {
     falling: Option<Fall>,
     /// The last window lowered the limit: windows hold no more than [`FALLING_ROUND_TRIPS`].
     shortened: bool,
+}
+
+/// Where a run stood when the endpoint last answered, kept while it answers nothing. An endpoint
+/// that refuses or drops every request, at a limit of 1 too, is down or out of reach (a deploy's
+/// maintenance page, its platform's outage, a wrong `site_url`): that says nothing of its capacity.
+/// The limit it drove down to 1 is then neither where the run settled nor a ceiling, and once the
+/// endpoint answers again the run goes on from a step below where it stood ([`RESUME`]), as a run
+/// after others begins. Handed on, a 1 from a few minutes' outage began the runs of the next hour
+/// at 1 under a ceiling of 1, one company at a time.
+#[derive(Debug, Clone)]
+struct Unanswered {
+    limit: f64,
+    slow_start: bool,
+    lowered: bool,
+    learned: bool,
+    ceiling: Option<(f64, Instant, usize)>,
+    /// A refusal or dropped request that lowered the limit has come since.
+    lowered_since: bool,
+    /// The endpoint refused a request at a limit of 1 after that: it is down.
+    down: bool,
 }
 
 /// Windows that lowered the limit for their latency, one after another.
@@ -338,6 +365,8 @@ impl AdaptiveLimit {
             last_window_queued: false,
             settled_at: None,
             lowered: false,
+            learned: false,
+            unanswered: None,
             window: Vec::new(),
             recent_medians: VecDeque::new(),
             recent_spreads: VecDeque::new(),
@@ -414,16 +443,60 @@ impl AdaptiveLimit {
     /// was, its limit would take the next run's a step lower, and the one after lower again, to 1.
     /// That level is [`AdaptiveLimit::settled_at`] (no higher than the maximum): a fall that forgets
     /// it has lowered the limit first.
+    ///
+    /// While the endpoint is down ([`Unanswered`]), where the run stood when it last answered.
     pub fn settled(&self) -> usize {
+        let (limit, lowered) = match &self.unanswered {
+            Some(unanswered) if unanswered.down => (unanswered.limit, unanswered.lowered),
+            _ => (self.limit, self.lowered),
+        };
         match self.settled_at {
-            Some(level) if !self.lowered => self.current().max(level.min(self.max) as usize),
-            _ => self.current(),
+            Some(level) if !lowered => (limit as usize).max(level.min(self.max) as usize),
+            _ => limit as usize,
         }
+    }
+
+    /// Whether this run has a level to hand on ([`AdaptiveLimit::settled`]): one begun from where
+    /// others settled has theirs; a first run one once a window has ended or a refusal has lowered
+    /// its limit while the endpoint was not down.
+    pub fn hands_on(&self) -> bool {
+        let learned = match &self.unanswered {
+            Some(unanswered) if unanswered.down => unanswered.learned,
+            _ => self.learned,
+        };
+        learned || self.settled_at.is_some()
+    }
+
+    /// The endpoint refuses or drops every request, at a limit of 1 too (see [`Unanswered`]).
+    pub fn endpoint_down(&self) -> bool {
+        self.unanswered
+            .as_ref()
+            .is_some_and(|unanswered| unanswered.down)
     }
 
     /// Takes in one exchange: sent at `sent_at`, ended `latency` later, at `now`.
     pub fn observe(&mut self, sent_at: Instant, latency: Duration, signal: Signal, now: Instant) {
-        if signal != Signal::Answered {
+        if signal == Signal::Answered {
+            if let Some(unanswered) = self.unanswered.take().filter(|u| u.down) {
+                self.back_up(unanswered, now);
+            }
+        } else {
+            match &self.unanswered {
+                // Down: the limit is at 1, and there is nothing more to learn until it answers.
+                Some(unanswered) if unanswered.down => return,
+                Some(_) => {}
+                None => {
+                    self.unanswered = Some(Unanswered {
+                        limit: self.limit,
+                        slow_start: self.slow_start,
+                        lowered: self.lowered,
+                        learned: self.learned,
+                        ceiling: self.ceiling,
+                        lowered_since: false,
+                        down: false,
+                    })
+                }
+            }
             // Evidence against where the runs before settled, whether or not it lowers the limit
             // again (see AdaptiveLimit::settled).
             self.lowered = true;
@@ -433,6 +506,17 @@ impl AdaptiveLimit {
         }
         match signal {
             Signal::Overloaded | Signal::Dropped => {
+                let at_one = self.current() <= 1;
+                if let Some(unanswered) = self.unanswered.as_mut() {
+                    if unanswered.lowered_since && at_one {
+                        unanswered.down = true;
+                        self.falling = None;
+                        self.shortened = false;
+                        return;
+                    }
+                    unanswered.lowered_since = true;
+                }
+                self.learned = true;
                 self.ceiling = Some(((self.limit * CEILING).max(1.0), now, 0));
                 // A refusal or a dropped request says the endpoint is overloaded, not only slower.
                 self.falling = None;
@@ -481,6 +565,7 @@ impl AdaptiveLimit {
     }
 
     fn end_window(&mut self, now: Instant) {
+        self.learned = true;
         self.window.sort_unstable();
         let answers = self.window.len();
         let median = self.window[answers / 2];
@@ -578,6 +663,16 @@ impl AdaptiveLimit {
                 self.falling = None;
             }
         }
+    }
+
+    /// The endpoint answers again after it was down: the run goes on as it stood before, from a
+    /// step below its limit then.
+    fn back_up(&mut self, before: Unanswered, now: Instant) {
+        self.slow_start = before.slow_start;
+        self.lowered = before.lowered;
+        self.learned = before.learned;
+        self.ceiling = before.ceiling;
+        self.change_to((before.limit * RESUME).max(1.0), now);
     }
 
     fn decrease(&mut self, factor: f64, now: Instant) {
@@ -699,8 +794,9 @@ pub struct FlowReport {
     /// when its last company was called, or lower if it fell after. In a run's tail fewer companies
     /// are left than the limit allows, answers come back fast, and the limit grows on nothing. A
     /// run after others that has not lowered its limit settles no lower than where they did
-    /// ([`AdaptiveLimit::settled`]).
-    pub end_limit: usize,
+    /// ([`AdaptiveLimit::settled`]). None for a first adaptive run that found nothing of the
+    /// endpoint's capacity ([`AdaptiveLimit::hands_on`]).
+    pub end_limit: Option<usize>,
     pub lowest_limit: usize,
     pub highest_limit: usize,
     /// How widely an adaptive run's answers spread (see [`AdaptiveLimit::spread`]): the next
@@ -730,6 +826,9 @@ struct FlowState {
     companies_called: u64,
     /// Retries the budget granted, sent or not yet.
     retries_granted: u64,
+    /// Where the run has settled so far (the report's `end_limit`, but for a run that has no level
+    /// to hand on yet).
+    settled: usize,
     report: FlowReport,
 }
 
@@ -753,6 +852,14 @@ impl Limit {
             Limit::Adaptive(adaptive) => adaptive.settled(),
         }
     }
+
+    /// Where the run settled, if it has a level to hand on ([`AdaptiveLimit::hands_on`]).
+    fn handed_on(&self, settled: usize) -> Option<usize> {
+        match self {
+            Limit::Fixed(_) => Some(settled),
+            Limit::Adaptive(adaptive) => adaptive.hands_on().then_some(settled),
+        }
+    }
 }
 
 impl Flow {
@@ -773,16 +880,18 @@ impl Flow {
         };
         let start = limit.current();
         let settled = limit.settled();
+        let end_limit = limit.handed_on(settled);
         Flow {
             state: Mutex::new(FlowState {
                 limit,
                 paused_until: None,
                 companies_called: 0,
                 retries_granted: 0,
+                settled,
                 report: FlowReport {
                     adaptive_max,
                     start_limit: start,
-                    end_limit: settled,
+                    end_limit,
                     lowest_limit: start,
                     highest_limit: start,
                     ..FlowReport::default()
@@ -805,7 +914,8 @@ impl Flow {
     pub fn company_called(&self) {
         let mut state = self.state();
         state.companies_called += 1;
-        state.report.end_limit = state.limit.settled();
+        state.settled = state.limit.settled();
+        state.report.end_limit = state.limit.handed_on(state.settled);
     }
 
     /// When the run may send again, while a `Retry-After` holds it back.
@@ -829,12 +939,20 @@ impl Flow {
                 }
             }
         }
+        let state = &mut *state;
         if let Limit::Adaptive(adaptive) = &mut state.limit {
+            let was_down = adaptive.endpoint_down();
             adaptive.observe(sent_at, now.saturating_duration_since(sent_at), signal, now);
             let limit = adaptive.current();
-            let settled = adaptive.settled();
+            // The fall to 1 of an endpoint found down was not a fall (see AdaptiveLimit::settled).
+            state.settled = if was_down || adaptive.endpoint_down() {
+                adaptive.settled()
+            } else {
+                state.settled.min(adaptive.settled())
+            };
+            let handed_on = adaptive.hands_on().then_some(state.settled);
             let report = &mut state.report;
-            report.end_limit = report.end_limit.min(settled);
+            report.end_limit = handed_on;
             report.lowest_limit = report.lowest_limit.min(limit);
             report.highest_limit = report.highest_limit.max(limit);
         }
@@ -1124,13 +1242,13 @@ mod tests {
         }
         let report = flow.report();
         assert!(report.highest_limit > begun_at, "{report:?}");
-        assert_eq!(report.end_limit, begun_at);
+        assert_eq!(report.end_limit, Some(begun_at));
         // Refusals in the tail still lower it, once under where it was then.
         for _ in 0..3 {
             flow.answered(Instant::now(), Signal::Overloaded, None);
         }
         assert!(flow.limit() < begun_at, "{:?}", flow.report());
-        assert_eq!(flow.report().end_limit, flow.limit());
+        assert_eq!(flow.report().end_limit, Some(flow.limit()));
     }
 
     #[test]
@@ -1154,14 +1272,106 @@ mod tests {
                 flow.company_called();
                 flow.answered(Instant::now(), Signal::Answered, None);
             }
-            level = flow.report().end_limit;
+            level = flow.report().end_limit.unwrap_or_default();
             assert_eq!(level, 20);
         }
         // A refusal lowers it: that run hands on its lowered limit.
         let flow = after_others(level);
         flow.company_called();
         flow.answered(Instant::now(), Signal::Overloaded, None);
-        assert_eq!(flow.report().end_limit, 11);
+        assert_eq!(flow.report().end_limit, Some(11));
+    }
+
+    /// Refuses requests, each sent now, until the limit is 1 and once more there.
+    fn refuse_down_to_one(flow: &Flow) {
+        while flow.limit() > 1 {
+            flow.answered(Instant::now(), Signal::Overloaded, None);
+        }
+        flow.answered(Instant::now(), Signal::Dropped, None);
+    }
+
+    #[test]
+    fn an_endpoint_that_answers_nothing_is_down_and_leaves_the_level_as_it_was() {
+        // A run begun a step below where the runs before settled (40), at 34: the endpoint shows
+        // a maintenance page (503) or cannot be reached, request after request.
+        let flow = Flow::new(Concurrency::Adaptive {
+            start: 40,
+            max: 64,
+            settled: true,
+            ceiling: None,
+            spread: None,
+        });
+        flow.company_called();
+        refuse_down_to_one(&flow);
+        assert_eq!(flow.limit(), 1, "it backs off all the way");
+        for _ in 0..5 {
+            flow.company_called();
+            flow.answered(Instant::now(), Signal::Overloaded, None);
+        }
+        let report = flow.report();
+        assert_eq!(
+            (report.end_limit, report.lowest_limit),
+            (Some(40), 1),
+            "down, not full: it hands on the level it was given, not 1"
+        );
+        // It answers again: the run goes on from a step below where it stood, under no ceiling.
+        flow.answered(Instant::now(), Signal::Answered, None);
+        assert_eq!(flow.limit(), 28);
+        assert_eq!(flow.report().end_limit, Some(40));
+        // Refused again (at 28.9, after an answer), it is a refusal like any other: 0.7 times.
+        flow.answered(Instant::now(), Signal::Overloaded, None);
+        assert_eq!((flow.limit(), flow.report().end_limit), (20, Some(20)));
+    }
+
+    #[test]
+    fn a_first_run_that_found_nothing_hands_on_no_level() {
+        let first_run = || {
+            Flow::new(Concurrency::Adaptive {
+                start: 8,
+                max: 64,
+                settled: false,
+                ceiling: None,
+                spread: None,
+            })
+        };
+        // A few companies, too few to end a window.
+        let flow = first_run();
+        for _ in 0..3 {
+            flow.company_called();
+            flow.answered(Instant::now(), Signal::Answered, None);
+        }
+        assert_eq!(flow.report().end_limit, None);
+        // The endpoint down from the start: nothing but refusals, down to 1.
+        let flow = first_run();
+        flow.company_called();
+        refuse_down_to_one(&flow);
+        assert_eq!((flow.limit(), flow.report().end_limit), (1, None));
+        // A refusal while the endpoint answers others is something found.
+        let flow = first_run();
+        flow.company_called();
+        flow.answered(Instant::now(), Signal::Overloaded, None);
+        assert_eq!(flow.report().end_limit, Some(5));
+    }
+
+    #[test]
+    fn a_limit_of_one_refused_between_answers_is_not_down() {
+        let mut clock = Instant::now();
+        let mut limit = AdaptiveLimit::new(2, 10);
+        let mut exchange = |limit: &mut AdaptiveLimit, signal| {
+            clock += FLOOR;
+            limit.observe(clock, FLOOR, signal, clock + FLOOR);
+            clock += FLOOR;
+        };
+        exchange(&mut limit, Signal::Overloaded);
+        for _ in 0..3 {
+            exchange(&mut limit, Signal::Answered);
+            exchange(&mut limit, Signal::Overloaded);
+            assert!(!limit.endpoint_down());
+        }
+        assert_eq!((limit.current(), limit.settled()), (1, 1));
+        exchange(&mut limit, Signal::Overloaded);
+        assert!(limit.endpoint_down(), "refused twice in a row at 1");
+        assert_eq!(limit.settled(), 1, "where it stood before those two");
     }
 
     #[test]
@@ -1541,7 +1751,7 @@ mod tests {
         let report = flow.report();
         assert_eq!(
             (report.start_limit, report.end_limit, report.adaptive_max),
-            (16, 16, None)
+            (16, Some(16), None)
         );
         assert_eq!(report.overloaded_answers, 1);
     }
@@ -1579,7 +1789,8 @@ mod tests {
         );
         assert!(whole_pause >= Duration::from_secs(4) && whole_pause <= Duration::from_secs(6));
         assert_eq!(
-            report.end_limit, 5,
+            report.end_limit,
+            Some(5),
             "the first 429 lowered it to 8 × 0.7; the others were sent before"
         );
     }

@@ -462,25 +462,34 @@ fn works_the_same_with_the_library_preloaded() {
     assert_eq!(summary["successfulCollections"], 8);
 }
 
-#[test]
-fn runs_of_one_company_and_failed_runs_leave_the_adaptive_level_as_it_was() {
-    let deployment = deployment();
-    let mut client = deployment.client();
+/// Adaptive concurrency (at most 64) for the session, after runs that settled at `level`: planted
+/// on a (fixed) run's row.
+fn adaptive_after_runs_settled_at(
+    deployment: &Deployment,
+    client: &mut postgres::Client,
+    level: i32,
+) {
     client
         .batch_execute(
             "SET dex_collector.adaptive_concurrency = on;
              SET dex_collector.max_concurrency = 64",
         )
         .unwrap();
-    // Where the runs before settled: 20, planted on a (fixed) run's row.
     let first = deployment.collect_all();
     client
         .execute(
-            "UPDATE dex_collector.runs SET (concurrency_adaptive, concurrency_limit) = (true, 20)
+            "UPDATE dex_collector.runs SET (concurrency_adaptive, concurrency_limit) = (true, $2)
               WHERE id = $1",
-            &[&first["run_id"].as_i64()],
+            &[&first["run_id"].as_i64(), &level],
         )
         .unwrap();
+}
+
+#[test]
+fn runs_of_one_company_and_failed_runs_leave_the_adaptive_level_as_it_was() {
+    let deployment = deployment();
+    let mut client = deployment.client();
+    adaptive_after_runs_settled_at(&deployment, &mut client, 20);
     // A company's own run begins a step below (17) and ends before a window could raise it: it
     // hands on 20, not 17, and the run after it begins at 17 again (before, 17, 17, 14, 14, 11).
     let mut company_runs = Vec::new();
@@ -770,4 +779,59 @@ fn an_adaptive_run_reports_where_it_settled_and_the_next_run_starts_from_there()
     );
     let (summary, _) = collect(&mut client);
     assert_eq!(summary["concurrency"]["start"], 2, "{summary}");
+}
+
+#[test]
+fn an_endpoint_down_for_a_whole_run_leaves_the_adaptive_level_as_it_was() {
+    let deployment = deployment();
+    let mut client = deployment.client();
+    synthetic::load_companies(&mut client, 80).unwrap();
+    adaptive_after_runs_settled_at(&deployment, &mut client, 20);
+    client
+        .batch_execute("SET dex_collector.max_retries = 0")
+        .unwrap();
+    // A deploy's maintenance page: every company answers 503. The run backs off to one company at
+    // a time, but hands on the level it was given, not 1, and sets no ceiling at 1.
+    deployment.stand_in.set_default_behavior(Behavior::Status {
+        status: 503,
+        content_type: "text/html".into(),
+        body: "<html><body>Down for maintenance</body></html>".into(),
+        headers: Vec::new(),
+    });
+    let down: Value = client
+        .query_one("SELECT dex_collect_all()", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(down["successfulCollections"], 0, "{down}");
+    assert_eq!(
+        (
+            &down["concurrency"]["start"],
+            &down["concurrency"]["lowest"],
+            &down["concurrency"]["limit"]
+        ),
+        (&json!(17), &json!(1), &json!(20)),
+        "{down}"
+    );
+    assert_eq!(
+        down["overloadedAnswers"], down["companiesProcessed"],
+        "{down}"
+    );
+    assert_eq!(
+        run_flow(&mut client, down["run_id"].as_i64().unwrap()).1,
+        20
+    );
+    // Back up: the next run begins a step below 20 again (before, at 1, under a ceiling of 1 for
+    // the next hour).
+    deployment
+        .stand_in
+        .set_default_behavior(Behavior::Synthetic);
+    let after: Value = client
+        .query_one("SELECT dex_collect_all()", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(after["concurrency"]["start"], 17, "{after}");
+    assert_eq!(
+        after["successfulCollections"], after["companiesProcessed"],
+        "{after}"
+    );
 }
