@@ -170,6 +170,22 @@ pub fn in_own_transaction<T, E: Into<CollectError>>(
     }
 }
 
+/// [`in_own_transaction`], for the worker's writes of a run's results and end: at a shutdown, what
+/// failed is likely its query cancel (handle_worker_sigterm), meant for a statement that waits and
+/// met a write instead; the ERROR served it (a second one is taken), and `work` runs once more.
+fn in_own_transaction_at_shutdown<T, E: Into<CollectError>>(
+    work: impl Fn() -> Result<T, E> + std::panic::RefUnwindSafe,
+) -> Result<T, CollectError> {
+    in_own_transaction(&work).or_else(|error| {
+        if pg::shutdown_requested() {
+            pg::take_shutdown_cancel();
+            in_own_transaction(&work)
+        } else {
+            Err(error)
+        }
+    })
+}
+
 /// Collections write history: on a standby they are refused up front with SQLSTATE 25006.
 pub fn refuse_during_recovery() -> Result<(), CollectError> {
     if pg::recovery_in_progress() {
@@ -226,18 +242,8 @@ pub fn collect_in_worker(request: WorkerRun) -> Result<Vec<String>, Vec<String>>
     // the run's end: the run stops calling the endpoint, but loses nothing that can be written.
     let mut unwritten = Vec::new();
     let mut write = |due: Vec<_>| {
-        let record = || in_own_transaction(|| history::record_results(run_id, &due, recording));
-        let written = record().or_else(|error| {
-            // At a shutdown, what failed is likely its query cancel (handle_worker_sigterm), meant
-            // for a statement that waits and met here instead; the ERROR served it (a second one
-            // is taken), and the batch is written again.
-            if pg::shutdown_requested() {
-                pg::take_shutdown_cancel();
-                record()
-            } else {
-                Err(error)
-            }
-        });
+        let written =
+            in_own_transaction_at_shutdown(|| history::record_results(run_id, &due, recording));
         if let Err(error) = &written {
             problems.push(format!(
                 "run {run_id} stopped calling the endpoint: its results could not be recorded: \
@@ -266,16 +272,16 @@ pub fn collect_in_worker(request: WorkerRun) -> Result<Vec<String>, Vec<String>>
     // In a transaction of its own: one that fails again (a row the history refuses) does not
     // take the run's end with it.
     if !unwritten.is_empty() {
-        if let Err(error) =
-            in_own_transaction(|| history::record_results(run_id, &unwritten, recording))
-        {
+        if let Err(error) = in_own_transaction_at_shutdown(|| {
+            history::record_results(run_id, &unwritten, recording)
+        }) {
             problems.push(format!(
                 "run {run_id}: {} results could not be recorded: {error}",
                 unwritten.len()
             ));
         }
     }
-    let ended = in_own_transaction(|| match &executed {
+    let ended = in_own_transaction_at_shutdown(|| match &executed {
         Ok(executed) => {
             let status = if executed.cancelled && pg::shutdown_requested() {
                 RunStatus::Interrupted

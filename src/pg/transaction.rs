@@ -46,14 +46,33 @@ pub fn database_accepts_connections(name: &CStr) -> Result<bool, String> {
 
 /// Runs `work` in a transaction of its own, from a worker outside any transaction. A Postgres
 /// error inside, or at commit, aborts the transaction and is returned as its message.
+///
+/// At a shutdown, the commit does not wait for a synchronous standby: the postmaster's SIGTERM
+/// comes once, its query cancel ends one such wait, and a standby that is down would hold every
+/// commit after it, and the shutdown, for good (a session's terminate ends each of its waits).
+/// And the transaction's table statistics are reported after it: a worker has no idle loop that
+/// does so, and without them autovacuum never learns of the rows the worker deletes and updates.
 pub fn in_transaction<R>(work: impl FnOnce() -> R + std::panic::UnwindSafe) -> Result<R, String> {
-    // SAFETY: the worker is connected and outside any transaction whenever this is called.
+    // SAFETY: the worker is connected and outside any transaction whenever this is called; the
+    // setting is the transaction's own (SET LOCAL).
     unsafe {
         pg_sys::SetCurrentStatementStartTimestamp();
         pg_sys::StartTransactionCommand();
+        if super::interrupts::shutdown_requested() {
+            pg_sys::set_config_option(
+                c"synchronous_commit".as_ptr(),
+                c"local".as_ptr(),
+                pg_sys::GucContext::PGC_USERSET,
+                pg_sys::GucSource::PGC_S_SESSION,
+                pg_sys::GucAction::GUC_ACTION_LOCAL,
+                true,
+                0,
+                false,
+            );
+        }
         pg_sys::PushActiveSnapshot(pg_sys::GetTransactionSnapshot());
     }
-    PgTryBuilder::new(|| {
+    let outcome = PgTryBuilder::new(|| {
         let result = work();
         // SAFETY: closes the transaction begun above; an ERROR here is caught below.
         unsafe {
@@ -63,11 +82,17 @@ pub fn in_transaction<R>(work: impl FnOnce() -> R + std::panic::UnwindSafe) -> R
         Ok(result)
     })
     .catch_others(|caught| {
-        // SAFETY: aborting releases the snapshot and every resource of the failed transaction.
-        unsafe { pg_sys::AbortCurrentTransaction() };
+        // SAFETY: aborting releases the snapshot and every resource of the failed transaction,
+        // and of any subtransaction an error left open inside it (aborting only the innermost
+        // would leave the worker in a failed subtransaction, where every later start and commit
+        // does nothing).
+        unsafe { pg_sys::AbortOutOfAnyTransaction() };
         Err(caught_report(&caught).message().to_string())
     })
-    .execute()
+    .execute();
+    // SAFETY: outside any transaction, as a backend reports between its statements.
+    unsafe { pg_sys::pgstat_report_stat(true) };
+    outcome
 }
 
 /// What a subtransaction of this module gives back: what `work` returned or raised, and whether

@@ -1012,3 +1012,72 @@ fn a_run_cut_by_a_crash_counts_the_results_it_recorded() {
     assert_eq!(Some(records), recorded_records);
     assert!(records > 0);
 }
+
+#[test]
+fn the_rows_the_worker_writes_reach_the_statistics_autovacuum_reads() {
+    let deployment = with_worker(&[]);
+    let cluster = &deployment.cluster;
+    running_worker(cluster);
+    let mut client = deployment.client();
+    queue_run_until_succeeded(cluster, &mut client, Duration::from_secs(30));
+    // The run's row is updated and the companies' states are inserted by the worker alone, which
+    // goes on running: a backend's counts reach the shared statistics only when it reports them.
+    let counted = wait_for::<Vec<i64>>(
+        cluster,
+        "SELECT ARRAY[(SELECT n_tup_upd FROM pg_stat_user_tables
+                        WHERE relid = 'dex_collector.runs'::regclass),
+                      (SELECT n_tup_ins FROM pg_stat_user_tables
+                        WHERE relid = 'dex_collector.companies'::regclass)]",
+        Duration::from_secs(10),
+        |counts| counts[0] > 0 && counts[1] >= 8,
+    );
+    assert!(counted[0] > 0 && counted[1] >= 8, "{counted:?}");
+    assert_eq!(worker_pid(cluster), Some(running_worker(cluster)));
+}
+
+#[test]
+fn a_shutdown_does_not_wait_for_a_synchronous_standby_that_is_down() {
+    let deployment = with_worker(&[]).expect_warnings(&[
+        // The shutdown's query cancel ends the worker's one wait, as PostgreSQL says.
+        "canceling wait for synchronous replication",
+    ]);
+    let cluster = &deployment.cluster;
+    let worker = running_worker(cluster);
+    let mut client = deployment.client();
+    // Every commit now waits for a standby that never comes, but this session's.
+    for statement in [
+        "ALTER SYSTEM SET synchronous_standby_names = 'standby_that_is_down'",
+        "SELECT pg_reload_conf()",
+        "SET synchronous_commit = local",
+    ] {
+        client.batch_execute(statement).unwrap();
+    }
+    client
+        .query_one("SELECT dex_collect_all_async()", &[])
+        .unwrap();
+    let waiting = wait_for::<Option<String>>(
+        cluster,
+        &format!("SELECT (SELECT wait_event FROM pg_stat_activity WHERE pid = {worker})"),
+        Duration::from_secs(20),
+        |seen| seen.as_deref() == Some("SyncRep"),
+    );
+    assert_eq!(waiting.as_deref(), Some("SyncRep"));
+    drop(client);
+    // pg_ctl waits up to a minute: the worker's commits after the one its SIGTERM freed would
+    // each wait for the standby, and the shutdown with them.
+    let stopping = Instant::now();
+    let stopped = cluster.stop_server();
+    assert!(
+        stopped.is_ok(),
+        "after {:?}: {stopped:?}",
+        stopping.elapsed()
+    );
+    cluster.start_again().unwrap();
+    let mut client = deployment.client();
+    for statement in [
+        "ALTER SYSTEM RESET synchronous_standby_names",
+        "SELECT pg_reload_conf()",
+    ] {
+        client.batch_execute(statement).unwrap();
+    }
+}
