@@ -184,6 +184,7 @@ struct Backend<'s, 'a> {
 
 impl fan_out::Host for Backend<'_, '_> {
     fn interrupted(&self) -> bool {
+        pg::exit_if_postmaster_died();
         pg::interrupt_pending()
     }
 

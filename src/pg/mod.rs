@@ -28,9 +28,9 @@ pub use jsonb::jsonb_in_bytes;
 pub use jsonb::Jsonb;
 pub use locks::{lock, release_session_locks, try_lock, LockScope, TryLock, LOCK_SPACE};
 pub use process::{
-    binary_upgrade, effective_uid, exit_worker_for_restart, recovery_in_progress,
-    reload_configuration, report_application_name, set_worker_main, wait_worker_latch,
-    WORKER_ENTRY,
+    binary_upgrade, effective_uid, exit_if_postmaster_died, exit_worker_for_restart,
+    recovery_in_progress, reload_configuration, report_application_name, set_worker_main,
+    wait_worker_latch, WORKER_ENTRY,
 };
 pub use shmem::{
     init_shared_memory, loading_shared_preload_libraries, preloaded, publish_worker_latch,

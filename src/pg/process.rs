@@ -31,6 +31,22 @@ pub fn wait_worker_latch(timeout: std::time::Duration) -> bool {
     events & pg_sys::WL_POSTMASTER_DEATH as i32 == 0 && !shutdown_requested()
 }
 
+/// Ends the process at once if the postmaster has died, as PostgreSQL's own waits do: a backend
+/// that goes on (a run calling the endpoint until its deadline) keeps the old server's shared
+/// memory attached, and a new postmaster refuses to start until it is gone.
+pub fn exit_if_postmaster_died() {
+    // SAFETY: a wait of no time on the backend's own wait set, on its thread: it returns at once,
+    // or, the postmaster gone, exits the process (proc_exit(1)) as WL_EXIT_ON_PM_DEATH asks.
+    unsafe {
+        pg_sys::WaitLatch(
+            std::ptr::null_mut(),
+            (pg_sys::WL_TIMEOUT | pg_sys::WL_EXIT_ON_PM_DEATH) as i32,
+            0,
+            pg_sys::PG_WAIT_EXTENSION,
+        );
+    }
+}
+
 /// True in a server pg_upgrade started (`-b`), the old cluster's and the new one's alike.
 pub fn binary_upgrade() -> bool {
     // SAFETY: a flag the postmaster sets from its command line before it loads any library.

@@ -301,7 +301,9 @@ async fn fetch_page(
         let signal = match (status, exchange) {
             (_, Exchange::NotSent) => None,
             (Some(429 | 503), _) => Some(Signal::Overloaded),
-            (_, Exchange::CutOff) => Some(Signal::Dropped),
+            // A gateway's: it could not reach the app, or the app did not answer in its time,
+            // as a refused connection or a timeout here would say.
+            (Some(502 | 504), _) | (_, Exchange::CutOff) => Some(Signal::Dropped),
             (_, Exchange::Whole) => Some(Signal::Answered),
         };
         // A pause past the deadline would hold back every company for nothing: that company

@@ -48,6 +48,17 @@ fn answering(behavior: Behavior) -> StandIn {
     .unwrap()
 }
 
+/// An adaptive run with no run before it, from `start`, at most `max`.
+fn first_adaptive_run(start: usize, max: usize) -> Concurrency {
+    Concurrency::Adaptive {
+        start,
+        max,
+        settled: false,
+        ceiling: None,
+        spread: None,
+    }
+}
+
 /// A stand-in whose every answer takes `delay`.
 fn answering_after(delay: Duration) -> StandIn {
     answering(Behavior::Delay {
@@ -970,13 +981,7 @@ fn an_adaptive_limit_rises_on_an_idle_endpoint_and_never_passes_its_maximum() {
     let executed = collect_with(
         &stand_in,
         &targets(300),
-        Concurrency::Adaptive {
-            start: 2,
-            max: 24,
-            settled: false,
-            ceiling: None,
-            spread: None,
-        },
+        first_adaptive_run(2, 24),
         Duration::from_secs(30),
         &mut host,
     );
@@ -1002,13 +1007,7 @@ fn an_adaptive_limit_falls_when_connections_close_before_the_answer_ends() {
         let executed = collect_with(
             &stand_in,
             &targets(16),
-            Concurrency::Adaptive {
-                start: 16,
-                max: 64,
-                settled: false,
-                ceiling: None,
-                spread: None,
-            },
+            first_adaptive_run(16, 64),
             Duration::from_secs(30),
             &mut TestHost::recording_now(),
         );
@@ -1105,13 +1104,7 @@ fn collect_adaptively(stand_in: &StandIn, companies: usize, start: usize, max: u
     let executed = collect_with(
         stand_in,
         &targets(companies),
-        Concurrency::Adaptive {
-            start,
-            max,
-            settled: false,
-            ceiling: None,
-            spread: None,
-        },
+        first_adaptive_run(start, max),
         Duration::from_secs(60),
         &mut TestHost::recording_now(),
     );
@@ -1127,6 +1120,37 @@ fn an_adaptive_limit_falls_when_the_endpoint_refuses() {
     assert!(flow.overloaded_answers > 0);
     assert!(flow.lowest_limit <= 16, "{flow:?}");
     assert!(flow.end_limit.is_some_and(|limit| limit < 32), "{flow:?}");
+}
+
+#[test]
+fn a_gateway_answering_502_to_everyone_is_a_down_endpoint_for_an_adaptive_limit() {
+    // The platform in front of an app that is down: 502 at once, for every company.
+    let stand_in = answering(Behavior::Status {
+        status: 502,
+        content_type: "text/html".into(),
+        body: "<html><head><title>502 Bad Gateway</title></head></html>".into(),
+        headers: Vec::new(),
+    });
+    let without_retries = EndpointConfig {
+        max_retries: 0,
+        ..endpoint(&stand_in)
+    };
+    let executed = collect_configured(
+        &without_retries,
+        &targets(60),
+        first_adaptive_run(16, 64),
+        Duration::from_secs(60),
+        true,
+        &mut TestHost::recording_now(),
+    );
+    let flow = executed.summary.flow;
+    // Answers at once that grew the limit to the maximum before; now it backs off, and a first
+    // run that met nothing else found nothing to hand on.
+    assert_eq!(
+        (flow.lowest_limit, flow.highest_limit, flow.end_limit),
+        (1, 16, None),
+        "{flow:?}"
+    );
 }
 
 #[test]

@@ -126,6 +126,23 @@ fn queue_and_terminate_worker_waiting(
     run_id
 }
 
+/// Queues a run for the worker and waits until its requests wait on the endpoint (one that
+/// hangs); returns the run's id.
+fn queue_run_waiting_on_the_endpoint(deployment: &Deployment) -> i64 {
+    let run_id: i64 = deployment
+        .client()
+        .query_one("SELECT dex_collect_all_async()", &[])
+        .unwrap()
+        .get(0);
+    assert!(
+        deployment
+            .stand_in
+            .wait_for_requests(8, Duration::from_secs(20)),
+        "the run is waiting on the endpoint"
+    );
+    run_id
+}
+
 fn worker_pid(cluster: &TestCluster) -> Option<i32> {
     cluster
         .connect()
@@ -268,18 +285,7 @@ fn a_fast_restart_during_a_slow_run_is_quick_and_leaves_the_run_interrupted() {
         Duration::from_secs(20),
         |n| *n == 1,
     );
-    let mut client = deployment.client();
-    let run_id: i64 = client
-        .query_one("SELECT dex_collect_all_async()", &[])
-        .unwrap()
-        .get(0);
-    assert!(
-        deployment
-            .stand_in
-            .wait_for_requests(8, Duration::from_secs(20)),
-        "the run is waiting on the endpoint"
-    );
-    drop(client);
+    let run_id = queue_run_waiting_on_the_endpoint(&deployment);
     let restart = Instant::now();
     cluster.restart("fast").unwrap();
     let took = restart.elapsed();
@@ -1080,4 +1086,50 @@ fn a_shutdown_does_not_wait_for_a_synchronous_standby_that_is_down() {
     ] {
         client.batch_execute(statement).unwrap();
     }
+}
+
+#[test]
+fn a_run_ends_with_the_postmaster_so_that_the_server_can_start_again() {
+    let deployment = with_worker(&[]);
+    deployment.stand_in.set_default_behavior(Behavior::Hang);
+    let cluster = &deployment.cluster;
+    let worker = running_worker(cluster);
+    let run_id = queue_run_waiting_on_the_endpoint(&deployment);
+    // The postmaster dies (the OOM killer, say) while the run waits on the endpoint.
+    let pid_file = std::fs::read_to_string(cluster.data_dir().join("postmaster.pid")).unwrap();
+    let postmaster = pid_file.lines().next().unwrap().trim().to_string();
+    let killed = std::process::Command::new("kill")
+        .args(["-KILL", &postmaster])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    // The worker ends within a moment, not at the run's deadline, 4 minutes on: while it is
+    // attached to the old server's shared memory, no new server starts.
+    let started = Instant::now();
+    let alive = || {
+        std::fs::read_to_string(format!("/proc/{worker}/status"))
+            .is_ok_and(|status| !status.lines().any(|line| line.starts_with("State:\tZ")))
+    };
+    while alive() && started.elapsed() < Duration::from_secs(20) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(!alive(), "the worker {worker} still runs");
+    // Where nothing reaps the killed postmaster (a container's init may not), it stays a zombie
+    // that PostgreSQL takes for a running server: its lock files go, as an operator would remove
+    // them. What a lingering worker would hold is the shared memory, which the start checks.
+    let data_dir = cluster.data_dir();
+    std::fs::remove_file(data_dir.join("postmaster.pid")).unwrap();
+    let socket_dir = data_dir.parent().unwrap();
+    for entry in std::fs::read_dir(socket_dir).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        if name.starts_with(".s.PGSQL.") && name.ends_with(".lock") {
+            std::fs::remove_file(&path).unwrap();
+        }
+    }
+    cluster.start_again().unwrap();
+    let status = wait_for_run(cluster, run_id, Duration::from_secs(20), |s| {
+        s == "interrupted"
+    });
+    assert_eq!(status, "interrupted");
 }
