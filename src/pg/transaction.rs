@@ -53,26 +53,29 @@ pub fn database_accepts_connections(name: &CStr) -> Result<bool, String> {
 /// And the transaction's table statistics are reported after it: a worker has no idle loop that
 /// does so, and without them autovacuum never learns of the rows the worker deletes and updates.
 pub fn in_transaction<R>(work: impl FnOnce() -> R + std::panic::UnwindSafe) -> Result<R, String> {
-    // SAFETY: the worker is connected and outside any transaction whenever this is called; the
-    // setting is the transaction's own (SET LOCAL).
+    // SAFETY: the worker is connected and outside any transaction whenever this is called.
     unsafe {
         pg_sys::SetCurrentStatementStartTimestamp();
         pg_sys::StartTransactionCommand();
-        if super::interrupts::shutdown_requested() {
-            pg_sys::set_config_option(
-                c"synchronous_commit".as_ptr(),
-                c"local".as_ptr(),
-                pg_sys::GucContext::PGC_USERSET,
-                pg_sys::GucSource::PGC_S_SESSION,
-                pg_sys::GucAction::GUC_ACTION_LOCAL,
-                true,
-                0,
-                false,
-            );
-        }
-        pg_sys::PushActiveSnapshot(pg_sys::GetTransactionSnapshot());
     }
     let outcome = PgTryBuilder::new(|| {
+        // SAFETY: in the transaction begun above; the setting is its own (SET LOCAL), and an
+        // ERROR from either call is caught below.
+        unsafe {
+            if super::interrupts::shutdown_requested() {
+                pg_sys::set_config_option(
+                    c"synchronous_commit".as_ptr(),
+                    c"local".as_ptr(),
+                    pg_sys::GucContext::PGC_USERSET,
+                    pg_sys::GucSource::PGC_S_SESSION,
+                    pg_sys::GucAction::GUC_ACTION_LOCAL,
+                    true,
+                    0,
+                    false,
+                );
+            }
+            pg_sys::PushActiveSnapshot(pg_sys::GetTransactionSnapshot());
+        }
         let result = work();
         // SAFETY: closes the transaction begun above; an ERROR here is caught below.
         unsafe {

@@ -249,6 +249,8 @@ pub struct AdaptiveLimit {
     /// refused or dropped while the endpoint answered others. A first run that found nothing (too
     /// few companies to end a window, or the endpoint down throughout) hands on no level.
     learned: bool,
+    /// The endpoint has answered a request of this run.
+    answered: bool,
     /// Since the endpoint last answered, only refusals and dropped requests: where the run stood
     /// before the first of them.
     unanswered: Option<Unanswered>,
@@ -296,9 +298,15 @@ pub struct AdaptiveLimit {
 /// that refuses or drops every request, at a limit of 1 too, is down or out of reach (a deploy's
 /// maintenance page, its platform's outage, a wrong `site_url`): that says nothing of its capacity.
 /// The limit it drove down to 1 is then neither where the run settled nor a ceiling, and once the
-/// endpoint answers again the run goes on from a step below where it stood ([`RESUME`]), as a run
-/// after others begins. Handed on, a 1 from a few minutes' outage began the runs of the next hour
-/// at 1 under a ceiling of 1, one company at a time.
+/// endpoint answers a request sent since, the run goes on from a step below where it stood
+/// ([`RESUME`]), as a run after others begins. Handed on, a 1 from a few minutes' outage began the
+/// runs of the next hour at 1 under a ceiling of 1, one company at a time. So is a run that has
+/// had no answer at all, however few its requests (an outage, see [`AdaptiveLimit::outage`]).
+///
+/// An answer to a request sent before the endpoint was found down says it was full, not down: the
+/// companies already in flight when the limit fell go on sending their pages and retries, and an
+/// endpoint that serves a few slowly and refuses the rest at once drives the limit to 1 before the
+/// first of those few answers. The limit stays where the refusals took it then.
 #[derive(Debug, Clone)]
 struct Unanswered {
     limit: f64,
@@ -308,8 +316,8 @@ struct Unanswered {
     ceiling: Option<(f64, Instant, usize)>,
     /// A refusal or dropped request that lowered the limit has come since.
     lowered_since: bool,
-    /// The endpoint refused a request at a limit of 1 after that: it is down.
-    down: bool,
+    /// When the endpoint refused a request at a limit of 1 after that: it is down.
+    down_at: Option<Instant>,
 }
 
 /// Windows that lowered the limit for their latency, one after another.
@@ -366,6 +374,7 @@ impl AdaptiveLimit {
             settled_at: None,
             lowered: false,
             learned: false,
+            answered: false,
             unanswered: None,
             window: Vec::new(),
             recent_medians: VecDeque::new(),
@@ -444,11 +453,11 @@ impl AdaptiveLimit {
     /// That level is [`AdaptiveLimit::settled_at`] (no higher than the maximum): a fall that forgets
     /// it has lowered the limit first.
     ///
-    /// While the endpoint is down ([`Unanswered`]), where the run stood when it last answered.
+    /// In an outage ([`AdaptiveLimit::outage`]), where the run stood when it last answered.
     pub fn settled(&self) -> usize {
-        let (limit, lowered) = match &self.unanswered {
-            Some(unanswered) if unanswered.down => (unanswered.limit, unanswered.lowered),
-            _ => (self.limit, self.lowered),
+        let (limit, lowered) = match self.outage() {
+            Some(before) => (before.limit, before.lowered),
+            None => (self.limit, self.lowered),
         };
         match self.settled_at {
             Some(level) if !lowered => (limit as usize).max(level.min(self.max) as usize),
@@ -460,10 +469,7 @@ impl AdaptiveLimit {
     /// others settled has theirs; a first run one once a window has ended or a refusal has lowered
     /// its limit while the endpoint was not down.
     pub fn hands_on(&self) -> bool {
-        let learned = match &self.unanswered {
-            Some(unanswered) if unanswered.down => unanswered.learned,
-            _ => self.learned,
-        };
+        let learned = self.outage().map_or(self.learned, |before| before.learned);
         learned || self.settled_at.is_some()
     }
 
@@ -471,19 +477,32 @@ impl AdaptiveLimit {
     pub fn endpoint_down(&self) -> bool {
         self.unanswered
             .as_ref()
-            .is_some_and(|unanswered| unanswered.down)
+            .is_some_and(|unanswered| unanswered.down_at.is_some())
+    }
+
+    /// Where the run stood before an outage: the endpoint down, or no answer at all in this run
+    /// (a run of a few companies that met only refusals has found no more than one that met
+    /// enough to reach 1). None when the refusals since the last answer, if any, may be the
+    /// endpoint's capacity.
+    fn outage(&self) -> Option<&Unanswered> {
+        self.unanswered
+            .as_ref()
+            .filter(|before| before.down_at.is_some() || !self.answered)
     }
 
     /// Takes in one exchange: sent at `sent_at`, ended `latency` later, at `now`.
     pub fn observe(&mut self, sent_at: Instant, latency: Duration, signal: Signal, now: Instant) {
         if signal == Signal::Answered {
-            if let Some(unanswered) = self.unanswered.take().filter(|u| u.down) {
-                self.back_up(unanswered, now);
+            self.answered = true;
+            if let Some(before) = self.unanswered.take() {
+                if before.down_at.is_some_and(|down_at| sent_at >= down_at) {
+                    self.back_up(before, now);
+                }
             }
         } else {
             match &self.unanswered {
                 // Down: the limit is at 1, and there is nothing more to learn until it answers.
-                Some(unanswered) if unanswered.down => return,
+                Some(unanswered) if unanswered.down_at.is_some() => return,
                 Some(_) => {}
                 None => {
                     self.unanswered = Some(Unanswered {
@@ -493,7 +512,7 @@ impl AdaptiveLimit {
                         learned: self.learned,
                         ceiling: self.ceiling,
                         lowered_since: false,
-                        down: false,
+                        down_at: None,
                     })
                 }
             }
@@ -509,7 +528,7 @@ impl AdaptiveLimit {
                 let at_one = self.current() <= 1;
                 if let Some(unanswered) = self.unanswered.as_mut() {
                     if unanswered.lowered_since && at_one {
-                        unanswered.down = true;
+                        unanswered.down_at = Some(now);
                         self.falling = None;
                         self.shortened = false;
                         return;
@@ -829,6 +848,8 @@ struct FlowState {
     /// Where the run has settled so far (the report's `end_limit`, but for a run that has no level
     /// to hand on yet).
     settled: usize,
+    /// `settled` when the endpoint last answered, before the refusals and dropped requests since.
+    settled_when_answered: usize,
     report: FlowReport,
 }
 
@@ -888,6 +909,7 @@ impl Flow {
                 companies_called: 0,
                 retries_granted: 0,
                 settled,
+                settled_when_answered: settled,
                 report: FlowReport {
                     adaptive_max,
                     start_limit: start,
@@ -941,12 +963,17 @@ impl Flow {
         }
         let state = &mut *state;
         if let Limit::Adaptive(adaptive) = &mut state.limit {
-            let was_down = adaptive.endpoint_down();
+            let was_unanswered = adaptive.unanswered.is_some();
+            let was_outage = adaptive.outage().is_some();
             adaptive.observe(sent_at, now.saturating_duration_since(sent_at), signal, now);
             let limit = adaptive.current();
-            // The fall to 1 of an endpoint found down was not a fall (see AdaptiveLimit::settled).
-            state.settled = if was_down || adaptive.endpoint_down() {
-                adaptive.settled()
+            if !was_unanswered && adaptive.unanswered.is_some() {
+                state.settled_when_answered = state.settled;
+            }
+            // The fall of an outage was not a fall (see AdaptiveLimit::settled): where the run had
+            // settled when the endpoint last answered.
+            state.settled = if was_outage || adaptive.outage().is_some() {
+                state.settled_when_answered.min(adaptive.settled())
             } else {
                 state.settled.min(adaptive.settled())
             };
@@ -1227,13 +1254,7 @@ mod tests {
 
     #[test]
     fn where_a_run_settled_is_its_limit_when_it_called_its_last_company() {
-        let flow = Flow::new(Concurrency::Adaptive {
-            start: 16,
-            max: 256,
-            settled: false,
-            ceiling: None,
-            spread: None,
-        });
+        let flow = first_run(16, 256);
         let begun_at = flow.limit();
         flow.company_called();
         // The run's tail: fast answers, and no company left to call.
@@ -1275,11 +1296,25 @@ mod tests {
             level = flow.report().end_limit.unwrap_or_default();
             assert_eq!(level, 20);
         }
-        // A refusal lowers it: that run hands on its lowered limit.
+        // A refusal lowers it: that run hands on its lowered limit, once the endpoint has answered
+        // (a run that met refusals only has found nothing: see AdaptiveLimit::outage).
         let flow = after_others(level);
         flow.company_called();
         flow.answered(Instant::now(), Signal::Overloaded, None);
+        assert_eq!(flow.report().end_limit, Some(20));
+        flow.answered(Instant::now(), Signal::Answered, None);
         assert_eq!(flow.report().end_limit, Some(11));
+    }
+
+    /// A run's flow, adaptive from `start`, at most `max`, with no run before it.
+    fn first_run(start: usize, max: usize) -> Flow {
+        Flow::new(Concurrency::Adaptive {
+            start,
+            max,
+            settled: false,
+            ceiling: None,
+            spread: None,
+        })
     }
 
     /// Refuses requests, each sent now, until the limit is 1 and once more there.
@@ -1325,32 +1360,68 @@ mod tests {
 
     #[test]
     fn a_first_run_that_found_nothing_hands_on_no_level() {
-        let first_run = || {
-            Flow::new(Concurrency::Adaptive {
-                start: 8,
-                max: 64,
-                settled: false,
-                ceiling: None,
-                spread: None,
-            })
-        };
         // A few companies, too few to end a window.
-        let flow = first_run();
+        let flow = first_run(8, 64);
         for _ in 0..3 {
             flow.company_called();
             flow.answered(Instant::now(), Signal::Answered, None);
         }
         assert_eq!(flow.report().end_limit, None);
         // The endpoint down from the start: nothing but refusals, down to 1.
-        let flow = first_run();
+        let flow = first_run(8, 64);
         flow.company_called();
         refuse_down_to_one(&flow);
         assert_eq!((flow.limit(), flow.report().end_limit), (1, None));
-        // A refusal while the endpoint answers others is something found.
-        let flow = first_run();
+        // A few refusals and nothing else, the limit not down to 1: nothing found either.
+        let flow = first_run(8, 64);
         flow.company_called();
+        for _ in 0..3 {
+            flow.answered(Instant::now(), Signal::Overloaded, None);
+        }
+        assert_eq!((flow.limit(), flow.report().end_limit), (2, None));
+        // A refusal while the endpoint answers others is something found.
+        let flow = first_run(8, 64);
+        flow.company_called();
+        flow.answered(Instant::now(), Signal::Answered, None);
         flow.answered(Instant::now(), Signal::Overloaded, None);
         assert_eq!(flow.report().end_limit, Some(5));
+    }
+
+    #[test]
+    fn an_answer_sent_before_the_endpoint_was_found_down_says_it_was_full() {
+        // Companies started at 40 go on with their pages and retries as the limit falls: an
+        // endpoint that serves a few slowly refuses them at once, down to 1 and once more there.
+        let flow = first_run(40, 64);
+        let served = Instant::now();
+        flow.company_called();
+        flow.answered(served, Signal::Answered, None);
+        refuse_down_to_one(&flow);
+        assert_eq!(
+            flow.report().end_limit,
+            None,
+            "down, as far as it can tell: a first run that has found nothing"
+        );
+        // One of the few it served answers: it was full. The limit stays where they took it.
+        flow.answered(served, Signal::Answered, None);
+        assert_eq!((flow.limit(), flow.report().end_limit), (1, Some(1)));
+    }
+
+    #[test]
+    fn an_outage_in_a_runs_tail_hands_on_where_it_settled_before() {
+        let flow = first_run(16, 256);
+        // A window, then the last company called at 20, then the tail's answers raise the limit
+        // on nothing, and the endpoint goes down.
+        for _ in 0..16 {
+            flow.answered(Instant::now(), Signal::Answered, None);
+        }
+        flow.company_called();
+        assert_eq!(flow.report().end_limit, Some(20));
+        for _ in 0..16 * 4 {
+            flow.answered(Instant::now(), Signal::Answered, None);
+        }
+        assert!(flow.limit() > 20, "{:?}", flow.report());
+        refuse_down_to_one(&flow);
+        assert_eq!(flow.report().end_limit, Some(20));
     }
 
     #[test]
@@ -1758,15 +1829,10 @@ mod tests {
 
     #[test]
     fn retry_after_holds_back_the_whole_run_until_the_latest_one() {
-        let flow = Flow::new(Concurrency::Adaptive {
-            start: 8,
-            max: 64,
-            settled: false,
-            ceiling: None,
-            spread: None,
-        });
+        let flow = first_run(8, 64);
         let sent = Instant::now();
         assert_eq!(flow.paused_until(sent), None);
+        flow.answered(sent, Signal::Answered, None);
         flow.answered(sent, Signal::Overloaded, Some(Duration::from_secs(2)));
         let first = flow.paused_until(Instant::now()).expect("paused");
         flow.answered(sent, Signal::Overloaded, Some(Duration::from_secs(1)));
