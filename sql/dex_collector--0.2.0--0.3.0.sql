@@ -267,6 +267,8 @@ CREATE INDEX events_abandoned_idx ON dex_collector.events (id)
 CREATE INDEX events_delivered_idx ON dex_collector.events (id) WHERE delivered_at IS NOT NULL;
 -- The worker's look at whether it last said runs stopped or started again, every cycle.
 CREATE INDEX events_staleness_idx ON dex_collector.events (id) WHERE kind IN ('stale', 'fresh');
+-- Retention, and the last day's events in metrics: the old ones, or the new, not every event.
+CREATE INDEX events_created_at_idx ON dex_collector.events (created_at);
 COMMENT ON TABLE dex_collector.events IS 'dex_collector: changes of a company''s health, runs that failed or were cut short, and runs stopping or starting again';
 
 SELECT pg_catalog.pg_extension_config_dump('dex_collector.companies', '');
@@ -332,6 +334,10 @@ SELECT company_id, company_name,
        recorded_at, status, run_id, http_status, last_error, success_at, failures, failing_since,
        alerted, called_run_id, success_run_id
   FROM judged;
+
+-- The worker's look for a queued run every few seconds, and for the runs not finished (marked
+-- interrupted at its start, waited for by the heartbeat): not a scan of every run.
+CREATE INDEX runs_unfinished_idx ON dex_collector.runs (id) WHERE status IN ('queued', 'running');
 
 -- The fair order and company_status read companies now, not these.
 DROP INDEX dex_collector.run_results_called_idx, dex_collector.run_results_succeeded_idx,

@@ -49,6 +49,9 @@ CREATE TABLE dex_collector.runs (
     company_id            uuid      -- dex_collect_company()'s company; NULL: a run of every company
 );
 CREATE INDEX runs_started_at_idx ON dex_collector.runs (started_at DESC);
+-- The worker's look for a queued run every few seconds, and for the runs not finished (marked
+-- interrupted at its start, waited for by the heartbeat): not a scan of every run.
+CREATE INDEX runs_unfinished_idx ON dex_collector.runs (id) WHERE status IN ('queued', 'running');
 COMMENT ON TABLE dex_collector.runs IS 'dex_collector: one row per collection run';
 
 -- One row per company per run.
@@ -133,6 +136,8 @@ CREATE INDEX events_abandoned_idx ON dex_collector.events (id)
 CREATE INDEX events_delivered_idx ON dex_collector.events (id) WHERE delivered_at IS NOT NULL;
 -- The worker's look at whether it last said runs stopped or started again, every cycle.
 CREATE INDEX events_staleness_idx ON dex_collector.events (id) WHERE kind IN ('stale', 'fresh');
+-- Retention, and the last day's events in metrics: the old ones, or the new, not every event.
+CREATE INDEX events_created_at_idx ON dex_collector.events (created_at);
 COMMENT ON TABLE dex_collector.events IS 'dex_collector: changes of a company''s health, runs that failed or were cut short, and runs stopping or starting again';
 
 -- One row per company per day (UTC), kept with each result in the statement that records it

@@ -36,6 +36,9 @@ pub struct Deliveries {
     /// recorded before any event is sent again. Otherwise the event, its delivery or its backoff
     /// unrecorded, would be due again, and go to the receiver once a turn while it lasts.
     unrecorded: Option<(i64, Attempt)>,
+    /// The webhook URL of the last turn that sent events: when it changes, what is waiting is
+    /// offered to the new one at once.
+    alert_url: Option<String>,
 }
 
 /// What a kept client was built for.
@@ -61,6 +64,7 @@ impl Deliveries {
             http: None,
             pings: Pings::from_now(),
             unrecorded: None,
+            alert_url: None,
         }
     }
 
@@ -96,6 +100,9 @@ impl Deliveries {
             // a ping that fails is not sent again (the next run's says the same).
             self.pings = Pings::from_now();
         }
+        if let Some(url) = &alert_url {
+            problems.extend(self.new_receiver(url).err());
+        }
         if heartbeat_url.is_some() || alert_url.is_some() {
             match client_for(&mut self.http, &targets) {
                 Ok(http) => {
@@ -117,6 +124,23 @@ impl Deliveries {
         } else {
             Err(problems.join("; "))
         }
+    }
+
+    /// A webhook URL other than the last turn's: the events waiting are offered to it at once,
+    /// afresh. An attempt at the old one still to be recorded is forgotten, but for a delivery:
+    /// recorded after, a refusal would count against the new receiver, and abandon an event it
+    /// never saw.
+    fn new_receiver(&mut self, url: &str) -> Result<(), String> {
+        if self.alert_url.as_deref().is_some_and(|last| last != url) {
+            if !matches!(self.unrecorded, None | Some((_, Attempt::Delivered))) {
+                self.unrecorded = None;
+            }
+            in_transaction(outbox::offer_now_to_a_new_receiver).map_err(|error| {
+                format!("could not offer the events waiting to the new dex_collector.alert_url: {error}")
+            })?;
+        }
+        self.alert_url = Some(url.to_string());
+        Ok(())
     }
 }
 
@@ -327,9 +351,10 @@ fn post(
     http.post_json(url, headers, body, REQUEST_TIMEOUT, &pg::interrupt_pending)
 }
 
-/// `work` in a transaction of the worker's own; any error becomes its text.
+/// `work` in a transaction of the worker's upkeep (it waits for a lock no more than a moment);
+/// any error becomes its text.
 fn in_transaction<T, E: std::fmt::Display>(
     work: impl FnOnce() -> Result<T, E> + std::panic::UnwindSafe,
 ) -> Result<T, String> {
-    pg::in_transaction(work)?.map_err(|error| error.to_string())
+    pg::in_upkeep_transaction(work)?.map_err(|error| error.to_string())
 }

@@ -68,8 +68,9 @@ pub fn collect_in_transaction(scope: Scope, trigger: Trigger) -> Result<Vec<u8>,
     history::record_results(run.id, &sink.batch.take(), recording)?;
     history::finish_run(&executed.summary, executed.summary.final_status())?;
     // Where no worker deletes old history, each call deletes a batch of it: more than one run
-    // adds, so the history stays within its retention whatever the schedule.
-    if !worker_serves_this_database()? {
+    // adds, so the history stays within its retention whatever the schedule. Also where one
+    // should but is not running (it could not start: `max_worker_processes` used up, say).
+    if !worker_serves_this_database()? || !pg::worker_running() {
         delete_old_history_after_the_run();
     }
     // The worker sends what the run leaves to send (events, the heartbeat) once it commits.

@@ -50,19 +50,21 @@ pub fn oldest_undelivered() -> Result<Option<PendingEvent>, pgrx::spi::Error> {
 }
 
 /// An event the receiver refuses this many times in a row is abandoned: about half a minute of
-/// refusals for an event offered for the first time (the backoff waits 10 s, then 20 s), so that a
-/// receiver mended within that time (a URL mistyped, a key rotated on one side first) loses
-/// nothing, and one that refuses an event for good holds back the events after it that long only.
+/// refusals (the backoff after a refusal waits 10 s, then 20 s, however long the receiver was
+/// unreachable before), so that a receiver mended within that time (a URL mistyped, a key rotated
+/// on one side first) loses nothing, and one that refuses an event for good holds back the events
+/// after it that long only.
 pub const REFUSALS_BEFORE_ABANDONING: i32 = 3;
 
 /// How one attempt to deliver an event ended.
 pub enum Attempt {
     Delivered,
-    /// Tried again after a backoff (10 s, doubling up to an hour, with a fifth of jitter either
-    /// way so that many databases do not retry together).
+    /// Tried again after a backoff (10 s, doubling with the event's attempts up to an hour, with a
+    /// fifth of jitter either way so that many databases do not retry together).
     Failed(String),
-    /// Refused by the receiver: tried again after the backoff, but for the last of
-    /// [`REFUSALS_BEFORE_ABANDONING`], which is [`Attempt::Abandoned`].
+    /// Refused by the receiver: tried again after a backoff that doubles with the refusals in a
+    /// row (10 s, 20 s), but for the last of [`REFUSALS_BEFORE_ABANDONING`], which is
+    /// [`Attempt::Abandoned`].
     Refused(String),
     /// Refused for good: abandoned, so that the events after it go out.
     Abandoned(String),
@@ -87,11 +89,28 @@ pub fn record_attempt(id: i64, attempt: &Attempt) -> Result<(), pgrx::spi::Error
                     abandoned_at = coalesce(abandoned_at, CASE WHEN $4 THEN clock_timestamp() END),
                     delivery_error = coalesce(left($2, 1000), delivery_error),
                     next_delivery_at = CASE WHEN $2::text IS NOT NULL AND NOT $4 THEN clock_timestamp()
-                        + least(interval '1 hour', interval '10 seconds' * 2 ^ least(delivery_attempts, 9))
+                        + least(interval '1 hour', interval '10 seconds'
+                                * 2 ^ least(CASE WHEN $3 THEN refusals ELSE delivery_attempts END, 9))
                           * (0.8 + random() * 0.4) END
               WHERE id = $1",
             None,
             &[id.into(), failure.into(), refused.into(), abandoned.into()],
+        )?;
+        Ok(())
+    })
+}
+
+/// The events not delivered yet are offered at once, afresh (their attempts and refusals in a row
+/// forgotten): for a receiver at a new URL, which the old one's backoff (up to an hour after a long
+/// outage) and refusals say nothing about.
+pub fn offer_now_to_a_new_receiver() -> Result<(), pgrx::spi::Error> {
+    Spi::connect_mut(|client| {
+        client.update(
+            "UPDATE dex_collector.events
+                SET next_delivery_at = NULL, refusals = 0, delivery_attempts = 0
+              WHERE delivered_at IS NULL AND abandoned_at IS NULL AND delivery_attempts > 0",
+            None,
+            &[],
         )?;
         Ok(())
     })

@@ -432,9 +432,10 @@ fn delete_old_history(retention: Retention, problems: &mut Problems) -> Deleted 
         if pg::shutdown_requested() || started.elapsed() >= RETENTION_SLICE {
             break Deleted::Some;
         }
-        match in_own_transaction(|| {
+        let batch = pg::in_upkeep_transaction(|| {
             history::delete_old_history(retention, RETENTION_RUNS_BATCH, RETENTION_ROWS_BATCH)
-        }) {
+        });
+        match batch.and_then(|deleted| deleted.map_err(|error| error.to_string())) {
             Ok(0) => break Deleted::All,
             Ok(count) => deleted += count,
             Err(error) => {

@@ -34,11 +34,11 @@ pub use process::{
 };
 pub use shmem::{
     init_shared_memory, loading_shared_preload_libraries, preloaded, publish_worker_latch,
-    set_worker_database_missing, wake_worker_at_commit, worker_database_missing,
+    set_worker_database_missing, wake_worker_at_commit, worker_database_missing, worker_running,
 };
 pub use transaction::{
     database_accepts_connections, in_rolled_back_subtransaction, in_subtransaction_kept_if_done,
-    in_transaction, RolledBack,
+    in_transaction, in_upkeep_transaction, RolledBack,
 };
 
 /// The report inside any caught error: a Postgres ERROR, a Rust `ereport!`, or a panic.

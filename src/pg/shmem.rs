@@ -39,13 +39,28 @@ pub fn preloaded() -> bool {
     PRELOADED.load(Ordering::Relaxed)
 }
 
-/// The worker makes its latch the one a queued run sets.
+/// The worker makes its latch the one a queued run sets, withdrawn however the worker exits (an
+/// ERROR that ends it included): a latch left published says a worker runs, and SQL calls leave
+/// the deletion of old history to it.
 pub fn publish_worker_latch() {
     if preloaded() {
-        // SAFETY: MyLatch points into this process's PGPROC, in shared memory, for its lifetime.
-        let latch = unsafe { pg_sys::MyLatch } as usize;
-        WORKER_LATCH.get().store(latch, Ordering::Release);
+        // SAFETY: MyLatch points into this process's PGPROC, in shared memory, for its lifetime;
+        // the callback runs once, as the process detaches from shared memory.
+        unsafe {
+            let latch = pg_sys::MyLatch as usize;
+            WORKER_LATCH.get().store(latch, Ordering::Release);
+            pg_sys::before_shmem_exit(Some(withdraw_at_exit), pg_sys::Datum::from(0));
+        }
     }
+}
+
+unsafe extern "C-unwind" fn withdraw_at_exit(_code: std::ffi::c_int, _argument: pg_sys::Datum) {
+    withdraw_worker_latch();
+}
+
+/// Whether a worker has connected to its database and not exited since (its latch published).
+pub fn worker_running() -> bool {
+    preloaded() && WORKER_LATCH.get().load(Ordering::Acquire) != 0
 }
 
 /// The worker withdraws its latch as it exits.

@@ -53,26 +53,58 @@ pub fn database_accepts_connections(name: &CStr) -> Result<bool, String> {
 /// And the transaction's table statistics are reported after it: a worker has no idle loop that
 /// does so, and without them autovacuum never learns of the rows the worker deletes and updates.
 pub fn in_transaction<R>(work: impl FnOnce() -> R + std::panic::UnwindSafe) -> Result<R, String> {
+    in_transaction_waiting(None, work)
+}
+
+/// How long a transaction of the worker's upkeep waits for a lock ([`in_upkeep_transaction`]).
+const UPKEEP_LOCK_WAIT: &CStr = c"2s";
+
+/// [`in_transaction`] for the worker's upkeep (its deliveries, the retention of history): a lock
+/// it waits for longer than [`UPKEEP_LOCK_WAIT`] fails it, to be tried again on a later turn.
+/// A worker's statements have no `statement_timeout`, and a session that keeps a lock on what the
+/// upkeep writes (an event marked by hand in a transaction left open) would otherwise hold the
+/// worker's whole loop, its runs, pings and the schedule's watch, until that transaction ends.
+pub fn in_upkeep_transaction<R>(
+    work: impl FnOnce() -> R + std::panic::UnwindSafe,
+) -> Result<R, String> {
+    in_transaction_waiting(Some(UPKEEP_LOCK_WAIT), work)
+}
+
+/// Sets `name` to `value` for the current transaction only (SET LOCAL).
+///
+/// # Safety
+/// On the backend's thread, inside a transaction (a value the setting refuses raises an ERROR).
+unsafe fn set_local(name: &CStr, value: &CStr) {
+    pg_sys::set_config_option(
+        name.as_ptr(),
+        value.as_ptr(),
+        pg_sys::GucContext::PGC_USERSET,
+        pg_sys::GucSource::PGC_S_SESSION,
+        pg_sys::GucAction::GUC_ACTION_LOCAL,
+        true,
+        0,
+        false,
+    );
+}
+
+fn in_transaction_waiting<R>(
+    lock_wait: Option<&CStr>,
+    work: impl FnOnce() -> R + std::panic::UnwindSafe,
+) -> Result<R, String> {
     // SAFETY: the worker is connected and outside any transaction whenever this is called.
     unsafe {
         pg_sys::SetCurrentStatementStartTimestamp();
         pg_sys::StartTransactionCommand();
     }
     let outcome = PgTryBuilder::new(|| {
-        // SAFETY: in the transaction begun above; the setting is its own (SET LOCAL), and an
-        // ERROR from either call is caught below.
+        // SAFETY: in the transaction begun above; the settings are its own (SET LOCAL), and an
+        // ERROR from any call is caught below.
         unsafe {
             if super::interrupts::shutdown_requested() {
-                pg_sys::set_config_option(
-                    c"synchronous_commit".as_ptr(),
-                    c"local".as_ptr(),
-                    pg_sys::GucContext::PGC_USERSET,
-                    pg_sys::GucSource::PGC_S_SESSION,
-                    pg_sys::GucAction::GUC_ACTION_LOCAL,
-                    true,
-                    0,
-                    false,
-                );
+                set_local(c"synchronous_commit", c"local");
+            }
+            if let Some(wait) = lock_wait {
+                set_local(c"lock_timeout", wait);
             }
             pg_sys::PushActiveSnapshot(pg_sys::GetTransactionSnapshot());
         }
@@ -156,16 +188,7 @@ fn in_subtransaction<T>(
         );
         pg_sys::BeginInternalSubTransaction(std::ptr::null());
         for (name, value) in settings {
-            pg_sys::set_config_option(
-                name.as_ptr(),
-                value.as_ptr(),
-                pg_sys::GucContext::PGC_USERSET,
-                pg_sys::GucSource::PGC_S_SESSION,
-                pg_sys::GucAction::GUC_ACTION_LOCAL,
-                true,
-                0,
-                false,
-            );
+            set_local(name, value);
         }
         if let Some(role) = role {
             let restricted = (pg_sys::SECURITY_LOCAL_USERID_CHANGE

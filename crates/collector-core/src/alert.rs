@@ -1,5 +1,5 @@
 //! What the collector tells the outside, over HTTP: an event to a webhook (a body a Slack or
-//! Discord incoming webhook shows as it is, signed like GitHub's and Stripe's deliveries), and a
+//! Discord incoming webhook shows as it is, signed as Stripe signs its deliveries), and a
 //! heartbeat ping per finished run (healthchecks.io's convention: the URL, or the URL with
 //! `/fail`). Delivery itself, retries and order are the caller's (the worker's outbox).
 

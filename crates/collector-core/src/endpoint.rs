@@ -300,7 +300,8 @@ async fn fetch_page(
         };
         let signal = match (status, exchange) {
             (_, Exchange::NotSent) => None,
-            (Some(429 | 503), _) => Some(Signal::Overloaded),
+            (Some(429), _) => Some(Signal::RateLimited),
+            (Some(503), _) => Some(Signal::Unavailable),
             // A gateway's: it could not reach the app, or the app did not answer in its time,
             // as a refused connection or a timeout here would say.
             (Some(502 | 504), _) | (_, Exchange::CutOff) => Some(Signal::Dropped),

@@ -69,11 +69,20 @@ pub enum Concurrency {
 pub enum Signal {
     /// An answer other than 429 or 503: its latency is what tells.
     Answered,
-    /// 429 or 503: the endpoint says it is overloaded.
-    Overloaded,
+    /// 429: the endpoint says the run sends too much. It answers: it is up, and full.
+    RateLimited,
+    /// 503: the endpoint says it is overloaded, or down (a maintenance page).
+    Unavailable,
     /// No whole answer: the request timed out, or the connection was refused, reset or closed
     /// before the answer's end.
     Dropped,
+}
+
+impl Signal {
+    /// A 429 or 503, which may ask for a `Retry-After` pause of the whole run.
+    pub fn overloaded(self) -> bool {
+        matches!(self, Signal::RateLimited | Signal::Unavailable)
+    }
 }
 
 /// A window's median this many times the lowest recent window's means the endpoint queues: the
@@ -254,6 +263,14 @@ pub struct AdaptiveLimit {
     /// Since the endpoint last answered, only refusals and dropped requests: where the run stood
     /// before the first of them.
     unanswered: Option<Unanswered>,
+    /// When the endpoint last answered again after it was down: a refusal of a request sent before
+    /// is the outage's, not the endpoint's capacity now.
+    backed_up_at: Option<Instant>,
+    /// Where the run stood before an outage it came back from: it settles no lower until it lowers
+    /// its limit again, as a run after others does at where they settled (see
+    /// [`AdaptiveLimit::settled`]). Not [`AdaptiveLimit::settled_at`], which also holds the limit
+    /// after a queue at and above it: a run would then hold where it does not otherwise.
+    floor: Option<f64>,
     window: Vec<Duration>,
     /// The recent windows' medians, each with how many answers it was taken of (the bottom of a
     /// fall that found the endpoint slower, as many as the noise asks for).
@@ -303,10 +320,19 @@ pub struct AdaptiveLimit {
 /// runs of the next hour at 1 under a ceiling of 1, one company at a time. So is a run that has
 /// had no answer at all, however few its requests (an outage, see [`AdaptiveLimit::outage`]).
 ///
-/// An answer to a request sent before the endpoint was found down says it was full, not down: the
-/// companies already in flight when the limit fell go on sending their pages and retries, and an
-/// endpoint that serves a few slowly and refuses the rest at once drives the limit to 1 before the
-/// first of those few answers. The limit stays where the refusals took it then.
+/// A 429 is an answer: the endpoint is up, and says the run sends too much. Only 503s and dropped
+/// requests make an outage; a 429 of a request sent since the endpoint was found down ends one as
+/// a refusal at 1 would while it answers: full (a rate limit), and the limit stays at 1.
+///
+/// An answer to a request sent before the endpoint was found down says nothing of whether it is
+/// back: a request the platform held while the app was away (a proxy that queues them through a
+/// deploy) answers once the app is back, but so does one of the few that an endpoint full to the
+/// brim served slowly while it refused the rest at once, and the company behind either sends its
+/// next page at once, refused by a deploy still going on as by the full endpoint. Only an answer to
+/// a request sent since it was found down says it is back: the run goes on from a step below where
+/// it stood, and an endpoint that was full after all refuses it again, between answers now, which
+/// lowers the limit as refusals do (taken for full at once, an answer that came back as a deploy
+/// ended left the run at 1, and handed on 1, for the next hour).
 #[derive(Debug, Clone)]
 struct Unanswered {
     limit: f64,
@@ -314,6 +340,7 @@ struct Unanswered {
     lowered: bool,
     learned: bool,
     ceiling: Option<(f64, Instant, usize)>,
+    floor: Option<f64>,
     /// A refusal or dropped request that lowered the limit has come since.
     lowered_since: bool,
     /// When the endpoint refused a request at a limit of 1 after that: it is down.
@@ -376,6 +403,8 @@ impl AdaptiveLimit {
             learned: false,
             answered: false,
             unanswered: None,
+            backed_up_at: None,
+            floor: None,
             window: Vec::new(),
             recent_medians: VecDeque::new(),
             recent_spreads: VecDeque::new(),
@@ -453,12 +482,19 @@ impl AdaptiveLimit {
     /// That level is [`AdaptiveLimit::settled_at`] (no higher than the maximum): a fall that forgets
     /// it has lowered the limit first.
     ///
-    /// In an outage ([`AdaptiveLimit::outage`]), where the run stood when it last answered.
+    /// In an outage ([`AdaptiveLimit::outage`]), where the run stood when it last answered; after
+    /// one, no lower than that until it lowers its limit again ([`AdaptiveLimit::floor`]).
     pub fn settled(&self) -> usize {
-        let (limit, lowered) = match self.outage() {
-            Some(before) => (before.limit, before.lowered),
-            None => (self.limit, self.lowered),
-        };
+        match self.outage() {
+            Some(before) => self.settled_level(before.limit, before.lowered, before.floor),
+            None => self.settled_level(self.limit, self.lowered, self.floor),
+        }
+    }
+
+    /// Where a run settles at `limit`, having `lowered` it or not, and no lower than `floor` (see
+    /// [`AdaptiveLimit::settled`]).
+    fn settled_level(&self, limit: f64, lowered: bool, floor: Option<f64>) -> usize {
+        let limit = limit.max(floor.unwrap_or(0.0));
         match self.settled_at {
             Some(level) if !lowered => (limit as usize).max(level.min(self.max) as usize),
             _ => limit as usize,
@@ -474,7 +510,7 @@ impl AdaptiveLimit {
     }
 
     /// The endpoint refuses or drops every request, at a limit of 1 too (see [`Unanswered`]).
-    pub fn endpoint_down(&self) -> bool {
+    fn endpoint_down(&self) -> bool {
         self.unanswered
             .as_ref()
             .is_some_and(|unanswered| unanswered.down_at.is_some())
@@ -487,44 +523,57 @@ impl AdaptiveLimit {
     fn outage(&self) -> Option<&Unanswered> {
         self.unanswered
             .as_ref()
-            .filter(|before| before.down_at.is_some() || !self.answered)
+            .filter(|_| self.endpoint_down() || !self.answered)
     }
 
     /// Takes in one exchange: sent at `sent_at`, ended `latency` later, at `now`.
     pub fn observe(&mut self, sent_at: Instant, latency: Duration, signal: Signal, now: Instant) {
-        if signal == Signal::Answered {
+        let refused = signal != Signal::Answered;
+        // A 429 is the endpoint's answer too: it is up, and the run sends too much.
+        let reached = matches!(signal, Signal::Answered | Signal::RateLimited);
+        // Sent before the endpoint came back from an outage, a refusal is the outage's.
+        if refused && self.backed_up_at.is_some_and(|at| sent_at < at) {
+            return;
+        }
+        if let Some(down_at) = self.unanswered.as_ref().and_then(|before| before.down_at) {
+            // Down: nothing to learn until it answers a request sent since (see Unanswered).
+            if !reached || sent_at < down_at {
+                return;
+            }
+            match self.unanswered.take() {
+                // Up, and refusing what the run sends at 1: full, not back; the limit stays.
+                Some(_) if signal == Signal::RateLimited => {}
+                Some(before) => self.back_up(before, now),
+                None => {}
+            }
+        } else if reached {
+            self.unanswered = None;
+        } else if self.unanswered.is_none() {
+            self.unanswered = Some(Unanswered {
+                limit: self.limit,
+                slow_start: self.slow_start,
+                lowered: self.lowered,
+                learned: self.learned,
+                ceiling: self.ceiling,
+                floor: self.floor,
+                lowered_since: false,
+                down_at: None,
+            });
+        }
+        if reached {
             self.answered = true;
-            if let Some(before) = self.unanswered.take() {
-                if before.down_at.is_some_and(|down_at| sent_at >= down_at) {
-                    self.back_up(before, now);
-                }
-            }
-        } else {
-            match &self.unanswered {
-                // Down: the limit is at 1, and there is nothing more to learn until it answers.
-                Some(unanswered) if unanswered.down_at.is_some() => return,
-                Some(_) => {}
-                None => {
-                    self.unanswered = Some(Unanswered {
-                        limit: self.limit,
-                        slow_start: self.slow_start,
-                        lowered: self.lowered,
-                        learned: self.learned,
-                        ceiling: self.ceiling,
-                        lowered_since: false,
-                        down_at: None,
-                    })
-                }
-            }
+        }
+        if refused {
             // Evidence against where the runs before settled, whether or not it lowers the limit
             // again (see AdaptiveLimit::settled).
             self.lowered = true;
+            self.floor = None;
         }
         if self.last_change.is_some_and(|at| sent_at < at) {
             return;
         }
         match signal {
-            Signal::Overloaded | Signal::Dropped => {
+            Signal::RateLimited | Signal::Unavailable | Signal::Dropped => {
                 let at_one = self.current() <= 1;
                 if let Some(unanswered) = self.unanswered.as_mut() {
                     if unanswered.lowered_since && at_one {
@@ -623,8 +672,10 @@ impl AdaptiveLimit {
                 let began_at = fall.began_at;
                 self.falling = None;
                 self.shortened = false;
-                // Where the runs settled was the endpoint's edge before it slowed down.
+                // Where the runs settled, or this one before an outage, was the endpoint's edge
+                // before it slowed down.
                 self.settled_at = None;
+                self.floor = None;
                 self.recent_medians.clear();
                 // Short by design (FALLING_ROUND_TRIPS), the window at the bottom of the fall
                 // is the new baseline all the same: counted as shorter, the windows after it
@@ -685,18 +736,24 @@ impl AdaptiveLimit {
     }
 
     /// The endpoint answers again after it was down: the run goes on as it stood before, from a
-    /// step below its limit then.
+    /// step below its limit then, as a run after others begins a step below where they settled,
+    /// and where it stood is where it settles until it lowers its limit again
+    /// ([`AdaptiveLimit::floor`]; a run that had found nothing before has nothing to hand on).
     fn back_up(&mut self, before: Unanswered, now: Instant) {
         self.slow_start = before.slow_start;
         self.lowered = before.lowered;
         self.learned = before.learned;
         self.ceiling = before.ceiling;
+        self.backed_up_at = Some(now);
+        self.floor = (before.learned || self.settled_at.is_some())
+            .then(|| self.settled_level(before.limit, before.lowered, before.floor) as f64);
         self.change_to((before.limit * RESUME).max(1.0), now);
     }
 
     fn decrease(&mut self, factor: f64, now: Instant) {
         self.slow_start = false;
         self.lowered = true;
+        self.floor = None;
         self.change_to((self.limit * factor).max(1.0), now);
     }
 
@@ -950,7 +1007,7 @@ impl Flow {
     pub fn answered(&self, sent_at: Instant, signal: Signal, retry_after: Option<Duration>) {
         let now = Instant::now();
         let mut state = self.state();
-        if signal == Signal::Overloaded {
+        if signal.overloaded() {
             state.report.overloaded_answers += 1;
             if let Some(resume_at) = retry_after.and_then(|after| now.checked_add(after)) {
                 let already = state.paused_until.filter(|until| *until > now);
@@ -962,27 +1019,26 @@ impl Flow {
             }
         }
         let state = &mut *state;
-        if let Limit::Adaptive(adaptive) = &mut state.limit {
-            let was_unanswered = adaptive.unanswered.is_some();
-            let was_outage = adaptive.outage().is_some();
-            adaptive.observe(sent_at, now.saturating_duration_since(sent_at), signal, now);
-            let limit = adaptive.current();
-            if !was_unanswered && adaptive.unanswered.is_some() {
-                state.settled_when_answered = state.settled;
-            }
-            // The fall of an outage was not a fall (see AdaptiveLimit::settled): where the run had
-            // settled when the endpoint last answered.
-            state.settled = if was_outage || adaptive.outage().is_some() {
-                state.settled_when_answered.min(adaptive.settled())
-            } else {
-                state.settled.min(adaptive.settled())
-            };
-            let handed_on = adaptive.hands_on().then_some(state.settled);
-            let report = &mut state.report;
-            report.end_limit = handed_on;
-            report.lowest_limit = report.lowest_limit.min(limit);
-            report.highest_limit = report.highest_limit.max(limit);
+        let Limit::Adaptive(adaptive) = &mut state.limit else {
+            return;
+        };
+        let was_unanswered = adaptive.unanswered.is_some();
+        let was_outage = adaptive.outage().is_some();
+        adaptive.observe(sent_at, now.saturating_duration_since(sent_at), signal, now);
+        let limit = adaptive.current();
+        if !was_unanswered && adaptive.unanswered.is_some() {
+            state.settled_when_answered = state.settled;
         }
+        // The fall of an outage was not a fall (see AdaptiveLimit::settled): where the run had
+        // settled when the endpoint last answered.
+        state.settled = if was_outage || adaptive.outage().is_some() {
+            state.settled_when_answered.min(adaptive.settled())
+        } else {
+            state.settled.min(adaptive.settled())
+        };
+        state.report.end_limit = state.limit.handed_on(state.settled);
+        state.report.lowest_limit = state.report.lowest_limit.min(limit);
+        state.report.highest_limit = state.report.highest_limit.max(limit);
     }
 
     /// Whether a failed request may be sent again: true takes one retry from the run's budget.
@@ -1104,11 +1160,11 @@ mod tests {
         let mut clock = Instant::now();
         let sent = clock;
         clock += FLOOR;
-        limit.observe(sent, FLOOR, Signal::Overloaded, clock);
+        limit.observe(sent, FLOOR, Signal::RateLimited, clock);
         assert_eq!(limit.current(), 44, "64 × 0.7");
         // The rest of the burst was sent under 64: no further decrease for it.
         for _ in 0..20 {
-            limit.observe(sent, FLOOR, Signal::Overloaded, clock);
+            limit.observe(sent, FLOOR, Signal::RateLimited, clock);
         }
         assert_eq!(limit.current(), 44);
         clock += FLOOR;
@@ -1126,7 +1182,7 @@ mod tests {
         let mut limit = AdaptiveLimit::new(40, 100);
         let mut clock = Instant::now();
         clock += FLOOR;
-        limit.observe(clock, FLOOR, Signal::Overloaded, clock);
+        limit.observe(clock, FLOOR, Signal::Unavailable, clock);
         assert_eq!(limit.current(), 28);
         // Calm windows: it grows back to 40 × 0.9, and no higher within the plateau.
         feed(&mut limit, &mut clock, 40 * 10, FLOOR);
@@ -1266,7 +1322,7 @@ mod tests {
         assert_eq!(report.end_limit, Some(begun_at));
         // Refusals in the tail still lower it, once under where it was then.
         for _ in 0..3 {
-            flow.answered(Instant::now(), Signal::Overloaded, None);
+            flow.answered(Instant::now(), Signal::Unavailable, None);
         }
         assert!(flow.limit() < begun_at, "{:?}", flow.report());
         assert_eq!(flow.report().end_limit, Some(flow.limit()));
@@ -1300,7 +1356,7 @@ mod tests {
         // (a run that met refusals only has found nothing: see AdaptiveLimit::outage).
         let flow = after_others(level);
         flow.company_called();
-        flow.answered(Instant::now(), Signal::Overloaded, None);
+        flow.answered(Instant::now(), Signal::Unavailable, None);
         assert_eq!(flow.report().end_limit, Some(20));
         flow.answered(Instant::now(), Signal::Answered, None);
         assert_eq!(flow.report().end_limit, Some(11));
@@ -1320,7 +1376,7 @@ mod tests {
     /// Refuses requests, each sent now, until the limit is 1 and once more there.
     fn refuse_down_to_one(flow: &Flow) {
         while flow.limit() > 1 {
-            flow.answered(Instant::now(), Signal::Overloaded, None);
+            flow.answered(Instant::now(), Signal::Unavailable, None);
         }
         flow.answered(Instant::now(), Signal::Dropped, None);
     }
@@ -1341,7 +1397,7 @@ mod tests {
         assert_eq!(flow.limit(), 1, "it backs off all the way");
         for _ in 0..5 {
             flow.company_called();
-            flow.answered(Instant::now(), Signal::Overloaded, None);
+            flow.answered(Instant::now(), Signal::Unavailable, None);
         }
         let report = flow.report();
         assert_eq!(
@@ -1354,7 +1410,7 @@ mod tests {
         assert_eq!(flow.limit(), 28);
         assert_eq!(flow.report().end_limit, Some(40));
         // Refused again (at 28.9, after an answer), it is a refusal like any other: 0.7 times.
-        flow.answered(Instant::now(), Signal::Overloaded, None);
+        flow.answered(Instant::now(), Signal::Unavailable, None);
         assert_eq!((flow.limit(), flow.report().end_limit), (20, Some(20)));
     }
 
@@ -1376,46 +1432,140 @@ mod tests {
         let flow = first_run(8, 64);
         flow.company_called();
         for _ in 0..3 {
-            flow.answered(Instant::now(), Signal::Overloaded, None);
+            flow.answered(Instant::now(), Signal::Unavailable, None);
         }
         assert_eq!((flow.limit(), flow.report().end_limit), (2, None));
+        // 429s alone are answers: the endpoint is up, and refuses what the run sends.
+        let flow = first_run(8, 64);
+        flow.company_called();
+        for _ in 0..3 {
+            flow.answered(Instant::now(), Signal::RateLimited, None);
+        }
+        assert_eq!((flow.limit(), flow.report().end_limit), (2, Some(2)));
         // A refusal while the endpoint answers others is something found.
         let flow = first_run(8, 64);
         flow.company_called();
         flow.answered(Instant::now(), Signal::Answered, None);
-        flow.answered(Instant::now(), Signal::Overloaded, None);
+        flow.answered(Instant::now(), Signal::Unavailable, None);
         assert_eq!(flow.report().end_limit, Some(5));
     }
 
     #[test]
-    fn an_answer_sent_before_the_endpoint_was_found_down_says_it_was_full() {
-        // Companies started at 40 go on with their pages and retries as the limit falls: an
-        // endpoint that serves a few slowly refuses them at once, down to 1 and once more there.
+    fn an_answer_to_a_request_sent_before_the_endpoint_was_found_down_says_nothing() {
+        // Companies started at 40 go on with their pages and retries as the limit falls: a deploy
+        // (or an endpoint full to the brim that serves a few slowly) refuses them, down to 1.
         let flow = first_run(40, 64);
         let served = Instant::now();
         flow.company_called();
         flow.answered(served, Signal::Answered, None);
         refuse_down_to_one(&flow);
+        // One sent before answers, and its company's next page is refused at once: still down.
+        flow.answered(served, Signal::Answered, None);
+        flow.answered(Instant::now(), Signal::Unavailable, None);
+        assert_eq!((flow.limit(), flow.report().end_limit), (1, None));
+        // An answer to one sent since: back up, from a step below 40.
+        flow.answered(Instant::now(), Signal::Answered, None);
+        assert_eq!(flow.limit(), 34);
+        // Full after all: refused again, between answers now, as any refusal.
+        flow.answered(Instant::now(), Signal::Unavailable, None);
+        flow.answered(Instant::now(), Signal::Answered, None);
+        assert_eq!((flow.limit(), flow.report().end_limit), (23, Some(23)));
+    }
+
+    #[test]
+    fn an_outage_that_ends_while_requests_from_before_it_are_out_comes_back_up() {
+        let flow = first_run_settled_at_20();
+        // A request the platform held through a deploy answers first once the app is back.
+        let sent_before = Instant::now();
+        refuse_down_to_one(&flow);
+        flow.answered(sent_before, Signal::Answered, None);
+        assert_eq!(flow.limit(), 1, "not yet told");
+        // A refusal of a request sent before that answer (the outage's), then an answer to a
+        // request sent since it was found down: back up.
+        flow.answered(sent_before, Signal::Dropped, None);
+        flow.answered(Instant::now(), Signal::Answered, None);
+        assert_eq!(flow.limit(), 17, "0.85 times 20");
+        flow.company_called();
         assert_eq!(
             flow.report().end_limit,
-            None,
-            "down, as far as it can tell: a first run that has found nothing"
+            Some(20),
+            "where it stood, until it lowers its limit again"
         );
-        // One of the few it served answers: it was full. The limit stays where they took it.
-        flow.answered(served, Signal::Answered, None);
+    }
+
+    #[test]
+    fn a_refusal_sent_during_an_outage_does_not_count_after_it() {
+        let flow = first_run_settled_at_20();
+        refuse_down_to_one(&flow);
+        let sent_while_down = Instant::now();
+        std::thread::sleep(Duration::from_millis(1));
+        flow.answered(Instant::now(), Signal::Answered, None);
+        assert_eq!(flow.limit(), 17);
+        // The last of the outage's refusals come in after the answer.
+        for _ in 0..3 {
+            flow.answered(sent_while_down, Signal::Unavailable, None);
+        }
+        flow.company_called();
+        let report = flow.report();
+        assert_eq!(
+            (flow.limit(), report.end_limit),
+            (17, Some(20)),
+            "{report:?}"
+        );
+        // One sent since is a refusal like any other.
+        flow.answered(Instant::now(), Signal::Unavailable, None);
+        assert_eq!((flow.limit(), flow.report().end_limit), (11, Some(11)));
+    }
+
+    #[test]
+    fn a_run_limited_to_one_by_429s_is_full_not_down() {
+        // A rate limit (a firewall's block of 429s without Retry-After) answers every request: the
+        // endpoint is up, and the run sends too much.
+        let flow = first_run(16, 64);
+        flow.company_called();
+        flow.answered(Instant::now(), Signal::Answered, None);
+        while flow.limit() > 1 {
+            flow.answered(Instant::now(), Signal::RateLimited, None);
+        }
+        for _ in 0..3 {
+            flow.answered(Instant::now(), Signal::RateLimited, None);
+        }
+        // A connection reset among them does not make it down either.
+        flow.answered(Instant::now(), Signal::Dropped, None);
+        assert_eq!(flow.report().end_limit, Some(1));
+        // When the block ends, the run grows from 1, not back into it from 0.85 times 16.
+        flow.answered(Instant::now(), Signal::Answered, None);
         assert_eq!((flow.limit(), flow.report().end_limit), (1, Some(1)));
     }
 
     #[test]
-    fn an_outage_in_a_runs_tail_hands_on_where_it_settled_before() {
-        let flow = first_run(16, 256);
-        // A window, then the last company called at 20, then the tail's answers raise the limit
-        // on nothing, and the endpoint goes down.
+    fn a_429_that_ends_an_outage_says_full_and_the_limit_stays() {
+        let flow = first_run_settled_at_20();
+        refuse_down_to_one(&flow);
+        assert_eq!(flow.report().end_limit, Some(20));
+        // The endpoint is up again, behind a rate limit that refuses even one at a time.
+        flow.answered(Instant::now(), Signal::RateLimited, None);
+        assert_eq!((flow.limit(), flow.report().end_limit), (1, Some(1)));
+        flow.answered(Instant::now(), Signal::Answered, None);
+        assert_eq!(flow.limit(), 1, "not back to 17, into the limit");
+    }
+
+    /// A first run from 16 that has ended a window and called a company at 20.
+    fn first_run_settled_at_20() -> Flow {
+        let flow = first_run(16, 64);
         for _ in 0..16 {
             flow.answered(Instant::now(), Signal::Answered, None);
         }
         flow.company_called();
-        assert_eq!(flow.report().end_limit, Some(20));
+        assert_eq!((flow.limit(), flow.report().end_limit), (20, Some(20)));
+        flow
+    }
+
+    #[test]
+    fn an_outage_in_a_runs_tail_hands_on_where_it_settled_before() {
+        // The last company called at 20, then the tail's answers raise the limit on nothing, and
+        // the endpoint goes down.
+        let flow = first_run_settled_at_20();
         for _ in 0..16 * 4 {
             flow.answered(Instant::now(), Signal::Answered, None);
         }
@@ -1433,14 +1583,14 @@ mod tests {
             limit.observe(clock, FLOOR, signal, clock + FLOOR);
             clock += FLOOR;
         };
-        exchange(&mut limit, Signal::Overloaded);
+        exchange(&mut limit, Signal::Unavailable);
         for _ in 0..3 {
             exchange(&mut limit, Signal::Answered);
-            exchange(&mut limit, Signal::Overloaded);
+            exchange(&mut limit, Signal::Unavailable);
             assert!(!limit.endpoint_down());
         }
         assert_eq!((limit.current(), limit.settled()), (1, 1));
-        exchange(&mut limit, Signal::Overloaded);
+        exchange(&mut limit, Signal::Unavailable);
         assert!(limit.endpoint_down(), "refused twice in a row at 1");
         assert_eq!(limit.settled(), 1, "where it stood before those two");
     }
@@ -1457,7 +1607,7 @@ mod tests {
         );
         // Sent under the old limit: it does not lower the new one, but the run hands on its own
         // limit, not the level it was given.
-        limit.observe(sent_before, FLOOR, Signal::Overloaded, clock);
+        limit.observe(sent_before, FLOOR, Signal::Unavailable, clock);
         assert_eq!((limit.current(), limit.settled()), (18, 18));
     }
 
@@ -1467,7 +1617,7 @@ mod tests {
         let mut clock = Instant::now();
         for _ in 0..10 {
             clock += FLOOR;
-            limit.observe(clock, FLOOR, Signal::Overloaded, clock);
+            limit.observe(clock, FLOOR, Signal::Unavailable, clock);
         }
         assert_eq!(limit.current(), 1);
     }
@@ -1816,7 +1966,8 @@ mod tests {
     fn a_fixed_flow_keeps_its_limit_whatever_it_meets() {
         let flow = Flow::new(Concurrency::Fixed(16));
         let sent = Instant::now();
-        flow.answered(sent, Signal::Overloaded, None);
+        flow.answered(sent, Signal::Unavailable, None);
+        flow.answered(sent, Signal::RateLimited, None);
         flow.answered(sent, Signal::Dropped, None);
         assert_eq!(flow.limit(), 16);
         let report = flow.report();
@@ -1824,7 +1975,7 @@ mod tests {
             (report.start_limit, report.end_limit, report.adaptive_max),
             (16, Some(16), None)
         );
-        assert_eq!(report.overloaded_answers, 1);
+        assert_eq!(report.overloaded_answers, 2, "the 429 and the 503");
     }
 
     #[test]
@@ -1833,15 +1984,15 @@ mod tests {
         let sent = Instant::now();
         assert_eq!(flow.paused_until(sent), None);
         flow.answered(sent, Signal::Answered, None);
-        flow.answered(sent, Signal::Overloaded, Some(Duration::from_secs(2)));
+        flow.answered(sent, Signal::RateLimited, Some(Duration::from_secs(2)));
         let first = flow.paused_until(Instant::now()).expect("paused");
-        flow.answered(sent, Signal::Overloaded, Some(Duration::from_secs(1)));
+        flow.answered(sent, Signal::Unavailable, Some(Duration::from_secs(1)));
         assert_eq!(
             flow.paused_until(Instant::now()),
             Some(first),
             "an earlier end changes nothing"
         );
-        flow.answered(sent, Signal::Overloaded, Some(Duration::from_secs(5)));
+        flow.answered(sent, Signal::Unavailable, Some(Duration::from_secs(5)));
         let later = flow.paused_until(Instant::now()).expect("paused");
         assert!(later >= first + Duration::from_secs(2));
         assert_eq!(flow.paused_until(later), None, "over once it ends");

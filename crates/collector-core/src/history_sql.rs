@@ -223,28 +223,31 @@ pub const RETENTION_ROWS_BATCH: i64 = 5_000;
 /// Deletes, in one small transaction, up to `$2` runs (each with its results) that started more
 /// than `$1` seconds before `$5` (NULL: now, by the clock), and up to `$6` events created more
 /// than `$3` seconds before it and `$6` rollups of days more than `$4` seconds before it; a NULL
-/// retention keeps that kind. Returns how many rows went, in all: called again until none.
+/// retention keeps that kind. Returns how many rows went, in all: called again until none. Each
+/// kind in the order of its time's index, bounded by a value computed once (a subquery, not a join
+/// with `horizon`), so that a call with nothing to delete reads nothing more of it.
 pub const DELETE_OLD_HISTORY: &str = "
 WITH horizon AS (
     SELECT coalesce($5::timestamptz, clock_timestamp()) AS now
 ), old_runs AS (
     DELETE FROM dex_collector.runs
-     WHERE id IN (SELECT id FROM dex_collector.runs, horizon
-                   WHERE started_at < horizon.now - make_interval(secs => $1::float8)
+     WHERE id IN (SELECT id FROM dex_collector.runs
+                   WHERE started_at < (SELECT now FROM horizon) - make_interval(secs => $1::float8)
                      AND status NOT IN ('queued', 'running')
-                   ORDER BY id LIMIT $2)
+                   ORDER BY started_at LIMIT $2)
     RETURNING 1
 ), old_events AS (
     DELETE FROM dex_collector.events
-     WHERE id IN (SELECT id FROM dex_collector.events, horizon
-                   WHERE created_at < horizon.now - make_interval(secs => $3::float8)
-                   ORDER BY id LIMIT $6)
+     WHERE id IN (SELECT id FROM dex_collector.events
+                   WHERE created_at < (SELECT now FROM horizon) - make_interval(secs => $3::float8)
+                   ORDER BY created_at LIMIT $6)
     RETURNING 1
 ), old_rollups AS (
     DELETE FROM dex_collector.daily_rollups
      WHERE (company_id, day) IN
-           (SELECT company_id, day FROM dex_collector.daily_rollups, horizon
-             WHERE day < ((horizon.now - make_interval(secs => $4::float8)) AT TIME ZONE 'UTC')::date
+           (SELECT company_id, day FROM dex_collector.daily_rollups
+             WHERE day < (((SELECT now FROM horizon) - make_interval(secs => $4::float8))
+                          AT TIME ZONE 'UTC')::date
              ORDER BY day LIMIT $6)
     RETURNING 1
 )

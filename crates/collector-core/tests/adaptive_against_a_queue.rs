@@ -166,7 +166,7 @@ fn simulate(companies: usize, seed: u64, endpoint: &Endpoint, mut limit: Limit) 
             }
             Event::Refused(company) => {
                 refused += 1;
-                limit.observe(origin, sent_at[company], now, Signal::Overloaded);
+                limit.observe(origin, sent_at[company], now, Signal::RateLimited);
                 paused_until = paused_until.max(now + RETRY_AFTER);
                 let jitter = RETRY_AFTER.mul_f64(random.unit() / 4.0);
                 schedule(

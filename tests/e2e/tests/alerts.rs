@@ -1,7 +1,8 @@
 //! What the background worker sends out, against receivers on loopback: each event to the
 //! webhook, signed, in order, once each, however long the receiver is down and across a server
 //! restart, and past an event the receiver refuses for good; a heartbeat ping per finished run,
-//! `/fail` after a failed one; runs that stop arriving under pg_cron, and their return.
+//! `/fail` after a failed one; runs that stop arriving under pg_cron, and their return; a new
+//! receiver offered at once what waited for the old one; a lock on an event holding back no run.
 
 use std::time::{Duration, Instant};
 
@@ -959,4 +960,191 @@ fn a_promoted_standby_delivers_what_the_lost_primary_could_not() {
         .collect();
     assert_eq!(kinds, ["skipped", "skipped", "failing"]);
     standby.check_log(&[]).unwrap();
+}
+
+/// The first event's row: its attempts, its refusals in a row, and the seconds until it is due.
+fn first_event(client: &mut postgres::Client) -> (i32, i32, f64) {
+    let row = client
+        .query_one(
+            "SELECT delivery_attempts, refusals,
+                    coalesce(extract(epoch FROM next_delivery_at - clock_timestamp()), 0)::float8
+               FROM dex_collector.events ORDER BY id LIMIT 1",
+            &[],
+        )
+        .unwrap();
+    (row.get(0), row.get(1), row.get(2))
+}
+
+/// A deployment whose first run's events wait for a webhook that answered the first of them 503
+/// (with `warning`, a WARNING the test causes), and its receivers: the webhook, the heartbeat.
+fn first_event_offered_once(warning: &str) -> (StandIn, StandIn, Deployment) {
+    let (webhook, heartbeat) = (receiver(), receiver());
+    webhook.set_receiver_status(503);
+    let deployment = deployment(&webhook, &heartbeat)
+        .expect_warnings(&["delivered to dex_collector.alert_url: HTTP 503", warning]);
+    collect(&deployment, 1);
+    let mut client = deployment.client();
+    assert!(wait_until(Duration::from_secs(30), || first_event(
+        &mut client
+    )
+    .0 == 1));
+    (webhook, heartbeat, deployment)
+}
+
+/// outbox.rs and delivery.rs: after a long outage of the receiver its next attempt waits an hour;
+/// a refusal then waits seconds, not another hour, and a receiver at a new URL is offered what
+/// waits at once and afresh, the old one's attempts and refusals forgotten.
+#[test]
+fn a_new_receiver_is_offered_at_once_what_waited_an_hour_for_the_old_one() {
+    let (webhook, _heartbeat, deployment) = first_event_offered_once("HTTP 401");
+    let mut client = deployment.client();
+    let offer_now = |client: &mut postgres::Client, attempts: i32| {
+        client
+            .batch_execute(&format!(
+                "UPDATE dex_collector.events SET delivery_attempts = {attempts},
+                        next_delivery_at = NULL
+                  WHERE id = (SELECT min(id) FROM dex_collector.events)"
+            ))
+            .unwrap();
+    };
+    let move_webhook = |client: &mut postgres::Client, to: &StandIn| {
+        client
+            .batch_execute(&format!(
+                "ALTER SYSTEM SET dex_collector.alert_url = '{}{HOOK_PATH}'",
+                to.url()
+            ))
+            .unwrap();
+        client.batch_execute("SELECT pg_reload_conf()").unwrap();
+    };
+    // The receiver down for hours: nine attempts so far, and the tenth fails too.
+    offer_now(&mut client, 9);
+    assert!(wait_until(Duration::from_secs(30), || first_event(
+        &mut client
+    )
+    .0 == 10));
+    let (_, _, due_in) = first_event(&mut client);
+    assert!(due_in > 2_800.0, "an hour, less a fifth: {due_in}");
+    // It comes back refusing the event (its key rotated first): tried again in seconds.
+    webhook.set_receiver_status(401);
+    offer_now(&mut client, 10);
+    assert!(wait_until(Duration::from_secs(30), || first_event(
+        &mut client
+    )
+    .1 == 1));
+    let (_, _, due_in) = first_event(&mut client);
+    assert!(due_in < 12.5, "10 s, and a fifth more at most: {due_in}");
+    // Down again, an hour's wait; then the webhook moves to a new receiver, which refuses it too:
+    // offered at once, its first attempt there, tried again in 10 s.
+    webhook.set_receiver_status(503);
+    offer_now(&mut client, 11);
+    assert!(wait_until(Duration::from_secs(30), || first_event(
+        &mut client
+    )
+    .0 == 12));
+    assert!(first_event(&mut client).2 > 2_800.0);
+    let moved = receiver();
+    moved.set_receiver_status(401);
+    move_webhook(&mut client, &moved);
+    assert!(
+        wait_until(Duration::from_secs(30), || !moved.requests().is_empty()),
+        "{}",
+        deployment.cluster.log_contents()
+    );
+    assert!(wait_until(Duration::from_secs(5), || first_event(
+        &mut client
+    )
+    .0 == 1));
+    let (attempts, refusals, due_in) = first_event(&mut client);
+    assert_eq!((attempts, refusals), (1, 1));
+    assert!(due_in < 12.5, "{due_in}");
+    // Refused twice there; moved again, to one that refuses it once more: not the third refusal
+    // in a row, which abandons an event.
+    assert!(wait_until(Duration::from_secs(30), || first_event(
+        &mut client
+    )
+    .1 == 2));
+    let again = receiver();
+    again.set_receiver_status(401);
+    move_webhook(&mut client, &again);
+    assert!(wait_until(Duration::from_secs(30), || !again
+        .requests()
+        .is_empty()));
+    assert!(wait_until(Duration::from_secs(5), || first_event(
+        &mut client
+    )
+    .0 == 1));
+    assert_eq!(first_event(&mut client).1, 1);
+    let abandoned: i64 = one(
+        &mut client,
+        "SELECT count(*) FROM dex_collector.events WHERE abandoned_at IS NOT NULL",
+    );
+    assert_eq!(abandoned, 0);
+    // It takes them: both events, in order.
+    again.set_receiver_status(200);
+    assert!(
+        wait_until(Duration::from_secs(60), || one::<i64>(
+            &mut client,
+            "SELECT count(*) FROM dex_collector.events WHERE delivered_at IS NULL"
+        ) == 0),
+        "{}",
+        deployment.cluster.log_contents()
+    );
+    let ids: Vec<i64> = one(
+        &mut client,
+        "SELECT array_agg(id ORDER BY id) FROM dex_collector.events",
+    );
+    let sent: Vec<i64> = received_events(&again.requests())
+        .into_iter()
+        .map(|(id, _)| id)
+        .collect();
+    assert_eq!(sent[sent.len() - 2..], ids[..], "{sent:?}");
+}
+
+/// delivery.rs: the worker waits for a lock on an event a moment only, so that a statement of
+/// monitoring.md run in a transaction left open holds back none of its other work.
+#[test]
+fn an_event_locked_by_a_transaction_left_open_holds_back_no_run() {
+    let (webhook, _heartbeat, deployment) =
+        first_event_offered_once("canceling statement due to lock timeout");
+    let mut client = deployment.client();
+    // Someone marks the events sent by hand, and leaves the transaction open.
+    let mut operator = deployment.client();
+    operator
+        .batch_execute(
+            "BEGIN; UPDATE dex_collector.events SET delivered_at = now() WHERE delivered_at IS NULL",
+        )
+        .unwrap();
+    let refused = webhook.requests().len();
+    webhook.set_receiver_status(200);
+    assert!(wait_until(Duration::from_secs(30), || webhook
+        .requests()
+        .len()
+        > refused));
+    // The worker took the answer and cannot record it meanwhile: a queued run runs all the same.
+    let queued: i64 = one(&mut client, "SELECT dex_collect_all_async()");
+    let status = |client: &mut postgres::Client| {
+        one::<String>(
+            client,
+            &format!("SELECT status FROM dex_collector.runs WHERE id = {queued}"),
+        )
+    };
+    assert!(
+        wait_until(Duration::from_secs(60), || status(&mut client)
+            == "succeeded"),
+        "run {queued} is {}\n{}",
+        status(&mut client),
+        deployment.cluster.log_contents()
+    );
+    // Thought better of: the events go out, the first once since the receiver came back.
+    operator.batch_execute("ROLLBACK").unwrap();
+    assert!(wait_until(Duration::from_secs(60), || one::<i64>(
+        &mut client,
+        "SELECT count(*) FROM dex_collector.events WHERE delivered_at IS NULL"
+    ) == 0));
+    let first: i64 = one(&mut client, "SELECT min(id) FROM dex_collector.events");
+    let sent_first = received_events(&webhook.requests()[refused..])
+        .iter()
+        .filter(|(id, _)| *id == first)
+        .count();
+    assert_eq!(sent_first, 1);
 }

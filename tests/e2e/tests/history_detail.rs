@@ -241,7 +241,32 @@ fn the_detail_can_change_between_runs_and_all_keeps_every_result() {
 
 #[test]
 fn without_the_worker_each_call_deletes_a_batch_of_old_history() {
-    let deployment = Deployment::start(DeploymentOptions::default()).unwrap();
+    each_call_deletes_a_batch_of_old_history(
+        Deployment::start(DeploymentOptions::default()).unwrap(),
+    );
+}
+
+/// lifecycle.rs: a worker that should serve the database but could not start deletes nothing, and
+/// the calls do.
+#[test]
+fn with_a_worker_that_could_not_start_each_call_deletes_a_batch_of_old_history() {
+    let deployment = Deployment::start(DeploymentOptions {
+        preload: true,
+        settings: vec![
+            ("dex_collector.database".into(), "dex".into()),
+            ("max_worker_processes".into(), "0".into()),
+        ],
+        ..DeploymentOptions::default()
+    })
+    .unwrap();
+    assert!(deployment
+        .cluster
+        .log_contents()
+        .contains("too many background workers"));
+    each_call_deletes_a_batch_of_old_history(deployment);
+}
+
+fn each_call_deletes_a_batch_of_old_history(deployment: Deployment) {
     let mut client = deployment.client();
     // 30 runs from 20 to 49 days ago with a result each, events from 1 to 120 days ago, rollups
     // from 1 to 500 days ago: the defaults keep 14, 90 and 400 days.
