@@ -100,9 +100,14 @@ impl Deliveries {
             // a ping that fails is not sent again (the next run's says the same).
             self.pings = Pings::from_now();
         }
-        if let Some(url) = &alert_url {
-            problems.extend(self.new_receiver(url).err());
-        }
+        // Events go to a new URL only once what waits has been offered to it afresh.
+        let alert_url = alert_url.filter(|url| match self.new_receiver(url) {
+            Ok(()) => true,
+            Err(problem) => {
+                problems.push(problem);
+                false
+            }
+        });
         if heartbeat_url.is_some() || alert_url.is_some() {
             match client_for(&mut self.http, &targets) {
                 Ok(http) => {
@@ -127,17 +132,18 @@ impl Deliveries {
     }
 
     /// A webhook URL other than the last turn's: the events waiting are offered to it at once,
-    /// afresh. An attempt at the old one still to be recorded is forgotten, but for a delivery:
-    /// recorded after, a refusal would count against the new receiver, and abandon an event it
-    /// never saw.
+    /// afresh. An attempt at the old one still to be recorded is forgotten then, but for a
+    /// delivery: recorded after, a refusal would count against the new receiver, and abandon an
+    /// event it never saw. While they cannot be offered afresh (a lock on one, the database
+    /// read-only), nothing goes to the new URL and that attempt is kept.
     fn new_receiver(&mut self, url: &str) -> Result<(), String> {
         if self.alert_url.as_deref().is_some_and(|last| last != url) {
-            if !matches!(self.unrecorded, None | Some((_, Attempt::Delivered))) {
-                self.unrecorded = None;
-            }
             in_transaction(outbox::offer_now_to_a_new_receiver).map_err(|error| {
                 format!("could not offer the events waiting to the new dex_collector.alert_url: {error}")
             })?;
+            if !matches!(self.unrecorded, None | Some((_, Attempt::Delivered))) {
+                self.unrecorded = None;
+            }
         }
         self.alert_url = Some(url.to_string());
         Ok(())

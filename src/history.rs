@@ -303,9 +303,10 @@ pub fn recent_adaptive_ceiling() -> Result<Option<usize>, HistoryError> {
                   WHERE concurrency_adaptive AND overloaded_answers > 0
                     AND concurrency_limit IS NOT NULL
                     AND finished_at > clock_timestamp() - make_interval(secs => $1)
-                    -- A run lasts at most run_deadline's 24 hours, and then writes its end.
-                    AND started_at > clock_timestamp() - make_interval(secs => $1)
-                                     - interval '25 hours'
+                    -- A run lasts at most run_deadline's 24 hours, and then writes its end. A
+                    -- subquery, computed once, so that the bound is an index condition.
+                    AND started_at > (SELECT clock_timestamp() - make_interval(secs => $1)
+                                             - interval '25 hours')
                   ORDER BY started_at DESC, id DESC LIMIT 1)",
         &[CEILING_KEPT.as_secs_f64().into()],
     )

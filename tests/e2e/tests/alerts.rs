@@ -991,6 +991,17 @@ fn first_event_offered_once(warning: &str) -> (StandIn, StandIn, Deployment) {
     (webhook, heartbeat, deployment)
 }
 
+/// Points the webhook at `to` (ALTER SYSTEM and a reload).
+fn move_webhook(client: &mut postgres::Client, to: &StandIn) {
+    client
+        .batch_execute(&format!(
+            "ALTER SYSTEM SET dex_collector.alert_url = '{}{HOOK_PATH}'",
+            to.url()
+        ))
+        .unwrap();
+    client.batch_execute("SELECT pg_reload_conf()").unwrap();
+}
+
 /// outbox.rs and delivery.rs: after a long outage of the receiver its next attempt waits an hour;
 /// a refusal then waits seconds, not another hour, and a receiver at a new URL is offered what
 /// waits at once and afresh, the old one's attempts and refusals forgotten.
@@ -1006,15 +1017,6 @@ fn a_new_receiver_is_offered_at_once_what_waited_an_hour_for_the_old_one() {
                   WHERE id = (SELECT min(id) FROM dex_collector.events)"
             ))
             .unwrap();
-    };
-    let move_webhook = |client: &mut postgres::Client, to: &StandIn| {
-        client
-            .batch_execute(&format!(
-                "ALTER SYSTEM SET dex_collector.alert_url = '{}{HOOK_PATH}'",
-                to.url()
-            ))
-            .unwrap();
-        client.batch_execute("SELECT pg_reload_conf()").unwrap();
     };
     // The receiver down for hours: nine attempts so far, and the tenth fails too.
     offer_now(&mut client, 9);
@@ -1082,10 +1084,7 @@ fn a_new_receiver_is_offered_at_once_what_waited_an_hour_for_the_old_one() {
     // It takes them: both events, in order.
     again.set_receiver_status(200);
     assert!(
-        wait_until(Duration::from_secs(60), || one::<i64>(
-            &mut client,
-            "SELECT count(*) FROM dex_collector.events WHERE delivered_at IS NULL"
-        ) == 0),
+        wait_until(Duration::from_secs(60), || all_delivered(&mut client)),
         "{}",
         deployment.cluster.log_contents()
     );
@@ -1100,20 +1099,35 @@ fn a_new_receiver_is_offered_at_once_what_waited_an_hour_for_the_old_one() {
     assert_eq!(sent[sent.len() - 2..], ids[..], "{sent:?}");
 }
 
-/// delivery.rs: the worker waits for a lock on an event a moment only, so that a statement of
-/// monitoring.md run in a transaction left open holds back none of its other work.
-#[test]
-fn an_event_locked_by_a_transaction_left_open_holds_back_no_run() {
-    let (webhook, _heartbeat, deployment) =
+/// [`first_event_offered_once`], and a session that marks the events sent by hand and leaves its
+/// transaction open, holding their locks: the webhook, the heartbeat, the deployment, that session.
+fn events_locked_by_a_transaction_left_open() -> (StandIn, StandIn, Deployment, postgres::Client) {
+    let (webhook, heartbeat, deployment) =
         first_event_offered_once("canceling statement due to lock timeout");
-    let mut client = deployment.client();
-    // Someone marks the events sent by hand, and leaves the transaction open.
     let mut operator = deployment.client();
     operator
         .batch_execute(
             "BEGIN; UPDATE dex_collector.events SET delivered_at = now() WHERE delivered_at IS NULL",
         )
         .unwrap();
+    (webhook, heartbeat, deployment, operator)
+}
+
+/// Whether every event has been delivered.
+fn all_delivered(client: &mut postgres::Client) -> bool {
+    one::<i64>(
+        client,
+        "SELECT count(*) FROM dex_collector.events WHERE delivered_at IS NULL",
+    ) == 0
+}
+
+/// delivery.rs: the worker waits for a lock on an event a moment only, so that a statement of
+/// monitoring.md run in a transaction left open holds back none of its other work.
+#[test]
+fn an_event_locked_by_a_transaction_left_open_holds_back_no_run() {
+    let (webhook, _heartbeat, deployment, mut operator) =
+        events_locked_by_a_transaction_left_open();
+    let mut client = deployment.client();
     let refused = webhook.requests().len();
     webhook.set_receiver_status(200);
     assert!(wait_until(Duration::from_secs(30), || webhook
@@ -1137,14 +1151,40 @@ fn an_event_locked_by_a_transaction_left_open_holds_back_no_run() {
     );
     // Thought better of: the events go out, the first once since the receiver came back.
     operator.batch_execute("ROLLBACK").unwrap();
-    assert!(wait_until(Duration::from_secs(60), || one::<i64>(
-        &mut client,
-        "SELECT count(*) FROM dex_collector.events WHERE delivered_at IS NULL"
-    ) == 0));
+    assert!(wait_until(Duration::from_secs(60), || all_delivered(
+        &mut client
+    )));
     let first: i64 = one(&mut client, "SELECT min(id) FROM dex_collector.events");
     let sent_first = received_events(&webhook.requests()[refused..])
         .iter()
         .filter(|(id, _)| *id == first)
         .count();
     assert_eq!(sent_first, 1);
+}
+
+/// delivery.rs: while the events waiting cannot be offered afresh to a new URL (a lock on one),
+/// nothing goes to it; before, each turn sent the oldest there again, whatever its backoff.
+#[test]
+fn a_new_url_gets_nothing_until_the_waiting_events_can_be_offered_to_it_afresh() {
+    let (_webhook, _heartbeat, deployment, mut operator) =
+        events_locked_by_a_transaction_left_open();
+    let mut client = deployment.client();
+    let moved = receiver();
+    moved.set_receiver_status(503);
+    move_webhook(&mut client, &moved);
+    std::thread::sleep(Duration::from_secs(30));
+    assert_eq!(moved.requests().len(), 0);
+    assert!(deployment
+        .cluster
+        .log_contents()
+        .contains("could not offer the events waiting to the new dex_collector.alert_url"));
+    // The lock gone, they go to the new URL.
+    moved.set_receiver_status(200);
+    operator.batch_execute("ROLLBACK").unwrap();
+    assert!(
+        wait_until(Duration::from_secs(60), || all_delivered(&mut client)),
+        "{}",
+        deployment.cluster.log_contents()
+    );
+    assert_eq!(received_events(&moved.requests()).len(), 2);
 }
