@@ -8,7 +8,6 @@ use pgrx::pg_sys;
 use pgrx::prelude::*;
 
 use super::interrupts::{serve_interrupts_but_cancel, shutdown_requested, take_query_cancel};
-use super::shmem::withdraw_worker_latch;
 
 /// The worker's wait: until its latch is set, `timeout` passes or the postmaster dies (false
 /// then, or on shutdown). Other interrupts (signal barriers) are served, and a query cancel is
@@ -74,8 +73,8 @@ pub fn report_application_name(name: &CStr) {
 /// Ends the worker so that the postmaster starts it again after its restart interval (exit code
 /// 1; code 0 would unregister it). At shutdown it is not restarted either way.
 pub fn exit_worker_for_restart() -> ! {
-    withdraw_worker_latch();
-    // SAFETY: the normal way for a worker to end; runs Postgres' exit callbacks.
+    // SAFETY: the normal way for a worker to end; runs Postgres' exit callbacks (the one that
+    // withdraws the worker's latch among them).
     unsafe { pg_sys::proc_exit(1) };
     // PostgreSQL 18's headers no longer declare proc_exit as not returning; it still never does.
     #[cfg(feature = "pg18")]

@@ -63,8 +63,8 @@ pub fn worker_running() -> bool {
     preloaded() && WORKER_LATCH.get().load(Ordering::Acquire) != 0
 }
 
-/// The worker withdraws its latch as it exits.
-pub fn withdraw_worker_latch() {
+/// The worker withdraws its latch as it exits (see [`publish_worker_latch`]).
+fn withdraw_worker_latch() {
     if preloaded() {
         WORKER_LATCH.get().store(0, Ordering::Release);
     }
